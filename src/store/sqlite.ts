@@ -1,0 +1,135 @@
+/**
+ * A small promise layer over `sqlite3` (the driver named by the product brief).
+ * One connection per database file; sqlite3 runs statements on libuv's thread
+ * pool, so the event loop never blocks on disk.
+ *
+ * Durability settings are applied on open and are the same for every store:
+ * WAL journal, synchronous=FULL (a commit is on disk when it resolves),
+ * secure_delete=ON (freed pages are zeroed: privacy rule 4), foreign keys on.
+ */
+import sqlite3 from 'sqlite3';
+import { TallyboxError } from '../util/errors.js';
+
+export type SqlParam = string | number | bigint | Buffer | Uint8Array | null;
+export type SqlParams = readonly SqlParam[] | Record<string, SqlParam>;
+
+export interface RunResult {
+  lastID: number;
+  changes: number;
+}
+
+export interface OpenOptions {
+  /** Create the file if missing (default true). */
+  create?: boolean;
+  /** Milliseconds to wait on a locked database (default 5000). */
+  busyTimeoutMs?: number;
+  readonly?: boolean;
+}
+
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
+
+/** Map sqlite3's errors to our codes so callers can branch on them. */
+export function sqliteErrorCode(err: unknown): string {
+  const code = (err as { code?: string } | null)?.code ?? '';
+  if (code === 'SQLITE_FULL') return 'DISK_FULL';
+  if (code === 'SQLITE_IOERR' || code.startsWith('SQLITE_IOERR')) return 'STORAGE_IO';
+  if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') return 'STORAGE_CORRUPT';
+  if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_PERM' || code === 'SQLITE_READONLY') return 'STORAGE_UNAVAILABLE';
+  if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') return 'STORAGE_BUSY';
+  if (code === 'SQLITE_CONSTRAINT') return 'STORAGE_CONSTRAINT';
+  return 'STORAGE_ERROR';
+}
+
+function wrap(err: Error, sql: string, path: string): TallyboxError {
+  const code = sqliteErrorCode(err);
+  return new TallyboxError(code, `${code}: ${err.message} (database ${path})`, { sqliteCode: (err as { code?: string }).code, sql: sql.slice(0, 80) }, { cause: err });
+}
+
+export class Sqlite {
+  private constructor(
+    readonly path: string,
+    private readonly db: sqlite3.Database,
+  ) {}
+
+  /**
+   * Open (and by default create) a database with Tallybox's durability pragmas.
+   * An existing file that is not a SQLite database, or cannot be read, is a
+   * STORAGE_CORRUPT / STORAGE_UNAVAILABLE error and the file is left untouched.
+   */
+  static async open(path: string, opts: OpenOptions = {}): Promise<Sqlite> {
+    const mode = opts.readonly
+      ? sqlite3.OPEN_READONLY
+      : sqlite3.OPEN_READWRITE | (opts.create === false ? 0 : sqlite3.OPEN_CREATE);
+    const db = await new Promise<sqlite3.Database>((resolve, reject) => {
+      const d: sqlite3.Database = new sqlite3.Database(path, mode, (err) => (err ? reject(wrap(err, 'open', path)) : resolve(d)));
+    });
+    const s = new Sqlite(path, db);
+    db.configure('busyTimeout', opts.busyTimeoutMs ?? 5000);
+    try {
+      // Reading the schema forces SQLite to read the header: a non-database file fails here.
+      await s.get('PRAGMA schema_version');
+      if (!opts.readonly) {
+        await s.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON;');
+      }
+    } catch (err) {
+      await s.close().catch(() => undefined);
+      throw err;
+    }
+    return s;
+  }
+
+  /** True when the first 16 bytes are SQLite's magic (or the buffer is empty: a new file). */
+  static looksLikeSqlite(head: Buffer): boolean {
+    return head.length === 0 || head.subarray(0, 16).equals(SQLITE_HEADER);
+  }
+
+  run(sql: string, params: SqlParams = []): Promise<RunResult> {
+    const path = this.path;
+    return new Promise<RunResult>((resolve, reject) => {
+      this.db.run(sql, params as unknown[], function (this: sqlite3.RunResult, err: Error | null) {
+        if (err) reject(wrap(err, sql, path));
+        else resolve({ lastID: this.lastID, changes: this.changes });
+      });
+    });
+  }
+
+  get<T = Record<string, unknown>>(sql: string, params: SqlParams = []): Promise<T | undefined> {
+    return new Promise((resolve, reject) => {
+      this.db.get(sql, params as unknown[], (err: Error | null, row: T | undefined) => (err ? reject(wrap(err, sql, this.path)) : resolve(row)));
+    });
+  }
+
+  all<T = Record<string, unknown>>(sql: string, params: SqlParams = []): Promise<T[]> {
+    return new Promise((resolve, reject) => {
+      this.db.all(sql, params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(wrap(err, sql, this.path)) : resolve(rows)));
+    });
+  }
+
+  exec(sql: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.db.exec(sql, (err: Error | null) => (err ? reject(wrap(err, sql, this.path)) : resolve()));
+    });
+  }
+
+  /**
+   * Run `fn` inside BEGIN IMMEDIATE … COMMIT; roll back on any error.
+   * sqlite3 queues statements per connection in order, so callers must not
+   * interleave other writes on this connection while a transaction is open
+   * (each store owns its connection and serialises its own writes).
+   */
+  async transaction<T>(fn: () => Promise<T>): Promise<T> {
+    await this.exec('BEGIN IMMEDIATE');
+    try {
+      const out = await fn();
+      await this.exec('COMMIT');
+      return out;
+    } catch (err) {
+      await this.exec('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => this.db.close((err) => (err ? reject(wrap(err, 'close', this.path)) : resolve())));
+  }
+}
