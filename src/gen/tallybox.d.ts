@@ -6,6 +6,443 @@ export namespace tallybox {
 
     namespace v1 {
 
+        enum BridgeCapturePurpose {
+            BRIDGE_CAPTURE_PURPOSE_UNSPECIFIED = 0,
+            BRIDGE_CAPTURE_PURPOSE_IDENTIFY = 1,
+            BRIDGE_CAPTURE_PURPOSE_ENROL = 2
+        }
+
+        enum BridgeStatus {
+            BRIDGE_STATUS_UNSPECIFIED = 0,
+            BRIDGE_STATUS_OK = 1,
+            BRIDGE_STATUS_BAD_REQUEST = 2,
+            BRIDGE_STATUS_UNSUPPORTED = 3,
+            BRIDGE_STATUS_BUSY = 4,
+            BRIDGE_STATUS_HARDWARE_ERROR = 5
+        }
+
+        enum BridgeLedColour {
+            BRIDGE_LED_COLOUR_UNSPECIFIED = 0,
+            BRIDGE_LED_COLOUR_GREEN = 1,
+            BRIDGE_LED_COLOUR_RED = 2,
+            BRIDGE_LED_COLOUR_BLUE = 3,
+            BRIDGE_LED_COLOUR_WHITE = 4
+        }
+
+        interface IBridgeHello extends tallybox.v1.BridgeHello.$Properties {
+        }
+
+        class BridgeHello {
+            constructor(p?: tallybox.v1.BridgeHello.$Properties);
+            $unknowns?: Uint8Array[];
+            hostProtocolMin: number;
+            hostProtocolMax: number;
+            hostVersion: string;
+            static create(properties: tallybox.v1.BridgeHello.$Shape): tallybox.v1.BridgeHello & tallybox.v1.BridgeHello.$Shape;
+            static create(properties?: tallybox.v1.BridgeHello.$Properties): tallybox.v1.BridgeHello;
+            static encode(m: tallybox.v1.BridgeHello.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeHello & tallybox.v1.BridgeHello.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeHello;
+            static toObject(m: tallybox.v1.BridgeHello, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeHello {
+            interface $Properties {
+                hostProtocolMin?: (number|null);
+                hostProtocolMax?: (number|null);
+                hostVersion?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeHello.$Properties;
+        }
+
+        interface IBridgeHelloAck extends tallybox.v1.BridgeHelloAck.$Properties {
+        }
+
+        class BridgeHelloAck {
+            constructor(p?: tallybox.v1.BridgeHelloAck.$Properties);
+            $unknowns?: Uint8Array[];
+            protocol: number;
+            firmwareVersion: string;
+            model: string;
+            featureDim: number;
+            featureModel: string;
+            maxFrame: number;
+            static create(properties: tallybox.v1.BridgeHelloAck.$Shape): tallybox.v1.BridgeHelloAck & tallybox.v1.BridgeHelloAck.$Shape;
+            static create(properties?: tallybox.v1.BridgeHelloAck.$Properties): tallybox.v1.BridgeHelloAck;
+            static encode(m: tallybox.v1.BridgeHelloAck.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeHelloAck & tallybox.v1.BridgeHelloAck.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeHelloAck;
+            static toObject(m: tallybox.v1.BridgeHelloAck, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeHelloAck {
+            interface $Properties {
+                protocol?: (number|null);
+                firmwareVersion?: (string|null);
+                model?: (string|null);
+                featureDim?: (number|null);
+                featureModel?: (string|null);
+                maxFrame?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeHelloAck.$Properties;
+        }
+
+        interface IBridgeHeartbeat extends tallybox.v1.BridgeHeartbeat.$Properties {
+        }
+
+        class BridgeHeartbeat {
+            constructor(p?: tallybox.v1.BridgeHeartbeat.$Properties);
+            $unknowns?: Uint8Array[];
+            uptimeMs: number;
+            static create(properties: tallybox.v1.BridgeHeartbeat.$Shape): tallybox.v1.BridgeHeartbeat & tallybox.v1.BridgeHeartbeat.$Shape;
+            static create(properties?: tallybox.v1.BridgeHeartbeat.$Properties): tallybox.v1.BridgeHeartbeat;
+            static encode(m: tallybox.v1.BridgeHeartbeat.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeHeartbeat & tallybox.v1.BridgeHeartbeat.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeHeartbeat;
+            static toObject(m: tallybox.v1.BridgeHeartbeat, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeHeartbeat {
+            interface $Properties {
+                uptimeMs?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeHeartbeat.$Properties;
+        }
+
+        interface IBridgeFaceFeature extends tallybox.v1.BridgeFaceFeature.$Properties {
+        }
+
+        class BridgeFaceFeature {
+            constructor(p?: tallybox.v1.BridgeFaceFeature.$Properties);
+            $unknowns?: Uint8Array[];
+            vector: number[];
+            dim: number;
+            quality: number;
+            liveness: number;
+            purpose: tallybox.v1.BridgeCapturePurpose;
+            captureId: number;
+            static create(properties: tallybox.v1.BridgeFaceFeature.$Shape): tallybox.v1.BridgeFaceFeature & tallybox.v1.BridgeFaceFeature.$Shape;
+            static create(properties?: tallybox.v1.BridgeFaceFeature.$Properties): tallybox.v1.BridgeFaceFeature;
+            static encode(m: tallybox.v1.BridgeFaceFeature.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeFaceFeature & tallybox.v1.BridgeFaceFeature.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeFaceFeature;
+            static toObject(m: tallybox.v1.BridgeFaceFeature, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeFaceFeature {
+            interface $Properties {
+                vector?: (number[]|null);
+                dim?: (number|null);
+                quality?: (number|null);
+                liveness?: (number|null);
+                purpose?: (tallybox.v1.BridgeCapturePurpose|null);
+                captureId?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeFaceFeature.$Properties;
+        }
+
+        interface IBridgeEnrolStart extends tallybox.v1.BridgeEnrolStart.$Properties {
+        }
+
+        class BridgeEnrolStart {
+            constructor(p?: tallybox.v1.BridgeEnrolStart.$Properties);
+            $unknowns?: Uint8Array[];
+            captures: number;
+            timeoutMs: number;
+            static create(properties: tallybox.v1.BridgeEnrolStart.$Shape): tallybox.v1.BridgeEnrolStart & tallybox.v1.BridgeEnrolStart.$Shape;
+            static create(properties?: tallybox.v1.BridgeEnrolStart.$Properties): tallybox.v1.BridgeEnrolStart;
+            static encode(m: tallybox.v1.BridgeEnrolStart.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeEnrolStart & tallybox.v1.BridgeEnrolStart.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeEnrolStart;
+            static toObject(m: tallybox.v1.BridgeEnrolStart, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeEnrolStart {
+            interface $Properties {
+                captures?: (number|null);
+                timeoutMs?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeEnrolStart.$Properties;
+        }
+
+        interface IBridgeEnrolCapture extends tallybox.v1.BridgeEnrolCapture.$Properties {
+        }
+
+        class BridgeEnrolCapture {
+            constructor(p?: tallybox.v1.BridgeEnrolCapture.$Properties);
+            $unknowns?: Uint8Array[];
+            index: number;
+            total: number;
+            feature?: (tallybox.v1.BridgeFaceFeature.$Properties|null);
+            aborted: boolean;
+            static create(properties: tallybox.v1.BridgeEnrolCapture.$Shape): tallybox.v1.BridgeEnrolCapture & tallybox.v1.BridgeEnrolCapture.$Shape;
+            static create(properties?: tallybox.v1.BridgeEnrolCapture.$Properties): tallybox.v1.BridgeEnrolCapture;
+            static encode(m: tallybox.v1.BridgeEnrolCapture.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeEnrolCapture & tallybox.v1.BridgeEnrolCapture.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeEnrolCapture;
+            static toObject(m: tallybox.v1.BridgeEnrolCapture, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeEnrolCapture {
+            interface $Properties {
+                index?: (number|null);
+                total?: (number|null);
+                feature?: (tallybox.v1.BridgeFaceFeature.$Properties|null);
+                aborted?: (boolean|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeEnrolCapture.$Properties;
+        }
+
+        interface IBridgeTamper extends tallybox.v1.BridgeTamper.$Properties {
+        }
+
+        class BridgeTamper {
+            constructor(p?: tallybox.v1.BridgeTamper.$Properties);
+            $unknowns?: Uint8Array[];
+            open: boolean;
+            static create(properties: tallybox.v1.BridgeTamper.$Shape): tallybox.v1.BridgeTamper & tallybox.v1.BridgeTamper.$Shape;
+            static create(properties?: tallybox.v1.BridgeTamper.$Properties): tallybox.v1.BridgeTamper;
+            static encode(m: tallybox.v1.BridgeTamper.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeTamper & tallybox.v1.BridgeTamper.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeTamper;
+            static toObject(m: tallybox.v1.BridgeTamper, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeTamper {
+            interface $Properties {
+                open?: (boolean|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeTamper.$Properties;
+        }
+
+        interface IBridgeKeypad extends tallybox.v1.BridgeKeypad.$Properties {
+        }
+
+        class BridgeKeypad {
+            constructor(p?: tallybox.v1.BridgeKeypad.$Properties);
+            $unknowns?: Uint8Array[];
+            keys: string;
+            static create(properties: tallybox.v1.BridgeKeypad.$Shape): tallybox.v1.BridgeKeypad & tallybox.v1.BridgeKeypad.$Shape;
+            static create(properties?: tallybox.v1.BridgeKeypad.$Properties): tallybox.v1.BridgeKeypad;
+            static encode(m: tallybox.v1.BridgeKeypad.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeKeypad & tallybox.v1.BridgeKeypad.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeKeypad;
+            static toObject(m: tallybox.v1.BridgeKeypad, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeKeypad {
+            interface $Properties {
+                keys?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeKeypad.$Properties;
+        }
+
+        interface IBridgeDisplayText extends tallybox.v1.BridgeDisplayText.$Properties {
+        }
+
+        class BridgeDisplayText {
+            constructor(p?: tallybox.v1.BridgeDisplayText.$Properties);
+            $unknowns?: Uint8Array[];
+            line1: string;
+            line2: string;
+            durationMs: number;
+            static create(properties: tallybox.v1.BridgeDisplayText.$Shape): tallybox.v1.BridgeDisplayText & tallybox.v1.BridgeDisplayText.$Shape;
+            static create(properties?: tallybox.v1.BridgeDisplayText.$Properties): tallybox.v1.BridgeDisplayText;
+            static encode(m: tallybox.v1.BridgeDisplayText.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeDisplayText & tallybox.v1.BridgeDisplayText.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeDisplayText;
+            static toObject(m: tallybox.v1.BridgeDisplayText, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeDisplayText {
+            interface $Properties {
+                line1?: (string|null);
+                line2?: (string|null);
+                durationMs?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeDisplayText.$Properties;
+        }
+
+        interface IBridgeIndicator extends tallybox.v1.BridgeIndicator.$Properties {
+        }
+
+        class BridgeIndicator {
+            constructor(p?: tallybox.v1.BridgeIndicator.$Properties);
+            $unknowns?: Uint8Array[];
+            led: tallybox.v1.BridgeLedColour;
+            ledMs: number;
+            beeps: number;
+            beepMs: number;
+            static create(properties: tallybox.v1.BridgeIndicator.$Shape): tallybox.v1.BridgeIndicator & tallybox.v1.BridgeIndicator.$Shape;
+            static create(properties?: tallybox.v1.BridgeIndicator.$Properties): tallybox.v1.BridgeIndicator;
+            static encode(m: tallybox.v1.BridgeIndicator.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeIndicator & tallybox.v1.BridgeIndicator.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeIndicator;
+            static toObject(m: tallybox.v1.BridgeIndicator, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeIndicator {
+            interface $Properties {
+                led?: (tallybox.v1.BridgeLedColour|null);
+                ledMs?: (number|null);
+                beeps?: (number|null);
+                beepMs?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeIndicator.$Properties;
+        }
+
+        interface IBridgeRelay extends tallybox.v1.BridgeRelay.$Properties {
+        }
+
+        class BridgeRelay {
+            constructor(p?: tallybox.v1.BridgeRelay.$Properties);
+            $unknowns?: Uint8Array[];
+            energised: boolean;
+            pulseMs: number;
+            static create(properties: tallybox.v1.BridgeRelay.$Shape): tallybox.v1.BridgeRelay & tallybox.v1.BridgeRelay.$Shape;
+            static create(properties?: tallybox.v1.BridgeRelay.$Properties): tallybox.v1.BridgeRelay;
+            static encode(m: tallybox.v1.BridgeRelay.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeRelay & tallybox.v1.BridgeRelay.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeRelay;
+            static toObject(m: tallybox.v1.BridgeRelay, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeRelay {
+            interface $Properties {
+                energised?: (boolean|null);
+                pulseMs?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeRelay.$Properties;
+        }
+
+        interface IBridgeAck extends tallybox.v1.BridgeAck.$Properties {
+        }
+
+        class BridgeAck {
+            constructor(p?: tallybox.v1.BridgeAck.$Properties);
+            $unknowns?: Uint8Array[];
+            status: tallybox.v1.BridgeStatus;
+            detail: string;
+            static create(properties: tallybox.v1.BridgeAck.$Shape): tallybox.v1.BridgeAck & tallybox.v1.BridgeAck.$Shape;
+            static create(properties?: tallybox.v1.BridgeAck.$Properties): tallybox.v1.BridgeAck;
+            static encode(m: tallybox.v1.BridgeAck.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeAck & tallybox.v1.BridgeAck.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeAck;
+            static toObject(m: tallybox.v1.BridgeAck, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeAck {
+            interface $Properties {
+                status?: (tallybox.v1.BridgeStatus|null);
+                detail?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.BridgeAck.$Properties;
+        }
+
+        interface IBridgeFrame extends tallybox.v1.BridgeFrame.$Properties {
+        }
+
+        class BridgeFrame {
+            constructor(p?: tallybox.v1.BridgeFrame.$Properties);
+            $unknowns?: Uint8Array[];
+            seq: number;
+            hello?: (tallybox.v1.BridgeHello.$Properties|null);
+            helloAck?: (tallybox.v1.BridgeHelloAck.$Properties|null);
+            heartbeat?: (tallybox.v1.BridgeHeartbeat.$Properties|null);
+            ack?: (tallybox.v1.BridgeAck.$Properties|null);
+            faceFeature?: (tallybox.v1.BridgeFaceFeature.$Properties|null);
+            enrolStart?: (tallybox.v1.BridgeEnrolStart.$Properties|null);
+            enrolCapture?: (tallybox.v1.BridgeEnrolCapture.$Properties|null);
+            tamper?: (tallybox.v1.BridgeTamper.$Properties|null);
+            keypad?: (tallybox.v1.BridgeKeypad.$Properties|null);
+            displayText?: (tallybox.v1.BridgeDisplayText.$Properties|null);
+            indicator?: (tallybox.v1.BridgeIndicator.$Properties|null);
+            relay?: (tallybox.v1.BridgeRelay.$Properties|null);
+            body?: ("hello"|"helloAck"|"heartbeat"|"ack"|"faceFeature"|"enrolStart"|"enrolCapture"|"tamper"|"keypad"|"displayText"|"indicator"|"relay");
+            static create(properties: tallybox.v1.BridgeFrame.$Shape): tallybox.v1.BridgeFrame & tallybox.v1.BridgeFrame.$Shape;
+            static create(properties?: tallybox.v1.BridgeFrame.$Properties): tallybox.v1.BridgeFrame;
+            static encode(m: tallybox.v1.BridgeFrame.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.BridgeFrame & tallybox.v1.BridgeFrame.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.BridgeFrame;
+            static toObject(m: tallybox.v1.BridgeFrame, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace BridgeFrame {
+            interface $Properties {
+                seq?: (number|null);
+                hello?: (tallybox.v1.BridgeHello.$Properties|null);
+                helloAck?: (tallybox.v1.BridgeHelloAck.$Properties|null);
+                heartbeat?: (tallybox.v1.BridgeHeartbeat.$Properties|null);
+                ack?: (tallybox.v1.BridgeAck.$Properties|null);
+                faceFeature?: (tallybox.v1.BridgeFaceFeature.$Properties|null);
+                enrolStart?: (tallybox.v1.BridgeEnrolStart.$Properties|null);
+                enrolCapture?: (tallybox.v1.BridgeEnrolCapture.$Properties|null);
+                tamper?: (tallybox.v1.BridgeTamper.$Properties|null);
+                keypad?: (tallybox.v1.BridgeKeypad.$Properties|null);
+                displayText?: (tallybox.v1.BridgeDisplayText.$Properties|null);
+                indicator?: (tallybox.v1.BridgeIndicator.$Properties|null);
+                relay?: (tallybox.v1.BridgeRelay.$Properties|null);
+                body?: ("hello"|"helloAck"|"heartbeat"|"ack"|"faceFeature"|"enrolStart"|"enrolCapture"|"tamper"|"keypad"|"displayText"|"indicator"|"relay");
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = {
+              seq?: number|null;
+              hello?: tallybox.v1.BridgeHello.$Shape|null;
+              helloAck?: tallybox.v1.BridgeHelloAck.$Shape|null;
+              heartbeat?: tallybox.v1.BridgeHeartbeat.$Shape|null;
+              ack?: tallybox.v1.BridgeAck.$Shape|null;
+              faceFeature?: tallybox.v1.BridgeFaceFeature.$Shape|null;
+              enrolStart?: tallybox.v1.BridgeEnrolStart.$Shape|null;
+              enrolCapture?: tallybox.v1.BridgeEnrolCapture.$Shape|null;
+              tamper?: tallybox.v1.BridgeTamper.$Shape|null;
+              keypad?: tallybox.v1.BridgeKeypad.$Shape|null;
+              displayText?: tallybox.v1.BridgeDisplayText.$Shape|null;
+              indicator?: tallybox.v1.BridgeIndicator.$Shape|null;
+              relay?: tallybox.v1.BridgeRelay.$Shape|null;
+              $unknowns?: Uint8Array[];
+            } & (
+              ({ body?: undefined; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "hello"; hello: tallybox.v1.BridgeHello.$Shape; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "helloAck"; hello?: null; helloAck: tallybox.v1.BridgeHelloAck.$Shape; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "heartbeat"; hello?: null; helloAck?: null; heartbeat: tallybox.v1.BridgeHeartbeat.$Shape; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "ack"; hello?: null; helloAck?: null; heartbeat?: null; ack: tallybox.v1.BridgeAck.$Shape; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "faceFeature"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature: tallybox.v1.BridgeFaceFeature.$Shape; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "enrolStart"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart: tallybox.v1.BridgeEnrolStart.$Shape; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "enrolCapture"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture: tallybox.v1.BridgeEnrolCapture.$Shape; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "tamper"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper: tallybox.v1.BridgeTamper.$Shape; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "keypad"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad: tallybox.v1.BridgeKeypad.$Shape; displayText?: null; indicator?: null; relay?: null }|{ body?: "displayText"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText: tallybox.v1.BridgeDisplayText.$Shape; indicator?: null; relay?: null }|{ body?: "indicator"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator: tallybox.v1.BridgeIndicator.$Shape; relay?: null }|{ body?: "relay"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay: tallybox.v1.BridgeRelay.$Shape })
+            );
+        }
+
         interface ISignedCommand extends tallybox.v1.SignedCommand.$Properties {
         }
 

@@ -6,7 +6,7 @@ $protobuf.configure();
 
 // Common aliases
 const $Reader = $protobuf.Reader, $Writer = $protobuf.Writer, $util = $protobuf.util;
-const $Object = $util.global.Object, $undefined = $util.global.undefined, $Error = $util.global.Error, $RangeError = $util.global.RangeError, $TypeError = $util.global.TypeError, $String = $util.global.String, $Array = $util.global.Array, $Number = $util.global.Number, $parseInt = $util.global.parseInt, $BigInt = $util.global.BigInt, $Boolean = $util.global.Boolean;
+const $Object = $util.global.Object, $undefined = $util.global.undefined, $Error = $util.global.Error, $RangeError = $util.global.RangeError, $TypeError = $util.global.TypeError, $Number = $util.global.Number, $String = $util.global.String, $parseInt = $util.global.parseInt, $BigInt = $util.global.BigInt, $Array = $util.global.Array, $isFinite = $util.global.isFinite, $Boolean = $util.global.Boolean;
 
 // Exported root namespace
 const $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
@@ -28,6 +28,4166 @@ export const tallybox = $root.tallybox = (() => {
          * @namespace
          */
         const v1 = {};
+
+        /**
+         * BridgeCapturePurpose enum.
+         * @name tallybox.v1.BridgeCapturePurpose
+         * @enum {number}
+         * @property {number} BRIDGE_CAPTURE_PURPOSE_UNSPECIFIED=0 BRIDGE_CAPTURE_PURPOSE_UNSPECIFIED value
+         * @property {number} BRIDGE_CAPTURE_PURPOSE_IDENTIFY=1 BRIDGE_CAPTURE_PURPOSE_IDENTIFY value
+         * @property {number} BRIDGE_CAPTURE_PURPOSE_ENROL=2 BRIDGE_CAPTURE_PURPOSE_ENROL value
+         */
+        v1.BridgeCapturePurpose = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "BRIDGE_CAPTURE_PURPOSE_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "BRIDGE_CAPTURE_PURPOSE_IDENTIFY"] = 1;
+            values[valuesById[2] = "BRIDGE_CAPTURE_PURPOSE_ENROL"] = 2;
+            return values;
+        })();
+
+        /**
+         * BridgeStatus enum.
+         * @name tallybox.v1.BridgeStatus
+         * @enum {number}
+         * @property {number} BRIDGE_STATUS_UNSPECIFIED=0 BRIDGE_STATUS_UNSPECIFIED value
+         * @property {number} BRIDGE_STATUS_OK=1 BRIDGE_STATUS_OK value
+         * @property {number} BRIDGE_STATUS_BAD_REQUEST=2 BRIDGE_STATUS_BAD_REQUEST value
+         * @property {number} BRIDGE_STATUS_UNSUPPORTED=3 BRIDGE_STATUS_UNSUPPORTED value
+         * @property {number} BRIDGE_STATUS_BUSY=4 BRIDGE_STATUS_BUSY value
+         * @property {number} BRIDGE_STATUS_HARDWARE_ERROR=5 BRIDGE_STATUS_HARDWARE_ERROR value
+         */
+        v1.BridgeStatus = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "BRIDGE_STATUS_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "BRIDGE_STATUS_OK"] = 1;
+            values[valuesById[2] = "BRIDGE_STATUS_BAD_REQUEST"] = 2;
+            values[valuesById[3] = "BRIDGE_STATUS_UNSUPPORTED"] = 3;
+            values[valuesById[4] = "BRIDGE_STATUS_BUSY"] = 4;
+            values[valuesById[5] = "BRIDGE_STATUS_HARDWARE_ERROR"] = 5;
+            return values;
+        })();
+
+        /**
+         * BridgeLedColour enum.
+         * @name tallybox.v1.BridgeLedColour
+         * @enum {number}
+         * @property {number} BRIDGE_LED_COLOUR_UNSPECIFIED=0 BRIDGE_LED_COLOUR_UNSPECIFIED value
+         * @property {number} BRIDGE_LED_COLOUR_GREEN=1 BRIDGE_LED_COLOUR_GREEN value
+         * @property {number} BRIDGE_LED_COLOUR_RED=2 BRIDGE_LED_COLOUR_RED value
+         * @property {number} BRIDGE_LED_COLOUR_BLUE=3 BRIDGE_LED_COLOUR_BLUE value
+         * @property {number} BRIDGE_LED_COLOUR_WHITE=4 BRIDGE_LED_COLOUR_WHITE value
+         */
+        v1.BridgeLedColour = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "BRIDGE_LED_COLOUR_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "BRIDGE_LED_COLOUR_GREEN"] = 1;
+            values[valuesById[2] = "BRIDGE_LED_COLOUR_RED"] = 2;
+            values[valuesById[3] = "BRIDGE_LED_COLOUR_BLUE"] = 3;
+            values[valuesById[4] = "BRIDGE_LED_COLOUR_WHITE"] = 4;
+            return values;
+        })();
+
+        v1.BridgeHello = (function() {
+
+            /**
+             * Properties of a BridgeHello.
+             * @typedef {Object} tallybox.v1.BridgeHello.$Properties
+             * @property {number|null} [hostProtocolMin] BridgeHello hostProtocolMin
+             * @property {number|null} [hostProtocolMax] BridgeHello hostProtocolMax
+             * @property {string|null} [hostVersion] BridgeHello hostVersion
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeHello.
+             * @memberof tallybox.v1
+             * @interface IBridgeHello
+             * @augments tallybox.v1.BridgeHello.$Properties
+             * @deprecated Use tallybox.v1.BridgeHello.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeHello.
+             * @typedef {tallybox.v1.BridgeHello.$Properties} tallybox.v1.BridgeHello.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeHello.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeHello.
+             * @constructor
+             * @param {tallybox.v1.BridgeHello.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeHello = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeHello hostProtocolMin.
+             * @member {number} hostProtocolMin
+             * @memberof tallybox.v1.BridgeHello
+             * @instance
+             */
+            BridgeHello.prototype.hostProtocolMin = 0;
+
+            /**
+             * BridgeHello hostProtocolMax.
+             * @member {number} hostProtocolMax
+             * @memberof tallybox.v1.BridgeHello
+             * @instance
+             */
+            BridgeHello.prototype.hostProtocolMax = 0;
+
+            /**
+             * BridgeHello hostVersion.
+             * @member {string} hostVersion
+             * @memberof tallybox.v1.BridgeHello
+             * @instance
+             */
+            BridgeHello.prototype.hostVersion = "";
+
+            /**
+             * Creates a new BridgeHello instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeHello
+             * @static
+             * @param {tallybox.v1.BridgeHello.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeHello} BridgeHello instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeHello.$Shape): tallybox.v1.BridgeHello & tallybox.v1.BridgeHello.$Shape;
+             *   (properties?: tallybox.v1.BridgeHello.$Properties): tallybox.v1.BridgeHello;
+             * }}
+             */
+            BridgeHello.create = function(properties) {
+                return new BridgeHello(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeHello message. Does not implicitly {@link tallybox.v1.BridgeHello.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeHello
+             * @static
+             * @param {tallybox.v1.BridgeHello.$Properties} m BridgeHello message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeHello.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.hostProtocolMin != null && $Object.hasOwnProperty.call(m, "hostProtocolMin") && m.hostProtocolMin !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.hostProtocolMin);
+                if (m.hostProtocolMax != null && $Object.hasOwnProperty.call(m, "hostProtocolMax") && m.hostProtocolMax !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.hostProtocolMax);
+                if (m.hostVersion != null && $Object.hasOwnProperty.call(m, "hostVersion") && m.hostVersion !== "")
+                    w.uint32(/* id 3, wireType 2 =*/26).string(m.hostVersion);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeHello message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeHello
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeHello & tallybox.v1.BridgeHello.$Shape} BridgeHello
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeHello.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeHello();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.hostProtocolMin = v;
+                            else
+                                delete m.hostProtocolMin;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.hostProtocolMax = v;
+                            else
+                                delete m.hostProtocolMax;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.hostVersion = v;
+                            else
+                                delete m.hostVersion;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeHello message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeHello
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeHello} BridgeHello
+             */
+            BridgeHello.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeHello)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeHello: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeHello();
+                if (d.hostProtocolMin != null) {
+                    if ($Number(d.hostProtocolMin) !== 0) {
+                        m.hostProtocolMin = d.hostProtocolMin >>> 0;
+                    }
+                }
+                if (d.hostProtocolMax != null) {
+                    if ($Number(d.hostProtocolMax) !== 0) {
+                        m.hostProtocolMax = d.hostProtocolMax >>> 0;
+                    }
+                }
+                if (d.hostVersion != null) {
+                    if (typeof d.hostVersion !== "string" || d.hostVersion.length) {
+                        m.hostVersion = $String(d.hostVersion);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeHello message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeHello
+             * @static
+             * @param {tallybox.v1.BridgeHello} m BridgeHello
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeHello.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.hostProtocolMin = 0;
+                    d.hostProtocolMax = 0;
+                    d.hostVersion = "";
+                }
+                if (m.hostProtocolMin != null && $Object.hasOwnProperty.call(m, "hostProtocolMin")) {
+                    d.hostProtocolMin = m.hostProtocolMin;
+                }
+                if (m.hostProtocolMax != null && $Object.hasOwnProperty.call(m, "hostProtocolMax")) {
+                    d.hostProtocolMax = m.hostProtocolMax;
+                }
+                if (m.hostVersion != null && $Object.hasOwnProperty.call(m, "hostVersion")) {
+                    d.hostVersion = m.hostVersion;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeHello to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeHello
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeHello.prototype.toJSON = function() {
+                return BridgeHello.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeHello
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeHello
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeHello.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeHello";
+            };
+
+            return BridgeHello;
+        })();
+
+        v1.BridgeHelloAck = (function() {
+
+            /**
+             * Properties of a BridgeHelloAck.
+             * @typedef {Object} tallybox.v1.BridgeHelloAck.$Properties
+             * @property {number|null} [protocol] BridgeHelloAck protocol
+             * @property {string|null} [firmwareVersion] BridgeHelloAck firmwareVersion
+             * @property {string|null} [model] BridgeHelloAck model
+             * @property {number|null} [featureDim] BridgeHelloAck featureDim
+             * @property {string|null} [featureModel] BridgeHelloAck featureModel
+             * @property {number|null} [maxFrame] BridgeHelloAck maxFrame
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeHelloAck.
+             * @memberof tallybox.v1
+             * @interface IBridgeHelloAck
+             * @augments tallybox.v1.BridgeHelloAck.$Properties
+             * @deprecated Use tallybox.v1.BridgeHelloAck.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeHelloAck.
+             * @typedef {tallybox.v1.BridgeHelloAck.$Properties} tallybox.v1.BridgeHelloAck.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeHelloAck.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeHelloAck.
+             * @constructor
+             * @param {tallybox.v1.BridgeHelloAck.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeHelloAck = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeHelloAck protocol.
+             * @member {number} protocol
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @instance
+             */
+            BridgeHelloAck.prototype.protocol = 0;
+
+            /**
+             * BridgeHelloAck firmwareVersion.
+             * @member {string} firmwareVersion
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @instance
+             */
+            BridgeHelloAck.prototype.firmwareVersion = "";
+
+            /**
+             * BridgeHelloAck model.
+             * @member {string} model
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @instance
+             */
+            BridgeHelloAck.prototype.model = "";
+
+            /**
+             * BridgeHelloAck featureDim.
+             * @member {number} featureDim
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @instance
+             */
+            BridgeHelloAck.prototype.featureDim = 0;
+
+            /**
+             * BridgeHelloAck featureModel.
+             * @member {string} featureModel
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @instance
+             */
+            BridgeHelloAck.prototype.featureModel = "";
+
+            /**
+             * BridgeHelloAck maxFrame.
+             * @member {number} maxFrame
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @instance
+             */
+            BridgeHelloAck.prototype.maxFrame = 0;
+
+            /**
+             * Creates a new BridgeHelloAck instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @static
+             * @param {tallybox.v1.BridgeHelloAck.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeHelloAck} BridgeHelloAck instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeHelloAck.$Shape): tallybox.v1.BridgeHelloAck & tallybox.v1.BridgeHelloAck.$Shape;
+             *   (properties?: tallybox.v1.BridgeHelloAck.$Properties): tallybox.v1.BridgeHelloAck;
+             * }}
+             */
+            BridgeHelloAck.create = function(properties) {
+                return new BridgeHelloAck(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeHelloAck message. Does not implicitly {@link tallybox.v1.BridgeHelloAck.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @static
+             * @param {tallybox.v1.BridgeHelloAck.$Properties} m BridgeHelloAck message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeHelloAck.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.protocol != null && $Object.hasOwnProperty.call(m, "protocol") && m.protocol !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.protocol);
+                if (m.firmwareVersion != null && $Object.hasOwnProperty.call(m, "firmwareVersion") && m.firmwareVersion !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.firmwareVersion);
+                if (m.model != null && $Object.hasOwnProperty.call(m, "model") && m.model !== "")
+                    w.uint32(/* id 3, wireType 2 =*/26).string(m.model);
+                if (m.featureDim != null && $Object.hasOwnProperty.call(m, "featureDim") && m.featureDim !== 0)
+                    w.uint32(/* id 4, wireType 0 =*/32).uint32(m.featureDim);
+                if (m.featureModel != null && $Object.hasOwnProperty.call(m, "featureModel") && m.featureModel !== "")
+                    w.uint32(/* id 5, wireType 2 =*/42).string(m.featureModel);
+                if (m.maxFrame != null && $Object.hasOwnProperty.call(m, "maxFrame") && m.maxFrame !== 0)
+                    w.uint32(/* id 6, wireType 0 =*/48).uint32(m.maxFrame);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeHelloAck message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeHelloAck & tallybox.v1.BridgeHelloAck.$Shape} BridgeHelloAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeHelloAck.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeHelloAck();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.protocol = v;
+                            else
+                                delete m.protocol;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.firmwareVersion = v;
+                            else
+                                delete m.firmwareVersion;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.model = v;
+                            else
+                                delete m.model;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.featureDim = v;
+                            else
+                                delete m.featureDim;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.featureModel = v;
+                            else
+                                delete m.featureModel;
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.maxFrame = v;
+                            else
+                                delete m.maxFrame;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeHelloAck message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeHelloAck} BridgeHelloAck
+             */
+            BridgeHelloAck.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeHelloAck)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeHelloAck: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeHelloAck();
+                if (d.protocol != null) {
+                    if ($Number(d.protocol) !== 0) {
+                        m.protocol = d.protocol >>> 0;
+                    }
+                }
+                if (d.firmwareVersion != null) {
+                    if (typeof d.firmwareVersion !== "string" || d.firmwareVersion.length) {
+                        m.firmwareVersion = $String(d.firmwareVersion);
+                    }
+                }
+                if (d.model != null) {
+                    if (typeof d.model !== "string" || d.model.length) {
+                        m.model = $String(d.model);
+                    }
+                }
+                if (d.featureDim != null) {
+                    if ($Number(d.featureDim) !== 0) {
+                        m.featureDim = d.featureDim >>> 0;
+                    }
+                }
+                if (d.featureModel != null) {
+                    if (typeof d.featureModel !== "string" || d.featureModel.length) {
+                        m.featureModel = $String(d.featureModel);
+                    }
+                }
+                if (d.maxFrame != null) {
+                    if ($Number(d.maxFrame) !== 0) {
+                        m.maxFrame = d.maxFrame >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeHelloAck message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @static
+             * @param {tallybox.v1.BridgeHelloAck} m BridgeHelloAck
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeHelloAck.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.protocol = 0;
+                    d.firmwareVersion = "";
+                    d.model = "";
+                    d.featureDim = 0;
+                    d.featureModel = "";
+                    d.maxFrame = 0;
+                }
+                if (m.protocol != null && $Object.hasOwnProperty.call(m, "protocol")) {
+                    d.protocol = m.protocol;
+                }
+                if (m.firmwareVersion != null && $Object.hasOwnProperty.call(m, "firmwareVersion")) {
+                    d.firmwareVersion = m.firmwareVersion;
+                }
+                if (m.model != null && $Object.hasOwnProperty.call(m, "model")) {
+                    d.model = m.model;
+                }
+                if (m.featureDim != null && $Object.hasOwnProperty.call(m, "featureDim")) {
+                    d.featureDim = m.featureDim;
+                }
+                if (m.featureModel != null && $Object.hasOwnProperty.call(m, "featureModel")) {
+                    d.featureModel = m.featureModel;
+                }
+                if (m.maxFrame != null && $Object.hasOwnProperty.call(m, "maxFrame")) {
+                    d.maxFrame = m.maxFrame;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeHelloAck to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeHelloAck.prototype.toJSON = function() {
+                return BridgeHelloAck.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeHelloAck
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeHelloAck
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeHelloAck.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeHelloAck";
+            };
+
+            return BridgeHelloAck;
+        })();
+
+        v1.BridgeHeartbeat = (function() {
+
+            /**
+             * Properties of a BridgeHeartbeat.
+             * @typedef {Object} tallybox.v1.BridgeHeartbeat.$Properties
+             * @property {number|null} [uptimeMs] BridgeHeartbeat uptimeMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeHeartbeat.
+             * @memberof tallybox.v1
+             * @interface IBridgeHeartbeat
+             * @augments tallybox.v1.BridgeHeartbeat.$Properties
+             * @deprecated Use tallybox.v1.BridgeHeartbeat.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeHeartbeat.
+             * @typedef {tallybox.v1.BridgeHeartbeat.$Properties} tallybox.v1.BridgeHeartbeat.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeHeartbeat.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeHeartbeat.
+             * @constructor
+             * @param {tallybox.v1.BridgeHeartbeat.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeHeartbeat = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeHeartbeat uptimeMs.
+             * @member {number} uptimeMs
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @instance
+             */
+            BridgeHeartbeat.prototype.uptimeMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Creates a new BridgeHeartbeat instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @static
+             * @param {tallybox.v1.BridgeHeartbeat.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeHeartbeat} BridgeHeartbeat instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeHeartbeat.$Shape): tallybox.v1.BridgeHeartbeat & tallybox.v1.BridgeHeartbeat.$Shape;
+             *   (properties?: tallybox.v1.BridgeHeartbeat.$Properties): tallybox.v1.BridgeHeartbeat;
+             * }}
+             */
+            BridgeHeartbeat.create = function(properties) {
+                return new BridgeHeartbeat(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeHeartbeat message. Does not implicitly {@link tallybox.v1.BridgeHeartbeat.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @static
+             * @param {tallybox.v1.BridgeHeartbeat.$Properties} m BridgeHeartbeat message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeHeartbeat.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.uptimeMs != null && $Object.hasOwnProperty.call(m, "uptimeMs") && (typeof m.uptimeMs === "object" ? m.uptimeMs.low || m.uptimeMs.high : m.uptimeMs !== 0))
+                    w.uint32(/* id 1, wireType 0 =*/8).uint64(m.uptimeMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeHeartbeat message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeHeartbeat & tallybox.v1.BridgeHeartbeat.$Shape} BridgeHeartbeat
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeHeartbeat.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeHeartbeat();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.uptimeMs = v;
+                            else
+                                delete m.uptimeMs;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeHeartbeat message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeHeartbeat} BridgeHeartbeat
+             */
+            BridgeHeartbeat.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeHeartbeat)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeHeartbeat: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeHeartbeat();
+                if (d.uptimeMs != null) {
+                    if (typeof d.uptimeMs === "object" ? d.uptimeMs.low || d.uptimeMs.high : $Number(d.uptimeMs) !== 0) {
+                        if ($util.Long)
+                            m.uptimeMs = $util.Long.fromValue(d.uptimeMs, true);
+                        else if (typeof d.uptimeMs === "string")
+                            m.uptimeMs = $parseInt(d.uptimeMs, 10);
+                        else if (typeof d.uptimeMs === "number")
+                            m.uptimeMs = d.uptimeMs;
+                        else if (typeof d.uptimeMs === "object")
+                            m.uptimeMs = new $util.LongBits(d.uptimeMs.low >>> 0, d.uptimeMs.high >>> 0).toNumber(true);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeHeartbeat message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @static
+             * @param {tallybox.v1.BridgeHeartbeat} m BridgeHeartbeat
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeHeartbeat.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.uptimeMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.uptimeMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                }
+                if (m.uptimeMs != null && $Object.hasOwnProperty.call(m, "uptimeMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.uptimeMs = typeof m.uptimeMs === "number" ? $BigInt(m.uptimeMs) : $util.Long.fromBits(m.uptimeMs.low >>> 0, m.uptimeMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.uptimeMs === "number")
+                        d.uptimeMs = o.longs === $String ? $String(m.uptimeMs) : m.uptimeMs;
+                    else
+                        d.uptimeMs = o.longs === $String ? $util.Long.prototype.toString.call(m.uptimeMs) : o.longs === $Number ? new $util.LongBits(m.uptimeMs.low >>> 0, m.uptimeMs.high >>> 0).toNumber(true) : m.uptimeMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeHeartbeat to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeHeartbeat.prototype.toJSON = function() {
+                return BridgeHeartbeat.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeHeartbeat
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeHeartbeat
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeHeartbeat.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeHeartbeat";
+            };
+
+            return BridgeHeartbeat;
+        })();
+
+        v1.BridgeFaceFeature = (function() {
+
+            /**
+             * Properties of a BridgeFaceFeature.
+             * @typedef {Object} tallybox.v1.BridgeFaceFeature.$Properties
+             * @property {Array.<number>|null} [vector] BridgeFaceFeature vector
+             * @property {number|null} [dim] BridgeFaceFeature dim
+             * @property {number|null} [quality] BridgeFaceFeature quality
+             * @property {number|null} [liveness] BridgeFaceFeature liveness
+             * @property {tallybox.v1.BridgeCapturePurpose|null} [purpose] BridgeFaceFeature purpose
+             * @property {number|null} [captureId] BridgeFaceFeature captureId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeFaceFeature.
+             * @memberof tallybox.v1
+             * @interface IBridgeFaceFeature
+             * @augments tallybox.v1.BridgeFaceFeature.$Properties
+             * @deprecated Use tallybox.v1.BridgeFaceFeature.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeFaceFeature.
+             * @typedef {tallybox.v1.BridgeFaceFeature.$Properties} tallybox.v1.BridgeFaceFeature.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeFaceFeature.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeFaceFeature.
+             * @constructor
+             * @param {tallybox.v1.BridgeFaceFeature.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeFaceFeature = function (p) {
+                this.vector = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeFaceFeature vector.
+             * @member {Array.<number>} vector
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @instance
+             */
+            BridgeFaceFeature.prototype.vector = $util.emptyArray;
+
+            /**
+             * BridgeFaceFeature dim.
+             * @member {number} dim
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @instance
+             */
+            BridgeFaceFeature.prototype.dim = 0;
+
+            /**
+             * BridgeFaceFeature quality.
+             * @member {number} quality
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @instance
+             */
+            BridgeFaceFeature.prototype.quality = 0;
+
+            /**
+             * BridgeFaceFeature liveness.
+             * @member {number} liveness
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @instance
+             */
+            BridgeFaceFeature.prototype.liveness = 0;
+
+            /**
+             * BridgeFaceFeature purpose.
+             * @member {tallybox.v1.BridgeCapturePurpose} purpose
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @instance
+             */
+            BridgeFaceFeature.prototype.purpose = 0;
+
+            /**
+             * BridgeFaceFeature captureId.
+             * @member {number} captureId
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @instance
+             */
+            BridgeFaceFeature.prototype.captureId = 0;
+
+            /**
+             * Creates a new BridgeFaceFeature instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @static
+             * @param {tallybox.v1.BridgeFaceFeature.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeFaceFeature} BridgeFaceFeature instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeFaceFeature.$Shape): tallybox.v1.BridgeFaceFeature & tallybox.v1.BridgeFaceFeature.$Shape;
+             *   (properties?: tallybox.v1.BridgeFaceFeature.$Properties): tallybox.v1.BridgeFaceFeature;
+             * }}
+             */
+            BridgeFaceFeature.create = function(properties) {
+                return new BridgeFaceFeature(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeFaceFeature message. Does not implicitly {@link tallybox.v1.BridgeFaceFeature.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @static
+             * @param {tallybox.v1.BridgeFaceFeature.$Properties} m BridgeFaceFeature message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeFaceFeature.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.vector != null && m.vector.length) {
+                    w.uint32(/* id 1, wireType 2 =*/10).floats(m.vector);
+                }
+                if (m.dim != null && $Object.hasOwnProperty.call(m, "dim") && m.dim !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.dim);
+                if (m.quality != null && $Object.hasOwnProperty.call(m, "quality") && !$Object.is(m.quality, 0))
+                    w.uint32(/* id 3, wireType 5 =*/29).float(m.quality);
+                if (m.liveness != null && $Object.hasOwnProperty.call(m, "liveness") && !$Object.is(m.liveness, 0))
+                    w.uint32(/* id 4, wireType 5 =*/37).float(m.liveness);
+                if (m.purpose != null && $Object.hasOwnProperty.call(m, "purpose") && m.purpose !== 0)
+                    w.uint32(/* id 5, wireType 0 =*/40).int32(m.purpose);
+                if (m.captureId != null && $Object.hasOwnProperty.call(m, "captureId") && m.captureId !== 0)
+                    w.uint32(/* id 6, wireType 0 =*/48).uint32(m.captureId);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeFaceFeature message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeFaceFeature & tallybox.v1.BridgeFaceFeature.$Shape} BridgeFaceFeature
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeFaceFeature.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeFaceFeature();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u === 2) {
+                                if (!(m.vector && m.vector.length))
+                                    m.vector = [];
+                                r.floats(m.vector);
+                                continue;
+                            }
+                            if (u !== 5)
+                                break;
+                            if (!(m.vector && m.vector.length))
+                                m.vector = [];
+                            m.vector.push(r.float());
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.dim = v;
+                            else
+                                delete m.dim;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 5)
+                                break;
+                            if (!$Object.is(v = r.float(), 0))
+                                m.quality = v;
+                            else
+                                delete m.quality;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 5)
+                                break;
+                            if (!$Object.is(v = r.float(), 0))
+                                m.liveness = v;
+                            else
+                                delete m.liveness;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.purpose = v;
+                            else
+                                delete m.purpose;
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.captureId = v;
+                            else
+                                delete m.captureId;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeFaceFeature message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeFaceFeature} BridgeFaceFeature
+             */
+            BridgeFaceFeature.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeFaceFeature)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeFaceFeature: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeFaceFeature();
+                if (d.vector) {
+                    if (!$Array.isArray(d.vector))
+                        throw $TypeError(".tallybox.v1.BridgeFaceFeature.vector: array expected");
+                    m.vector = $Array(d.vector.length);
+                    for (var i = 0; i < d.vector.length; ++i) {
+                        m.vector[i] = $Number(d.vector[i]);
+                    }
+                }
+                if (d.dim != null) {
+                    if ($Number(d.dim) !== 0) {
+                        m.dim = d.dim >>> 0;
+                    }
+                }
+                if (d.quality != null) {
+                    if (!$Object.is($Number(d.quality), 0)) {
+                        m.quality = $Number(d.quality);
+                    }
+                }
+                if (d.liveness != null) {
+                    if (!$Object.is($Number(d.liveness), 0)) {
+                        m.liveness = $Number(d.liveness);
+                    }
+                }
+                if (d.purpose !== 0 && (typeof d.purpose !== "string" || $root.tallybox.v1.BridgeCapturePurpose[d.purpose] !== 0)) {
+                    switch (d.purpose) {
+                    case "BRIDGE_CAPTURE_PURPOSE_UNSPECIFIED":
+                    case 0:
+                        m.purpose = 0;
+                        break;
+                    case "BRIDGE_CAPTURE_PURPOSE_IDENTIFY":
+                    case 1:
+                        m.purpose = 1;
+                        break;
+                    case "BRIDGE_CAPTURE_PURPOSE_ENROL":
+                    case 2:
+                        m.purpose = 2;
+                        break;
+                    default:
+                        if (typeof d.purpose === "number" && (d.purpose | 0) === d.purpose)
+                            m.purpose = d.purpose;
+                    }
+                }
+                if (d.captureId != null) {
+                    if ($Number(d.captureId) !== 0) {
+                        m.captureId = d.captureId >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeFaceFeature message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @static
+             * @param {tallybox.v1.BridgeFaceFeature} m BridgeFaceFeature
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeFaceFeature.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.vector = [];
+                }
+                if (o.defaults) {
+                    d.dim = 0;
+                    d.quality = 0;
+                    d.liveness = 0;
+                    d.purpose = o.enums === $String ? "BRIDGE_CAPTURE_PURPOSE_UNSPECIFIED" : 0;
+                    d.captureId = 0;
+                }
+                if (m.vector && m.vector.length) {
+                    d.vector = $Array(m.vector.length);
+                    for (var j = 0; j < m.vector.length; ++j) {
+                        d.vector[j] = o.json && !$isFinite(m.vector[j]) ? $String(m.vector[j]) : m.vector[j];
+                    }
+                }
+                if (m.dim != null && $Object.hasOwnProperty.call(m, "dim")) {
+                    d.dim = m.dim;
+                }
+                if (m.quality != null && $Object.hasOwnProperty.call(m, "quality")) {
+                    d.quality = o.json && !$isFinite(m.quality) ? $String(m.quality) : m.quality;
+                }
+                if (m.liveness != null && $Object.hasOwnProperty.call(m, "liveness")) {
+                    d.liveness = o.json && !$isFinite(m.liveness) ? $String(m.liveness) : m.liveness;
+                }
+                if (m.purpose != null && $Object.hasOwnProperty.call(m, "purpose")) {
+                    d.purpose = o.enums === $String ? $root.tallybox.v1.BridgeCapturePurpose[m.purpose] === $undefined ? m.purpose : $root.tallybox.v1.BridgeCapturePurpose[m.purpose] : m.purpose;
+                }
+                if (m.captureId != null && $Object.hasOwnProperty.call(m, "captureId")) {
+                    d.captureId = m.captureId;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeFaceFeature to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeFaceFeature.prototype.toJSON = function() {
+                return BridgeFaceFeature.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeFaceFeature
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeFaceFeature
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeFaceFeature.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeFaceFeature";
+            };
+
+            return BridgeFaceFeature;
+        })();
+
+        v1.BridgeEnrolStart = (function() {
+
+            /**
+             * Properties of a BridgeEnrolStart.
+             * @typedef {Object} tallybox.v1.BridgeEnrolStart.$Properties
+             * @property {number|null} [captures] BridgeEnrolStart captures
+             * @property {number|null} [timeoutMs] BridgeEnrolStart timeoutMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeEnrolStart.
+             * @memberof tallybox.v1
+             * @interface IBridgeEnrolStart
+             * @augments tallybox.v1.BridgeEnrolStart.$Properties
+             * @deprecated Use tallybox.v1.BridgeEnrolStart.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeEnrolStart.
+             * @typedef {tallybox.v1.BridgeEnrolStart.$Properties} tallybox.v1.BridgeEnrolStart.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeEnrolStart.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeEnrolStart.
+             * @constructor
+             * @param {tallybox.v1.BridgeEnrolStart.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeEnrolStart = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeEnrolStart captures.
+             * @member {number} captures
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @instance
+             */
+            BridgeEnrolStart.prototype.captures = 0;
+
+            /**
+             * BridgeEnrolStart timeoutMs.
+             * @member {number} timeoutMs
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @instance
+             */
+            BridgeEnrolStart.prototype.timeoutMs = 0;
+
+            /**
+             * Creates a new BridgeEnrolStart instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @static
+             * @param {tallybox.v1.BridgeEnrolStart.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeEnrolStart} BridgeEnrolStart instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeEnrolStart.$Shape): tallybox.v1.BridgeEnrolStart & tallybox.v1.BridgeEnrolStart.$Shape;
+             *   (properties?: tallybox.v1.BridgeEnrolStart.$Properties): tallybox.v1.BridgeEnrolStart;
+             * }}
+             */
+            BridgeEnrolStart.create = function(properties) {
+                return new BridgeEnrolStart(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeEnrolStart message. Does not implicitly {@link tallybox.v1.BridgeEnrolStart.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @static
+             * @param {tallybox.v1.BridgeEnrolStart.$Properties} m BridgeEnrolStart message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeEnrolStart.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.captures != null && $Object.hasOwnProperty.call(m, "captures") && m.captures !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.captures);
+                if (m.timeoutMs != null && $Object.hasOwnProperty.call(m, "timeoutMs") && m.timeoutMs !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.timeoutMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeEnrolStart message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeEnrolStart & tallybox.v1.BridgeEnrolStart.$Shape} BridgeEnrolStart
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeEnrolStart.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeEnrolStart();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.captures = v;
+                            else
+                                delete m.captures;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.timeoutMs = v;
+                            else
+                                delete m.timeoutMs;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeEnrolStart message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeEnrolStart} BridgeEnrolStart
+             */
+            BridgeEnrolStart.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeEnrolStart)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeEnrolStart: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeEnrolStart();
+                if (d.captures != null) {
+                    if ($Number(d.captures) !== 0) {
+                        m.captures = d.captures >>> 0;
+                    }
+                }
+                if (d.timeoutMs != null) {
+                    if ($Number(d.timeoutMs) !== 0) {
+                        m.timeoutMs = d.timeoutMs >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeEnrolStart message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @static
+             * @param {tallybox.v1.BridgeEnrolStart} m BridgeEnrolStart
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeEnrolStart.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.captures = 0;
+                    d.timeoutMs = 0;
+                }
+                if (m.captures != null && $Object.hasOwnProperty.call(m, "captures")) {
+                    d.captures = m.captures;
+                }
+                if (m.timeoutMs != null && $Object.hasOwnProperty.call(m, "timeoutMs")) {
+                    d.timeoutMs = m.timeoutMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeEnrolStart to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeEnrolStart.prototype.toJSON = function() {
+                return BridgeEnrolStart.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeEnrolStart
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeEnrolStart
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeEnrolStart.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeEnrolStart";
+            };
+
+            return BridgeEnrolStart;
+        })();
+
+        v1.BridgeEnrolCapture = (function() {
+
+            /**
+             * Properties of a BridgeEnrolCapture.
+             * @typedef {Object} tallybox.v1.BridgeEnrolCapture.$Properties
+             * @property {number|null} [index] BridgeEnrolCapture index
+             * @property {number|null} [total] BridgeEnrolCapture total
+             * @property {tallybox.v1.BridgeFaceFeature.$Properties|null} [feature] BridgeEnrolCapture feature
+             * @property {boolean|null} [aborted] BridgeEnrolCapture aborted
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeEnrolCapture.
+             * @memberof tallybox.v1
+             * @interface IBridgeEnrolCapture
+             * @augments tallybox.v1.BridgeEnrolCapture.$Properties
+             * @deprecated Use tallybox.v1.BridgeEnrolCapture.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeEnrolCapture.
+             * @typedef {tallybox.v1.BridgeEnrolCapture.$Properties} tallybox.v1.BridgeEnrolCapture.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeEnrolCapture.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeEnrolCapture.
+             * @constructor
+             * @param {tallybox.v1.BridgeEnrolCapture.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeEnrolCapture = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeEnrolCapture index.
+             * @member {number} index
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @instance
+             */
+            BridgeEnrolCapture.prototype.index = 0;
+
+            /**
+             * BridgeEnrolCapture total.
+             * @member {number} total
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @instance
+             */
+            BridgeEnrolCapture.prototype.total = 0;
+
+            /**
+             * BridgeEnrolCapture feature.
+             * @member {tallybox.v1.BridgeFaceFeature.$Properties|null|undefined} feature
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @instance
+             */
+            BridgeEnrolCapture.prototype.feature = null;
+
+            /**
+             * BridgeEnrolCapture aborted.
+             * @member {boolean} aborted
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @instance
+             */
+            BridgeEnrolCapture.prototype.aborted = false;
+
+            /**
+             * Creates a new BridgeEnrolCapture instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @static
+             * @param {tallybox.v1.BridgeEnrolCapture.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeEnrolCapture} BridgeEnrolCapture instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeEnrolCapture.$Shape): tallybox.v1.BridgeEnrolCapture & tallybox.v1.BridgeEnrolCapture.$Shape;
+             *   (properties?: tallybox.v1.BridgeEnrolCapture.$Properties): tallybox.v1.BridgeEnrolCapture;
+             * }}
+             */
+            BridgeEnrolCapture.create = function(properties) {
+                return new BridgeEnrolCapture(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeEnrolCapture message. Does not implicitly {@link tallybox.v1.BridgeEnrolCapture.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @static
+             * @param {tallybox.v1.BridgeEnrolCapture.$Properties} m BridgeEnrolCapture message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeEnrolCapture.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.index != null && $Object.hasOwnProperty.call(m, "index") && m.index !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.index);
+                if (m.total != null && $Object.hasOwnProperty.call(m, "total") && m.total !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.total);
+                if (m.feature != null && $Object.hasOwnProperty.call(m, "feature"))
+                    $root.tallybox.v1.BridgeFaceFeature.encode(m.feature, w.uint32(/* id 3, wireType 2 =*/26).fork(), q + 1).ldelim();
+                if (m.aborted != null && $Object.hasOwnProperty.call(m, "aborted") && m.aborted !== false)
+                    w.uint32(/* id 4, wireType 0 =*/32).bool(m.aborted);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeEnrolCapture message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeEnrolCapture & tallybox.v1.BridgeEnrolCapture.$Shape} BridgeEnrolCapture
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeEnrolCapture.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeEnrolCapture();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.index = v;
+                            else
+                                delete m.index;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.total = v;
+                            else
+                                delete m.total;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            m.feature = $root.tallybox.v1.BridgeFaceFeature.decode(r, r.size(), $undefined, q + 1, m.feature);
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.aborted = v;
+                            else
+                                delete m.aborted;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeEnrolCapture message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeEnrolCapture} BridgeEnrolCapture
+             */
+            BridgeEnrolCapture.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeEnrolCapture)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeEnrolCapture: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeEnrolCapture();
+                if (d.index != null) {
+                    if ($Number(d.index) !== 0) {
+                        m.index = d.index >>> 0;
+                    }
+                }
+                if (d.total != null) {
+                    if ($Number(d.total) !== 0) {
+                        m.total = d.total >>> 0;
+                    }
+                }
+                if (d.feature != null) {
+                    if (!$util.isObject(d.feature))
+                        throw $TypeError(".tallybox.v1.BridgeEnrolCapture.feature: object expected");
+                    m.feature = $root.tallybox.v1.BridgeFaceFeature.fromObject(d.feature, q + 1);
+                }
+                if (d.aborted != null) {
+                    if (d.aborted) {
+                        m.aborted = $Boolean(d.aborted);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeEnrolCapture message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @static
+             * @param {tallybox.v1.BridgeEnrolCapture} m BridgeEnrolCapture
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeEnrolCapture.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.index = 0;
+                    d.total = 0;
+                    d.feature = null;
+                    d.aborted = false;
+                }
+                if (m.index != null && $Object.hasOwnProperty.call(m, "index")) {
+                    d.index = m.index;
+                }
+                if (m.total != null && $Object.hasOwnProperty.call(m, "total")) {
+                    d.total = m.total;
+                }
+                if (m.feature != null && $Object.hasOwnProperty.call(m, "feature")) {
+                    d.feature = $root.tallybox.v1.BridgeFaceFeature.toObject(m.feature, o, q + 1);
+                }
+                if (m.aborted != null && $Object.hasOwnProperty.call(m, "aborted")) {
+                    d.aborted = m.aborted;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeEnrolCapture to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeEnrolCapture.prototype.toJSON = function() {
+                return BridgeEnrolCapture.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeEnrolCapture
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeEnrolCapture
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeEnrolCapture.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeEnrolCapture";
+            };
+
+            return BridgeEnrolCapture;
+        })();
+
+        v1.BridgeTamper = (function() {
+
+            /**
+             * Properties of a BridgeTamper.
+             * @typedef {Object} tallybox.v1.BridgeTamper.$Properties
+             * @property {boolean|null} [open] BridgeTamper open
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeTamper.
+             * @memberof tallybox.v1
+             * @interface IBridgeTamper
+             * @augments tallybox.v1.BridgeTamper.$Properties
+             * @deprecated Use tallybox.v1.BridgeTamper.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeTamper.
+             * @typedef {tallybox.v1.BridgeTamper.$Properties} tallybox.v1.BridgeTamper.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeTamper.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeTamper.
+             * @constructor
+             * @param {tallybox.v1.BridgeTamper.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeTamper = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeTamper open.
+             * @member {boolean} open
+             * @memberof tallybox.v1.BridgeTamper
+             * @instance
+             */
+            BridgeTamper.prototype.open = false;
+
+            /**
+             * Creates a new BridgeTamper instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeTamper
+             * @static
+             * @param {tallybox.v1.BridgeTamper.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeTamper} BridgeTamper instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeTamper.$Shape): tallybox.v1.BridgeTamper & tallybox.v1.BridgeTamper.$Shape;
+             *   (properties?: tallybox.v1.BridgeTamper.$Properties): tallybox.v1.BridgeTamper;
+             * }}
+             */
+            BridgeTamper.create = function(properties) {
+                return new BridgeTamper(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeTamper message. Does not implicitly {@link tallybox.v1.BridgeTamper.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeTamper
+             * @static
+             * @param {tallybox.v1.BridgeTamper.$Properties} m BridgeTamper message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeTamper.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.open != null && $Object.hasOwnProperty.call(m, "open") && m.open !== false)
+                    w.uint32(/* id 1, wireType 0 =*/8).bool(m.open);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeTamper message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeTamper
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeTamper & tallybox.v1.BridgeTamper.$Shape} BridgeTamper
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeTamper.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeTamper();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.open = v;
+                            else
+                                delete m.open;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeTamper message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeTamper
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeTamper} BridgeTamper
+             */
+            BridgeTamper.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeTamper)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeTamper: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeTamper();
+                if (d.open != null) {
+                    if (d.open) {
+                        m.open = $Boolean(d.open);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeTamper message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeTamper
+             * @static
+             * @param {tallybox.v1.BridgeTamper} m BridgeTamper
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeTamper.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.open = false;
+                }
+                if (m.open != null && $Object.hasOwnProperty.call(m, "open")) {
+                    d.open = m.open;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeTamper to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeTamper
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeTamper.prototype.toJSON = function() {
+                return BridgeTamper.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeTamper
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeTamper
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeTamper.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeTamper";
+            };
+
+            return BridgeTamper;
+        })();
+
+        v1.BridgeKeypad = (function() {
+
+            /**
+             * Properties of a BridgeKeypad.
+             * @typedef {Object} tallybox.v1.BridgeKeypad.$Properties
+             * @property {string|null} [keys] BridgeKeypad keys
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeKeypad.
+             * @memberof tallybox.v1
+             * @interface IBridgeKeypad
+             * @augments tallybox.v1.BridgeKeypad.$Properties
+             * @deprecated Use tallybox.v1.BridgeKeypad.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeKeypad.
+             * @typedef {tallybox.v1.BridgeKeypad.$Properties} tallybox.v1.BridgeKeypad.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeKeypad.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeKeypad.
+             * @constructor
+             * @param {tallybox.v1.BridgeKeypad.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeKeypad = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeKeypad keys.
+             * @member {string} keys
+             * @memberof tallybox.v1.BridgeKeypad
+             * @instance
+             */
+            BridgeKeypad.prototype.keys = "";
+
+            /**
+             * Creates a new BridgeKeypad instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeKeypad
+             * @static
+             * @param {tallybox.v1.BridgeKeypad.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeKeypad} BridgeKeypad instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeKeypad.$Shape): tallybox.v1.BridgeKeypad & tallybox.v1.BridgeKeypad.$Shape;
+             *   (properties?: tallybox.v1.BridgeKeypad.$Properties): tallybox.v1.BridgeKeypad;
+             * }}
+             */
+            BridgeKeypad.create = function(properties) {
+                return new BridgeKeypad(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeKeypad message. Does not implicitly {@link tallybox.v1.BridgeKeypad.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeKeypad
+             * @static
+             * @param {tallybox.v1.BridgeKeypad.$Properties} m BridgeKeypad message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeKeypad.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.keys != null && $Object.hasOwnProperty.call(m, "keys") && m.keys !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.keys);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeKeypad message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeKeypad
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeKeypad & tallybox.v1.BridgeKeypad.$Shape} BridgeKeypad
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeKeypad.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeKeypad();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.keys = v;
+                            else
+                                delete m.keys;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeKeypad message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeKeypad
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeKeypad} BridgeKeypad
+             */
+            BridgeKeypad.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeKeypad)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeKeypad: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeKeypad();
+                if (d.keys != null) {
+                    if (typeof d.keys !== "string" || d.keys.length) {
+                        m.keys = $String(d.keys);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeKeypad message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeKeypad
+             * @static
+             * @param {tallybox.v1.BridgeKeypad} m BridgeKeypad
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeKeypad.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.keys = "";
+                }
+                if (m.keys != null && $Object.hasOwnProperty.call(m, "keys")) {
+                    d.keys = m.keys;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeKeypad to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeKeypad
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeKeypad.prototype.toJSON = function() {
+                return BridgeKeypad.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeKeypad
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeKeypad
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeKeypad.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeKeypad";
+            };
+
+            return BridgeKeypad;
+        })();
+
+        v1.BridgeDisplayText = (function() {
+
+            /**
+             * Properties of a BridgeDisplayText.
+             * @typedef {Object} tallybox.v1.BridgeDisplayText.$Properties
+             * @property {string|null} [line1] BridgeDisplayText line1
+             * @property {string|null} [line2] BridgeDisplayText line2
+             * @property {number|null} [durationMs] BridgeDisplayText durationMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeDisplayText.
+             * @memberof tallybox.v1
+             * @interface IBridgeDisplayText
+             * @augments tallybox.v1.BridgeDisplayText.$Properties
+             * @deprecated Use tallybox.v1.BridgeDisplayText.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeDisplayText.
+             * @typedef {tallybox.v1.BridgeDisplayText.$Properties} tallybox.v1.BridgeDisplayText.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeDisplayText.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeDisplayText.
+             * @constructor
+             * @param {tallybox.v1.BridgeDisplayText.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeDisplayText = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeDisplayText line1.
+             * @member {string} line1
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @instance
+             */
+            BridgeDisplayText.prototype.line1 = "";
+
+            /**
+             * BridgeDisplayText line2.
+             * @member {string} line2
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @instance
+             */
+            BridgeDisplayText.prototype.line2 = "";
+
+            /**
+             * BridgeDisplayText durationMs.
+             * @member {number} durationMs
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @instance
+             */
+            BridgeDisplayText.prototype.durationMs = 0;
+
+            /**
+             * Creates a new BridgeDisplayText instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @static
+             * @param {tallybox.v1.BridgeDisplayText.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeDisplayText} BridgeDisplayText instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeDisplayText.$Shape): tallybox.v1.BridgeDisplayText & tallybox.v1.BridgeDisplayText.$Shape;
+             *   (properties?: tallybox.v1.BridgeDisplayText.$Properties): tallybox.v1.BridgeDisplayText;
+             * }}
+             */
+            BridgeDisplayText.create = function(properties) {
+                return new BridgeDisplayText(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeDisplayText message. Does not implicitly {@link tallybox.v1.BridgeDisplayText.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @static
+             * @param {tallybox.v1.BridgeDisplayText.$Properties} m BridgeDisplayText message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeDisplayText.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.line1 != null && $Object.hasOwnProperty.call(m, "line1") && m.line1 !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.line1);
+                if (m.line2 != null && $Object.hasOwnProperty.call(m, "line2") && m.line2 !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.line2);
+                if (m.durationMs != null && $Object.hasOwnProperty.call(m, "durationMs") && m.durationMs !== 0)
+                    w.uint32(/* id 3, wireType 0 =*/24).uint32(m.durationMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeDisplayText message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeDisplayText & tallybox.v1.BridgeDisplayText.$Shape} BridgeDisplayText
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeDisplayText.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeDisplayText();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.line1 = v;
+                            else
+                                delete m.line1;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.line2 = v;
+                            else
+                                delete m.line2;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.durationMs = v;
+                            else
+                                delete m.durationMs;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeDisplayText message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeDisplayText} BridgeDisplayText
+             */
+            BridgeDisplayText.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeDisplayText)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeDisplayText: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeDisplayText();
+                if (d.line1 != null) {
+                    if (typeof d.line1 !== "string" || d.line1.length) {
+                        m.line1 = $String(d.line1);
+                    }
+                }
+                if (d.line2 != null) {
+                    if (typeof d.line2 !== "string" || d.line2.length) {
+                        m.line2 = $String(d.line2);
+                    }
+                }
+                if (d.durationMs != null) {
+                    if ($Number(d.durationMs) !== 0) {
+                        m.durationMs = d.durationMs >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeDisplayText message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @static
+             * @param {tallybox.v1.BridgeDisplayText} m BridgeDisplayText
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeDisplayText.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.line1 = "";
+                    d.line2 = "";
+                    d.durationMs = 0;
+                }
+                if (m.line1 != null && $Object.hasOwnProperty.call(m, "line1")) {
+                    d.line1 = m.line1;
+                }
+                if (m.line2 != null && $Object.hasOwnProperty.call(m, "line2")) {
+                    d.line2 = m.line2;
+                }
+                if (m.durationMs != null && $Object.hasOwnProperty.call(m, "durationMs")) {
+                    d.durationMs = m.durationMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeDisplayText to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeDisplayText.prototype.toJSON = function() {
+                return BridgeDisplayText.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeDisplayText
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeDisplayText
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeDisplayText.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeDisplayText";
+            };
+
+            return BridgeDisplayText;
+        })();
+
+        v1.BridgeIndicator = (function() {
+
+            /**
+             * Properties of a BridgeIndicator.
+             * @typedef {Object} tallybox.v1.BridgeIndicator.$Properties
+             * @property {tallybox.v1.BridgeLedColour|null} [led] BridgeIndicator led
+             * @property {number|null} [ledMs] BridgeIndicator ledMs
+             * @property {number|null} [beeps] BridgeIndicator beeps
+             * @property {number|null} [beepMs] BridgeIndicator beepMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeIndicator.
+             * @memberof tallybox.v1
+             * @interface IBridgeIndicator
+             * @augments tallybox.v1.BridgeIndicator.$Properties
+             * @deprecated Use tallybox.v1.BridgeIndicator.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeIndicator.
+             * @typedef {tallybox.v1.BridgeIndicator.$Properties} tallybox.v1.BridgeIndicator.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeIndicator.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeIndicator.
+             * @constructor
+             * @param {tallybox.v1.BridgeIndicator.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeIndicator = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeIndicator led.
+             * @member {tallybox.v1.BridgeLedColour} led
+             * @memberof tallybox.v1.BridgeIndicator
+             * @instance
+             */
+            BridgeIndicator.prototype.led = 0;
+
+            /**
+             * BridgeIndicator ledMs.
+             * @member {number} ledMs
+             * @memberof tallybox.v1.BridgeIndicator
+             * @instance
+             */
+            BridgeIndicator.prototype.ledMs = 0;
+
+            /**
+             * BridgeIndicator beeps.
+             * @member {number} beeps
+             * @memberof tallybox.v1.BridgeIndicator
+             * @instance
+             */
+            BridgeIndicator.prototype.beeps = 0;
+
+            /**
+             * BridgeIndicator beepMs.
+             * @member {number} beepMs
+             * @memberof tallybox.v1.BridgeIndicator
+             * @instance
+             */
+            BridgeIndicator.prototype.beepMs = 0;
+
+            /**
+             * Creates a new BridgeIndicator instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeIndicator
+             * @static
+             * @param {tallybox.v1.BridgeIndicator.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeIndicator} BridgeIndicator instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeIndicator.$Shape): tallybox.v1.BridgeIndicator & tallybox.v1.BridgeIndicator.$Shape;
+             *   (properties?: tallybox.v1.BridgeIndicator.$Properties): tallybox.v1.BridgeIndicator;
+             * }}
+             */
+            BridgeIndicator.create = function(properties) {
+                return new BridgeIndicator(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeIndicator message. Does not implicitly {@link tallybox.v1.BridgeIndicator.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeIndicator
+             * @static
+             * @param {tallybox.v1.BridgeIndicator.$Properties} m BridgeIndicator message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeIndicator.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.led != null && $Object.hasOwnProperty.call(m, "led") && m.led !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).int32(m.led);
+                if (m.ledMs != null && $Object.hasOwnProperty.call(m, "ledMs") && m.ledMs !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.ledMs);
+                if (m.beeps != null && $Object.hasOwnProperty.call(m, "beeps") && m.beeps !== 0)
+                    w.uint32(/* id 3, wireType 0 =*/24).uint32(m.beeps);
+                if (m.beepMs != null && $Object.hasOwnProperty.call(m, "beepMs") && m.beepMs !== 0)
+                    w.uint32(/* id 4, wireType 0 =*/32).uint32(m.beepMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeIndicator message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeIndicator
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeIndicator & tallybox.v1.BridgeIndicator.$Shape} BridgeIndicator
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeIndicator.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeIndicator();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.led = v;
+                            else
+                                delete m.led;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.ledMs = v;
+                            else
+                                delete m.ledMs;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.beeps = v;
+                            else
+                                delete m.beeps;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.beepMs = v;
+                            else
+                                delete m.beepMs;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeIndicator message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeIndicator
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeIndicator} BridgeIndicator
+             */
+            BridgeIndicator.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeIndicator)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeIndicator: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeIndicator();
+                if (d.led !== 0 && (typeof d.led !== "string" || $root.tallybox.v1.BridgeLedColour[d.led] !== 0)) {
+                    switch (d.led) {
+                    case "BRIDGE_LED_COLOUR_UNSPECIFIED":
+                    case 0:
+                        m.led = 0;
+                        break;
+                    case "BRIDGE_LED_COLOUR_GREEN":
+                    case 1:
+                        m.led = 1;
+                        break;
+                    case "BRIDGE_LED_COLOUR_RED":
+                    case 2:
+                        m.led = 2;
+                        break;
+                    case "BRIDGE_LED_COLOUR_BLUE":
+                    case 3:
+                        m.led = 3;
+                        break;
+                    case "BRIDGE_LED_COLOUR_WHITE":
+                    case 4:
+                        m.led = 4;
+                        break;
+                    default:
+                        if (typeof d.led === "number" && (d.led | 0) === d.led)
+                            m.led = d.led;
+                    }
+                }
+                if (d.ledMs != null) {
+                    if ($Number(d.ledMs) !== 0) {
+                        m.ledMs = d.ledMs >>> 0;
+                    }
+                }
+                if (d.beeps != null) {
+                    if ($Number(d.beeps) !== 0) {
+                        m.beeps = d.beeps >>> 0;
+                    }
+                }
+                if (d.beepMs != null) {
+                    if ($Number(d.beepMs) !== 0) {
+                        m.beepMs = d.beepMs >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeIndicator message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeIndicator
+             * @static
+             * @param {tallybox.v1.BridgeIndicator} m BridgeIndicator
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeIndicator.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.led = o.enums === $String ? "BRIDGE_LED_COLOUR_UNSPECIFIED" : 0;
+                    d.ledMs = 0;
+                    d.beeps = 0;
+                    d.beepMs = 0;
+                }
+                if (m.led != null && $Object.hasOwnProperty.call(m, "led")) {
+                    d.led = o.enums === $String ? $root.tallybox.v1.BridgeLedColour[m.led] === $undefined ? m.led : $root.tallybox.v1.BridgeLedColour[m.led] : m.led;
+                }
+                if (m.ledMs != null && $Object.hasOwnProperty.call(m, "ledMs")) {
+                    d.ledMs = m.ledMs;
+                }
+                if (m.beeps != null && $Object.hasOwnProperty.call(m, "beeps")) {
+                    d.beeps = m.beeps;
+                }
+                if (m.beepMs != null && $Object.hasOwnProperty.call(m, "beepMs")) {
+                    d.beepMs = m.beepMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeIndicator to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeIndicator
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeIndicator.prototype.toJSON = function() {
+                return BridgeIndicator.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeIndicator
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeIndicator
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeIndicator.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeIndicator";
+            };
+
+            return BridgeIndicator;
+        })();
+
+        v1.BridgeRelay = (function() {
+
+            /**
+             * Properties of a BridgeRelay.
+             * @typedef {Object} tallybox.v1.BridgeRelay.$Properties
+             * @property {boolean|null} [energised] BridgeRelay energised
+             * @property {number|null} [pulseMs] BridgeRelay pulseMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeRelay.
+             * @memberof tallybox.v1
+             * @interface IBridgeRelay
+             * @augments tallybox.v1.BridgeRelay.$Properties
+             * @deprecated Use tallybox.v1.BridgeRelay.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeRelay.
+             * @typedef {tallybox.v1.BridgeRelay.$Properties} tallybox.v1.BridgeRelay.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeRelay.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeRelay.
+             * @constructor
+             * @param {tallybox.v1.BridgeRelay.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeRelay = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeRelay energised.
+             * @member {boolean} energised
+             * @memberof tallybox.v1.BridgeRelay
+             * @instance
+             */
+            BridgeRelay.prototype.energised = false;
+
+            /**
+             * BridgeRelay pulseMs.
+             * @member {number} pulseMs
+             * @memberof tallybox.v1.BridgeRelay
+             * @instance
+             */
+            BridgeRelay.prototype.pulseMs = 0;
+
+            /**
+             * Creates a new BridgeRelay instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeRelay
+             * @static
+             * @param {tallybox.v1.BridgeRelay.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeRelay} BridgeRelay instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeRelay.$Shape): tallybox.v1.BridgeRelay & tallybox.v1.BridgeRelay.$Shape;
+             *   (properties?: tallybox.v1.BridgeRelay.$Properties): tallybox.v1.BridgeRelay;
+             * }}
+             */
+            BridgeRelay.create = function(properties) {
+                return new BridgeRelay(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeRelay message. Does not implicitly {@link tallybox.v1.BridgeRelay.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeRelay
+             * @static
+             * @param {tallybox.v1.BridgeRelay.$Properties} m BridgeRelay message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeRelay.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.energised != null && $Object.hasOwnProperty.call(m, "energised") && m.energised !== false)
+                    w.uint32(/* id 1, wireType 0 =*/8).bool(m.energised);
+                if (m.pulseMs != null && $Object.hasOwnProperty.call(m, "pulseMs") && m.pulseMs !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.pulseMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeRelay message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeRelay
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeRelay & tallybox.v1.BridgeRelay.$Shape} BridgeRelay
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeRelay.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeRelay();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.energised = v;
+                            else
+                                delete m.energised;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.pulseMs = v;
+                            else
+                                delete m.pulseMs;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeRelay message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeRelay
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeRelay} BridgeRelay
+             */
+            BridgeRelay.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeRelay)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeRelay: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeRelay();
+                if (d.energised != null) {
+                    if (d.energised) {
+                        m.energised = $Boolean(d.energised);
+                    }
+                }
+                if (d.pulseMs != null) {
+                    if ($Number(d.pulseMs) !== 0) {
+                        m.pulseMs = d.pulseMs >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeRelay message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeRelay
+             * @static
+             * @param {tallybox.v1.BridgeRelay} m BridgeRelay
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeRelay.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.energised = false;
+                    d.pulseMs = 0;
+                }
+                if (m.energised != null && $Object.hasOwnProperty.call(m, "energised")) {
+                    d.energised = m.energised;
+                }
+                if (m.pulseMs != null && $Object.hasOwnProperty.call(m, "pulseMs")) {
+                    d.pulseMs = m.pulseMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeRelay to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeRelay
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeRelay.prototype.toJSON = function() {
+                return BridgeRelay.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeRelay
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeRelay
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeRelay.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeRelay";
+            };
+
+            return BridgeRelay;
+        })();
+
+        v1.BridgeAck = (function() {
+
+            /**
+             * Properties of a BridgeAck.
+             * @typedef {Object} tallybox.v1.BridgeAck.$Properties
+             * @property {tallybox.v1.BridgeStatus|null} [status] BridgeAck status
+             * @property {string|null} [detail] BridgeAck detail
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeAck.
+             * @memberof tallybox.v1
+             * @interface IBridgeAck
+             * @augments tallybox.v1.BridgeAck.$Properties
+             * @deprecated Use tallybox.v1.BridgeAck.$Properties instead.
+             */
+
+            /**
+             * Shape of a BridgeAck.
+             * @typedef {tallybox.v1.BridgeAck.$Properties} tallybox.v1.BridgeAck.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeAck.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeAck.
+             * @constructor
+             * @param {tallybox.v1.BridgeAck.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeAck = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeAck status.
+             * @member {tallybox.v1.BridgeStatus} status
+             * @memberof tallybox.v1.BridgeAck
+             * @instance
+             */
+            BridgeAck.prototype.status = 0;
+
+            /**
+             * BridgeAck detail.
+             * @member {string} detail
+             * @memberof tallybox.v1.BridgeAck
+             * @instance
+             */
+            BridgeAck.prototype.detail = "";
+
+            /**
+             * Creates a new BridgeAck instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeAck
+             * @static
+             * @param {tallybox.v1.BridgeAck.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeAck} BridgeAck instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeAck.$Shape): tallybox.v1.BridgeAck & tallybox.v1.BridgeAck.$Shape;
+             *   (properties?: tallybox.v1.BridgeAck.$Properties): tallybox.v1.BridgeAck;
+             * }}
+             */
+            BridgeAck.create = function(properties) {
+                return new BridgeAck(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeAck message. Does not implicitly {@link tallybox.v1.BridgeAck.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeAck
+             * @static
+             * @param {tallybox.v1.BridgeAck.$Properties} m BridgeAck message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeAck.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.status != null && $Object.hasOwnProperty.call(m, "status") && m.status !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).int32(m.status);
+                if (m.detail != null && $Object.hasOwnProperty.call(m, "detail") && m.detail !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.detail);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeAck message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeAck
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeAck & tallybox.v1.BridgeAck.$Shape} BridgeAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeAck.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeAck();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.status = v;
+                            else
+                                delete m.status;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.detail = v;
+                            else
+                                delete m.detail;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeAck message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeAck
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeAck} BridgeAck
+             */
+            BridgeAck.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeAck)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeAck: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeAck();
+                if (d.status !== 0 && (typeof d.status !== "string" || $root.tallybox.v1.BridgeStatus[d.status] !== 0)) {
+                    switch (d.status) {
+                    case "BRIDGE_STATUS_UNSPECIFIED":
+                    case 0:
+                        m.status = 0;
+                        break;
+                    case "BRIDGE_STATUS_OK":
+                    case 1:
+                        m.status = 1;
+                        break;
+                    case "BRIDGE_STATUS_BAD_REQUEST":
+                    case 2:
+                        m.status = 2;
+                        break;
+                    case "BRIDGE_STATUS_UNSUPPORTED":
+                    case 3:
+                        m.status = 3;
+                        break;
+                    case "BRIDGE_STATUS_BUSY":
+                    case 4:
+                        m.status = 4;
+                        break;
+                    case "BRIDGE_STATUS_HARDWARE_ERROR":
+                    case 5:
+                        m.status = 5;
+                        break;
+                    default:
+                        if (typeof d.status === "number" && (d.status | 0) === d.status)
+                            m.status = d.status;
+                    }
+                }
+                if (d.detail != null) {
+                    if (typeof d.detail !== "string" || d.detail.length) {
+                        m.detail = $String(d.detail);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeAck message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeAck
+             * @static
+             * @param {tallybox.v1.BridgeAck} m BridgeAck
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeAck.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.status = o.enums === $String ? "BRIDGE_STATUS_UNSPECIFIED" : 0;
+                    d.detail = "";
+                }
+                if (m.status != null && $Object.hasOwnProperty.call(m, "status")) {
+                    d.status = o.enums === $String ? $root.tallybox.v1.BridgeStatus[m.status] === $undefined ? m.status : $root.tallybox.v1.BridgeStatus[m.status] : m.status;
+                }
+                if (m.detail != null && $Object.hasOwnProperty.call(m, "detail")) {
+                    d.detail = m.detail;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeAck to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeAck
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeAck.prototype.toJSON = function() {
+                return BridgeAck.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeAck
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeAck
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeAck.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeAck";
+            };
+
+            return BridgeAck;
+        })();
+
+        v1.BridgeFrame = (function() {
+
+            /**
+             * Properties of a BridgeFrame.
+             * @typedef {Object} tallybox.v1.BridgeFrame.$Properties
+             * @property {number|null} [seq] BridgeFrame seq
+             * @property {tallybox.v1.BridgeHello.$Properties|null} [hello] BridgeFrame hello
+             * @property {tallybox.v1.BridgeHelloAck.$Properties|null} [helloAck] BridgeFrame helloAck
+             * @property {tallybox.v1.BridgeHeartbeat.$Properties|null} [heartbeat] BridgeFrame heartbeat
+             * @property {tallybox.v1.BridgeAck.$Properties|null} [ack] BridgeFrame ack
+             * @property {tallybox.v1.BridgeFaceFeature.$Properties|null} [faceFeature] BridgeFrame faceFeature
+             * @property {tallybox.v1.BridgeEnrolStart.$Properties|null} [enrolStart] BridgeFrame enrolStart
+             * @property {tallybox.v1.BridgeEnrolCapture.$Properties|null} [enrolCapture] BridgeFrame enrolCapture
+             * @property {tallybox.v1.BridgeTamper.$Properties|null} [tamper] BridgeFrame tamper
+             * @property {tallybox.v1.BridgeKeypad.$Properties|null} [keypad] BridgeFrame keypad
+             * @property {tallybox.v1.BridgeDisplayText.$Properties|null} [displayText] BridgeFrame displayText
+             * @property {tallybox.v1.BridgeIndicator.$Properties|null} [indicator] BridgeFrame indicator
+             * @property {tallybox.v1.BridgeRelay.$Properties|null} [relay] BridgeFrame relay
+             * @property {"hello"|"helloAck"|"heartbeat"|"ack"|"faceFeature"|"enrolStart"|"enrolCapture"|"tamper"|"keypad"|"displayText"|"indicator"|"relay"} [body] BridgeFrame body
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a BridgeFrame.
+             * @memberof tallybox.v1
+             * @interface IBridgeFrame
+             * @augments tallybox.v1.BridgeFrame.$Properties
+             * @deprecated Use tallybox.v1.BridgeFrame.$Properties instead.
+             */
+
+            /**
+             * Narrowed shape of a BridgeFrame.
+             * @typedef {{
+             *   seq?: number|null;
+             *   hello?: tallybox.v1.BridgeHello.$Shape|null;
+             *   helloAck?: tallybox.v1.BridgeHelloAck.$Shape|null;
+             *   heartbeat?: tallybox.v1.BridgeHeartbeat.$Shape|null;
+             *   ack?: tallybox.v1.BridgeAck.$Shape|null;
+             *   faceFeature?: tallybox.v1.BridgeFaceFeature.$Shape|null;
+             *   enrolStart?: tallybox.v1.BridgeEnrolStart.$Shape|null;
+             *   enrolCapture?: tallybox.v1.BridgeEnrolCapture.$Shape|null;
+             *   tamper?: tallybox.v1.BridgeTamper.$Shape|null;
+             *   keypad?: tallybox.v1.BridgeKeypad.$Shape|null;
+             *   displayText?: tallybox.v1.BridgeDisplayText.$Shape|null;
+             *   indicator?: tallybox.v1.BridgeIndicator.$Shape|null;
+             *   relay?: tallybox.v1.BridgeRelay.$Shape|null;
+             *   $unknowns?: Array.<Uint8Array>;
+             * } & (
+             *   ({ body?: undefined; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "hello"; hello: tallybox.v1.BridgeHello.$Shape; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "helloAck"; hello?: null; helloAck: tallybox.v1.BridgeHelloAck.$Shape; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "heartbeat"; hello?: null; helloAck?: null; heartbeat: tallybox.v1.BridgeHeartbeat.$Shape; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "ack"; hello?: null; helloAck?: null; heartbeat?: null; ack: tallybox.v1.BridgeAck.$Shape; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "faceFeature"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature: tallybox.v1.BridgeFaceFeature.$Shape; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "enrolStart"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart: tallybox.v1.BridgeEnrolStart.$Shape; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "enrolCapture"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture: tallybox.v1.BridgeEnrolCapture.$Shape; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "tamper"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper: tallybox.v1.BridgeTamper.$Shape; keypad?: null; displayText?: null; indicator?: null; relay?: null }|{ body?: "keypad"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad: tallybox.v1.BridgeKeypad.$Shape; displayText?: null; indicator?: null; relay?: null }|{ body?: "displayText"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText: tallybox.v1.BridgeDisplayText.$Shape; indicator?: null; relay?: null }|{ body?: "indicator"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator: tallybox.v1.BridgeIndicator.$Shape; relay?: null }|{ body?: "relay"; hello?: null; helloAck?: null; heartbeat?: null; ack?: null; faceFeature?: null; enrolStart?: null; enrolCapture?: null; tamper?: null; keypad?: null; displayText?: null; indicator?: null; relay: tallybox.v1.BridgeRelay.$Shape })
+             * )} tallybox.v1.BridgeFrame.$Shape
+             */
+
+            /**
+             * Constructs a new BridgeFrame.
+             * @memberof tallybox.v1
+             * @classdesc Represents a BridgeFrame.
+             * @constructor
+             * @param {tallybox.v1.BridgeFrame.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const BridgeFrame = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * BridgeFrame seq.
+             * @member {number} seq
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.seq = 0;
+
+            /**
+             * BridgeFrame hello.
+             * @member {tallybox.v1.BridgeHello.$Properties|null|undefined} hello
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.hello = null;
+
+            /**
+             * BridgeFrame helloAck.
+             * @member {tallybox.v1.BridgeHelloAck.$Properties|null|undefined} helloAck
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.helloAck = null;
+
+            /**
+             * BridgeFrame heartbeat.
+             * @member {tallybox.v1.BridgeHeartbeat.$Properties|null|undefined} heartbeat
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.heartbeat = null;
+
+            /**
+             * BridgeFrame ack.
+             * @member {tallybox.v1.BridgeAck.$Properties|null|undefined} ack
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.ack = null;
+
+            /**
+             * BridgeFrame faceFeature.
+             * @member {tallybox.v1.BridgeFaceFeature.$Properties|null|undefined} faceFeature
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.faceFeature = null;
+
+            /**
+             * BridgeFrame enrolStart.
+             * @member {tallybox.v1.BridgeEnrolStart.$Properties|null|undefined} enrolStart
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.enrolStart = null;
+
+            /**
+             * BridgeFrame enrolCapture.
+             * @member {tallybox.v1.BridgeEnrolCapture.$Properties|null|undefined} enrolCapture
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.enrolCapture = null;
+
+            /**
+             * BridgeFrame tamper.
+             * @member {tallybox.v1.BridgeTamper.$Properties|null|undefined} tamper
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.tamper = null;
+
+            /**
+             * BridgeFrame keypad.
+             * @member {tallybox.v1.BridgeKeypad.$Properties|null|undefined} keypad
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.keypad = null;
+
+            /**
+             * BridgeFrame displayText.
+             * @member {tallybox.v1.BridgeDisplayText.$Properties|null|undefined} displayText
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.displayText = null;
+
+            /**
+             * BridgeFrame indicator.
+             * @member {tallybox.v1.BridgeIndicator.$Properties|null|undefined} indicator
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.indicator = null;
+
+            /**
+             * BridgeFrame relay.
+             * @member {tallybox.v1.BridgeRelay.$Properties|null|undefined} relay
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            BridgeFrame.prototype.relay = null;
+
+            // OneOf field names bound to virtual getters and setters
+            let $oneOfFields;
+
+            /**
+             * BridgeFrame body.
+             * @member {"hello"|"helloAck"|"heartbeat"|"ack"|"faceFeature"|"enrolStart"|"enrolCapture"|"tamper"|"keypad"|"displayText"|"indicator"|"relay"|undefined} body
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             */
+            $Object.defineProperty(BridgeFrame.prototype, "body", {
+                get: $util.oneOfGetter($oneOfFields = ["hello", "helloAck", "heartbeat", "ack", "faceFeature", "enrolStart", "enrolCapture", "tamper", "keypad", "displayText", "indicator", "relay"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            /**
+             * Creates a new BridgeFrame instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.BridgeFrame
+             * @static
+             * @param {tallybox.v1.BridgeFrame.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.BridgeFrame} BridgeFrame instance
+             * @type {{
+             *   (properties: tallybox.v1.BridgeFrame.$Shape): tallybox.v1.BridgeFrame & tallybox.v1.BridgeFrame.$Shape;
+             *   (properties?: tallybox.v1.BridgeFrame.$Properties): tallybox.v1.BridgeFrame;
+             * }}
+             */
+            BridgeFrame.create = function(properties) {
+                return new BridgeFrame(properties);
+            };
+
+            /**
+             * Encodes the specified BridgeFrame message. Does not implicitly {@link tallybox.v1.BridgeFrame.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.BridgeFrame
+             * @static
+             * @param {tallybox.v1.BridgeFrame.$Properties} m BridgeFrame message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            BridgeFrame.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.seq != null && $Object.hasOwnProperty.call(m, "seq") && m.seq !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.seq);
+                if (m.hello != null && $Object.hasOwnProperty.call(m, "hello"))
+                    $root.tallybox.v1.BridgeHello.encode(m.hello, w.uint32(/* id 10, wireType 2 =*/82).fork(), q + 1).ldelim();
+                if (m.helloAck != null && $Object.hasOwnProperty.call(m, "helloAck"))
+                    $root.tallybox.v1.BridgeHelloAck.encode(m.helloAck, w.uint32(/* id 11, wireType 2 =*/90).fork(), q + 1).ldelim();
+                if (m.heartbeat != null && $Object.hasOwnProperty.call(m, "heartbeat"))
+                    $root.tallybox.v1.BridgeHeartbeat.encode(m.heartbeat, w.uint32(/* id 12, wireType 2 =*/98).fork(), q + 1).ldelim();
+                if (m.ack != null && $Object.hasOwnProperty.call(m, "ack"))
+                    $root.tallybox.v1.BridgeAck.encode(m.ack, w.uint32(/* id 13, wireType 2 =*/106).fork(), q + 1).ldelim();
+                if (m.faceFeature != null && $Object.hasOwnProperty.call(m, "faceFeature"))
+                    $root.tallybox.v1.BridgeFaceFeature.encode(m.faceFeature, w.uint32(/* id 20, wireType 2 =*/162).fork(), q + 1).ldelim();
+                if (m.enrolStart != null && $Object.hasOwnProperty.call(m, "enrolStart"))
+                    $root.tallybox.v1.BridgeEnrolStart.encode(m.enrolStart, w.uint32(/* id 21, wireType 2 =*/170).fork(), q + 1).ldelim();
+                if (m.enrolCapture != null && $Object.hasOwnProperty.call(m, "enrolCapture"))
+                    $root.tallybox.v1.BridgeEnrolCapture.encode(m.enrolCapture, w.uint32(/* id 22, wireType 2 =*/178).fork(), q + 1).ldelim();
+                if (m.tamper != null && $Object.hasOwnProperty.call(m, "tamper"))
+                    $root.tallybox.v1.BridgeTamper.encode(m.tamper, w.uint32(/* id 23, wireType 2 =*/186).fork(), q + 1).ldelim();
+                if (m.keypad != null && $Object.hasOwnProperty.call(m, "keypad"))
+                    $root.tallybox.v1.BridgeKeypad.encode(m.keypad, w.uint32(/* id 24, wireType 2 =*/194).fork(), q + 1).ldelim();
+                if (m.displayText != null && $Object.hasOwnProperty.call(m, "displayText"))
+                    $root.tallybox.v1.BridgeDisplayText.encode(m.displayText, w.uint32(/* id 30, wireType 2 =*/242).fork(), q + 1).ldelim();
+                if (m.indicator != null && $Object.hasOwnProperty.call(m, "indicator"))
+                    $root.tallybox.v1.BridgeIndicator.encode(m.indicator, w.uint32(/* id 31, wireType 2 =*/250).fork(), q + 1).ldelim();
+                if (m.relay != null && $Object.hasOwnProperty.call(m, "relay"))
+                    $root.tallybox.v1.BridgeRelay.encode(m.relay, w.uint32(/* id 32, wireType 2 =*/258).fork(), q + 1).ldelim();
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a BridgeFrame message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.BridgeFrame
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.BridgeFrame & tallybox.v1.BridgeFrame.$Shape} BridgeFrame
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            BridgeFrame.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.BridgeFrame();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.seq = v;
+                            else
+                                delete m.seq;
+                            continue;
+                        }
+                    case 10: {
+                            if (u !== 2)
+                                break;
+                            m.hello = $root.tallybox.v1.BridgeHello.decode(r, r.size(), $undefined, q + 1, m.hello);
+                            m.body = "hello";
+                            continue;
+                        }
+                    case 11: {
+                            if (u !== 2)
+                                break;
+                            m.helloAck = $root.tallybox.v1.BridgeHelloAck.decode(r, r.size(), $undefined, q + 1, m.helloAck);
+                            m.body = "helloAck";
+                            continue;
+                        }
+                    case 12: {
+                            if (u !== 2)
+                                break;
+                            m.heartbeat = $root.tallybox.v1.BridgeHeartbeat.decode(r, r.size(), $undefined, q + 1, m.heartbeat);
+                            m.body = "heartbeat";
+                            continue;
+                        }
+                    case 13: {
+                            if (u !== 2)
+                                break;
+                            m.ack = $root.tallybox.v1.BridgeAck.decode(r, r.size(), $undefined, q + 1, m.ack);
+                            m.body = "ack";
+                            continue;
+                        }
+                    case 20: {
+                            if (u !== 2)
+                                break;
+                            m.faceFeature = $root.tallybox.v1.BridgeFaceFeature.decode(r, r.size(), $undefined, q + 1, m.faceFeature);
+                            m.body = "faceFeature";
+                            continue;
+                        }
+                    case 21: {
+                            if (u !== 2)
+                                break;
+                            m.enrolStart = $root.tallybox.v1.BridgeEnrolStart.decode(r, r.size(), $undefined, q + 1, m.enrolStart);
+                            m.body = "enrolStart";
+                            continue;
+                        }
+                    case 22: {
+                            if (u !== 2)
+                                break;
+                            m.enrolCapture = $root.tallybox.v1.BridgeEnrolCapture.decode(r, r.size(), $undefined, q + 1, m.enrolCapture);
+                            m.body = "enrolCapture";
+                            continue;
+                        }
+                    case 23: {
+                            if (u !== 2)
+                                break;
+                            m.tamper = $root.tallybox.v1.BridgeTamper.decode(r, r.size(), $undefined, q + 1, m.tamper);
+                            m.body = "tamper";
+                            continue;
+                        }
+                    case 24: {
+                            if (u !== 2)
+                                break;
+                            m.keypad = $root.tallybox.v1.BridgeKeypad.decode(r, r.size(), $undefined, q + 1, m.keypad);
+                            m.body = "keypad";
+                            continue;
+                        }
+                    case 30: {
+                            if (u !== 2)
+                                break;
+                            m.displayText = $root.tallybox.v1.BridgeDisplayText.decode(r, r.size(), $undefined, q + 1, m.displayText);
+                            m.body = "displayText";
+                            continue;
+                        }
+                    case 31: {
+                            if (u !== 2)
+                                break;
+                            m.indicator = $root.tallybox.v1.BridgeIndicator.decode(r, r.size(), $undefined, q + 1, m.indicator);
+                            m.body = "indicator";
+                            continue;
+                        }
+                    case 32: {
+                            if (u !== 2)
+                                break;
+                            m.relay = $root.tallybox.v1.BridgeRelay.decode(r, r.size(), $undefined, q + 1, m.relay);
+                            m.body = "relay";
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a BridgeFrame message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.BridgeFrame
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.BridgeFrame} BridgeFrame
+             */
+            BridgeFrame.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.BridgeFrame)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.BridgeFrame: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.BridgeFrame();
+                if (d.seq != null) {
+                    if ($Number(d.seq) !== 0) {
+                        m.seq = d.seq >>> 0;
+                    }
+                }
+                if (d.hello != null) {
+                    if (!$util.isObject(d.hello))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.hello: object expected");
+                    m.hello = $root.tallybox.v1.BridgeHello.fromObject(d.hello, q + 1);
+                }
+                if (d.helloAck != null) {
+                    if (!$util.isObject(d.helloAck))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.helloAck: object expected");
+                    m.helloAck = $root.tallybox.v1.BridgeHelloAck.fromObject(d.helloAck, q + 1);
+                }
+                if (d.heartbeat != null) {
+                    if (!$util.isObject(d.heartbeat))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.heartbeat: object expected");
+                    m.heartbeat = $root.tallybox.v1.BridgeHeartbeat.fromObject(d.heartbeat, q + 1);
+                }
+                if (d.ack != null) {
+                    if (!$util.isObject(d.ack))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.ack: object expected");
+                    m.ack = $root.tallybox.v1.BridgeAck.fromObject(d.ack, q + 1);
+                }
+                if (d.faceFeature != null) {
+                    if (!$util.isObject(d.faceFeature))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.faceFeature: object expected");
+                    m.faceFeature = $root.tallybox.v1.BridgeFaceFeature.fromObject(d.faceFeature, q + 1);
+                }
+                if (d.enrolStart != null) {
+                    if (!$util.isObject(d.enrolStart))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.enrolStart: object expected");
+                    m.enrolStart = $root.tallybox.v1.BridgeEnrolStart.fromObject(d.enrolStart, q + 1);
+                }
+                if (d.enrolCapture != null) {
+                    if (!$util.isObject(d.enrolCapture))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.enrolCapture: object expected");
+                    m.enrolCapture = $root.tallybox.v1.BridgeEnrolCapture.fromObject(d.enrolCapture, q + 1);
+                }
+                if (d.tamper != null) {
+                    if (!$util.isObject(d.tamper))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.tamper: object expected");
+                    m.tamper = $root.tallybox.v1.BridgeTamper.fromObject(d.tamper, q + 1);
+                }
+                if (d.keypad != null) {
+                    if (!$util.isObject(d.keypad))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.keypad: object expected");
+                    m.keypad = $root.tallybox.v1.BridgeKeypad.fromObject(d.keypad, q + 1);
+                }
+                if (d.displayText != null) {
+                    if (!$util.isObject(d.displayText))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.displayText: object expected");
+                    m.displayText = $root.tallybox.v1.BridgeDisplayText.fromObject(d.displayText, q + 1);
+                }
+                if (d.indicator != null) {
+                    if (!$util.isObject(d.indicator))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.indicator: object expected");
+                    m.indicator = $root.tallybox.v1.BridgeIndicator.fromObject(d.indicator, q + 1);
+                }
+                if (d.relay != null) {
+                    if (!$util.isObject(d.relay))
+                        throw $TypeError(".tallybox.v1.BridgeFrame.relay: object expected");
+                    m.relay = $root.tallybox.v1.BridgeRelay.fromObject(d.relay, q + 1);
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a BridgeFrame message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.BridgeFrame
+             * @static
+             * @param {tallybox.v1.BridgeFrame} m BridgeFrame
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            BridgeFrame.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.seq = 0;
+                }
+                if (m.seq != null && $Object.hasOwnProperty.call(m, "seq")) {
+                    d.seq = m.seq;
+                }
+                if (m.hello != null && $Object.hasOwnProperty.call(m, "hello")) {
+                    d.hello = $root.tallybox.v1.BridgeHello.toObject(m.hello, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "hello";
+                }
+                if (m.helloAck != null && $Object.hasOwnProperty.call(m, "helloAck")) {
+                    d.helloAck = $root.tallybox.v1.BridgeHelloAck.toObject(m.helloAck, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "helloAck";
+                }
+                if (m.heartbeat != null && $Object.hasOwnProperty.call(m, "heartbeat")) {
+                    d.heartbeat = $root.tallybox.v1.BridgeHeartbeat.toObject(m.heartbeat, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "heartbeat";
+                }
+                if (m.ack != null && $Object.hasOwnProperty.call(m, "ack")) {
+                    d.ack = $root.tallybox.v1.BridgeAck.toObject(m.ack, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "ack";
+                }
+                if (m.faceFeature != null && $Object.hasOwnProperty.call(m, "faceFeature")) {
+                    d.faceFeature = $root.tallybox.v1.BridgeFaceFeature.toObject(m.faceFeature, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "faceFeature";
+                }
+                if (m.enrolStart != null && $Object.hasOwnProperty.call(m, "enrolStart")) {
+                    d.enrolStart = $root.tallybox.v1.BridgeEnrolStart.toObject(m.enrolStart, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "enrolStart";
+                }
+                if (m.enrolCapture != null && $Object.hasOwnProperty.call(m, "enrolCapture")) {
+                    d.enrolCapture = $root.tallybox.v1.BridgeEnrolCapture.toObject(m.enrolCapture, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "enrolCapture";
+                }
+                if (m.tamper != null && $Object.hasOwnProperty.call(m, "tamper")) {
+                    d.tamper = $root.tallybox.v1.BridgeTamper.toObject(m.tamper, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "tamper";
+                }
+                if (m.keypad != null && $Object.hasOwnProperty.call(m, "keypad")) {
+                    d.keypad = $root.tallybox.v1.BridgeKeypad.toObject(m.keypad, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "keypad";
+                }
+                if (m.displayText != null && $Object.hasOwnProperty.call(m, "displayText")) {
+                    d.displayText = $root.tallybox.v1.BridgeDisplayText.toObject(m.displayText, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "displayText";
+                }
+                if (m.indicator != null && $Object.hasOwnProperty.call(m, "indicator")) {
+                    d.indicator = $root.tallybox.v1.BridgeIndicator.toObject(m.indicator, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "indicator";
+                }
+                if (m.relay != null && $Object.hasOwnProperty.call(m, "relay")) {
+                    d.relay = $root.tallybox.v1.BridgeRelay.toObject(m.relay, o, q + 1);
+                    if (o.oneofs)
+                        d.body = "relay";
+                }
+                return d;
+            };
+
+            /**
+             * Converts this BridgeFrame to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.BridgeFrame
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            BridgeFrame.prototype.toJSON = function() {
+                return BridgeFrame.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for BridgeFrame
+             * @function getTypeUrl
+             * @memberof tallybox.v1.BridgeFrame
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            BridgeFrame.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.BridgeFrame";
+            };
+
+            return BridgeFrame;
+        })();
 
         v1.SignedCommand = (function() {
 
