@@ -1,0 +1,104 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Outbox } from '../../src/outbox/outbox.js';
+import { PunchMethod } from '../../src/proto/index.js';
+import { UUIDV7_RE } from '../../src/util/uuidv7.js';
+
+const dirs: string[] = [];
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), 'tbx-outbox-'));
+  dirs.push(d);
+  return d;
+}
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const punch = (i: number) => ({ orgId: 'org-a', subjectId: `s-${i}`, method: PunchMethod.PUNCH_METHOD_CARD });
+
+describe('Outbox', () => {
+  it('accepts concurrent punches in shared commits, with increasing sequence numbers and UUIDv7 ids', async () => {
+    const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 10_000 });
+    const rows = await Promise.all(Array.from({ length: 2500 }, (_, i) => o.accept(punch(i))));
+    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 2500 }, (_, i) => i + 1));
+    expect(new Set(rows.map((r) => r.eventId)).size).toBe(2500);
+    for (const r of rows.slice(0, 10)) expect(r.eventId).toMatch(UUIDV7_RE);
+    expect(o.depth).toBe(2500);
+    await o.close();
+  });
+
+  it('keeps sequence numbers and bd_seq across a reopen, and never reuses a sequence number after deletes', async () => {
+    const path = join(tmp(), 'o.db');
+    let o = await Outbox.open({ path, capacity: 100 });
+    expect(await o.nextBdSeq()).toBe(1);
+    const a = await o.accept(punch(1));
+    const b = await o.accept(punch(2));
+    o.ack(a.seq);
+    o.ack(b.seq);
+    await o.flushAcks();
+    expect(o.depth).toBe(0);
+    await o.close();
+    o = await Outbox.open({ path, capacity: 100 });
+    expect(await o.nextBdSeq()).toBe(2);
+    expect((await o.accept(punch(3))).seq).toBe(3);
+    expect(o.lastSeq).toBe(3);
+    expect(o.depth).toBe(1);
+    await o.close();
+  });
+
+  it('is idempotent on event id: a retried punch is stored once', async () => {
+    const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 100 });
+    const first = await o.accept({ ...punch(1), eventId: '0190c3c4-0000-7000-8000-000000000001' });
+    const again = await o.accept({ ...punch(1), eventId: '0190c3c4-0000-7000-8000-000000000001' });
+    expect(again.seq).toBe(first.seq);
+    expect(o.depth).toBe(1);
+    await o.close();
+  });
+
+  it('refuses punches at the cap with QUEUE_FULL and an alarm, and recovers when drained', async () => {
+    const alarms: string[] = [];
+    const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 5, onAlarm: (a, on) => alarms.push(`${a}:${on}`) });
+    const accepted = await Promise.all(Array.from({ length: 5 }, (_, i) => o.accept(punch(i))));
+    await expect(o.accept(punch(6))).rejects.toMatchObject({ code: 'QUEUE_FULL' });
+    expect(o.activeAlarms().has('QUEUE_FULL')).toBe(true);
+    expect(o.depth).toBe(5);
+    for (const r of await o.peek(0, 2)) o.ack(r.seq);
+    await o.flushAcks();
+    expect(o.activeAlarms().has('QUEUE_FULL')).toBe(false);
+    await expect(o.accept(punch(7))).resolves.toMatchObject({ seq: 6 });
+    expect(alarms).toEqual(['QUEUE_FULL:true', 'QUEUE_FULL:false']);
+    expect(accepted).toHaveLength(5);
+    await o.close();
+  });
+
+  it('counts punches of a commit in flight against the cap (no overshoot under concurrency)', async () => {
+    const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 50 });
+    const results = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => o.accept(punch(i))));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(50);
+    expect(o.depth).toBe(50);
+    await o.close();
+  });
+
+  it('peeks oldest first and deletes an organisation\'s queued punches on request', async () => {
+    const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 100 });
+    await o.accept(punch(1));
+    await o.accept({ ...punch(2), orgId: 'org-b' });
+    await o.accept(punch(3));
+    expect((await o.peek(0, 10)).map((r) => r.seq)).toEqual([1, 2, 3]);
+    expect((await o.peek(1, 1)).map((r) => r.orgId)).toEqual(['org-b']);
+    expect(await o.deleteOrg('org-a')).toBe(2);
+    expect(o.depth).toBe(1);
+    await o.close();
+  });
+
+  it('refuses a file that is not a SQLite database and leaves it untouched', async () => {
+    const path = join(tmp(), 'o.db');
+    const junk = 'this is not a database, it is a text file that someone put here by mistake'.repeat(20);
+    writeFileSync(path, junk);
+    await expect(Outbox.open({ path, capacity: 10 })).rejects.toMatchObject({ code: 'STORAGE_CORRUPT' });
+    expect(readFileSync(path, 'utf8')).toBe(junk);
+    expect(existsSync(`${path}-wal`)).toBe(false);
+  });
+});
