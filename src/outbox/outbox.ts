@@ -99,6 +99,7 @@ export class Outbox {
   private ackBuffer: number[] = [];
   private ackTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly committedListeners = new Set<() => void>();
   private readonly now: () => number;
   private readonly maxBatch: number;
 
@@ -249,6 +250,13 @@ export class Outbox {
       }
     }
     this.depthCount += inserted;
+    if (inserted > 0) for (const fn of this.committedListeners) fn();
+  }
+
+  /** Call `fn` after every commit that added rows (the drain wakes on it). */
+  onCommitted(fn: () => void): () => void {
+    this.committedListeners.add(fn);
+    return () => this.committedListeners.delete(fn);
   }
 
   private findByEventId(eventId: string): Promise<QueuedPunch | undefined> {

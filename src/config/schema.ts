@@ -1,0 +1,98 @@
+/**
+ * The one configuration file (YAML), validated by a zod schema with defaults.
+ * Every object is strict, so a misspelt key is an error naming it rather than
+ * a silently ignored setting.
+ */
+import { z } from 'zod';
+
+/** Ids travel in MQTT topics: no '/', '+', '#', spaces, or anything surprising. */
+const Id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ . - (it is used in MQTT topics)');
+
+export const REGIONS = ['cn', 'sg'] as const;
+export type Region = (typeof REGIONS)[number];
+
+const TlsSchema = z
+  .object({
+    caFile: z.string().optional(),
+    certFile: z.string().optional(),
+    keyFile: z.string().optional(),
+    /** Only for a lab broker with a self-signed certificate. */
+    rejectUnauthorized: z.boolean().default(true),
+  })
+  .strict();
+
+const BrokerSchema = z
+  .object({
+    url: z.string().regex(/^(mqtt|mqtts|tcp|ssl|tls):\/\/[^/\s]+(:\d+)?\/?$/, 'must look like mqtt://host:1883 or mqtts://host:8883'),
+    /**
+     * Permit a broker on this machine (127.0.0.0/8, ::1, localhost): the demo,
+     * tests, and a site-local bridge. Off by default so a production device can
+     * only talk to its region's brokers.
+     */
+    allowLoopback: z.boolean().default(false),
+    clientId: z.string().optional(),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    keepaliveSec: z.number().int().min(1).max(3600).default(30),
+    connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+    reconnectMinMs: z.number().int().min(10).max(60_000).default(500),
+    reconnectMaxMs: z.number().int().min(100).max(3_600_000).default(60_000),
+    tls: TlsSchema.optional(),
+  })
+  .strict();
+
+const OutboxSchema = z
+  .object({
+    /** Refuse new punches beyond this many undelivered (about a month of a 500-person site). */
+    capacity: z.number().int().min(1).max(50_000_000).default(500_000),
+    /** QoS 1 messages awaiting PUBACK at once. */
+    inflight: z.number().int().min(1).max(65_535).default(256),
+    /** Rows read from disk per batch while draining. */
+    batch: z.number().int().min(1).max(10_000).default(1000),
+    /** Backlog replay rate limit in punches per second (0: unlimited). Live punches are not limited. */
+    backlogRatePerSec: z.number().min(0).default(500),
+  })
+  .strict();
+
+const PunchApiSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    /** Loopback only: the API is for co-located integrations and simulators. */
+    host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
+    port: z.number().int().min(0).max(65_535).default(8787),
+  })
+  .strict();
+
+const ClockSchema = z
+  .object({
+    /**
+     * systemd: synced when systemd-timesyncd says so (/run/systemd/timesync/synchronized);
+     * assume-synced / assume-unsynced: for devices with an RTC policy of their own, and tests.
+     */
+    source: z.enum(['systemd', 'assume-synced', 'assume-unsynced']).default('systemd'),
+  })
+  .strict();
+
+export const ConfigSchema = z
+  .object({
+    version: z.literal(1, { message: 'must be 1 (the only config version this agent reads)' }),
+    device: z
+      .object({
+        id: Id,
+        kind: z.enum(['m1', 'm2', 'c1', 'p1', 'sim']),
+        /** The organisation operating the device: its state, command and result topics. */
+        orgId: Id,
+      })
+      .strict(),
+    region: z.enum(REGIONS),
+    dataDir: z.string().min(1),
+    broker: BrokerSchema,
+    outbox: OutboxSchema.default(OutboxSchema.parse({})),
+    punchApi: PunchApiSchema.default(PunchApiSchema.parse({})),
+    clock: ClockSchema.default(ClockSchema.parse({})),
+    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;

@@ -1,0 +1,86 @@
+/**
+ * The egress gate: the ONLY code that publishes to the broker (a test scans
+ * the source tree to keep it so). It accepts exactly three message types —
+ * PunchEvent, DeviceState, CommandResult — builds each field by field from a
+ * typed input, and encodes it with the generated protobuf code. There is no
+ * method that takes bytes or an arbitrary object, so nothing else (a template,
+ * a name, a card number) can be handed to it to send.
+ */
+import type { MqttClient } from 'mqtt';
+import { pb, type DeviceStateProps, type CommandResultProps, type PunchMethod, type ScoreBucket } from '../proto/index.js';
+import { topic } from './topics.js';
+
+/** The fields of a punch that may leave the device. */
+export interface OutgoingPunch {
+  eventId: string;
+  orgId: string;
+  subjectId: string;
+  method: PunchMethod;
+  occurredAtMs: number;
+  clockSynced: boolean;
+  seq: number;
+  matchScore: ScoreBucket;
+  liveness: ScoreBucket;
+}
+
+export interface EgressOptions {
+  deviceId: string;
+  /** Organisation operating the device (state and result topics). */
+  operatorOrgId: string;
+}
+
+function publish(client: MqttClient, t: string, payload: Uint8Array, retain: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // QoS 1: the callback fires on PUBACK, which is what the outbox waits for.
+    client.publish(t, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), { qos: 1, retain }, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+export class EgressGate {
+  constructor(private readonly opts: EgressOptions) {}
+
+  encodePunch(p: OutgoingPunch, ctx: { bdSeq: number; historical: boolean }): Uint8Array {
+    return pb.PunchEvent.encode({
+      eventId: p.eventId,
+      orgId: p.orgId,
+      deviceId: this.opts.deviceId,
+      subjectId: p.subjectId,
+      method: p.method,
+      occurredAtMs: p.occurredAtMs,
+      clockSynced: p.clockSynced,
+      seq: p.seq,
+      bdSeq: ctx.bdSeq,
+      historical: ctx.historical,
+      matchScore: p.matchScore,
+      liveness: p.liveness,
+    }).finish();
+  }
+
+  /** Resolves on PUBACK. */
+  publishPunch(client: MqttClient, p: OutgoingPunch, ctx: { bdSeq: number; historical: boolean }): Promise<void> {
+    return publish(client, topic(p.orgId, this.opts.deviceId, 'punch'), this.encodePunch(p, ctx), false);
+  }
+
+  encodeState(s: DeviceStateProps): Uint8Array {
+    return pb.DeviceState.encode({ ...s, deviceId: this.opts.deviceId }).finish();
+  }
+
+  stateTopic(): string {
+    return topic(this.opts.operatorOrgId, this.opts.deviceId, 'state');
+  }
+
+  /** Retained, so a cloud that subscribes later sees the current state. */
+  publishState(client: MqttClient, s: DeviceStateProps): Promise<void> {
+    return publish(client, this.stateTopic(), this.encodeState(s), true);
+  }
+
+  publishResult(client: MqttClient, orgId: string, r: CommandResultProps): Promise<void> {
+    const payload = pb.CommandResult.encode({ ...r, deviceId: this.opts.deviceId }).finish();
+    return publish(client, topic(orgId, this.opts.deviceId, 'result'), payload, false);
+  }
+
+  /** The MQTT will: a retained DEATH on the state topic, registered at connect. */
+  will(s: DeviceStateProps): { topic: string; payload: Buffer; qos: 1; retain: true } {
+    return { topic: this.stateTopic(), payload: Buffer.from(this.encodeState(s)), qos: 1, retain: true };
+  }
+}
