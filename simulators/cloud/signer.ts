@@ -1,0 +1,46 @@
+/**
+ * The cloud's command signer: an Ed25519 key pair (node:crypto), and the
+ * exact signing rule the device verifies — signature over the domain string
+ * "tallybox.v1.SignedCommand\0" followed by the serialised CommandBody.
+ */
+import { generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { pb, type CommandBodyProps } from '../../src/proto/index.js';
+
+export const COMMAND_SIGNING_DOMAIN = Buffer.from('tallybox.v1.SignedCommand\0', 'latin1');
+
+export class CommandSigner {
+  readonly publicKey: KeyObject;
+  private readonly privateKey: KeyObject;
+  private counter: number;
+
+  constructor(opts: { keyId?: string; startCounter?: number } = {}) {
+    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+    this.publicKey = publicKey;
+    this.privateKey = privateKey;
+    this.keyId = opts.keyId ?? 'cloud-1';
+    this.counter = opts.startCounter ?? Date.now();
+  }
+
+  readonly keyId: string;
+
+  /** Raw 32-byte public key, base64 — the value pinned in a device config. */
+  publicKeyBase64(): string {
+    const jwk = this.publicKey.export({ format: 'jwk' });
+    return Buffer.from(jwk.x ?? '', 'base64url').toString('base64');
+  }
+
+  /** Fill in the envelope fields a caller did not set, sign, and serialise. */
+  sign(body: CommandBodyProps, ttlMs = 60_000): Buffer {
+    const now = Date.now();
+    const full: CommandBodyProps = {
+      issuedAtMs: now,
+      expiresAtMs: now + ttlMs,
+      nonce: randomBytes(16),
+      counter: ++this.counter,
+      ...body,
+    };
+    const bodyBytes = pb.CommandBody.encode(full).finish();
+    const signature = sign(null, Buffer.concat([COMMAND_SIGNING_DOMAIN, bodyBytes]), this.privateKey);
+    return Buffer.from(pb.SignedCommand.encode({ body: bodyBytes, signature, keyId: this.keyId }).finish());
+  }
+}

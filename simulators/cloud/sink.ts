@@ -1,0 +1,148 @@
+/**
+ * The cloud side of the punch path: subscribes to every device's punches,
+ * state and results, decodes them, de-duplicates punches by event id and
+ * counts sequence gaps per device. It connects to any MQTT broker (the
+ * embedded aedes or a real Mosquitto).
+ */
+import mqtt, { type MqttClient } from 'mqtt';
+import { pb, type CommandBodyProps, type CommandResult, type DeviceState, type PunchEvent } from '../../src/proto/index.js';
+import { TOPIC_ROOT, parseTopic, topic } from '../../src/link/topics.js';
+import type { CommandSigner } from './signer.js';
+
+export interface SinkStats {
+  /** Distinct event ids received. */
+  received: number;
+  duplicates: number;
+  historical: number;
+  malformed: number;
+  /** Sum over devices of sequence numbers missing between the lowest and highest seen. */
+  gaps: number;
+}
+
+interface DeviceSeqs {
+  seqs: Set<number>;
+  min: number;
+  max: number;
+}
+
+export interface CloudSinkOptions {
+  url: string;
+  clientId?: string;
+  onPunch?: (p: PunchEvent, info: { duplicate: boolean }) => void;
+  onState?: (s: DeviceState, topic: string) => void;
+  onResult?: (r: CommandResult, topic: string) => void;
+}
+
+export class CloudSink {
+  private readonly events = new Map<string, PunchEvent>();
+  private readonly devices = new Map<string, DeviceSeqs>();
+  private readonly latestState = new Map<string, DeviceState>();
+  private readonly results: CommandResult[] = [];
+  private readonly counters = { duplicates: 0, historical: 0, malformed: 0 };
+  private waiters: { n: number; resolve: () => void }[] = [];
+
+  private constructor(
+    readonly client: MqttClient,
+    private readonly opts: CloudSinkOptions,
+  ) {}
+
+  static async connect(opts: CloudSinkOptions): Promise<CloudSink> {
+    const client = mqtt.connect(opts.url, { clientId: opts.clientId ?? `tallybox-cloud-${process.pid}-${Math.random().toString(16).slice(2, 8)}`, clean: true, reconnectPeriod: 200, protocolVersion: 4 });
+    const sink = new CloudSink(client, opts);
+    client.on('message', (t, payload) => sink.onMessage(t, payload));
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () => resolve());
+      client.once('error', reject);
+    });
+    await client.subscribeAsync([`${TOPIC_ROOT}/+/+/punch`, `${TOPIC_ROOT}/+/+/state`, `${TOPIC_ROOT}/+/+/result`], { qos: 1 });
+    return sink;
+  }
+
+  private onMessage(t: string, payload: Buffer): void {
+    const parsed = parseTopic(t);
+    if (!parsed) return;
+    try {
+      if (parsed.kind === 'punch') this.onPunch(pb.PunchEvent.decode(payload));
+      else if (parsed.kind === 'state') {
+        if (payload.length === 0) return; // retained message cleared
+        const s = pb.DeviceState.decode(payload);
+        this.latestState.set(parsed.deviceId, s);
+        this.opts.onState?.(s, t);
+      } else if (parsed.kind === 'result') {
+        const r = pb.CommandResult.decode(payload);
+        this.results.push(r);
+        this.opts.onResult?.(r, t);
+      }
+    } catch {
+      this.counters.malformed++;
+    }
+  }
+
+  private onPunch(p: PunchEvent): void {
+    const duplicate = this.events.has(p.eventId);
+    if (duplicate) this.counters.duplicates++;
+    else {
+      this.events.set(p.eventId, p);
+      if (p.historical) this.counters.historical++;
+      let d = this.devices.get(p.deviceId);
+      if (!d) this.devices.set(p.deviceId, (d = { seqs: new Set(), min: p.seq, max: p.seq }));
+      d.seqs.add(p.seq);
+      d.min = Math.min(d.min, p.seq);
+      d.max = Math.max(d.max, p.seq);
+    }
+    this.opts.onPunch?.(p, { duplicate });
+    if (!duplicate) this.resolveWaiters();
+  }
+
+  private resolveWaiters(): void {
+    const n = this.events.size;
+    this.waiters = this.waiters.filter((w) => (w.n <= n ? (w.resolve(), false) : true));
+  }
+
+  stats(): SinkStats {
+    let gaps = 0;
+    for (const d of this.devices.values()) gaps += d.max - d.min + 1 - d.seqs.size;
+    return { received: this.events.size, ...this.counters, gaps };
+  }
+
+  has(eventId: string): boolean {
+    return this.events.has(eventId);
+  }
+
+  punches(): PunchEvent[] {
+    return [...this.events.values()];
+  }
+
+  state(deviceId: string): DeviceState | undefined {
+    return this.latestState.get(deviceId);
+  }
+
+  commandResults(): readonly CommandResult[] {
+    return this.results;
+  }
+
+  /** Resolve when `n` distinct punches have arrived; reject after `timeoutMs`. */
+  waitForPunches(n: number, timeoutMs = 30_000): Promise<void> {
+    if (this.events.size >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${n} punches (have ${this.events.size})`)), timeoutMs);
+      this.waiters.push({ n, resolve: () => (clearTimeout(t), resolve()) });
+    });
+  }
+
+  /** Sign a command and publish it to the device's cmd topic. */
+  async sendCommand(signer: CommandSigner, orgId: string, deviceId: string, body: CommandBodyProps): Promise<Buffer> {
+    const bytes = signer.sign({ deviceId, orgId, ...body });
+    await this.client.publishAsync(topic(orgId, deviceId, 'cmd'), bytes, { qos: 1 });
+    return bytes;
+  }
+
+  /** Publish raw bytes to a device's cmd topic (replay and forgery tests). */
+  async sendRaw(orgId: string, deviceId: string, bytes: Buffer): Promise<void> {
+    await this.client.publishAsync(topic(orgId, deviceId, 'cmd'), bytes, { qos: 1 });
+  }
+
+  async close(): Promise<void> {
+    await this.client.endAsync(true);
+  }
+}

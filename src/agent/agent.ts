@@ -1,0 +1,175 @@
+/**
+ * The agent: composes the outbox, the MQTT link, the drain and device status.
+ * Device roles (m1, m2, c1, p1) and the local punch API hand punches to
+ * `punch()`; it resolves only once the punch is on disk.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../config/schema.js';
+import { MqttLink, type Session } from '../link/connection.js';
+import { EgressGate } from '../link/egress.js';
+import { Drain } from '../outbox/drain.js';
+import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../outbox/outbox.js';
+import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
+import { TallyboxError, errorMessage } from '../util/errors.js';
+import { createLogger, type Logger } from '../util/log.js';
+import { clockSynced } from './clock.js';
+import { AGENT_VERSION } from './version.js';
+
+export interface AgentOptions {
+  config: Config;
+  logger?: Logger;
+  /** Raw bytes from a .../cmd topic (the signed-command intake plugs in here). */
+  onCommand?: (topic: string, payload: Buffer) => void;
+}
+
+const ALARM_CODES: Record<OutboxAlarm, AlarmCode> = {
+  QUEUE_FULL: AlarmCode.ALARM_CODE_QUEUE_FULL,
+  DISK_FULL: AlarmCode.ALARM_CODE_DISK_FULL,
+  STORAGE_ERROR: AlarmCode.ALARM_CODE_STORAGE_ERROR,
+};
+
+export interface PeripheralState {
+  online: boolean;
+  detail: string;
+}
+
+export class Agent {
+  readonly link: MqttLink;
+  readonly drain: Drain;
+  readonly egress: EgressGate;
+  private readonly alarmsSince = new Map<OutboxAlarm, number>();
+  private readonly peripherals = new Map<string, PeripheralState>();
+  private stateTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  private constructor(
+    readonly config: Config,
+    readonly outbox: Outbox,
+    readonly logger: Logger,
+    opts: AgentOptions,
+  ) {
+    this.egress = new EgressGate({ deviceId: config.device.id, operatorOrgId: config.device.orgId });
+    this.link = new MqttLink({
+      config,
+      egress: this.egress,
+      logger: logger.child({ component: 'link' }),
+      nextBdSeq: () => outbox.nextBdSeq(),
+      state: () => this.state(),
+      onOnline: (s) => this.drain.online(s),
+      onOffline: () => this.drain.offline(),
+      ...(opts.onCommand ? { onCommand: opts.onCommand } : {}),
+    });
+    this.drain = new Drain({
+      outbox,
+      egress: this.egress,
+      logger: logger.child({ component: 'drain' }),
+      recycle: (reason) => this.link.recycle(reason),
+      inflight: config.outbox.inflight,
+      batch: config.outbox.batch,
+      backlogRatePerSec: config.outbox.backlogRatePerSec,
+      ackTimeoutMs: Math.max(10_000, config.broker.keepaliveSec * 3000),
+    });
+  }
+
+  /**
+   * Open storage and start connecting. Storage problems (unreadable or corrupt
+   * database, no permission) throw here, before anything is written.
+   */
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const { config } = opts;
+    const logger = opts.logger ?? createLogger({ level: config.log.level, base: { deviceId: config.device.id } });
+    try {
+      mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new TallyboxError('STORAGE_UNAVAILABLE', `cannot create data directory ${config.dataDir}: ${errorMessage(err)}`, {}, { cause: err });
+    }
+    let agent: Agent | undefined;
+    const outbox = await Outbox.open({
+      path: join(config.dataDir, 'outbox.db'),
+      capacity: config.outbox.capacity,
+      onAlarm: (alarm, active, detail) => agent?.alarm(alarm, active, detail),
+    });
+    try {
+      agent = new Agent(config, outbox, logger, opts);
+    } catch (err) {
+      await outbox.close();
+      throw err;
+    }
+    agent.link.start();
+    logger.info({ event: 'agent_started', version: AGENT_VERSION, kind: config.device.kind, queued: outbox.depth, lastSeq: outbox.lastSeq }, `tallybox ${AGENT_VERSION} started (${outbox.depth} punches queued)`);
+    return agent;
+  }
+
+  /** Accept a punch: resolves once it is committed to disk. */
+  punch(input: PunchInput): Promise<QueuedPunch> {
+    if (this.stopped) return Promise.reject(new TallyboxError('AGENT_STOPPED', 'agent is stopping; punch not accepted'));
+    return this.outbox.accept({ clockSynced: clockSynced(this.config.clock.source), ...input });
+  }
+
+  setPeripheral(name: string, online: boolean, detail = ''): void {
+    const prev = this.peripherals.get(name);
+    if (prev && prev.online === online && prev.detail === detail) return;
+    this.peripherals.set(name, { online, detail });
+    this.logger.info({ event: 'peripheral', name, online, detail }, `${name} ${online ? 'online' : 'offline'}${detail ? `: ${detail}` : ''}`);
+    this.publishStateSoon();
+  }
+
+  /** Current device status: no personal data by construction (no field can hold any). */
+  state(): DeviceStateProps {
+    const now = Date.now();
+    return {
+      lifecycle: Lifecycle.LIFECYCLE_UPDATE,
+      deviceId: this.config.device.id,
+      deviceKind: this.config.device.kind,
+      agentVersion: AGENT_VERSION,
+      protoVersion: PROTO_VERSION,
+      bdSeq: this.link.current?.bdSeq ?? 0,
+      queueDepth: this.outbox.depth,
+      queueCapacity: this.outbox.capacity,
+      lastSeq: this.outbox.lastSeq,
+      clock: clockSynced(this.config.clock.source) ? ClockStatus.CLOCK_STATUS_SYNCED : ClockStatus.CLOCK_STATUS_UNSYNCED,
+      alarms: [...this.outbox.activeAlarms()].map(([a, detail]) => ({ code: ALARM_CODES[a], detail, sinceMs: this.alarmsSince.get(a) ?? now })),
+      peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
+      atMs: now,
+    };
+  }
+
+  get session(): Session | undefined {
+    return this.link.current;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.stateTimer) clearTimeout(this.stateTimer);
+    this.drain.stop();
+    await this.link.stop();
+    await this.outbox.close();
+    this.logger.info({ event: 'agent_stopped' }, 'tallybox stopped');
+  }
+
+  private alarm(alarm: OutboxAlarm, active: boolean, detail: string): void {
+    if (active) {
+      this.alarmsSince.set(alarm, Date.now());
+      this.logger.error({ event: 'alarm_raised', alarm, detail }, `ALARM ${alarm}: ${detail}`);
+    } else {
+      this.alarmsSince.delete(alarm);
+      this.logger.warn({ event: 'alarm_cleared', alarm }, `alarm ${alarm} cleared`);
+    }
+    this.publishStateSoon();
+  }
+
+  /** Coalesce status changes into at most one UPDATE per 200 ms. */
+  private publishStateSoon(): void {
+    if (this.stateTimer || this.stopped) return;
+    this.stateTimer = setTimeout(() => {
+      this.stateTimer = undefined;
+      const s = this.link.current;
+      if (!s) return; // the next birth carries it
+      this.egress.publishState(s.client, { ...this.state(), bdSeq: s.bdSeq }).catch((err: unknown) => {
+        this.logger.warn({ event: 'state_publish_failed', err: errorMessage(err) }, 'state update not published');
+      });
+    }, 200);
+  }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+/**
+ * The `tallybox` command. The only module (with the other files in src/cli)
+ * that reads argv or prints for people. Exit codes: 0 ok, 1 runtime failure,
+ * 2 usage error, 78 configuration error (EX_CONFIG: systemd will not restart-loop on it
+ * when the unit sets RestartPreventExitStatus=78).
+ */
+import { parseArgs } from 'node:util';
+import { isTallyboxError, errorMessage } from '../util/errors.js';
+import { runDemo } from './demo.js';
+import { runAgent } from './run.js';
+
+const USAGE = `usage: tallybox COMMAND [options]
+
+commands:
+  run --config FILE                 run the agent (YAML config; see README "Configuration")
+  demo [--json] [--punches N] [--keep-data DIR] [--outage]
+                                    broker + cloud emulator + agent + simulated reader, on this machine
+
+exit codes: 0 ok, 1 failure, 2 usage, 78 bad configuration`;
+
+const CONFIG_CODES = new Set(['CONFIG_INVALID', 'CONFIG_UNREADABLE', 'REGION_MISMATCH']);
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });
+      if (!values.config) throw usage('run needs --config FILE');
+      return runAgent(values.config);
+    }
+    case 'demo': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          json: { type: 'boolean', default: false },
+          punches: { type: 'string' },
+          'keep-data': { type: 'string' },
+          outage: { type: 'boolean' },
+          interval: { type: 'string' },
+        },
+        strict: true,
+      });
+      const punches = values.punches === undefined ? 20 : Number(values.punches);
+      if (!Number.isInteger(punches) || punches < 0) throw usage(`--punches must be a non-negative integer, got "${values.punches}"`);
+      const interval = values.interval === undefined ? (values.json ? 0 : 250) : Number(values.interval);
+      if (!Number.isFinite(interval) || interval < 0) throw usage(`--interval must be milliseconds >= 0`);
+      return runDemo({
+        json: values.json ?? false,
+        punches,
+        outage: values.outage ?? !values.json,
+        intervalMs: interval,
+        ...(values['keep-data'] !== undefined ? { keepData: values['keep-data'] } : {}),
+      });
+    }
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(USAGE + '\n');
+      return command === undefined ? 2 : 0;
+    default:
+      throw usage(`unknown command "${command}"`);
+  }
+}
+
+class UsageError extends Error {}
+function usage(msg: string): UsageError {
+  return new UsageError(msg);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`tallybox: ${errorMessage(err)}\n\n${USAGE}\n`);
+      process.exitCode = 2;
+    } else if (isTallyboxError(err)) {
+      process.stderr.write(`tallybox: ${err.code}: ${err.message}\n`);
+      process.exitCode = CONFIG_CODES.has(err.code) ? 78 : 1;
+    } else {
+      process.stderr.write(`tallybox: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);
