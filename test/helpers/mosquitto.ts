@@ -1,0 +1,71 @@
+/**
+ * A real Mosquitto broker for integration tests: its own config, port and
+ * process, stopped and restarted at will (broker-outage tests).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, sleep } from './ports.js';
+
+export function mosquittoPath(): string | undefined {
+  for (const p of ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto']) if (existsSync(p)) return p;
+  const r = spawnSync('sh', ['-c', 'command -v mosquitto'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+export class Mosquitto {
+  private proc: ChildProcess | undefined;
+  private constructor(
+    readonly port: number,
+    private readonly conf: string,
+    private readonly bin: string,
+  ) {}
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
+  }
+
+  static async start(): Promise<Mosquitto> {
+    const bin = mosquittoPath();
+    if (!bin) throw new Error('mosquitto is not installed (apt-get install mosquitto); .ci/run installs it');
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'tbx-mosq-'));
+    const conf = join(dir, 'mosquitto.conf');
+    writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_inflight_messages 0', 'max_queued_messages 0', 'log_dest none', ''].join('\n'));
+    const m = new Mosquitto(port, conf, bin);
+    await m.resume();
+    return m;
+  }
+
+  /** (Re)start the broker process on the same port. */
+  async resume(): Promise<void> {
+    if (this.proc) return;
+    this.proc = spawn(this.bin, ['-c', this.conf], { stdio: 'ignore' });
+    for (let i = 0; i < 200; i++) {
+      if (await portOpen(this.port)) return;
+      await sleep(25);
+    }
+    throw new Error(`mosquitto did not open port ${this.port}`);
+  }
+
+  /** Kill the broker (an outage: connections drop, nothing is persisted). */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    this.proc = undefined;
+    if (!p || p.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      p.once('exit', () => resolve());
+      p.kill('SIGKILL');
+    });
+  }
+}
