@@ -1,0 +1,5 @@
+export * from './types.js';
+export * from './scan.js';
+export * from './receipt.js';
+export * from './purge.js';
+export * from './retention.js';

@@ -1,0 +1,4 @@
+export * from './crypto.js';
+export * from './keys.js';
+export * from './consent.js';
+export * from './vault.js';
