@@ -403,7 +403,7 @@ export class Vault implements ErasableStore, RetentionSource {
   }
 
   /** Current data-key version of an org, undefined if it has none. */
-  keyVersion(orgId: string): Promise<number | undefined> {
+  async keyVersion(orgId: string): Promise<number | undefined> {
     return this.serial(async () => (await this.keysFor(checkId('orgId', orgId), false))?.version);
   }
 
@@ -464,7 +464,7 @@ export class Vault implements ErasableStore, RetentionSource {
    * Create or update a subject (a SubjectUpsert is this one call). The name is
    * sealed under the org's identity key; consents given here are recorded too.
    */
-  upsertSubject(orgId: string, input: SubjectInput): Promise<{ recordId: string; created: boolean }> {
+  async upsertSubject(orgId: string, input: SubjectInput): Promise<{ recordId: string; created: boolean }> {
     checkId('orgId', orgId);
     checkId('subjectId', input.subjectId);
     if (typeof input.displayName !== 'string' || input.displayName.length > MAX_DISPLAY_NAME_CHARS) {
@@ -533,7 +533,7 @@ export class Vault implements ErasableStore, RetentionSource {
   }
 
   /** Record a consent (biometric, or a guardian's for a subject aged 14 or under). */
-  recordConsent(orgId: string, subjectId: string, consent: ConsentInput): Promise<void> {
+  async recordConsent(orgId: string, subjectId: string, consent: ConsentInput): Promise<void> {
     checkId('orgId', orgId);
     checkId('subjectId', subjectId);
     this.checkConsentInput(consent);
@@ -624,7 +624,7 @@ export class Vault implements ErasableStore, RetentionSource {
    * unless the consents are recorded. Raw images are not templates: callers
    * pass the sensor's feature template only.
    */
-  enrolTemplate(orgId: string, subjectId: string, modality: Modality, slot: number, bytes: Uint8Array): Promise<{ recordId: string }> {
+  async enrolTemplate(orgId: string, subjectId: string, modality: Modality, slot: number, bytes: Uint8Array): Promise<{ recordId: string }> {
     checkId('orgId', orgId);
     checkId('subjectId', subjectId);
     if (!MODALITIES.includes(modality)) {
@@ -744,7 +744,7 @@ export class Vault implements ErasableStore, RetentionSource {
    * Store a card number or Wi-Fi MAC as a keyed HMAC under the org's lookup
    * key: it can be matched, never read back. Re-assigning a credential moves it.
    */
-  putCredential(orgId: string, kind: CredentialKind, value: string, subjectId: string): Promise<void> {
+  async putCredential(orgId: string, kind: CredentialKind, value: string, subjectId: string): Promise<void> {
     checkId('orgId', orgId);
     checkId('subjectId', subjectId);
     normaliseCredential(kind, value);
@@ -760,7 +760,7 @@ export class Vault implements ErasableStore, RetentionSource {
   }
 
   /** Subject holding this credential in this org, or undefined. */
-  lookupCredential(orgId: string, kind: CredentialKind, value: string): Promise<string | undefined> {
+  async lookupCredential(orgId: string, kind: CredentialKind, value: string): Promise<string | undefined> {
     normaliseCredential(kind, value);
     return this.serial(async () => {
       const keys = await this.keysFor(orgId, false);
@@ -775,7 +775,7 @@ export class Vault implements ErasableStore, RetentionSource {
   }
 
   /** Which org(s) and subject(s) hold this credential: one HMAC per org, for a reader shared by orgs. */
-  identifyCredential(kind: CredentialKind, value: string): Promise<Array<{ orgId: string; subjectId: string }>> {
+  async identifyCredential(kind: CredentialKind, value: string): Promise<Array<{ orgId: string; subjectId: string }>> {
     normaliseCredential(kind, value);
     return this.serial(async () => {
       const out: Array<{ orgId: string; subjectId: string }> = [];
@@ -794,7 +794,7 @@ export class Vault implements ErasableStore, RetentionSource {
     });
   }
 
-  removeCredential(orgId: string, kind: CredentialKind, value: string): Promise<boolean> {
+  async removeCredential(orgId: string, kind: CredentialKind, value: string): Promise<boolean> {
     normaliseCredential(kind, value);
     return this.serial(async () => {
       const keys = await this.keysFor(orgId, false);
