@@ -28,6 +28,11 @@ interface DeviceSeqs {
 export interface CloudSinkOptions {
   url: string;
   clientId?: string;
+  /**
+   * Keep a persistent session (clean=false): the broker queues QoS 1 messages
+   * while the sink is away, as a production cloud consumer would. Needs a fixed clientId.
+   */
+  persistent?: boolean;
   onPunch?: (p: PunchEvent, info: { duplicate: boolean }) => void;
   onState?: (s: DeviceState, topic: string) => void;
   onResult?: (r: CommandResult, topic: string) => void;
@@ -47,7 +52,12 @@ export class CloudSink {
   ) {}
 
   static async connect(opts: CloudSinkOptions): Promise<CloudSink> {
-    const client = mqtt.connect(opts.url, { clientId: opts.clientId ?? `tallybox-cloud-${process.pid}-${Math.random().toString(16).slice(2, 8)}`, clean: true, reconnectPeriod: 200, protocolVersion: 4 });
+    const client = mqtt.connect(opts.url, {
+      clientId: opts.clientId ?? `tallybox-cloud-${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
+      clean: !opts.persistent,
+      reconnectPeriod: 200,
+      protocolVersion: 4,
+    });
     const sink = new CloudSink(client, opts);
     client.on('message', (t, payload) => sink.onMessage(t, payload));
     await new Promise<void>((resolve, reject) => {

@@ -41,7 +41,9 @@ export class Mosquitto {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'tbx-mosq-'));
     const conf = join(dir, 'mosquitto.conf');
-    writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_inflight_messages 0', 'max_queued_messages 0', 'log_dest none', ''].join('\n'));
+    // Persistence on (saved at a clean stop): a cloud subscriber's persistent session and its
+    // queued QoS 1 messages survive a broker restart, as on a production broker.
+    writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'autosave_interval 0', 'max_inflight_messages 0', 'max_queued_messages 0', 'log_dest none', ''].join('\n'));
     const m = new Mosquitto(port, conf, bin);
     await m.resume();
     return m;
@@ -58,14 +60,14 @@ export class Mosquitto {
     throw new Error(`mosquitto did not open port ${this.port}`);
   }
 
-  /** Kill the broker (an outage: connections drop, nothing is persisted). */
-  async stop(): Promise<void> {
+  /** Stop the broker (an outage: every connection drops). SIGTERM saves persistent sessions. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const p = this.proc;
     this.proc = undefined;
     if (!p || p.exitCode !== null) return;
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
-      p.kill('SIGKILL');
+      p.kill(signal);
     });
   }
 }
