@@ -167,7 +167,7 @@ describe('R30x stream decoding', () => {
   });
   it('bad checksum then a good frame: rejects one, keeps going', () => {
     const bad = Buffer.from(noFinger);
-    bad[11] ^= 0x01;
+    bad[11] = (bad[11] as number) ^ 0x01;
     const { packets, rejects } = feed([Buffer.concat([bad, search])]);
     expect(rejects).toEqual([{ reason: 'bad-checksum', bytes: bad }]);
     expect(packets).toEqual([decodePacket(search)]);
@@ -213,7 +213,7 @@ describe('R30x stream decoding', () => {
     parser.on('error-frame', (r: FrameReject) => rejects.push(r));
     parser.on('error', (e) => (streamError = e));
     const bad = Buffer.from(search);
-    bad[10] ^= 0xff;
+    bad[10] = (bad[10] as number) ^ 0xff;
     parser.write(Buffer.concat([hex('DEADBEEF'), bad.subarray(0, 6)]));
     parser.write(Buffer.concat([bad.subarray(6), noFinger.subarray(0, 3)]));
     parser.write(noFinger.subarray(3));

@@ -1,0 +1,147 @@
+/**
+ * Puts a FingerprintDevice on a byte transport: decodes what the host sends,
+ * writes the device's replies, and applies injected faults on the way out.
+ */
+import { R30xFrameDecoder } from '../../firmware-bridge/r30x/codec.js';
+import type { ByteTransport } from '../../firmware-bridge/transport/types.js';
+import type { FingerprintDevice } from './device.js';
+
+/** Faults applied to the next replies. Counts are consumed one reply at a time. */
+export interface Faults {
+  /** Garbage bytes (never EF) written before the next reply. */
+  noise: number;
+  /** This many next replies lose one byte (their confirmation code). */
+  dropByte: number;
+  /** This many next replies carry a wrong checksum. */
+  corruptChecksum: number;
+  /** Every reply waits this long (until set back to 0). */
+  delayMs: number;
+}
+
+export const NO_FAULTS: Readonly<Faults> = { noise: 0, dropByte: 0, corruptChecksum: 0, delayMs: 0 };
+
+export interface LinkStats {
+  rxFrames: number;
+  rxRejects: number;
+  txReplies: number;
+}
+
+export class DeviceLink {
+  readonly device: FingerprintDevice;
+  faults: Faults = { ...NO_FAULTS };
+  /** Silent unplug: bytes in are lost, nothing goes out. */
+  unplugged = false;
+  readonly stats: LinkStats = { rxFrames: 0, rxRejects: 0, txReplies: 0 };
+  #transport: ByteTransport | null = null;
+  #decoder = new R30xFrameDecoder();
+  #tx: Promise<void> = Promise.resolve();
+  #noiseState = 0x1234;
+  readonly #onData = (chunk: Buffer) => this.#receive(chunk);
+
+  constructor(opts: { device: FingerprintDevice; transport?: ByteTransport }) {
+    this.device = opts.device;
+    if (opts.transport) this.attach(opts.transport);
+  }
+
+  get transport(): ByteTransport | null {
+    return this.#transport;
+  }
+
+  attach(transport: ByteTransport): void {
+    this.detach();
+    this.#transport = transport;
+    this.#decoder = new R30xFrameDecoder();
+    transport.on('data', this.#onData);
+  }
+
+  detach(): void {
+    this.#transport?.off('data', this.#onData);
+    this.#transport = null;
+  }
+
+  setFaults(patch: Partial<Faults>): Faults {
+    for (const key of Object.keys(NO_FAULTS) as (keyof Faults)[]) {
+      const v = patch[key];
+      if (v === undefined) continue;
+      if (!Number.isInteger(v) || v < 0 || v > 600_000) throw new RangeError(`fault ${key}=${String(v)} is not an integer 0..600000`);
+      this.faults[key] = v;
+    }
+    return { ...this.faults };
+  }
+
+  clearFaults(): void {
+    this.faults = { ...NO_FAULTS };
+  }
+
+  /** Write garbage now, unasked (line noise). */
+  injectNoise(bytes: number): Promise<void> {
+    return this.#send([this.#noise(bytes)]);
+  }
+
+  /** Resolves when every queued reply has been written. */
+  flush(): Promise<void> {
+    return this.#tx;
+  }
+
+  #receive(chunk: Buffer): void {
+    if (this.unplugged) return;
+    for (const item of this.#decoder.push(chunk)) {
+      if (item.kind === 'reject') {
+        this.stats.rxRejects++;
+        continue;
+      }
+      this.stats.rxFrames++;
+      const frames = this.device.handle(item.packet);
+      if (frames.length === 0) continue;
+      this.stats.txReplies++;
+      void this.#send(this.#applyFaults(frames), this.faults.delayMs);
+    }
+  }
+
+  #applyFaults(frames: Buffer[]): Buffer[] {
+    const out: Buffer[] = frames.map((f) => Buffer.from(f));
+    const first = out[0] as Buffer;
+    if (this.faults.corruptChecksum > 0) {
+      this.faults.corruptChecksum--;
+      const i = first.length - 1;
+      first[i] = (first[i] as number) ^ 0x5a;
+    }
+    if (this.faults.dropByte > 0) {
+      this.faults.dropByte--;
+      // Drop the confirmation code: LEN no longer fits, which is what a UART overrun looks like.
+      out[0] = Buffer.concat([first.subarray(0, 9), first.subarray(10)]);
+    }
+    if (this.faults.noise > 0) {
+      out.unshift(this.#noise(this.faults.noise));
+      this.faults.noise = 0;
+    }
+    return out;
+  }
+
+  /** Replies leave in order even when delayed: one write chain. */
+  #send(frames: Buffer[], delayMs = 0): Promise<void> {
+    const run = async () => {
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      const t = this.#transport;
+      if (this.unplugged || !t || t.status !== 'open') return;
+      try {
+        await t.write(Buffer.concat(frames));
+      } catch {
+        // The host end went away mid-write; a real module would not notice either.
+      }
+    };
+    this.#tx = this.#tx.then(run, run);
+    return this.#tx;
+  }
+
+  #noise(n: number): Buffer {
+    const out = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) {
+      // Deterministic LCG so a failing run can be replayed; EF excluded so noise cannot fake a start code.
+      this.#noiseState = (this.#noiseState * 1103515245 + 12345) & 0x7fffffff;
+      const b = (this.#noiseState >> 16) & 0xff;
+      out[i] = b === 0xef ? 0xee : b;
+    }
+    return out;
+  }
+}

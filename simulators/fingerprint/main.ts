@@ -1,0 +1,96 @@
+/**
+ * `tallybox-sim fingerprint --link PATH [--capacity 1000] [--control PORT | --control-socket PATH]`
+ * Prints one JSON line when ready ({"event":"ready","link":…,"control":…}) and runs
+ * until SIGINT/SIGTERM, then removes the pty and exits 0.
+ */
+import { parseArgs } from 'node:util';
+import { startFingerprintSimulator } from './simulator.js';
+
+const USAGE = `usage: tallybox-sim fingerprint --link PATH [options]
+
+Simulates an R30x/AS608 fingerprint module on a pseudo-terminal (socat). The agent
+opens PATH with serialport exactly like /dev/ttyS1.
+
+options:
+  --link PATH            host-side pty symlink to create (required)
+  --capacity N           library pages, 1..1024 (default 1000)
+  --control PORT         control HTTP server on 127.0.0.1:PORT (default: a free port)
+  --control-socket PATH  control HTTP server on a unix socket instead
+  --no-control           no control server
+  --password HEX         module password, 8 hex digits (default 00000000)
+  --packet-size-code N   0..3 = 32/64/128/256-byte data packets (default 2)
+  --seed TEXT            seed of the deterministic templates
+  --baud N               serial speed the simulator opens its end with (default 57600)
+
+Control endpoints: see firmware-bridge/r30x/README.md (GET / on the server lists them).`;
+
+export async function main(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        link: { type: 'string' },
+        capacity: { type: 'string' },
+        control: { type: 'string' },
+        'control-socket': { type: 'string' },
+        'no-control': { type: 'boolean' },
+        password: { type: 'string' },
+        'packet-size-code': { type: 'string' },
+        seed: { type: 'string' },
+        baud: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`tallybox-sim fingerprint: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const bad = (msg: string) => {
+    process.stderr.write(`tallybox-sim fingerprint: ${msg}\n`);
+    return 2;
+  };
+  if (!values.link) return bad('--link PATH is required');
+  const int = (name: string, raw: string | undefined, min: number, max: number): number | undefined | Error => {
+    if (raw === undefined) return undefined;
+    const n = Number(raw);
+    return Number.isInteger(n) && n >= min && n <= max ? n : new Error(`--${name} ${raw} is not an integer ${min}..${max}`);
+  };
+  const capacity = int('capacity', values.capacity, 1, 1024);
+  const port = int('control', values.control, 0, 65535);
+  const packetSizeCode = int('packet-size-code', values['packet-size-code'], 0, 3);
+  const baudRate = int('baud', values.baud, 1200, 921600);
+  for (const v of [capacity, port, packetSizeCode, baudRate]) if (v instanceof Error) return bad(v.message);
+  let password: number | undefined;
+  if (values.password !== undefined) {
+    if (!/^[0-9a-fA-F]{8}$/.test(values.password)) return bad(`--password ${values.password} is not 8 hex digits`);
+    password = parseInt(values.password, 16);
+  }
+  if (values.control !== undefined && values['control-socket'] !== undefined) return bad('--control and --control-socket exclude each other');
+
+  const sim = await startFingerprintSimulator({
+    link: values.link,
+    ...(capacity !== undefined ? { capacity: capacity as number } : {}),
+    ...(packetSizeCode !== undefined ? { packetSizeCode: packetSizeCode as number } : {}),
+    ...(baudRate !== undefined ? { baudRate: baudRate as number } : {}),
+    ...(password !== undefined ? { password } : {}),
+    ...(values.seed !== undefined ? { seed: values.seed } : {}),
+    control: values['no-control']
+      ? false
+      : values['control-socket'] !== undefined
+        ? { socketPath: values['control-socket'] }
+        : { port: (port as number | undefined) ?? 0 },
+  });
+  process.stdout.write(JSON.stringify({ event: 'ready', link: sim.link, capacity: sim.device.capacity, control: sim.control }) + '\n');
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await sim.close();
+  return 0;
+}
