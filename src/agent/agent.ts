@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { MqttLink, type Session } from '../link/connection.js';
 import { EgressGate } from '../link/egress.js';
+import { assertBrokerAllowed } from '../link/regions.js';
 import { Drain } from '../outbox/drain.js';
 import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../outbox/outbox.js';
 import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
@@ -79,6 +80,8 @@ export class Agent {
   static async start(opts: AgentOptions): Promise<Agent> {
     const { config } = opts;
     const logger = opts.logger ?? createLogger({ level: config.log.level, base: { deviceId: config.device.id } });
+    // Refuse a broker outside the device's region before anything is written.
+    assertBrokerAllowed(config.broker.url, config.region, config.broker.allowLoopback);
     try {
       mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     } catch (err) {
