@@ -14,7 +14,7 @@ import { PunchMethod } from '../../src/proto/index.js';
 import { silentLogger } from '../../src/util/log.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { testConfig } from '../helpers/agent-config.js';
-import { Mosquitto } from '../helpers/mosquitto.js';
+import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
 import { BlackholeProxy } from '../helpers/tcp-proxy.js';
 import { sleep, waitUntil } from '../helpers/ports.js';
 

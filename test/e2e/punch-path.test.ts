@@ -14,7 +14,7 @@ import { UUIDV7_RE } from '../../src/util/uuidv7.js';
 import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { testConfig } from '../helpers/agent-config.js';
-import { Mosquitto } from '../helpers/mosquitto.js';
+import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
 import { waitUntil } from '../helpers/ports.js';
 
 interface Broker {

@@ -1,13 +1,14 @@
 /**
- * A real Mosquitto broker for integration tests: its own config, port and
- * process, stopped and restarted at will (broker-outage tests).
+ * A real Mosquitto broker on loopback, started on a free port with its own
+ * config and process, stopped and restarted at will: for integration tests,
+ * benchmarks, and developers who want the production broker locally.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, sleep } from './ports.js';
+import { freePort, sleep } from '../lib/ports.js';
 
 export function mosquittoPath(): string | undefined {
   for (const p of ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto']) if (existsSync(p)) return p;
