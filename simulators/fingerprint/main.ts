@@ -25,6 +25,25 @@ options:
 Control endpoints: see firmware-bridge/r30x/README.md (GET / on the server lists them).`;
 
 export async function main(argv: string[]): Promise<number> {
+  return runFingerprintCli(argv, {
+    stop: new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    }),
+  });
+}
+
+export interface CliIo {
+  /** Resolves when the simulator should shut down (signals in main, a promise in tests). */
+  stop: Promise<void>;
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+}
+
+/** main() without process-wide side effects, so tests can run the CLI in-process. */
+export async function runFingerprintCli(argv: string[], io: CliIo): Promise<number> {
+  const out = io.out ?? ((l: string) => void process.stdout.write(l + '\n'));
+  const err = io.err ?? ((l: string) => void process.stderr.write(l + '\n'));
   let values;
   try {
     ({ values } = parseArgs({
@@ -43,16 +62,16 @@ export async function main(argv: string[]): Promise<number> {
       },
       strict: true,
     }));
-  } catch (err) {
-    process.stderr.write(`tallybox-sim fingerprint: ${(err as Error).message}\n${USAGE}\n`);
+  } catch (e) {
+    err(`tallybox-sim fingerprint: ${(e as Error).message}\n${USAGE}`);
     return 2;
   }
   if (values.help) {
-    process.stdout.write(USAGE + '\n');
+    out(USAGE);
     return 0;
   }
   const bad = (msg: string) => {
-    process.stderr.write(`tallybox-sim fingerprint: ${msg}\n`);
+    err(`tallybox-sim fingerprint: ${msg}`);
     return 2;
   };
   if (!values.link) return bad('--link PATH is required');
@@ -86,11 +105,11 @@ export async function main(argv: string[]): Promise<number> {
         ? { socketPath: values['control-socket'] }
         : { port: (port as number | undefined) ?? 0 },
   });
-  process.stdout.write(JSON.stringify({ event: 'ready', link: sim.link, capacity: sim.device.capacity, control: sim.control }) + '\n');
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  await sim.close();
+  out(JSON.stringify({ event: 'ready', link: sim.link, capacity: sim.device.capacity, control: sim.control }));
+  try {
+    await io.stop;
+  } finally {
+    await sim.close();
+  }
   return 0;
 }
