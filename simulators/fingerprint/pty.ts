@@ -41,10 +41,17 @@ function installExitHook(): void {
 
 async function removeStaleSymlink(path: string): Promise<void> {
   try {
-    // Only a symlink is ours to remove; a real device or file at that path is left alone (socat will then fail clearly).
     if ((await lstat(path)).isSymbolicLink()) await unlink(path);
   } catch {
     // Not there: fine.
+  }
+}
+
+/** socat would silently replace (and on exit delete) whatever is at a link path: refuse anything but a symlink. */
+async function assertLinkPathFree(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => null);
+  if (st && !st.isSymbolicLink()) {
+    throw new TallyboxError('PTY_PATH_EXISTS', `cannot create a pseudo-terminal link at ${path}: a file or device is already there`, { path });
   }
 }
 
@@ -52,6 +59,9 @@ export async function createPtyPair(opts: PtyPairOptions): Promise<PtyPair> {
   const link = opts.link;
   const simPath = opts.simPath ?? `${link}.sim`;
   const timeoutMs = opts.timeoutMs ?? 5000;
+  await assertLinkPathFree(link);
+  await assertLinkPathFree(simPath);
+  // A symlink left by a killed run is stale: replace it.
   await removeStaleSymlink(link);
   await removeStaleSymlink(simPath);
   installExitHook();

@@ -3,7 +3,7 @@
  * client with fixed reads (like the Adafruit CircuitPython library), the HTTP
  * control interface, unplug/replug of the pty, and the CLI entry point.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -153,6 +153,13 @@ describe('fingerprint simulator over a real pty', () => {
     expect(existsSync(s.link as string)).toBe(true);
     await driver.open();
     expect(await driver.templateNum()).toBe(1);
+  });
+
+  it('refuses to put a pty link over an existing file', async () => {
+    const path = join(dir, `file-${++n}`);
+    writeFileSync(path, 'keep me');
+    await expect(startFingerprintSimulator({ link: path, control: false })).rejects.toMatchObject({ code: 'PTY_PATH_EXISTS' });
+    expect(readFileSync(path, 'utf8')).toBe('keep me');
   });
 
   it('a bad frame from the host gets no reply and does not disturb the next command', async () => {
