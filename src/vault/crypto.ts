@@ -55,15 +55,18 @@ export function freshNonce(): Buffer {
  */
 export function encodeAad(p: AadParts): Buffer {
   const fields = ['tallybox.v1', p.kind, p.orgId, p.subjectId, p.recordId, String(p.keyVersion)];
-  const parts: Buffer[] = [];
+  let total = 0;
+  for (const f of fields) total += 2 + Buffer.byteLength(f, 'utf8');
+  // One allocation: this runs once per record on every start-up decrypt.
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
   for (const f of fields) {
-    const b = Buffer.from(f, 'utf8');
-    if (b.length > 0xffff) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: AAD field longer than 65535 bytes');
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(b.length);
-    parts.push(len, b);
+    const len = out.write(f, at + 2, 'utf8');
+    if (len > 0xffff) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: AAD field longer than 65535 bytes');
+    out.writeUInt16BE(len, at);
+    at += 2 + len;
   }
-  return Buffer.concat(parts);
+  return out;
 }
 
 function checkKey(key: Buffer): void {
@@ -100,7 +103,9 @@ export function unseal(key: Buffer, sealed: Uint8Array, aad: AadParts | Buffer):
     const decipher = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
     decipher.setAAD(Buffer.isBuffer(aad) ? aad : encodeAad(aad));
     decipher.setAuthTag(tag);
-    return Buffer.concat([decipher.update(body), decipher.final()]);
+    const out = decipher.update(body);
+    const rest = decipher.final(); // empty for GCM, but final() is what checks the tag
+    return rest.length === 0 ? out : Buffer.concat([out, rest]);
   } catch (err) {
     throw new TallyboxError(
       'DECRYPT_FAILED',

@@ -431,16 +431,23 @@ export class Vault implements ErasableStore, RetentionSource {
     });
   }
 
-  /** Unseal or quarantine. A key version the org no longer has is a decrypt failure too. */
-  private async open(table: VaultTable, keys: OrgKeys, key: Buffer, ct: Buffer, aad: AadParts): Promise<Buffer> {
+  /** Unseal, or return the error; synchronous so a start-up decrypt of 10^4 records costs no promise per record. */
+  private tryOpen(keys: OrgKeys, key: Buffer, ct: Buffer, aad: AadParts): Buffer | Error {
     try {
       if (aad.keyVersion !== keys.version) {
         throw new TallyboxError('KEY_VERSION_UNKNOWN', `KEY_VERSION_UNKNOWN: record sealed under key v${aad.keyVersion}, org has v${keys.version}`);
       }
       return unseal(key, ct, aad);
     } catch (err) {
-      throw await this.quarantine(table, aad.recordId, aad.orgId, err);
+      return err instanceof Error ? err : new Error(String(err));
     }
+  }
+
+  /** Unseal or quarantine. A key version the org no longer has is a decrypt failure too. */
+  private async open(table: VaultTable, keys: OrgKeys, key: Buffer, ct: Buffer, aad: AadParts): Promise<Buffer> {
+    const r = this.tryOpen(keys, key, ct, aad);
+    if (r instanceof Error) throw await this.quarantine(table, aad.recordId, aad.orgId, r);
+    return r;
   }
 
   /** Every quarantined record (optionally of one org): for doctor and status. */
@@ -705,18 +712,19 @@ export class Vault implements ErasableStore, RetentionSource {
       const keys = await this.keysFor(orgId, false);
       const out: DecryptTemplatesResult = { templates: [], quarantined: [] };
       if (!keys) return out;
-      const rows = await this.db.all<TemplateRow>('SELECT * FROM templates WHERE org_id = ? ORDER BY subject_id, modality, slot', [orgId]);
+      const rows = await this.db.all<TemplateRow>('SELECT * FROM templates WHERE org_id = ?', [orgId]);
       for (const r of rows) {
         if (r.quarantined_at_ms !== null) {
           out.quarantined.push({ table: 'templates', recordId: r.record_id, orgId, code: r.quarantine_code ?? 'DECRYPT_FAILED', atMs: r.quarantined_at_ms });
           continue;
         }
-        try {
-          out.templates.push(this.toDecrypted(r, await this.open('templates', keys, keys.templates, r.ct, this.templateAad(r))));
-        } catch (err) {
-          const cause = (err as TallyboxError).details?.cause;
-          out.quarantined.push({ table: 'templates', recordId: r.record_id, orgId, code: typeof cause === 'string' ? cause : 'DECRYPT_FAILED', atMs: this.clock() });
+        const bytes = this.tryOpen(keys, keys.templates, r.ct, this.templateAad(r));
+        if (!(bytes instanceof Error)) {
+          out.templates.push(this.toDecrypted(r, bytes));
+          continue;
         }
+        await this.quarantine('templates', r.record_id, orgId, bytes);
+        out.quarantined.push({ table: 'templates', recordId: r.record_id, orgId, code: (bytes as { code?: string }).code ?? 'DECRYPT_FAILED', atMs: this.clock() });
       }
       return out;
     });
