@@ -56,6 +56,10 @@ interface Plug {
   /** Tear the module's end down (pty gone / transport closed). */
   disconnect(): Promise<void>;
   readonly link: string | null;
+  /** socat's pid while a pty exists. */
+  readonly pid?: number | null;
+  /** Set by the simulator: the module's end vanished without being asked (socat died). */
+  onLost?: () => void;
 }
 
 export class FingerprintSimulator {
@@ -70,6 +74,16 @@ export class FingerprintSimulator {
     this.device = opts.device;
     this.deviceLink = new DeviceLink({ device: opts.device });
     this.#plug = opts.plug;
+    this.#plug.onLost = () => {
+      if (this.#closed || this.#state === 'closed') return;
+      this.deviceLink.detach();
+      this.#state = 'closed';
+    };
+  }
+
+  /** pid of the socat process behind the pty, or null (no pty / unplugged). */
+  get socatPid(): number | null {
+    return this.#plug.pid ?? null;
   }
 
   /** Host-side path the agent opens, or null on an injected transport. */
@@ -151,15 +165,29 @@ export function startFingerprintSimulator(opts: PtySimulatorOptions): Promise<Fi
   let port: SerialTransport | null = null;
   const plug: Plug = {
     link: opts.link,
+    get pid() {
+      return pty?.pid ?? null;
+    },
     async connect() {
-      pty = await createPtyPair({ link: opts.link });
-      port = new SerialTransport({ path: pty.simPath, baudRate: opts.baudRate ?? 57600 });
+      const pair = await createPtyPair({ link: opts.link });
+      pty = pair;
+      port = new SerialTransport({ path: pair.simPath, baudRate: opts.baudRate ?? 57600 });
       try {
         await port.open();
       } catch (err) {
-        await pty.close();
+        pty = null;
+        await pair.close();
         throw err;
       }
+      // socat killed from outside: report the plug as closed so /replug can rebuild it.
+      void pair.exited.then(async () => {
+        if (pty !== pair) return;
+        const t = port;
+        pty = null;
+        port = null;
+        await t?.close();
+        plug.onLost?.();
+      });
       return port;
     },
     async disconnect() {

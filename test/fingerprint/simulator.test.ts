@@ -155,6 +155,19 @@ describe('fingerprint simulator over a real pty', () => {
     expect(await driver.templateNum()).toBe(1);
   });
 
+  it('socat killed from outside: the plug reports closed and replug rebuilds the pty', async () => {
+    const s = await sim();
+    const pid = s.socatPid as number;
+    expect(pid).toBeGreaterThan(0);
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100 && s.plug !== 'closed'; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(s.plug).toBe('closed');
+    await s.replug();
+    const driver = track(new R30xDriver({ transport: new SerialTransport({ path: s.link as string }), timeoutMs: 300 }));
+    await driver.open();
+    expect(await driver.templateNum()).toBe(0);
+  });
+
   it('refuses to put a pty link over an existing file', async () => {
     const path = join(dir, `file-${++n}`);
     writeFileSync(path, 'keep me');
