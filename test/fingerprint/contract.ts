@@ -17,7 +17,8 @@ export interface ContractRig {
 
 export type ContractFactory = (opts: { capacity?: number; timeoutMs: number }) => Promise<ContractRig>;
 
-export const CONTRACT_TIMEOUT_MS = 250;
+// Generous enough for a loaded 2-core CI box; the fault tests wait this long per TIMEOUT.
+export const CONTRACT_TIMEOUT_MS = 400;
 
 async function rejectsWith(p: Promise<unknown>, code: R30xErrorCode): Promise<void> {
   const err = await p.then(
@@ -201,7 +202,7 @@ export function r30xContract(name: string, factory: ContractFactory): void {
       await rejectsWith(driver.templateNum(), 'TIMEOUT');
       sim.deviceLink.clearFaults();
       // The late ack arrives while nothing is in flight and is dropped.
-      await sleep(200);
+      await sleep(400);
       expect(await driver.readIndexTable(0)).toEqual([]);
     });
 

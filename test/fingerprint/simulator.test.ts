@@ -233,7 +233,7 @@ describe('fingerprint simulator control interface (HTTP/JSON)', () => {
     expect((await call(ctl, 'POST', '/faults', { delayMs: 500 })).json.faults.delayMs).toBe(500);
     await expect(driver.templateNum()).rejects.toMatchObject({ code: 'TIMEOUT' });
     await call(ctl, 'DELETE', '/faults');
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 500)); // let the late reply arrive while nothing is in flight
     await call(ctl, 'POST', '/faults', { noise: 20 });
     expect(await driver.templateNum()).toBe(1);
     expect((await call(ctl, 'POST', '/noise', { bytes: 10 })).json).toEqual({ sent: 10 });
