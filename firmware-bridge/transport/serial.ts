@@ -29,8 +29,18 @@ export class SerialTransport extends BaseTransport {
     this.description = `serial:${opts.path}`;
   }
 
-  async open(): Promise<void> {
-    if (this.status === 'open') return;
+  #opening: Promise<void> | null = null;
+
+  /** Concurrent calls share one attempt (two SerialPorts on one path would fight over the lock). */
+  open(): Promise<void> {
+    if (this.status === 'open') return Promise.resolve();
+    this.#opening ??= this.#open().finally(() => {
+      this.#opening = null;
+    });
+    return this.#opening;
+  }
+
+  async #open(): Promise<void> {
     this.setStatus('opening');
     // `binding` is not in SerialPort's public option type but SerialPort spreads
     // options over its detected binding, which is exactly the injection we want.
