@@ -3,3 +3,4 @@ export * from './scan.js';
 export * from './receipt.js';
 export * from './purge.js';
 export * from './retention.js';
+export * from './roster.js';

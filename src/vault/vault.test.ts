@@ -62,6 +62,22 @@ describe('consent', () => {
     await expect(vault.enrolTemplate('org-a', 'subject-0003', 'fingerprint', 1, randomBytes(64))).rejects.toMatchObject({ reason: 'consent_missing' });
   });
 
+  it('a batch enrolment is refused as a whole when one subject lacks consent', async () => {
+    await vault.upsertSubjects('org-a', [adult('subject-0001'), { subjectId: 'subject-0002', displayName: 'Kid', minor: true, consents: [{ kind: 'biometric' }] }]);
+    await expect(
+      vault.enrolTemplates('org-a', [
+        { subjectId: 'subject-0001', modality: 'fingerprint', slot: 0, bytes: randomBytes(32) },
+        { subjectId: 'subject-0002', modality: 'fingerprint', slot: 0, bytes: randomBytes(32) },
+      ]),
+    ).rejects.toMatchObject({ reason: 'guardian_consent_missing' });
+    expect(await vault.listTemplates('org-a')).toEqual([]);
+    const ids = await vault.enrolTemplates('org-a', [
+      { subjectId: 'subject-0001', modality: 'fingerprint', slot: 0, bytes: randomBytes(32) },
+      { subjectId: 'subject-0001', modality: 'face', slot: 0, bytes: randomBytes(32) },
+    ]);
+    expect((await vault.listTemplates('org-a')).map((t) => t.recordId).sort()).toEqual([...ids].sort());
+  });
+
   it('enrolment for an unknown subject is SUBJECT_NOT_FOUND; bad input is a clear error', async () => {
     await expect(vault.enrolTemplate('org-a', 'subject-none', 'fingerprint', 0, randomBytes(8))).rejects.toMatchObject({ code: 'SUBJECT_NOT_FOUND' });
     await vault.upsertSubject('org-a', adult('subject-0004'));

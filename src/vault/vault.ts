@@ -24,6 +24,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { uuidv7 } from '../util/uuidv7.js';
 import type { ErasableStore, ErasureSample, ErasureScope, PurgeJob, StoreErasureResult } from '../privacy/types.js';
 import type { RetentionSource } from '../privacy/retention.js';
+import type { RosterSource } from '../privacy/roster.js';
 import { sqliteFiles, MIN_SAMPLE_BYTES } from '../privacy/scan.js';
 import { assertBiometricConsent, CONSENT_KINDS, type ConsentKind } from './consent.js';
 import { deriveKekWrapKey, deriveSubKey, KEY_BYTES, seal, unseal, type AadParts } from './crypto.js';
@@ -85,6 +86,13 @@ export interface SubjectView {
   consents: Partial<Record<ConsentKind, ConsentView>>;
   createdAtMs: number;
   lastSeenMs: number;
+}
+
+export interface TemplateInput {
+  subjectId: string;
+  modality: Modality;
+  slot: number;
+  bytes: Uint8Array;
 }
 
 export interface TemplateMeta {
@@ -220,7 +228,7 @@ function fragments(blob: Buffer | null, label: ErasureSample['label'], out: Eras
   for (const at of [0, mid, blob.length - 16]) out.push({ bytes: Buffer.from(blob.subarray(at, at + 16)), label, scope: 'all' });
 }
 
-export class Vault implements ErasableStore, RetentionSource {
+export class Vault implements ErasableStore, RetentionSource, RosterSource {
   readonly dbPath: string;
   /** The device's Ed25519 identity (signs erasure receipts). */
   readonly identity: DeviceIdentity;
@@ -472,40 +480,52 @@ export class Vault implements ErasableStore, RetentionSource {
    * sealed under the org's identity key; consents given here are recorded too.
    */
   async upsertSubject(orgId: string, input: SubjectInput): Promise<{ recordId: string; created: boolean }> {
+    const [r] = await this.upsertSubjects(orgId, [input]);
+    return r!;
+  }
+
+  /** Many subjects in one transaction (one fsync): roster imports and benchmarks. All or nothing. */
+  async upsertSubjects(orgId: string, inputs: readonly SubjectInput[]): Promise<Array<{ recordId: string; created: boolean }>> {
     checkId('orgId', orgId);
-    checkId('subjectId', input.subjectId);
-    if (typeof input.displayName !== 'string' || input.displayName.length > MAX_DISPLAY_NAME_CHARS) {
-      throw new TallyboxError('INVALID_ARGUMENT', `INVALID_ARGUMENT: displayName must be a string of at most ${MAX_DISPLAY_NAME_CHARS} characters`, { field: 'displayName' });
+    for (const input of inputs) {
+      checkId('subjectId', input.subjectId);
+      if (typeof input.displayName !== 'string' || input.displayName.length > MAX_DISPLAY_NAME_CHARS) {
+        throw new TallyboxError('INVALID_ARGUMENT', `INVALID_ARGUMENT: displayName must be a string of at most ${MAX_DISPLAY_NAME_CHARS} characters`, { field: 'displayName' });
+      }
+      if (typeof input.minor !== 'boolean') throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: minor must be a boolean', { field: 'minor' });
+      for (const c of input.consents ?? []) this.checkConsentInput(c);
     }
-    if (typeof input.minor !== 'boolean') throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: minor must be a boolean', { field: 'minor' });
-    for (const c of input.consents ?? []) this.checkConsentInput(c);
     return this.serial(async () => {
       const keys = await this.keysFor(orgId, true);
       const now = this.clock();
       return this.db.transaction(async () => {
-        const existing = await this.db.get<{ record_id: string }>('SELECT record_id FROM subjects WHERE org_id = ? AND subject_id = ?', [orgId, input.subjectId]);
-        const recordId = existing?.record_id ?? uuidv7(now);
-        const nameCt = seal(keys.identity, Buffer.from(input.displayName, 'utf8'), {
-          kind: 'subject.name',
-          orgId,
-          subjectId: input.subjectId,
-          recordId,
-          keyVersion: keys.version,
-        });
-        if (existing) {
-          // A fresh seal replaces a quarantined name, so an upsert also heals quarantine.
-          await this.db.run(
-            'UPDATE subjects SET key_version = ?, name_ct = ?, minor = ?, updated_at_ms = ?, quarantined_at_ms = NULL, quarantine_code = NULL WHERE org_id = ? AND subject_id = ?',
-            [keys.version, nameCt, input.minor ? 1 : 0, now, orgId, input.subjectId],
-          );
-        } else {
-          await this.db.run(
-            'INSERT INTO subjects (org_id, subject_id, record_id, key_version, name_ct, minor, created_at_ms, updated_at_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-            [orgId, input.subjectId, recordId, keys.version, nameCt, input.minor ? 1 : 0, now, now, now],
-          );
+        const out: Array<{ recordId: string; created: boolean }> = [];
+        for (const input of inputs) {
+          const existing = await this.db.get<{ record_id: string }>('SELECT record_id FROM subjects WHERE org_id = ? AND subject_id = ?', [orgId, input.subjectId]);
+          const recordId = existing?.record_id ?? uuidv7(now);
+          const nameCt = seal(keys.identity, Buffer.from(input.displayName, 'utf8'), {
+            kind: 'subject.name',
+            orgId,
+            subjectId: input.subjectId,
+            recordId,
+            keyVersion: keys.version,
+          });
+          if (existing) {
+            // A fresh seal replaces a quarantined name, so an upsert also heals quarantine.
+            await this.db.run(
+              'UPDATE subjects SET key_version = ?, name_ct = ?, minor = ?, updated_at_ms = ?, quarantined_at_ms = NULL, quarantine_code = NULL WHERE org_id = ? AND subject_id = ?',
+              [keys.version, nameCt, input.minor ? 1 : 0, now, orgId, input.subjectId],
+            );
+          } else {
+            await this.db.run(
+              'INSERT INTO subjects (org_id, subject_id, record_id, key_version, name_ct, minor, created_at_ms, updated_at_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+              [orgId, input.subjectId, recordId, keys.version, nameCt, input.minor ? 1 : 0, now, now, now],
+            );
+          }
+          for (const c of input.consents ?? []) await this.writeConsent(keys, orgId, input.subjectId, c, now);
+          out.push({ recordId, created: !existing });
         }
-        for (const c of input.consents ?? []) await this.writeConsent(keys, orgId, input.subjectId, c, now);
-        return { recordId, created: !existing };
+        return out;
       });
     });
   }
@@ -632,46 +652,67 @@ export class Vault implements ErasableStore, RetentionSource {
    * pass the sensor's feature template only.
    */
   async enrolTemplate(orgId: string, subjectId: string, modality: Modality, slot: number, bytes: Uint8Array): Promise<{ recordId: string }> {
+    const [recordId] = await this.enrolTemplates(orgId, [{ subjectId, modality, slot, bytes }]);
+    return { recordId: recordId! };
+  }
+
+  /**
+   * Enrol many templates in one transaction (one fsync instead of one per
+   * template: imports and benchmarks). All or nothing: one refused consent
+   * refuses the batch. Returns the record ids in input order.
+   */
+  async enrolTemplates(orgId: string, items: readonly TemplateInput[]): Promise<string[]> {
     checkId('orgId', orgId);
-    checkId('subjectId', subjectId);
-    if (!MODALITIES.includes(modality)) {
-      throw new TallyboxError('INVALID_ARGUMENT', `INVALID_ARGUMENT: modality must be ${MODALITIES.join(' | ')}, got ${String(modality)}`, { field: 'modality' });
-    }
-    if (!Number.isInteger(slot) || slot < 0 || slot > 255) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: slot must be an integer 0-255', { field: 'slot' });
-    if (!(bytes instanceof Uint8Array) || bytes.length === 0 || bytes.length > MAX_TEMPLATE_BYTES) {
-      throw new TallyboxError('TEMPLATE_TOO_LARGE', `TEMPLATE_TOO_LARGE: a template must be 1-${MAX_TEMPLATE_BYTES} bytes, got ${bytes instanceof Uint8Array ? bytes.length : 'none'}`);
+    for (const it of items) {
+      checkId('subjectId', it.subjectId);
+      if (!MODALITIES.includes(it.modality)) {
+        throw new TallyboxError('INVALID_ARGUMENT', `INVALID_ARGUMENT: modality must be ${MODALITIES.join(' | ')}, got ${String(it.modality)}`, { field: 'modality' });
+      }
+      if (!Number.isInteger(it.slot) || it.slot < 0 || it.slot > 255) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: slot must be an integer 0-255', { field: 'slot' });
+      if (!(it.bytes instanceof Uint8Array) || it.bytes.length === 0 || it.bytes.length > MAX_TEMPLATE_BYTES) {
+        throw new TallyboxError(
+          'TEMPLATE_TOO_LARGE',
+          `TEMPLATE_TOO_LARGE: a template must be 1-${MAX_TEMPLATE_BYTES} bytes, got ${it.bytes instanceof Uint8Array ? it.bytes.length : 'none'}`,
+        );
+      }
     }
     return this.serial(async () => {
       const keys = await this.keysFor(orgId, true);
-      const subject = await this.requireSubject(orgId, subjectId);
-      const consents = await this.db.all<{ kind: ConsentKind; granted_at_ms: number }>('SELECT kind, granted_at_ms FROM consents WHERE org_id = ? AND subject_id = ?', [
-        orgId,
-        subjectId,
-      ]);
-      assertBiometricConsent({
-        minor: subject.minor === 1,
-        biometricAtMs: consents.find((c) => c.kind === 'biometric')?.granted_at_ms ?? null,
-        guardianAtMs: consents.find((c) => c.kind === 'guardian')?.granted_at_ms ?? null,
-      });
-      const now = this.clock();
-      const recordId = uuidv7(now);
-      const ct = seal(keys.templates, bytes, { kind: 'template', orgId, subjectId, recordId, keyVersion: keys.version });
-      await this.db.transaction(async () => {
-        // A new record id per enrolment: the replaced row is deleted (zeroed by secure_delete).
-        await this.db.run('DELETE FROM templates WHERE org_id = ? AND subject_id = ? AND modality = ? AND slot = ?', [orgId, subjectId, modality, slot]);
-        await this.db.run('INSERT INTO templates (record_id, org_id, subject_id, modality, slot, key_version, ct, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
-          recordId,
+      for (const subjectId of new Set(items.map((it) => it.subjectId))) {
+        const subject = await this.requireSubject(orgId, subjectId);
+        const consents = await this.db.all<{ kind: ConsentKind; granted_at_ms: number }>('SELECT kind, granted_at_ms FROM consents WHERE org_id = ? AND subject_id = ?', [
           orgId,
           subjectId,
-          modality,
-          slot,
-          keys.version,
-          ct,
-          now,
         ]);
-        await this.db.run('UPDATE subjects SET last_seen_ms = MAX(last_seen_ms, ?) WHERE org_id = ? AND subject_id = ?', [now, orgId, subjectId]);
+        assertBiometricConsent({
+          minor: subject.minor === 1,
+          biometricAtMs: consents.find((c) => c.kind === 'biometric')?.granted_at_ms ?? null,
+          guardianAtMs: consents.find((c) => c.kind === 'guardian')?.granted_at_ms ?? null,
+        });
+      }
+      const now = this.clock();
+      const recordIds: string[] = [];
+      await this.db.transaction(async () => {
+        for (const { subjectId, modality, slot, bytes } of items) {
+          const recordId = uuidv7(now);
+          const ct = seal(keys.templates, bytes, { kind: 'template', orgId, subjectId, recordId, keyVersion: keys.version });
+          // A new record id per enrolment: the replaced row is deleted (zeroed by secure_delete).
+          await this.db.run('DELETE FROM templates WHERE org_id = ? AND subject_id = ? AND modality = ? AND slot = ?', [orgId, subjectId, modality, slot]);
+          await this.db.run('INSERT INTO templates (record_id, org_id, subject_id, modality, slot, key_version, ct, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+            recordId,
+            orgId,
+            subjectId,
+            modality,
+            slot,
+            keys.version,
+            ct,
+            now,
+          ]);
+          await this.db.run('UPDATE subjects SET last_seen_ms = MAX(last_seen_ms, ?) WHERE org_id = ? AND subject_id = ?', [now, orgId, subjectId]);
+          recordIds.push(recordId);
+        }
       });
-      return { recordId };
+      return recordIds;
     });
   }
 

@@ -6,14 +6,16 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { rm, writeFile } from 'node:fs/promises';
 import { Purger } from '../../src/privacy/purge.js';
+import { syncRoster } from '../../src/privacy/roster.js';
 import { verifyErasureReceipt } from '../../src/privacy/receipt.js';
 import { DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, resolveRetentionDays, runRetention } from '../../src/privacy/retention.js';
 import type { ErasureParticipant, ErasureReport } from '../../src/privacy/types.js';
 import { Sqlite } from '../../src/store/sqlite.js';
 import { uuidv7 } from '../../src/util/uuidv7.js';
 import type { Vault } from '../../src/vault/vault.js';
-import { dbFiles, findNeedles, openVault, sandbox, type Sandbox } from './helpers.js';
+import { dbFiles, findNeedles, openVault, readAll, sandbox, type Sandbox } from './helpers.js';
 
 interface Person {
   subjectId: string;
@@ -255,6 +257,63 @@ describe('org withdrawal', () => {
     expect(second!.receipt).toMatchObject({ resumed: true, keyVersionsDestroyed: [1], counts: { subjects: 2 } });
     expect(sensor.slots.has('org-alpha')).toBe(false);
     expect(await findNeedles(dbFiles(sb), plaintextNeedles(a.people))).toEqual([]);
+  });
+});
+
+describe('verification', () => {
+  it('fragments left in a participant\'s database file fail the purge after retries; it stays journalled and completes once they are gone', async () => {
+    await enrolOrg('org-alpha', 2);
+    const leaky = join(sb.root, 'leaky-outbox.db');
+    const legit = join(sb.root, 'outbox.db');
+    // A stale copy of the vault's pages (main file and WAL) holding the org's ciphertexts.
+    await writeFile(leaky, Buffer.concat(await readAll(dbFiles(sb))));
+    const subjectIds = await vault.subjectIds('org-alpha');
+    await writeFile(legit, Buffer.from(`punch for ${subjectIds[0]!}`)); // subject ids may rightly stay in the outbox
+    const outbox: ErasureParticipant = {
+      name: 'outbox',
+      eraseOrg: async () => ({ ok: true, counts: { punches: 0 } }),
+      eraseSubject: async () => ({ ok: true, counts: { punches: 0 } }),
+      scanFiles: () => [legit, leaky],
+    };
+    purger.register(outbox);
+    expect(() => purger.register(outbox)).toThrow(expect.objectContaining({ code: 'DUPLICATE_PARTICIPANT' }));
+
+    const first = await purger.withdrawOrg('org-alpha');
+    expect(first.ok).toBe(false);
+    expect(first.receipt.scan).toMatchObject({ ok: false, passes: 3 });
+    expect(first.receipt.scan.hits).toBeGreaterThan(0);
+    expect(first.receipt.scan.hitsByLabel.subject_id).toBeUndefined();
+    expect(verifyErasureReceipt(first.signed, sb.keys.publicKeyPem).ok).toBe(false);
+    expect(await vault.pendingPurges()).toHaveLength(1);
+
+    await rm(leaky);
+    const [second] = await purger.resumePending();
+    expect(second!.receipt).toMatchObject({ ok: true, resumed: true, keyVersionsDestroyed: [1], counts: { subjects: 2 } });
+    expect(await vault.pendingPurges()).toEqual([]);
+  });
+
+  it('withdrawing an org the device never held succeeds with zero counts', async () => {
+    const { ok, receipt } = await purger.withdrawOrg('org-unknown');
+    expect(ok).toBe(true);
+    expect(receipt).toMatchObject({ keyVersionsDestroyed: [], scan: { hits: 0, samples: 0 } });
+    expect(receipt.counts.subjects).toBe(0);
+  });
+});
+
+describe('roster sync', () => {
+  it('erases everyone of the org not on the roster, in one purge; converges on a second sync', async () => {
+    const a = await enrolOrg('org-alpha', 5);
+    const b = await enrolOrg('org-beta', 1);
+    const keep = a.people.slice(0, 3);
+    const drop = a.people.slice(3);
+    const secrets = await rawSecrets('org-alpha', drop.map((p) => p.subjectId));
+    const r = await syncRoster({ source: vault, purger, orgId: 'org-alpha', validSubjectIds: keep.map((p) => p.subjectId), requestRef: 'cmd:9' });
+    expect(r.erased).toBe(2);
+    expect(r.outcome!.receipt).toMatchObject({ kind: 'subject_erasure', ok: true, requestRef: 'cmd:9', counts: { subjects: 2, templates: 4 }, scan: { hits: 0 } });
+    expect(await findNeedles(dbFiles(sb), [...plaintextNeedles(drop), ...secrets])).toEqual([]);
+    await expectIntact({ orgId: 'org-alpha', people: keep });
+    await expectIntact(b);
+    expect(await syncRoster({ source: vault, purger, orgId: 'org-alpha', validSubjectIds: keep.map((p) => p.subjectId) })).toEqual({ erased: 0, outcome: undefined });
   });
 });
 
