@@ -1,3 +1,5 @@
-// tsc does not copy the generated protobuf module (.js + .d.ts); the build does.
-import { cpSync } from 'node:fs';
+// After tsc: copy the generated protobuf module (tsc does not copy .js + .d.ts inputs)
+// and make the two command-line entry points executable.
+import { chmodSync, cpSync } from 'node:fs';
 cpSync('src/gen', 'dist/src/gen', { recursive: true });
+for (const bin of ['dist/src/cli/tallybox.js', 'dist/simulators/cli.js']) chmodSync(bin, 0o755);

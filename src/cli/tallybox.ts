@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=1 --v8-pool-size=1
 /**
  * The `tallybox` command. The only module (with the other files in src/cli)
  * that reads argv or prints for people. Exit codes: 0 ok, 1 runtime failure,
@@ -7,7 +7,6 @@
  */
 import { parseArgs } from 'node:util';
 import { isTallyboxError, errorMessage } from '../util/errors.js';
-import { runDemo } from './demo.js';
 import { runAgent } from './run.js';
 
 const USAGE = `usage: tallybox COMMAND [options]
@@ -45,6 +44,8 @@ async function main(argv: string[]): Promise<number> {
       if (!Number.isInteger(punches) || punches < 0) throw usage(`--punches must be a non-negative integer, got "${values.punches}"`);
       const interval = values.interval === undefined ? (values.json ? 0 : 250) : Number(values.interval);
       if (!Number.isFinite(interval) || interval < 0) throw usage(`--interval must be milliseconds >= 0`);
+      // Loaded on demand: the demo pulls in the embedded broker, which a device never needs.
+      const { runDemo } = await import('./demo.js');
       return runDemo({
         json: values.json ?? false,
         punches,

@@ -281,8 +281,8 @@ export class Outbox {
    */
   ack(seq: number): void {
     this.ackBuffer.push(seq);
-    if (this.ackBuffer.length >= 500) void this.flushAcks();
-    else this.ackTimer ??= setTimeout(() => void this.flushAcks(), 20);
+    if (this.ackBuffer.length >= 2000) void this.flushAcks().catch(() => undefined);
+    else this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), 50);
   }
 
   flushAcks(): Promise<void> {
@@ -291,20 +291,33 @@ export class Outbox {
     const seqs = this.ackBuffer;
     this.ackBuffer = [];
     if (seqs.length === 0) return Promise.resolve();
-    return this.q.run(async () => {
-      let deleted = 0;
-      for (let i = 0; i < seqs.length; i += ROWS_PER_STATEMENT) {
-        const chunk = seqs.slice(i, i + ROWS_PER_STATEMENT);
-        const r = await this.db.run(`DELETE FROM punches WHERE seq IN (${chunk.map(() => '?').join(',')})`, chunk);
-        deleted += r.changes;
-      }
-      this.depthCount = Math.max(0, this.depthCount - deleted);
-      if (this.depthCount < this.opts.capacity) this.clear('QUEUE_FULL');
-    }).catch((err: unknown) => {
-      // Not fatal: the rows stay and are re-sent (same event ids).
-      this.ackBuffer.push(...seqs);
-      throw err;
-    });
+    return this.q
+      .run(async () => {
+        // synchronous=NORMAL for this transaction only: the deletes need no fsync of
+        // their own (a lost delete means a re-send under the same event id), and the
+        // next punch commit (FULL) syncs the WAL, deletes included.
+        await this.db.exec('PRAGMA synchronous=NORMAL');
+        let deleted = 0;
+        try {
+          deleted = await this.db.transaction(async () => {
+            let n = 0;
+            for (let i = 0; i < seqs.length; i += ROWS_PER_STATEMENT) {
+              const chunk = seqs.slice(i, i + ROWS_PER_STATEMENT);
+              n += (await this.db.run(`DELETE FROM punches WHERE seq IN (${chunk.map(() => '?').join(',')})`, chunk)).changes;
+            }
+            return n;
+          });
+        } finally {
+          await this.db.exec('PRAGMA synchronous=FULL');
+        }
+        this.depthCount = Math.max(0, this.depthCount - deleted);
+        if (this.depthCount < this.opts.capacity) this.clear('QUEUE_FULL');
+      })
+      .catch((err: unknown) => {
+        // Not fatal: the rows stay and are re-sent (same event ids).
+        this.ackBuffer.push(...seqs);
+        throw err;
+      });
   }
 
   /** Increment and persist the connection counter; returns the new value. */
