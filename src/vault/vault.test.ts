@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Sqlite } from '../store/sqlite.js';
@@ -84,6 +85,13 @@ describe('consent', () => {
     await expect(vault.enrolTemplate('org-a', 'subject-0004', 'iris' as never, 0, randomBytes(8))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(vault.enrolTemplate('org-a', 'subject-0004', 'face', 0, Buffer.alloc(0))).rejects.toMatchObject({ code: 'TEMPLATE_TOO_LARGE' });
     await expect(vault.upsertSubject('org a', adult('subject-0005'))).rejects.toMatchObject({ code: 'INVALID_ID' });
+  });
+});
+
+describe('files', () => {
+  it('vault.db and its -wal/-shm are 0600', async () => {
+    await vault.upsertSubject('org-a', adult('subject-0001'));
+    for (const f of dbFiles(sb).slice(0, 3)) expect((await stat(f)).mode & 0o777).toBe(0o600);
   });
 });
 

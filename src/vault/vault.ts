@@ -32,6 +32,7 @@ import { type DeviceIdentity, type KeyProvider } from './keys.js';
 import { SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
 
 export const VAULT_FILE = 'vault.db';
+/** Feature templates are a few KiB; the cap also keeps raw images (which must never be stored) out. */
 export const MAX_TEMPLATE_BYTES = 64 * 1024;
 export const MAX_DISPLAY_NAME_CHARS = 256;
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
@@ -267,10 +268,11 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
     const dbPath = join(dataDir, opts.fileName ?? VAULT_FILE);
     const db = await Sqlite.open(dbPath);
     try {
-      // Ciphertexts only, but still nobody else's business; -wal/-shm inherit the mode.
-      await chmod(dbPath, 0o600);
       // VACUUM's temporary copy must not land in /tmp where no purge can reach it.
       await db.exec(`PRAGMA temp_store=MEMORY; ${SCHEMA_SQL}`);
+      // Ciphertexts only, but still nobody else's business. SQLite gives a new
+      // -wal/-shm the main file's mode, but the ones created on this open predate the chmod.
+      for (const f of sqliteFiles(dbPath)) await chmod(f, 0o600).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
       const sd = await db.get<{ secure_delete: number }>('PRAGMA secure_delete');
       if (sd?.secure_delete !== 1) throw new TallyboxError('STORAGE_UNSAFE', 'STORAGE_UNSAFE: SQLite refused secure_delete=ON; deleted records would stay on disk');
       await db.run("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [SCHEMA_VERSION]);
