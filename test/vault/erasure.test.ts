@@ -300,6 +300,33 @@ describe('verification', () => {
   });
 });
 
+describe('logs', () => {
+  it('the purge logs counts and ids of jobs, never names, credentials or subject ids', async () => {
+    const lines: string[] = [];
+    const capture = (level: string) => (a: unknown, b?: string) => lines.push(`${level} ${JSON.stringify(a)} ${b ?? ''}`);
+    const logger = {
+      level: 'trace' as const,
+      trace: capture('trace'),
+      debug: capture('debug'),
+      info: capture('info'),
+      warn: capture('warn'),
+      error: capture('error'),
+      fatal: capture('fatal'),
+      child: () => logger,
+    };
+    const a = await enrolOrg('org-alpha', 2);
+    sensor.failNext = 1;
+    const p = new Purger({ store: vault, signer: vault.identity, deviceId: 'dev-0001', participants: [sensor], logger });
+    await p.eraseSubject('org-alpha', a.people[0]!.subjectId);
+    await p.withdrawOrg('org-alpha');
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    const text = lines.join('\n');
+    for (const person of a.people) {
+      for (const needle of [person.subjectId, person.name, person.card, person.mac, person.evidence, person.markers[0]!.toString('hex')]) expect(text).not.toContain(needle);
+    }
+  });
+});
+
 describe('roster sync', () => {
   it('erases everyone of the org not on the roster, in one purge; converges on a second sync', async () => {
     const a = await enrolOrg('org-alpha', 5);
