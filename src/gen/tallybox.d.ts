@@ -497,6 +497,213 @@ export namespace tallybox {
             type $Shape = tallybox.v1.Ping.$Properties;
         }
 
+        enum ConsentKind {
+            CONSENT_KIND_UNSPECIFIED = 0,
+            CONSENT_KIND_BIOMETRIC = 1,
+            CONSENT_KIND_GUARDIAN = 2
+        }
+
+        interface IConsent extends tallybox.v1.Consent.$Properties {
+        }
+
+        class Consent {
+            constructor(p?: tallybox.v1.Consent.$Properties);
+            $unknowns?: Uint8Array[];
+            kind: tallybox.v1.ConsentKind;
+            grantedAtMs: number;
+            evidence: string;
+            static create(properties: tallybox.v1.Consent.$Shape): tallybox.v1.Consent & tallybox.v1.Consent.$Shape;
+            static create(properties?: tallybox.v1.Consent.$Properties): tallybox.v1.Consent;
+            static encode(m: tallybox.v1.Consent.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.Consent & tallybox.v1.Consent.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.Consent;
+            static toObject(m: tallybox.v1.Consent, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace Consent {
+            interface $Properties {
+                kind?: (tallybox.v1.ConsentKind|null);
+                grantedAtMs?: (number|null);
+                evidence?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.Consent.$Properties;
+        }
+
+        enum CredentialKind {
+            CREDENTIAL_KIND_UNSPECIFIED = 0,
+            CREDENTIAL_KIND_CARD = 1,
+            CREDENTIAL_KIND_WIFI_MAC = 2
+        }
+
+        interface ICredential extends tallybox.v1.Credential.$Properties {
+        }
+
+        class Credential {
+            constructor(p?: tallybox.v1.Credential.$Properties);
+            $unknowns?: Uint8Array[];
+            kind: tallybox.v1.CredentialKind;
+            value: string;
+            static create(properties: tallybox.v1.Credential.$Shape): tallybox.v1.Credential & tallybox.v1.Credential.$Shape;
+            static create(properties?: tallybox.v1.Credential.$Properties): tallybox.v1.Credential;
+            static encode(m: tallybox.v1.Credential.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.Credential & tallybox.v1.Credential.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.Credential;
+            static toObject(m: tallybox.v1.Credential, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace Credential {
+            interface $Properties {
+                kind?: (tallybox.v1.CredentialKind|null);
+                value?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.Credential.$Properties;
+        }
+
+        interface ISubjectUpsert extends tallybox.v1.SubjectUpsert.$Properties {
+        }
+
+        class SubjectUpsert {
+            constructor(p?: tallybox.v1.SubjectUpsert.$Properties);
+            $unknowns?: Uint8Array[];
+            subjectId: string;
+            displayName: string;
+            minor: boolean;
+            consents: tallybox.v1.Consent.$Properties[];
+            credentials: tallybox.v1.Credential.$Properties[];
+            static create(properties: tallybox.v1.SubjectUpsert.$Shape): tallybox.v1.SubjectUpsert & tallybox.v1.SubjectUpsert.$Shape;
+            static create(properties?: tallybox.v1.SubjectUpsert.$Properties): tallybox.v1.SubjectUpsert;
+            static encode(m: tallybox.v1.SubjectUpsert.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.SubjectUpsert & tallybox.v1.SubjectUpsert.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.SubjectUpsert;
+            static toObject(m: tallybox.v1.SubjectUpsert, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace SubjectUpsert {
+            interface $Properties {
+                subjectId?: (string|null);
+                displayName?: (string|null);
+                minor?: (boolean|null);
+                consents?: (tallybox.v1.Consent.$Properties[]|null);
+                credentials?: (tallybox.v1.Credential.$Properties[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.SubjectUpsert.$Properties;
+        }
+
+        interface ISubjectErase extends tallybox.v1.SubjectErase.$Properties {
+        }
+
+        class SubjectErase {
+            constructor(p?: tallybox.v1.SubjectErase.$Properties);
+            $unknowns?: Uint8Array[];
+            subjectId: string;
+            static create(properties: tallybox.v1.SubjectErase.$Shape): tallybox.v1.SubjectErase & tallybox.v1.SubjectErase.$Shape;
+            static create(properties?: tallybox.v1.SubjectErase.$Properties): tallybox.v1.SubjectErase;
+            static encode(m: tallybox.v1.SubjectErase.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.SubjectErase & tallybox.v1.SubjectErase.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.SubjectErase;
+            static toObject(m: tallybox.v1.SubjectErase, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace SubjectErase {
+            interface $Properties {
+                subjectId?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.SubjectErase.$Properties;
+        }
+
+        interface IOrgWithdraw extends tallybox.v1.OrgWithdraw.$Properties {
+        }
+
+        class OrgWithdraw {
+            constructor(p?: tallybox.v1.OrgWithdraw.$Properties);
+            $unknowns?: Uint8Array[];
+            reason: string;
+            static create(properties: tallybox.v1.OrgWithdraw.$Shape): tallybox.v1.OrgWithdraw & tallybox.v1.OrgWithdraw.$Shape;
+            static create(properties?: tallybox.v1.OrgWithdraw.$Properties): tallybox.v1.OrgWithdraw;
+            static encode(m: tallybox.v1.OrgWithdraw.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.OrgWithdraw & tallybox.v1.OrgWithdraw.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.OrgWithdraw;
+            static toObject(m: tallybox.v1.OrgWithdraw, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace OrgWithdraw {
+            interface $Properties {
+                reason?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.OrgWithdraw.$Properties;
+        }
+
+        interface IRosterSync extends tallybox.v1.RosterSync.$Properties {
+        }
+
+        class RosterSync {
+            constructor(p?: tallybox.v1.RosterSync.$Properties);
+            $unknowns?: Uint8Array[];
+            subjectIds: string[];
+            static create(properties: tallybox.v1.RosterSync.$Shape): tallybox.v1.RosterSync & tallybox.v1.RosterSync.$Shape;
+            static create(properties?: tallybox.v1.RosterSync.$Properties): tallybox.v1.RosterSync;
+            static encode(m: tallybox.v1.RosterSync.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.RosterSync & tallybox.v1.RosterSync.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.RosterSync;
+            static toObject(m: tallybox.v1.RosterSync, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace RosterSync {
+            interface $Properties {
+                subjectIds?: (string[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.RosterSync.$Properties;
+        }
+
+        interface IConfigPatch extends tallybox.v1.ConfigPatch.$Properties {
+        }
+
+        class ConfigPatch {
+            constructor(p?: tallybox.v1.ConfigPatch.$Properties);
+            $unknowns?: Uint8Array[];
+            retentionDays?: (number|null);
+            repeatWindowSec?: (number|null);
+            backlogRatePerSec?: (number|null);
+            logLevel?: (string|null);
+            static create(properties: tallybox.v1.ConfigPatch.$Shape): tallybox.v1.ConfigPatch & tallybox.v1.ConfigPatch.$Shape;
+            static create(properties?: tallybox.v1.ConfigPatch.$Properties): tallybox.v1.ConfigPatch;
+            static encode(m: tallybox.v1.ConfigPatch.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.ConfigPatch & tallybox.v1.ConfigPatch.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.ConfigPatch;
+            static toObject(m: tallybox.v1.ConfigPatch, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace ConfigPatch {
+            interface $Properties {
+                retentionDays?: (number|null);
+                repeatWindowSec?: (number|null);
+                backlogRatePerSec?: (number|null);
+                logLevel?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.ConfigPatch.$Properties;
+        }
+
         interface ICommandBody extends tallybox.v1.CommandBody.$Properties {
         }
 
@@ -510,7 +717,12 @@ export namespace tallybox {
             nonce: Uint8Array;
             counter: number;
             ping?: (tallybox.v1.Ping.$Properties|null);
-            command?: "ping";
+            subjectUpsert?: (tallybox.v1.SubjectUpsert.$Properties|null);
+            subjectErase?: (tallybox.v1.SubjectErase.$Properties|null);
+            orgWithdraw?: (tallybox.v1.OrgWithdraw.$Properties|null);
+            rosterSync?: (tallybox.v1.RosterSync.$Properties|null);
+            configPatch?: (tallybox.v1.ConfigPatch.$Properties|null);
+            command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch");
             static create(properties: tallybox.v1.CommandBody.$Shape): tallybox.v1.CommandBody & tallybox.v1.CommandBody.$Shape;
             static create(properties?: tallybox.v1.CommandBody.$Properties): tallybox.v1.CommandBody;
             static encode(m: tallybox.v1.CommandBody.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -530,7 +742,12 @@ export namespace tallybox {
                 nonce?: (Uint8Array|null);
                 counter?: (number|null);
                 ping?: (tallybox.v1.Ping.$Properties|null);
-                command?: "ping";
+                subjectUpsert?: (tallybox.v1.SubjectUpsert.$Properties|null);
+                subjectErase?: (tallybox.v1.SubjectErase.$Properties|null);
+                orgWithdraw?: (tallybox.v1.OrgWithdraw.$Properties|null);
+                rosterSync?: (tallybox.v1.RosterSync.$Properties|null);
+                configPatch?: (tallybox.v1.ConfigPatch.$Properties|null);
+                command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -541,9 +758,14 @@ export namespace tallybox {
               nonce?: Uint8Array|null;
               counter?: number|null;
               ping?: tallybox.v1.Ping.$Shape|null;
+              subjectUpsert?: tallybox.v1.SubjectUpsert.$Shape|null;
+              subjectErase?: tallybox.v1.SubjectErase.$Shape|null;
+              orgWithdraw?: tallybox.v1.OrgWithdraw.$Shape|null;
+              rosterSync?: tallybox.v1.RosterSync.$Shape|null;
+              configPatch?: tallybox.v1.ConfigPatch.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ command?: undefined; ping?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape })
+              ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape })
             );
         }
 
@@ -576,6 +798,8 @@ export namespace tallybox {
             reason: string;
             detail: string;
             atMs: number;
+            receipt: Uint8Array;
+            keyId: string;
             signature: Uint8Array;
             static create(properties: tallybox.v1.CommandResult.$Shape): tallybox.v1.CommandResult & tallybox.v1.CommandResult.$Shape;
             static create(properties?: tallybox.v1.CommandResult.$Properties): tallybox.v1.CommandResult;
@@ -596,6 +820,8 @@ export namespace tallybox {
                 reason?: (string|null);
                 detail?: (string|null);
                 atMs?: (number|null);
+                receipt?: (Uint8Array|null);
+                keyId?: (string|null);
                 signature?: (Uint8Array|null);
                 $unknowns?: Uint8Array[];
             }

@@ -4723,6 +4723,2010 @@ export const tallybox = $root.tallybox = (() => {
             return Ping;
         })();
 
+        /**
+         * ConsentKind enum.
+         * @name tallybox.v1.ConsentKind
+         * @enum {number}
+         * @property {number} CONSENT_KIND_UNSPECIFIED=0 CONSENT_KIND_UNSPECIFIED value
+         * @property {number} CONSENT_KIND_BIOMETRIC=1 CONSENT_KIND_BIOMETRIC value
+         * @property {number} CONSENT_KIND_GUARDIAN=2 CONSENT_KIND_GUARDIAN value
+         */
+        v1.ConsentKind = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "CONSENT_KIND_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "CONSENT_KIND_BIOMETRIC"] = 1;
+            values[valuesById[2] = "CONSENT_KIND_GUARDIAN"] = 2;
+            return values;
+        })();
+
+        v1.Consent = (function() {
+
+            /**
+             * Properties of a Consent.
+             * @typedef {Object} tallybox.v1.Consent.$Properties
+             * @property {tallybox.v1.ConsentKind|null} [kind] Consent kind
+             * @property {number|null} [grantedAtMs] Consent grantedAtMs
+             * @property {string|null} [evidence] Consent evidence
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a Consent.
+             * @memberof tallybox.v1
+             * @interface IConsent
+             * @augments tallybox.v1.Consent.$Properties
+             * @deprecated Use tallybox.v1.Consent.$Properties instead.
+             */
+
+            /**
+             * Shape of a Consent.
+             * @typedef {tallybox.v1.Consent.$Properties} tallybox.v1.Consent.$Shape
+             */
+
+            /**
+             * Constructs a new Consent.
+             * @memberof tallybox.v1
+             * @classdesc Represents a Consent.
+             * @constructor
+             * @param {tallybox.v1.Consent.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const Consent = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * Consent kind.
+             * @member {tallybox.v1.ConsentKind} kind
+             * @memberof tallybox.v1.Consent
+             * @instance
+             */
+            Consent.prototype.kind = 0;
+
+            /**
+             * Consent grantedAtMs.
+             * @member {number} grantedAtMs
+             * @memberof tallybox.v1.Consent
+             * @instance
+             */
+            Consent.prototype.grantedAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Consent evidence.
+             * @member {string} evidence
+             * @memberof tallybox.v1.Consent
+             * @instance
+             */
+            Consent.prototype.evidence = "";
+
+            /**
+             * Creates a new Consent instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.Consent
+             * @static
+             * @param {tallybox.v1.Consent.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.Consent} Consent instance
+             * @type {{
+             *   (properties: tallybox.v1.Consent.$Shape): tallybox.v1.Consent & tallybox.v1.Consent.$Shape;
+             *   (properties?: tallybox.v1.Consent.$Properties): tallybox.v1.Consent;
+             * }}
+             */
+            Consent.create = function(properties) {
+                return new Consent(properties);
+            };
+
+            /**
+             * Encodes the specified Consent message. Does not implicitly {@link tallybox.v1.Consent.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.Consent
+             * @static
+             * @param {tallybox.v1.Consent.$Properties} m Consent message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            Consent.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind") && m.kind !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).int32(m.kind);
+                if (m.grantedAtMs != null && $Object.hasOwnProperty.call(m, "grantedAtMs") && (typeof m.grantedAtMs === "object" ? m.grantedAtMs.low || m.grantedAtMs.high : m.grantedAtMs !== 0))
+                    w.uint32(/* id 2, wireType 0 =*/16).uint64(m.grantedAtMs);
+                if (m.evidence != null && $Object.hasOwnProperty.call(m, "evidence") && m.evidence !== "")
+                    w.uint32(/* id 3, wireType 2 =*/26).string(m.evidence);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a Consent message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.Consent
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.Consent & tallybox.v1.Consent.$Shape} Consent
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            Consent.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.Consent();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.kind = v;
+                            else
+                                delete m.kind;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.grantedAtMs = v;
+                            else
+                                delete m.grantedAtMs;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.evidence = v;
+                            else
+                                delete m.evidence;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a Consent message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.Consent
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.Consent} Consent
+             */
+            Consent.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.Consent)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.Consent: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.Consent();
+                if (d.kind !== 0 && (typeof d.kind !== "string" || $root.tallybox.v1.ConsentKind[d.kind] !== 0)) {
+                    switch (d.kind) {
+                    case "CONSENT_KIND_UNSPECIFIED":
+                    case 0:
+                        m.kind = 0;
+                        break;
+                    case "CONSENT_KIND_BIOMETRIC":
+                    case 1:
+                        m.kind = 1;
+                        break;
+                    case "CONSENT_KIND_GUARDIAN":
+                    case 2:
+                        m.kind = 2;
+                        break;
+                    default:
+                        if (typeof d.kind === "number" && (d.kind | 0) === d.kind)
+                            m.kind = d.kind;
+                    }
+                }
+                if (d.grantedAtMs != null) {
+                    if (typeof d.grantedAtMs === "object" ? d.grantedAtMs.low || d.grantedAtMs.high : $Number(d.grantedAtMs) !== 0) {
+                        if ($util.Long)
+                            m.grantedAtMs = $util.Long.fromValue(d.grantedAtMs, true);
+                        else if (typeof d.grantedAtMs === "string")
+                            m.grantedAtMs = $parseInt(d.grantedAtMs, 10);
+                        else if (typeof d.grantedAtMs === "number")
+                            m.grantedAtMs = d.grantedAtMs;
+                        else if (typeof d.grantedAtMs === "object")
+                            m.grantedAtMs = new $util.LongBits(d.grantedAtMs.low >>> 0, d.grantedAtMs.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.evidence != null) {
+                    if (typeof d.evidence !== "string" || d.evidence.length) {
+                        m.evidence = $String(d.evidence);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a Consent message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.Consent
+             * @static
+             * @param {tallybox.v1.Consent} m Consent
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            Consent.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.kind = o.enums === $String ? "CONSENT_KIND_UNSPECIFIED" : 0;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.grantedAtMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.grantedAtMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.evidence = "";
+                }
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind")) {
+                    d.kind = o.enums === $String ? $root.tallybox.v1.ConsentKind[m.kind] === $undefined ? m.kind : $root.tallybox.v1.ConsentKind[m.kind] : m.kind;
+                }
+                if (m.grantedAtMs != null && $Object.hasOwnProperty.call(m, "grantedAtMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.grantedAtMs = typeof m.grantedAtMs === "number" ? $BigInt(m.grantedAtMs) : $util.Long.fromBits(m.grantedAtMs.low >>> 0, m.grantedAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.grantedAtMs === "number")
+                        d.grantedAtMs = o.longs === $String ? $String(m.grantedAtMs) : m.grantedAtMs;
+                    else
+                        d.grantedAtMs = o.longs === $String ? $util.Long.prototype.toString.call(m.grantedAtMs) : o.longs === $Number ? new $util.LongBits(m.grantedAtMs.low >>> 0, m.grantedAtMs.high >>> 0).toNumber(true) : m.grantedAtMs;
+                }
+                if (m.evidence != null && $Object.hasOwnProperty.call(m, "evidence")) {
+                    d.evidence = m.evidence;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this Consent to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.Consent
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            Consent.prototype.toJSON = function() {
+                return Consent.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for Consent
+             * @function getTypeUrl
+             * @memberof tallybox.v1.Consent
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            Consent.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.Consent";
+            };
+
+            return Consent;
+        })();
+
+        /**
+         * CredentialKind enum.
+         * @name tallybox.v1.CredentialKind
+         * @enum {number}
+         * @property {number} CREDENTIAL_KIND_UNSPECIFIED=0 CREDENTIAL_KIND_UNSPECIFIED value
+         * @property {number} CREDENTIAL_KIND_CARD=1 CREDENTIAL_KIND_CARD value
+         * @property {number} CREDENTIAL_KIND_WIFI_MAC=2 CREDENTIAL_KIND_WIFI_MAC value
+         */
+        v1.CredentialKind = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "CREDENTIAL_KIND_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "CREDENTIAL_KIND_CARD"] = 1;
+            values[valuesById[2] = "CREDENTIAL_KIND_WIFI_MAC"] = 2;
+            return values;
+        })();
+
+        v1.Credential = (function() {
+
+            /**
+             * Properties of a Credential.
+             * @typedef {Object} tallybox.v1.Credential.$Properties
+             * @property {tallybox.v1.CredentialKind|null} [kind] Credential kind
+             * @property {string|null} [value] Credential value
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a Credential.
+             * @memberof tallybox.v1
+             * @interface ICredential
+             * @augments tallybox.v1.Credential.$Properties
+             * @deprecated Use tallybox.v1.Credential.$Properties instead.
+             */
+
+            /**
+             * Shape of a Credential.
+             * @typedef {tallybox.v1.Credential.$Properties} tallybox.v1.Credential.$Shape
+             */
+
+            /**
+             * Constructs a new Credential.
+             * @memberof tallybox.v1
+             * @classdesc Represents a Credential.
+             * @constructor
+             * @param {tallybox.v1.Credential.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const Credential = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * Credential kind.
+             * @member {tallybox.v1.CredentialKind} kind
+             * @memberof tallybox.v1.Credential
+             * @instance
+             */
+            Credential.prototype.kind = 0;
+
+            /**
+             * Credential value.
+             * @member {string} value
+             * @memberof tallybox.v1.Credential
+             * @instance
+             */
+            Credential.prototype.value = "";
+
+            /**
+             * Creates a new Credential instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.Credential
+             * @static
+             * @param {tallybox.v1.Credential.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.Credential} Credential instance
+             * @type {{
+             *   (properties: tallybox.v1.Credential.$Shape): tallybox.v1.Credential & tallybox.v1.Credential.$Shape;
+             *   (properties?: tallybox.v1.Credential.$Properties): tallybox.v1.Credential;
+             * }}
+             */
+            Credential.create = function(properties) {
+                return new Credential(properties);
+            };
+
+            /**
+             * Encodes the specified Credential message. Does not implicitly {@link tallybox.v1.Credential.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.Credential
+             * @static
+             * @param {tallybox.v1.Credential.$Properties} m Credential message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            Credential.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind") && m.kind !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).int32(m.kind);
+                if (m.value != null && $Object.hasOwnProperty.call(m, "value") && m.value !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.value);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a Credential message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.Credential
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.Credential & tallybox.v1.Credential.$Shape} Credential
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            Credential.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.Credential();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.kind = v;
+                            else
+                                delete m.kind;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.value = v;
+                            else
+                                delete m.value;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a Credential message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.Credential
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.Credential} Credential
+             */
+            Credential.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.Credential)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.Credential: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.Credential();
+                if (d.kind !== 0 && (typeof d.kind !== "string" || $root.tallybox.v1.CredentialKind[d.kind] !== 0)) {
+                    switch (d.kind) {
+                    case "CREDENTIAL_KIND_UNSPECIFIED":
+                    case 0:
+                        m.kind = 0;
+                        break;
+                    case "CREDENTIAL_KIND_CARD":
+                    case 1:
+                        m.kind = 1;
+                        break;
+                    case "CREDENTIAL_KIND_WIFI_MAC":
+                    case 2:
+                        m.kind = 2;
+                        break;
+                    default:
+                        if (typeof d.kind === "number" && (d.kind | 0) === d.kind)
+                            m.kind = d.kind;
+                    }
+                }
+                if (d.value != null) {
+                    if (typeof d.value !== "string" || d.value.length) {
+                        m.value = $String(d.value);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a Credential message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.Credential
+             * @static
+             * @param {tallybox.v1.Credential} m Credential
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            Credential.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.kind = o.enums === $String ? "CREDENTIAL_KIND_UNSPECIFIED" : 0;
+                    d.value = "";
+                }
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind")) {
+                    d.kind = o.enums === $String ? $root.tallybox.v1.CredentialKind[m.kind] === $undefined ? m.kind : $root.tallybox.v1.CredentialKind[m.kind] : m.kind;
+                }
+                if (m.value != null && $Object.hasOwnProperty.call(m, "value")) {
+                    d.value = m.value;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this Credential to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.Credential
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            Credential.prototype.toJSON = function() {
+                return Credential.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for Credential
+             * @function getTypeUrl
+             * @memberof tallybox.v1.Credential
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            Credential.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.Credential";
+            };
+
+            return Credential;
+        })();
+
+        v1.SubjectUpsert = (function() {
+
+            /**
+             * Properties of a SubjectUpsert.
+             * @typedef {Object} tallybox.v1.SubjectUpsert.$Properties
+             * @property {string|null} [subjectId] SubjectUpsert subjectId
+             * @property {string|null} [displayName] SubjectUpsert displayName
+             * @property {boolean|null} [minor] SubjectUpsert minor
+             * @property {Array.<tallybox.v1.Consent.$Properties>|null} [consents] SubjectUpsert consents
+             * @property {Array.<tallybox.v1.Credential.$Properties>|null} [credentials] SubjectUpsert credentials
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a SubjectUpsert.
+             * @memberof tallybox.v1
+             * @interface ISubjectUpsert
+             * @augments tallybox.v1.SubjectUpsert.$Properties
+             * @deprecated Use tallybox.v1.SubjectUpsert.$Properties instead.
+             */
+
+            /**
+             * Shape of a SubjectUpsert.
+             * @typedef {tallybox.v1.SubjectUpsert.$Properties} tallybox.v1.SubjectUpsert.$Shape
+             */
+
+            /**
+             * Constructs a new SubjectUpsert.
+             * @memberof tallybox.v1
+             * @classdesc Represents a SubjectUpsert.
+             * @constructor
+             * @param {tallybox.v1.SubjectUpsert.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const SubjectUpsert = function (p) {
+                this.consents = [];
+                this.credentials = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * SubjectUpsert subjectId.
+             * @member {string} subjectId
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             */
+            SubjectUpsert.prototype.subjectId = "";
+
+            /**
+             * SubjectUpsert displayName.
+             * @member {string} displayName
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             */
+            SubjectUpsert.prototype.displayName = "";
+
+            /**
+             * SubjectUpsert minor.
+             * @member {boolean} minor
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             */
+            SubjectUpsert.prototype.minor = false;
+
+            /**
+             * SubjectUpsert consents.
+             * @member {Array.<tallybox.v1.Consent.$Properties>} consents
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             */
+            SubjectUpsert.prototype.consents = $util.emptyArray;
+
+            /**
+             * SubjectUpsert credentials.
+             * @member {Array.<tallybox.v1.Credential.$Properties>} credentials
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             */
+            SubjectUpsert.prototype.credentials = $util.emptyArray;
+
+            /**
+             * Creates a new SubjectUpsert instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.SubjectUpsert
+             * @static
+             * @param {tallybox.v1.SubjectUpsert.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.SubjectUpsert} SubjectUpsert instance
+             * @type {{
+             *   (properties: tallybox.v1.SubjectUpsert.$Shape): tallybox.v1.SubjectUpsert & tallybox.v1.SubjectUpsert.$Shape;
+             *   (properties?: tallybox.v1.SubjectUpsert.$Properties): tallybox.v1.SubjectUpsert;
+             * }}
+             */
+            SubjectUpsert.create = function(properties) {
+                return new SubjectUpsert(properties);
+            };
+
+            /**
+             * Encodes the specified SubjectUpsert message. Does not implicitly {@link tallybox.v1.SubjectUpsert.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.SubjectUpsert
+             * @static
+             * @param {tallybox.v1.SubjectUpsert.$Properties} m SubjectUpsert message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SubjectUpsert.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.subjectId != null && $Object.hasOwnProperty.call(m, "subjectId") && m.subjectId !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.subjectId);
+                if (m.displayName != null && $Object.hasOwnProperty.call(m, "displayName") && m.displayName !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.displayName);
+                if (m.minor != null && $Object.hasOwnProperty.call(m, "minor") && m.minor !== false)
+                    w.uint32(/* id 3, wireType 0 =*/24).bool(m.minor);
+                if (m.consents != null && m.consents.length) {
+                    for (var i = 0; i < m.consents.length; ++i)
+                        $root.tallybox.v1.Consent.encode(m.consents[i], w.uint32(/* id 4, wireType 2 =*/34).fork(), q + 1).ldelim();
+                }
+                if (m.credentials != null && m.credentials.length) {
+                    for (var i = 0; i < m.credentials.length; ++i)
+                        $root.tallybox.v1.Credential.encode(m.credentials[i], w.uint32(/* id 5, wireType 2 =*/42).fork(), q + 1).ldelim();
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a SubjectUpsert message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.SubjectUpsert
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.SubjectUpsert & tallybox.v1.SubjectUpsert.$Shape} SubjectUpsert
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SubjectUpsert.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.SubjectUpsert();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.subjectId = v;
+                            else
+                                delete m.subjectId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.displayName = v;
+                            else
+                                delete m.displayName;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.bool())
+                                m.minor = v;
+                            else
+                                delete m.minor;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.consents && m.consents.length))
+                                m.consents = [];
+                            m.consents.push($root.tallybox.v1.Consent.decode(r, r.size(), $undefined, q + 1));
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.credentials && m.credentials.length))
+                                m.credentials = [];
+                            m.credentials.push($root.tallybox.v1.Credential.decode(r, r.size(), $undefined, q + 1));
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a SubjectUpsert message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.SubjectUpsert
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.SubjectUpsert} SubjectUpsert
+             */
+            SubjectUpsert.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.SubjectUpsert)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.SubjectUpsert: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.SubjectUpsert();
+                if (d.subjectId != null) {
+                    if (typeof d.subjectId !== "string" || d.subjectId.length) {
+                        m.subjectId = $String(d.subjectId);
+                    }
+                }
+                if (d.displayName != null) {
+                    if (typeof d.displayName !== "string" || d.displayName.length) {
+                        m.displayName = $String(d.displayName);
+                    }
+                }
+                if (d.minor != null) {
+                    if (d.minor) {
+                        m.minor = $Boolean(d.minor);
+                    }
+                }
+                if (d.consents) {
+                    if (!$Array.isArray(d.consents))
+                        throw $TypeError(".tallybox.v1.SubjectUpsert.consents: array expected");
+                    m.consents = $Array(d.consents.length);
+                    for (var i = 0; i < d.consents.length; ++i) {
+                        if (!$util.isObject(d.consents[i]))
+                            throw $TypeError(".tallybox.v1.SubjectUpsert.consents: object expected");
+                        m.consents[i] = $root.tallybox.v1.Consent.fromObject(d.consents[i], q + 1);
+                    }
+                }
+                if (d.credentials) {
+                    if (!$Array.isArray(d.credentials))
+                        throw $TypeError(".tallybox.v1.SubjectUpsert.credentials: array expected");
+                    m.credentials = $Array(d.credentials.length);
+                    for (var i = 0; i < d.credentials.length; ++i) {
+                        if (!$util.isObject(d.credentials[i]))
+                            throw $TypeError(".tallybox.v1.SubjectUpsert.credentials: object expected");
+                        m.credentials[i] = $root.tallybox.v1.Credential.fromObject(d.credentials[i], q + 1);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a SubjectUpsert message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.SubjectUpsert
+             * @static
+             * @param {tallybox.v1.SubjectUpsert} m SubjectUpsert
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            SubjectUpsert.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.consents = [];
+                    d.credentials = [];
+                }
+                if (o.defaults) {
+                    d.subjectId = "";
+                    d.displayName = "";
+                    d.minor = false;
+                }
+                if (m.subjectId != null && $Object.hasOwnProperty.call(m, "subjectId")) {
+                    d.subjectId = m.subjectId;
+                }
+                if (m.displayName != null && $Object.hasOwnProperty.call(m, "displayName")) {
+                    d.displayName = m.displayName;
+                }
+                if (m.minor != null && $Object.hasOwnProperty.call(m, "minor")) {
+                    d.minor = m.minor;
+                }
+                if (m.consents && m.consents.length) {
+                    d.consents = $Array(m.consents.length);
+                    for (var j = 0; j < m.consents.length; ++j) {
+                        d.consents[j] = $root.tallybox.v1.Consent.toObject(m.consents[j], o, q + 1);
+                    }
+                }
+                if (m.credentials && m.credentials.length) {
+                    d.credentials = $Array(m.credentials.length);
+                    for (var j = 0; j < m.credentials.length; ++j) {
+                        d.credentials[j] = $root.tallybox.v1.Credential.toObject(m.credentials[j], o, q + 1);
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this SubjectUpsert to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            SubjectUpsert.prototype.toJSON = function() {
+                return SubjectUpsert.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for SubjectUpsert
+             * @function getTypeUrl
+             * @memberof tallybox.v1.SubjectUpsert
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            SubjectUpsert.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.SubjectUpsert";
+            };
+
+            return SubjectUpsert;
+        })();
+
+        v1.SubjectErase = (function() {
+
+            /**
+             * Properties of a SubjectErase.
+             * @typedef {Object} tallybox.v1.SubjectErase.$Properties
+             * @property {string|null} [subjectId] SubjectErase subjectId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a SubjectErase.
+             * @memberof tallybox.v1
+             * @interface ISubjectErase
+             * @augments tallybox.v1.SubjectErase.$Properties
+             * @deprecated Use tallybox.v1.SubjectErase.$Properties instead.
+             */
+
+            /**
+             * Shape of a SubjectErase.
+             * @typedef {tallybox.v1.SubjectErase.$Properties} tallybox.v1.SubjectErase.$Shape
+             */
+
+            /**
+             * Constructs a new SubjectErase.
+             * @memberof tallybox.v1
+             * @classdesc Represents a SubjectErase.
+             * @constructor
+             * @param {tallybox.v1.SubjectErase.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const SubjectErase = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * SubjectErase subjectId.
+             * @member {string} subjectId
+             * @memberof tallybox.v1.SubjectErase
+             * @instance
+             */
+            SubjectErase.prototype.subjectId = "";
+
+            /**
+             * Creates a new SubjectErase instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.SubjectErase
+             * @static
+             * @param {tallybox.v1.SubjectErase.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.SubjectErase} SubjectErase instance
+             * @type {{
+             *   (properties: tallybox.v1.SubjectErase.$Shape): tallybox.v1.SubjectErase & tallybox.v1.SubjectErase.$Shape;
+             *   (properties?: tallybox.v1.SubjectErase.$Properties): tallybox.v1.SubjectErase;
+             * }}
+             */
+            SubjectErase.create = function(properties) {
+                return new SubjectErase(properties);
+            };
+
+            /**
+             * Encodes the specified SubjectErase message. Does not implicitly {@link tallybox.v1.SubjectErase.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.SubjectErase
+             * @static
+             * @param {tallybox.v1.SubjectErase.$Properties} m SubjectErase message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SubjectErase.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.subjectId != null && $Object.hasOwnProperty.call(m, "subjectId") && m.subjectId !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.subjectId);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a SubjectErase message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.SubjectErase
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.SubjectErase & tallybox.v1.SubjectErase.$Shape} SubjectErase
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SubjectErase.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.SubjectErase();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.subjectId = v;
+                            else
+                                delete m.subjectId;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a SubjectErase message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.SubjectErase
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.SubjectErase} SubjectErase
+             */
+            SubjectErase.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.SubjectErase)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.SubjectErase: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.SubjectErase();
+                if (d.subjectId != null) {
+                    if (typeof d.subjectId !== "string" || d.subjectId.length) {
+                        m.subjectId = $String(d.subjectId);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a SubjectErase message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.SubjectErase
+             * @static
+             * @param {tallybox.v1.SubjectErase} m SubjectErase
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            SubjectErase.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.subjectId = "";
+                }
+                if (m.subjectId != null && $Object.hasOwnProperty.call(m, "subjectId")) {
+                    d.subjectId = m.subjectId;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this SubjectErase to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.SubjectErase
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            SubjectErase.prototype.toJSON = function() {
+                return SubjectErase.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for SubjectErase
+             * @function getTypeUrl
+             * @memberof tallybox.v1.SubjectErase
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            SubjectErase.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.SubjectErase";
+            };
+
+            return SubjectErase;
+        })();
+
+        v1.OrgWithdraw = (function() {
+
+            /**
+             * Properties of an OrgWithdraw.
+             * @typedef {Object} tallybox.v1.OrgWithdraw.$Properties
+             * @property {string|null} [reason] OrgWithdraw reason
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an OrgWithdraw.
+             * @memberof tallybox.v1
+             * @interface IOrgWithdraw
+             * @augments tallybox.v1.OrgWithdraw.$Properties
+             * @deprecated Use tallybox.v1.OrgWithdraw.$Properties instead.
+             */
+
+            /**
+             * Shape of an OrgWithdraw.
+             * @typedef {tallybox.v1.OrgWithdraw.$Properties} tallybox.v1.OrgWithdraw.$Shape
+             */
+
+            /**
+             * Constructs a new OrgWithdraw.
+             * @memberof tallybox.v1
+             * @classdesc Represents an OrgWithdraw.
+             * @constructor
+             * @param {tallybox.v1.OrgWithdraw.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const OrgWithdraw = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * OrgWithdraw reason.
+             * @member {string} reason
+             * @memberof tallybox.v1.OrgWithdraw
+             * @instance
+             */
+            OrgWithdraw.prototype.reason = "";
+
+            /**
+             * Creates a new OrgWithdraw instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.OrgWithdraw
+             * @static
+             * @param {tallybox.v1.OrgWithdraw.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.OrgWithdraw} OrgWithdraw instance
+             * @type {{
+             *   (properties: tallybox.v1.OrgWithdraw.$Shape): tallybox.v1.OrgWithdraw & tallybox.v1.OrgWithdraw.$Shape;
+             *   (properties?: tallybox.v1.OrgWithdraw.$Properties): tallybox.v1.OrgWithdraw;
+             * }}
+             */
+            OrgWithdraw.create = function(properties) {
+                return new OrgWithdraw(properties);
+            };
+
+            /**
+             * Encodes the specified OrgWithdraw message. Does not implicitly {@link tallybox.v1.OrgWithdraw.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.OrgWithdraw
+             * @static
+             * @param {tallybox.v1.OrgWithdraw.$Properties} m OrgWithdraw message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            OrgWithdraw.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.reason != null && $Object.hasOwnProperty.call(m, "reason") && m.reason !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.reason);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes an OrgWithdraw message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.OrgWithdraw
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.OrgWithdraw & tallybox.v1.OrgWithdraw.$Shape} OrgWithdraw
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            OrgWithdraw.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.OrgWithdraw();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.reason = v;
+                            else
+                                delete m.reason;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates an OrgWithdraw message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.OrgWithdraw
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.OrgWithdraw} OrgWithdraw
+             */
+            OrgWithdraw.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.OrgWithdraw)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.OrgWithdraw: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.OrgWithdraw();
+                if (d.reason != null) {
+                    if (typeof d.reason !== "string" || d.reason.length) {
+                        m.reason = $String(d.reason);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from an OrgWithdraw message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.OrgWithdraw
+             * @static
+             * @param {tallybox.v1.OrgWithdraw} m OrgWithdraw
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            OrgWithdraw.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.reason = "";
+                }
+                if (m.reason != null && $Object.hasOwnProperty.call(m, "reason")) {
+                    d.reason = m.reason;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this OrgWithdraw to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.OrgWithdraw
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            OrgWithdraw.prototype.toJSON = function() {
+                return OrgWithdraw.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for OrgWithdraw
+             * @function getTypeUrl
+             * @memberof tallybox.v1.OrgWithdraw
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            OrgWithdraw.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.OrgWithdraw";
+            };
+
+            return OrgWithdraw;
+        })();
+
+        v1.RosterSync = (function() {
+
+            /**
+             * Properties of a RosterSync.
+             * @typedef {Object} tallybox.v1.RosterSync.$Properties
+             * @property {Array.<string>|null} [subjectIds] RosterSync subjectIds
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a RosterSync.
+             * @memberof tallybox.v1
+             * @interface IRosterSync
+             * @augments tallybox.v1.RosterSync.$Properties
+             * @deprecated Use tallybox.v1.RosterSync.$Properties instead.
+             */
+
+            /**
+             * Shape of a RosterSync.
+             * @typedef {tallybox.v1.RosterSync.$Properties} tallybox.v1.RosterSync.$Shape
+             */
+
+            /**
+             * Constructs a new RosterSync.
+             * @memberof tallybox.v1
+             * @classdesc Represents a RosterSync.
+             * @constructor
+             * @param {tallybox.v1.RosterSync.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const RosterSync = function (p) {
+                this.subjectIds = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * RosterSync subjectIds.
+             * @member {Array.<string>} subjectIds
+             * @memberof tallybox.v1.RosterSync
+             * @instance
+             */
+            RosterSync.prototype.subjectIds = $util.emptyArray;
+
+            /**
+             * Creates a new RosterSync instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.RosterSync
+             * @static
+             * @param {tallybox.v1.RosterSync.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.RosterSync} RosterSync instance
+             * @type {{
+             *   (properties: tallybox.v1.RosterSync.$Shape): tallybox.v1.RosterSync & tallybox.v1.RosterSync.$Shape;
+             *   (properties?: tallybox.v1.RosterSync.$Properties): tallybox.v1.RosterSync;
+             * }}
+             */
+            RosterSync.create = function(properties) {
+                return new RosterSync(properties);
+            };
+
+            /**
+             * Encodes the specified RosterSync message. Does not implicitly {@link tallybox.v1.RosterSync.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.RosterSync
+             * @static
+             * @param {tallybox.v1.RosterSync.$Properties} m RosterSync message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            RosterSync.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.subjectIds != null && m.subjectIds.length) {
+                    for (var i = 0; i < m.subjectIds.length; ++i)
+                        w.uint32(/* id 1, wireType 2 =*/10).string(m.subjectIds[i]);
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a RosterSync message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.RosterSync
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.RosterSync & tallybox.v1.RosterSync.$Shape} RosterSync
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            RosterSync.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.RosterSync();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.subjectIds && m.subjectIds.length))
+                                m.subjectIds = [];
+                            m.subjectIds.push(r.stringVerify());
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a RosterSync message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.RosterSync
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.RosterSync} RosterSync
+             */
+            RosterSync.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.RosterSync)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.RosterSync: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.RosterSync();
+                if (d.subjectIds) {
+                    if (!$Array.isArray(d.subjectIds))
+                        throw $TypeError(".tallybox.v1.RosterSync.subjectIds: array expected");
+                    m.subjectIds = $Array(d.subjectIds.length);
+                    for (var i = 0; i < d.subjectIds.length; ++i) {
+                        m.subjectIds[i] = $String(d.subjectIds[i]);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a RosterSync message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.RosterSync
+             * @static
+             * @param {tallybox.v1.RosterSync} m RosterSync
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            RosterSync.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.subjectIds = [];
+                }
+                if (m.subjectIds && m.subjectIds.length) {
+                    d.subjectIds = $Array(m.subjectIds.length);
+                    for (var j = 0; j < m.subjectIds.length; ++j) {
+                        d.subjectIds[j] = m.subjectIds[j];
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this RosterSync to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.RosterSync
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            RosterSync.prototype.toJSON = function() {
+                return RosterSync.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for RosterSync
+             * @function getTypeUrl
+             * @memberof tallybox.v1.RosterSync
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            RosterSync.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.RosterSync";
+            };
+
+            return RosterSync;
+        })();
+
+        v1.ConfigPatch = (function() {
+
+            /**
+             * Properties of a ConfigPatch.
+             * @typedef {Object} tallybox.v1.ConfigPatch.$Properties
+             * @property {number|null} [retentionDays] ConfigPatch retentionDays
+             * @property {number|null} [repeatWindowSec] ConfigPatch repeatWindowSec
+             * @property {number|null} [backlogRatePerSec] ConfigPatch backlogRatePerSec
+             * @property {string|null} [logLevel] ConfigPatch logLevel
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ConfigPatch.
+             * @memberof tallybox.v1
+             * @interface IConfigPatch
+             * @augments tallybox.v1.ConfigPatch.$Properties
+             * @deprecated Use tallybox.v1.ConfigPatch.$Properties instead.
+             */
+
+            /**
+             * Shape of a ConfigPatch.
+             * @typedef {tallybox.v1.ConfigPatch.$Properties} tallybox.v1.ConfigPatch.$Shape
+             */
+
+            /**
+             * Constructs a new ConfigPatch.
+             * @memberof tallybox.v1
+             * @classdesc Represents a ConfigPatch.
+             * @constructor
+             * @param {tallybox.v1.ConfigPatch.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ConfigPatch = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * ConfigPatch retentionDays.
+             * @member {number|null|undefined} retentionDays
+             * @memberof tallybox.v1.ConfigPatch
+             * @instance
+             */
+            ConfigPatch.prototype.retentionDays = null;
+
+            /**
+             * ConfigPatch repeatWindowSec.
+             * @member {number|null|undefined} repeatWindowSec
+             * @memberof tallybox.v1.ConfigPatch
+             * @instance
+             */
+            ConfigPatch.prototype.repeatWindowSec = null;
+
+            /**
+             * ConfigPatch backlogRatePerSec.
+             * @member {number|null|undefined} backlogRatePerSec
+             * @memberof tallybox.v1.ConfigPatch
+             * @instance
+             */
+            ConfigPatch.prototype.backlogRatePerSec = null;
+
+            /**
+             * ConfigPatch logLevel.
+             * @member {string|null|undefined} logLevel
+             * @memberof tallybox.v1.ConfigPatch
+             * @instance
+             */
+            ConfigPatch.prototype.logLevel = null;
+
+            // OneOf field names bound to virtual getters and setters
+            let $oneOfFields;
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(ConfigPatch.prototype, "_retentionDays", {
+                get: $util.oneOfGetter($oneOfFields = ["retentionDays"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(ConfigPatch.prototype, "_repeatWindowSec", {
+                get: $util.oneOfGetter($oneOfFields = ["repeatWindowSec"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(ConfigPatch.prototype, "_backlogRatePerSec", {
+                get: $util.oneOfGetter($oneOfFields = ["backlogRatePerSec"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(ConfigPatch.prototype, "_logLevel", {
+                get: $util.oneOfGetter($oneOfFields = ["logLevel"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            /**
+             * Creates a new ConfigPatch instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.ConfigPatch
+             * @static
+             * @param {tallybox.v1.ConfigPatch.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.ConfigPatch} ConfigPatch instance
+             * @type {{
+             *   (properties: tallybox.v1.ConfigPatch.$Shape): tallybox.v1.ConfigPatch & tallybox.v1.ConfigPatch.$Shape;
+             *   (properties?: tallybox.v1.ConfigPatch.$Properties): tallybox.v1.ConfigPatch;
+             * }}
+             */
+            ConfigPatch.create = function(properties) {
+                return new ConfigPatch(properties);
+            };
+
+            /**
+             * Encodes the specified ConfigPatch message. Does not implicitly {@link tallybox.v1.ConfigPatch.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.ConfigPatch
+             * @static
+             * @param {tallybox.v1.ConfigPatch.$Properties} m ConfigPatch message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ConfigPatch.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.retentionDays != null && $Object.hasOwnProperty.call(m, "retentionDays"))
+                    w.uint32(/* id 1, wireType 0 =*/8).uint32(m.retentionDays);
+                if (m.repeatWindowSec != null && $Object.hasOwnProperty.call(m, "repeatWindowSec"))
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.repeatWindowSec);
+                if (m.backlogRatePerSec != null && $Object.hasOwnProperty.call(m, "backlogRatePerSec"))
+                    w.uint32(/* id 3, wireType 0 =*/24).uint32(m.backlogRatePerSec);
+                if (m.logLevel != null && $Object.hasOwnProperty.call(m, "logLevel"))
+                    w.uint32(/* id 4, wireType 2 =*/34).string(m.logLevel);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a ConfigPatch message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.ConfigPatch
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.ConfigPatch & tallybox.v1.ConfigPatch.$Shape} ConfigPatch
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ConfigPatch.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.ConfigPatch();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            m.retentionDays = r.uint32();
+                            m._retentionDays = "retentionDays";
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            m.repeatWindowSec = r.uint32();
+                            m._repeatWindowSec = "repeatWindowSec";
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            m.backlogRatePerSec = r.uint32();
+                            m._backlogRatePerSec = "backlogRatePerSec";
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 2)
+                                break;
+                            m.logLevel = r.stringVerify();
+                            m._logLevel = "logLevel";
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a ConfigPatch message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.ConfigPatch
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.ConfigPatch} ConfigPatch
+             */
+            ConfigPatch.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.ConfigPatch)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.ConfigPatch: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.ConfigPatch();
+                if (d.retentionDays != null) {
+                    m.retentionDays = d.retentionDays >>> 0;
+                }
+                if (d.repeatWindowSec != null) {
+                    m.repeatWindowSec = d.repeatWindowSec >>> 0;
+                }
+                if (d.backlogRatePerSec != null) {
+                    m.backlogRatePerSec = d.backlogRatePerSec >>> 0;
+                }
+                if (d.logLevel != null) {
+                    m.logLevel = $String(d.logLevel);
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a ConfigPatch message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.ConfigPatch
+             * @static
+             * @param {tallybox.v1.ConfigPatch} m ConfigPatch
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ConfigPatch.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (m.retentionDays != null && $Object.hasOwnProperty.call(m, "retentionDays")) {
+                    d.retentionDays = m.retentionDays;
+                }
+                if (m.repeatWindowSec != null && $Object.hasOwnProperty.call(m, "repeatWindowSec")) {
+                    d.repeatWindowSec = m.repeatWindowSec;
+                }
+                if (m.backlogRatePerSec != null && $Object.hasOwnProperty.call(m, "backlogRatePerSec")) {
+                    d.backlogRatePerSec = m.backlogRatePerSec;
+                }
+                if (m.logLevel != null && $Object.hasOwnProperty.call(m, "logLevel")) {
+                    d.logLevel = m.logLevel;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this ConfigPatch to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.ConfigPatch
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ConfigPatch.prototype.toJSON = function() {
+                return ConfigPatch.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for ConfigPatch
+             * @function getTypeUrl
+             * @memberof tallybox.v1.ConfigPatch
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            ConfigPatch.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.ConfigPatch";
+            };
+
+            return ConfigPatch;
+        })();
+
         v1.CommandBody = (function() {
 
             /**
@@ -4735,7 +6739,12 @@ export const tallybox = $root.tallybox = (() => {
              * @property {Uint8Array|null} [nonce] CommandBody nonce
              * @property {number|null} [counter] CommandBody counter
              * @property {tallybox.v1.Ping.$Properties|null} [ping] CommandBody ping
-             * @property {"ping"} [command] CommandBody command
+             * @property {tallybox.v1.SubjectUpsert.$Properties|null} [subjectUpsert] CommandBody subjectUpsert
+             * @property {tallybox.v1.SubjectErase.$Properties|null} [subjectErase] CommandBody subjectErase
+             * @property {tallybox.v1.OrgWithdraw.$Properties|null} [orgWithdraw] CommandBody orgWithdraw
+             * @property {tallybox.v1.RosterSync.$Properties|null} [rosterSync] CommandBody rosterSync
+             * @property {tallybox.v1.ConfigPatch.$Properties|null} [configPatch] CommandBody configPatch
+             * @property {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"} [command] CommandBody command
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -4757,9 +6766,14 @@ export const tallybox = $root.tallybox = (() => {
              *   nonce?: Uint8Array|null;
              *   counter?: number|null;
              *   ping?: tallybox.v1.Ping.$Shape|null;
+             *   subjectUpsert?: tallybox.v1.SubjectUpsert.$Shape|null;
+             *   subjectErase?: tallybox.v1.SubjectErase.$Shape|null;
+             *   orgWithdraw?: tallybox.v1.OrgWithdraw.$Shape|null;
+             *   rosterSync?: tallybox.v1.RosterSync.$Shape|null;
+             *   configPatch?: tallybox.v1.ConfigPatch.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ command?: undefined; ping?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape })
+             *   ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape })
              * )} tallybox.v1.CommandBody.$Shape
              */
 
@@ -4834,17 +6848,57 @@ export const tallybox = $root.tallybox = (() => {
              */
             CommandBody.prototype.ping = null;
 
+            /**
+             * CommandBody subjectUpsert.
+             * @member {tallybox.v1.SubjectUpsert.$Properties|null|undefined} subjectUpsert
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.subjectUpsert = null;
+
+            /**
+             * CommandBody subjectErase.
+             * @member {tallybox.v1.SubjectErase.$Properties|null|undefined} subjectErase
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.subjectErase = null;
+
+            /**
+             * CommandBody orgWithdraw.
+             * @member {tallybox.v1.OrgWithdraw.$Properties|null|undefined} orgWithdraw
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.orgWithdraw = null;
+
+            /**
+             * CommandBody rosterSync.
+             * @member {tallybox.v1.RosterSync.$Properties|null|undefined} rosterSync
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.rosterSync = null;
+
+            /**
+             * CommandBody configPatch.
+             * @member {tallybox.v1.ConfigPatch.$Properties|null|undefined} configPatch
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.configPatch = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * CommandBody command.
-             * @member {"ping"|undefined} command
+             * @member {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|undefined} command
              * @memberof tallybox.v1.CommandBody
              * @instance
              */
             $Object.defineProperty(CommandBody.prototype, "command", {
-                get: $util.oneOfGetter($oneOfFields = ["ping"]),
+                get: $util.oneOfGetter($oneOfFields = ["ping", "subjectUpsert", "subjectErase", "orgWithdraw", "rosterSync", "configPatch"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -4894,6 +6948,16 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 6, wireType 0 =*/48).uint64(m.counter);
                 if (m.ping != null && $Object.hasOwnProperty.call(m, "ping"))
                     $root.tallybox.v1.Ping.encode(m.ping, w.uint32(/* id 10, wireType 2 =*/82).fork(), q + 1).ldelim();
+                if (m.subjectUpsert != null && $Object.hasOwnProperty.call(m, "subjectUpsert"))
+                    $root.tallybox.v1.SubjectUpsert.encode(m.subjectUpsert, w.uint32(/* id 11, wireType 2 =*/90).fork(), q + 1).ldelim();
+                if (m.subjectErase != null && $Object.hasOwnProperty.call(m, "subjectErase"))
+                    $root.tallybox.v1.SubjectErase.encode(m.subjectErase, w.uint32(/* id 12, wireType 2 =*/98).fork(), q + 1).ldelim();
+                if (m.orgWithdraw != null && $Object.hasOwnProperty.call(m, "orgWithdraw"))
+                    $root.tallybox.v1.OrgWithdraw.encode(m.orgWithdraw, w.uint32(/* id 13, wireType 2 =*/106).fork(), q + 1).ldelim();
+                if (m.rosterSync != null && $Object.hasOwnProperty.call(m, "rosterSync"))
+                    $root.tallybox.v1.RosterSync.encode(m.rosterSync, w.uint32(/* id 14, wireType 2 =*/114).fork(), q + 1).ldelim();
+                if (m.configPatch != null && $Object.hasOwnProperty.call(m, "configPatch"))
+                    $root.tallybox.v1.ConfigPatch.encode(m.configPatch, w.uint32(/* id 15, wireType 2 =*/122).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -4999,6 +7063,41 @@ export const tallybox = $root.tallybox = (() => {
                             m.command = "ping";
                             continue;
                         }
+                    case 11: {
+                            if (u !== 2)
+                                break;
+                            m.subjectUpsert = $root.tallybox.v1.SubjectUpsert.decode(r, r.size(), $undefined, q + 1, m.subjectUpsert);
+                            m.command = "subjectUpsert";
+                            continue;
+                        }
+                    case 12: {
+                            if (u !== 2)
+                                break;
+                            m.subjectErase = $root.tallybox.v1.SubjectErase.decode(r, r.size(), $undefined, q + 1, m.subjectErase);
+                            m.command = "subjectErase";
+                            continue;
+                        }
+                    case 13: {
+                            if (u !== 2)
+                                break;
+                            m.orgWithdraw = $root.tallybox.v1.OrgWithdraw.decode(r, r.size(), $undefined, q + 1, m.orgWithdraw);
+                            m.command = "orgWithdraw";
+                            continue;
+                        }
+                    case 14: {
+                            if (u !== 2)
+                                break;
+                            m.rosterSync = $root.tallybox.v1.RosterSync.decode(r, r.size(), $undefined, q + 1, m.rosterSync);
+                            m.command = "rosterSync";
+                            continue;
+                        }
+                    case 15: {
+                            if (u !== 2)
+                                break;
+                            m.configPatch = $root.tallybox.v1.ConfigPatch.decode(r, r.size(), $undefined, q + 1, m.configPatch);
+                            m.command = "configPatch";
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -5093,6 +7192,31 @@ export const tallybox = $root.tallybox = (() => {
                         throw $TypeError(".tallybox.v1.CommandBody.ping: object expected");
                     m.ping = $root.tallybox.v1.Ping.fromObject(d.ping, q + 1);
                 }
+                if (d.subjectUpsert != null) {
+                    if (!$util.isObject(d.subjectUpsert))
+                        throw $TypeError(".tallybox.v1.CommandBody.subjectUpsert: object expected");
+                    m.subjectUpsert = $root.tallybox.v1.SubjectUpsert.fromObject(d.subjectUpsert, q + 1);
+                }
+                if (d.subjectErase != null) {
+                    if (!$util.isObject(d.subjectErase))
+                        throw $TypeError(".tallybox.v1.CommandBody.subjectErase: object expected");
+                    m.subjectErase = $root.tallybox.v1.SubjectErase.fromObject(d.subjectErase, q + 1);
+                }
+                if (d.orgWithdraw != null) {
+                    if (!$util.isObject(d.orgWithdraw))
+                        throw $TypeError(".tallybox.v1.CommandBody.orgWithdraw: object expected");
+                    m.orgWithdraw = $root.tallybox.v1.OrgWithdraw.fromObject(d.orgWithdraw, q + 1);
+                }
+                if (d.rosterSync != null) {
+                    if (!$util.isObject(d.rosterSync))
+                        throw $TypeError(".tallybox.v1.CommandBody.rosterSync: object expected");
+                    m.rosterSync = $root.tallybox.v1.RosterSync.fromObject(d.rosterSync, q + 1);
+                }
+                if (d.configPatch != null) {
+                    if (!$util.isObject(d.configPatch))
+                        throw $TypeError(".tallybox.v1.CommandBody.configPatch: object expected");
+                    m.configPatch = $root.tallybox.v1.ConfigPatch.fromObject(d.configPatch, q + 1);
+                }
                 return m;
             };
 
@@ -5177,6 +7301,31 @@ export const tallybox = $root.tallybox = (() => {
                     if (o.oneofs)
                         d.command = "ping";
                 }
+                if (m.subjectUpsert != null && $Object.hasOwnProperty.call(m, "subjectUpsert")) {
+                    d.subjectUpsert = $root.tallybox.v1.SubjectUpsert.toObject(m.subjectUpsert, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "subjectUpsert";
+                }
+                if (m.subjectErase != null && $Object.hasOwnProperty.call(m, "subjectErase")) {
+                    d.subjectErase = $root.tallybox.v1.SubjectErase.toObject(m.subjectErase, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "subjectErase";
+                }
+                if (m.orgWithdraw != null && $Object.hasOwnProperty.call(m, "orgWithdraw")) {
+                    d.orgWithdraw = $root.tallybox.v1.OrgWithdraw.toObject(m.orgWithdraw, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "orgWithdraw";
+                }
+                if (m.rosterSync != null && $Object.hasOwnProperty.call(m, "rosterSync")) {
+                    d.rosterSync = $root.tallybox.v1.RosterSync.toObject(m.rosterSync, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "rosterSync";
+                }
+                if (m.configPatch != null && $Object.hasOwnProperty.call(m, "configPatch")) {
+                    d.configPatch = $root.tallybox.v1.ConfigPatch.toObject(m.configPatch, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "configPatch";
+                }
                 return d;
             };
 
@@ -5256,6 +7405,8 @@ export const tallybox = $root.tallybox = (() => {
              * @property {string|null} [reason] CommandResult reason
              * @property {string|null} [detail] CommandResult detail
              * @property {number|null} [atMs] CommandResult atMs
+             * @property {Uint8Array|null} [receipt] CommandResult receipt
+             * @property {string|null} [keyId] CommandResult keyId
              * @property {Uint8Array|null} [signature] CommandResult signature
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -5345,6 +7496,22 @@ export const tallybox = $root.tallybox = (() => {
             CommandResult.prototype.atMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * CommandResult receipt.
+             * @member {Uint8Array} receipt
+             * @memberof tallybox.v1.CommandResult
+             * @instance
+             */
+            CommandResult.prototype.receipt = $util.newBuffer([]);
+
+            /**
+             * CommandResult keyId.
+             * @member {string} keyId
+             * @memberof tallybox.v1.CommandResult
+             * @instance
+             */
+            CommandResult.prototype.keyId = "";
+
+            /**
              * CommandResult signature.
              * @member {Uint8Array} signature
              * @memberof tallybox.v1.CommandResult
@@ -5398,6 +7565,10 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 6, wireType 2 =*/50).string(m.detail);
                 if (m.atMs != null && $Object.hasOwnProperty.call(m, "atMs") && (typeof m.atMs === "object" ? m.atMs.low || m.atMs.high : m.atMs !== 0))
                     w.uint32(/* id 7, wireType 0 =*/56).uint64(m.atMs);
+                if (m.receipt != null && $Object.hasOwnProperty.call(m, "receipt") && m.receipt.length)
+                    w.uint32(/* id 8, wireType 2 =*/66).bytes(m.receipt);
+                if (m.keyId != null && $Object.hasOwnProperty.call(m, "keyId") && m.keyId !== "")
+                    w.uint32(/* id 14, wireType 2 =*/114).string(m.keyId);
                 if (m.signature != null && $Object.hasOwnProperty.call(m, "signature") && m.signature.length)
                     w.uint32(/* id 15, wireType 2 =*/122).bytes(m.signature);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
@@ -5505,6 +7676,24 @@ export const tallybox = $root.tallybox = (() => {
                                 m.atMs = v;
                             else
                                 delete m.atMs;
+                            continue;
+                        }
+                    case 8: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.receipt = v;
+                            else
+                                delete m.receipt;
+                            continue;
+                        }
+                    case 14: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.keyId = v;
+                            else
+                                delete m.keyId;
                             continue;
                         }
                     case 15: {
@@ -5657,6 +7846,19 @@ export const tallybox = $root.tallybox = (() => {
                             m.atMs = new $util.LongBits(d.atMs.low >>> 0, d.atMs.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.receipt != null) {
+                    if (d.receipt.length) {
+                        if (typeof d.receipt === "string")
+                            $util.base64.decode(d.receipt, m.receipt = $util.newBuffer($util.base64.length(d.receipt)), 0);
+                        else if (d.receipt.length >= 0)
+                            m.receipt = d.receipt;
+                    }
+                }
+                if (d.keyId != null) {
+                    if (typeof d.keyId !== "string" || d.keyId.length) {
+                        m.keyId = $String(d.keyId);
+                    }
+                }
                 if (d.signature != null) {
                     if (d.signature.length) {
                         if (typeof d.signature === "string")
@@ -5708,6 +7910,14 @@ export const tallybox = $root.tallybox = (() => {
                     } else
                         d.atMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                     if (o.bytes === $String)
+                        d.receipt = "";
+                    else {
+                        d.receipt = [];
+                        if (o.bytes !== $Array)
+                            d.receipt = $util.newBuffer(d.receipt);
+                    }
+                    d.keyId = "";
+                    if (o.bytes === $String)
                         d.signature = "";
                     else {
                         d.signature = [];
@@ -5745,6 +7955,12 @@ export const tallybox = $root.tallybox = (() => {
                         d.atMs = o.longs === $String ? $String(m.atMs) : m.atMs;
                     else
                         d.atMs = o.longs === $String ? $util.Long.prototype.toString.call(m.atMs) : o.longs === $Number ? new $util.LongBits(m.atMs.low >>> 0, m.atMs.high >>> 0).toNumber(true) : m.atMs;
+                }
+                if (m.receipt != null && $Object.hasOwnProperty.call(m, "receipt")) {
+                    d.receipt = o.bytes === $String ? $util.base64.encode(m.receipt, 0, m.receipt.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.receipt) : m.receipt;
+                }
+                if (m.keyId != null && $Object.hasOwnProperty.call(m, "keyId")) {
+                    d.keyId = m.keyId;
                 }
                 if (m.signature != null && $Object.hasOwnProperty.call(m, "signature")) {
                     d.signature = o.bytes === $String ? $util.base64.encode(m.signature, 0, m.signature.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.signature) : m.signature;
