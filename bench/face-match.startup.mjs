@@ -28,7 +28,15 @@ if (mode === 'prepare') {
   for (let i = 0; i < n; i += 1000) {
     const items = [];
     for (let p = i; p < Math.min(n, i + 1000); p++) {
-      const { template } = m.prepareEnrolment(subjects[p].subjectId, [pop.present(p), pop.present(p), pop.present(p)]);
+      let template;
+      // A poor capture fails the consistency check now and then (failure to enrol): capture again, as a terminal would.
+      for (let attempt = 0; !template; attempt++) {
+        try {
+          ({ template } = m.prepareEnrolment(subjects[p].subjectId, [pop.present(p), pop.present(p), pop.present(p)]));
+        } catch (err) {
+          if (err?.code !== 'FACE_CAPTURES_INCONSISTENT' || attempt > 5) throw err;
+        }
+      }
       items.push({ subjectId: subjects[p].subjectId, modality: 'face', slot: 0, bytes: new Uint8Array(template.buffer) });
     }
     await vault.enrolTemplates(ORG, items);
