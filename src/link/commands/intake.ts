@@ -1,0 +1,425 @@
+/**
+ * Signed-command intake: the one door through which the cloud changes a device.
+ *
+ * A command is a SignedCommand (proto/tallybox/v1/command.proto): a serialised
+ * CommandBody, an Ed25519 signature over "tallybox.v1.SignedCommand\0" + body
+ * by one of the cloud keys pinned in the config, and the id of that key.
+ *
+ * Checks, in this order (first failure wins; each a ResultCode + `reason`, see
+ * reasons.ts): size → decode/shape → key id → signature → device → topic →
+ * issued-at → expiry/TTL → nonce shape → nonce replay → counter → command
+ * present. A command that fails any check changes nothing and its handler is
+ * never called. A command that passes is ACCEPTED: its counter and nonce are
+ * written in one transaction (synchronous=FULL) before its handler runs, so a
+ * command can take effect at most once even across a power cut mid-handler.
+ *
+ * Commands are processed one at a time, in arrival order. handle() never
+ * throws: every input, however broken, ends as a CommandResult that is
+ * returned and (best effort) published, signed with the device identity key
+ * when `signResult` is given. Nothing personal is logged: rejections log the
+ * code, the reason and the counter; handler failures log the error's code only.
+ */
+import { verify as edVerify, type KeyObject } from 'node:crypto';
+import { pb, ResultCode, type CommandBody, type CommandResultProps, type ConfigPatch, type OrgWithdraw, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert } from '../../proto/index.js';
+import { TallyboxError } from '../../util/errors.js';
+import type { Logger } from '../../util/log.js';
+import { parseTopic } from '../topics.js';
+import { Reason } from './reasons.js';
+import { ed25519PublicKey, resultSigningBytes } from './result.js';
+import { ReplayStore, type JournalEntry } from './store.js';
+
+/** Domain prefix of the cloud's command signature (same bytes as simulators/cloud/signer.ts). */
+export const COMMAND_SIGNING_DOMAIN = Buffer.from('tallybox.v1.SignedCommand\0', 'latin1');
+
+export const DEFAULT_MAX_BYTES = 64 * 1024;
+export const DEFAULT_MAX_SKEW_MS = 5 * 60_000;
+export const DEFAULT_MAX_TTL_MS = 24 * 60 * 60_000;
+export const NONCE_BYTES = 16;
+const SIGNATURE_BYTES = 64;
+
+export interface HandlerOutcome {
+  code: ResultCode;
+  reason?: string;
+  detail?: string;
+  /** Erasure commands: the SignedErasureReceipt as UTF-8 JSON. */
+  receipt?: Uint8Array;
+}
+
+export interface CommandContext {
+  counter: number;
+  nonce: Uint8Array;
+  issuedAtMs: number;
+  keyId: string;
+  /** Added: the command's expiry (ms since epoch). */
+  expiresAtMs: number;
+}
+
+export interface CommandHandlers {
+  subjectUpsert(orgId: string, cmd: SubjectUpsert, ctx: CommandContext): Promise<HandlerOutcome>;
+  subjectErase(orgId: string, cmd: SubjectErase, ctx: CommandContext): Promise<HandlerOutcome>;
+  orgWithdraw(orgId: string, cmd: OrgWithdraw, ctx: CommandContext): Promise<HandlerOutcome>;
+  rosterSync(orgId: string, cmd: RosterSync, ctx: CommandContext): Promise<HandlerOutcome>;
+  configPatch(orgId: string, cmd: ConfigPatch, ctx: CommandContext): Promise<HandlerOutcome>;
+}
+
+export interface TrustedKey {
+  id: string;
+  /** Raw 32-byte Ed25519 public key, base64. */
+  publicKey: string;
+}
+
+export interface CommandIntakeOptions {
+  /** The intake's own SQLite file (counter, nonces, journal). Its directory is created. */
+  dbPath: string;
+  deviceId: string;
+  /** Pinned cloud keys; a command names the one that signed it by key_id. */
+  trustedKeys: TrustedKey[];
+  handlers: CommandHandlers;
+  /** Publish on tallybox/v1/{orgId}/{device}/result. Errors are logged, never thrown. */
+  publishResult: (orgId: string, result: CommandResultProps) => Promise<void>;
+  /**
+   * Device identity (Ed25519) signer. It is given the exact bytes to sign —
+   * RESULT_SIGNING_DOMAIN ("tallybox.v1.CommandResult\0") + the CommandResult
+   * encoded with its signature field empty — and returns the 64-byte signature.
+   */
+  signResult?: (bytes: Uint8Array) => Uint8Array;
+  /** Device identity key id, copied into CommandResult.key_id. */
+  resultKeyId?: string;
+  logger: Logger;
+  now?: () => number;
+  /** Largest accepted payload (default 64 KiB). */
+  maxBytes?: number;
+  /** How far issued-at may be in the future (clock skew; default 5 min). */
+  maxSkewMs?: number;
+  /** Longest allowed expires-at − issued-at (default 24 h). */
+  maxTtlMs?: number;
+}
+
+export type CommandKind = NonNullable<CommandBody['command']>;
+
+interface Rejection {
+  ok: false;
+  code: ResultCode;
+  reason: string;
+  detail: string;
+}
+
+interface Verified {
+  ok: true;
+  orgId: string;
+  body: CommandBody;
+  keyId: string;
+}
+
+function reject(code: ResultCode, reason: string, detail: string): Rejection {
+  return { ok: false, code, reason, detail };
+}
+
+const ERROR_CODE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+const KNOWN_CODES = new Set<number>(Object.values(ResultCode).filter((v): v is number => typeof v === 'number'));
+
+function codeName(code: ResultCode): string {
+  return (pb.ResultCode as unknown as Record<number, string>)[code] ?? String(code);
+}
+
+export class CommandIntake {
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    private readonly store: ReplayStore,
+    private readonly keys: ReadonlyMap<string, KeyObject>,
+    private readonly opts: CommandIntakeOptions,
+    private readonly now: () => number,
+    private readonly maxBytes: number,
+    private readonly maxSkewMs: number,
+    private readonly maxTtlMs: number,
+    /** Commands accepted before the last shutdown whose handler never finished (power loss). */
+    readonly interruptedAtOpen: readonly JournalEntry[],
+  ) {}
+
+  /**
+   * Open the intake's state file and pin the cloud keys. Throws CONFIG_INVALID
+   * on a bad key or device id, and storage errors as the store raises them.
+   */
+  static async open(opts: CommandIntakeOptions): Promise<CommandIntake> {
+    if (typeof opts.deviceId !== 'string' || opts.deviceId === '' || opts.deviceId.includes('/')) {
+      throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: command intake needs a device id without '/', got ${JSON.stringify(opts.deviceId)}`, { key: 'deviceId' });
+    }
+    if (!Array.isArray(opts.trustedKeys) || opts.trustedKeys.length === 0) {
+      throw new TallyboxError('CONFIG_INVALID', 'CONFIG_INVALID: no trusted cloud command key is pinned (trustedKeys is empty)', { key: 'trustedKeys' });
+    }
+    const keys = new Map<string, KeyObject>();
+    for (const [i, k] of opts.trustedKeys.entries()) {
+      if (typeof k.id !== 'string' || k.id === '') throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: trustedKeys[${i}].id is empty`, { key: `trustedKeys[${i}].id` });
+      if (keys.has(k.id)) throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: trustedKeys[${i}].id ${JSON.stringify(k.id)} is pinned twice`, { key: `trustedKeys[${i}].id` });
+      const raw = typeof k.publicKey === 'string' && /^[A-Za-z0-9+/]+={0,2}$/.test(k.publicKey) ? Buffer.from(k.publicKey, 'base64') : Buffer.alloc(0);
+      if (raw.length !== 32) {
+        throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: trustedKeys[${i}].publicKey must be a raw 32-byte Ed25519 key in base64`, { key: `trustedKeys[${i}].publicKey` });
+      }
+      keys.set(k.id, ed25519PublicKey(raw));
+    }
+    const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+    const maxSkewMs = opts.maxSkewMs ?? DEFAULT_MAX_SKEW_MS;
+    const maxTtlMs = opts.maxTtlMs ?? DEFAULT_MAX_TTL_MS;
+    for (const [name, v] of [['maxBytes', maxBytes], ['maxSkewMs', maxSkewMs], ['maxTtlMs', maxTtlMs]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: ${name} must be a non-negative integer, got ${v}`, { key: name });
+    }
+    const store = await ReplayStore.open(opts.dbPath);
+    let interrupted: JournalEntry[];
+    try {
+      interrupted = (await store.journal(1000)).filter((e) => e.finishedAtMs === null);
+    } catch (err) {
+      await store.close().catch(() => undefined);
+      throw err;
+    }
+    const intake = new CommandIntake(store, keys, opts, opts.now ?? Date.now, maxBytes, maxSkewMs, maxTtlMs, interrupted);
+    if (interrupted.length > 0) {
+      opts.logger.warn({ event: 'command_interrupted', counters: interrupted.map((e) => e.counter), kinds: interrupted.map((e) => e.kind) }, 'commands accepted before the last shutdown did not finish');
+    }
+    return intake;
+  }
+
+  /** The last accepted counter, as persisted. */
+  lastCounter(): Promise<number> {
+    return this.store.lastCounter();
+  }
+
+  /** The newest accepted commands (counter, org, kind, outcome); nothing personal. */
+  journal(limit = 100): Promise<JournalEntry[]> {
+    return this.store.journal(limit);
+  }
+
+  /**
+   * Process one message from `tallybox/v1/{org}/{device}/cmd`. Never throws.
+   * Resolves once the command is processed and its result published (or the
+   * publish failed, which is logged).
+   */
+  handle(topic: string, payload: Uint8Array): Promise<CommandResultProps> {
+    const turn = this.queue.then(() => this.process(topic, payload));
+    this.queue = turn.catch(() => undefined);
+    return turn.then(
+      async ({ result, publishOrg }) => {
+        await this.publish(publishOrg, result);
+        return result;
+      },
+      // process() catches everything; this is the last line of defence.
+      () => this.finishResult(reject(ResultCode.RESULT_CODE_FAILED, Reason.internalError, 'internal error'), 0, undefined).result,
+    );
+  }
+
+  /** Wait for queued commands, then close the state file. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue.catch(() => undefined);
+    await this.store.close();
+  }
+
+  private async publish(orgId: string | undefined, result: CommandResultProps): Promise<void> {
+    if (orgId === undefined) {
+      this.opts.logger.warn({ event: 'command_result_unpublished', code: codeName(result.code ?? 0), reason: result.reason }, 'command result not published: the command arrived on a topic with no organisation');
+      return;
+    }
+    try {
+      await this.opts.publishResult(orgId, result);
+    } catch (err) {
+      this.opts.logger.warn({ event: 'command_result_publish_failed', counter: result.counter ?? 0, errorCode: errCode(err) }, 'command result could not be published');
+    }
+  }
+
+  private async process(topic: string, payload: Uint8Array): Promise<{ result: CommandResultProps; publishOrg: string | undefined }> {
+    const parsed = typeof topic === 'string' ? parseTopic(topic) : undefined;
+    const publishOrg = parsed?.kind === 'cmd' ? parsed.orgId : undefined;
+    let counter = 0;
+    let nonce: Uint8Array | undefined;
+    try {
+      if (this.closed) return this.finalise(reject(ResultCode.RESULT_CODE_FAILED, Reason.intakeClosed, 'the command intake is closed'), 0, undefined, publishOrg);
+      const v = this.verify(topic, payload);
+      if (!v.ok) return this.finalise(v, 0, undefined, publishOrg);
+      const body = v.body;
+      // From here the body is authentic: echo its counter and nonce so the cloud can correlate.
+      counter = Number.isSafeInteger(body.counter) ? body.counter : 0;
+      nonce = body.nonce.length === NONCE_BYTES ? body.nonce : undefined;
+      const timing = this.checkTiming(body);
+      if (timing) return this.finalise(timing, counter, nonce, publishOrg);
+      if (body.nonce.length !== NONCE_BYTES) {
+        return this.finalise(reject(ResultCode.RESULT_CODE_MALFORMED, Reason.nonceLength, `the nonce must be ${NONCE_BYTES} bytes, got ${body.nonce.length}`), counter, nonce, publishOrg);
+      }
+      if (await this.store.nonceSeen(body.nonce)) {
+        return this.finalise(reject(ResultCode.RESULT_CODE_REPLAYED, Reason.nonceSeen, 'this nonce was accepted before'), counter, nonce, publishOrg);
+      }
+      if (!Number.isSafeInteger(body.counter) || body.counter < 0) {
+        return this.finalise(reject(ResultCode.RESULT_CODE_MALFORMED, Reason.counterOutOfRange, 'the counter is above 2^53-1'), counter, nonce, publishOrg);
+      }
+      const last = await this.store.lastCounter();
+      if (body.counter <= last) {
+        return this.finalise(reject(ResultCode.RESULT_CODE_STALE_COUNTER, Reason.counterNotIncreasing, `counter ${body.counter} is not above the last accepted counter ${last}`), counter, nonce, publishOrg);
+      }
+      const kind = body.command;
+      if (kind === undefined) {
+        return this.finalise(reject(ResultCode.RESULT_CODE_UNKNOWN_COMMAND, Reason.noCommand, 'the command body carries no command this agent knows'), counter, nonce, publishOrg);
+      }
+
+      // ACCEPT: counter + nonce on disk before anything takes effect.
+      const nowMs = this.now();
+      try {
+        await this.store.accept({ counter: body.counter, nonce: body.nonce, keepNonceUntilMs: body.expiresAtMs + this.maxSkewMs, orgId: v.orgId, kind, nowMs });
+      } catch (err) {
+        this.opts.logger.error({ event: 'command_persist_failed', counter, kind, errorCode: errCode(err) }, 'command counter could not be persisted; the command did not run');
+        return this.finalise(reject(ResultCode.RESULT_CODE_FAILED, Reason.statePersistFailed, `the command state could not be written (${errCode(err)}); the command did not run`), counter, nonce, publishOrg, true);
+      }
+      this.opts.logger.info({ event: 'command_accepted', counter, kind, keyId: v.keyId }, 'command accepted');
+
+      const ctx: CommandContext = { counter: body.counter, nonce: body.nonce, issuedAtMs: body.issuedAtMs, expiresAtMs: body.expiresAtMs, keyId: v.keyId };
+      const outcome = await this.runHandler(v.orgId, body, kind, ctx);
+      try {
+        await this.store.finish(body.counter, outcome.code, outcome.reason ?? '', this.now());
+      } catch (err) {
+        this.opts.logger.warn({ event: 'command_journal_failed', counter, errorCode: errCode(err) }, 'command outcome could not be journalled');
+      }
+      this.opts.logger.info({ event: 'command_done', counter, kind, code: codeName(outcome.code), reason: outcome.reason ?? '' }, 'command done');
+      return this.finishResult(outcome, counter, nonce, publishOrg);
+    } catch (err) {
+      this.opts.logger.error({ event: 'command_intake_error', counter, errorCode: errCode(err) }, 'unexpected error in the command intake');
+      return this.finishResult(reject(ResultCode.RESULT_CODE_FAILED, Reason.internalError, 'internal error in the command intake'), counter, nonce, publishOrg);
+    }
+  }
+
+  /** Pure checks up to and including the topic: size, shape, key, signature, device, topic. */
+  private verify(topic: string, payload: Uint8Array): Rejection | Verified {
+    if (!(payload instanceof Uint8Array)) return reject(ResultCode.RESULT_CODE_MALFORMED, Reason.decodeFailed, 'the payload is not bytes');
+    if (payload.length > this.maxBytes) {
+      return reject(ResultCode.RESULT_CODE_TOO_LARGE, Reason.payloadTooLarge, `the payload is ${payload.length} bytes; at most ${this.maxBytes} are accepted`);
+    }
+    let signed: SignedCommand;
+    try {
+      signed = pb.SignedCommand.decode(payload);
+    } catch {
+      return reject(ResultCode.RESULT_CODE_MALFORMED, Reason.decodeFailed, 'the payload is not a SignedCommand');
+    }
+    if (!signed.body || signed.body.length === 0) return reject(ResultCode.RESULT_CODE_MALFORMED, Reason.missingBody, 'the SignedCommand has no body');
+    if (!signed.signature || signed.signature.length === 0) return reject(ResultCode.RESULT_CODE_MALFORMED, Reason.missingSignature, 'the SignedCommand has no signature');
+    if (signed.signature.length !== SIGNATURE_BYTES) {
+      return reject(ResultCode.RESULT_CODE_BAD_SIGNATURE, Reason.signatureLength, `an Ed25519 signature is ${SIGNATURE_BYTES} bytes, got ${signed.signature.length}`);
+    }
+    const key = this.keys.get(signed.keyId ?? '');
+    if (!key) return reject(ResultCode.RESULT_CODE_BAD_SIGNATURE, Reason.unknownKey, 'the command names a key id that is not pinned on this device');
+    let good = false;
+    try {
+      good = edVerify(null, Buffer.concat([COMMAND_SIGNING_DOMAIN, signed.body]), key, signed.signature);
+    } catch {
+      good = false;
+    }
+    if (!good) return reject(ResultCode.RESULT_CODE_BAD_SIGNATURE, Reason.signatureInvalid, 'the signature does not verify');
+    let body: CommandBody;
+    try {
+      body = pb.CommandBody.decode(signed.body);
+    } catch {
+      return reject(ResultCode.RESULT_CODE_MALFORMED, Reason.bodyDecodeFailed, 'the signed body is not a CommandBody');
+    }
+    if (body.deviceId !== this.opts.deviceId) return reject(ResultCode.RESULT_CODE_WRONG_DEVICE, Reason.deviceMismatch, 'the command is addressed to another device');
+    const t = typeof topic === 'string' ? parseTopic(topic) : undefined;
+    if (!t || t.kind !== 'cmd' || t.deviceId !== this.opts.deviceId || t.orgId !== body.orgId) {
+      return reject(ResultCode.RESULT_CODE_WRONG_DEVICE, Reason.topicMismatch, "the topic's organisation or device does not match the command");
+    }
+    return { ok: true, orgId: body.orgId, body, keyId: signed.keyId };
+  }
+
+  private checkTiming(body: CommandBody): Rejection | undefined {
+    const now = this.now();
+    if (body.issuedAtMs > now + this.maxSkewMs) {
+      return reject(ResultCode.RESULT_CODE_NOT_YET_VALID, Reason.issuedInFuture, `issued ${body.issuedAtMs - now} ms in the future; at most ${this.maxSkewMs} ms of clock skew is tolerated`);
+    }
+    if (body.expiresAtMs <= now) return reject(ResultCode.RESULT_CODE_EXPIRED, Reason.expired, `expired ${now - body.expiresAtMs} ms ago`);
+    if (body.expiresAtMs <= body.issuedAtMs) return reject(ResultCode.RESULT_CODE_EXPIRED, Reason.expiresBeforeIssued, 'expires-at is not after issued-at');
+    if (body.expiresAtMs - body.issuedAtMs > this.maxTtlMs) {
+      return reject(ResultCode.RESULT_CODE_EXPIRED, Reason.ttlTooLong, `the command is valid for longer than the ${this.maxTtlMs} ms allowed`);
+    }
+    return undefined;
+  }
+
+  private async runHandler(orgId: string, body: CommandBody, kind: CommandKind, ctx: CommandContext): Promise<HandlerOutcome> {
+    const h = this.opts.handlers;
+    let out: unknown;
+    try {
+      switch (kind) {
+        case 'ping':
+          return { code: ResultCode.RESULT_CODE_OK, reason: Reason.pong };
+        case 'subjectUpsert':
+          out = await h.subjectUpsert(orgId, body.subjectUpsert as SubjectUpsert, ctx);
+          break;
+        case 'subjectErase':
+          out = await h.subjectErase(orgId, body.subjectErase as SubjectErase, ctx);
+          break;
+        case 'orgWithdraw':
+          out = await h.orgWithdraw(orgId, body.orgWithdraw as OrgWithdraw, ctx);
+          break;
+        case 'rosterSync':
+          out = await h.rosterSync(orgId, body.rosterSync as RosterSync, ctx);
+          break;
+        case 'configPatch':
+          out = await h.configPatch(orgId, body.configPatch as ConfigPatch, ctx);
+          break;
+        default: {
+          const never: never = kind;
+          return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: `no handler for ${String(never)}` };
+        }
+      }
+    } catch (err) {
+      const code = errCode(err);
+      this.opts.logger.warn({ event: 'command_handler_failed', counter: ctx.counter, kind, errorCode: code }, 'command handler failed');
+      return { code: ResultCode.RESULT_CODE_FAILED, reason: code === 'UNKNOWN' ? Reason.handlerFailed : code, detail: `the ${kind} handler failed (${code})` };
+    }
+    const o = out as Partial<HandlerOutcome> | null | undefined;
+    if (!o || typeof o !== 'object' || typeof o.code !== 'number' || !KNOWN_CODES.has(o.code) || o.code === ResultCode.RESULT_CODE_UNSPECIFIED) {
+      return { code: ResultCode.RESULT_CODE_FAILED, reason: Reason.handlerBadOutcome, detail: `the ${kind} handler returned no result code` };
+    }
+    const outcome: HandlerOutcome = { code: o.code };
+    if (typeof o.reason === 'string') outcome.reason = o.reason;
+    if (typeof o.detail === 'string') outcome.detail = o.detail;
+    if (o.receipt instanceof Uint8Array && o.receipt.length > 0) outcome.receipt = o.receipt;
+    return outcome;
+  }
+
+  /** A rejection (no state changed): log it, then build the result. */
+  private finalise(r: Rejection, counter: number, nonce: Uint8Array | undefined, publishOrg: string | undefined, alreadyLogged = false): { result: CommandResultProps; publishOrg: string | undefined } {
+    if (!alreadyLogged) this.opts.logger.warn({ event: 'command_rejected', code: codeName(r.code), reason: r.reason, counter }, 'command rejected');
+    return this.finishResult(r, counter, nonce, publishOrg);
+  }
+
+  private finishResult(o: HandlerOutcome | Rejection, counter: number, nonce: Uint8Array | undefined, publishOrg?: string): { result: CommandResultProps; publishOrg: string | undefined } {
+    const result: CommandResultProps = { deviceId: this.opts.deviceId, counter, code: o.code, atMs: safeNow(this.now) };
+    if (nonce) result.nonce = nonce;
+    if (o.reason) result.reason = o.reason;
+    if (o.detail) result.detail = o.detail;
+    if ('receipt' in o && o.receipt) result.receipt = o.receipt;
+    if (this.opts.resultKeyId) result.keyId = this.opts.resultKeyId;
+    if (this.opts.signResult) {
+      try {
+        const sig = this.opts.signResult(resultSigningBytes(result));
+        if (sig instanceof Uint8Array && sig.length === SIGNATURE_BYTES) result.signature = sig;
+        else this.opts.logger.error({ event: 'command_result_sign_failed', counter, errorCode: 'SIGNATURE_LENGTH' }, 'result signer returned something that is not a 64-byte signature');
+      } catch (err) {
+        this.opts.logger.error({ event: 'command_result_sign_failed', counter, errorCode: errCode(err) }, 'command result could not be signed');
+      }
+    }
+    return { result, publishOrg };
+  }
+}
+
+function safeNow(now: () => number): number {
+  try {
+    const t = now();
+    return Number.isSafeInteger(t) && t > 0 ? t : Date.now();
+  } catch {
+    return Date.now();
+  }
+}
+
+/** The machine-readable code of an error (TallyboxError.code, sqlite/system codes); never its message. */
+function errCode(err: unknown): string {
+  const c = (err as { code?: unknown } | null)?.code;
+  return typeof c === 'string' && ERROR_CODE_RE.test(c) ? c : 'UNKNOWN';
+}
+
