@@ -2,3 +2,4 @@ export { M1Role, M1Error, M1_TRANSITIONS, runs, type M1RoleOptions, type M1Punch
 export { M1ConfigSchema, R30X_BAUD_RATES, type M1Config, type M1ConfigInput } from './config.js';
 export { createM1Role, type CreateM1RoleOptions } from './create.js';
 export { sealPageEnvelope, openPageEnvelope, ENVELOPE_MAGIC } from './envelope.js';
+export { attachM1Role, type AttachM1Options, type M1AgentHooks } from './attach.js';

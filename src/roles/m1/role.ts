@@ -36,7 +36,8 @@ import { openPageEnvelope, sealPageEnvelope } from './envelope.js';
 
 /** What the role needs from the agent (Agent satisfies it). */
 export interface M1PunchSink {
-  punch(input: { orgId: string; subjectId: string; method: PunchMethod; matchScore?: ScoreBucket }): Promise<unknown>;
+  /** Resolves once the punch is durably queued. */
+  punch(input: { orgId: string; subjectId: string; method: PunchMethod; matchScore?: ScoreBucket }): Promise<{ eventId: string } | void>;
   setPeripheral(name: string, online: boolean, detail?: string): void;
 }
 
@@ -49,8 +50,12 @@ export interface M1RoleOptions {
   /** One driver for the life of the process (its transport is reopened after an unplug). */
   driver: R30xDriver;
   logger?: Logger;
-  /** Same person again within this window is one punch (default 60; 0: off). */
-  repeatWindowSec?: number;
+  /**
+   * Same person again within this window is one punch (default 60; 0: off).
+   * A function is read at every identification (e.g. the agent's runtime
+   * settings, which a ConfigPatch command may change).
+   */
+  repeatWindowSec?: number | (() => number);
   /** GenImg poll interval with no finger on the sensor (default 150 ms). */
   pollMs?: number;
   /** Password for VfyPwd (default: the driver's). */
@@ -120,6 +125,8 @@ export interface M1PunchEvent {
   bucket: ScoreBucket;
   /** From the module's Search reply to the punch being durably accepted. */
   overheadMs: number;
+  /** The queued punch's event id, when the sink returns one. */
+  eventId?: string;
 }
 
 export interface EnrolResult {
@@ -194,7 +201,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
   readonly #failuresBeforeOffline: number;
   readonly #peripheral: string;
   readonly #clock: () => number;
-  repeatWindowSec: number;
+  #repeatWindow: number | (() => number);
 
   #status: M1Status = 'stopped';
   #librarySize = 0;
@@ -222,7 +229,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     this.#vault = opts.vault;
     this.#driver = opts.driver;
     this.#log = (opts.logger ?? silentLogger()).child({ component: 'm1' });
-    this.repeatWindowSec = opts.repeatWindowSec ?? 60;
+    this.#repeatWindow = opts.repeatWindowSec ?? 60;
     this.#pollMs = opts.pollMs ?? 150;
     this.#password = opts.password;
     this.#enrolCaptures = opts.enrolCaptures ?? 2;
@@ -233,6 +240,15 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     this.#failuresBeforeOffline = Math.max(1, opts.failuresBeforeOffline ?? 2);
     this.#peripheral = opts.peripheralName ?? 'fingerprint';
     this.#clock = opts.clock ?? Date.now;
+  }
+
+  /** The repeat-punch window now in force, in seconds. */
+  get repeatWindowSec(): number {
+    const w = typeof this.#repeatWindow === 'function' ? this.#repeatWindow() : this.#repeatWindow;
+    return Number.isFinite(w) && w > 0 ? w : 0;
+  }
+  set repeatWindowSec(sec: number | (() => number)) {
+    this.#repeatWindow = sec;
   }
 
   get status(): M1Status {
@@ -463,7 +479,8 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     const key = `${entry.orgId}\u0000${entry.subjectId}`;
     const now = this.#clock();
     const last = this.#lastPunch.get(key);
-    if (last !== undefined && this.repeatWindowSec > 0 && now - last < this.repeatWindowSec * 1000) {
+    const windowSec = this.repeatWindowSec;
+    if (last !== undefined && windowSec > 0 && now - last < windowSec * 1000) {
       this.#stats.repeats++;
       this.emit('repeat', { orgId: entry.orgId, subjectId: entry.subjectId, page });
       return 'busy';
@@ -471,8 +488,9 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     this.#lastPunch.set(key, now);
     if (this.#lastPunch.size > 4096) this.#sweepRepeats(now);
     const bucket = this.#bucket(score);
+    let eventId: string | undefined;
     try {
-      await this.#agent.punch({ orgId: entry.orgId, subjectId: entry.subjectId, method: PunchMethod.PUNCH_METHOD_FINGERPRINT, matchScore: bucket });
+      eventId = (await this.#agent.punch({ orgId: entry.orgId, subjectId: entry.subjectId, method: PunchMethod.PUNCH_METHOD_FINGERPRINT, matchScore: bucket }))?.eventId;
     } catch (err) {
       // Not accepted: the person may try again at once.
       this.#lastPunch.delete(key);
@@ -485,7 +503,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     this.#stats.punches++;
     // Retention clock: off the punch's critical path.
     this.#vault.touchSubject(entry.orgId, entry.subjectId, now).catch((err: unknown) => this.#log.warn({ event: 'm1_touch_failed', code: errCode(err) }, 'could not update last-seen'));
-    this.emit('punch', { orgId: entry.orgId, subjectId: entry.subjectId, page, score, bucket, overheadMs });
+    this.emit('punch', { orgId: entry.orgId, subjectId: entry.subjectId, page, score, bucket, overheadMs, ...(eventId ? { eventId } : {}) });
     return 'busy';
   }
 
@@ -642,15 +660,23 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
       if (this.#stopping) throw new M1Error('ROLE_STOPPED', 'the M1 role is stopping');
       if (this.#status !== 'ready') throw new M1Error('MODULE_OFFLINE', `fingerprint module is ${this.#status}`, { status: this.#status });
       try {
-        return await this.#enrolLocked(orgId, subjectId, finalSlot, captures, timeoutMs);
+        const result = await this.#enrolLocked(orgId, subjectId, finalSlot, captures, timeoutMs);
+        // The finger is still on the sensor: wait for the lift, so it is not taken for a punch.
+        try {
+          await this.#waitFinger(false, { capture: captures, of: captures }, timeoutMs);
+          this.#awaitingLift = false;
+        } catch (err) {
+          if (!isTallyboxError(err, 'ENROL_TIMEOUT')) throw err;
+          this.#awaitingLift = true;
+        }
+        return result;
       } catch (err) {
+        this.#awaitingLift = true;
         if (isR30xError(err) && (LINK_GONE.has(err.code) || LINK_GLITCH.has(err.code))) {
           // The loop notices at its next command; say so now.
           this.#onTickError(err);
         }
         throw err;
-      } finally {
-        this.#awaitingLift = true;
       }
     });
   }
