@@ -39,7 +39,11 @@ export class CommandSigner {
       counter: ++this.counter,
       ...body,
     };
-    const bodyBytes = pb.CommandBody.encode(full).finish();
+    return this.signBytes(pb.CommandBody.encode(full).finish());
+  }
+
+  /** Sign arbitrary body bytes as they are (tests: a correctly signed body that is not a valid CommandBody). */
+  signBytes(bodyBytes: Uint8Array): Buffer {
     const signature = sign(null, Buffer.concat([COMMAND_SIGNING_DOMAIN, bodyBytes]), this.privateKey);
     return Buffer.from(pb.SignedCommand.encode({ body: bodyBytes, signature, keyId: this.keyId }).finish());
   }
