@@ -4,7 +4,7 @@
  * benchmarks, and developers who want the production broker locally.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +41,9 @@ export class Mosquitto {
     if (!bin) throw new Error('mosquitto is not installed (apt-get install mosquitto); .ci/run installs it');
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'tbx-mosq-'));
+    // Started as root, mosquitto drops to its own user: it must be able to write its
+    // persistence file here (a private temp dir, removed with the machine's tmp).
+    chmodSync(dir, 0o777);
     const conf = join(dir, 'mosquitto.conf');
     // Persistence on (saved at a clean stop): a cloud subscriber's persistent session and its
     // queued QoS 1 messages survive a broker restart, as on a production broker.

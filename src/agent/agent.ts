@@ -14,14 +14,17 @@ import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../
 import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { CommandIntake } from '../link/commands/index.js';
+import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
+import { commandHandlers, type RuntimeSettings } from './command-handlers.js';
+import { openPrivacy, receiptResult, scheduleRetention, type PrivacyServices } from './privacy.js';
+import { ResultQueue } from './results.js';
 import { AGENT_VERSION } from './version.js';
 
 export interface AgentOptions {
   config: Config;
   logger?: Logger;
-  /** Raw bytes from a .../cmd topic (the signed-command intake plugs in here). */
-  onCommand?: (topic: string, payload: Buffer) => void;
 }
 
 const ALARM_CODES: Record<OutboxAlarm, AlarmCode> = {
@@ -43,13 +46,22 @@ export class Agent {
   private readonly peripherals = new Map<string, PeripheralState>();
   private stateTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private intake: CommandIntake | undefined;
+  private stopRetention: (() => void) | undefined;
+  readonly results: ResultQueue;
+  /** Values a ConfigPatch command may change at run time. */
+  readonly settings: RuntimeSettings;
+  private readonly subjectChanged = new Set<(orgId: string, subjectId: string) => void>();
+  private readonly subjectsErased = new Set<(orgId: string, subjectIds: readonly string[] | 'all') => void>();
 
   private constructor(
     readonly config: Config,
     readonly outbox: Outbox,
     readonly logger: Logger,
-    opts: AgentOptions,
+    /** Vault and purge pipeline; undefined on a device that keeps no personal data. */
+    readonly privacy: PrivacyServices | undefined,
   ) {
+    this.settings = { retentionDays: config.privacy.retentionDays, repeatWindowSec: 60, backlogRatePerSec: config.outbox.backlogRatePerSec };
     this.egress = new EgressGate({ deviceId: config.device.id, operatorOrgId: config.device.orgId });
     this.link = new MqttLink({
       config,
@@ -57,10 +69,14 @@ export class Agent {
       logger: logger.child({ component: 'link' }),
       nextBdSeq: () => outbox.nextBdSeq(),
       state: () => this.state(),
-      onOnline: (s) => this.drain.online(s),
+      onOnline: (s) => {
+        this.drain.online(s);
+        this.results.kick();
+      },
       onOffline: () => this.drain.offline(),
-      ...(opts.onCommand ? { onCommand: opts.onCommand } : {}),
+      onCommand: (topic, payload) => void this.intake?.handle(topic, payload),
     });
+    this.results = new ResultQueue({ outbox, egress: this.egress, session: () => this.link.current, logger: logger.child({ component: 'results' }) });
     this.drain = new Drain({
       outbox,
       egress: this.egress,
@@ -93,15 +109,74 @@ export class Agent {
       capacity: config.outbox.capacity,
       onAlarm: (alarm, active, detail) => agent?.alarm(alarm, active, detail),
     });
+    let privacy: PrivacyServices | undefined;
     try {
-      agent = new Agent(config, outbox, logger, opts);
+      privacy = await openPrivacy({ config, outbox, logger });
+      agent = new Agent(config, outbox, logger, privacy);
+      await agent.startPrivacy();
     } catch (err) {
+      await agent?.intake?.close().catch(() => undefined);
+      await privacy?.vault.close().catch(() => undefined);
       await outbox.close();
       throw err;
     }
     agent.link.start();
     logger.info({ event: 'agent_started', version: AGENT_VERSION, kind: config.device.kind, queued: outbox.depth, lastSeq: outbox.lastSeq }, `tallybox ${AGENT_VERSION} started (${outbox.depth} punches queued)`);
     return agent;
+  }
+
+  /**
+   * Before connecting: finish purges a power cut interrupted (their receipts
+   * are queued), open the command intake, schedule retention.
+   */
+  private async startPrivacy(): Promise<void> {
+    const { config, privacy } = this;
+    if (privacy) {
+      for (const o of await privacy.purger.resumePending()) {
+        await this.results.enqueue(o.receipt.orgId, receiptResult({ deviceId: config.device.id, identity: privacy.identity, signed: o.signed, ok: o.ok, reason: 'purge_resumed' }));
+      }
+      this.stopRetention = scheduleRetention({
+        services: privacy,
+        periodDays: () => this.settings.retentionDays,
+        deviceId: config.device.id,
+        deliver: (orgId, r) => this.results.enqueue(orgId, r),
+        logger: this.logger,
+      });
+    }
+    if (config.cloud.commandKeys.length === 0) {
+      this.logger.warn({ event: 'commands_disabled' }, 'no cloud command key pinned (cloud.commandKeys): commands from the cloud are ignored');
+      return;
+    }
+    this.intake = await CommandIntake.open({
+      dbPath: join(config.dataDir, 'commands.db'),
+      deviceId: config.device.id,
+      trustedKeys: config.cloud.commandKeys,
+      handlers: commandHandlers({
+        privacy,
+        settings: this.settings,
+        logger: this.logger.child({ component: 'commands' }),
+        onSubjectChanged: (org, id) => this.subjectChanged.forEach((fn) => fn(org, id)),
+        onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
+      }),
+      publishResult: (orgId, r) => this.results.enqueue(orgId, r),
+      ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
+      logger: this.logger.child({ component: 'commands' }),
+    });
+  }
+
+  /** A device role that holds personal data (sensor flash, in-memory index) joins every erasure. */
+  registerErasureParticipant(p: ErasureParticipant): void {
+    if (!this.privacy) throw new TallyboxError('NO_VAULT', `${p.name} holds personal data but this device has no vault configured`);
+    this.privacy.purger.register(p);
+  }
+
+  /** Roles hear about enrolment invitations (SubjectUpsert) and erasures. */
+  onSubjectChanged(fn: (orgId: string, subjectId: string) => void): void {
+    this.subjectChanged.add(fn);
+  }
+
+  onSubjectsErased(fn: (orgId: string, subjectIds: readonly string[] | 'all') => void): void {
+    this.subjectsErased.add(fn);
   }
 
   /** Accept a punch: resolves once it is committed to disk. */
@@ -146,8 +221,11 @@ export class Agent {
     if (this.stopped) return;
     this.stopped = true;
     if (this.stateTimer) clearTimeout(this.stateTimer);
+    this.stopRetention?.();
     this.drain.stop();
     await this.link.stop();
+    await this.intake?.close();
+    await this.privacy?.vault.close();
     await this.outbox.close();
     this.logger.info({ event: 'agent_stopped' }, 'tallybox stopped');
   }

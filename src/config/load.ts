@@ -46,7 +46,10 @@ export function loadConfigFile(file: string): Config {
   }
   const config = validateConfig(raw, file);
   // Relative paths in the file are relative to the file, not to the working directory.
-  if (!isAbsolute(config.dataDir)) config.dataDir = resolve(dirname(file), config.dataDir);
+  const rel = (p: string) => (isAbsolute(p) ? p : resolve(dirname(file), p));
+  config.dataDir = rel(config.dataDir);
+  if (config.vault?.kekFile) config.vault.kekFile = rel(config.vault.kekFile);
+  if (config.vault?.identityFile) config.vault.identityFile = rel(config.vault.identityFile);
   return config;
 }
 

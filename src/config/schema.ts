@@ -73,6 +73,34 @@ const ClockSchema = z
   })
   .strict();
 
+const VaultSchema = z
+  .object({
+    /** file: a 32-byte key file (0600, outside dataDir); systemd-credentials: $CREDENTIALS_DIRECTORY (LoadCredentialEncrypted=). */
+    keyProvider: z.enum(['file', 'systemd-credentials']).default('file'),
+    /** The device key-encryption key; `tallybox provision` creates it. Required with keyProvider: file. */
+    kekFile: z.string().optional(),
+    /** The device's Ed25519 identity (signs receipts and command results); default next to kekFile. */
+    identityFile: z.string().optional(),
+  })
+  .strict()
+  .refine((v) => v.keyProvider !== 'file' || v.kekFile !== undefined, { message: 'kekFile is required with keyProvider: file', path: ['kekFile'] });
+
+const CloudSchema = z
+  .object({
+    /** The cloud's Ed25519 public keys (raw 32 bytes, base64) that may sign commands; several during rotation. */
+    commandKeys: z
+      .array(z.object({ id: z.string().min(1).max(64), publicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'must be a raw 32-byte Ed25519 public key in base64') }).strict())
+      .default([]),
+  })
+  .strict();
+
+const PrivacySchema = z
+  .object({
+    /** Templates of a subject not seen for this many days are erased (max 3 years). */
+    retentionDays: z.number().int().min(1).max(1095).default(365),
+  })
+  .strict();
+
 export const ConfigSchema = z
   .object({
     version: z.literal(1, { message: 'must be 1 (the only config version this agent reads)' }),
@@ -90,9 +118,14 @@ export const ConfigSchema = z
     outbox: OutboxSchema.default(OutboxSchema.parse({})),
     punchApi: PunchApiSchema.default(PunchApiSchema.parse({})),
     clock: ClockSchema.default(ClockSchema.parse({})),
+    /** Encrypted store of subjects, templates and credentials; required on m1 and m2. */
+    vault: VaultSchema.optional(),
+    cloud: CloudSchema.default(CloudSchema.parse({})),
+    privacy: PrivacySchema.default(PrivacySchema.parse({})),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.vault !== undefined || (c.device.kind !== 'm1' && c.device.kind !== 'm2'), { message: 'm1 and m2 devices keep templates: a vault section is required', path: ['vault'] });
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;

@@ -85,6 +85,12 @@ CREATE TABLE IF NOT EXISTS punches (
 CREATE INDEX IF NOT EXISTS punches_org ON punches(org_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('bd_seq', 0), ('schema', 1);
+-- Command results and erasure receipts waiting for delivery (a purge run while offline).
+CREATE TABLE IF NOT EXISTS results (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  org_id TEXT NOT NULL,
+  body TEXT NOT NULL
+);
 `;
 
 export class Outbox {
@@ -328,19 +334,36 @@ export class Outbox {
     });
   }
 
+  /**
+   * Queue a command result (JSON of its fields, signature included) durably:
+   * it is published when the link is up and deleted on PUBACK, like a punch.
+   */
+  enqueueResult(orgId: string, body: string): Promise<number> {
+    return this.q.run(async () => (await this.db.run('INSERT INTO results (org_id, body) VALUES (?, ?)', [orgId, body])).lastID);
+  }
+
+  pendingResults(limit = 100): Promise<{ id: number; orgId: string; body: string }[]> {
+    return this.q.run(async () => {
+      const rows = await this.db.all<{ id: number; org_id: string; body: string }>('SELECT id, org_id, body FROM results ORDER BY id LIMIT ?', [limit]);
+      return rows.map((r) => ({ id: r.id, orgId: r.org_id, body: r.body }));
+    });
+  }
+
+  deleteResult(id: number): Promise<void> {
+    return this.q.run(async () => {
+      await this.db.run('DELETE FROM results WHERE id = ?', [id]);
+    });
+  }
+
+  /** Queued punches of an organisation (verification after an erasure). */
+  countOrg(orgId: string): Promise<number> {
+    return this.q.run(async () => (await this.db.get<{ n: number }>('SELECT count(*) AS n FROM punches WHERE org_id = ?', [orgId]))?.n ?? 0);
+  }
+
   /** Erase every queued punch of an organisation (org withdrawal). */
   deleteOrg(orgId: string): Promise<number> {
     return this.q.run(async () => {
       const r = await this.db.run('DELETE FROM punches WHERE org_id = ?', [orgId]);
-      this.depthCount = Math.max(0, this.depthCount - r.changes);
-      return r.changes;
-    });
-  }
-
-  /** Erase one subject's queued punches (account closure before delivery). */
-  deleteSubject(orgId: string, subjectId: string): Promise<number> {
-    return this.q.run(async () => {
-      const r = await this.db.run('DELETE FROM punches WHERE org_id = ? AND subject_id = ?', [orgId, subjectId]);
       this.depthCount = Math.max(0, this.depthCount - r.changes);
       return r.changes;
     });

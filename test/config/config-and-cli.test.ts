@@ -31,10 +31,17 @@ describe('config validation', () => {
   const good = () => testConfig({ dataDir: '/tmp/x', brokerUrl: 'mqtt://127.0.0.1:1883' });
 
   it('accepts a minimal config and fills defaults', () => {
-    const c = validateConfig({ version: 1, device: { id: 'd1', kind: 'm1', orgId: 'o1' }, region: 'cn', dataDir: '/var/lib/tallybox', broker: { url: 'mqtts://mqtt.cn.tallybox.cloud:8883' } });
+    const c = validateConfig({ version: 1, device: { id: 'd1', kind: 'c1', orgId: 'o1' }, region: 'cn', dataDir: '/var/lib/tallybox', broker: { url: 'mqtts://mqtt.cn.tallybox.cloud:8883' } });
     expect(c.outbox.capacity).toBe(500_000);
     expect(c.broker.allowLoopback).toBe(false);
     expect(c.clock.source).toBe('systemd');
+  });
+
+  it('requires a vault on devices that keep templates', () => {
+    const base = { version: 1, region: 'cn', dataDir: '/d', broker: { url: 'mqtts://mqtt.cn.tallybox.cloud' } };
+    expect(() => validateConfig({ ...base, device: { id: 'd1', kind: 'm1', orgId: 'o1' } })).toThrow(/"vault": m1 and m2 devices keep templates/);
+    expect(() => validateConfig({ ...base, device: { id: 'd1', kind: 'm2', orgId: 'o1' }, vault: { keyProvider: 'file' } })).toThrow(/"vault\.kekFile": kekFile is required/);
+    expect(validateConfig({ ...base, device: { id: 'd1', kind: 'm1', orgId: 'o1' }, vault: { kekFile: '/etc/tallybox/keys/tallybox.kek' } }).vault?.keyProvider).toBe('file');
   });
 
   it('names an unknown (misspelt) key', () => {

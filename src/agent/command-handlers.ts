@@ -1,0 +1,124 @@
+/**
+ * What each verified cloud command does on this device. The intake
+ * (src/link/commands) has already checked signature, addressee, expiry, nonce
+ * and counter, and persisted the counter, before any of these run.
+ */
+import type { CommandContext, CommandHandlers, HandlerOutcome } from '../link/commands/index.js';
+import { syncRoster } from '../privacy/roster.js';
+import type { PurgeOutcome } from '../privacy/purge.js';
+import { ConsentKind, CredentialKind, ResultCode, type ConfigPatch, type OrgWithdraw, type RosterSync, type SubjectErase, type SubjectUpsert } from '../proto/index.js';
+import { isTallyboxError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { CredentialKind as VaultCredentialKind } from '../vault/vault.js';
+import type { PrivacyServices } from './privacy.js';
+
+/** Runtime settings a ConfigPatch may change; each consumer reads the current value. */
+export interface RuntimeSettings {
+  retentionDays: number;
+  repeatWindowSec: number;
+  backlogRatePerSec: number;
+}
+
+export interface HandlerDeps {
+  privacy: PrivacyServices | undefined;
+  settings: RuntimeSettings;
+  logger: Logger;
+  /** Tell device roles a subject was added or changed (enrolment invitation). */
+  onSubjectChanged?: (orgId: string, subjectId: string) => void;
+  /** Tell device roles who is gone (drop in-memory indexes); sensor flash is a purge participant. */
+  onSubjectsErased?: (orgId: string, subjectIds: readonly string[] | 'all') => void;
+  applySettings?: (s: RuntimeSettings) => void;
+}
+
+const ok = (detail?: string): HandlerOutcome => ({ code: ResultCode.RESULT_CODE_OK, ...(detail ? { detail } : {}) });
+
+function refusal(err: unknown): HandlerOutcome {
+  if (isTallyboxError(err)) {
+    const reason = (err as { reason?: string }).reason ?? err.code.toLowerCase();
+    const code = err.code === 'CONSENT_REFUSED' ? ResultCode.RESULT_CODE_REFUSED : ResultCode.RESULT_CODE_FAILED;
+    // err.message names codes and record ids, never names or template bytes.
+    return { code, reason, detail: err.code };
+  }
+  throw err;
+}
+
+function withReceipt(o: PurgeOutcome, what: string): HandlerOutcome {
+  return {
+    code: o.ok ? ResultCode.RESULT_CODE_OK : ResultCode.RESULT_CODE_FAILED,
+    reason: o.ok ? what : `${what}_unverified`,
+    detail: `${o.receipt.kind}: scan ${o.receipt.scan.hits} hits in ${o.receipt.scan.files} files`,
+    receipt: Buffer.from(JSON.stringify(o.signed), 'utf8'),
+  };
+}
+
+const NO_VAULT: HandlerOutcome = { code: ResultCode.RESULT_CODE_REFUSED, reason: 'no_vault', detail: 'this device keeps no personal data (no vault configured)' };
+
+export function commandHandlers(deps: HandlerDeps): CommandHandlers {
+  const ref = (ctx: CommandContext) => `cmd:${ctx.counter}`;
+  return {
+    async subjectUpsert(orgId: string, cmd: SubjectUpsert): Promise<HandlerOutcome> {
+      const p = deps.privacy;
+      if (!p) return NO_VAULT;
+      try {
+        await p.vault.upsertSubject(orgId, {
+          subjectId: cmd.subjectId,
+          displayName: cmd.displayName,
+          minor: cmd.minor,
+          consents: cmd.consents
+            .filter((c) => c.kind === ConsentKind.CONSENT_KIND_BIOMETRIC || c.kind === ConsentKind.CONSENT_KIND_GUARDIAN)
+            .map((c) => ({ kind: c.kind === ConsentKind.CONSENT_KIND_GUARDIAN ? 'guardian' : 'biometric', ...(c.grantedAtMs ? { grantedAtMs: c.grantedAtMs } : {}), ...(c.evidence ? { evidence: c.evidence } : {}) })),
+        });
+        for (const cred of cmd.credentials) {
+          const kind: VaultCredentialKind | undefined = cred.kind === CredentialKind.CREDENTIAL_KIND_CARD ? 'card' : cred.kind === CredentialKind.CREDENTIAL_KIND_WIFI_MAC ? 'wifi_mac' : undefined;
+          if (!kind || !cred.value) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'bad_credential', detail: 'credential needs a kind (CARD, WIFI_MAC) and a value' };
+          await p.vault.putCredential(orgId, kind, cred.value, cmd.subjectId);
+        }
+      } catch (err) {
+        return refusal(err);
+      }
+      deps.onSubjectChanged?.(orgId, cmd.subjectId);
+      return ok();
+    },
+
+    async subjectErase(orgId: string, cmd: SubjectErase, ctx: CommandContext): Promise<HandlerOutcome> {
+      const p = deps.privacy;
+      if (!p) return NO_VAULT;
+      deps.onSubjectsErased?.(orgId, [cmd.subjectId]);
+      return withReceipt(await p.purger.eraseSubject(orgId, cmd.subjectId, { requestRef: ref(ctx) }), 'subject_erased');
+    },
+
+    async orgWithdraw(orgId: string, _cmd: OrgWithdraw, ctx: CommandContext): Promise<HandlerOutcome> {
+      const p = deps.privacy;
+      if (!p) return NO_VAULT;
+      deps.onSubjectsErased?.(orgId, 'all');
+      return withReceipt(await p.purger.withdrawOrg(orgId, { requestRef: ref(ctx) }), 'org_withdrawn');
+    },
+
+    async rosterSync(orgId: string, cmd: RosterSync, ctx: CommandContext): Promise<HandlerOutcome> {
+      const p = deps.privacy;
+      if (!p) return NO_VAULT;
+      const valid = new Set(cmd.subjectIds);
+      const gone = (await p.vault.subjectIds(orgId)).filter((id) => !valid.has(id));
+      if (gone.length) deps.onSubjectsErased?.(orgId, gone);
+      const r = await syncRoster({ source: p.vault, purger: p.purger, orgId, validSubjectIds: cmd.subjectIds, requestRef: ref(ctx) });
+      return r.outcome ? withReceipt(r.outcome, 'roster_synced') : ok('roster in sync: nobody erased');
+    },
+
+    async configPatch(_orgId: string, cmd: ConfigPatch): Promise<HandlerOutcome> {
+      const next = { ...deps.settings };
+      if (cmd.retentionDays != null) {
+        if (cmd.retentionDays < 1 || cmd.retentionDays > 1095) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'retention_days_out_of_range', detail: 'retention_days must be 1..1095' };
+        next.retentionDays = cmd.retentionDays;
+      }
+      if (cmd.repeatWindowSec != null) {
+        if (cmd.repeatWindowSec > 3600) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'repeat_window_out_of_range', detail: 'repeat_window_sec must be 0..3600' };
+        next.repeatWindowSec = cmd.repeatWindowSec;
+      }
+      if (cmd.backlogRatePerSec != null) next.backlogRatePerSec = cmd.backlogRatePerSec;
+      Object.assign(deps.settings, next);
+      deps.applySettings?.(deps.settings);
+      deps.logger.info({ event: 'config_patched', ...next }, 'runtime settings changed by the cloud');
+      return ok();
+    },
+  };
+}
