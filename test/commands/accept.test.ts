@@ -5,7 +5,7 @@
  * signed results.
  */
 import { spawn } from 'node:child_process';
-import { copyFile, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
@@ -228,6 +228,11 @@ describe('robustness', () => {
     now += 2500; // the first is past expiry + skew, the second is not
     expect((await b.intake.handle(CMD_TOPIC, b.cmd({ issuedAtMs: now, expiresAtMs: now + 60_000, orgWithdraw: {} }))).code).toBe(ResultCode.RESULT_CODE_OK);
     expect((await b.state()).nonces).toBe(2);
+  });
+
+  it('the state file and its WAL are readable and writable by the agent only', async () => {
+    await b.intake.handle(CMD_TOPIC, b.cmd());
+    for (const f of [b.dbPath, `${b.dbPath}-wal`]) expect((await stat(f)).mode & 0o777).toBe(0o600);
   });
 
   it('open() refuses bad pinned keys and device ids with CONFIG_INVALID', async () => {

@@ -7,7 +7,7 @@
  * Acceptance is one transaction (synchronous=FULL, WAL): the counter and the
  * nonce are on disk before the command's handler runs.
  */
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Sqlite } from '../../store/sqlite.js';
 import { TallyboxError } from '../../util/errors.js';
@@ -70,6 +70,9 @@ export class ReplayStore {
         );
         PRAGMA user_version = ${SCHEMA_VERSION};
       `);
+      // Only the agent may write the replay state: a counter rolled back by another
+      // local user would re-open the door to replays.
+      for (const f of [path, `${path}-wal`, `${path}-shm`]) await chmod(f, 0o600).catch(() => undefined);
     } catch (err) {
       await db.close().catch(() => undefined);
       throw err;
