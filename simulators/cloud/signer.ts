@@ -23,6 +23,11 @@ export class CommandSigner {
 
   readonly keyId: string;
 
+  /** Counter of the last command signed (to match its result). */
+  get lastCounter(): number {
+    return this.counter;
+  }
+
   /** Raw 32-byte public key, base64 — the value pinned in a device config. */
   publicKeyBase64(): string {
     const jwk = this.publicKey.export({ format: 'jwk' });

@@ -42,7 +42,7 @@ export class CloudSink {
   private readonly events = new Map<string, PunchEvent>();
   private readonly devices = new Map<string, DeviceSeqs>();
   private readonly latestState = new Map<string, DeviceState>();
-  private readonly results: CommandResult[] = [];
+  private readonly results: { result: CommandResult; raw: Buffer; topic: string }[] = [];
   private readonly counters = { duplicates: 0, historical: 0, malformed: 0 };
   private waiters: { n: number; resolve: () => void }[] = [];
 
@@ -80,7 +80,7 @@ export class CloudSink {
         this.opts.onState?.(s, t);
       } else if (parsed.kind === 'result') {
         const r = pb.CommandResult.decode(payload);
-        this.results.push(r);
+        this.results.push({ result: r, raw: Buffer.from(payload), topic: t });
         this.opts.onResult?.(r, t);
       }
     } catch {
@@ -128,7 +128,23 @@ export class CloudSink {
   }
 
   commandResults(): readonly CommandResult[] {
+    return this.results.map((r) => r.result);
+  }
+
+  /** Results with their exact bytes (signature checks are byte-exact). */
+  rawResults(): readonly { result: CommandResult; raw: Buffer; topic: string }[] {
     return this.results;
+  }
+
+  /** Resolve with the first result for the command with this counter. */
+  async waitForResult(counter: number, timeoutMs = 30_000): Promise<{ result: CommandResult; raw: Buffer; topic: string }> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.results.find((r) => r.result.counter === counter);
+      if (hit) return hit;
+      if (Date.now() > end) throw new Error(`timed out waiting for the result of command ${counter}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** Resolve when `n` distinct punches have arrived; reject after `timeoutMs`. */

@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../util/log.js';
 import { CommandIntake } from '../link/commands/index.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
+import { removePidFile, writePidFile } from './pidfile.js';
 import { commandHandlers, type RuntimeSettings } from './command-handlers.js';
 import { openPrivacy, receiptResult, scheduleRetention, type PrivacyServices } from './privacy.js';
 import { ResultQueue } from './results.js';
@@ -120,6 +121,7 @@ export class Agent {
       await outbox.close();
       throw err;
     }
+    writePidFile(config.dataDir);
     agent.link.start();
     logger.info({ event: 'agent_started', version: AGENT_VERSION, kind: config.device.kind, queued: outbox.depth, lastSeq: outbox.lastSeq }, `tallybox ${AGENT_VERSION} started (${outbox.depth} punches queued)`);
     return agent;
@@ -227,6 +229,7 @@ export class Agent {
     await this.intake?.close();
     await this.privacy?.vault.close();
     await this.outbox.close();
+    removePidFile(this.config.dataDir);
     this.logger.info({ event: 'agent_stopped' }, 'tallybox stopped');
   }
 

@@ -13,8 +13,16 @@ const USAGE = `usage: tallybox COMMAND [options]
 
 commands:
   run --config FILE                 run the agent (YAML config; see README "Configuration")
-  demo [--json] [--punches N] [--keep-data DIR] [--outage]
+  provision --config FILE           create the device key (KEK) and identity; print the public key
+  purge --org ID --config FILE [--yes]
+                                    erase an organisation's data locally (agent stopped); the signed
+                                    receipt is delivered on the agent's next connection
+  demo [--json] [--punches N] [--keep-data DIR] [--outage] [--interval MS]
                                     broker + cloud emulator + agent + simulated reader, on this machine
+  demo --device m1|m2 [--json] [--punches N] [--keep-data DIR]
+                                    the same with the fingerprint (m1) or face + card (m2) simulators
+  demo --scenario withdraw [--json] [--keep-data DIR]
+                                    two orgs enrolled, one withdrawn by signed command, receipt verified
 
 exit codes: 0 ok, 1 failure, 2 usage, 78 bad configuration`;
 
@@ -28,6 +36,18 @@ async function main(argv: string[]): Promise<number> {
       if (!values.config) throw usage('run needs --config FILE');
       return runAgent(values.config);
     }
+    case 'provision': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });
+      if (!values.config) throw usage('provision needs --config FILE');
+      const { provision } = await import('./provision.js');
+      return provision(values.config, stdout);
+    }
+    case 'purge': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, org: { type: 'string' }, yes: { type: 'boolean', default: false } }, strict: true });
+      if (!values.config || !values.org) throw usage('purge needs --org ID and --config FILE');
+      const { purgeOrg } = await import('./purge.js');
+      return purgeOrg({ configFile: values.config, orgId: values.org, yes: values.yes ?? false, out: stdout });
+    }
     case 'demo': {
       const { values } = parseArgs({
         args: rest,
@@ -37,11 +57,28 @@ async function main(argv: string[]): Promise<number> {
           'keep-data': { type: 'string' },
           outage: { type: 'boolean' },
           interval: { type: 'string' },
+          device: { type: 'string' },
+          scenario: { type: 'string' },
         },
         strict: true,
       });
       const punches = values.punches === undefined ? 20 : Number(values.punches);
       if (!Number.isInteger(punches) || punches < 0) throw usage(`--punches must be a non-negative integer, got "${values.punches}"`);
+      const keepData = values['keep-data'] !== undefined ? { keepData: values['keep-data'] } : {};
+      if (values.scenario !== undefined) {
+        if (values.scenario !== 'withdraw') throw usage(`unknown --scenario "${values.scenario}" (known: withdraw)`);
+        const { runWithdrawDemo } = await import('./demo-withdraw.js');
+        return runWithdrawDemo({ json: values.json ?? false, ...keepData });
+      }
+      if (values.device !== undefined) {
+        // Each device demo is its own module (src/cli/demo-DEVICE.ts), loaded only when asked for.
+        const demos: Record<string, string> = { m1: 'runM1Demo', m2: 'runM2Demo' };
+        const fn = demos[values.device];
+        if (!fn) throw usage(`unknown --device "${values.device}" (known: ${Object.keys(demos).join(', ')})`);
+        const mod = (await import(`./demo-${values.device}.js`)) as Record<string, DeviceDemo>;
+        const load = async () => mod[fn]!;
+        return (await load())({ json: values.json ?? false, punches: values.punches === undefined ? 10 : punches, ...keepData });
+      }
       const interval = values.interval === undefined ? (values.json ? 0 : 250) : Number(values.interval);
       if (!Number.isFinite(interval) || interval < 0) throw usage(`--interval must be milliseconds >= 0`);
       // Loaded on demand: the demo pulls in the embedded broker, which a device never needs.
@@ -51,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
         punches,
         outage: values.outage ?? !values.json,
         intervalMs: interval,
-        ...(values['keep-data'] !== undefined ? { keepData: values['keep-data'] } : {}),
+        ...keepData,
       });
     }
     case undefined:
@@ -64,6 +101,12 @@ async function main(argv: string[]): Promise<number> {
       throw usage(`unknown command "${command}"`);
   }
 }
+
+type DeviceDemo = (o: { json: boolean; punches: number; keepData?: string }) => Promise<number>;
+
+const stdout = (line: string): void => {
+  process.stdout.write(line + '\n');
+};
 
 class UsageError extends Error {}
 function usage(msg: string): UsageError {
