@@ -3,7 +3,7 @@
  * exact signing rule the device verifies — signature over the domain string
  * "tallybox.v1.SignedCommand\0" followed by the serialised CommandBody.
  */
-import { generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { pb, type CommandBodyProps } from '../../src/proto/index.js';
 
 export const COMMAND_SIGNING_DOMAIN = Buffer.from('tallybox.v1.SignedCommand\0', 'latin1');
@@ -13,9 +13,9 @@ export class CommandSigner {
   private readonly privateKey: KeyObject;
   private counter: number;
 
-  constructor(opts: { keyId?: string; startCounter?: number } = {}) {
-    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
-    this.publicKey = publicKey;
+  constructor(opts: { keyId?: string; startCounter?: number; privateKey?: KeyObject } = {}) {
+    const privateKey = opts.privateKey ?? generateKeyPairSync('ed25519').privateKey;
+    this.publicKey = createPublicKey(privateKey);
     this.privateKey = privateKey;
     this.keyId = opts.keyId ?? 'cloud-1';
     this.counter = opts.startCounter ?? Date.now();
