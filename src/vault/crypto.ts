@@ -117,7 +117,7 @@ export function unseal(key: Buffer, sealed: Uint8Array, aad: AadParts | Buffer):
 }
 
 /** Purposes a data key is split into: no key serves two purposes. */
-export type KeyPurpose = 'templates' | 'identity' | 'credential-lookup';
+export type KeyPurpose = 'templates' | 'identity' | 'credential-lookup' | 'face-transform';
 
 /** HKDF-SHA256 sub-key of an organisation's data key for one purpose. */
 export function deriveSubKey(dek: Buffer, orgId: string, keyVersion: number, purpose: KeyPurpose): Buffer {

@@ -4,7 +4,8 @@
  *
  * Key hierarchy: device KEK (from a KeyProvider, never in the database)
  *   └ HKDF "dek-wrap" key wraps each org's random data key (DEK), with a key version
- *       └ HKDF sub-keys per purpose: templates | identity | credential-lookup
+ *       └ HKDF sub-keys per purpose: templates | identity | credential-lookup | face-transform
+ *         (face-transform seeds the org's cancelable face transform, so it dies with the DEK)
  *
  * Every personal value is sealed with AES-256-GCM (fresh nonce per write, AAD =
  * kind + org + subject + record id + key version) or, for card numbers and
@@ -136,6 +137,19 @@ interface OrgKeys {
   templates: Buffer;
   identity: Buffer;
   lookup: Buffer;
+  /** Seed of the org's cancelable face transform (never stored; re-derived from the DEK). */
+  faceTransform: Buffer;
+}
+
+/** A batch of decrypted templates handed to a forEachTemplate callback; every `bytes` is zeroed when the callback returns. */
+export type TemplateBatch = DecryptedTemplate[];
+
+export interface ForEachTemplateResult {
+  /** Templates handed to the callback. */
+  templates: number;
+  /** Records skipped because they are (or just became) quarantined. */
+  quarantined: QuarantinedRecord[];
+  batches: number;
 }
 
 interface TemplateRow {
@@ -344,6 +358,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
     k.templates.fill(0);
     k.identity.fill(0);
     k.lookup.fill(0);
+    k.faceTransform.fill(0);
   }
 
   private deriveOrgKeys(orgId: string, version: number, dek: Buffer): OrgKeys {
@@ -352,6 +367,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
       templates: deriveSubKey(dek, orgId, version, 'templates'),
       identity: deriveSubKey(dek, orgId, version, 'identity'),
       lookup: deriveSubKey(dek, orgId, version, 'credential-lookup'),
+      faceTransform: deriveSubKey(dek, orgId, version, 'face-transform'),
     };
     dek.fill(0);
     return keys;
@@ -415,6 +431,30 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
   /** Current data-key version of an org, undefined if it has none. */
   async keyVersion(orgId: string): Promise<number | undefined> {
     return this.serial(async () => (await this.keysFor(checkId('orgId', orgId), false))?.version);
+  }
+
+  /**
+   * The org's face-transform key: HKDF-SHA256 of its data key with its own
+   * label ("face-transform"), for the cancelable face transform
+   * (src/identify/face/transform.ts). It is never stored: destroying the
+   * org's data key (withdrawal) destroys it, and a new key version (rotation)
+   * gives a new one. Returns a copy (callers should zero it after use).
+   * NO_ORG_KEY when the org has no data key (never had one, or withdrawn);
+   * ORG_PURGE_IN_PROGRESS while it is being withdrawn.
+   */
+  async faceTransformKey(orgId: string): Promise<Buffer> {
+    const r = await this.faceTransformKeyVersioned(orgId);
+    return r.key;
+  }
+
+  /** faceTransformKey with the data-key version it was derived from (to notice a rotation). */
+  faceTransformKeyVersioned(orgId: string): Promise<{ key: Buffer; keyVersion: number }> {
+    checkId('orgId', orgId);
+    return this.serial(async () => {
+      const keys = await this.keysFor(orgId, false);
+      if (!keys) throw new TallyboxError('NO_ORG_KEY', `NO_ORG_KEY: organisation ${orgId} has no data key on this device`, { orgId });
+      return { key: Buffer.from(keys.faceTransform), keyVersion: keys.version };
+    });
   }
 
   // ---------------------------------------------------------------- quarantine
@@ -771,6 +811,64 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
       }
       return out;
     });
+  }
+
+  /**
+   * Decrypt an org's templates of one modality in batches of `batchSize`
+   * (keyset pagination on the primary key), calling `fn` with each batch.
+   * Unlike decryptTemplates, at most one batch of plaintext exists at a time:
+   * every `bytes` buffer is zeroed as soon as `fn` returns (copy what you keep),
+   * so start-up memory does not grow with the number of templates. Each batch
+   * is its own turn of the vault's queue (other vault calls, including from
+   * `fn`, run in between); templates enrolled during the walk may or may not be
+   * seen. Failing records are quarantined and reported, the rest go on.
+   */
+  async forEachTemplate(
+    orgId: string,
+    modality: Modality,
+    batchSize: number,
+    fn: (batch: TemplateBatch) => void | Promise<void>,
+  ): Promise<ForEachTemplateResult> {
+    checkId('orgId', orgId);
+    if (!MODALITIES.includes(modality)) throw new TallyboxError('INVALID_ARGUMENT', `INVALID_ARGUMENT: modality must be ${MODALITIES.join(' | ')}, got ${String(modality)}`, { field: 'modality' });
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: batchSize must be an integer 1-100000', { field: 'batchSize' });
+    const result: ForEachTemplateResult = { templates: 0, quarantined: [], batches: 0 };
+    let after = '';
+    for (;;) {
+      const batch = await this.serial(async () => {
+        const keys = await this.keysFor(orgId, false);
+        if (!keys) return null;
+        const rows = await this.db.all<TemplateRow>('SELECT * FROM templates WHERE org_id = ? AND modality = ? AND record_id > ? ORDER BY record_id LIMIT ?', [orgId, modality, after, batchSize]);
+        const out: DecryptedTemplate[] = [];
+        for (const r of rows) {
+          if (r.quarantined_at_ms !== null) {
+            result.quarantined.push({ table: 'templates', recordId: r.record_id, orgId, code: r.quarantine_code ?? 'DECRYPT_FAILED', atMs: r.quarantined_at_ms });
+            continue;
+          }
+          const bytes = this.tryOpen(keys, keys.templates, r.ct, this.templateAad(r));
+          if (!(bytes instanceof Error)) {
+            out.push(this.toDecrypted(r, bytes));
+            continue;
+          }
+          await this.quarantine('templates', r.record_id, orgId, bytes);
+          result.quarantined.push({ table: 'templates', recordId: r.record_id, orgId, code: (bytes as { code?: string }).code ?? 'DECRYPT_FAILED', atMs: this.clock() });
+        }
+        const last = rows[rows.length - 1];
+        return { templates: out, last: last?.record_id, full: rows.length === batchSize };
+      });
+      if (!batch) return result;
+      if (batch.templates.length > 0) {
+        try {
+          result.batches++;
+          result.templates += batch.templates.length;
+          await fn(batch.templates);
+        } finally {
+          for (const t of batch.templates) t.bytes.fill(0);
+        }
+      }
+      if (!batch.full || batch.last === undefined) return result;
+      after = batch.last;
+    }
   }
 
   /** One template; throws RECORD_QUARANTINED (and quarantines it) when it fails to decrypt. */

@@ -1,0 +1,105 @@
+/**
+ * Config fragment of the M2 role (face module or bridge MCU on a UART, an
+ * optional keyboard-wedge USB card reader). The config owner mounts it at
+ * `m2:` in src/config/schema.ts, e.g.
+ *
+ *   m2: M2ConfigSchema.default(M2ConfigSchema.parse({}))
+ *
+ * Every object is strict, like the rest of the config: a misspelt key is an
+ * error naming it.
+ */
+import { z } from 'zod';
+
+/** UART rates a bridge MCU / face module commonly supports (921600 recommended: a 512-float frame is ~2 KB). */
+export const BRIDGE_BAUD_RATES = [57600, 115200, 230400, 460800, 921600, 1_000_000, 1_500_000, 2_000_000] as const;
+
+const unit = z.number().min(-1).max(1);
+const zeroOne = z.number().min(0).max(1);
+
+const BridgeSchema = z
+  .object({
+    /** Serial device of the face module (a pty symlink in the simulator). */
+    port: z.string().min(1).default('/dev/ttyS2'),
+    baudRate: z
+      .number()
+      .int()
+      .refine((n) => (BRIDGE_BAUD_RATES as readonly number[]).includes(n), { message: `must be one of ${BRIDGE_BAUD_RATES.join(', ')}` })
+      .default(921600),
+    /** Per-request reply timeout of the driver. */
+    timeoutMs: z.number().int().min(50).max(60_000).default(1000),
+  })
+  .strict();
+
+const CardReaderSchema = z
+  .object({
+    /** USB vendor id (lsusb: the part before the colon), e.g. 0xffff. */
+    vendorId: z.number().int().min(0).max(0xffff),
+    productId: z.number().int().min(0).max(0xffff),
+    /** One hidraw path when the reader exposes several interfaces. */
+    path: z.string().min(1).optional(),
+    /** 'auto': strip the report id of 9-byte reports; a number: that report id. */
+    reportId: z.union([z.literal('auto'), z.literal('none'), z.number().int().min(0).max(255)]).default('auto'),
+    /** A card number is discarded when its keys are further apart than this. */
+    interKeyTimeoutMs: z.number().int().min(10).max(5000).default(1000),
+  })
+  .strict();
+
+const BucketsSchema = (medium: number, high: number) =>
+  z
+    .object({ medium: zeroOne.default(medium), high: zeroOne.default(high) })
+    .strict()
+    .refine((b) => b.high >= b.medium, { message: 'high must be >= medium', path: ['high'] })
+    .default({ medium, high });
+
+const FaceSchema = z
+  .object({
+    /** Feature dimension of the module's model (checked against its hello). */
+    dim: z.number().int().min(2).max(4096).default(512),
+    /** Cosine decision threshold (model specific; 0.40 suits the simulator's 512-dim model). */
+    threshold: unit.default(0.4),
+    /** Liveness (presentation-attack) threshold, module score 0..1. */
+    livenessThreshold: zeroOne.default(0.5),
+    /** A new enrolment this close to another subject's template is refused. */
+    duplicateThreshold: unit.default(0.55),
+    /** Captures per enrolment, averaged. */
+    enrolCaptures: z.number().int().min(1).max(10).default(3),
+    /** How long an enrolment waits for all its captures. */
+    enrolTimeoutMs: z.number().int().min(1000).max(600_000).default(20_000),
+    /** Cosine score → ScoreBucket (at/above medium: MEDIUM, at/above high: HIGH, else LOW). */
+    scoreBuckets: BucketsSchema(0.55, 0.7),
+    /** Liveness score → ScoreBucket, same rule. */
+    livenessBuckets: BucketsSchema(0.75, 0.9),
+  })
+  .strict();
+
+const DisplaySchema = z
+  .object({
+    /** Show the person's first name on the terminal's own display after a punch (local only; never logged or sent). */
+    showFirstName: z.boolean().default(false),
+    /** How long feedback stays on the display. */
+    feedbackMs: z.number().int().min(0).max(60_000).default(3000),
+  })
+  .strict();
+
+export const M2ConfigSchema = z
+  .object({
+    bridge: BridgeSchema.default(BridgeSchema.parse({})),
+    /** Omit (or null) when the terminal has no card reader: node-hid is then never loaded. */
+    cardReader: CardReaderSchema.nullable().default(null),
+    face: FaceSchema.default(FaceSchema.parse({})),
+    display: DisplaySchema.default(DisplaySchema.parse({})),
+    /** The same person identified again (face or card) within this many seconds is the same punch (0: off). */
+    repeatWindowSec: z.number().min(0).max(86_400).default(60),
+    /**
+     * Case opened: 'alarm' reports it (peripheral 'tamper' offline) and goes on;
+     * 'zeroise' also wipes the in-memory face index and transforms and refuses
+     * every punch until the agent restarts.
+     */
+    tamperResponse: z.enum(['alarm', 'zeroise']).default('alarm'),
+    /** Start a face enrolment when a subject with consent and no face template is upserted. */
+    enrolOnUpsert: z.boolean().default(true),
+  })
+  .strict();
+
+export type M2Config = z.infer<typeof M2ConfigSchema>;
+export type M2ConfigInput = z.input<typeof M2ConfigSchema>;
