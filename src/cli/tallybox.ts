@@ -13,6 +13,7 @@ const USAGE = `usage: tallybox COMMAND [options]
 
 commands:
   run --config FILE                 run the agent (YAML config; see README "Configuration")
+  doctor --config FILE [--json]     check config, storage, keys, clock, broker: what is wrong, and the fix
   provision --config FILE           create the device key (KEK) and identity; print the public key
   purge --org ID --config FILE [--yes]
                                     erase an organisation's data locally (agent stopped); the signed
@@ -35,6 +36,12 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });
       if (!values.config) throw usage('run needs --config FILE');
       return runAgent(values.config);
+    }
+    case 'doctor': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean', default: false } }, strict: true });
+      if (!values.config) throw usage('doctor needs --config FILE');
+      const { doctor } = await import('./doctor.js');
+      return doctor(values.config, { json: values.json ?? false, out: stdout });
     }
     case 'provision': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });

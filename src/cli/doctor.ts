@@ -1,0 +1,130 @@
+/**
+ * `tallybox doctor --config FILE [--json]`: what IT runs after installing a
+ * device, to see at a glance what is wrong. Each check is independent and
+ * reports ok / warn / fail with one line saying what it saw and, when not ok,
+ * what to do. Nothing is written (the broker check connects without a will
+ * and with its own client id, so the device's presence is not disturbed).
+ */
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, readSync, statfsSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { clockSynced } from '../agent/clock.js';
+import { runningAgentPid } from '../agent/pidfile.js';
+import { keyProviderFor } from '../agent/privacy.js';
+import { loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { assertBrokerAllowed } from '../link/regions.js';
+import { Sqlite } from '../store/sqlite.js';
+import { errorMessage } from '../util/errors.js';
+
+export type Verdict = 'ok' | 'warn' | 'fail';
+export interface Check {
+  name: string;
+  verdict: Verdict;
+  detail: string;
+}
+
+const MB = 1024 * 1024;
+
+async function checkStorage(config: Config): Promise<Check[]> {
+  const out: Check[] = [];
+  try {
+    if (!existsSync(config.dataDir)) {
+      out.push({ name: 'data-dir', verdict: 'warn', detail: `${config.dataDir} does not exist yet (the agent creates it on first start)` });
+    } else {
+      accessSync(config.dataDir, constants.W_OK);
+      const fs = statfsSync(config.dataDir);
+      const free = fs.bavail * fs.bsize;
+      const verdict: Verdict = free < 10 * MB ? 'fail' : free < 100 * MB ? 'warn' : 'ok';
+      out.push({ name: 'disk', verdict, detail: `${(free / MB).toFixed(0)} MB free on ${config.dataDir}${verdict === 'ok' ? '' : ' (punches are refused with DISK_FULL when it runs out)'}` });
+    }
+  } catch (err) {
+    out.push({ name: 'data-dir', verdict: 'fail', detail: `${config.dataDir}: ${errorMessage(err)}` });
+  }
+  for (const file of ['outbox.db', 'vault.db', 'commands.db']) {
+    const path = join(config.dataDir, file);
+    if (!existsSync(path)) continue;
+    try {
+      const fd = openSync(path, 'r');
+      const head = Buffer.alloc(16);
+      readSync(fd, head, 0, 16, 0);
+      closeSync(fd);
+      if (!Sqlite.looksLikeSqlite(head)) throw new Error('not a SQLite database');
+      const db = await Sqlite.open(path, { readonly: true });
+      const r = await db.get<{ integrity_check: string }>('PRAGMA quick_check');
+      await db.close();
+      out.push({ name: file, verdict: r?.integrity_check === 'ok' ? 'ok' : 'fail', detail: r?.integrity_check === 'ok' ? 'readable, quick_check ok' : `quick_check: ${r?.integrity_check}` });
+    } catch (err) {
+      out.push({ name: file, verdict: 'fail', detail: `${path}: ${errorMessage(err)}` });
+    }
+  }
+  const pid = runningAgentPid(config.dataDir);
+  out.push({ name: 'agent', verdict: 'ok', detail: pid ? `running (pid ${pid})` : 'not running' });
+  return out;
+}
+
+async function checkKeys(config: Config): Promise<Check[]> {
+  if (!config.vault) return [{ name: 'keys', verdict: 'ok', detail: 'no vault configured: this device keeps no personal data' }];
+  try {
+    const provider = keyProviderFor(config.vault);
+    const kek = await provider.loadKek({ dataDir: config.dataDir });
+    kek.fill(0);
+    const id = await provider.loadDeviceIdentity();
+    return [{ name: 'keys', verdict: 'ok', detail: `KEK and identity readable, permissions ok; identity ${id.keyId}` }];
+  } catch (err) {
+    return [{ name: 'keys', verdict: 'fail', detail: errorMessage(err) }];
+  }
+}
+
+async function checkBroker(config: Config): Promise<Check[]> {
+  try {
+    assertBrokerAllowed(config.broker.url, config.region, config.broker.allowLoopback);
+  } catch (err) {
+    return [{ name: 'broker', verdict: 'fail', detail: errorMessage(err) }];
+  }
+  const { broker } = config;
+  const t0 = performance.now();
+  try {
+    // A missing TLS file throws here and is reported as a broker problem.
+    const read = (f: string | undefined) => (f ? readFileSync(f) : undefined);
+    const client = await mqtt.connectAsync(broker.url, {
+      clientId: `tallybox-doctor-${config.device.id}`,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: Math.min(broker.connectTimeoutMs, 10_000),
+      ...(broker.username !== undefined ? { username: broker.username } : {}),
+      ...(broker.password !== undefined ? { password: broker.password } : {}),
+      ...(broker.tls ? { ca: read(broker.tls.caFile), cert: read(broker.tls.certFile), key: read(broker.tls.keyFile), rejectUnauthorized: broker.tls.rejectUnauthorized } : {}),
+    });
+    const ms = performance.now() - t0;
+    await client.endAsync(true);
+    return [{ name: 'broker', verdict: 'ok', detail: `connected to ${broker.url} in ${ms.toFixed(0)} ms${broker.tls ? ' (TLS)' : ''}` }];
+  } catch (err) {
+    return [{ name: 'broker', verdict: 'fail', detail: `${broker.url}: ${errorMessage(err)} — check the URL, the network, firewall and TLS files` }];
+  }
+}
+
+function checkClockAndCommands(config: Config): Check[] {
+  const synced = clockSynced(config.clock.source);
+  return [
+    { name: 'clock', verdict: synced ? 'ok' : 'warn', detail: synced ? `synchronised (${config.clock.source}); now ${new Date().toISOString()}` : `not synchronised (${config.clock.source}): punches are flagged clock_synced=false and commands may be refused as expired; enable NTP (systemd-timesyncd)` },
+    config.cloud.commandKeys.length > 0
+      ? { name: 'commands', verdict: 'ok', detail: `${config.cloud.commandKeys.length} cloud command key(s) pinned` }
+      : { name: 'commands', verdict: 'warn', detail: 'no cloud.commandKeys: erasure and enrolment commands from the cloud will be ignored' },
+  ];
+}
+
+export async function doctor(configFile: string, opts: { json: boolean; out: (s: string) => void }): Promise<number> {
+  let checks: Check[];
+  try {
+    const config = loadConfigFile(configFile);
+    checks = [{ name: 'config', verdict: 'ok', detail: `${configFile}: valid (device ${config.device.id}, ${config.device.kind}, region ${config.region})` }];
+    checks.push(...(await checkStorage(config)), ...(await checkKeys(config)), ...checkClockAndCommands(config), ...(await checkBroker(config)));
+  } catch (err) {
+    checks = [{ name: 'config', verdict: 'fail', detail: errorMessage(err) }];
+  }
+  if (opts.json) opts.out(JSON.stringify({ ok: !checks.some((c) => c.verdict === 'fail'), checks }));
+  else for (const c of checks) opts.out(`${c.verdict.toUpperCase().padEnd(4)}  ${c.name.padEnd(12)} ${c.detail}`);
+  return checks.some((c) => c.verdict === 'fail') ? 1 : 0;
+}
