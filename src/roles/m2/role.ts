@@ -147,6 +147,9 @@ export interface M2PunchEvent {
   eventId?: string;
 }
 
+/** How a face or card was handled ('punch': at least one punch accepted). */
+export type M2Outcome = 'punch' | 'repeat' | 'no-match' | 'spoof' | 'unknown-card' | 'refused' | 'locked' | 'ignored';
+
 export interface M2EnrolResult {
   orgId: string;
   subjectId: string;
@@ -167,6 +170,8 @@ export interface M2RoleEvents {
   refused: [reason: 'locked'];
   enrolled: [result: M2EnrolResult];
   'enrol-started': [event: { orgId: string; captures: number }];
+  /** One per face capture or card read handled, after its punches (if any) are accepted. */
+  outcome: [event: { source: 'face' | 'card'; outcome: M2Outcome }];
   tamper: [event: { open: boolean; response: TamperResponse }];
   zeroised: [event: { templates: number; orgs: number }];
 }
@@ -248,7 +253,7 @@ export class M2Role extends EventEmitter<M2RoleEvents> implements ErasurePartici
     linkErrors: 0,
   };
 
-  readonly #onFace = (c: FaceCapture) => this.#enqueue(() => this.#handleFace(c), true);
+  readonly #onFace = (c: FaceCapture) => this.#enqueue(() => this.#handled('face', () => this.#handleFace(c)), true);
   readonly #onTamper = (e: { open: boolean }) => this.#handleTamper(e.open);
   readonly #onLink = (s: string, reason?: Error) => {
     if (s !== 'closed' || this.#stopping || this.#status === 'stopped') return;
@@ -287,7 +292,7 @@ export class M2Role extends EventEmitter<M2RoleEvents> implements ErasurePartici
     this.#card = opts.cardTransport
       ? new HidCardReader({
           transport: opts.cardTransport,
-          onCard: (card) => this.#enqueue(() => this.#handleCard(card), false),
+          onCard: (card) => this.#enqueue(() => this.#handled('card', () => this.#handleCard(card)), false),
           ...(opts.cardReader?.reportId !== undefined ? { reportId: opts.cardReader.reportId } : {}),
           ...(opts.cardReader?.interKeyTimeoutMs !== undefined ? { interKeyTimeoutMs: opts.cardReader.interKeyTimeoutMs } : {}),
           logger: this.#log,
@@ -557,18 +562,28 @@ export class M2Role extends EventEmitter<M2RoleEvents> implements ErasurePartici
 
   /** Present a card number as if read by the reader (tests, keypad fallbacks). Not logged. */
   presentCard(card: string): Promise<void> {
-    return new Promise((resolve) => this.#enqueue(() => this.#handleCard(card).finally(resolve), false));
+    return new Promise((resolve) => this.#enqueue(() => this.#handled('card', () => this.#handleCard(card)).finally(resolve), false));
   }
 
-  async #handleFace(c: FaceCapture): Promise<void> {
+  /** Run one handler; its outcome is emitted even when it fails ('refused'). */
+  async #handled(source: 'face' | 'card', fn: () => Promise<M2Outcome>): Promise<void> {
+    let outcome: M2Outcome = 'refused';
+    try {
+      outcome = await fn();
+    } finally {
+      this.emit('outcome', { source, outcome });
+    }
+  }
+
+  async #handleFace(c: FaceCapture): Promise<M2Outcome> {
     if (this.#status === 'locked') return this.#refuseLocked();
-    if (c.purpose === 2 /* ENROL: belongs to an enrolment in progress */) return;
+    if (c.purpose === 2 /* ENROL: belongs to an enrolment in progress */) return 'ignored';
     if (!(c.liveness >= this.#livenessThreshold)) {
       this.#stats.spoofs++;
       this.#log.info({ event: 'm2_spoof' }, 'face presentation failed the liveness check; no punch');
       this.emit('spoof', { liveness: c.liveness });
       this.#feedback(false, 'Not accepted', 'Please try again');
-      return;
+      return 'spoof';
     }
     const matches: Array<{ orgId: string; subjectId: string; score: number }> = [];
     let best = -1;
@@ -583,19 +598,26 @@ export class M2Role extends EventEmitter<M2RoleEvents> implements ErasurePartici
       this.#stats.noMatch++;
       this.emit('no-match', { score: best });
       this.#feedback(false, 'Not recognised', 'Please try again');
-      return;
+      return 'no-match';
     }
     const liveness = this.#bucket(c.liveness, this.#livenessBuckets);
-    let ok: { orgId: string; subjectId: string } | null = null;
-    for (const m of matches) {
-      const r = await this.#punch(m.orgId, m.subjectId, PunchMethod.PUNCH_METHOD_FACE, this.#bucket(m.score, this.#scoreBuckets), liveness, m.score);
-      if (r !== 'refused') ok ??= m;
-    }
-    if (ok) await this.#welcome(ok.orgId, ok.subjectId);
-    else this.#feedback(false, 'Not recorded', 'Please try again');
+    const results: Array<{ orgId: string; subjectId: string; r: 'punch' | 'repeat' | 'refused' }> = [];
+    for (const m of matches) results.push({ ...m, r: await this.#punch(m.orgId, m.subjectId, PunchMethod.PUNCH_METHOD_FACE, this.#bucket(m.score, this.#scoreBuckets), liveness, m.score) });
+    return this.#conclude(results);
   }
 
-  async #handleCard(card: string): Promise<void> {
+  /** Feedback for the punches of one face/card; the outcome is the best of them. */
+  async #conclude(results: Array<{ orgId: string; subjectId: string; r: 'punch' | 'repeat' | 'refused' }>): Promise<M2Outcome> {
+    const ok = results.find((x) => x.r === 'punch') ?? results.find((x) => x.r === 'repeat');
+    if (!ok) {
+      this.#feedback(false, 'Not recorded', 'Please try again');
+      return 'refused';
+    }
+    await this.#welcome(ok.orgId, ok.subjectId);
+    return ok.r;
+  }
+
+  async #handleCard(card: string): Promise<M2Outcome> {
     if (this.#status === 'locked') return this.#refuseLocked();
     let holders: Array<{ orgId: string; subjectId: string }>;
     try {
@@ -606,28 +628,25 @@ export class M2Role extends EventEmitter<M2RoleEvents> implements ErasurePartici
       this.#log.info({ event: 'm2_card_invalid', length: card.length }, 'card read is not a card number');
       this.emit('card-unknown');
       this.#feedback(false, 'Unknown card');
-      return;
+      return 'unknown-card';
     }
     if (holders.length === 0) {
       this.#stats.cardUnknown++;
       this.#log.info({ event: 'm2_card_unknown' }, 'card not enrolled in any organisation on this device');
       this.emit('card-unknown');
       this.#feedback(false, 'Unknown card');
-      return;
+      return 'unknown-card';
     }
-    let ok: { orgId: string; subjectId: string } | null = null;
-    for (const h of holders) {
-      const r = await this.#punch(h.orgId, h.subjectId, PunchMethod.PUNCH_METHOD_CARD, ScoreBucket.SCORE_BUCKET_UNSPECIFIED, ScoreBucket.SCORE_BUCKET_UNSPECIFIED);
-      if (r !== 'refused') ok ??= h;
-    }
-    if (ok) await this.#welcome(ok.orgId, ok.subjectId);
-    else this.#feedback(false, 'Not recorded', 'Please try again');
+    const results: Array<{ orgId: string; subjectId: string; r: 'punch' | 'repeat' | 'refused' }> = [];
+    for (const h of holders) results.push({ ...h, r: await this.#punch(h.orgId, h.subjectId, PunchMethod.PUNCH_METHOD_CARD, ScoreBucket.SCORE_BUCKET_UNSPECIFIED, ScoreBucket.SCORE_BUCKET_UNSPECIFIED) });
+    return this.#conclude(results);
   }
 
-  #refuseLocked(): void {
+  #refuseLocked(): M2Outcome {
     this.#stats.refusedLocked++;
     this.emit('refused', 'locked');
     this.#feedback(false, 'Out of service');
+    return 'locked';
   }
 
   async #punch(orgId: string, subjectId: string, method: PunchMethod, matchScore: ScoreBucket, liveness: ScoreBucket, score?: number): Promise<'punch' | 'repeat' | 'refused'> {
