@@ -65,8 +65,8 @@ const FaceSchema = z
     enrolCaptures: z.number().int().min(1).max(10).default(3),
     /** How long an enrolment waits for all its captures. */
     enrolTimeoutMs: z.number().int().min(1000).max(600_000).default(20_000),
-    /** Cosine score → ScoreBucket (at/above medium: MEDIUM, at/above high: HIGH, else LOW). */
-    scoreBuckets: BucketsSchema(0.55, 0.7),
+    /** Cosine score → ScoreBucket (at/above medium: MEDIUM, at/above high: HIGH, else LOW; genuine probes of the simulator score ~0.45-0.75). */
+    scoreBuckets: BucketsSchema(0.5, 0.65),
     /** Liveness score → ScoreBucket, same rule. */
     livenessBuckets: BucketsSchema(0.75, 0.9),
   })

@@ -69,7 +69,7 @@ export interface M2FaceOptions {
   enrolCaptures?: number;
   /** Time for all captures of an enrolment (default 20 s). */
   enrolTimeoutMs?: number;
-  /** Cosine → bucket (default medium 0.55, high 0.7). */
+  /** Cosine → bucket (default medium 0.5, high 0.65). */
   scoreBuckets?: { medium: number; high: number };
   /** Liveness → bucket (default medium 0.75, high 0.9). */
   livenessBuckets?: { medium: number; high: number };
@@ -278,7 +278,7 @@ export class M2Role extends EventEmitter<M2RoleEvents> implements ErasurePartici
     this.#duplicateThreshold = f.duplicateThreshold ?? DEFAULT_DUPLICATE_THRESHOLD;
     this.#enrolCaptures = f.enrolCaptures ?? 3;
     this.#enrolTimeoutMs = f.enrolTimeoutMs ?? 20_000;
-    this.#scoreBuckets = f.scoreBuckets ?? { medium: 0.55, high: 0.7 };
+    this.#scoreBuckets = f.scoreBuckets ?? { medium: 0.5, high: 0.65 };
     this.#livenessBuckets = f.livenessBuckets ?? { medium: 0.75, high: 0.9 };
     this.#showFirstName = opts.display?.showFirstName ?? false;
     this.#feedbackMs = opts.display?.feedbackMs ?? 3000;
