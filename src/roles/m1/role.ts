@@ -79,6 +79,12 @@ export interface M1RoleOptions {
   peripheralName?: string;
   /** ms clock for the repeat window (default Date.now). */
   clock?: () => number;
+  /**
+   * Last-seen updates (the retention clock, counted in days) are batched and
+   * written this often, not once per punch, so a vault commit never competes
+   * with the outbox's durable write on the punch path (default 30 s).
+   */
+  touchFlushMs?: number;
 }
 
 /** Explicit connection states of the module. */
@@ -125,6 +131,8 @@ export interface M1PunchEvent {
   bucket: ScoreBucket;
   /** From the module's Search reply to the punch being durably accepted. */
   overheadMs: number;
+  /** The role's own share of it: Search reply → punch handed to the agent (lookup, repeat window, bucket). */
+  roleMs: number;
   /** The queued punch's event id, when the sink returns one. */
   eventId?: string;
 }
@@ -201,6 +209,9 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
   readonly #failuresBeforeOffline: number;
   readonly #peripheral: string;
   readonly #clock: () => number;
+  readonly #touchFlushMs: number;
+  #touches = new Map<string, { orgId: string; subjectId: string; atMs: number }>();
+  #touchTimer: NodeJS.Timeout | null = null;
   #repeatWindow: number | (() => number);
 
   #status: M1Status = 'stopped';
@@ -240,6 +251,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     this.#failuresBeforeOffline = Math.max(1, opts.failuresBeforeOffline ?? 2);
     this.#peripheral = opts.peripheralName ?? 'fingerprint';
     this.#clock = opts.clock ?? Date.now;
+    this.#touchFlushMs = opts.touchFlushMs ?? 30_000;
   }
 
   /** The repeat-punch window now in force, in seconds. */
@@ -298,6 +310,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     this.#wake?.();
     await this.#running;
     this.#running = null;
+    await this.flushLastSeen();
     if (this.#status !== 'stopped') this.#setStatus('stopped', 'stopped');
     this.#driver.off('error-frame', this.#onErrorFrame);
   }
@@ -488,6 +501,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     this.#lastPunch.set(key, now);
     if (this.#lastPunch.size > 4096) this.#sweepRepeats(now);
     const bucket = this.#bucket(score);
+    const roleMs = performance.now() - t0;
     let eventId: string | undefined;
     try {
       eventId = (await this.#agent.punch({ orgId: entry.orgId, subjectId: entry.subjectId, method: PunchMethod.PUNCH_METHOD_FINGERPRINT, matchScore: bucket }))?.eventId;
@@ -501,10 +515,22 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     }
     const overheadMs = performance.now() - t0;
     this.#stats.punches++;
-    // Retention clock: off the punch's critical path.
-    this.#vault.touchSubject(entry.orgId, entry.subjectId, now).catch((err: unknown) => this.#log.warn({ event: 'm1_touch_failed', code: errCode(err) }, 'could not update last-seen'));
-    this.emit('punch', { orgId: entry.orgId, subjectId: entry.subjectId, page, score, bucket, overheadMs, ...(eventId ? { eventId } : {}) });
+    // Retention clock: batched, off the punch's critical path.
+    this.#touches.set(key, { orgId: entry.orgId, subjectId: entry.subjectId, atMs: now });
+    this.#touchTimer ??= setTimeout(() => void this.flushLastSeen(), this.#touchFlushMs);
+    this.emit('punch', { orgId: entry.orgId, subjectId: entry.subjectId, page, score, bucket, overheadMs, roleMs, ...(eventId ? { eventId } : {}) });
     return 'busy';
+  }
+
+  /** Write pending last-seen times to the vault (also done by stop()). */
+  async flushLastSeen(): Promise<void> {
+    if (this.#touchTimer) clearTimeout(this.#touchTimer);
+    this.#touchTimer = null;
+    const batch = [...this.#touches.values()];
+    this.#touches.clear();
+    for (const t of batch) {
+      await this.#vault.touchSubject(t.orgId, t.subjectId, t.atMs).catch((err: unknown) => this.#log.warn({ event: 'm1_touch_failed', code: errCode(err) }, 'could not update last-seen'));
+    }
   }
 
   #bucket(score: number): ScoreBucket {
