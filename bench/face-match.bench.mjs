@@ -146,14 +146,21 @@ function startupRows() {
   try {
     const child = fileURLToPath(new URL('./face-match.startup.mjs', import.meta.url));
     execFileSync(process.execPath, [child, 'prepare', dir, '10000'], { stdio: ['ignore', 'ignore', 'inherit'] });
-    const samples = [];
-    for (let rep = 0; rep < REPS; rep++) samples.push(JSON.parse(execFileSync(process.execPath, [child, 'start', dir], { encoding: 'utf8' })));
-    const ready = median(samples.map((s) => s.readyMs));
-    const rss = median(samples.map((s) => s.rssMb));
-    const parts = ['openMs', 'transformMs', 'decryptMs', 'indexMs'].map((k) => `${k.replace('Ms', '')} ${median(samples.map((s) => s[k])).toFixed(0)}`).join(', ');
+    const measure = (mode) => {
+      const samples = [];
+      for (let rep = 0; rep < REPS; rep++) samples.push(JSON.parse(execFileSync(process.execPath, [child, mode, dir], { encoding: 'utf8' })));
+      const parts = ['openMs', 'transformMs', 'decryptMs', 'indexMs'].map((k) => `${k.replace('Ms', '')} ${median(samples.map((s) => s[k])).toFixed(0)}`).join(', ');
+      return { ready: median(samples.map((s) => s.readyMs)), rss: median(samples.map((s) => s.rssMb)), parts };
+    };
+    // What the M2 role does: Vault.forEachTemplate, one batch of plaintext at a time.
+    const stream = measure('start');
+    // Baseline: Vault.decryptTemplates, every plaintext at once.
+    const all = measure('start-all');
     return [
-      { bench: B, metric: `startup 10k sealed templates: ready (${parts} ms)`, value: ready, unit: 'ms', target: '≤ 1000 ms', ok: ready <= 1000 },
-      { bench: B, metric: 'startup 10k sealed templates: RSS at ready', value: rss, unit: 'MB', target: '≤ 150 MB', ok: rss <= 150 },
+      { bench: B, metric: `startup 10k sealed templates, streamed: ready (${stream.parts} ms)`, value: stream.ready, unit: 'ms', target: '≤ 1000 ms', ok: stream.ready <= 1000 },
+      { bench: B, metric: 'startup 10k sealed templates, streamed: RSS at ready', value: stream.rss, unit: 'MB', target: '≤ 150 MB', ok: stream.rss <= 150, baseline: all.rss, ratio: stream.rss / all.rss },
+      { bench: B, metric: `startup 10k sealed templates, all at once (baseline): ready (${all.parts} ms)`, value: all.ready, unit: 'ms' },
+      { bench: B, metric: 'startup 10k sealed templates, all at once (baseline): RSS at ready', value: all.rss, unit: 'MB' },
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });

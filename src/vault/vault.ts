@@ -815,7 +815,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
 
   /**
    * Decrypt an org's templates of one modality in batches of `batchSize`
-   * (keyset pagination on the primary key), calling `fn` with each batch.
+   * (keyset pagination on the rowid), calling `fn` with each batch.
    * Unlike decryptTemplates, at most one batch of plaintext exists at a time:
    * every `bytes` buffer is zeroed as soon as `fn` returns (copy what you keep),
    * so start-up memory does not grow with the number of templates. Each batch
@@ -833,12 +833,17 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
     if (!MODALITIES.includes(modality)) throw new TallyboxError('INVALID_ARGUMENT', `INVALID_ARGUMENT: modality must be ${MODALITIES.join(' | ')}, got ${String(modality)}`, { field: 'modality' });
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: batchSize must be an integer 1-100000', { field: 'batchSize' });
     const result: ForEachTemplateResult = { templates: 0, quarantined: [], batches: 0 };
-    let after = '';
+    let after = 0;
     for (;;) {
       const batch = await this.serial(async () => {
         const keys = await this.keysFor(orgId, false);
         if (!keys) return null;
-        const rows = await this.db.all<TemplateRow>('SELECT * FROM templates WHERE org_id = ? AND modality = ? AND record_id > ? ORDER BY record_id LIMIT ?', [orgId, modality, after, batchSize]);
+        // Keyset pagination on the rowid: each batch seeks forward in the table's own b-tree, so the
+        // walk is linear (paging on record_id made SQLite sort the org's rows again for every batch).
+        const rows = await this.db.all<TemplateRow & { rid: number }>(
+          'SELECT rowid AS rid, * FROM templates WHERE rowid > ? AND org_id = ? AND modality = ? ORDER BY rowid LIMIT ?',
+          [after, orgId, modality, batchSize],
+        );
         const out: DecryptedTemplate[] = [];
         for (const r of rows) {
           if (r.quarantined_at_ms !== null) {
@@ -854,7 +859,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
           result.quarantined.push({ table: 'templates', recordId: r.record_id, orgId, code: (bytes as { code?: string }).code ?? 'DECRYPT_FAILED', atMs: this.clock() });
         }
         const last = rows[rows.length - 1];
-        return { templates: out, last: last?.record_id, full: rows.length === batchSize };
+        return { templates: out, last: last?.rid, full: rows.length === batchSize };
       });
       if (!batch) return result;
       if (batch.templates.length > 0) {
