@@ -233,6 +233,25 @@ describe('M1 role over a real pseudo-terminal', () => {
     expect(s.sim.device.pages()).toEqual([]);
   });
 
+  it('erasure before the role has started (a purge resumed at boot): the vault no longer vouches for the pages, so they go', async () => {
+    const s = await stack();
+    await s.role.start();
+    await person(s, 'acme', 'sub-k');
+    await person(s, 'globex', 'sub-y');
+    const keep = await enrolFinger(s, 'acme', 'sub-k', { person: 'ole', finger: 0 });
+    await enrolFinger(s, 'globex', 'sub-y', { person: 'pia', finger: 0 });
+    await s.role.stop();
+    // A fresh role on the same driver, never started: as at boot, before the loop runs.
+    const { M1Role } = await import('../../src/roles/m1/role.js');
+    const fresh = new M1Role({ agent: s.agent, vault: s.vault, driver: s.driver });
+    const purger = new Purger({ store: s.vault, signer: s.vault.identity, deviceId: s.deviceId, participants: [fresh] });
+    const outcome = await purger.withdrawOrg('globex');
+    expect(outcome.ok).toBe(true);
+    expect(outcome.receipt.participants.find((p) => p.name === 'm1-fingerprint')).toMatchObject({ ok: true, counts: { sensorSlots: 1 } });
+    expect(s.sim.device.pages()).toEqual([keep.page]);
+    await fresh.stop();
+  });
+
   it('erasure with the module away reports not-ok (the purge stays journalled); it succeeds once the module is back', async () => {
     const s = await stack({ timeoutMs: 200, role: { backoff: { minMs: 50, maxMs: 300 } } });
     await s.role.start();

@@ -815,9 +815,10 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
   #erase(inScope: (e: PageEntry) => boolean): Promise<ErasureReport> {
     return this.#exclusive(async (): Promise<ErasureReport> => {
       try {
+        let reconciledAway = 0;
         if (this.#status !== 'ready' || this.#pages === null) {
           // Bring-up reconciles against the vault, which already dropped the scope: its pages go as orphans.
-          await this.#bringUp();
+          reconciledAway = (await this.#bringUp()).deleted;
         }
         const map = this.#pages!;
         const targets = [...map].filter(([, e]) => inScope(e)).map(([p]) => p);
@@ -829,11 +830,12 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
         const after = new Set(await this.#listPages());
         const remaining = [...new Set([...targets, ...toDelete])].filter((p) => after.has(p));
         const ok = remaining.length === 0;
-        this.#log.info({ event: 'm1_erased', pages: toDelete.length, remaining: remaining.length, ok }, `fingerprint module: ${toDelete.length} pages erased, verified ${ok ? 'empty' : 'NOT empty'}`);
+        const erased = toDelete.length + reconciledAway;
+        this.#log.info({ event: 'm1_erased', pages: erased, remaining: remaining.length, ok }, `fingerprint module: ${erased} pages erased, verified ${ok ? 'empty' : 'NOT empty'}`);
         return {
           ok,
-          counts: { sensorSlots: toDelete.length },
-          detail: ok ? `${toDelete.length} module pages deleted; index table verified` : `${remaining.length} module pages still in use after DeletChar`,
+          counts: { sensorSlots: erased },
+          detail: ok ? `${erased} module pages deleted; index table verified` : `${remaining.length} module pages still in use after DeletChar`,
         };
       } catch (err) {
         const code = errCode(err);
