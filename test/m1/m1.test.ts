@@ -99,6 +99,19 @@ describe('M1 role over a real pseudo-terminal', () => {
     expect(await presentFinger(s, { person: 'carol', finger: 4 })).toBe('punch');
   });
 
+  it('a messy image is reported, not punched, and the sensor is not hammered', async () => {
+    const s = await stack();
+    await s.role.start();
+    await person(s, 'acme', 'sub-m');
+    await enrolFinger(s, 'acme', 'sub-m', { person: 'quinn', finger: 0 });
+    const bad = new Promise<string>((r) => s.role.once('bad-image', r));
+    s.sim.device.placeFinger({ person: 'quinn', finger: 0 }, 'messy');
+    expect(await bad).toBe('IMAGE_MESSY');
+    s.sim.device.liftFinger();
+    expect(await presentFinger(s, { person: 'quinn', finger: 0 })).toBe('punch');
+    expect(s.role.stats).toMatchObject({ punches: 1 });
+  });
+
   it('repeat window: the same person within N seconds is one punch', async () => {
     let now = 1_800_000_000_000;
     const s = await stack({ role: { repeatWindowSec: 60, clock: () => now } });

@@ -337,6 +337,8 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
       const outcome = await this.#exclusive(() => this.#tick()).catch((err: unknown) => this.#onTickError(err));
       if (this.#stopping) break;
       if (outcome === 'idle') await this.#sleep(this.#pollMs);
+      // After a TIMEOUT a late ack could pass for the next command's reply (acks carry no sequence number): wait one timeout.
+      else if (outcome === 'error' && this.#status === 'ready') await this.#sleep(this.#lastLinkCode === 'TIMEOUT' ? Math.max(this.#pollMs, this.#driver.timeoutMs) : this.#pollMs);
     }
   }
 
@@ -386,7 +388,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
 
   #onTickError(err: unknown): TickOutcome {
     const code = errCode(err);
-    if (isR30xError(err)) this.#lastLinkCode = err.code;
+    this.#lastLinkCode = isR30xError(err) ? err.code : '';
     if (isR30xError(err) && LINK_GONE.has(err.code)) {
       this.#goOffline(err, this.#backoff.minMs);
       return 'error';
@@ -460,7 +462,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
       if (isR30xError(err) && IMAGE_CODES.has(err.code)) {
         this.#stats.badImages++;
         this.emit('bad-image', err.code);
-        return 'busy';
+        return 'idle';
       }
       throw err;
     }
