@@ -94,6 +94,7 @@ export async function startM2Stack(opts: M2StackOptions = {}): Promise<M2Stack> 
   const keysDir = join(dir, 'keys');
   const link = join(dir, 'ttyFace');
   const cleanups: Array<() => Promise<unknown>> = [];
+  let built: M2Stack | undefined;
   const close = async (c: { keepDir?: boolean } = {}) => {
     for (const f of cleanups.reverse()) await f().catch(() => undefined);
     cleanups.length = 0;
@@ -125,14 +126,16 @@ export async function startM2Stack(opts: M2StackOptions = {}): Promise<M2Stack> 
     const vault = agent.privacy?.vault;
     if (!vault) throw new Error('the agent opened no vault for an m2 device');
     const face = await startFaceSimulator({ link, control: false, people: opts.people ?? 200, dim: 512, seed: opts.seed ?? 11 });
-    cleanups.push(() => face.close());
+    // Whatever simulator the stack holds when it closes (tests swap in a new one after an unplug).
+    cleanups.push(() => (built?.face ?? face).close());
     const card = new CardReaderSim();
     const driver = new BridgeDriver({ transport: new SerialTransport({ path: link, baudRate: 921600 }), timeoutMs: 2000 });
     cleanups.push(() => driver.close());
     const role = new M2Role({ agent, vault, driver, cardTransport: card.transport, logger, backoff: { minMs: 100, maxMs: 1000 }, ...opts.role });
     cleanups.push(() => role.stop());
     attachM2Role({ agent, role, vault, logger, enrolOnUpsert: false, followSettings: false });
-    return { dir, dataDir, orgId, deviceId, broker, sink, vault, agent, face, card, driver, role, link, close };
+    built = { dir, dataDir, orgId, deviceId, broker, sink, vault, agent, face, card, driver, role, link, close };
+    return built;
   } catch (err) {
     await close();
     throw err;

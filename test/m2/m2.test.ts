@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { enrolFace, presentFace, startM2Stack, swipeCard, type M2Stack, type M2StackOptions } from '../../src/cli/demo-m2.js';
+import { startFaceSimulator } from '../../simulators/face/main.js';
 import { PunchMethod, ScoreBucket, type PunchEvent } from '../../src/proto/index.js';
 import { attachM2Role } from '../../src/roles/m2/attach.js';
 import type { Logger } from '../../src/util/log.js';
@@ -15,7 +16,9 @@ import { waitUntil } from '../helpers/ports.js';
 
 const stacks = new Set<M2Stack>();
 const dirs: string[] = [];
+const extra: Array<() => Promise<void>> = [];
 afterEach(async () => {
+  for (const f of extra.splice(0)) await f().catch(() => undefined);
   // Every socat, broker and agent of the test goes, even when it failed.
   await Promise.all([...stacks].map((s) => s.close()));
   stacks.clear();
@@ -259,6 +262,38 @@ describe('M2 face over a real pseudo-terminal', () => {
     await enrolments();
     expect(s.role.inIndex('acme', 'sub-ok')).toBe(true);
     expect(await s.vault.listTemplates('acme', 'sub-ok')).toHaveLength(1);
+  });
+});
+
+describe('M2 module link and display', () => {
+  it('module unplugged → face peripheral offline; back on the same link → ready again, punches resume', async () => {
+    const s = await stack({ role: { repeatWindowSec: 0, backoff: { minMs: 50, maxMs: 200 } } });
+    await s.role.start();
+    await person(s, 'acme', 'sub-1');
+    await enrolFace(s, 'acme', 'sub-1', 14);
+    await s.face.close();
+    await waitUntil(() => s.role.status === 'offline', 10_000, 'the role offline');
+    await waitUntil(() => peripheral(s, 'face')?.online === false, 5000, 'face peripheral offline');
+    // The same module comes back on the same device path (same seeded population).
+    const again = await startFaceSimulator({ link: s.link, control: false, people: 200, dim: 512, seed: 11 });
+    extra.push(() => again.close()); // its socat goes with the test, pass or fail
+    s.face = again; // and the stack's close() stops this one too (close is idempotent)
+    await waitUntil(() => s.role.status === 'ready', 15_000, 'the role ready again');
+    expect(peripheral(s, 'face')).toMatchObject({ online: true });
+    expect(s.role.inIndex('acme', 'sub-1')).toBe(true);
+    expect(await presentFace(s, 14)).toBe('punch');
+  });
+
+  it('showFirstName: the first name goes to the local display only, never to logs or the cloud', async () => {
+    const s = await stack({ role: { display: { showFirstName: true } } });
+    await s.role.start();
+    await person(s, 'acme', 'sub-1', { name: 'Zelda Quartermain' });
+    await enrolFace(s, 'acme', 'sub-1', 16);
+    expect(await presentFace(s, 16)).toBe('punch');
+    await waitUntil(() => (s.face.sim.state() as { display?: { line1?: string } }).display?.line1 === 'Welcome Zelda', 5000, 'the name on the display');
+    await waitUntil(() => s.received.length === 1, 10_000, 'the punch');
+    expect(JSON.stringify(s.received[0])).not.toContain('Zelda');
+    expect(s.logs.join('\n')).not.toMatch(/Zelda|Quartermain/);
   });
 });
 
