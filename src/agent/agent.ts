@@ -62,7 +62,7 @@ export class Agent {
     /** Vault and purge pipeline; undefined on a device that keeps no personal data. */
     readonly privacy: PrivacyServices | undefined,
   ) {
-    this.settings = { retentionDays: config.privacy.retentionDays, repeatWindowSec: 60, backlogRatePerSec: config.outbox.backlogRatePerSec };
+    this.settings = { retentionDays: config.privacy.retentionDays, repeatWindowSec: config.m1?.repeatWindowSec ?? config.m2?.repeatWindowSec ?? 60, backlogRatePerSec: config.outbox.backlogRatePerSec };
     this.egress = new EgressGate({ deviceId: config.device.id, operatorOrgId: config.device.orgId });
     this.link = new MqttLink({
       config,
@@ -191,7 +191,7 @@ export class Agent {
     const prev = this.peripherals.get(name);
     if (prev && prev.online === online && prev.detail === detail) return;
     this.peripherals.set(name, { online, detail });
-    this.logger.info({ event: 'peripheral', name, online, detail }, `${name} ${online ? 'online' : 'offline'}${detail ? `: ${detail}` : ''}`);
+    this.logger.info({ event: 'peripheral', peripheral: name, online, detail }, `${name} ${online ? 'online' : 'offline'}${detail ? `: ${detail}` : ''}`);
     this.publishStateSoon();
   }
 

@@ -4,6 +4,8 @@
  * a silently ignored setting.
  */
 import { z } from 'zod';
+import { M1ConfigSchema } from '../roles/m1/config.js';
+import { M2ConfigSchema } from '../roles/m2/config.js';
 
 /** Ids travel in MQTT topics: no '/', '+', '#', spaces, or anything surprising. */
 const Id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ . - (it is used in MQTT topics)');
@@ -121,6 +123,10 @@ export const ConfigSchema = z
     /** Encrypted store of subjects, templates and credentials; required on m1 and m2. */
     vault: VaultSchema.optional(),
     cloud: CloudSchema.default(CloudSchema.parse({})),
+    /** M1: the fingerprint module on a UART (defaults: /dev/ttyS1 at 57600). */
+    m1: M1ConfigSchema.optional(),
+    /** M2: the face module (bridge protocol on a UART) and an optional USB HID card reader. */
+    m2: M2ConfigSchema.optional(),
     privacy: PrivacySchema.default(PrivacySchema.parse({})),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
   })

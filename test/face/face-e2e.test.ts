@@ -48,8 +48,9 @@ describe('face over a real pseudo-terminal', () => {
   it('enrols people from module captures, then a presentation identifies the right subject', async () => {
     for (const p of [3, 8, 21]) {
       const captures = driver.enrol({ captures: 3, timeoutMs: 5000 });
-      // The control interface is what a developer would script.
-      await new Promise((r) => setTimeout(r, 20));
+      // The control interface is what a developer would script. Present only once the
+      // module is in enrolment mode: a presentation before that is an identification.
+      for (let t = 0; !(await control('/state')).enrolling && t < 250; t++) await new Promise((r) => setTimeout(r, 20));
       for (let i = 0; i < 3; i++) await control('/present', { person: p });
       const caps = await captures;
       expect(caps.map((c) => c.purpose)).toEqual([2, 2, 2]);
