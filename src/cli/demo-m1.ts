@@ -12,24 +12,20 @@
  *
  * `startM1Stack` and the finger helpers are exported for tests and benches.
  */
-import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { R30xDriver } from '../../firmware-bridge/r30x/driver.js';
 import { SerialTransport } from '../../firmware-bridge/transport/serial.js';
-import { startEmbeddedBroker, type EmbeddedBroker } from '../../simulators/cloud/broker.js';
-import { CloudSink } from '../../simulators/cloud/sink.js';
+import type { EmbeddedBroker } from '../../simulators/cloud/broker.js';
+import type { CloudSink } from '../../simulators/cloud/sink.js';
 import { startFingerprintSimulator, type FingerprintSimulator } from '../../simulators/fingerprint/simulator.js';
 import type { FingerRef } from '../../simulators/fingerprint/templates.js';
-import { Agent } from '../agent/agent.js';
-import { validateConfig } from '../config/load.js';
-import { PunchMethod, ScoreBucket, type PunchEvent } from '../proto/index.js';
+import type { Agent } from '../agent/agent.js';
+import { pb, type PunchEvent } from '../proto/index.js';
 import { attachM1Role } from '../roles/m1/attach.js';
 import { M1Role, type EnrolResult, type EnrolStep, type M1RoleOptions } from '../roles/m1/role.js';
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
-import { FileKeyProvider, provisionKeyFiles } from '../vault/keys.js';
-import { Vault } from '../vault/vault.js';
+import type { Vault } from '../vault/vault.js';
+import { awaitDelivery, punchJsonLine, sleep, startDemoDevice } from './demo-kit.js';
 
 export interface M1DemoOptions {
   json: boolean;
@@ -73,59 +69,32 @@ export interface M1Stack {
 }
 
 export async function startM1Stack(opts: M1StackOptions = {}): Promise<M1Stack> {
-  const dir = opts.dir ? resolve(opts.dir) : mkdtempSync(join(tmpdir(), 'tallybox-m1-'));
-  mkdirSync(dir, { recursive: true });
   const orgId = opts.orgId ?? 'acme';
   const deviceId = opts.deviceId ?? 'demo-m1-0001';
-  const dataDir = join(dir, 'data');
-  const keysDir = join(dir, 'keys');
-  const link = join(dir, 'ttyR30x');
-  const cleanups: Array<() => Promise<unknown>> = [];
-  const close = async (c: { keepDir?: boolean } = {}) => {
-    for (const f of cleanups.reverse()) await f().catch(() => undefined);
-    cleanups.length = 0;
-    if (!c.keepDir && !opts.dir) rmSync(dir, { recursive: true, force: true });
-  };
+  const dev = await startDemoDevice({
+    kind: 'm1',
+    deviceId,
+    orgId,
+    vault: true,
+    ...(opts.dir ? { dir: opts.dir } : {}),
+    ...(opts.logger ? { logger: opts.logger } : {}),
+    logLevel: opts.agentLogLevel ?? 'silent',
+    ...(opts.onPunch ? { onPunch: opts.onPunch } : {}),
+  });
   try {
-    const broker = await startEmbeddedBroker();
-    cleanups.push(() => broker.close());
-    const sink = await CloudSink.connect({ url: broker.url, ...(opts.onPunch ? { onPunch: opts.onPunch } : {}) });
-    cleanups.push(() => sink.close());
-    const kekPath = join(keysDir, 'tallybox.kek');
-    if (!existsSync(kekPath)) await provisionKeyFiles({ kekPath, dataDir });
-    const config = validateConfig({
-      version: 1,
-      device: { id: deviceId, kind: 'm1', orgId },
-      region: 'sg',
-      dataDir,
-      broker: { url: broker.url, allowLoopback: true, keepaliveSec: 5, reconnectMinMs: 100, reconnectMaxMs: 1000 },
-      clock: { source: 'assume-synced' },
-      outbox: { backlogRatePerSec: 0 },
-      vault: { keyProvider: 'file', kekFile: kekPath },
-      // The command intake wants a pinned cloud key; the demo's cloud sends no commands.
-      cloud: { commandKeys: [{ id: 'demo-cloud', publicKey: demoCloudKey() }] },
-      log: { level: opts.agentLogLevel ?? 'silent' },
-    });
     const logger = opts.logger ?? silentLogger();
-    const agent = await Agent.start({ config, logger });
-    cleanups.push(() => agent.stop());
-    // The agent opens the vault itself when it has a vault section; otherwise (older agents) open it here.
-    let vault = (agent as unknown as { privacy?: { vault?: Vault } }).privacy?.vault;
-    if (!vault) {
-      const own = await Vault.open({ dataDir, keyProvider: new FileKeyProvider({ kekPath }) });
-      cleanups.push(() => own.close());
-      vault = own;
-    }
+    const link = join(dev.dir, 'ttyR30x');
     const sim = await startFingerprintSimulator({ link, control: false, ...(opts.capacity ? { capacity: opts.capacity } : {}) });
-    cleanups.push(() => sim.close());
+    dev.onClose(() => sim.close());
     const driver = new R30xDriver({ transport: new SerialTransport({ path: link }), timeoutMs: opts.timeoutMs ?? 500 });
-    cleanups.push(() => driver.close());
-    const role = new M1Role({ agent, vault, driver, logger, pollMs: 20, backoff: { minMs: 100, maxMs: 1000 }, ...opts.role });
-    cleanups.push(() => role.stop());
-    attachM1Role({ agent, role, vault, logger, enrolOnUpsert: false, followSettings: false });
-    return { dir, orgId, deviceId, broker, sink, vault, agent, sim, driver, role, link, close };
+    dev.onClose(() => driver.close());
+    const vault = dev.vault!;
+    const role = new M1Role({ agent: dev.agent, vault, driver, logger, pollMs: 20, backoff: { minMs: 100, maxMs: 1000 }, ...opts.role });
+    dev.onClose(() => role.stop());
+    attachM1Role({ agent: dev.agent, role, vault, logger, enrolOnUpsert: false, followSettings: false });
+    return { dir: dev.dir, orgId, deviceId, broker: dev.broker, sink: dev.sink, vault, agent: dev.agent, sim, driver, role, link, close: dev.close };
   } catch (err) {
-    await close();
+    await dev.close();
     throw err;
   }
 }
@@ -177,12 +146,6 @@ export async function enrolFinger(stack: Pick<M1Stack, 'role' | 'sim'>, orgId: s
   }
 }
 
-const BUCKETS: Record<number, string> = {
-  [ScoreBucket.SCORE_BUCKET_LOW]: 'LOW',
-  [ScoreBucket.SCORE_BUCKET_MEDIUM]: 'MEDIUM',
-  [ScoreBucket.SCORE_BUCKET_HIGH]: 'HIGH',
-};
-
 /** Simulated staff: opaque subject ids on the device, a simulated finger each on the sensor. */
 const PEOPLE = [
   { subjectId: 'sub-0001', person: 'p-ana', finger: 1 },
@@ -190,14 +153,6 @@ const PEOPLE = [
   { subjectId: 'sub-0003', person: 'p-chen', finger: 1 },
   { subjectId: 'sub-0004', person: 'p-dev', finger: 2, minor: true },
 ];
-
-/** A throwaway Ed25519 public key (raw 32 bytes, base64) for the config's command-key pin. */
-function demoCloudKey(): string {
-  const der = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'der' });
-  return der.subarray(der.length - 32).toString('base64');
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runM1Demo(opts: M1DemoOptions): Promise<number> {
   const out = opts.out ?? ((l: string) => process.stdout.write(l + '\n'));
@@ -216,23 +171,10 @@ export async function runM1Demo(opts: M1DemoOptions): Promise<number> {
       onPunch: (p, { duplicate }) => {
         if (duplicate) return;
         if (opts.json) {
-          out(
-            JSON.stringify({
-              eventId: p.eventId,
-              orgId: p.orgId,
-              deviceId: p.deviceId,
-              subjectId: p.subjectId,
-              method: p.method === PunchMethod.PUNCH_METHOD_FINGERPRINT ? 'FINGERPRINT' : String(p.method),
-              matchScore: BUCKETS[p.matchScore] ?? 'UNSPECIFIED',
-              seq: p.seq,
-              bdSeq: p.bdSeq,
-              historical: p.historical,
-              occurredAtMs: p.occurredAtMs,
-            }),
-          );
+          out(punchJsonLine(p));
         } else {
           const at = new Date(p.occurredAtMs).toISOString().slice(11, 23);
-          say(`  cloud ← punch #${p.seq}  ${p.subjectId}  FINGERPRINT  score ${BUCKETS[p.matchScore] ?? '?'}  at ${at}`);
+          say(`  cloud ← punch #${p.seq}  ${p.subjectId}  FINGERPRINT  score ${(pb.ScoreBucket as unknown as Record<number, string>)[p.matchScore]?.replace('SCORE_BUCKET_', '') ?? '?'}  at ${at}`);
         }
       },
     });
@@ -241,7 +183,6 @@ export async function runM1Demo(opts: M1DemoOptions): Promise<number> {
     role.on('punch', (e) => {
       if (e.eventId) accepted.add(e.eventId);
     });
-    for (let waited = 0; !agent.session && waited < 10_000; waited += 20) await sleep(20);
 
     say(`Tallybox demo (M1 fingerprint): broker ${s.broker.url}, device ${s.deviceId} (org ${orgId}), sensor on ${s.link}, data in ${s.dir}`);
     await role.start();
@@ -292,12 +233,9 @@ export async function runM1Demo(opts: M1DemoOptions): Promise<number> {
       } else if (verdict === 'repeat') say(`  sensor: ${p.subjectId} again within ${role.repeatWindowSec} s → same punch, not sent twice`);
       else say(`  sensor: ${p.subjectId} → ${verdict}`);
     }
-    // Wait for the cloud to see every punch the agent accepted.
-    const deadline = Date.now() + 30_000 + accepted.size * 2;
-    while (Date.now() < deadline && [...accepted].some((id) => !s.sink.has(id))) await sleep(50);
-    const stats = s.sink.stats();
-    const lost = [...accepted].filter((id) => !s.sink.has(id)).length + Math.max(0, punches - accepted.size);
-    if (opts.json) out(JSON.stringify({ received: stats.received, duplicates: stats.duplicates, lost }));
+    const stats = await awaitDelivery(s.sink, accepted, punches);
+    const lost = stats.lost;
+    if (opts.json) out(JSON.stringify(stats));
     else {
       say(`\nDone: ${stats.received} fingerprint punches received by the cloud, ${stats.duplicates} duplicates, ${lost} lost; ${role.stats.repeats} repeats suppressed, ${role.stats.noMatch} unmatched.`);
       if (opts.keepData) say(`Device data left in ${s.dir}`);

@@ -15,25 +15,21 @@
  *
  * `startM2Stack` and the face/card helpers are exported for tests and benches.
  */
-import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { BridgeDriver } from '../../firmware-bridge/bridge/driver.js';
 import { SerialTransport } from '../../firmware-bridge/transport/serial.js';
 import { CardReaderSim } from '../../simulators/card/main.js';
-import { startEmbeddedBroker, type EmbeddedBroker } from '../../simulators/cloud/broker.js';
-import { CloudSink } from '../../simulators/cloud/sink.js';
+import type { EmbeddedBroker } from '../../simulators/cloud/broker.js';
+import type { CloudSink } from '../../simulators/cloud/sink.js';
 import { startFaceSimulator, type FaceSimulator } from '../../simulators/face/main.js';
-import { Agent } from '../agent/agent.js';
-import { validateConfig } from '../config/load.js';
-import { PunchMethod, ScoreBucket, type PunchEvent } from '../proto/index.js';
+import type { Agent } from '../agent/agent.js';
+import { PunchMethod, pb, type PunchEvent } from '../proto/index.js';
 import { attachM2Role } from '../roles/m2/attach.js';
 import { M2Role, type M2EnrolResult, type M2Outcome, type M2RoleOptions } from '../roles/m2/role.js';
 import { isTallyboxError } from '../util/errors.js';
 import { createLogger, silentLogger, type Logger } from '../util/log.js';
-import { provisionKeyFiles } from '../vault/keys.js';
 import type { Vault } from '../vault/vault.js';
+import { awaitDelivery, punchJsonLine, sleep, startDemoDevice } from './demo-kit.js';
 
 export interface M2DemoOptions {
   json: boolean;
@@ -77,67 +73,37 @@ export interface M2Stack {
   close(opts?: { keepDir?: boolean }): Promise<void>;
 }
 
-/** A throwaway Ed25519 public key (raw 32 bytes, base64) for the config's command-key pin. */
-function demoCloudKey(): string {
-  const der = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'der' });
-  return der.subarray(der.length - 32).toString('base64');
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export async function startM2Stack(opts: M2StackOptions = {}): Promise<M2Stack> {
-  const dir = opts.dir ? resolve(opts.dir) : mkdtempSync(join(tmpdir(), 'tallybox-m2-'));
-  mkdirSync(dir, { recursive: true });
   const orgId = opts.orgId ?? 'acme';
   const deviceId = opts.deviceId ?? 'demo-m2-0001';
-  const dataDir = join(dir, 'data');
-  const keysDir = join(dir, 'keys');
-  const link = join(dir, 'ttyFace');
-  const cleanups: Array<() => Promise<unknown>> = [];
+  const dev = await startDemoDevice({
+    kind: 'm2',
+    deviceId,
+    orgId,
+    vault: true,
+    ...(opts.dir ? { dir: opts.dir } : {}),
+    ...(opts.logger ? { logger: opts.logger } : {}),
+    logLevel: opts.agentLogLevel ?? 'silent',
+    ...(opts.onPunch ? { onPunch: opts.onPunch } : {}),
+  });
   let built: M2Stack | undefined;
-  const close = async (c: { keepDir?: boolean } = {}) => {
-    for (const f of cleanups.reverse()) await f().catch(() => undefined);
-    cleanups.length = 0;
-    if (!c.keepDir && !opts.dir) rmSync(dir, { recursive: true, force: true });
-  };
   try {
-    const broker = await startEmbeddedBroker();
-    cleanups.push(() => broker.close());
-    const sink = await CloudSink.connect({ url: broker.url, ...(opts.onPunch ? { onPunch: opts.onPunch } : {}) });
-    cleanups.push(() => sink.close());
-    const kekPath = join(keysDir, 'tallybox.kek');
-    if (!existsSync(kekPath)) await provisionKeyFiles({ kekPath, dataDir });
-    const config = validateConfig({
-      version: 1,
-      device: { id: deviceId, kind: 'm2', orgId },
-      region: 'sg',
-      dataDir,
-      broker: { url: broker.url, allowLoopback: true, keepaliveSec: 5, reconnectMinMs: 100, reconnectMaxMs: 1000 },
-      clock: { source: 'assume-synced' },
-      outbox: { backlogRatePerSec: 0 },
-      vault: { keyProvider: 'file', kekFile: kekPath },
-      // The command intake wants a pinned cloud key; the demo's cloud sends no commands.
-      cloud: { commandKeys: [{ id: 'demo-cloud', publicKey: demoCloudKey() }] },
-      log: { level: opts.agentLogLevel ?? 'silent' },
-    });
     const logger = opts.logger ?? silentLogger();
-    const agent = await Agent.start({ config, logger });
-    cleanups.push(() => agent.stop());
-    const vault = agent.privacy?.vault;
-    if (!vault) throw new Error('the agent opened no vault for an m2 device');
+    const link = join(dev.dir, 'ttyFace');
+    const vault = dev.vault!;
     const face = await startFaceSimulator({ link, control: false, people: opts.people ?? 200, dim: 512, seed: opts.seed ?? 11 });
     // Whatever simulator the stack holds when it closes (tests swap in a new one after an unplug).
-    cleanups.push(() => (built?.face ?? face).close());
+    dev.onClose(() => (built?.face ?? face).close());
     const card = new CardReaderSim();
     const driver = new BridgeDriver({ transport: new SerialTransport({ path: link, baudRate: 921600 }), timeoutMs: 2000 });
-    cleanups.push(() => driver.close());
-    const role = new M2Role({ agent, vault, driver, cardTransport: card.transport, logger, backoff: { minMs: 100, maxMs: 1000 }, ...opts.role });
-    cleanups.push(() => role.stop());
-    attachM2Role({ agent, role, vault, logger, enrolOnUpsert: false, followSettings: false });
-    built = { dir, dataDir, orgId, deviceId, broker, sink, vault, agent, face, card, driver, role, link, close };
+    dev.onClose(() => driver.close());
+    const role = new M2Role({ agent: dev.agent, vault, driver, cardTransport: card.transport, logger, backoff: { minMs: 100, maxMs: 1000 }, ...opts.role });
+    dev.onClose(() => role.stop());
+    attachM2Role({ agent: dev.agent, role, vault, logger, enrolOnUpsert: false, followSettings: false });
+    built = { dir: dev.dir, dataDir: dev.dataDir, orgId, deviceId, broker: dev.broker, sink: dev.sink, vault, agent: dev.agent, face, card, driver, role, link, close: dev.close };
     return built;
   } catch (err) {
-    await close();
+    await dev.close();
     throw err;
   }
 }
@@ -201,12 +167,8 @@ export async function enrolFace(stack: Pick<M2Stack, 'role' | 'face'>, orgId: st
   }
 }
 
-const BUCKETS: Record<number, string> = {
-  [ScoreBucket.SCORE_BUCKET_LOW]: 'LOW',
-  [ScoreBucket.SCORE_BUCKET_MEDIUM]: 'MEDIUM',
-  [ScoreBucket.SCORE_BUCKET_HIGH]: 'HIGH',
-};
-const METHODS: Record<number, string> = { [PunchMethod.PUNCH_METHOD_FACE]: 'FACE', [PunchMethod.PUNCH_METHOD_CARD]: 'CARD' };
+const bucket = (v: number) => (pb.ScoreBucket as unknown as Record<number, string>)[v]?.replace('SCORE_BUCKET_', '') ?? '?';
+const method = (v: number) => (pb.PunchMethod as unknown as Record<number, string>)[v]?.replace('PUNCH_METHOD_', '') ?? '?';
 
 /** Simulated staff: opaque subject ids on the device, a simulated face each, a staff card for some. */
 const PEOPLE: Array<{ subjectId: string; person: number; name: string; card?: string; minor?: boolean }> = [
@@ -235,25 +197,11 @@ export async function runM2Demo(opts: M2DemoOptions): Promise<number> {
       onPunch: (p, { duplicate }) => {
         if (duplicate) return;
         if (opts.json) {
-          out(
-            JSON.stringify({
-              eventId: p.eventId,
-              orgId: p.orgId,
-              deviceId: p.deviceId,
-              subjectId: p.subjectId,
-              method: METHODS[p.method] ?? String(p.method),
-              matchScore: BUCKETS[p.matchScore] ?? 'UNSPECIFIED',
-              liveness: BUCKETS[p.liveness] ?? 'UNSPECIFIED',
-              seq: p.seq,
-              bdSeq: p.bdSeq,
-              historical: p.historical,
-              occurredAtMs: p.occurredAtMs,
-            }),
-          );
+          out(punchJsonLine(p));
         } else {
           const at = new Date(p.occurredAtMs).toISOString().slice(11, 23);
-          const m = METHODS[p.method] ?? '?';
-          say(`  cloud ← punch #${p.seq}  ${p.subjectId}  ${m.padEnd(4)}${p.method === PunchMethod.PUNCH_METHOD_FACE ? `  score ${BUCKETS[p.matchScore] ?? '?'}, liveness ${BUCKETS[p.liveness] ?? '?'}` : ''}  at ${at}`);
+          const m = method(p.method);
+          say(`  cloud ← punch #${p.seq}  ${p.subjectId}  ${m.padEnd(4)}${p.method === PunchMethod.PUNCH_METHOD_FACE ? `  score ${bucket(p.matchScore)}, liveness ${bucket(p.liveness)}` : ''}  at ${at}`);
         }
       },
     });
@@ -262,7 +210,6 @@ export async function runM2Demo(opts: M2DemoOptions): Promise<number> {
     role.on('punch', (e) => {
       if (e.eventId) accepted.add(e.eventId);
     });
-    for (let waited = 0; !agent.session && waited < 10_000; waited += 20) await sleep(20);
 
     say(`Tallybox demo (M2 face + card): broker ${s.broker.url}, device ${s.deviceId} (org ${orgId}), face module on ${s.link}, data in ${s.dir}`);
     const load = await role.start();
@@ -345,11 +292,9 @@ export async function runM2Demo(opts: M2DemoOptions): Promise<number> {
       } else say(`  ${step.kind === 'card' ? 'card reader' : 'camera'}: ${p.subjectId} → ${v}`);
     }
     // Wait for the cloud to see every punch the agent accepted.
-    const deadline = Date.now() + 30_000 + accepted.size * 2;
-    while (Date.now() < deadline && [...accepted].some((id) => !s.sink.has(id))) await sleep(50);
-    const stats = s.sink.stats();
-    const lost = [...accepted].filter((id) => !s.sink.has(id)).length + Math.max(0, punches - accepted.size);
-    if (opts.json) out(JSON.stringify({ received: stats.received, duplicates: stats.duplicates, lost }));
+    const stats = await awaitDelivery(s.sink, accepted, punches);
+    const lost = stats.lost;
+    if (opts.json) out(JSON.stringify(stats));
     else {
       const r = role.stats;
       say(

@@ -14,19 +14,14 @@
  * decrypt to exactly what was enrolled.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { Agent } from '../agent/agent.js';
-import { validateConfig } from '../config/load.js';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { verifyCommandResult } from '../link/commands/index.js';
 import { verifyErasureReceipt, type ErasureReceipt, type SignedErasureReceipt } from '../privacy/receipt.js';
 import { ConsentKind, CredentialKind, PunchMethod, ResultCode } from '../proto/index.js';
-import { createLogger, silentLogger } from '../util/log.js';
-import { provisionKeyFiles } from '../vault/keys.js';
-import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
+import { createLogger } from '../util/log.js';
 import { CommandSigner } from '../../simulators/cloud/signer.js';
-import { CloudSink } from '../../simulators/cloud/sink.js';
+import { startDemoDevice } from './demo-kit.js';
 
 export interface WithdrawDemoOptions {
   json: boolean;
@@ -45,7 +40,6 @@ interface Person {
   marker: Buffer;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Every regular file under dir, recursively. */
 function filesUnder(dir: string): string[] {
@@ -71,36 +65,25 @@ export async function runWithdrawDemo(opts: WithdrawDemoOptions): Promise<number
   const say = (l: string) => {
     if (!opts.json) out(l);
   };
-  const work = mkdtempSync(join(tmpdir(), 'tallybox-withdraw-'));
-  const dataDir = opts.keepData ? resolve(opts.keepData) : join(work, 'data');
-  const keyDir = join(work, 'keys');
   const deviceId = 'demo-m1-0002';
   const orgs = ['acme', 'globex'] as const;
   const withdrawn = orgs[0];
   const kept = orgs[1];
-
-  const broker = await startEmbeddedBroker();
-  const sink = await CloudSink.connect({ url: broker.url });
   const signer = new CommandSigner({ keyId: 'cloud-demo' });
-  const keys = await provisionKeyFiles({ kekPath: join(keyDir, 'tallybox.kek'), dataDir });
-  const config = validateConfig({
-    version: 1,
-    device: { id: deviceId, kind: 'sim', orgId: withdrawn },
-    region: 'sg',
-    dataDir,
-    broker: { url: broker.url, allowLoopback: true, reconnectMinMs: 100, reconnectMaxMs: 1000 },
-    vault: { kekFile: keys.kekPath },
-    cloud: { commandKeys: [{ id: signer.keyId, publicKey: signer.publicKeyBase64() }] },
-    clock: { source: 'assume-synced' },
-    outbox: { backlogRatePerSec: 0 },
-    log: { level: 'error' },
+  const dev = await startDemoDevice({
+    kind: 'sim',
+    deviceId,
+    orgId: withdrawn,
+    vault: true,
+    commandKeys: [{ id: signer.keyId, publicKey: signer.publicKeyBase64() }],
+    ...(opts.keepData ? { dir: opts.keepData } : {}),
+    ...(opts.json ? {} : { logger: createLogger({ level: 'error' }) }),
   });
-  const agent = await Agent.start({ config, logger: opts.json ? silentLogger() : createLogger({ level: 'error' }) });
-  const devicePublicKey = createPublicKey(keys.publicKeyPem);
+  const { agent, sink, dataDir } = dev;
+  const devicePublicKey = createPublicKey(dev.publicKeyPem!);
   let code = 1;
   try {
-    for (let i = 0; !agent.session && i < 500; i++) await sleep(20);
-    say(`Device ${deviceId} serves two organisations: ${orgs.join(', ')}. Cloud command key pinned; device identity ${keys.keyId}.`);
+    say(`Device ${deviceId} serves two organisations: ${orgs.join(', ')}. Cloud command key pinned; device identity ${agent.privacy!.identity.keyId}.`);
 
     // 1. Enrolment through signed commands; the sensor's templates carry known markers.
     const people: Person[] = [];
@@ -180,13 +163,10 @@ export async function runWithdrawDemo(opts: WithdrawDemoOptions): Promise<number
     };
     if (opts.json) out(JSON.stringify(summary));
     else say(ok ? 'Withdrawal verified.' : 'Withdrawal NOT verified.');
-    if (opts.keepData) say(`Device data left in ${dataDir} (the key files were in ${keyDir} and are removed).`);
+    if (opts.keepData) say(`Device data left in ${dataDir} (keys in ${dev.dir}/keys).`);
     code = ok ? 0 : 1;
   } finally {
-    await agent.stop();
-    await sink.close();
-    await broker.close();
-    rmSync(work, { recursive: true, force: true }); // keys and (without --keep-data) the data
+    await dev.close({ keepDir: opts.keepData !== undefined });
   }
   return code;
 }

@@ -15,7 +15,7 @@ import { silentLogger } from '../../src/util/log.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { testConfig } from '../helpers/agent-config.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
-import { BlackholeProxy } from '../helpers/tcp-proxy.js';
+import { BlackholeProxy } from '../../simulators/lib/tcp-proxy.js';
 import { sleep, waitUntil } from '../helpers/ports.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
