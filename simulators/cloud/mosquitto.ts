@@ -36,7 +36,8 @@ export class Mosquitto {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
-  static async start(): Promise<Mosquitto> {
+  /** `extraConfig`: more mosquitto.conf lines (e.g. a TLS listener). */
+  static async start(opts: { extraConfig?: string[] } = {}): Promise<Mosquitto> {
     const bin = mosquittoPath();
     if (!bin) throw new Error('mosquitto is not installed (apt-get install mosquitto); .ci/run installs it');
     const port = await freePort();
@@ -47,7 +48,7 @@ export class Mosquitto {
     const conf = join(dir, 'mosquitto.conf');
     // Persistence on (saved at a clean stop): a cloud subscriber's persistent session and its
     // queued QoS 1 messages survive a broker restart, as on a production broker.
-    writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'autosave_interval 0', 'max_inflight_messages 0', 'max_queued_messages 0', 'log_dest none', ''].join('\n'));
+    writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'autosave_interval 0', 'max_inflight_messages 0', 'max_queued_messages 0', 'log_dest none', ...(opts.extraConfig ?? []), ''].join('\n'));
     const m = new Mosquitto(port, conf, bin);
     await m.resume();
     return m;

@@ -14,12 +14,12 @@ import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../
 import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
-import { CommandIntake } from '../link/commands/index.js';
+import type { CommandIntake } from '../link/commands/index.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
-import { commandHandlers, type RuntimeSettings } from './command-handlers.js';
-import { openPrivacy, receiptResult, scheduleRetention, type PrivacyServices } from './privacy.js';
+import type { RuntimeSettings } from './command-handlers.js';
+import type { PrivacyServices } from './privacy.js';
 import { ResultQueue } from './results.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -112,7 +112,8 @@ export class Agent {
     });
     let privacy: PrivacyServices | undefined;
     try {
-      privacy = await openPrivacy({ config, outbox, logger });
+      // Loaded only on devices that keep personal data: less resident memory elsewhere.
+      privacy = config.vault ? await (await import('./privacy.js')).openPrivacy({ config, outbox, logger }) : undefined;
       agent = new Agent(config, outbox, logger, privacy);
       await agent.startPrivacy();
     } catch (err) {
@@ -134,6 +135,7 @@ export class Agent {
   private async startPrivacy(): Promise<void> {
     const { config, privacy } = this;
     if (privacy) {
+      const { receiptResult, scheduleRetention } = await import('./privacy.js');
       for (const o of await privacy.purger.resumePending()) {
         await this.results.enqueue(o.receipt.orgId, receiptResult({ deviceId: config.device.id, identity: privacy.identity, signed: o.signed, ok: o.ok, reason: 'purge_resumed' }));
       }
@@ -149,6 +151,7 @@ export class Agent {
       this.logger.warn({ event: 'commands_disabled' }, 'no cloud command key pinned (cloud.commandKeys): commands from the cloud are ignored');
       return;
     }
+    const [{ CommandIntake }, { commandHandlers }] = await Promise.all([import('../link/commands/index.js'), import('./command-handlers.js')]);
     this.intake = await CommandIntake.open({
       dbPath: join(config.dataDir, 'commands.db'),
       deviceId: config.device.id,
