@@ -16,16 +16,17 @@ export class TokenBucket {
     this.last = this.now();
   }
 
-  /** Milliseconds to wait before one token is available (0: take it now). */
+  /**
+   * Take one token: returns 0 to go now, or the milliseconds to wait first.
+   * The token is reserved either way (the balance may go negative), so a
+   * caller that waits the returned time and then sends keeps the rate.
+   */
   take(): number {
     if (this.ratePerSec <= 0) return 0;
     const t = this.now();
     this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) * this.ratePerSec) / 1000);
     this.last = t;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this.tokens) * 1000) / this.ratePerSec);
+    this.tokens -= 1;
+    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.ratePerSec);
   }
 }
