@@ -16,6 +16,12 @@ export interface SerialTransportOptions {
   baudRate?: number;
   /** Default: the platform binding. Tests pass a mock binding. */
   binding?: SerialBinding;
+  /**
+   * A write that has not drained after this long fails (default 2000 ms). A
+   * pseudo-terminal whose other side has gone, or a wedged USB-serial adapter,
+   * never drains: without a bound the driver's command would wait forever.
+   */
+  writeTimeoutMs?: number;
 }
 
 export class SerialTransport extends BaseTransport {
@@ -25,7 +31,7 @@ export class SerialTransport extends BaseTransport {
 
   constructor(opts: SerialTransportOptions) {
     super();
-    this.#opts = { path: opts.path, baudRate: opts.baudRate ?? 57600, binding: opts.binding };
+    this.#opts = { path: opts.path, baudRate: opts.baudRate ?? 57600, binding: opts.binding, writeTimeoutMs: opts.writeTimeoutMs ?? 2000 };
     this.description = `serial:${opts.path}`;
   }
 
@@ -73,13 +79,17 @@ export class SerialTransport extends BaseTransport {
     this.assertOpen();
     const port = this.#port;
     if (!port) throw new TallyboxError('TRANSPORT_NOT_OPEN', `transport ${this.description} has no open port`);
+    let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`not drained after ${this.#opts.writeTimeoutMs} ms`)), this.#opts.writeTimeoutMs);
         port.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), (err) => (err ? reject(err) : undefined));
         port.drain((err) => (err ? reject(err) : resolve()));
       });
     } catch (err) {
       throw new TallyboxError('TRANSPORT_WRITE_FAILED', `write to ${this.description} failed: ${errorMessage(err)}`, {}, { cause: err });
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -90,7 +100,12 @@ export class SerialTransport extends BaseTransport {
     this.#port = null;
     await new Promise<void>((resolve) => {
       if (!port.isOpen) return resolve();
-      port.close(() => resolve());
+      // Bounded like writes: a port whose device vanished may never call back.
+      const timer = setTimeout(resolve, this.#opts.writeTimeoutMs);
+      port.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
     this.setStatus('closed');
   }
