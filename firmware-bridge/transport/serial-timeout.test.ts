@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createPtyPair } from '../../simulators/fingerprint/pty.js';
+import { createPtyPair } from '../../simulators/lib/pty.js';
 import { SerialTransport } from './serial.js';
 
 describe('SerialTransport write timeout', () => {

@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { SerialTransport } from '../../firmware-bridge/transport/serial.js';
 import { startControlServer, type ControlServer } from './control.js';
 import { Population } from './population.js';
-import { spawnPtyPair, type PtyPair } from './pty.js';
+import { createPtyPair, type PtyPair } from '../lib/pty.js';
 import { FaceModuleSim } from './sim.js';
 
 export interface FaceSimulatorOptions {
@@ -46,14 +46,14 @@ export async function startFaceSimulator(opts: FaceSimulatorOptions): Promise<Fa
     await pty?.close();
   };
   try {
-    pty = await spawnPtyPair({ link: opts.link });
+    pty = await createPtyPair({ link: opts.link });
     // 921600 baud: a 2 KB feature frame takes ~25 ms on a real UART at this
     // rate; on a pty the rate is nominal.
     transport = new SerialTransport({ path: pty.simPath, baudRate: 921600 });
     await transport.open();
     sim = new FaceModuleSim({ transport, population });
     if (opts.control !== false) control = await startControlServer({ sim, port: opts.controlPort ?? 0 });
-    return { link: pty.hostPath, controlUrl: control?.url ?? null, sim, population, close };
+    return { link: pty.link, controlUrl: control?.url ?? null, sim, population, close };
   } catch (err) {
     await close();
     throw err;

@@ -8,7 +8,7 @@ import type { ByteTransport } from '../../firmware-bridge/transport/types.js';
 import { startControlServer, type ControlAddress, type ControlServer } from './control.js';
 import { FingerprintDevice, type FingerprintDeviceOptions } from './device.js';
 import { DeviceLink, type Faults, type LinkStats } from './link.js';
-import { createPtyPair, type PtyPair } from './pty.js';
+import { createPtyPair, type PtyPair } from '../lib/pty.js';
 
 /** 'plugged'; 'silent' = powered off but the port stays; 'closed' = the pty (or transport) is gone. */
 export type PlugState = 'plugged' | 'silent' | 'closed';

@@ -1,5 +1,6 @@
 /**
- * A real pseudo-terminal pair made by socat: the host opens `link` with
+ * A real pseudo-terminal pair made by socat, shared by the serial simulators
+ * (fingerprint, face): the host opens `link` with
  * serialport exactly as it would /dev/ttyS1; the simulator opens `simPath`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
