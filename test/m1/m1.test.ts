@@ -246,6 +246,17 @@ describe('M1 role over a real pseudo-terminal', () => {
     expect(s.sim.device.pages()).toEqual([]);
   });
 
+  it('an erasure starting stops identification of those subjects at once (before the module pages go)', async () => {
+    const s = await stack();
+    await s.role.start();
+    await person(s, 'acme', 'sub-f');
+    await enrolFinger(s, 'acme', 'sub-f', { person: 'fay', finger: 2 });
+    expect(s.role.forget('acme', ['sub-f'])).toBe(1);
+    expect(await presentFinger(s, { person: 'fay', finger: 2 })).toBe('unknown-page');
+    expect(s.received.filter((p) => p.subjectId === 'sub-f')).toEqual([]);
+    expect(s.sim.device.pages()).toEqual([]); // the orphaned page was deleted from the module
+  });
+
   it('erasure before the role has started (a purge resumed at boot): the vault no longer vouches for the pages, so they go', async () => {
     const s = await stack();
     await s.role.start();

@@ -16,6 +16,7 @@ import type { M1Role, M1Vault } from './role.js';
 export interface M1AgentHooks {
   registerErasureParticipant?(p: ErasureParticipant): void;
   onSubjectChanged?(fn: (orgId: string, subjectId: string) => void): void;
+  onSubjectsErased?(fn: (orgId: string, subjectIds: readonly string[] | 'all') => void): void;
   settings?: { repeatWindowSec: number };
 }
 
@@ -34,6 +35,7 @@ export function attachM1Role(opts: AttachM1Options): void {
   const { agent, role, vault } = opts;
   const log = (opts.logger ?? silentLogger()).child({ component: 'm1' });
   agent.registerErasureParticipant?.(role);
+  agent.onSubjectsErased?.((orgId, ids) => role.forget(orgId, ids));
   const settings = agent.settings;
   if (settings && opts.followSettings !== false) role.repeatWindowSec = () => settings.repeatWindowSec;
   if (opts.enrolOnUpsert === false || !agent.onSubjectChanged) return;

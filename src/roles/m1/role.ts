@@ -277,6 +277,25 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
     return this.#lastReconcile;
   }
   /** Pages the role believes hold a vault template, with their owners (tests, diagnostics). */
+  /**
+   * Stop identifying these subjects at once (an erasure is starting): their
+   * pages no longer map to anyone, so a finger matching one of them before
+   * the purge reaches the module punches nobody (the page is then deleted as
+   * unknown). The purge itself deletes the pages as a participant.
+   */
+  forget(orgId: string, subjectIds: readonly string[] | 'all'): number {
+    if (!this.#pages) return 0;
+    const drop = subjectIds === 'all' ? undefined : new Set(subjectIds);
+    let n = 0;
+    for (const [page, e] of this.#pages) {
+      if (e.orgId === orgId && (!drop || drop.has(e.subjectId))) {
+        this.#pages.delete(page);
+        n++;
+      }
+    }
+    return n;
+  }
+
   pageMap(): ReadonlyMap<number, Readonly<PageEntry>> {
     return new Map(this.#pages ?? []);
   }
