@@ -15,28 +15,42 @@ export interface RunningRole {
   stop(): Promise<void>;
 }
 
+function requireVault(agent: Agent, what: string) {
+  const vault = agent.privacy?.vault;
+  if (!vault) throw new TallyboxError('CONFIG_INVALID', `${what} needs a vault section (templates are kept encrypted on the device)`);
+  return vault;
+}
+
+/** The fingerprint module (M1, and M2 when an `m1:` section configures one). */
+async function startFingerprint(agent: Agent): Promise<RunningRole> {
+  const vault = requireVault(agent, 'the fingerprint role');
+  const log = agent.logger.child({ component: 'm1' });
+  const { attachM1Role, createM1Role } = await import('./m1/index.js');
+  const { role, driver } = createM1Role({ config: agent.config.m1 ?? {}, agent, vault, logger: log });
+  attachM1Role({ agent, role, vault, logger: log });
+  void role.start().catch((err: unknown) => log.error({ event: 'm1_start_failed', err: errorMessage(err) }, `fingerprint role did not start: ${errorMessage(err)}`));
+  return { name: 'm1', stop: async () => (await role.stop(), await driver.close()) };
+}
+
+/** The face module and card reader (M2). */
+async function startFace(agent: Agent): Promise<RunningRole> {
+  const vault = requireVault(agent, 'the face role');
+  const log = agent.logger.child({ component: 'm2' });
+  const { attachM2Role, createM2Role } = await import('./m2/index.js');
+  const { role, driver } = createM2Role({ config: agent.config.m2 ?? {}, agent, vault, logger: log });
+  attachM2Role({ agent, role, vault, logger: log });
+  void role.start().catch((err: unknown) => log.error({ event: 'm2_start_failed', err: errorMessage(err) }, `face role did not start: ${errorMessage(err)}`));
+  return { name: 'm2', stop: async () => (await role.stop(), await driver.close()) };
+}
+
 export async function startRole(agent: Agent): Promise<RunningRole | undefined> {
-  const { config, logger } = agent;
-  switch (config.device.kind) {
-    case 'm1': {
-      const vault = agent.privacy?.vault;
-      if (!vault) throw new TallyboxError('CONFIG_INVALID', 'm1 needs a vault section (templates are kept encrypted on the device)');
-      const log = logger.child({ component: 'm1' });
-      const { attachM1Role, createM1Role } = await import('./m1/index.js');
-      const { role, driver } = createM1Role({ config: config.m1 ?? {}, agent, vault, logger: log });
-      attachM1Role({ agent, role, vault, logger: log });
-      void role.start().catch((err: unknown) => log.error({ event: 'm1_start_failed', err: errorMessage(err) }, `fingerprint role did not start: ${errorMessage(err)}`));
-      return { name: 'm1', stop: async () => (await role.stop(), await driver.close()) };
-    }
+  switch (agent.config.device.kind) {
+    case 'm1':
+      return startFingerprint(agent);
     case 'm2': {
-      const vault = agent.privacy?.vault;
-      if (!vault) throw new TallyboxError('CONFIG_INVALID', 'm2 needs a vault section (face templates are kept encrypted on the device)');
-      const log = logger.child({ component: 'm2' });
-      const { attachM2Role, createM2Role } = await import('./m2/index.js');
-      const { role, driver } = createM2Role({ config: config.m2 ?? {}, agent, vault, logger: log });
-      attachM2Role({ agent, role, vault, logger: log });
-      void role.start().catch((err: unknown) => log.error({ event: 'm2_start_failed', err: errorMessage(err) }, `face role did not start: ${errorMessage(err)}`));
-      return { name: 'm2', stop: async () => (await role.stop(), await driver.close()) };
+      // An M2 terminal may also carry a fingerprint module: configured by an m1: section.
+      const roles = [await startFace(agent), ...(agent.config.m1 ? [await startFingerprint(agent)] : [])];
+      return { name: roles.map((r) => r.name).join('+'), stop: async () => void (await Promise.all(roles.map((r) => r.stop()))) };
     }
     default:
       // sim: punches come through the local punch API; c1, p1: roles not built yet.

@@ -19,7 +19,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function runWith(kind: 'm1' | 'm2', section: Record<string, unknown>, dir: string) {
+async function runWith(kind: 'm1' | 'm2', section: Record<string, unknown>, dir: string, extra: Record<string, unknown> = {}) {
   const broker = await startEmbeddedBroker();
   cleanups.push(() => broker.close());
   const dataDir = join(dir, 'data');
@@ -35,6 +35,7 @@ async function runWith(kind: 'm1' | 'm2', section: Record<string, unknown>, dir:
     punchApi: { enabled: true, port: apiPort },
     clock: { source: 'assume-synced' },
     [kind]: section,
+    ...extra,
   });
   const agent = new AgentProcess(file, apiPort);
   cleanups.push(() => agent.kill('SIGTERM'));
@@ -57,13 +58,16 @@ describe('tallybox run with a device role', () => {
     await waitUntil(async () => (await peripherals(apiPort)).some((p) => p.name === 'fingerprint' && p.online), 15_000, 'fingerprint online');
   });
 
-  it('m2: opens the face module by path and reports it online', async () => {
+  it('m2 with a fingerprint module too: opens both by path and reports both online', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tbx-run-m2-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const sim = await startFaceSimulator({ link: join(dir, 'ttyFace'), people: 10 });
     cleanups.push(() => sim.close());
-    const { apiPort } = await runWith('m2', { bridge: { port: join(dir, 'ttyFace') } }, dir);
+    const fp = await startFingerprintSimulator({ link: join(dir, 'ttyFP') });
+    cleanups.push(() => fp.close());
+    const { apiPort } = await runWith('m2', { bridge: { port: join(dir, 'ttyFace') } }, dir, { m1: { port: join(dir, 'ttyFP') } });
     await waitUntil(async () => (await peripherals(apiPort)).some((p) => p.name === 'face' && p.online), 15_000, 'face module online');
+    await waitUntil(async () => (await peripherals(apiPort)).some((p) => p.name === 'fingerprint' && p.online), 15_000, 'fingerprint module online');
     expect((await peripherals(apiPort)).find((p) => p.name === 'face')?.detail ?? '').not.toMatch(/[A-Z][a-z]+ [A-Z][a-z]+/); // no names
   });
 });
