@@ -20,6 +20,7 @@ import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
 import type { RuntimeSettings } from './command-handlers.js';
 import type { PrivacyServices } from './privacy.js';
+import type { Modality } from '../vault/vault.js';
 import { ResultQueue } from './results.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -52,7 +53,7 @@ export class Agent {
   readonly results: ResultQueue;
   /** Values a ConfigPatch command may change at run time. */
   readonly settings: RuntimeSettings;
-  private readonly subjectChanged = new Set<(orgId: string, subjectId: string) => void>();
+  private readonly subjectChanged = new Set<(orgId: string, subjectId: string, invited: readonly Modality[]) => void>();
   private readonly subjectsErased = new Set<(orgId: string, subjectIds: readonly string[] | 'all') => void>();
 
   private constructor(
@@ -160,7 +161,7 @@ export class Agent {
         privacy,
         settings: this.settings,
         logger: this.logger.child({ component: 'commands' }),
-        onSubjectChanged: (org, id) => this.subjectChanged.forEach((fn) => fn(org, id)),
+        onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
         onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
       }),
       publishResult: (orgId, r) => this.results.enqueue(orgId, r),
@@ -175,8 +176,8 @@ export class Agent {
     this.privacy.purger.register(p);
   }
 
-  /** Roles hear about enrolment invitations (SubjectUpsert) and erasures. */
-  onSubjectChanged(fn: (orgId: string, subjectId: string) => void): void {
+  /** Roles hear about enrolment invitations (SubjectUpsert: who, which modalities; consent checked) and erasures. */
+  onSubjectChanged(fn: (orgId: string, subjectId: string, invited: readonly Modality[]) => void): void {
     this.subjectChanged.add(fn);
   }
 

@@ -6,10 +6,11 @@
 import type { CommandContext, CommandHandlers, HandlerOutcome } from '../link/commands/index.js';
 import { syncRoster } from '../privacy/roster.js';
 import type { PurgeOutcome } from '../privacy/purge.js';
-import { ConsentKind, CredentialKind, ResultCode, type ConfigPatch, type OrgWithdraw, type RosterSync, type SubjectErase, type SubjectUpsert } from '../proto/index.js';
+import { ConsentKind, CredentialKind, Modality, ResultCode, type ConfigPatch, type OrgWithdraw, type RosterSync, type SubjectErase, type SubjectUpsert } from '../proto/index.js';
 import { isTallyboxError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { CredentialKind as VaultCredentialKind } from '../vault/vault.js';
+import { assertBiometricConsent } from '../vault/consent.js';
+import type { Modality as BiometricModality, CredentialKind as VaultCredentialKind } from '../vault/vault.js';
 import type { PrivacyServices } from './privacy.js';
 
 /** Runtime settings a ConfigPatch may change; each consumer reads the current value. */
@@ -23,8 +24,8 @@ export interface HandlerDeps {
   privacy: PrivacyServices | undefined;
   settings: RuntimeSettings;
   logger: Logger;
-  /** Tell device roles a subject was added or changed (enrolment invitation). */
-  onSubjectChanged?: (orgId: string, subjectId: string) => void;
+  /** Tell device roles a subject was added or changed, and which modalities to enrol (consent already checked). */
+  onSubjectChanged?: (orgId: string, subjectId: string, invited: readonly BiometricModality[]) => void;
   /** Tell device roles who is gone (drop in-memory indexes); sensor flash is a purge participant. */
   onSubjectsErased?: (orgId: string, subjectIds: readonly string[] | 'all') => void;
   applySettings?: (s: RuntimeSettings) => void;
@@ -73,10 +74,16 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
           if (!kind || !cred.value) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'bad_credential', detail: 'credential needs a kind (CARD, WIFI_MAC) and a value' };
           await p.vault.putCredential(orgId, kind, cred.value, cmd.subjectId);
         }
+        const invited = [...new Set(cmd.enrol)].flatMap((m): BiometricModality[] => (m === Modality.MODALITY_FINGERPRINT ? ['fingerprint'] : m === Modality.MODALITY_FACE ? ['face'] : []));
+        if (invited.length > 0) {
+          // Consent is checked here, so a refused enrolment is this command's result.
+          const s = await p.vault.getSubject(orgId, cmd.subjectId);
+          assertBiometricConsent({ minor: s.minor, biometricAtMs: s.consents.biometric?.grantedAtMs ?? null, guardianAtMs: s.consents.guardian?.grantedAtMs ?? null });
+        }
+        deps.onSubjectChanged?.(orgId, cmd.subjectId, invited);
       } catch (err) {
         return refusal(err);
       }
-      deps.onSubjectChanged?.(orgId, cmd.subjectId);
       return ok();
     },
 

@@ -565,6 +565,12 @@ export namespace tallybox {
             type $Shape = tallybox.v1.Credential.$Properties;
         }
 
+        enum Modality {
+            MODALITY_UNSPECIFIED = 0,
+            MODALITY_FINGERPRINT = 1,
+            MODALITY_FACE = 2
+        }
+
         interface ISubjectUpsert extends tallybox.v1.SubjectUpsert.$Properties {
         }
 
@@ -576,6 +582,7 @@ export namespace tallybox {
             minor: boolean;
             consents: tallybox.v1.Consent.$Properties[];
             credentials: tallybox.v1.Credential.$Properties[];
+            enrol: tallybox.v1.Modality[];
             static create(properties: tallybox.v1.SubjectUpsert.$Shape): tallybox.v1.SubjectUpsert & tallybox.v1.SubjectUpsert.$Shape;
             static create(properties?: tallybox.v1.SubjectUpsert.$Properties): tallybox.v1.SubjectUpsert;
             static encode(m: tallybox.v1.SubjectUpsert.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -593,6 +600,7 @@ export namespace tallybox {
                 minor?: (boolean|null);
                 consents?: (tallybox.v1.Consent.$Properties[]|null);
                 credentials?: (tallybox.v1.Credential.$Properties[]|null);
+                enrol?: (tallybox.v1.Modality[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.SubjectUpsert.$Properties;

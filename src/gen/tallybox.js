@@ -5344,6 +5344,22 @@ export const tallybox = $root.tallybox = (() => {
             return Credential;
         })();
 
+        /**
+         * Modality enum.
+         * @name tallybox.v1.Modality
+         * @enum {number}
+         * @property {number} MODALITY_UNSPECIFIED=0 MODALITY_UNSPECIFIED value
+         * @property {number} MODALITY_FINGERPRINT=1 MODALITY_FINGERPRINT value
+         * @property {number} MODALITY_FACE=2 MODALITY_FACE value
+         */
+        v1.Modality = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "MODALITY_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "MODALITY_FINGERPRINT"] = 1;
+            values[valuesById[2] = "MODALITY_FACE"] = 2;
+            return values;
+        })();
+
         v1.SubjectUpsert = (function() {
 
             /**
@@ -5354,6 +5370,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {boolean|null} [minor] SubjectUpsert minor
              * @property {Array.<tallybox.v1.Consent.$Properties>|null} [consents] SubjectUpsert consents
              * @property {Array.<tallybox.v1.Credential.$Properties>|null} [credentials] SubjectUpsert credentials
+             * @property {Array.<tallybox.v1.Modality>|null} [enrol] SubjectUpsert enrol
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5381,6 +5398,7 @@ export const tallybox = $root.tallybox = (() => {
             const SubjectUpsert = function (p) {
                 this.consents = [];
                 this.credentials = [];
+                this.enrol = [];
                 if (p)
                     for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
                         if (p[ks[i]] != null && ks[i] !== "__proto__")
@@ -5428,6 +5446,14 @@ export const tallybox = $root.tallybox = (() => {
             SubjectUpsert.prototype.credentials = $util.emptyArray;
 
             /**
+             * SubjectUpsert enrol.
+             * @member {Array.<tallybox.v1.Modality>} enrol
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             */
+            SubjectUpsert.prototype.enrol = $util.emptyArray;
+
+            /**
              * Creates a new SubjectUpsert instance using the specified properties.
              * @function create
              * @memberof tallybox.v1.SubjectUpsert
@@ -5472,6 +5498,9 @@ export const tallybox = $root.tallybox = (() => {
                 if (m.credentials != null && m.credentials.length) {
                     for (var i = 0; i < m.credentials.length; ++i)
                         $root.tallybox.v1.Credential.encode(m.credentials[i], w.uint32(/* id 5, wireType 2 =*/42).fork(), q + 1).ldelim();
+                }
+                if (m.enrol != null && m.enrol.length) {
+                    w.uint32(/* id 6, wireType 2 =*/50).int32s(m.enrol);
                 }
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
@@ -5560,6 +5589,20 @@ export const tallybox = $root.tallybox = (() => {
                             m.credentials.push($root.tallybox.v1.Credential.decode(r, r.size(), $undefined, q + 1));
                             continue;
                         }
+                    case 6: {
+                            if (u === 2) {
+                                if (!(m.enrol && m.enrol.length))
+                                    m.enrol = [];
+                                r.int32s(m.enrol);
+                                continue;
+                            }
+                            if (u !== 0)
+                                break;
+                            if (!(m.enrol && m.enrol.length))
+                                m.enrol = [];
+                            m.enrol.push(r.int32());
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -5630,6 +5673,30 @@ export const tallybox = $root.tallybox = (() => {
                         m.credentials[i] = $root.tallybox.v1.Credential.fromObject(d.credentials[i], q + 1);
                     }
                 }
+                if (d.enrol) {
+                    if (!$Array.isArray(d.enrol))
+                        throw $TypeError(".tallybox.v1.SubjectUpsert.enrol: array expected");
+                    m.enrol = [];
+                    for (var i = 0; i < d.enrol.length; ++i) {
+                        switch (d.enrol[i]) {
+                        case "MODALITY_UNSPECIFIED":
+                        case 0:
+                            m.enrol[m.enrol.length] = 0;
+                            break;
+                        case "MODALITY_FINGERPRINT":
+                        case 1:
+                            m.enrol[m.enrol.length] = 1;
+                            break;
+                        case "MODALITY_FACE":
+                        case 2:
+                            m.enrol[m.enrol.length] = 2;
+                            break;
+                        default:
+                            if (typeof d.enrol[i] === "number" && (d.enrol[i] | 0) === d.enrol[i])
+                                m.enrol[m.enrol.length] = d.enrol[i];
+                        }
+                    }
+                }
                 return m;
             };
 
@@ -5653,6 +5720,7 @@ export const tallybox = $root.tallybox = (() => {
                 if (o.arrays || o.defaults) {
                     d.consents = [];
                     d.credentials = [];
+                    d.enrol = [];
                 }
                 if (o.defaults) {
                     d.subjectId = "";
@@ -5678,6 +5746,12 @@ export const tallybox = $root.tallybox = (() => {
                     d.credentials = $Array(m.credentials.length);
                     for (var j = 0; j < m.credentials.length; ++j) {
                         d.credentials[j] = $root.tallybox.v1.Credential.toObject(m.credentials[j], o, q + 1);
+                    }
+                }
+                if (m.enrol && m.enrol.length) {
+                    d.enrol = $Array(m.enrol.length);
+                    for (var j = 0; j < m.enrol.length; ++j) {
+                        d.enrol[j] = o.enums === $String ? $root.tallybox.v1.Modality[m.enrol[j]] === $undefined ? m.enrol[j] : $root.tallybox.v1.Modality[m.enrol[j]] : m.enrol[j];
                     }
                 }
                 return d;

@@ -43,5 +43,7 @@ export type CredentialProps = tallybox.v1.Credential.$Properties;
 export type SignedCommandProps = tallybox.v1.SignedCommand.$Properties;
 export const ConsentKind = tallybox.v1.ConsentKind;
 export type ConsentKind = tallybox.v1.ConsentKind;
+export const Modality = tallybox.v1.Modality;
+export type Modality = tallybox.v1.Modality;
 export const CredentialKind = tallybox.v1.CredentialKind;
 export type CredentialKind = tallybox.v1.CredentialKind;

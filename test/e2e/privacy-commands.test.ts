@@ -19,7 +19,7 @@ import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { verifyCommandResult } from '../../src/link/commands/index.js';
 import { verifyErasureReceipt, type SignedErasureReceipt } from '../../src/privacy/receipt.js';
-import { ConsentKind, CredentialKind, PunchMethod, ResultCode } from '../../src/proto/index.js';
+import { ConsentKind, CredentialKind, Modality, PunchMethod, ResultCode } from '../../src/proto/index.js';
 import { silentLogger } from '../../src/util/log.js';
 import { provisionKeyFiles } from '../../src/vault/keys.js';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../simulators/cloud/broker.js';
@@ -162,6 +162,24 @@ describe('privacy over the command path', () => {
     const receipt = verifyErasureReceipt(JSON.parse(Buffer.from(delivered.result.receipt).toString('utf8')) as SignedErasureReceipt, f.publicKeyPem);
     expect(receipt).toMatchObject({ kind: 'org_withdrawal', orgId: 'org-a', ok: true });
     expect(JSON.stringify(receipt)).not.toMatch(/s-1|Bob/);
+  });
+
+  it('an enrolment invitation without the needed consent is refused as the command result, with the reason', async () => {
+    const f = await setup();
+    const invited: string[] = [];
+    f.agent.onSubjectChanged((org, id, modalities) => invited.push(`${org}/${id}:${modalities.join(',')}`));
+    const cases: [string, Record<string, unknown>, number, string][] = [
+      ['s-none', { minor: false, consents: [] }, ResultCode.RESULT_CODE_REFUSED, 'consent_missing'],
+      ['s-minor', { minor: true, consents: [{ kind: ConsentKind.CONSENT_KIND_BIOMETRIC }] }, ResultCode.RESULT_CODE_REFUSED, 'guardian_consent_missing'],
+      ['s-ok', { minor: true, consents: [{ kind: ConsentKind.CONSENT_KIND_BIOMETRIC }, { kind: ConsentKind.CONSENT_KIND_GUARDIAN }] }, ResultCode.RESULT_CODE_OK, ''],
+    ];
+    for (const [subjectId, body, code, reason] of cases) {
+      await f.sink.sendCommand(f.signer, 'org-a', 'dev-p1', { subjectUpsert: { subjectId, displayName: `Name ${subjectId}`, enrol: [Modality.MODALITY_FINGERPRINT], ...body } });
+      const { result } = await f.sink.waitForResult(f.signer.lastCounter);
+      expect({ subjectId, code: result.code, reason: result.reason }).toEqual({ subjectId, code, reason });
+    }
+    // Only the consented subject was handed to the device roles for enrolment.
+    expect(invited).toEqual(['org-a/s-ok:fingerprint']);
   });
 
   it('tallybox provision creates 0600 keys once and refuses to overwrite them', () => {

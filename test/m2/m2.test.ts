@@ -248,15 +248,15 @@ describe('M2 face over a real pseudo-terminal', () => {
   it('SubjectUpsert with consent starts a face enrolment (attach hook); without consent nobody is asked', async () => {
     const s = await stack();
     await s.role.start();
-    let changed: ((org: string, id: string) => void) | undefined;
-    const hooks = { onSubjectChanged: (fn: (org: string, id: string) => void) => void (changed = fn) };
+    let changed: ((org: string, id: string, invited: readonly string[]) => void) | undefined;
+    const hooks = { onSubjectChanged: (fn: (org: string, id: string, invited: readonly string[]) => void) => void (changed = fn) };
     const { enrolments } = attachM2Role({ agent: hooks, role: s.role, vault: s.vault });
     await person(s, 'acme', 'sub-nc', { consent: false });
-    changed!('acme', 'sub-nc');
+    changed!('acme', 'sub-nc', ['face']);
     await enrolments();
     expect(s.face.sim.state().enrolling).toBeNull();
     await person(s, 'acme', 'sub-ok');
-    changed!('acme', 'sub-ok');
+    changed!('acme', 'sub-ok', ['face']);
     await waitUntil(() => s.face.sim.state().enrolling !== null, 5000, 'the module in enrolment mode');
     for (let i = 0; i < 3; i++) await s.face.sim.present(50);
     await enrolments();

@@ -15,7 +15,7 @@ import type { M1Role, M1Vault } from './role.js';
 
 export interface M1AgentHooks {
   registerErasureParticipant?(p: ErasureParticipant): void;
-  onSubjectChanged?(fn: (orgId: string, subjectId: string) => void): void;
+  onSubjectChanged?(fn: (orgId: string, subjectId: string, invited: readonly string[]) => void): void;
   onSubjectsErased?(fn: (orgId: string, subjectIds: readonly string[] | 'all') => void): void;
   settings?: { repeatWindowSec: number };
 }
@@ -40,7 +40,9 @@ export function attachM1Role(opts: AttachM1Options): void {
   if (settings && opts.followSettings !== false) role.repeatWindowSec = () => settings.repeatWindowSec;
   if (opts.enrolOnUpsert === false || !agent.onSubjectChanged) return;
   let queue: Promise<unknown> = Promise.resolve();
-  agent.onSubjectChanged((orgId, subjectId) => {
+  agent.onSubjectChanged((orgId, subjectId, invited) => {
+    // Only an invitation to enrol this modality starts an enrolment (SubjectUpsert.enrol).
+    if (!invited.includes('fingerprint')) return;
     queue = queue.then(async () => {
       try {
         const existing = await vault.listTemplates(orgId, subjectId);

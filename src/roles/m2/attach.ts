@@ -16,7 +16,7 @@ import type { M2Role, M2Vault } from './role.js';
 
 export interface M2AgentHooks {
   registerErasureParticipant?(p: ErasureParticipant): void;
-  onSubjectChanged?(fn: (orgId: string, subjectId: string) => void): void;
+  onSubjectChanged?(fn: (orgId: string, subjectId: string, invited: readonly string[]) => void): void;
   onSubjectsErased?(fn: (orgId: string, subjectIds: readonly string[] | 'all') => void): void;
   settings?: { repeatWindowSec: number };
 }
@@ -41,7 +41,9 @@ export function attachM2Role(opts: AttachM2Options): { enrolments: () => Promise
   if (settings && opts.followSettings !== false) role.repeatWindowSec = () => settings.repeatWindowSec;
   let queue: Promise<unknown> = Promise.resolve();
   if (opts.enrolOnUpsert !== false && agent.onSubjectChanged) {
-    agent.onSubjectChanged((orgId, subjectId) => {
+    agent.onSubjectChanged((orgId, subjectId, invited) => {
+    // Only an invitation to enrol this modality starts an enrolment (SubjectUpsert.enrol).
+    if (!invited.includes('face')) return;
       queue = queue.then(async () => {
         try {
           const existing = await vault.listTemplates(orgId, subjectId);
