@@ -20,6 +20,7 @@ import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
 import type { RuntimeSettings } from './command-handlers.js';
 import type { PrivacyServices } from './privacy.js';
+import { writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
 import type { Modality } from '../vault/vault.js';
 import { ResultQueue } from './results.js';
 import { AGENT_VERSION } from './version.js';
@@ -48,6 +49,9 @@ export class Agent {
   private readonly peripherals = new Map<string, PeripheralState>();
   private stateTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  #privacy: PrivacyServices | undefined;
+  /** Set when the device was zeroised after a tamper event (now or before a restart). */
+  #zeroised: ZeroisedInfo | undefined;
   private intake: CommandIntake | undefined;
   private stopRetention: (() => void) | undefined;
   readonly results: ResultQueue;
@@ -60,9 +64,10 @@ export class Agent {
     readonly config: Config,
     readonly outbox: Outbox,
     readonly logger: Logger,
-    /** Vault and purge pipeline; undefined on a device that keeps no personal data. */
-    readonly privacy: PrivacyServices | undefined,
+    /** Vault and purge pipeline; undefined on a device that keeps no personal data, or once zeroised. */
+    privacy: PrivacyServices | undefined,
   ) {
+    this.#privacy = privacy;
     this.settings = { retentionDays: config.privacy.retentionDays, repeatWindowSec: config.m1?.repeatWindowSec ?? config.m2?.repeatWindowSec ?? 60, backlogRatePerSec: config.outbox.backlogRatePerSec };
     this.egress = new EgressGate({ deviceId: config.device.id, operatorOrgId: config.device.orgId });
     this.link = new MqttLink({
@@ -113,9 +118,15 @@ export class Agent {
     });
     let privacy: PrivacyServices | undefined;
     try {
+      // A zeroised device comes up without its vault: it delivers what it had accepted and raises the alarm.
+      const zeroised = zeroisedInfo(config.dataDir);
       // Loaded only on devices that keep personal data: less resident memory elsewhere.
-      privacy = config.vault ? await (await import('./privacy.js')).openPrivacy({ config, outbox, logger }) : undefined;
+      privacy = config.vault && !zeroised ? await (await import('./privacy.js')).openPrivacy({ config, outbox, logger }) : undefined;
       agent = new Agent(config, outbox, logger, privacy);
+      if (zeroised) {
+        agent.#zeroised = zeroised;
+        logger.error({ event: 'zeroised', atMs: zeroised.atMs }, `device was zeroised (${zeroised.reason}): no vault, nobody is identified; inspect it and re-provision (tallybox provision)`);
+      }
       await agent.startPrivacy();
     } catch (err) {
       await agent?.intake?.close().catch(() => undefined);
@@ -158,7 +169,7 @@ export class Agent {
       deviceId: config.device.id,
       trustedKeys: config.cloud.commandKeys,
       handlers: commandHandlers({
-        privacy,
+        privacy: () => this.#privacy,
         settings: this.settings,
         logger: this.logger.child({ component: 'commands' }),
         onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
@@ -168,6 +179,43 @@ export class Agent {
       ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
       logger: this.logger.child({ component: 'commands' }),
     });
+  }
+
+  /** Vault and purge pipeline; undefined on a device that keeps no personal data, or once zeroised. */
+  get privacy(): PrivacyServices | undefined {
+    return this.#privacy;
+  }
+
+  get zeroised(): ZeroisedInfo | undefined {
+    return this.#zeroised;
+  }
+
+  /**
+   * Tamper response: destroy the device key (crypto-shredding every sealed
+   * record), close the vault, and stay up without it — punches already
+   * accepted are still delivered, nothing new is identified, the TAMPER alarm
+   * is raised. Durable: a restart comes up the same way until re-provisioning.
+   */
+  async zeroise(reason: string): Promise<void> {
+    if (this.#zeroised) return;
+    const info = { atMs: Date.now(), reason };
+    writeZeroisedMarker(this.config.dataDir, info);
+    this.#zeroised = info;
+    const p = this.#privacy;
+    this.#privacy = undefined;
+    if (p) {
+      // Roles drop what they hold in memory (indexes, page maps) for every org.
+      const orgs = await p.vault.orgs().catch(() => [] as string[]);
+      for (const org of orgs) this.subjectsErased.forEach((fn) => fn(org, 'all'));
+      await p.vault.close().catch(() => undefined);
+      try {
+        await p.keyProvider.zeroiseKek();
+      } catch (err) {
+        this.logger.error({ event: 'zeroise_key_failed', err: errorMessage(err) }, `the key could not be destroyed here: ${errorMessage(err)}`);
+      }
+    }
+    this.logger.error({ event: 'zeroised', reason }, `device zeroised (${reason}): key destroyed, vault closed; punches already accepted will still be delivered`);
+    this.publishStateSoon();
   }
 
   /** A device role that holds personal data (sensor flash, in-memory index) joins every erasure. */
@@ -213,7 +261,10 @@ export class Agent {
       queueCapacity: this.outbox.capacity,
       lastSeq: this.outbox.lastSeq,
       clock: clockSynced(this.config.clock.source) ? ClockStatus.CLOCK_STATUS_SYNCED : ClockStatus.CLOCK_STATUS_UNSYNCED,
-      alarms: [...this.outbox.activeAlarms()].map(([a, detail]) => ({ code: ALARM_CODES[a], detail, sinceMs: this.alarmsSince.get(a) ?? now })),
+      alarms: [
+        ...[...this.outbox.activeAlarms()].map(([a, detail]) => ({ code: ALARM_CODES[a], detail, sinceMs: this.alarmsSince.get(a) ?? now })),
+        ...(this.#zeroised ? [{ code: AlarmCode.ALARM_CODE_TAMPER, detail: `zeroised (${this.#zeroised.reason}): device key destroyed; inspect and re-provision`, sinceMs: this.#zeroised.atMs }] : []),
+      ],
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       atMs: now,
     };

@@ -21,7 +21,8 @@ export interface RuntimeSettings {
 }
 
 export interface HandlerDeps {
-  privacy: PrivacyServices | undefined;
+  /** Read at each command: the vault goes away when the device is zeroised. */
+  privacy: () => PrivacyServices | undefined;
   settings: RuntimeSettings;
   logger: Logger;
   /** Tell device roles a subject was added or changed, and which modalities to enrol (consent already checked). */
@@ -58,7 +59,7 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
   const ref = (ctx: CommandContext) => `cmd:${ctx.counter}`;
   return {
     async subjectUpsert(orgId: string, cmd: SubjectUpsert): Promise<HandlerOutcome> {
-      const p = deps.privacy;
+      const p = deps.privacy();
       if (!p) return NO_VAULT;
       try {
         await p.vault.upsertSubject(orgId, {
@@ -88,21 +89,21 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
     },
 
     async subjectErase(orgId: string, cmd: SubjectErase, ctx: CommandContext): Promise<HandlerOutcome> {
-      const p = deps.privacy;
+      const p = deps.privacy();
       if (!p) return NO_VAULT;
       deps.onSubjectsErased?.(orgId, [cmd.subjectId]);
       return withReceipt(await p.purger.eraseSubject(orgId, cmd.subjectId, { requestRef: ref(ctx) }), 'subject_erased');
     },
 
     async orgWithdraw(orgId: string, _cmd: OrgWithdraw, ctx: CommandContext): Promise<HandlerOutcome> {
-      const p = deps.privacy;
+      const p = deps.privacy();
       if (!p) return NO_VAULT;
       deps.onSubjectsErased?.(orgId, 'all');
       return withReceipt(await p.purger.withdrawOrg(orgId, { requestRef: ref(ctx) }), 'org_withdrawn');
     },
 
     async rosterSync(orgId: string, cmd: RosterSync, ctx: CommandContext): Promise<HandlerOutcome> {
-      const p = deps.privacy;
+      const p = deps.privacy();
       if (!p) return NO_VAULT;
       const valid = new Set(cmd.subjectIds);
       const gone = (await p.vault.subjectIds(orgId)).filter((id) => !valid.has(id));

@@ -21,6 +21,7 @@ export interface PrivacyServices {
   vault: Vault;
   purger: Purger;
   identity: DeviceIdentity;
+  keyProvider: KeyProvider;
 }
 
 export function keyProviderFor(vault: NonNullable<Config['vault']>): KeyProvider {
@@ -32,7 +33,8 @@ export function keyProviderFor(vault: NonNullable<Config['vault']>): KeyProvider
 export async function openPrivacy(opts: { config: Config; outbox: Outbox; logger: Logger }): Promise<PrivacyServices | undefined> {
   const { config, outbox, logger } = opts;
   if (!config.vault) return undefined;
-  const vault = await Vault.open({ dataDir: config.dataDir, keyProvider: keyProviderFor(config.vault), logger: logger.child({ component: 'vault' }) });
+  const keyProvider = keyProviderFor(config.vault);
+  const vault = await Vault.open({ dataDir: config.dataDir, keyProvider, logger: logger.child({ component: 'vault' }) });
   const purger = new Purger({
     store: vault,
     signer: vault.identity,
@@ -40,7 +42,7 @@ export async function openPrivacy(opts: { config: Config; outbox: Outbox; logger
     participants: [outboxErasureParticipant(outbox)],
     logger: logger.child({ component: 'purge' }),
   });
-  return { vault, purger, identity: vault.identity };
+  return { vault, purger, identity: vault.identity, keyProvider };
 }
 
 /** A result carrying an erasure receipt, signed by the device (for purges not started by a command). */

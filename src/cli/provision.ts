@@ -5,6 +5,9 @@
  * Never overwrites an existing key: that would orphan every sealed record.
  */
 import { dirname, join } from 'node:path';
+import { rmSync } from 'node:fs';
+import { runningAgentPid } from '../agent/pidfile.js';
+import { clearZeroisedState, zeroisedInfo } from '../agent/zeroise.js';
 import { loadConfigFile } from '../config/load.js';
 import { TallyboxError } from '../util/errors.js';
 import { DEFAULT_IDENTITY_FILE, provisionKeyFiles } from '../vault/keys.js';
@@ -15,11 +18,20 @@ export async function provision(configFile: string, out: (s: string) => void): P
   if (config.vault.keyProvider !== 'file' || !config.vault.kekFile) {
     throw new TallyboxError('CONFIG_INVALID', `${configFile}: vault.keyProvider is ${config.vault.keyProvider}: create the credentials with systemd-creds, not with tallybox provision`);
   }
+  const identityPath = config.vault.identityFile ?? join(dirname(config.vault.kekFile), DEFAULT_IDENTITY_FILE);
+  const zeroised = zeroisedInfo(config.dataDir);
+  if (zeroised) {
+    if (runningAgentPid(config.dataDir)) throw new TallyboxError('AGENT_RUNNING', 'stop the agent before re-provisioning a zeroised device');
+    // After a tamper the identity key may be compromised too: it is replaced, and the
+    // old vault (sealed under the destroyed key) is removed.
+    rmSync(identityPath, { force: true });
+    clearZeroisedState(config.dataDir);
+  }
   const keys = await provisionKeyFiles({
     kekPath: config.vault.kekFile,
-    identityPath: config.vault.identityFile ?? join(dirname(config.vault.kekFile), DEFAULT_IDENTITY_FILE),
+    identityPath,
     dataDir: config.dataDir,
   });
-  out(JSON.stringify({ deviceId: config.device.id, kekFile: keys.kekPath, identityFile: keys.identityPath, keyId: keys.keyId, publicKeyPem: keys.publicKeyPem }));
+  out(JSON.stringify({ deviceId: config.device.id, ...(zeroised ? { reprovisionedAfterZeroise: true } : {}), kekFile: keys.kekPath, identityFile: keys.identityPath, keyId: keys.keyId, publicKeyPem: keys.publicKeyPem }));
   return 0;
 }

@@ -39,11 +39,14 @@ async function startFace(agent: Agent): Promise<RunningRole> {
   const { attachM2Role, createM2Role } = await import('./m2/index.js');
   const { role, driver } = createM2Role({ config: agent.config.m2 ?? {}, agent, vault, logger: log });
   attachM2Role({ agent, role, vault, logger: log });
+  // tamperResponse 'zeroise': the role wipes its memory and locks; the agent destroys the key.
+  role.on('zeroised', () => void agent.zeroise('tamper switch: case opened'));
   void role.start().catch((err: unknown) => log.error({ event: 'm2_start_failed', err: errorMessage(err) }, `face role did not start: ${errorMessage(err)}`));
   return { name: 'm2', stop: async () => (await role.stop(), await driver.close()) };
 }
 
 export async function startRole(agent: Agent): Promise<RunningRole | undefined> {
+  if (agent.zeroised) return undefined; // no keys, nobody to identify: the agent only delivers and alarms
   switch (agent.config.device.kind) {
     case 'm1':
       return startFingerprint(agent);

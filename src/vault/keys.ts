@@ -7,7 +7,7 @@
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as edSign, type KeyObject } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, stat } from 'node:fs/promises';
+import { mkdir, open, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { TallyboxError } from '../util/errors.js';
 import { KEY_BYTES } from './crypto.js';
@@ -67,6 +67,12 @@ export interface KeyProvider {
   /** Load the 32-byte KEK, refusing insecure storage with a clear error. */
   loadKek(ctx: KekContext): Promise<Buffer>;
   loadDeviceIdentity(): Promise<DeviceIdentity>;
+  /**
+   * Destroy the KEK where it is stored (tamper response): every sealed record
+   * on the device becomes unreadable for good. Throws KEY_ZEROISE_UNSUPPORTED
+   * where the storage is read-only (systemd credentials).
+   */
+  zeroiseKek(): Promise<void>;
 }
 
 function isInside(child: string, parent: string): boolean {
@@ -153,6 +159,24 @@ export class FileKeyProvider implements KeyProvider {
     const pem = await readSecretFile(this.identityPath, 'device identity key', 'run `tallybox provision` to create it');
     return DeviceIdentity.fromPem(pem, this.identityPath);
   }
+
+  /** Overwrite the key file in place with random bytes, sync, then unlink it. */
+  async zeroiseKek(): Promise<void> {
+    let fh;
+    try {
+      fh = await open(this.kekPath, fsc.O_WRONLY | (fsc.O_NOFOLLOW ?? 0));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // already gone
+      throw err;
+    }
+    try {
+      await fh.write(randomBytes(KEY_BYTES), 0, KEY_BYTES, 0);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await unlink(this.kekPath);
+  }
 }
 
 export interface SystemdCredentialsKeyProviderOptions {
@@ -205,6 +229,11 @@ export class SystemdCredentialsKeyProvider implements KeyProvider {
     const path = join(this.dir(), this.identityName);
     const pem = await readSecretFile(path, 'systemd credential', `add LoadCredentialEncrypted=${this.identityName}:… to the unit`);
     return DeviceIdentity.fromPem(pem, path);
+  }
+
+  /** Credentials are read-only copies made by systemd: the sealed original is the TPM's/host's to destroy. */
+  async zeroiseKek(): Promise<void> {
+    throw new TallyboxError('KEY_ZEROISE_UNSUPPORTED', 'KEY_ZEROISE_UNSUPPORTED: systemd credentials are read-only; destroy the encrypted credential on the host (and rotate the TPM-bound key)');
   }
 }
 

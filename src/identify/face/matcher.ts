@@ -4,7 +4,10 @@
  * Templates sit in one contiguous Float32 matrix (row = template), normalised
  * at insert, so a search is one matrix-vector product (the SIMD kernel in
  * kernel.ts) and an argmax: exact, no index to approximate with, recall 1.0 by
- * construction. 10,000 × 512 floats = 20 MB.
+ * construction. 10,000 × 512 floats = 20 MB. With wasm SIMD an int8 copy of
+ * the matrix (+5 MB) is scanned first and only the rows whose proven error
+ * bound lets them reach the maximum are re-scored in float32
+ * (ScoreMatrix.best): same row, same float32 score, a quarter of the bytes.
  *
  * With a CancelableTransform, every vector coming from the module (enrolment
  * captures and probes) is rotated by the org's secret matrix first; templates
@@ -103,7 +106,7 @@ export class FaceMatcher {
     this.minCaptures = opts.minCaptures ?? DEFAULT_MIN_CAPTURES;
     this.consistencyThreshold = checkUnitInterval('consistencyThreshold', opts.consistencyThreshold ?? this.threshold / 2);
     this.transform = opts.transform;
-    this.matrix = new ScoreMatrix({ dim: opts.dim, initialCapacity: opts.initialCapacity ?? 1024, ...(opts.useSimd === undefined ? {} : { useSimd: opts.useSimd }) });
+    this.matrix = new ScoreMatrix({ dim: opts.dim, initialCapacity: opts.initialCapacity ?? 1024, quantise: true, ...(opts.useSimd === undefined ? {} : { useSimd: opts.useSimd }) });
     this.scratch = new Float32Array(opts.dim);
   }
 
@@ -192,7 +195,7 @@ export class FaceMatcher {
   search(vector: Float32Array): { subjectId: string; score: number; row: number } | null {
     this.checkVector(vector, 'probe');
     const q = this.normaliseInto(this.transform ? this.transform.apply(vector) : vector, this.scratch);
-    return this.argmax(this.matrix.scores(q), null);
+    return this.named(this.matrix.best(q));
   }
 
   /**
@@ -230,20 +233,11 @@ export class FaceMatcher {
   }
 
   private bestOtherThan(template: Float32Array, subjectId: string): { subjectId: string; score: number; row: number } | null {
-    return this.argmax(this.matrix.scores(template), subjectId);
+    return this.named(this.matrix.best(template, (r) => this.subjectOf[r] === subjectId));
   }
 
-  private argmax(scores: Float32Array, exclude: string | null): { subjectId: string; score: number; row: number } | null {
-    let best = -Infinity;
-    let row = -1;
-    for (let i = 0; i < scores.length; i++) {
-      const s = scores[i]!;
-      if (s > best && (exclude === null || this.subjectOf[i] !== exclude)) {
-        best = s;
-        row = i;
-      }
-    }
-    return row < 0 ? null : { subjectId: this.subjectOf[row]!, score: best, row };
+  private named(b: { row: number; score: number } | null): { subjectId: string; score: number; row: number } | null {
+    return b === null ? null : { subjectId: this.subjectOf[b.row]!, score: b.score, row: b.row };
   }
 
   private normaliseInto(v: Float32Array, out: Float32Array): Float32Array {
