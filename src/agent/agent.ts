@@ -54,6 +54,7 @@ export class Agent {
   #zeroised: ZeroisedInfo | undefined;
   private intake: CommandIntake | undefined;
   private stopRetention: (() => void) | undefined;
+  private clockWatch: NodeJS.Timeout | undefined;
   readonly results: ResultQueue;
   /** Values a ConfigPatch command may change at run time. */
   readonly settings: RuntimeSettings;
@@ -135,6 +136,7 @@ export class Agent {
       throw err;
     }
     writePidFile(config.dataDir);
+    agent.watchClock();
     agent.link.start();
     logger.info({ event: 'agent_started', version: AGENT_VERSION, kind: config.device.kind, queued: outbox.depth, lastSeq: outbox.lastSeq }, `tallybox ${AGENT_VERSION} started (${outbox.depth} punches queued)`);
     return agent;
@@ -179,6 +181,28 @@ export class Agent {
       ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
       logger: this.logger.child({ component: 'commands' }),
     });
+  }
+
+  /**
+   * When the clock becomes synchronised, punches this process stamped with the
+   * unsynchronised clock and has not delivered yet are re-stamped from the
+   * monotonic clock (DESIGN reference §6).
+   */
+  private watchClock(): void {
+    if (this.config.clock.source !== 'systemd') return;
+    let synced = clockSynced(this.config.clock);
+    this.clockWatch = setInterval(() => {
+      const now = clockSynced(this.config.clock);
+      if (now === synced) return;
+      synced = now;
+      this.publishStateSoon();
+      if (!now) return;
+      this.outbox.restampUnsynced().then(
+        (n) => this.logger.info({ event: 'clock_synced', restamped: n }, `clock synchronised: ${n} queued punches re-stamped from the monotonic clock`),
+        (err: unknown) => this.logger.warn({ event: 'restamp_failed', err: errorMessage(err) }, 'could not re-stamp unsynced punches'),
+      );
+    }, 1000);
+    this.clockWatch.unref();
   }
 
   /** Vault and purge pipeline; undefined on a device that keeps no personal data, or once zeroised. */
@@ -236,7 +260,7 @@ export class Agent {
   /** Accept a punch: resolves once it is committed to disk. */
   punch(input: PunchInput): Promise<QueuedPunch> {
     if (this.stopped) return Promise.reject(new TallyboxError('AGENT_STOPPED', 'agent is stopping; punch not accepted'));
-    return this.outbox.accept({ clockSynced: clockSynced(this.config.clock.source), ...input });
+    return this.outbox.accept({ clockSynced: clockSynced(this.config.clock), ...input });
   }
 
   setPeripheral(name: string, online: boolean, detail = ''): void {
@@ -260,7 +284,7 @@ export class Agent {
       queueDepth: this.outbox.depth,
       queueCapacity: this.outbox.capacity,
       lastSeq: this.outbox.lastSeq,
-      clock: clockSynced(this.config.clock.source) ? ClockStatus.CLOCK_STATUS_SYNCED : ClockStatus.CLOCK_STATUS_UNSYNCED,
+      clock: clockSynced(this.config.clock) ? ClockStatus.CLOCK_STATUS_SYNCED : ClockStatus.CLOCK_STATUS_UNSYNCED,
       alarms: [
         ...[...this.outbox.activeAlarms()].map(([a, detail]) => ({ code: ALARM_CODES[a], detail, sinceMs: this.alarmsSince.get(a) ?? now })),
         ...(this.#zeroised ? [{ code: AlarmCode.ALARM_CODE_TAMPER, detail: `zeroised (${this.#zeroised.reason}): device key destroyed; inspect and re-provision`, sinceMs: this.#zeroised.atMs }] : []),
@@ -279,6 +303,7 @@ export class Agent {
     this.stopped = true;
     if (this.stateTimer) clearTimeout(this.stateTimer);
     this.stopRetention?.();
+    if (this.clockWatch) clearInterval(this.clockWatch);
     this.drain.stop();
     await this.link.stop();
     await this.intake?.close();

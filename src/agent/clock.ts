@@ -6,13 +6,13 @@
 import { existsSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 
-// systemd-timesyncd creates this file once the clock is synchronised.
-const TIMESYNC_FLAG = '/run/systemd/timesync/synchronized';
 // Every punch asks; the answer changes rarely. One stat() per second at most.
 const RECHECK_MS = 1000;
-let cached: { at: number; synced: boolean } | undefined;
+let cached: { at: number; file: string; synced: boolean } | undefined;
 
-export function clockSynced(source: Config['clock']['source']): boolean {
+/** `flagFile`: what systemd-timesyncd creates once the clock is synchronised (config clock.syncedFlagFile). */
+export function clockSynced(clock: Pick<Config['clock'], 'source' | 'syncedFlagFile'>): boolean {
+  const { source } = clock;
   switch (source) {
     case 'assume-synced':
       return true;
@@ -20,7 +20,7 @@ export function clockSynced(source: Config['clock']['source']): boolean {
       return false;
     case 'systemd': {
       const now = performance.now();
-      if (!cached || now - cached.at > RECHECK_MS) cached = { at: now, synced: existsSync(TIMESYNC_FLAG) };
+      if (!cached || cached.file !== clock.syncedFlagFile || now - cached.at > RECHECK_MS) cached = { at: now, file: clock.syncedFlagFile, synced: existsSync(clock.syncedFlagFile) };
       return cached.synced;
     }
   }

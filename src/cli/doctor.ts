@@ -106,7 +106,7 @@ async function checkBroker(config: Config): Promise<Check[]> {
 }
 
 function checkClockAndCommands(config: Config): Check[] {
-  const synced = clockSynced(config.clock.source);
+  const synced = clockSynced(config.clock);
   return [
     { name: 'clock', verdict: synced ? 'ok' : 'warn', detail: synced ? `synchronised (${config.clock.source}); now ${new Date().toISOString()}` : `not synchronised (${config.clock.source}): punches are flagged clock_synced=false and commands may be refused as expired; enable NTP (systemd-timesyncd)` },
     config.cloud.commandKeys.length > 0

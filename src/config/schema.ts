@@ -72,6 +72,8 @@ const ClockSchema = z
      * assume-synced / assume-unsynced: for devices with an RTC policy of their own, and tests.
      */
     source: z.enum(['systemd', 'assume-synced', 'assume-unsynced']).default('systemd'),
+    /** With source systemd: the file timesyncd creates once synchronised. */
+    syncedFlagFile: z.string().min(1).default('/run/systemd/timesync/synchronized'),
   })
   .strict();
 

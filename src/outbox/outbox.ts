@@ -55,6 +55,8 @@ export interface OutboxOptions {
   /** Largest group commit (rows per transaction). */
   maxBatch?: number;
   now?: () => number;
+  /** Monotonic milliseconds (default performance.now()): re-stamping unsynced punches. */
+  monotonic?: () => number;
   /** Called when an alarm is raised or cleared (for DeviceState and the log). */
   onAlarm?: (alarm: OutboxAlarm, active: boolean, detail: string) => void;
 }
@@ -65,7 +67,7 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-const COLS = 9; // columns bound per inserted row, see flush()
+const COLS = 11; // columns bound per inserted row, see commit()
 // SQLite allows 32766 bound variables per statement (3.32+); stay well below.
 const ROWS_PER_STATEMENT = 1000;
 
@@ -80,7 +82,11 @@ CREATE TABLE IF NOT EXISTS punches (
   clock_synced INTEGER NOT NULL,
   match_score INTEGER NOT NULL,
   liveness INTEGER NOT NULL,
-  accepted_at_ms INTEGER NOT NULL
+  accepted_at_ms INTEGER NOT NULL,
+  -- Only for punches stamped by an unsynchronised clock: the monotonic time of the
+  -- punch in this process (session), so it can be re-stamped once the clock syncs.
+  mono_ms REAL,
+  session TEXT
 );
 CREATE INDEX IF NOT EXISTS punches_org ON punches(org_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -107,6 +113,9 @@ export class Outbox {
   private closed = false;
   private readonly committedListeners = new Set<() => void>();
   private readonly now: () => number;
+  private readonly monotonic: () => number;
+  /** This process's id for mono_ms: monotonic clocks mean nothing across restarts. */
+  private readonly session = uuidv7();
   private readonly maxBatch: number;
 
   private constructor(
@@ -118,6 +127,7 @@ export class Outbox {
     this.depthCount = depth;
     this.lastSeqValue = lastSeq;
     this.now = opts.now ?? Date.now;
+    this.monotonic = opts.monotonic ?? (() => performance.now());
     this.maxBatch = Math.max(1, opts.maxBatch ?? 2000);
   }
 
@@ -214,14 +224,16 @@ export class Outbox {
         const out = new Map<string, number>();
         for (let i = 0; i < batch.length; i += ROWS_PER_STATEMENT) {
           const chunk = batch.slice(i, i + ROWS_PER_STATEMENT);
-          const params: (string | number)[] = [];
+          const params: (string | number | null)[] = [];
           for (const { row } of chunk) {
-            params.push(row.eventId, row.orgId, row.subjectId, row.method, row.occurredAtMs, row.clockSynced ? 1 : 0, row.matchScore, row.liveness, row.acceptedAtMs);
+            // Monotonic time of the punch itself (it may have happened before it was accepted).
+            const mono = row.clockSynced ? null : this.monotonic() - (row.acceptedAtMs - row.occurredAtMs);
+            params.push(row.eventId, row.orgId, row.subjectId, row.method, row.occurredAtMs, row.clockSynced ? 1 : 0, row.matchScore, row.liveness, row.acceptedAtMs, mono, row.clockSynced ? null : this.session);
           }
           const values = chunk.map(() => `(${new Array(COLS).fill('?').join(',')})`).join(',');
           // ON CONFLICT DO NOTHING: a retried event id is accepted once (idempotency).
           const rows = await this.db.all<{ seq: number; event_id: string }>(
-            `INSERT INTO punches (event_id, org_id, subject_id, method, occurred_at_ms, clock_synced, match_score, liveness, accepted_at_ms) VALUES ${values} ON CONFLICT(event_id) DO NOTHING RETURNING seq, event_id`,
+            `INSERT INTO punches (event_id, org_id, subject_id, method, occurred_at_ms, clock_synced, match_score, liveness, accepted_at_ms, mono_ms, session) VALUES ${values} ON CONFLICT(event_id) DO NOTHING RETURNING seq, event_id`,
             params,
           );
           for (const r of rows) out.set(r.event_id, r.seq);
@@ -352,6 +364,22 @@ export class Outbox {
   deleteResult(id: number): Promise<void> {
     return this.q.run(async () => {
       await this.db.run('DELETE FROM results WHERE id = ?', [id]);
+    });
+  }
+
+  /**
+   * The clock has just synchronised: punches of this process that were stamped
+   * by the unsynchronised clock get their time from the monotonic clock
+   * (synced now − time elapsed since the punch) and count as synced.
+   * Punches from before a restart keep clock_synced = false: their monotonic
+   * time meant nothing after it. Returns how many were re-stamped.
+   */
+  restampUnsynced(): Promise<number> {
+    return this.q.run(async () => {
+      const wall = this.now();
+      const mono = this.monotonic();
+      const r = await this.db.run('UPDATE punches SET occurred_at_ms = CAST(ROUND(? - (? - mono_ms)) AS INTEGER), clock_synced = 1, mono_ms = NULL WHERE clock_synced = 0 AND session = ? AND mono_ms IS NOT NULL', [wall, mono, this.session]);
+      return r.changes;
     });
   }
 

@@ -93,6 +93,40 @@ describe('Outbox', () => {
     await o.close();
   });
 
+  it('re-stamps punches taken with an unsynchronised clock from the monotonic clock once it syncs', async () => {
+    let wall = 86_400_000; // the device booted believing it is 2 January 1970
+    let mono = 1_000;
+    const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 100, now: () => wall, monotonic: () => mono });
+    const a = await o.accept({ ...punch(1), clockSynced: false });
+    mono += 5_000;
+    wall += 5_000;
+    const b = await o.accept({ ...punch(2), clockSynced: false, occurredAtMs: wall - 1_000 }); // captured 1 s before acceptance
+    const c = await o.accept({ ...punch(3), clockSynced: true, occurredAtMs: 123 });
+    // NTP: the real time is 2026-11-29T06:00:00Z, 2 s after the last punch.
+    mono += 2_000;
+    wall = Date.UTC(2026, 10, 29, 6, 0, 0);
+    expect(await o.restampUnsynced()).toBe(2);
+    const rows = await o.peek(0, 10);
+    expect(rows.map((r) => [r.seq, r.occurredAtMs, r.clockSynced])).toEqual([
+      [a.seq, wall - 7_000, true],
+      [b.seq, wall - 3_000, true],
+      [c.seq, 123, true],
+    ]);
+    expect(await o.restampUnsynced()).toBe(0);
+    await o.close();
+  });
+
+  it('does not re-stamp punches from before a restart (their monotonic time means nothing now)', async () => {
+    const path = join(tmp(), 'o.db');
+    let o = await Outbox.open({ path, capacity: 100, now: () => 1000, monotonic: () => 50 });
+    await o.accept({ ...punch(1), clockSynced: false });
+    await o.close();
+    o = await Outbox.open({ path, capacity: 100, now: () => Date.now(), monotonic: () => 10 });
+    expect(await o.restampUnsynced()).toBe(0);
+    expect((await o.peek(0, 1))[0]).toMatchObject({ occurredAtMs: 1000, clockSynced: false });
+    await o.close();
+  });
+
   it('refuses a file that is not a SQLite database and leaves it untouched', async () => {
     const path = join(tmp(), 'o.db');
     const junk = 'this is not a database, it is a text file that someone put here by mistake'.repeat(20);
