@@ -4,33 +4,39 @@
  * step). A plain JS loop does ~1 multiply-add per ns; the SIMD kernel is
  * memory-bound instead (10,000 × 512 floats = 20 MB per query).
  *
- * The module is 200-odd bytes, assembled here from its opcodes so the build has
+ * The module is under 1 KB, assembled here from its opcodes so the build has
  * no WebAssembly toolchain step; the same computation in JS (`scoreJs`) is the
  * fallback where SIMD is unavailable and the reference the tests compare with.
  *
- * Memory layout (one linear memory, owned by the kernel):
+ * Memory layout (one linear memory, owned by the kernel; n = capacity):
  *   [0, qBytes)                 the query (dim floats)
- *   [q16Off, +qstride*2)        the query quantised to int16 (quantised matrices only)
+ *   [q16Off, +qstride*2)        * the query quantised to int16
  *   [outOff, +n*4)              the float32 scores output
- *   [iOutOff, +n*4)             the int32 quantised scores output (quantised matrices only)
+ *   [iOutOff, +n*4)             * the int32 quantised scores output
+ *   [candOff, +n*4)             * candidate rows (int32)
+ *   [scaleOff, +n*4)            * per-row int8 scale s_r (float32)
+ *   [residOff, +n*4)            * per-row residual norm ‖e_r‖ (float32, rounded up)
+ *   [lsOff, +16)                * L* (float64)
  *   [matOff, +n*stride*4)       the template matrix, row-major
- *   [mat8Off, +n*qstride)       its int8 copy, row-major (quantised matrices only)
- * The matrices live in wasm memory itself so a search copies nothing.
+ *   [mat8Off, +n*qstride)       * its int8 copy, in blocks of four rows (see qscoresBody)
+ * (* = quantised matrices only.) The matrices live in wasm memory itself so a
+ * search copies nothing.
  *
  * EXACT SEARCH WITH AN INT8 PREFILTER (`best`)
  *
  * A float32 scan reads n*dim*4 bytes per query and is memory-bound. A
  * quantised matrix (option `quantise`) also keeps each row r as int8:
- *   s_r = max_i |x_ri| / 127,  x8_ri = round(x_ri / s_r) ∈ [-127, 127],
+ *   s_r = fround(max_i |x_ri| / 127),  x8_ri = round(x_ri / s_r) ∈ [-127, 127],
  * and the query as int16 (Q = the largest int16 magnitude that cannot overflow
  * an int32 sum, ≤ 32767):
  *   t = max_i |q_i| / Q,  q16_i = round(q_i / t).
  * The `qscores` kernel computes D_r = Σ_i x8_ri·q16_i exactly in int32
  * (v128.load8x8_s sign-extends 8 row bytes to int16; i32x4.dot_i16x8_s
- * multiplies and adds pairs; no overflow: |D_r| ≤ qstride·127·Q < 2^31), a
- * quarter of the bytes of the float32 scan. A_r = s_r·t·D_r approximates the
- * score; `best` then re-scores in float32, with the very kernel the full scan
- * uses, only the rows whose score can still be the maximum.
+ * multiplies and adds pairs; no overflow: every partial sum is at most
+ * qstride·127·Q < 2^31 in magnitude), a quarter of the bytes of the float32
+ * scan. A_r = s_r·t·D_r approximates the score; the same pass collects the
+ * rows whose score can still be the maximum, and `best` re-scores only those
+ * in float32, with the very kernel the full scan uses.
  *
  * The bound. Let x = row r (float32 values, as stored), q = the query (float32,
  * as stored), x̂ = s_r·x8 and q̂ = t·q16 (real numbers), e = x − x̂, f = q − q̂,
@@ -41,12 +47,14 @@
  * and the float32 kernel's rounding (each product sees at most 1 + stride/16 + 4
  * roundings ≤ m = stride + 8; Higham, Accuracy and Stability, Thm 3.1 / eq. 3.5):
  *   |S_r − x·q| ≤ γ_m · Σ|x_i q_i| ≤ γ_m·‖x‖·‖q‖,   γ_m = m·u/(1 − m·u), u = 2⁻²⁴.
- * With ‖e_r‖ measured per row at insert (float64), N = an upper bound on every
+ * With ‖e_r‖ measured per row at insert (float64, stored rounded up to a
+ * float32; s_r is itself a float32, so x̂ is exactly what D_r scales), N = an upper bound on every
  * row's ‖x‖ (the largest inserted, kept until clear), and ‖q‖, ‖f‖ measured per
  * query (float64):
  *   |S_r − A_r| ≤ E_r = ‖e_r‖·(‖q‖ + ‖f‖) + N·(γ_m·‖q‖ + ‖f‖) + 1e-9
  * where the 1e-9 absorbs every float64 rounding in computing A_r, ‖e_r‖, ‖q‖,
- * ‖f‖, N and E_r itself (each is a few ulps of a quantity ≤ ~dim, i.e. < 1e-12).
+ * ‖f‖, N and E_r itself (D_r converts to float64 exactly; A_r ≤ ~1 takes two
+ * roundings; the norms are sums of ≤ qstride squares: each error < 1e-12).
  * So S_r ∈ [L_r, U_r] = [A_r − E_r, A_r + E_r]. Let L* = max_r L_r (over the
  * rows eligible for the answer). The float32 argmax row r* has S_r* ≥ L*, and
  * any row with U_r < L* has S_r < L* ≤ S_r*: it can neither be the maximum nor
@@ -70,6 +78,17 @@ function uleb(n: number): number[] {
   return out;
 }
 
+/** Signed LEB128 of a small non-negative constant (for i32.const). */
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if (n === 0 && (b & 0x40) === 0) return [...out, b];
+    out.push(b | 0x80);
+  }
+}
+
 function section(id: number, body: number[]): number[] {
   return [id, ...uleb(body.length), ...body];
 }
@@ -80,6 +99,8 @@ const V128 = 0x7b;
 const LOCAL_GET = 0x20, LOCAL_SET = 0x21, I32_CONST = 0x41, I32_ADD = 0x6a, I32_LT_U = 0x49, I32_SHL = 0x74;
 const LOOP = 0x03, BLOCK = 0x02, BR_IF = 0x0d, END = 0x0b, VOID = 0x40, I32_EQZ = 0x45;
 const F32_STORE = 0x38, F32_ADD = 0x92, I32_STORE = 0x36;
+const F64 = 0x7c, IF = 0x04, F32_LOAD = 0x2a, F64_STORE = 0x39, F64_CONST = 0x44;
+const F64_PROMOTE_F32 = 0xbb, F64_CONVERT_I32_S = 0xb7, F64_ADD = 0xa0, F64_SUB = 0xa1, F64_MUL = 0xa2, F64_GE = 0x66, F64_GT = 0x64;
 const SIMD = 0xfd;
 const V128_LOAD = [SIMD, 0x00], V128_CONST_ZERO = [SIMD, 0x0c, ...new Array<number>(16).fill(0)];
 const F32X4_ADD = [SIMD, ...uleb(0xe4)], F32X4_MUL = [SIMD, ...uleb(0xe6)];
@@ -87,7 +108,7 @@ const lane = (i: number) => [SIMD, 0x1f, i];
 const V128_LOAD8X8_S = [SIMD, 0x01];
 const I32X4_ADD = [SIMD, ...uleb(0xae)], I32X4_DOT_I16X8_S = [SIMD, ...uleb(0xba)];
 const ilane = (i: number) => [SIMD, 0x1b, i];
-/** The int8 stride: rows padded to a multiple of 64 (the qscores loop step). */
+/** The int8 stride: rows padded to a multiple of 64 (≥ the qscores loop step of 16). */
 export function quantStride(dim: number): number {
   return Math.ceil(dim / 64) * 64;
 }
@@ -140,47 +161,93 @@ function scoresBody(): number[] {
 }
 
 /**
- * qscores(mat8, q16, n, qstride, out): out[r] (int32) = Σ mat8[r][i]·q16[i].
- * Same locals as scores. qstride must be a multiple of 64 (callers pad with
- * zeros); one loop step is 64 elements: 8 × (load8x8_s → dot_i16x8_s) into
- * four int32x4 accumulators.
+ * qscores(mat8, q16, n, qstride, out, cand, scale, resid, lsOut, t, ka, kc) → nc:
+ * out[r] (int32) = D_r = Σ_i x8[r][i]·q16[i] for the n rows, and, fused into
+ * the same pass while the row is hot, the prefilter's candidate collection:
+ *   A_r = (scale[r]·t)·D_r,  E_r = resid[r]·ka + kc   (float64; header)
+ *   if A_r + E_r ≥ L (running, from −∞): cand[nc++] = r; L = max(L, A_r − E_r)
+ * L only grows, so cand (ascending) is a superset of the rows with
+ * U_r ≥ the final L = L*, which is stored (float64) at lsOut.
+ *
+ * The int8 matrix is stored in blocks of four rows interleaved by 8-element
+ * chunks, so one sequential stream feeds four rows and each probe chunk loaded
+ * serves all four (the one-row-at-a-time loop is bound by its two loads per 8
+ * elements, and four separate row streams defeat the hardware prefetcher:
+ * both measured ~1.6× and ~4× slower):
+ *   block b = r >> 2 at b·4·qstride; in it chunk c (elements 8c..8c+7) of
+ *   slot k = r & 3 at c·32 + k·8.
+ * Per chunk: v128.load8x8_s sign-extends 8 bytes to int16x8, i32x4.dot_i16x8_s
+ * multiplies by the probe chunk and adds pairs, i32x4.add accumulates. The
+ * unused slots of the last block are zero rows (never candidates: r < n is
+ * checked). qstride must be a multiple of 16 (two chunks per loop step).
  */
 function qscoresBody(): number[] {
-  const [mat, q, n, qstride, out, r, mp, qp, qend] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  const acc = [9, 10, 11, 12];
+  const [mat, q, n, qstride, out, cand, scale, resid, lsOut, t, ka, kc] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+  const [r, mp, qp, qend] = [12, 13, 14, 15];
+  const ptr = [16, 17, 18, 19];
+  const [nc, dsum] = [20, 21];
+  const acc = [22, 23, 24, 25];
+  const pv = 26;
+  const [ls, a, e] = [27, 28, 29];
+  const unroll = 2;
   const get = (i: number) => [LOCAL_GET, i];
   const set = (i: number) => [LOCAL_SET, i];
-  const step = (a: number, c: number) => [
-    ...get(a),
-    ...get(mp), ...V128_LOAD8X8_S, 3, ...uleb(8 * c),
-    ...get(qp), ...V128_LOAD, 4, ...uleb(16 * c),
-    ...I32X4_DOT_I16X8_S, ...I32X4_ADD, ...set(a),
+  const chunk = (c: number) => [
+    ...get(qp), ...V128_LOAD, 4, ...uleb(16 * c), ...set(pv),
+    ...[0, 1, 2, 3].flatMap((k) => [
+      ...get(acc[k]!),
+      ...get(ptr[k]!), ...V128_LOAD8X8_S, 3, ...uleb(32 * c),
+      ...get(pv),
+      ...I32X4_DOT_I16X8_S, ...I32X4_ADD, ...set(acc[k]!),
+    ]),
+  ];
+  // &array[r] for a 4-byte array; slot k is the static offset 4k.
+  const at4 = (base: number) => [...get(base), ...get(r), I32_CONST, 2, I32_SHL, I32_ADD];
+  const row = (k: number) => [
+    ...get(acc[k]!), ...ilane(0), ...get(acc[k]!), ...ilane(1), I32_ADD, ...get(acc[k]!), ...ilane(2), ...get(acc[k]!), ...ilane(3), I32_ADD, I32_ADD, ...set(dsum),
+    ...get(out), ...get(dsum), I32_STORE, 2, ...uleb(4 * k),
+    // if (r + k < n)
+    ...get(r), I32_CONST, k, I32_ADD, ...get(n), I32_LT_U, IF, VOID,
+    ...at4(scale), F32_LOAD, 2, ...uleb(4 * k), F64_PROMOTE_F32, ...get(t), F64_MUL, ...get(dsum), F64_CONVERT_I32_S, F64_MUL, ...set(a),
+    ...at4(resid), F32_LOAD, 2, ...uleb(4 * k), F64_PROMOTE_F32, ...get(ka), F64_MUL, ...get(kc), F64_ADD, ...set(e),
+    ...get(a), ...get(e), F64_ADD, ...get(ls), F64_GE, IF, VOID,
+    ...get(cand), ...get(nc), I32_CONST, 2, I32_SHL, I32_ADD, ...get(r), I32_CONST, k, I32_ADD, I32_STORE, 2, 0,
+    ...get(nc), I32_CONST, 1, I32_ADD, ...set(nc),
+    ...get(a), ...get(e), F64_SUB, ...get(ls), F64_GT, IF, VOID,
+    ...get(a), ...get(e), F64_SUB, ...set(ls),
+    END,
+    END,
+    END,
   ];
   return [
-    2, 4, I32, 4, V128,
+    3, 10, I32, 5, V128, 3, F64,
+    F64_CONST, 0, 0, 0, 0, 0, 0, 0xf0, 0xff, ...set(ls), // −∞
     ...get(mat), ...set(mp),
     // qend = q + qstride * 2
     ...get(q), ...get(qstride), I32_CONST, 1, I32_SHL, I32_ADD, ...set(qend),
     BLOCK, VOID,
     ...get(n), I32_EQZ, BR_IF, 0,
     LOOP, VOID,
-    ...acc.flatMap((a) => [...V128_CONST_ZERO, ...set(a)]),
+    ...acc.flatMap((x) => [...V128_CONST_ZERO, ...set(x)]),
     ...get(q), ...set(qp),
+    // slot k's first chunk: mp + 8k
+    ...[0, 1, 2, 3].flatMap((k) => [...get(mp), I32_CONST, 8 * k, I32_ADD, ...set(ptr[k]!)]),
     LOOP, VOID,
-    ...[0, 1, 2, 3, 4, 5, 6, 7].flatMap((c) => step(acc[c % 4]!, c)),
-    ...get(mp), I32_CONST, ...[0xc0, 0x00], I32_ADD, ...set(mp), // += 64 (signed LEB)
-    ...get(qp), I32_CONST, ...[0x80, 0x01], I32_ADD, ...set(qp), // += 128
+    ...Array.from({ length: unroll }, (_, c) => chunk(c)).flat(),
+    ...ptr.flatMap((p) => [...get(p), I32_CONST, ...sleb(32 * unroll), I32_ADD, ...set(p)]),
+    ...get(qp), I32_CONST, ...sleb(16 * unroll), I32_ADD, ...set(qp),
     ...get(qp), ...get(qend), I32_LT_U, BR_IF, 0,
     END,
-    ...get(acc[0]!), ...get(acc[1]!), ...I32X4_ADD, ...get(acc[2]!), ...get(acc[3]!), ...I32X4_ADD, ...I32X4_ADD, ...set(acc[0]!),
-    ...get(out),
-    ...get(acc[0]!), ...ilane(0), ...get(acc[0]!), ...ilane(1), I32_ADD, ...get(acc[0]!), ...ilane(2), ...get(acc[0]!), ...ilane(3), I32_ADD, I32_ADD,
-    I32_STORE, 2, 0,
-    ...get(out), I32_CONST, 4, I32_ADD, ...set(out),
-    ...get(r), I32_CONST, 1, I32_ADD, ...set(r),
+    ...[0, 1, 2, 3].flatMap((k) => row(k)),
+    ...get(out), I32_CONST, 16, I32_ADD, ...set(out),
+    // slot 0 has walked the whole block (qstride/8 chunks × 32 bytes = 4·qstride): the next block
+    ...get(ptr[0]!), ...set(mp),
+    ...get(r), I32_CONST, 4, I32_ADD, ...set(r),
     ...get(r), ...get(n), I32_LT_U, BR_IF, 0,
     END,
     END,
+    ...get(lsOut), ...get(ls), F64_STORE, 3, 0,
+    ...get(nc),
     END,
   ];
 }
@@ -190,8 +257,8 @@ function buildKernel(): Uint8Array<ArrayBuffer> {
   const f1 = qscoresBody();
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, [1, 0x60, 5, I32, I32, I32, I32, I32, 0]),
-    ...section(3, [2, 0, 0]),
+    ...section(1, [2, 0x60, 5, I32, I32, I32, I32, I32, 0, 0x60, 12, I32, I32, I32, I32, I32, I32, I32, I32, I32, F64, F64, F64, 1, I32]),
+    ...section(3, [2, 0, 1]),
     ...section(5, [1, 0x00, 1]),
     ...section(7, [3, 3, ...Buffer.from('mem'), 0x02, 0, 6, ...Buffer.from('scores'), 0x00, 0, 7, ...Buffer.from('qscores'), 0x00, 1]),
     ...section(10, [2, ...uleb(f0.length), ...f0, ...uleb(f1.length), ...f1]),
@@ -243,7 +310,38 @@ const F64_SLACK = 1e-9;
 /** Above this share of rows to re-score, one full float32 scan is cheaper. */
 const RESCORE_SHARE = 1 / 16;
 
-type QScoresFn = ScoresFn;
+type QScoresFn = (mat8: number, q16: number, n: number, qstride: number, out: number, cand: number, scale: number, resid: number, lsOut: number, t: number, ka: number, kc: number) => number;
+
+/** The smallest float32 ≥ x (x ≥ 0, finite). */
+function roundUp32(x: number): number {
+  const f = Math.fround(x);
+  if (f >= x) return f;
+  // f < x < f + ulp(f), and ulp(f) ≤ f·2⁻²³ < 2·ulp(f): rounds to f + ulp or f + 2ulp.
+  return f === 0 ? 2 ** -149 : Math.fround(f + f * 2 ** -23);
+}
+
+/**
+ * The candidate collection of the qscores kernel, in JS, for `best` with a
+ * skip predicate: over the rows skip does not reject, L* = max_r L_r (into
+ * lStarOut[0]), and into cand (ascending) every row whose U_r reached the
+ * running L* — L* only grows, so that is a superset of the rows with U_r ≥ the
+ * final L*. Returns how many. A_r = scale[r]·t·d[r], E_r = resid[r]·ka + kc.
+ */
+function collect(n: number, scale: Float32Array, resid: Float32Array, d: Int32Array, t: number, ka: number, kc: number, cand: Int32Array, skip: (row: number) => boolean, lStarOut: Float64Array): number {
+  let lStar = -Infinity;
+  let nc = 0;
+  for (let r = 0; r < n; r++) {
+    if (skip(r)) continue;
+    const a = scale[r]! * t * d[r]!;
+    const e = resid[r]! * ka + kc;
+    if (a + e >= lStar) {
+      cand[nc++] = r;
+      if (a - e > lStar) lStar = a - e;
+    }
+  }
+  lStarOut[0] = lStar;
+  return nc;
+}
 
 /**
  * A growable row-major Float32 matrix with a scores buffer, in wasm memory when
@@ -266,25 +364,43 @@ export class ScoreMatrix {
   private q16Off = 0;
   private outOff = 0;
   private iOutOff = 0;
+  private lsOff = 0;
+  private candOff = 0;
+  private scaleOff = 0;
+  private residOff = 0;
   private matOff = 0;
   private mat8Off = 0;
   private mat!: Float32Array;
   private query!: Float32Array;
   private out!: Float32Array;
   private mat8!: Int8Array;
+  /** The same bytes as int32 words (at8 offsets are multiples of 8). */
+  private mat8w!: Int32Array;
+  /** One row quantised, before it is interleaved into mat8 (zeroed after use); as int32 words. */
+  private row8!: Int8Array;
+  private row8w!: Int32Array;
   private q16!: Int16Array;
   private iout!: Int32Array;
-  /** Per row: [scale s_r, ‖e_r‖] (float64). */
-  private meta!: Float64Array;
+  /**
+   * Per row: the int8 scale s_r (a float32; x̂ is defined with exactly this
+   * value) and ‖e_r‖ rounded up to a float32 (float32 halves what the
+   * candidate pass reads after the scan has flushed the caches).
+   */
+  private scale!: Float32Array;
+  private resid!: Float32Array;
   /** Upper bound on every row's float64 norm (the largest pushed since the last clear). */
   private maxNorm = 0;
+  private lStar!: Float64Array;
+  /** Rows the last `best` scored in float32 (diagnostics; all of them after a fallback to a full scan). */
+  rescored = 0;
   /** Candidate rows of the last `best` (scratch). */
   private cand!: Int32Array;
 
   constructor(opts: { dim: number; initialCapacity?: number; useSimd?: boolean; quantise?: boolean }) {
     this.stride = paddedDim(opts.dim);
     this.qstride = quantStride(opts.dim);
-    this.capacity = Math.max(16, opts.initialCapacity ?? 1024);
+    // A multiple of 4: the int8 copy is stored in blocks of four rows.
+    this.capacity = Math.ceil(Math.max(16, opts.initialCapacity ?? 1024) / 4) * 4;
     const mod = opts.useSimd === false ? null : kernelModule();
     if (mod) {
       const inst = new WebAssembly.Instance(mod, {});
@@ -337,15 +453,20 @@ export class ScoreMatrix {
     if (i !== last) {
       this.mat.copyWithin(i * this.stride, last * this.stride, (last + 1) * this.stride);
       if (this.quantised) {
-        this.mat8.copyWithin(i * this.qstride, last * this.qstride, (last + 1) * this.qstride);
-        this.meta.copyWithin(2 * i, 2 * last, 2 * last + 2);
+        const to = this.at8(i);
+        const from = this.at8(last);
+        for (let c = 0; c < this.qstride; c += 8) this.mat8.copyWithin(to + 4 * c, from + 4 * c, from + 4 * c + 8);
+        this.scale[i] = this.scale[last]!;
+        this.resid[i] = this.resid[last]!;
       }
     }
     // The vacated slot holds no template any more.
     this.mat.fill(0, last * this.stride, (last + 1) * this.stride);
     if (this.quantised) {
-      this.mat8.fill(0, last * this.qstride, (last + 1) * this.qstride);
-      this.meta.fill(0, 2 * last, 2 * last + 2);
+      const o = this.at8(last);
+      for (let c = 0; c < this.qstride; c += 8) this.mat8.fill(0, o + 4 * c, o + 4 * c + 8);
+      this.scale[last] = 0;
+      this.resid[last] = 0;
     }
     this.rows--;
     return i !== last ? last : -1;
@@ -360,8 +481,10 @@ export class ScoreMatrix {
       this.mat8.fill(0);
       this.q16.fill(0);
       this.iout.fill(0);
-      this.meta.fill(0);
+      this.scale.fill(0);
+      this.resid.fill(0);
       this.cand.fill(0);
+      this.lStar.fill(0);
     }
     this.maxNorm = 0;
     this.rows = 0;
@@ -382,11 +505,75 @@ export class ScoreMatrix {
    * when the matrix is quantised (proof in the header). Null if no row qualifies.
    */
   best(q: Float32Array, skip?: (row: number) => boolean): { row: number; score: number } | null {
-    if (!this.quantised || this.rows === 0) return this.argmaxOf(this.scores(q), skip);
+    if (!this.quantised || this.rows === 0) {
+      this.rescored = this.rows;
+      return this.argmaxOf(this.scores(q), skip);
+    }
     const wasm = this.wasm!;
     const n = this.rows;
+    const { t, ka, kc, nc: ncScan } = this.prefilterScan(q);
+    const d = this.iout;
+    const scale = this.scale;
+    const resid = this.resid;
+    const cand = this.cand;
+    // Without skip the kernel has collected the candidates during the scan.
+    const nc = skip === undefined ? ncScan : collect(n, scale, resid, d, t, ka, kc, cand, skip, this.lStar);
+    if (nc === 0) {
+      this.rescored = 0;
+      return null;
+    }
+    // Final filter against the final L*, then exact float32 re-scores in row order.
+    const lStar = this.lStar[0]!;
+    let m = 0;
+    for (let k = 0; k < nc; k++) {
+      const r = cand[k]!;
+      if (scale[r]! * t * d[r]! + (resid[r]! * ka + kc) >= lStar) cand[m++] = r;
+    }
+    if (m > 32 && m > n * RESCORE_SHARE) {
+      this.rescored = n;
+      wasm.scores(this.matOff, this.qOff, n, this.stride, this.outOff);
+      return this.argmaxOf(this.out.subarray(0, n), skip);
+    }
+    this.rescored = m;
+    const rowBytes = this.stride * 4;
+    const out = this.out;
+    let best = -Infinity;
+    let row = -1;
+    for (let k = 0; k < m; k++) {
+      const r = cand[k]!;
+      wasm.scores(this.matOff + r * rowBytes, this.qOff, 1, this.stride, this.outOff);
+      const s = out[0]!;
+      if (s > best) {
+        best = s;
+        row = r;
+      }
+    }
+    return row < 0 ? null : { row, score: best };
+  }
+
+  /**
+   * The prefilter's view of every row for `q` (diagnostics and tests):
+   * approx[r] = A_r and err[r] = E_r, so the float32 score lies in approx ± err.
+   */
+  bounds(q: Float32Array): { approx: Float64Array; err: Float64Array } {
+    if (!this.quantised) throw new Error('bounds() needs a quantised matrix with wasm SIMD');
+    const { t, ka, kc } = this.prefilterScan(q);
+    const approx = new Float64Array(this.rows);
+    const err = new Float64Array(this.rows);
+    for (let r = 0; r < this.rows; r++) {
+      approx[r] = this.scale[r]! * t * this.iout[r]!;
+      err[r] = this.resid[r]! * ka + kc;
+    }
+    return { approx, err };
+  }
+
+  /**
+   * Sets the query (float32 and int16 copies), runs the int8 kernel into iout
+   * and returns the per-query constants of the bound: A_r = scale[r]·t·iout[r],
+   * E_r = resid[r]·ka + kc.
+   */
+  private prefilterScan(q: Float32Array): { t: number; ka: number; kc: number; nc: number } {
     this.setQuery(q);
-    // Quantise the query to int16 and measure ‖q‖, ‖f‖ (float64).
     const query = this.query;
     const q16 = this.q16;
     let amax = 0;
@@ -413,52 +600,12 @@ export class ScoreMatrix {
     } else {
       q16.fill(0, 0, this.stride);
     }
-    wasm.qscores(this.mat8Off, this.q16Off, n, this.qstride, this.iOutOff);
     const qn = Math.sqrt(qq);
     const fn = Math.sqrt(ff);
     const ka = qn + fn;
     const kc = this.maxNorm * (this.gamma * qn + fn) + F64_SLACK;
-    const d = this.iout;
-    const meta = this.meta;
-    const cand = this.cand;
-    // One pass: L* = max L_r, keeping every row whose U_r reached the running L*
-    // (L* only grows, so this is a superset of the final candidates).
-    let lStar = -Infinity;
-    let nc = 0;
-    for (let r = 0; r < n; r++) {
-      if (skip && skip(r)) continue;
-      const a = meta[2 * r]! * t * d[r]!;
-      const e = meta[2 * r + 1]! * ka + kc;
-      if (a + e >= lStar) {
-        cand[nc++] = r;
-        if (a - e > lStar) lStar = a - e;
-      }
-    }
-    if (nc === 0) return null;
-    // Final filter against the final L*, then exact float32 re-scores in row order.
-    let m = 0;
-    for (let k = 0; k < nc; k++) {
-      const r = cand[k]!;
-      if (meta[2 * r]! * t * d[r]! + meta[2 * r + 1]! * ka + kc >= lStar) cand[m++] = r;
-    }
-    if (m > n * RESCORE_SHARE) {
-      wasm.scores(this.matOff, this.qOff, n, this.stride, this.outOff);
-      return this.argmaxOf(this.out.subarray(0, n), skip);
-    }
-    const rowBytes = this.stride * 4;
-    const out = this.out;
-    let best = -Infinity;
-    let row = -1;
-    for (let k = 0; k < m; k++) {
-      const r = cand[k]!;
-      wasm.scores(this.matOff + r * rowBytes, this.qOff, 1, this.stride, this.outOff);
-      const s = out[0]!;
-      if (s > best) {
-        best = s;
-        row = r;
-      }
-    }
-    return row < 0 ? null : { row, score: best };
+    const nc = this.wasm!.qscores(this.mat8Off, this.q16Off, this.rows, this.qstride, this.iOutOff, this.candOff, this.scaleOff, this.residOff, this.lsOff, t, ka, kc);
+    return { t, ka, kc, nc };
   }
 
   private argmaxOf(scores: Float32Array, skip?: (row: number) => boolean): { row: number; score: number } | null {
@@ -479,76 +626,120 @@ export class ScoreMatrix {
     this.query.fill(0, q.length);
   }
 
+  /**
+   * Where row i's first chunk sits in the int8 copy: blocks of four rows,
+   * chunks of 8 elements interleaved (element j at at8(i) + 4·(j & ~7) + (j & 7)).
+   */
+  private at8(i: number): number {
+    return (i >> 2) * 4 * this.qstride + (i & 3) * 8;
+  }
+
   /** int8 copy, scale and residual norm of row i (its float32 values as stored). */
   private quantiseRow(i: number): void {
-    const o = i * this.stride;
-    const o8 = i * this.qstride;
+    const mat = this.mat;
+    const stride = this.stride;
+    const o = i * stride;
+    const o8 = this.at8(i);
     let amax = 0;
     let xx = 0;
-    for (let j = 0; j < this.stride; j++) {
-      const v = this.mat[o + j]!;
+    for (let j = 0; j < stride; j++) {
+      const v = mat[o + j]!;
       xx += v * v;
       const a = Math.abs(v);
       if (a > amax) amax = a;
     }
-    const s = amax / 127;
+    const s = Math.fround(amax / 127);
+    // Any integer k in range would keep the bound valid (e is measured against
+    // s·k); nearest (half up: floor(x + 0.5), x + 128.5 > 0) is the tight choice.
+    const inv = s > 0 ? 1 / s : 0;
+    const row8 = this.row8;
     let ee = 0;
-    for (let j = 0; j < this.stride; j++) {
-      const v = this.mat[o + j]!;
-      let k = s > 0 ? Math.round(v / s) : 0;
+    for (let j = 0; j < stride; j++) {
+      const v = mat[o + j]!;
+      let k = ((v * inv + 128.5) | 0) - 128;
       if (k > 127) k = 127;
       else if (k < -127) k = -127;
-      this.mat8[o8 + j] = k;
+      row8[j] = k;
       const e = v - k * s;
       ee += e * e;
     }
-    this.mat8.fill(0, o8 + this.stride, o8 + this.qstride);
-    this.meta[2 * i] = s;
-    this.meta[2 * i + 1] = Math.sqrt(ee);
+    // Into the block layout, 8 bytes (two int32 words) a chunk: chunk c at o8 + 32c.
+    const src = this.row8w;
+    const dst = this.mat8w;
+    for (let c = 0, w = o8 >> 2; c < this.qstride / 8; c++, w += 8) {
+      dst[w] = src[2 * c]!;
+      dst[w + 1] = src[2 * c + 1]!;
+    }
+    row8.fill(0);
+    this.scale[i] = s;
+    this.resid[i] = roundUp32(Math.sqrt(ee));
     const norm = Math.sqrt(xx);
     if (norm > this.maxNorm) this.maxNorm = norm;
   }
 
   private grow(capacity: number): void {
-    const keep8 = this.quantised ? this.mat8.slice(0, this.rows * this.qstride) : null;
-    const keepMeta = this.quantised ? this.meta.slice(0, 2 * this.rows) : null;
-    this.allocate(capacity, this.mat.slice(0, this.rows * this.stride), keep8, keepMeta);
+    const keep8 = this.quantised ? this.mat8.slice(0, Math.ceil(this.rows / 4) * 4 * this.qstride) : null;
+    this.allocate(capacity, this.mat.slice(0, this.rows * this.stride), keep8);
     this.capacity = capacity;
   }
 
-  private allocate(capacity: number, keep: Float32Array | null, keep8: Int8Array | null = null, keepMeta: Float64Array | null = null): void {
+  private allocate(capacity: number, keep: Float32Array | null, keep8: Int8Array | null = null): void {
     const qBytes = this.stride * 4;
     const outBytes = Math.ceil((capacity * 4) / 16) * 16;
     const matBytes = capacity * this.stride * 4;
     if (this.wasm) {
       const mem = this.wasm.memory;
-      const q16Bytes = this.quantised ? this.qstride * 2 : 0;
-      const iOutBytes = this.quantised ? outBytes : 0;
-      const mat8Bytes = this.quantised ? capacity * this.qstride : 0;
-      const need = qBytes + q16Bytes + outBytes + iOutBytes + matBytes + mat8Bytes;
+      const q = this.quantised;
+      const keepScale = q && this.scale ? this.scale.slice(0, this.rows) : null;
+      const keepResid = q && this.resid ? this.resid.slice(0, this.rows) : null;
+      const q16Bytes = q ? this.qstride * 2 : 0;
+      const rowArrayBytes = q ? outBytes : 0; // iout, cand, scale, resid: 4 bytes a row each
+      const lsBytes = q ? 16 : 0;
+      const mat8Bytes = q ? capacity * this.qstride : 0;
+      const need = qBytes + q16Bytes + outBytes + 4 * rowArrayBytes + lsBytes + matBytes + mat8Bytes;
       if (need > mem.buffer.byteLength) mem.grow(Math.ceil((need - mem.buffer.byteLength) / PAGE));
-      // The old regions are overwritten below (the new layout overlaps them); zero what is left of them.
-      new Uint8Array(mem.buffer).fill(0);
+      if (this.mat) {
+        // Re-layout: zero every byte the old layout held data in (its rows are in
+        // keep/keep8 and are written back below). Not the whole memory: pages
+        // never written (fresh from grow, or rows beyond the last) stay untouched
+        // and out of the RSS.
+        const bytes = new Uint8Array(mem.buffer);
+        bytes.fill(0, 0, this.matOff);
+        bytes.fill(0, this.matOff, this.matOff + this.rows * this.stride * 4);
+        if (q) bytes.fill(0, this.mat8Off, this.mat8Off + Math.ceil(this.rows / 4) * 4 * this.qstride);
+      }
       this.qOff = 0;
       this.q16Off = qBytes;
       this.outOff = this.q16Off + q16Bytes;
       this.iOutOff = this.outOff + outBytes;
-      this.matOff = this.iOutOff + iOutBytes;
+      this.candOff = this.iOutOff + rowArrayBytes;
+      this.scaleOff = this.candOff + rowArrayBytes;
+      this.residOff = this.scaleOff + rowArrayBytes;
+      this.lsOff = this.residOff + rowArrayBytes;
+      this.matOff = this.lsOff + lsBytes;
       this.mat8Off = this.matOff + matBytes;
       this.query = new Float32Array(mem.buffer, this.qOff, this.stride);
       this.out = new Float32Array(mem.buffer, this.outOff, capacity);
       this.mat = new Float32Array(mem.buffer, this.matOff, capacity * this.stride);
       if (keep) this.mat.set(keep);
-      if (this.quantised) {
+      if (q) {
         this.q16 = new Int16Array(mem.buffer, this.q16Off, this.qstride);
         this.iout = new Int32Array(mem.buffer, this.iOutOff, capacity);
+        this.cand = new Int32Array(mem.buffer, this.candOff, capacity);
+        this.scale = new Float32Array(mem.buffer, this.scaleOff, capacity);
+        this.resid = new Float32Array(mem.buffer, this.residOff, capacity);
+        this.lStar = new Float64Array(mem.buffer, this.lsOff, 1);
         this.mat8 = new Int8Array(mem.buffer, this.mat8Off, capacity * this.qstride);
+        this.mat8w = new Int32Array(mem.buffer, this.mat8Off, (capacity * this.qstride) / 4);
+        if (!this.row8) {
+          this.row8 = new Int8Array(this.qstride);
+          this.row8w = new Int32Array(this.row8.buffer);
+        }
         if (keep8) this.mat8.set(keep8);
-        const meta = new Float64Array(capacity * 2);
-        if (keepMeta) meta.set(keepMeta);
-        this.meta?.fill(0);
-        this.meta = meta;
-        this.cand = new Int32Array(capacity);
+        if (keepScale) this.scale.set(keepScale);
+        if (keepResid) this.resid.set(keepResid);
+        keepScale?.fill(0);
+        keepResid?.fill(0);
       }
     } else {
       this.query = new Float32Array(this.stride);
@@ -560,6 +751,5 @@ export class ScoreMatrix {
     }
     keep?.fill(0);
     keep8?.fill(0);
-    keepMeta?.fill(0);
   }
 }
