@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { stringify } from 'yaml';
+import { dump as stringify } from 'js-yaml';
 import { Agent } from '../dist/src/agent/agent.js';
 import { validateConfig } from '../dist/src/config/load.js';
 import { Outbox } from '../dist/src/outbox/outbox.js';

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute, dirname, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { load as parseYaml } from 'js-yaml';
 import type { z } from 'zod';
 import { TallyboxError, errorMessage } from '../util/errors.js';
 import { ConfigSchema, type Config, type ConfigInput } from './schema.js';

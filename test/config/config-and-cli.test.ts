@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { dump as stringify } from 'js-yaml';
 import { validateConfig } from '../../src/config/load.js';
 import { assertBrokerAllowed } from '../../src/link/regions.js';
 import { testConfig } from '../helpers/agent-config.js';

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { stringify } from 'yaml';
+import { dump as stringify } from 'js-yaml';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { uuidv7 } from '../../src/util/uuidv7.js';
 import { sleep } from './ports.js';
