@@ -32,7 +32,9 @@ export function removePidFile(dataDir: string): void {
 }
 
 function readPid(dataDir: string): number | undefined {
-  const buf = readPrivateFile(pidFile(dataDir)); // throws FILE_INSECURE / FILE_UNREADABLE
+  // Any owner: purge and doctor (often root) read the pid file of an agent running as its own user.
+  // Never through a symlink; an error reading it is thrown (FILE_INSECURE / FILE_UNREADABLE).
+  const buf = readPrivateFile(pidFile(dataDir), { uid: -1 });
   if (buf === undefined) return undefined;
   const pid = Number(buf.toString('utf8').trim());
   // A torn or garbage file cannot name a process: treated as stale (it is replaced at the next start).

@@ -67,11 +67,11 @@ export function validatePatch(p: Record<string, unknown>): { ok: true; patch: Se
 }
 
 /** The patched overrides persisted so far (none: {}). Throws SETTINGS_CORRUPT for a file that is there but unusable. */
-export function loadPersistedSettings(dataDir: string): SettingsPatch {
+export function loadPersistedSettings(dataDir: string, opts: { uid?: number } = {}): SettingsPatch {
   const path = join(dataDir, SETTINGS_FILE);
   let raw: Buffer | undefined;
   try {
-    raw = readPrivateFile(path);
+    raw = readPrivateFile(path, opts);
   } catch (err) {
     throw new TallyboxError('SETTINGS_CORRUPT', `${path}: ${describeError(err)}; remove it to return to the config file's values`, { path }, { cause: err });
   }

@@ -35,11 +35,11 @@ export interface ZeroisedInfo {
  * parsed means a zeroisation began: the device stays locked (it is never
  * read as "not zeroised") and says why.
  */
-export function zeroisedInfo(dataDir: string): ZeroisedInfo | undefined {
+export function zeroisedInfo(dataDir: string, opts: { uid?: number } = {}): ZeroisedInfo | undefined {
   const path = join(dataDir, ZEROISED_MARKER);
   let raw: Buffer | undefined;
   try {
-    raw = readPrivateFile(path);
+    raw = readPrivateFile(path, opts);
   } catch (err) {
     return { atMs: 0, reason: 'tamper marker unreadable', key: 'unknown', markerError: describeError(err) };
   }

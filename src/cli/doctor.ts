@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.js';
 import { assertBrokerAllowed } from '../link/regions.js';
 import { Sqlite } from '../store/sqlite.js';
 import { describeError } from '../util/errors.js';
-import { checkPrivateDir, checkPrivateFiles, type Finding } from '../util/private-fs.js';
+import { checkPrivateDir, checkPrivateFiles, expectedOwner, type Finding } from '../util/private-fs.js';
 
 export type Verdict = 'ok' | 'warn' | 'fail';
 export interface Check {
@@ -77,8 +77,9 @@ async function checkStorage(config: Config): Promise<Check[]> {
 function checkFileSafety(config: Config): Check[] {
   const verdictOf = (f: Finding): Verdict => (f.verdict === 'refused' ? 'fail' : f.verdict === 'fixed' ? 'warn' : 'ok');
   try {
-    const dir = checkPrivateDir(config.dataDir, { fix: false });
-    const files = checkPrivateFiles(config.dataDir, { fix: false }).filter((f) => f.verdict !== 'ok');
+    const uid = expectedOwner(config.dataDir);
+    const dir = checkPrivateDir(config.dataDir, { fix: false, uid });
+    const files = checkPrivateFiles(config.dataDir, { fix: false, uid }).filter((f) => f.verdict !== 'ok');
     const out: Check[] = [{ name: 'data-dir-perms', verdict: verdictOf(dir), detail: dir.verdict === 'refused' ? `${dir.detail} (the agent refuses to start)` : dir.detail }];
     for (const f of files) out.push({ name: 'file-perms', verdict: verdictOf(f), detail: f.verdict === 'refused' ? `${f.detail} (the agent refuses to start)` : f.detail });
     if (files.length === 0 && existsSync(config.dataDir)) out.push({ name: 'file-perms', verdict: 'ok', detail: 'every file in the data directory is 0600, owned by the agent, and not a symlink' });
@@ -91,10 +92,11 @@ function checkFileSafety(config: Config): Check[] {
 /** Tamper marker and the settings the cloud patched: the agent's own files, read as it reads them. */
 function checkAgentState(config: Config): Check[] {
   const out: Check[] = [];
-  const z = zeroisedInfo(config.dataDir);
+  const uid = expectedOwner(config.dataDir);
+  const z = zeroisedInfo(config.dataDir, { uid });
   if (z) out.push({ name: 'tamper', verdict: 'fail', detail: `device ${describeZeroised(z)}: it identifies nobody; inspect the device, then re-provision (tallybox provision)` });
   try {
-    const s = loadPersistedSettings(config.dataDir);
+    const s = loadPersistedSettings(config.dataDir, { uid });
     const keys = Object.entries(s);
     if (keys.length > 0) out.push({ name: 'settings', verdict: 'ok', detail: `set by the cloud (override the config file): ${keys.map(([k, v]) => `${k}=${String(v)}`).join(', ')}` });
   } catch (err) {

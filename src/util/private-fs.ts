@@ -51,6 +51,21 @@ export function agentUid(): number {
   return process.geteuid?.() ?? process.getuid?.() ?? -1;
 }
 
+/**
+ * Whose files to expect when inspecting a data directory from outside the
+ * agent (doctor, purge): IT runs those as root while the agent may run as its
+ * own user, so root takes the directory's owner as the agent's user.
+ */
+export function expectedOwner(dataDir: string): number {
+  const me = agentUid();
+  if (me !== 0) return me;
+  try {
+    return statSync(dataDir).uid;
+  } catch {
+    return me; // not there yet: nothing to compare
+  }
+}
+
 const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, '0');
 
 /** What one check found; `doctor` prints these, the agent logs the fixed ones and throws on refused ones. */
@@ -64,6 +79,8 @@ export interface Finding {
 export interface CheckOptions {
   /** Correct what can be corrected (the agent at start). false: only report (doctor). */
   fix: boolean;
+  /** The uid files must belong to; default the agent's own (doctor run as root passes the data directory's owner). */
+  uid?: number;
 }
 
 /**
@@ -86,7 +103,7 @@ export function checkPrivateDir(path: string, opts: CheckOptions): Finding {
     }
   }
   if (!st.isDirectory()) throw new TallyboxError('STORAGE_UNAVAILABLE', `data directory ${path} is not a directory`, { path });
-  const uid = agentUid();
+  const uid = opts.uid ?? agentUid();
   if (uid >= 0 && st.uid !== uid) {
     return {
       path,
@@ -136,7 +153,7 @@ export function checkPrivateFile(path: string, opts: CheckOptions): Finding {
     return { path, verdict: 'refused', detail: `${path} is a symbolic link: the agent never writes through one (it would overwrite whatever it points to). Remove it: rm ${path}` };
   }
   if (st.isDirectory()) return { path, verdict: 'ok', detail: `${path} is a directory` };
-  const uid = agentUid();
+  const uid = opts.uid ?? agentUid();
   if (uid >= 0 && st.uid !== uid) {
     return { path, verdict: 'refused', detail: `${path} is owned by uid ${st.uid}, not by the agent's user (uid ${uid}). Fix with: chown ${uid} ${path}` };
   }
@@ -239,11 +256,12 @@ export function syncDir(dir: string): void {
 }
 
 /**
- * Read a file the agent wrote. Missing: undefined. A symlink, a file owned by
+ * Read a file the agent wrote (opts.uid: its owner, default this process's
+ * user; -1: any owner). Missing: undefined. A symlink, a file owned by
  * someone else, or an error reading it: thrown (FILE_INSECURE /
  * FILE_UNREADABLE) — never mistaken for "not there".
  */
-export function readPrivateFile(path: string): Buffer | undefined {
+export function readPrivateFile(path: string, opts: { uid?: number } = {}): Buffer | undefined {
   let fd: number;
   try {
     fd = openSync(path, fsc.O_RDONLY | O_NOFOLLOW | fsc.O_NONBLOCK);
@@ -256,7 +274,7 @@ export function readPrivateFile(path: string): Buffer | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new TallyboxError('FILE_UNREADABLE', `${path} is not a regular file`, { path });
-    const uid = agentUid();
+    const uid = opts.uid ?? agentUid();
     if (uid >= 0 && st.uid !== uid) throw new TallyboxError('FILE_INSECURE', `${path} is owned by uid ${st.uid}, not by the agent's user (uid ${uid})`, { path });
     return readFileSync(fd);
   } catch (err) {
@@ -332,18 +350,18 @@ export function isInsideReal(child: string, parent: string): boolean {
  * nobody else and owned by the agent's user or root (else the file can be
  * swapped between two starts).
  */
-export function secretFileProblem(path: string, st: Stats): string | undefined {
+export function secretFileProblem(path: string, st: Stats, what = 'file'): string | undefined {
   const uid = agentUid();
-  if (uid >= 0 && st.uid !== uid) return `${path} is owned by uid ${st.uid}, not by the agent's user (uid ${uid}); refusing to use it. Fix with: chown ${uid} ${path}`;
-  if ((st.mode & 0o077) !== 0) return `${path} has mode ${octal(st.mode)} and is readable or writable by group/others; refusing to use it. Fix with: chmod 600 ${path}`;
+  if (uid >= 0 && st.uid !== uid) return `${what} ${path} is owned by uid ${st.uid}, not by the agent's user (uid ${uid}); refusing to use it. Fix with: chown ${uid} ${path}`;
+  if ((st.mode & 0o077) !== 0) return `${what} ${path} has mode ${octal(st.mode)} and is readable or writable by group/others; refusing to use it. Fix with: chmod 600 ${path}`;
   const dir = dirname(realPathLoose(path));
   let d: Stats;
   try {
     d = statSync(dir);
   } catch (err) {
-    return `cannot inspect the directory ${dir} of ${path}: ${errorMessage(err)}`;
+    return `cannot inspect the directory ${dir} of ${what} ${path}: ${errorMessage(err)}`;
   }
-  if ((d.mode & 0o022) !== 0) return `the directory ${dir} holding ${path} has mode ${octal(d.mode)}: others can replace the key in it. Fix with: chmod 700 ${dir}`;
-  if (uid >= 0 && d.uid !== uid && d.uid !== 0) return `the directory ${dir} holding ${path} is owned by uid ${d.uid}: that user can replace the key in it. Fix with: chown ${uid} ${dir}`;
+  if ((d.mode & 0o022) !== 0) return `the directory ${dir} holding ${what} ${path} has mode ${octal(d.mode)}: others can replace the key in it. Fix with: chmod 700 ${dir}`;
+  if (uid >= 0 && d.uid !== uid && d.uid !== 0) return `the directory ${dir} holding ${what} ${path} is owned by uid ${d.uid}: that user can replace the key in it. Fix with: chown ${uid} ${dir}`;
   return undefined;
 }

@@ -103,9 +103,9 @@ async function readSecretFile(path: string, what: string, fixHint: string): Prom
       throw new TallyboxError('KEY_FILE_INVALID', `KEY_FILE_INVALID: ${what} ${path} is not a regular file`, { path });
     }
     // Owner, mode, and the directory it sits in: see secretFileProblem.
-    const problem = secretFileProblem(path, st);
+    const problem = secretFileProblem(path, st, what);
     if (problem !== undefined) {
-      throw new TallyboxError('KEY_FILE_INSECURE', `${what} ${problem}`, { path, mode: (st.mode & 0o777).toString(8).padStart(4, '0'), uid: st.uid });
+      throw new TallyboxError('KEY_FILE_INSECURE', problem, { path, mode: (st.mode & 0o777).toString(8).padStart(4, '0'), uid: st.uid });
     }
     return await fh.readFile();
   } finally {
