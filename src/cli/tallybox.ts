@@ -2,8 +2,8 @@
 /**
  * The `tallybox` command. The only module (with the other files in src/cli)
  * that reads argv or prints for people. Exit codes: 0 ok, 1 runtime failure,
- * 2 usage error, 78 configuration error (EX_CONFIG: systemd will not restart-loop on it
- * when the unit sets RestartPreventExitStatus=78).
+ * 2 usage error, 78 configuration, key or file-safety error (EX_CONFIG: systemd will not
+ * restart-loop on it when the unit sets RestartPreventExitStatus=78; see isConfigErrorCode).
  */
 import { parseArgs } from 'node:util';
 import { isTallyboxError, errorMessage, isConfigErrorCode } from '../util/errors.js';
@@ -25,7 +25,7 @@ commands:
   demo --scenario withdraw [--json] [--keep-data DIR]
                                     two orgs enrolled, one withdrawn by signed command, receipt verified
 
-exit codes: 0 ok, 1 failure, 2 usage, 78 bad configuration`;
+exit codes: 0 ok, 1 failure, 2 usage, 78 bad configuration, key or file permissions`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

@@ -53,6 +53,7 @@ const CONFIG_ERROR_CODES = new Set([
 ]);
 
 export function isConfigErrorCode(code: string): boolean {
-  // Every key-file problem (missing, insecure, unreadable, invalid, in the data directory, exists).
-  return CONFIG_ERROR_CODES.has(code) || code.startsWith('KEY_FILE_');
+  // Every key-file problem (missing, insecure, unreadable, invalid, in the data directory). Not
+  // KEY_FILE_EXISTS: `provision` refusing to replace a working key is a refused action, not a broken setup.
+  return CONFIG_ERROR_CODES.has(code) || (code.startsWith('KEY_FILE_') && code !== 'KEY_FILE_EXISTS');
 }
