@@ -4,7 +4,7 @@
  * log and DeviceState say "NOT destroyed" and why — never "key destroyed".
  * And an unreadable tamper marker is not read as "not zeroised".
  */
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -83,6 +83,21 @@ describe('zeroise reports what happened to the key', () => {
     expect(info).toMatchObject({ key: 'not_destroyed', keyError: expect.stringContaining('KEY_ZEROISE_FAILED: key file: overwrite failed (EIO') });
     expect(tamperDetail(agent)).toMatch(/NOT destroyed \(KEY_ZEROISE_FAILED/);
     expect(JSON.parse(readFileSync(join(dataDir, 'zeroised.json'), 'utf8'))).toMatchObject({ key: 'not_destroyed' });
+  });
+
+  it('the key file cannot be opened for the overwrite (a symlink swapped in): NOT destroyed, KEY_ZEROISE_FAILED', async () => {
+    const dir = tmp();
+    const dataDir = join(dir, 'data');
+    const p = await provisionKeyFiles({ kekPath: join(dir, 'keys', 'tallybox.kek'), dataDir });
+    const agent = await Agent.start({ config: base(dataDir, { kekFile: p.kekPath }), logger: silentLogger() });
+    cleanups.push(() => agent.stop());
+    // After the key was loaded, the file is replaced by a link: the overwrite (O_NOFOLLOW) must not follow it.
+    const real = join(dir, 'keys', 'moved.kek');
+    renameSync(p.kekPath, real);
+    symlinkSync(real, p.kekPath);
+    const info = await agent.zeroise('test');
+    expect(info).toMatchObject({ key: 'not_destroyed', keyError: expect.stringMatching(/^KEY_ZEROISE_FAILED: cannot open key file .* to overwrite it: .*ELOOP/) });
+    expect(tamperDetail(agent)).toMatch(/NOT destroyed \(KEY_ZEROISE_FAILED/);
   });
 
   it('a real file key: destroyed, and it says so', async () => {
