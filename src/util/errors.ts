@@ -53,7 +53,6 @@ const CONFIG_ERROR_CODES = new Set([
 ]);
 
 export function isConfigErrorCode(code: string): boolean {
-  // Every key-file problem (missing, insecure, unreadable, invalid, in the data directory). Not
-  // KEY_FILE_EXISTS: `provision` refusing to replace a working key is a refused action, not a broken setup.
-  return CONFIG_ERROR_CODES.has(code) || (code.startsWith('KEY_FILE_') && code !== 'KEY_FILE_EXISTS');
+  // Every key-file problem (missing, insecure, unreadable, invalid, in the data directory, already there).
+  return CONFIG_ERROR_CODES.has(code) || code.startsWith('KEY_FILE_');
 }
