@@ -42,23 +42,27 @@ const DOMAIN = Buffer.from('tallybox.v1 row-mac', 'utf8');
  * column, a fraction) gets a tag no writer produces, so its MAC cannot match.
  */
 export function encodeRow(table: string, fields: readonly Field[]): Buffer {
-  const parts: Buffer[] = [DOMAIN];
-  const push = (tag: string, body: Buffer): void => {
-    const head = Buffer.alloc(5);
-    head.write(tag, 0, 'latin1');
-    head.writeUInt32BE(body.length, 1);
-    parts.push(head, body);
-  };
-  push('t', Buffer.from(table, 'utf8'));
+  // Runs once per row on every start-up walk: one allocation, no concat.
+  const tagged: Array<[string, Buffer | string]> = [['t', table]];
   for (const f of fields) {
-    if (f === null) push('z', Buffer.alloc(0));
-    else if (typeof f === 'boolean') push('o', Buffer.of(f ? 1 : 0));
-    else if (typeof f === 'string') push('s', Buffer.from(f, 'utf8'));
-    else if (typeof f === 'number' && Number.isSafeInteger(f)) push('i', Buffer.from(String(f), 'latin1'));
-    else if (Buffer.isBuffer(f)) push('b', f);
-    else push('?', Buffer.from(String(f), 'utf8'));
+    if (f === null) tagged.push(['z', '']);
+    else if (typeof f === 'boolean') tagged.push(['o', f ? '1' : '0']);
+    else if (typeof f === 'string') tagged.push(['s', f]);
+    else if (typeof f === 'number' && Number.isSafeInteger(f)) tagged.push(['i', String(f)]);
+    else if (Buffer.isBuffer(f)) tagged.push(['b', f]);
+    else tagged.push(['?', String(f)]);
   }
-  return Buffer.concat(parts);
+  let total = DOMAIN.length;
+  for (const [, body] of tagged) total += 5 + (typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.length);
+  const out = Buffer.allocUnsafe(total);
+  let at = DOMAIN.copy(out, 0);
+  for (const [tag, body] of tagged) {
+    out.write(tag, at, 'latin1');
+    const len = typeof body === 'string' ? out.write(body, at + 5, 'utf8') : body.copy(out, at + 5);
+    out.writeUInt32BE(len, at + 1);
+    at += 5 + len;
+  }
+  return out;
 }
 
 // One binding per table: the complete list of what that table's MAC covers.
