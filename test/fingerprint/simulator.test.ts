@@ -186,6 +186,7 @@ describe('fingerprint simulator over a real pty', () => {
 });
 
 /** Minimal JSON HTTP client (works over TCP and unix sockets). */
+// biome-ignore lint/suspicious/noExplicitAny: JSON from our own control server; every use is checked by an assertion
 function call(ctl: { port?: number; socketPath?: string }, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
