@@ -8,7 +8,7 @@ import { startFingerprintSimulator } from './simulator.js';
 
 const USAGE = `usage: tallybox-sim fingerprint --link PATH [options]
 
-Simulates an R30x/AS608 fingerprint module on a pseudo-terminal (socat). The agent
+Simulates an R30x/AS608 fingerprint module on a pseudo-terminal (openpty). The agent
 opens PATH with serialport exactly like /dev/ttyS1.
 
 options:

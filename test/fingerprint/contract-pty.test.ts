@@ -11,14 +11,14 @@ const dir = mkdtempSync(join(tmpdir(), 'tallybox-r30x-'));
 const live = new Set<FingerprintSimulator>();
 let n = 0;
 
-// Whatever a failing test left open: no socat survives the file.
+// Whatever a failing test left open: no pty or symlink survives the file.
 afterAll(async () => {
   await Promise.all([...live].map((s) => s.close()));
   rmSync(dir, { recursive: true, force: true });
 });
 
 // Host: the production SerialTransport on the pty symlink, as on /dev/ttyS1.
-r30xContract('a real pseudo-terminal (socat)', async ({ capacity, timeoutMs }) => {
+r30xContract('a real pseudo-terminal (openpty)', async ({ capacity, timeoutMs }) => {
   const link = join(dir, `ttyR30x-${++n}`);
   const sim = await startFingerprintSimulator({ link, control: false, ...(capacity ? { capacity } : {}) });
   live.add(sim);

@@ -4,9 +4,11 @@
  * step). A plain JS loop does ~1 multiply-add per ns; the SIMD kernel is
  * memory-bound instead (10,000 × 512 floats = 20 MB per query).
  *
- * The module is under 1 KB, assembled here from its opcodes so the build has
- * no WebAssembly toolchain step; the same computation in JS (`scoreJs`) is the
- * fallback where SIMD is unavailable and the reference the tests compare with.
+ * The module (1.3 KB) is written in WebAssembly text, kernel.wat beside this
+ * file, and assembled to kernel.wasm by wabt (scripts/build-wasm.mjs, run by
+ * `npm run build`; kernel-wat.test.ts fails if the two disagree). The same
+ * computation in JS (`scoreJs`) is the fallback where SIMD is unavailable
+ * (logged once, see loadKernel) and the reference the tests compare with.
  *
  * Memory layout (one linear memory, owned by the kernel; n = capacity):
  *   [0, qBytes)                 the query (dim floats)
@@ -65,214 +67,62 @@
  * one to a handful of rows are re-scored.)
  */
 
+import { readFileSync } from 'node:fs';
+import { createLogger, type Logger } from '../../util/log.js';
+
 const PAGE = 65536;
 
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-/** Signed LEB128 of a small non-negative constant (for i32.const). */
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if (n === 0 && (b & 0x40) === 0) return [...out, b];
-    out.push(b | 0x80);
-  }
-}
-
-function section(id: number, body: number[]): number[] {
-  return [id, ...uleb(body.length), ...body];
-}
-
-const I32 = 0x7f;
-const V128 = 0x7b;
-// Opcodes used below.
-const LOCAL_GET = 0x20, LOCAL_SET = 0x21, I32_CONST = 0x41, I32_ADD = 0x6a, I32_LT_U = 0x49, I32_SHL = 0x74;
-const LOOP = 0x03, BLOCK = 0x02, BR_IF = 0x0d, END = 0x0b, VOID = 0x40, I32_EQZ = 0x45;
-const F32_STORE = 0x38, F32_ADD = 0x92, I32_STORE = 0x36;
-const F64 = 0x7c, IF = 0x04, F32_LOAD = 0x2a, F64_STORE = 0x39, F64_CONST = 0x44;
-const F64_PROMOTE_F32 = 0xbb, F64_CONVERT_I32_S = 0xb7, F64_ADD = 0xa0, F64_SUB = 0xa1, F64_MUL = 0xa2, F64_GE = 0x66, F64_GT = 0x64;
-const SIMD = 0xfd;
-const V128_LOAD = [SIMD, 0x00], V128_CONST_ZERO = [SIMD, 0x0c, ...new Array<number>(16).fill(0)];
-const F32X4_ADD = [SIMD, ...uleb(0xe4)], F32X4_MUL = [SIMD, ...uleb(0xe6)];
-const lane = (i: number) => [SIMD, 0x1f, i];
-const V128_LOAD8X8_S = [SIMD, 0x01];
-const I32X4_ADD = [SIMD, ...uleb(0xae)], I32X4_DOT_I16X8_S = [SIMD, ...uleb(0xba)];
-const ilane = (i: number) => [SIMD, 0x1b, i];
 /** The int8 stride: rows padded to a multiple of 64 (≥ the qscores loop step of 16). */
 export function quantStride(dim: number): number {
   return Math.ceil(dim / 64) * 64;
 }
 
-/**
- * scores(mat, q, n, dim, out): params 0..4. Locals: 5 r, 6 mp, 7 qp, 8 qend,
- * 9..12 accumulators a0..a3. dim must be a multiple of 16 (callers pad).
- */
-function scoresBody(): number[] {
-  const [mat, q, n, dim, out, r, mp, qp, qend] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  const acc = [9, 10, 11, 12];
-  const get = (i: number) => [LOCAL_GET, i];
-  const set = (i: number) => [LOCAL_SET, i];
-  const fma = (a: number, off: number) => [
-    ...get(a),
-    ...get(mp), ...V128_LOAD, 4, ...uleb(off),
-    ...get(qp), ...V128_LOAD, 4, ...uleb(off),
-    ...F32X4_MUL, ...F32X4_ADD, ...set(a),
-  ];
-  const body: number[] = [
-    // locals: 4 × i32, 4 × v128
-    2, 4, I32, 4, V128,
-    ...get(mat), ...set(mp),
-    // qend = q + dim * 4
-    ...get(q), ...get(dim), I32_CONST, 2, I32_SHL, I32_ADD, ...set(qend),
-    BLOCK, VOID,
-    ...get(n), I32_EQZ, BR_IF, 0,
-    LOOP, VOID,
-    ...acc.flatMap((a) => [...V128_CONST_ZERO, ...set(a)]),
-    ...get(q), ...set(qp),
-    LOOP, VOID,
-    ...fma(acc[0]!, 0), ...fma(acc[1]!, 16), ...fma(acc[2]!, 32), ...fma(acc[3]!, 48),
-    ...get(mp), I32_CONST, ...[0xc0, 0x00], I32_ADD, ...set(mp), // += 64 (signed LEB 64 = c0 00)
-    ...get(qp), I32_CONST, ...[0xc0, 0x00], I32_ADD, ...set(qp),
-    ...get(qp), ...get(qend), I32_LT_U, BR_IF, 0,
-    END,
-    // a0 = (a0 + a1) + (a2 + a3); out[r] = lane0 + lane1 + lane2 + lane3
-    ...get(acc[0]!), ...get(acc[1]!), ...F32X4_ADD, ...get(acc[2]!), ...get(acc[3]!), ...F32X4_ADD, ...F32X4_ADD, ...set(acc[0]!),
-    ...get(out),
-    ...get(acc[0]!), ...lane(0), ...get(acc[0]!), ...lane(1), F32_ADD, ...get(acc[0]!), ...lane(2), ...get(acc[0]!), ...lane(3), F32_ADD, F32_ADD,
-    F32_STORE, 2, 0,
-    ...get(out), I32_CONST, 4, I32_ADD, ...set(out),
-    ...get(r), I32_CONST, 1, I32_ADD, ...set(r),
-    ...get(r), ...get(n), I32_LT_U, BR_IF, 0,
-    END,
-    END,
-    END,
-  ];
-  return body;
-}
-
-/**
- * qscores(mat8, q16, n, qstride, out, cand, scale, resid, lsOut, t, ka, kc) → nc:
- * out[r] (int32) = D_r = Σ_i x8[r][i]·q16[i] for the n rows, and, fused into
- * the same pass while the row is hot, the prefilter's candidate collection:
- *   A_r = (scale[r]·t)·D_r,  E_r = resid[r]·ka + kc   (float64; header)
- *   if A_r + E_r ≥ L (running, from −∞): cand[nc++] = r; L = max(L, A_r − E_r)
- * L only grows, so cand (ascending) is a superset of the rows with
- * U_r ≥ the final L = L*, which is stored (float64) at lsOut.
- *
- * The int8 matrix is stored in blocks of four rows interleaved by 8-element
- * chunks, so one sequential stream feeds four rows and each probe chunk loaded
- * serves all four (the one-row-at-a-time loop is bound by its two loads per 8
- * elements, and four separate row streams defeat the hardware prefetcher:
- * both measured ~1.6× and ~4× slower):
- *   block b = r >> 2 at b·4·qstride; in it chunk c (elements 8c..8c+7) of
- *   slot k = r & 3 at c·32 + k·8.
- * Per chunk: v128.load8x8_s sign-extends 8 bytes to int16x8, i32x4.dot_i16x8_s
- * multiplies by the probe chunk and adds pairs, i32x4.add accumulates. The
- * unused slots of the last block are zero rows (never candidates: r < n is
- * checked). qstride must be a multiple of 16 (two chunks per loop step).
- */
-function qscoresBody(): number[] {
-  const [mat, q, n, qstride, out, cand, scale, resid, lsOut, t, ka, kc] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
-  const [r, mp, qp, qend] = [12, 13, 14, 15];
-  const ptr = [16, 17, 18, 19];
-  const [nc, dsum] = [20, 21];
-  const acc = [22, 23, 24, 25];
-  const pv = 26;
-  const [ls, a, e] = [27, 28, 29];
-  const unroll = 2;
-  const get = (i: number) => [LOCAL_GET, i];
-  const set = (i: number) => [LOCAL_SET, i];
-  const chunk = (c: number) => [
-    ...get(qp), ...V128_LOAD, 4, ...uleb(16 * c), ...set(pv),
-    ...[0, 1, 2, 3].flatMap((k) => [
-      ...get(acc[k]!),
-      ...get(ptr[k]!), ...V128_LOAD8X8_S, 3, ...uleb(32 * c),
-      ...get(pv),
-      ...I32X4_DOT_I16X8_S, ...I32X4_ADD, ...set(acc[k]!),
-    ]),
-  ];
-  // &array[r] for a 4-byte array; slot k is the static offset 4k.
-  const at4 = (base: number) => [...get(base), ...get(r), I32_CONST, 2, I32_SHL, I32_ADD];
-  const row = (k: number) => [
-    ...get(acc[k]!), ...ilane(0), ...get(acc[k]!), ...ilane(1), I32_ADD, ...get(acc[k]!), ...ilane(2), ...get(acc[k]!), ...ilane(3), I32_ADD, I32_ADD, ...set(dsum),
-    ...get(out), ...get(dsum), I32_STORE, 2, ...uleb(4 * k),
-    // if (r + k < n)
-    ...get(r), I32_CONST, k, I32_ADD, ...get(n), I32_LT_U, IF, VOID,
-    ...at4(scale), F32_LOAD, 2, ...uleb(4 * k), F64_PROMOTE_F32, ...get(t), F64_MUL, ...get(dsum), F64_CONVERT_I32_S, F64_MUL, ...set(a),
-    ...at4(resid), F32_LOAD, 2, ...uleb(4 * k), F64_PROMOTE_F32, ...get(ka), F64_MUL, ...get(kc), F64_ADD, ...set(e),
-    ...get(a), ...get(e), F64_ADD, ...get(ls), F64_GE, IF, VOID,
-    ...get(cand), ...get(nc), I32_CONST, 2, I32_SHL, I32_ADD, ...get(r), I32_CONST, k, I32_ADD, I32_STORE, 2, 0,
-    ...get(nc), I32_CONST, 1, I32_ADD, ...set(nc),
-    ...get(a), ...get(e), F64_SUB, ...get(ls), F64_GT, IF, VOID,
-    ...get(a), ...get(e), F64_SUB, ...set(ls),
-    END,
-    END,
-    END,
-  ];
-  return [
-    3, 10, I32, 5, V128, 3, F64,
-    F64_CONST, 0, 0, 0, 0, 0, 0, 0xf0, 0xff, ...set(ls), // −∞
-    ...get(mat), ...set(mp),
-    // qend = q + qstride * 2
-    ...get(q), ...get(qstride), I32_CONST, 1, I32_SHL, I32_ADD, ...set(qend),
-    BLOCK, VOID,
-    ...get(n), I32_EQZ, BR_IF, 0,
-    LOOP, VOID,
-    ...acc.flatMap((x) => [...V128_CONST_ZERO, ...set(x)]),
-    ...get(q), ...set(qp),
-    // slot k's first chunk: mp + 8k
-    ...[0, 1, 2, 3].flatMap((k) => [...get(mp), I32_CONST, 8 * k, I32_ADD, ...set(ptr[k]!)]),
-    LOOP, VOID,
-    ...Array.from({ length: unroll }, (_, c) => chunk(c)).flat(),
-    ...ptr.flatMap((p) => [...get(p), I32_CONST, ...sleb(32 * unroll), I32_ADD, ...set(p)]),
-    ...get(qp), I32_CONST, ...sleb(16 * unroll), I32_ADD, ...set(qp),
-    ...get(qp), ...get(qend), I32_LT_U, BR_IF, 0,
-    END,
-    ...[0, 1, 2, 3].flatMap((k) => row(k)),
-    ...get(out), I32_CONST, 16, I32_ADD, ...set(out),
-    // slot 0 has walked the whole block (qstride/8 chunks × 32 bytes = 4·qstride): the next block
-    ...get(ptr[0]!), ...set(mp),
-    ...get(r), I32_CONST, 4, I32_ADD, ...set(r),
-    ...get(r), ...get(n), I32_LT_U, BR_IF, 0,
-    END,
-    END,
-    ...get(lsOut), ...get(ls), F64_STORE, 3, 0,
-    ...get(nc),
-    END,
-  ];
-}
-
-function buildKernel(): Uint8Array<ArrayBuffer> {
-  const f0 = scoresBody();
-  const f1 = qscoresBody();
-  const bytes = [
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, [2, 0x60, 5, I32, I32, I32, I32, I32, 0, 0x60, 12, I32, I32, I32, I32, I32, I32, I32, I32, I32, F64, F64, F64, 1, I32]),
-    ...section(3, [2, 0, 1]),
-    ...section(5, [1, 0x00, 1]),
-    ...section(7, [3, 3, ...Buffer.from('mem'), 0x02, 0, 6, ...Buffer.from('scores'), 0x00, 0, 7, ...Buffer.from('qscores'), 0x00, 1]),
-    ...section(10, [2, ...uleb(f0.length), ...f0, ...uleb(f1.length), ...f1]),
-  ];
-  return Uint8Array.from(bytes);
-}
+/** kernel.wat assembled (scripts/build-wasm.mjs, wabt); checked against the .wat by kernel-wat.test.ts. */
+export const KERNEL_WASM_URL = new URL('./kernel.wasm', import.meta.url);
 
 type ScoresFn = (mat: number, q: number, n: number, dim: number, out: number) => void;
+
+/** Why the SIMD kernel is not in use (null while it is, or before the first matrix). */
+let unavailableReason: string | null = null;
+
+/**
+ * Compile the kernel, or say why not. A runtime without WebAssembly SIMD (an
+ * old Node, `--no-experimental-wasm-simd`, a JIT-less build) cannot compile
+ * it; the matrices then score in JS, about 10× slower at 10,000 rows. That is
+ * worth one warning, not silence: a device that falls back misses the search
+ * latency target and whoever reads its log should know why.
+ */
+export function loadKernel(bytes: BufferSource, logger: Logger): WebAssembly.Module | null {
+  let reason: string;
+  try {
+    if (WebAssembly.validate(bytes)) return new WebAssembly.Module(bytes);
+    reason = 'this runtime does not validate the module (no WebAssembly SIMD?)';
+  } catch (err) {
+    reason = err instanceof Error ? err.message : String(err);
+  }
+  unavailableReason = reason;
+  logger.warn({ event: 'face_kernel_simd_unavailable', reason }, 'face matching falls back to the JS kernel: WebAssembly SIMD is unavailable');
+  return null;
+}
 
 let compiled: WebAssembly.Module | null | undefined;
 function kernelModule(): WebAssembly.Module | null {
   if (compiled === undefined) {
-    const bytes = buildKernel();
-    compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    let bytes: BufferSource;
+    try {
+      bytes = new Uint8Array(readFileSync(KERNEL_WASM_URL));
+    } catch (err) {
+      // A missing kernel file is a broken install, not a slow runtime: say so, still answer (in JS).
+      bytes = new Uint8Array();
+      unavailableReason = `cannot read ${KERNEL_WASM_URL.pathname}: ${(err as Error).message}`;
+    }
+    const logger = createLogger({ base: { component: 'face-kernel' } });
+    if (bytes.byteLength === 0) {
+      logger.error({ event: 'face_kernel_missing', reason: unavailableReason }, 'face matching falls back to the JS kernel: kernel.wasm is missing (run `npm run build`)');
+      compiled = null;
+    } else {
+      compiled = loadKernel(bytes, logger);
+    }
   }
   return compiled;
 }
@@ -280,6 +130,12 @@ function kernelModule(): WebAssembly.Module | null {
 /** True when the SIMD kernel is available on this runtime. */
 export function simdAvailable(): boolean {
   return kernelModule() !== null;
+}
+
+/** Why the SIMD kernel is unavailable, or null when it is in use. */
+export function simdUnavailableReason(): string | null {
+  kernelModule();
+  return unavailableReason;
 }
 
 /** Round a dimension up to the kernel's stride (16 floats). Extra columns are zero. */
@@ -613,7 +469,7 @@ export class ScoreMatrix {
     let row = -1;
     for (let i = 0; i < scores.length; i++) {
       const s = scores[i]!;
-      if (s > best && !(skip && skip(i))) {
+      if (s > best && !skip?.(i)) {
         best = s;
         row = i;
       }
