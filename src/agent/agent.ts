@@ -15,6 +15,7 @@ import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps
 import { TallyboxError, errorMessage } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import type { CommandIntake } from '../link/commands/index.js';
+import type { PurgeOutcome } from '../privacy/purge.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
@@ -22,7 +23,8 @@ import type { RuntimeSettings } from './command-handlers.js';
 import type { PrivacyServices } from './privacy.js';
 import { writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
 import type { Modality } from '../vault/vault.js';
-import { ResultQueue } from './results.js';
+import { describeInterrupted, ResultQueue } from './results.js';
+import { ServedOrgs, servedOrgsHandlers } from './served-orgs.js';
 import { AGENT_VERSION } from './version.js';
 
 export interface AgentOptions {
@@ -60,6 +62,8 @@ export class Agent {
   readonly settings: RuntimeSettings;
   private readonly subjectChanged = new Set<(orgId: string, subjectId: string, invited: readonly Modality[]) => void>();
   private readonly subjectsErased = new Set<(orgId: string, subjectIds: readonly string[] | 'all') => void>();
+  /** bd_seq of the last connection, so status read while offline still names it. */
+  private lastBdSeq = 0;
 
   private constructor(
     readonly config: Config,
@@ -67,8 +71,12 @@ export class Agent {
     readonly logger: Logger,
     /** Vault and purge pipeline; undefined on a device that keeps no personal data, or once zeroised. */
     privacy: PrivacyServices | undefined,
+    /** The organisations this device serves (commands, punch API, lookups). */
+    readonly servedOrgs: ServedOrgs,
   ) {
     this.#privacy = privacy;
+    // An org no longer served: roles drop what they hold of it in memory at once (its data stays in the vault).
+    servedOrgs.onChange((c) => c.removed.forEach((org) => this.subjectsErased.forEach((fn) => fn(org, 'all'))));
     this.settings = { retentionDays: config.privacy.retentionDays, repeatWindowSec: config.m1?.repeatWindowSec ?? config.m2?.repeatWindowSec ?? 60, backlogRatePerSec: config.outbox.backlogRatePerSec };
     this.egress = new EgressGate({ deviceId: config.device.id, operatorOrgId: config.device.orgId });
     this.link = new MqttLink({
@@ -78,8 +86,10 @@ export class Agent {
       nextBdSeq: () => outbox.nextBdSeq(),
       state: () => this.state(),
       onOnline: (s) => {
+        this.lastBdSeq = s.bdSeq;
         this.drain.online(s);
         this.results.kick();
+        this.intake?.resumeResults();
       },
       onOffline: () => this.drain.offline(),
       onCommand: (topic, payload) => void this.intake?.handle(topic, payload),
@@ -111,6 +121,8 @@ export class Agent {
     } catch (err) {
       throw new TallyboxError('STORAGE_UNAVAILABLE', `cannot create data directory ${config.dataDir}: ${errorMessage(err)}`, {}, { cause: err });
     }
+    // Before anything is written: an unreadable served-organisations list stops the start.
+    const servedOrgs = ServedOrgs.load({ dataDir: config.dataDir, configured: config.device.servedOrgs ?? [config.device.orgId], logger: logger.child({ component: 'served-orgs' }) });
     let agent: Agent | undefined;
     const outbox = await Outbox.open({
       path: join(config.dataDir, 'outbox.db'),
@@ -123,7 +135,8 @@ export class Agent {
       const zeroised = zeroisedInfo(config.dataDir);
       // Loaded only on devices that keep personal data: less resident memory elsewhere.
       privacy = config.vault && !zeroised ? await (await import('./privacy.js')).openPrivacy({ config, outbox, logger }) : undefined;
-      agent = new Agent(config, outbox, logger, privacy);
+      agent = new Agent(config, outbox, logger, privacy, servedOrgs);
+      if (privacy) servedOrgs.adoptHeld(await privacy.vault.orgs());
       if (zeroised) {
         agent.#zeroised = zeroised;
         logger.error({ event: 'zeroised', atMs: zeroised.atMs }, `device was zeroised (${zeroised.reason}): no vault, nobody is identified; inspect it and re-provision (tallybox provision)`);
@@ -148,9 +161,11 @@ export class Agent {
    */
   private async startPrivacy(): Promise<void> {
     const { config, privacy } = this;
+    const resumed: PurgeOutcome[] = [];
     if (privacy) {
       const { receiptResult, scheduleRetention } = await import('./privacy.js');
       for (const o of await privacy.purger.resumePending()) {
+        resumed.push(o);
         await this.results.enqueue(o.receipt.orgId, receiptResult({ deviceId: config.device.id, identity: privacy.identity, signed: o.signed, ok: o.ok, reason: 'purge_resumed' }));
       }
       this.stopRetention = scheduleRetention({
@@ -170,14 +185,21 @@ export class Agent {
       dbPath: join(config.dataDir, 'commands.db'),
       deviceId: config.device.id,
       trustedKeys: config.cloud.commandKeys,
-      handlers: commandHandlers({
-        privacy: () => this.#privacy,
-        settings: this.settings,
-        logger: this.logger.child({ component: 'commands' }),
-        onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
-        onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
-      }),
+      handlers: servedOrgsHandlers(
+        commandHandlers({
+          privacy: () => this.#privacy,
+          settings: this.settings,
+          logger: this.logger.child({ component: 'commands' }),
+          onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
+          onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
+        }),
+        this.servedOrgs,
+      ),
       publishResult: (orgId, r) => this.results.enqueue(orgId, r),
+      // Rejections: sent now or held in memory (bounded), never written to disk.
+      publishRejection: (orgId, r) => this.results.sendNow(orgId, r),
+      orgPolicy: { serves: (o) => this.servedOrgs.has(o), holds: (o) => this.servedOrgs.holds(o), operatorOrgId: config.device.orgId },
+      describeInterrupted: async (e) => describeInterrupted(e, resumed, privacy && e.kind === 'orgWithdraw' ? (await privacy.vault.keyVersion(e.orgId).catch(() => undefined)) !== undefined : undefined),
       ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
       logger: this.logger.child({ component: 'commands' }),
     });
@@ -280,7 +302,7 @@ export class Agent {
       deviceKind: this.config.device.kind,
       agentVersion: AGENT_VERSION,
       protoVersion: PROTO_VERSION,
-      bdSeq: this.link.current?.bdSeq ?? 0,
+      bdSeq: this.link.current?.bdSeq ?? this.lastBdSeq,
       queueDepth: this.outbox.depth,
       queueCapacity: this.outbox.capacity,
       lastSeq: this.outbox.lastSeq,

@@ -55,7 +55,7 @@ async function setup(): Promise<Fixture> {
   const keys = await provisionKeyFiles({ kekPath: join(dir, 'keys', 'tallybox.kek'), dataDir });
   const configInput = {
     version: 1,
-    device: { id: 'dev-p1', kind: 'sim', orgId: 'org-a' },
+    device: { id: 'dev-p1', kind: 'sim', orgId: 'org-a', servedOrgs: ['org-a', 'org-b'] },
     region: 'sg',
     dataDir,
     broker: { url: broker.url, allowLoopback: true, reconnectMinMs: 50, reconnectMaxMs: 300 },

@@ -30,10 +30,10 @@ describe('punch API', () => {
     for (const b of bad) {
       const r = await post(b);
       expect(r.status, b).toBe(400);
-      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('BAD_REQUEST');
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe(b === 'not json' ? 'BAD_JSON' : 'BAD_REQUEST');
     }
     const huge = await post(JSON.stringify({ orgId: 'o', subjectId: 'x'.repeat(10_000), method: 'CARD' })).catch(() => undefined);
-    expect(huge === undefined || huge.status === 400).toBe(true);
+    expect(huge === undefined || huge.status === 413).toBe(true);
     expect(agent.outbox.depth).toBe(0);
   });
 
