@@ -14,7 +14,7 @@ import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../
 import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
-import type { CommandIntake } from '../link/commands/index.js';
+import type { CommandIntake, RejectionGateStats } from '../link/commands/index.js';
 import type { PurgeOutcome } from '../privacy/purge.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
@@ -314,6 +314,11 @@ export class Agent {
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       atMs: now,
     };
+  }
+
+  /** Results of rejected commands: sent, rate-limited, unrouted, dropped, held (undefined without an intake). */
+  intakeStats(): RejectionGateStats | undefined {
+    return this.intake?.rejectionStats();
   }
 
   get session(): Session | undefined {

@@ -107,10 +107,11 @@ function authorised(req: IncomingMessage, tokenDigest: Buffer | undefined): bool
 }
 
 /** GET /v1/state: the DeviceState with every field present, the link state, and online. */
-export function stateForApi(agent: Pick<Agent, 'state' | 'link'>): Record<string, unknown> {
+export function stateForApi(agent: Pick<Agent, 'state' | 'link' | 'intakeStats'>): Record<string, unknown> {
   const state = pb.DeviceState.toObject(pb.DeviceState.fromObject(agent.state()), { enums: String, longs: Number, defaults: true, arrays: true });
   const link = agent.link.state;
-  return { ...state, online: link === 'online', link: state.link ?? link };
+  const rejected = agent.intakeStats();
+  return { ...state, online: link === 'online', link: state.link ?? link, ...(rejected ? { rejectedCommands: rejected } : {}) };
 }
 
 export interface PunchApiOptions {
