@@ -106,12 +106,27 @@ function authorised(req: IncomingMessage, tokenDigest: Buffer | undefined): bool
   return m !== null && timingSafeEqual(digest(m[1]!), tokenDigest);
 }
 
-/** GET /v1/state: the DeviceState with every field present, the link state, and online. */
+/** The link state in DeviceState's LinkStatus vocabulary (state.proto, link's range 140-159). */
+const LINK_STATUS: Record<Agent['link']['state'], string> = {
+  idle: 'LINK_STATUS_OFFLINE',
+  connecting: 'LINK_STATUS_CONNECTING',
+  online: 'LINK_STATUS_ONLINE',
+  backoff: 'LINK_STATUS_OFFLINE',
+  closing: 'LINK_STATUS_STOPPED',
+  closed: 'LINK_STATUS_STOPPED',
+};
+
+/**
+ * GET /v1/state: the DeviceState with every field present (zeros and empty
+ * lists included), `online`, and `link` — DeviceState's own link status when
+ * the agent fills it, else the same names derived from the link's state.
+ */
 export function stateForApi(agent: Pick<Agent, 'state' | 'link' | 'intakeStats'>): Record<string, unknown> {
   const state = pb.DeviceState.toObject(pb.DeviceState.fromObject(agent.state()), { enums: String, longs: Number, defaults: true, arrays: true });
-  const link = agent.link.state;
+  const linkState = agent.link.state;
+  const own = typeof state.link === 'string' && state.link !== 'LINK_STATUS_UNSPECIFIED' ? (state.link as string) : undefined;
   const rejected = agent.intakeStats();
-  return { ...state, online: link === 'online', link: state.link ?? link, ...(rejected ? { rejectedCommands: rejected } : {}) };
+  return { ...state, online: linkState === 'online', link: own ?? LINK_STATUS[linkState], ...(rejected ? { rejectedCommands: rejected } : {}) };
 }
 
 export interface PunchApiOptions {

@@ -172,7 +172,7 @@ describe('punch API on a hostile LAN (issue 9 §7) and its state (issue 8 §5)',
     await waitUntil(() => agent.session !== undefined, 10_000, 'online');
     const bdSeq = agent.session!.bdSeq;
     const online = (await raw(port, { method: 'GET', path: '/v1/state' })).json;
-    expect(online).toMatchObject({ queueDepth: 0, lastSeq: 0, online: true, link: 'online', bdSeq, deviceId: 'dev-test-1', lifecycle: 'LIFECYCLE_UPDATE' });
+    expect(online).toMatchObject({ queueDepth: 0, lastSeq: 0, online: true, link: 'LINK_STATUS_ONLINE', bdSeq, deviceId: 'dev-test-1', lifecycle: 'LIFECYCLE_UPDATE' });
     expect(online.alarms).toEqual([]);
     expect(online.peripherals).toEqual([]);
     brokerUp = false;
@@ -180,6 +180,6 @@ describe('punch API on a hostile LAN (issue 9 §7) and its state (issue 8 §5)',
     await waitUntil(() => agent.session === undefined, 10_000, 'offline');
     const offline = (await raw(port, { method: 'GET', path: '/v1/state' })).json;
     expect(offline).toMatchObject({ queueDepth: 0, online: false, bdSeq });
-    expect(['connecting', 'backoff']).toContain(offline.link);
+    expect(['LINK_STATUS_CONNECTING', 'LINK_STATUS_OFFLINE']).toContain(offline.link);
   });
 });

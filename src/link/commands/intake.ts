@@ -330,12 +330,16 @@ export class CommandIntake {
    * accepted command's) or offered to the rejection gate (a rejection's).
    */
   handle(topic: string, payload: Uint8Array): Promise<CommandResultProps> {
-    const turn = this.queue.then(() => this.process(topic, payload));
+    // Handover inside the turn: one handover at a time, so a result is never queued twice by two of them.
+    const turn = this.queue.then(async () => {
+      const d = await this.process(topic, payload);
+      if (d.accepted) await this.handOver();
+      return d;
+    });
     this.queue = turn.catch(() => undefined);
     return turn.then(
-      async (d) => {
-        if (d.accepted) await this.handOver();
-        else this.offerRejection(d);
+      (d) => {
+        if (!d.accepted) this.offerRejection(d);
         return d.result;
       },
       // process() catches everything; this is the last line of defence (nothing published).

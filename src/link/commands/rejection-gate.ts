@@ -32,6 +32,8 @@ export interface RejectionGateOptions {
   send: (orgId: string, result: CommandResultProps) => Promise<void>;
   logger: Logger;
   summaryEveryMs?: number;
+  /** A send not done within this long counts as failed (default 10 s). */
+  sendTimeoutMs?: number;
   /** After a failed send, try again this much later even without resume() (default 5 s). */
   retryMs?: number;
 }
@@ -139,6 +141,16 @@ export class RejectionGate {
     this.opts.logger.warn({ event: 'command_rejections_suppressed', ...d }, `results of ${d.limited + d.unrouted + d.overflow} rejected commands not sent (rate limit ${d.limited}, no served organisation ${d.unrouted}, queue full ${d.overflow})`);
   }
 
+  /** A publish that never completes (no PUBACK, a dead connection) must not stall the queue for good. */
+  private sendWithTimeout(orgId: string, result: CommandResultProps): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('send timed out')), this.opts.sendTimeoutMs ?? 10_000);
+      timer.unref();
+    });
+    return Promise.race([this.opts.send(orgId, result), timeout]).finally(() => clearTimeout(timer));
+  }
+
   private pump(): void {
     if (this.pumping || this.paused) return;
     this.pumping = true;
@@ -147,7 +159,7 @@ export class RejectionGate {
         while (this.queue.length > 0 && !this.paused) {
           const head = this.queue[0]!;
           try {
-            await this.opts.send(head.orgId, head.result);
+            await this.sendWithTimeout(head.orgId, head.result);
           } catch {
             // Offline (or the publish failed): keep it at the head until resume(), or a retry a little later.
             this.paused = true;
