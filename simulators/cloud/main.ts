@@ -17,6 +17,7 @@
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { HttpBodyError, readJsonBody } from '../../src/util/http-body.js';
 import { parseArgs } from 'node:util';
 import { pb } from '../../src/proto/index.js';
 import { startEmbeddedBroker } from './broker.js';
@@ -90,20 +91,25 @@ export async function main(argv: string[]): Promise<number> {
     } else if (req.method === 'GET' && req.url === '/api/events') json(200, events);
     else if (req.method === 'GET' && req.url === '/api/key') json(200, { id: signer.keyId, publicKey: signer.publicKeyBase64() });
     else if (req.method === 'POST' && req.url === '/api/commands') {
-      let body = '';
-      req.on('data', (c: Buffer) => (body += c.toString()));
-      req.on('end', () => {
-        void (async () => {
-          try {
-            const { orgId, deviceId, command } = JSON.parse(body) as { orgId: string; deviceId: string; command: Record<string, unknown> };
-            const fields = pb.CommandBody.fromObject({ ...command });
-            await sink.sendCommand(signer, orgId, deviceId, fields);
-            json(202, { counter: signer.lastCounter });
-          } catch (err) {
-            json(400, { error: (err as Error).message });
-          }
-        })();
-      });
+      void (async () => {
+        let parsed: unknown;
+        try {
+          // The shared bounded reader: JSON only, 64 KiB (a command's own limit), 10 s.
+          parsed = await readJsonBody(req, { maxBytes: 64 * 1024, timeoutMs: 10_000 });
+        } catch (err) {
+          if (err instanceof HttpBodyError) json(err.status, { error: err.message, code: err.code });
+          else json(400, { error: (err as Error).message });
+          return;
+        }
+        try {
+          const { orgId, deviceId, command } = parsed as { orgId: string; deviceId: string; command: Record<string, unknown> };
+          const fields = pb.CommandBody.fromObject({ ...command });
+          await sink.sendCommand(signer, orgId, deviceId, fields);
+          json(202, { counter: signer.lastCounter });
+        } catch (err) {
+          json(400, { error: (err as Error).message });
+        }
+      })();
     } else json(404, { error: 'GET / | GET /api/events | GET /api/key | POST /api/commands' });
   });
   await new Promise<void>((r) => http.listen(Number(values['http-port']), '127.0.0.1', () => r()));

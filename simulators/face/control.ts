@@ -11,17 +11,15 @@
  * Replies {"ok": true, ...} or {"ok": false, "error": "..."} with status 400/404.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { HttpBodyError, readBody } from '../../src/util/http-body.js';
 import type { AddressInfo } from 'node:net';
 import type { FaceModuleSim } from './sim.js';
 
+/** The shared bounded reader (src/util/http-body.ts): JSON only, 10 000 bytes, 5 s. An empty body is {}. */
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  let body = '';
-  for await (const chunk of req) {
-    body += String(chunk);
-    if (body.length > 10_000) throw new Error('request body too large');
-  }
-  if (!body) return {};
-  const v: unknown = JSON.parse(body);
+  const buf = await readBody(req, { maxBytes: 10_000, contentTypes: ['application/json'], timeoutMs: 5000 });
+  if (buf.length === 0) return {};
+  const v: unknown = JSON.parse(buf.toString('utf8'));
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('body must be a JSON object');
   return v as Record<string, unknown>;
 }
@@ -70,7 +68,7 @@ export async function startControlServer(opts: { sim: FaceModuleSim; port?: numb
             return send(res, 404, { ok: false, error: `no route POST ${path}` });
         }
       } catch (err) {
-        send(res, 400, { ok: false, error: (err as Error).message });
+        send(res, err instanceof HttpBodyError ? err.status : 400, { ok: false, error: (err as Error).message });
       }
     })();
   });

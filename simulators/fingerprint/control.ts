@@ -8,6 +8,7 @@ import { lstat, unlink } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { FingerprintSimulator } from './simulator.js';
+import { HttpBodyError, readBody } from '../../src/util/http-body.js';
 
 const FingerBody = z
   .object({
@@ -51,15 +52,16 @@ class HttpError extends Error {
   }
 }
 
+/** The shared bounded reader (src/util/http-body.ts): JSON only, 64 KiB, 5 s; its 413/415/408 pass through. */
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > 64 * 1024) throw new HttpError(413, 'BODY_TOO_LARGE', 'body over 64 KiB');
-    chunks.push(c as Buffer);
+  let buf: Buffer;
+  try {
+    buf = await readBody(req, { maxBytes: 64 * 1024, contentTypes: ['application/json'], timeoutMs: 5000 });
+  } catch (err) {
+    if (err instanceof HttpBodyError) throw new HttpError(err.status, err.code, err.message);
+    throw err;
   }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
+  const text = buf.toString('utf8').trim();
   if (!text) return {};
   try {
     return JSON.parse(text) as unknown;

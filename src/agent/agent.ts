@@ -14,7 +14,8 @@ import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps
 import { TallyboxError, describeError, errorMessage } from '../util/errors.js';
 import { createLogger, setLogLevel, type Logger } from '../util/log.js';
 import { securePrivateDataDir } from '../util/private-fs.js';
-import type { CommandIntake } from '../link/commands/index.js';
+import type { CommandIntake, RejectionGateStats } from '../link/commands/index.js';
+import type { PurgeOutcome } from '../privacy/purge.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
@@ -22,7 +23,8 @@ import { loadPersistedSettings, persistSettings, type RuntimeSettings, type Sett
 import type { PrivacyServices } from './privacy.js';
 import { describeZeroised, writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
 import type { Modality } from '../vault/vault.js';
-import { ResultQueue } from './results.js';
+import { describeInterrupted, ResultQueue } from './results.js';
+import { ServedOrgs, servedOrgsHandlers } from './served-orgs.js';
 import { AGENT_VERSION } from './version.js';
 
 export interface AgentOptions {
@@ -62,6 +64,8 @@ export class Agent {
   private overrides: SettingsPatch;
   private readonly subjectChanged = new Set<(orgId: string, subjectId: string, invited: readonly Modality[]) => void>();
   private readonly subjectsErased = new Set<(orgId: string, subjectIds: readonly string[] | 'all') => void>();
+  /** bd_seq of the last connection, so status read while offline still names it. */
+  private lastBdSeq = 0;
 
   private constructor(
     readonly config: Config,
@@ -70,9 +74,13 @@ export class Agent {
     /** Vault and purge pipeline; undefined on a device that keeps no personal data, or once zeroised. */
     privacy: PrivacyServices | undefined,
     overrides: SettingsPatch,
+    /** The organisations this device serves (commands, punch API, lookups). */
+    readonly servedOrgs: ServedOrgs,
   ) {
     this.#privacy = privacy;
     this.overrides = overrides;
+    // An org no longer served: roles drop what they hold of it in memory at once (its data stays in the vault).
+    servedOrgs.onChange((c) => c.removed.forEach((org) => this.subjectsErased.forEach((fn) => fn(org, 'all'))));
     this.settings = {
       retentionDays: config.privacy.retentionDays,
       repeatWindowSec: config.m1?.repeatWindowSec ?? config.m2?.repeatWindowSec ?? 60,
@@ -89,8 +97,10 @@ export class Agent {
       nextBdSeq: () => outbox.nextBdSeq(),
       state: () => this.state(),
       onOnline: (s) => {
+        this.lastBdSeq = s.bdSeq;
         this.drain.online(s);
         this.results.kick();
+        this.intake?.resumeResults();
       },
       onOffline: () => this.drain.offline(),
       onCommand: (topic, payload) => void this.intake?.handle(topic, payload),
@@ -120,6 +130,8 @@ export class Agent {
     // 0700, ours, no symlinks or foreign files in it: refused (DATA_DIR_INSECURE, FILE_INSECURE) or fixed and said.
     for (const f of securePrivateDataDir(config.dataDir)) logger.warn({ event: 'file_permissions_fixed', path: f.path }, f.detail);
     const overrides = loadPersistedSettings(config.dataDir); // SETTINGS_CORRUPT before anything is opened
+    // Before anything is written: an unreadable served-organisations list stops the start.
+    const servedOrgs = ServedOrgs.load({ dataDir: config.dataDir, configured: config.device.servedOrgs ?? [config.device.orgId], logger: logger.child({ component: 'served-orgs' }) });
     let agent: Agent | undefined;
     let outbox: Outbox | undefined;
     let privacy: PrivacyServices | undefined;
@@ -133,7 +145,8 @@ export class Agent {
       const zeroised = zeroisedInfo(config.dataDir);
       // Loaded only on devices that keep personal data: less resident memory elsewhere.
       privacy = config.vault && !zeroised ? await (await import('./privacy.js')).openPrivacy({ config, outbox, logger }) : undefined;
-      agent = new Agent(config, outbox, logger, privacy, overrides);
+      agent = new Agent(config, outbox, logger, privacy, overrides, servedOrgs);
+      if (privacy) servedOrgs.adoptHeld(await privacy.vault.orgs());
       if (zeroised) {
         agent.#zeroised = zeroised;
         logger.error({ event: 'zeroised', atMs: zeroised.atMs, key: zeroised.key }, `device was ${describeZeroised(zeroised)}: no vault, nobody is identified; inspect it and re-provision (tallybox provision)`);
@@ -175,9 +188,11 @@ export class Agent {
    */
   private async startPrivacy(): Promise<void> {
     const { config, privacy } = this;
+    const resumed: PurgeOutcome[] = [];
     if (privacy) {
       const { receiptResult, scheduleRetention } = await import('./privacy.js');
       for (const o of await privacy.purger.resumePending()) {
+        resumed.push(o);
         await this.results.enqueue(o.receipt.orgId, receiptResult({ deviceId: config.device.id, identity: privacy.identity, signed: o.signed, ok: o.ok, reason: 'purge_resumed' }));
       }
       this.stopRetention = scheduleRetention({
@@ -197,15 +212,22 @@ export class Agent {
       dbPath: join(config.dataDir, 'commands.db'),
       deviceId: config.device.id,
       trustedKeys: config.cloud.commandKeys,
-      handlers: commandHandlers({
-        privacy: () => this.#privacy,
-        settings: this.settings,
-        applySettings: (p) => this.applySettings(p),
-        logger: this.logger.child({ component: 'commands' }),
-        onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
-        onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
-      }),
+      handlers: servedOrgsHandlers(
+        commandHandlers({
+          privacy: () => this.#privacy,
+          settings: this.settings,
+          applySettings: (p) => this.applySettings(p),
+          logger: this.logger.child({ component: 'commands' }),
+          onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
+          onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
+        }),
+        this.servedOrgs,
+      ),
       publishResult: (orgId, r) => this.results.enqueue(orgId, r),
+      // Rejections: sent now or held in memory (bounded), never written to disk.
+      publishRejection: (orgId, r) => this.results.sendNow(orgId, r),
+      orgPolicy: { serves: (o) => this.servedOrgs.has(o), holds: (o) => this.servedOrgs.holds(o), operatorOrgId: config.device.orgId },
+      describeInterrupted: async (e) => describeInterrupted(e, resumed, privacy && e.kind === 'orgWithdraw' ? (await privacy.vault.keyVersion(e.orgId).catch(() => undefined)) !== undefined : undefined),
       ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
       logger: this.logger.child({ component: 'commands' }),
     });
@@ -345,7 +367,7 @@ export class Agent {
       deviceKind: this.config.device.kind,
       agentVersion: AGENT_VERSION,
       protoVersion: PROTO_VERSION,
-      bdSeq: this.link.current?.bdSeq ?? 0,
+      bdSeq: this.link.current?.bdSeq ?? this.lastBdSeq,
       queueDepth: this.outbox.depth,
       queueCapacity: this.outbox.capacity,
       lastSeq: this.outbox.lastSeq,
@@ -357,6 +379,11 @@ export class Agent {
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       atMs: now,
     };
+  }
+
+  /** Results of rejected commands: sent, rate-limited, unrouted, dropped, held (undefined without an intake). */
+  intakeStats(): RejectionGateStats | undefined {
+    return this.intake?.rejectionStats();
   }
 
   get session(): Session | undefined {

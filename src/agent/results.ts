@@ -8,11 +8,13 @@
  * gate re-encodes them, and protobufjs encodes the same fields to the same
  * bytes, so the device signature made over the encoding still verifies.
  */
+import type { JournalEntry } from '../link/commands/index.js';
 import type { EgressGate } from '../link/egress.js';
 import type { Session } from '../link/connection.js';
 import type { Outbox } from '../outbox/outbox.js';
 import { pb, type CommandResultProps } from '../proto/index.js';
-import { errorMessage } from '../util/errors.js';
+import type { PurgeOutcome } from '../privacy/purge.js';
+import { TallyboxError, errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
 export function resultToJson(r: CommandResultProps): string {
@@ -35,6 +37,17 @@ export class ResultQueue {
   async enqueue(orgId: string, result: CommandResultProps): Promise<void> {
     await this.opts.outbox.enqueueResult(orgId, resultToJson(result));
     this.kick();
+  }
+
+  /**
+   * Publish now, without queueing anything (results of rejected commands):
+   * rejects with NOT_ONLINE when there is no connection, so the caller keeps
+   * it in its own bounded memory queue.
+   */
+  async sendNow(orgId: string, result: CommandResultProps): Promise<void> {
+    const session = this.opts.session();
+    if (!session) throw new TallyboxError('NOT_ONLINE', 'no broker connection');
+    await this.opts.egress.publishResult(session.client, orgId, result);
   }
 
   /** Send whatever is pending (called on every connect and after enqueue). */
@@ -67,4 +80,29 @@ export class ResultQueue {
       }
     }
   }
+}
+
+const ERASURE_KINDS = new Set(['orgWithdraw', 'subjectErase', 'rosterSync']);
+
+/**
+ * What is known about a command the agent was killed during, for its
+ * INTERRUPTED result (no personal data: kinds, counters, receipt ids).
+ * `resumed`: the purges finished at this start; `orgKeyLeft`: for an
+ * OrgWithdraw, whether the organisation still has a data key.
+ */
+export function describeInterrupted(e: JournalEntry, resumed: readonly PurgeOutcome[], orgKeyLeft?: boolean): string {
+  const head = `the agent stopped while the ${e.kind} command was running`;
+  if (ERASURE_KINDS.has(e.kind)) {
+    const job = resumed.find((o) => o.receipt.requestRef === `cmd:${e.counter}`);
+    if (job) {
+      return `${head}; its erasure was resumed at start and ${job.ok ? 'completed and verified' : 'did NOT verify'}; receipt ${job.receipt.receiptId} is delivered in its own result (reason purge_resumed)`;
+    }
+    if (e.kind === 'orgWithdraw' && orgKeyLeft === false) return `${head}; the organisation's data key is destroyed (no unfinished erasure job is left); send the command again for a receipt`;
+    if (e.kind === 'orgWithdraw' && orgKeyLeft === true) return `${head}; no erasure job was recorded and the organisation's data key is still there: nothing was erased; send the command again`;
+    return `${head}; no unfinished erasure job is left for it; send the command again for a receipt`;
+  }
+  if (e.kind === 'servedOrgsSet') return `${head}; the served-organisations list is either the old or the new one (it is replaced in one atomic write); send the command again`;
+  if (e.kind === 'configPatch') return `${head}; the settings may or may not have changed; send the command again`;
+  if (e.kind === 'subjectUpsert') return `${head}; the subject may be partly recorded; send the command again (it is idempotent)`;
+  return `${head}; what it did is not known`;
 }

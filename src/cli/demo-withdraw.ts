@@ -76,6 +76,8 @@ export async function runWithdrawDemo(opts: WithdrawDemoOptions): Promise<number
     orgId: withdrawn,
     vault: true,
     commandKeys: [{ id: signer.keyId, publicKey: signer.publicKeyBase64() }],
+    // The device serves both organisations (commands for any other are refused).
+    config: { device: { id: deviceId, kind: 'sim', orgId: withdrawn, servedOrgs: [...orgs] } },
     ...(opts.keepData ? { dir: opts.keepData } : {}),
     ...(opts.json ? {} : { logger: createLogger({ level: 'error' }) }),
   });

@@ -62,8 +62,13 @@ const PunchApiSchema = z
     /** Loopback only: the API is for co-located integrations and simulators. */
     host: z.enum(['127.0.0.1', '::1', 'localhost']).default('127.0.0.1'),
     port: z.number().int().min(0).max(65_535).default(8787),
+    /** Optional bearer token every request must carry (Authorization: Bearer …); at least 16 characters. */
+    token: z.string().min(16).max(256).optional(),
+    /** Or: a file holding the token (mode 0600, owned by the agent's user), read at start. */
+    tokenFile: z.string().min(1).optional(),
   })
-  .strict();
+  .strict()
+  .refine((p) => p.token === undefined || p.tokenFile === undefined, { message: 'give token or tokenFile, not both', path: ['tokenFile'] });
 
 const ClockSchema = z
   .object({
@@ -114,6 +119,12 @@ export const ConfigSchema = z
         kind: z.enum(['m1', 'm2', 'c1', 'p1', 'sim']),
         /** The organisation operating the device: its state, command and result topics. */
         orgId: Id,
+        /**
+         * Organisations the device serves (commands, punches, lookups); default [orgId].
+         * Provisioning default only: once a ServedOrgsSet command has set the list
+         * (dataDir/served-orgs.json), that list wins.
+         */
+        servedOrgs: z.array(Id).min(1).max(64).optional(),
       })
       .strict(),
     region: z.enum(REGIONS),

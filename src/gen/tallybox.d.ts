@@ -712,6 +712,31 @@ export namespace tallybox {
             type $Shape = tallybox.v1.ConfigPatch.$Properties;
         }
 
+        interface IServedOrgsSet extends tallybox.v1.ServedOrgsSet.$Properties {
+        }
+
+        class ServedOrgsSet {
+            constructor(p?: tallybox.v1.ServedOrgsSet.$Properties);
+            $unknowns?: Uint8Array[];
+            orgIds: string[];
+            static create(properties: tallybox.v1.ServedOrgsSet.$Shape): tallybox.v1.ServedOrgsSet & tallybox.v1.ServedOrgsSet.$Shape;
+            static create(properties?: tallybox.v1.ServedOrgsSet.$Properties): tallybox.v1.ServedOrgsSet;
+            static encode(m: tallybox.v1.ServedOrgsSet.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.ServedOrgsSet & tallybox.v1.ServedOrgsSet.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.ServedOrgsSet;
+            static toObject(m: tallybox.v1.ServedOrgsSet, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace ServedOrgsSet {
+            interface $Properties {
+                orgIds?: (string[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.ServedOrgsSet.$Properties;
+        }
+
         interface ICommandBody extends tallybox.v1.CommandBody.$Properties {
         }
 
@@ -730,7 +755,8 @@ export namespace tallybox {
             orgWithdraw?: (tallybox.v1.OrgWithdraw.$Properties|null);
             rosterSync?: (tallybox.v1.RosterSync.$Properties|null);
             configPatch?: (tallybox.v1.ConfigPatch.$Properties|null);
-            command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch");
+            servedOrgsSet?: (tallybox.v1.ServedOrgsSet.$Properties|null);
+            command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet");
             static create(properties: tallybox.v1.CommandBody.$Shape): tallybox.v1.CommandBody & tallybox.v1.CommandBody.$Shape;
             static create(properties?: tallybox.v1.CommandBody.$Properties): tallybox.v1.CommandBody;
             static encode(m: tallybox.v1.CommandBody.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -755,7 +781,8 @@ export namespace tallybox {
                 orgWithdraw?: (tallybox.v1.OrgWithdraw.$Properties|null);
                 rosterSync?: (tallybox.v1.RosterSync.$Properties|null);
                 configPatch?: (tallybox.v1.ConfigPatch.$Properties|null);
-                command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch");
+                servedOrgsSet?: (tallybox.v1.ServedOrgsSet.$Properties|null);
+                command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -771,9 +798,10 @@ export namespace tallybox {
               orgWithdraw?: tallybox.v1.OrgWithdraw.$Shape|null;
               rosterSync?: tallybox.v1.RosterSync.$Shape|null;
               configPatch?: tallybox.v1.ConfigPatch.$Shape|null;
+              servedOrgsSet?: tallybox.v1.ServedOrgsSet.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape })
+              ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape })
             );
         }
 
@@ -790,7 +818,35 @@ export namespace tallybox {
             RESULT_CODE_UNKNOWN_COMMAND = 9,
             RESULT_CODE_REFUSED = 10,
             RESULT_CODE_FAILED = 11,
-            RESULT_CODE_NOT_YET_VALID = 12
+            RESULT_CODE_NOT_YET_VALID = 12,
+            RESULT_CODE_INTERRUPTED = 200
+        }
+
+        interface IServedOrgsResult extends tallybox.v1.ServedOrgsResult.$Properties {
+        }
+
+        class ServedOrgsResult {
+            constructor(p?: tallybox.v1.ServedOrgsResult.$Properties);
+            $unknowns?: Uint8Array[];
+            served: string[];
+            retired: string[];
+            static create(properties: tallybox.v1.ServedOrgsResult.$Shape): tallybox.v1.ServedOrgsResult & tallybox.v1.ServedOrgsResult.$Shape;
+            static create(properties?: tallybox.v1.ServedOrgsResult.$Properties): tallybox.v1.ServedOrgsResult;
+            static encode(m: tallybox.v1.ServedOrgsResult.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.ServedOrgsResult & tallybox.v1.ServedOrgsResult.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.ServedOrgsResult;
+            static toObject(m: tallybox.v1.ServedOrgsResult, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace ServedOrgsResult {
+            interface $Properties {
+                served?: (string[]|null);
+                retired?: (string[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.ServedOrgsResult.$Properties;
         }
 
         interface ICommandResult extends tallybox.v1.CommandResult.$Properties {
@@ -808,6 +864,8 @@ export namespace tallybox {
             atMs: number;
             receipt: Uint8Array;
             keyId: string;
+            servedOrgs?: (tallybox.v1.ServedOrgsResult.$Properties|null);
+            firstCounter: number;
             signature: Uint8Array;
             static create(properties: tallybox.v1.CommandResult.$Shape): tallybox.v1.CommandResult & tallybox.v1.CommandResult.$Shape;
             static create(properties?: tallybox.v1.CommandResult.$Properties): tallybox.v1.CommandResult;
@@ -830,6 +888,8 @@ export namespace tallybox {
                 atMs?: (number|null);
                 receipt?: (Uint8Array|null);
                 keyId?: (string|null);
+                servedOrgs?: (tallybox.v1.ServedOrgsResult.$Properties|null);
+                firstCounter?: (number|null);
                 signature?: (Uint8Array|null);
                 $unknowns?: Uint8Array[];
             }

@@ -6801,6 +6801,243 @@ export const tallybox = $root.tallybox = (() => {
             return ConfigPatch;
         })();
 
+        v1.ServedOrgsSet = (function() {
+
+            /**
+             * Properties of a ServedOrgsSet.
+             * @typedef {Object} tallybox.v1.ServedOrgsSet.$Properties
+             * @property {Array.<string>|null} [orgIds] ServedOrgsSet orgIds
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ServedOrgsSet.
+             * @memberof tallybox.v1
+             * @interface IServedOrgsSet
+             * @augments tallybox.v1.ServedOrgsSet.$Properties
+             * @deprecated Use tallybox.v1.ServedOrgsSet.$Properties instead.
+             */
+
+            /**
+             * Shape of a ServedOrgsSet.
+             * @typedef {tallybox.v1.ServedOrgsSet.$Properties} tallybox.v1.ServedOrgsSet.$Shape
+             */
+
+            /**
+             * Constructs a new ServedOrgsSet.
+             * @memberof tallybox.v1
+             * @classdesc Represents a ServedOrgsSet.
+             * @constructor
+             * @param {tallybox.v1.ServedOrgsSet.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ServedOrgsSet = function (p) {
+                this.orgIds = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * ServedOrgsSet orgIds.
+             * @member {Array.<string>} orgIds
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @instance
+             */
+            ServedOrgsSet.prototype.orgIds = $util.emptyArray;
+
+            /**
+             * Creates a new ServedOrgsSet instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @static
+             * @param {tallybox.v1.ServedOrgsSet.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.ServedOrgsSet} ServedOrgsSet instance
+             * @type {{
+             *   (properties: tallybox.v1.ServedOrgsSet.$Shape): tallybox.v1.ServedOrgsSet & tallybox.v1.ServedOrgsSet.$Shape;
+             *   (properties?: tallybox.v1.ServedOrgsSet.$Properties): tallybox.v1.ServedOrgsSet;
+             * }}
+             */
+            ServedOrgsSet.create = function(properties) {
+                return new ServedOrgsSet(properties);
+            };
+
+            /**
+             * Encodes the specified ServedOrgsSet message. Does not implicitly {@link tallybox.v1.ServedOrgsSet.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @static
+             * @param {tallybox.v1.ServedOrgsSet.$Properties} m ServedOrgsSet message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ServedOrgsSet.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.orgIds != null && m.orgIds.length) {
+                    for (var i = 0; i < m.orgIds.length; ++i)
+                        w.uint32(/* id 1, wireType 2 =*/10).string(m.orgIds[i]);
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a ServedOrgsSet message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.ServedOrgsSet & tallybox.v1.ServedOrgsSet.$Shape} ServedOrgsSet
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ServedOrgsSet.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.ServedOrgsSet();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.orgIds && m.orgIds.length))
+                                m.orgIds = [];
+                            m.orgIds.push(r.stringVerify());
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a ServedOrgsSet message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.ServedOrgsSet} ServedOrgsSet
+             */
+            ServedOrgsSet.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.ServedOrgsSet)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.ServedOrgsSet: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.ServedOrgsSet();
+                if (d.orgIds) {
+                    if (!$Array.isArray(d.orgIds))
+                        throw $TypeError(".tallybox.v1.ServedOrgsSet.orgIds: array expected");
+                    m.orgIds = $Array(d.orgIds.length);
+                    for (var i = 0; i < d.orgIds.length; ++i) {
+                        m.orgIds[i] = $String(d.orgIds[i]);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a ServedOrgsSet message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @static
+             * @param {tallybox.v1.ServedOrgsSet} m ServedOrgsSet
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ServedOrgsSet.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.orgIds = [];
+                }
+                if (m.orgIds && m.orgIds.length) {
+                    d.orgIds = $Array(m.orgIds.length);
+                    for (var j = 0; j < m.orgIds.length; ++j) {
+                        d.orgIds[j] = m.orgIds[j];
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this ServedOrgsSet to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ServedOrgsSet.prototype.toJSON = function() {
+                return ServedOrgsSet.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for ServedOrgsSet
+             * @function getTypeUrl
+             * @memberof tallybox.v1.ServedOrgsSet
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            ServedOrgsSet.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.ServedOrgsSet";
+            };
+
+            return ServedOrgsSet;
+        })();
+
         v1.CommandBody = (function() {
 
             /**
@@ -6818,7 +7055,8 @@ export const tallybox = $root.tallybox = (() => {
              * @property {tallybox.v1.OrgWithdraw.$Properties|null} [orgWithdraw] CommandBody orgWithdraw
              * @property {tallybox.v1.RosterSync.$Properties|null} [rosterSync] CommandBody rosterSync
              * @property {tallybox.v1.ConfigPatch.$Properties|null} [configPatch] CommandBody configPatch
-             * @property {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"} [command] CommandBody command
+             * @property {tallybox.v1.ServedOrgsSet.$Properties|null} [servedOrgsSet] CommandBody servedOrgsSet
+             * @property {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"} [command] CommandBody command
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6845,9 +7083,10 @@ export const tallybox = $root.tallybox = (() => {
              *   orgWithdraw?: tallybox.v1.OrgWithdraw.$Shape|null;
              *   rosterSync?: tallybox.v1.RosterSync.$Shape|null;
              *   configPatch?: tallybox.v1.ConfigPatch.$Shape|null;
+             *   servedOrgsSet?: tallybox.v1.ServedOrgsSet.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape })
+             *   ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape })
              * )} tallybox.v1.CommandBody.$Shape
              */
 
@@ -6962,17 +7201,25 @@ export const tallybox = $root.tallybox = (() => {
              */
             CommandBody.prototype.configPatch = null;
 
+            /**
+             * CommandBody servedOrgsSet.
+             * @member {tallybox.v1.ServedOrgsSet.$Properties|null|undefined} servedOrgsSet
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.servedOrgsSet = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * CommandBody command.
-             * @member {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|undefined} command
+             * @member {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|undefined} command
              * @memberof tallybox.v1.CommandBody
              * @instance
              */
             $Object.defineProperty(CommandBody.prototype, "command", {
-                get: $util.oneOfGetter($oneOfFields = ["ping", "subjectUpsert", "subjectErase", "orgWithdraw", "rosterSync", "configPatch"]),
+                get: $util.oneOfGetter($oneOfFields = ["ping", "subjectUpsert", "subjectErase", "orgWithdraw", "rosterSync", "configPatch", "servedOrgsSet"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -7032,6 +7279,8 @@ export const tallybox = $root.tallybox = (() => {
                     $root.tallybox.v1.RosterSync.encode(m.rosterSync, w.uint32(/* id 14, wireType 2 =*/114).fork(), q + 1).ldelim();
                 if (m.configPatch != null && $Object.hasOwnProperty.call(m, "configPatch"))
                     $root.tallybox.v1.ConfigPatch.encode(m.configPatch, w.uint32(/* id 15, wireType 2 =*/122).fork(), q + 1).ldelim();
+                if (m.servedOrgsSet != null && $Object.hasOwnProperty.call(m, "servedOrgsSet"))
+                    $root.tallybox.v1.ServedOrgsSet.encode(m.servedOrgsSet, w.uint32(/* id 200, wireType 2 =*/1602).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -7172,6 +7421,13 @@ export const tallybox = $root.tallybox = (() => {
                             m.command = "configPatch";
                             continue;
                         }
+                    case 200: {
+                            if (u !== 2)
+                                break;
+                            m.servedOrgsSet = $root.tallybox.v1.ServedOrgsSet.decode(r, r.size(), $undefined, q + 1, m.servedOrgsSet);
+                            m.command = "servedOrgsSet";
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -7291,6 +7547,11 @@ export const tallybox = $root.tallybox = (() => {
                         throw $TypeError(".tallybox.v1.CommandBody.configPatch: object expected");
                     m.configPatch = $root.tallybox.v1.ConfigPatch.fromObject(d.configPatch, q + 1);
                 }
+                if (d.servedOrgsSet != null) {
+                    if (!$util.isObject(d.servedOrgsSet))
+                        throw $TypeError(".tallybox.v1.CommandBody.servedOrgsSet: object expected");
+                    m.servedOrgsSet = $root.tallybox.v1.ServedOrgsSet.fromObject(d.servedOrgsSet, q + 1);
+                }
                 return m;
             };
 
@@ -7400,6 +7661,11 @@ export const tallybox = $root.tallybox = (() => {
                     if (o.oneofs)
                         d.command = "configPatch";
                 }
+                if (m.servedOrgsSet != null && $Object.hasOwnProperty.call(m, "servedOrgsSet")) {
+                    d.servedOrgsSet = $root.tallybox.v1.ServedOrgsSet.toObject(m.servedOrgsSet, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "servedOrgsSet";
+                }
                 return d;
             };
 
@@ -7448,6 +7714,7 @@ export const tallybox = $root.tallybox = (() => {
          * @property {number} RESULT_CODE_REFUSED=10 RESULT_CODE_REFUSED value
          * @property {number} RESULT_CODE_FAILED=11 RESULT_CODE_FAILED value
          * @property {number} RESULT_CODE_NOT_YET_VALID=12 RESULT_CODE_NOT_YET_VALID value
+         * @property {number} RESULT_CODE_INTERRUPTED=200 RESULT_CODE_INTERRUPTED value
          */
         v1.ResultCode = (function() {
             const valuesById = $Object.create(null), values = $Object.create(valuesById);
@@ -7464,7 +7731,282 @@ export const tallybox = $root.tallybox = (() => {
             values[valuesById[10] = "RESULT_CODE_REFUSED"] = 10;
             values[valuesById[11] = "RESULT_CODE_FAILED"] = 11;
             values[valuesById[12] = "RESULT_CODE_NOT_YET_VALID"] = 12;
+            values[valuesById[200] = "RESULT_CODE_INTERRUPTED"] = 200;
             return values;
+        })();
+
+        v1.ServedOrgsResult = (function() {
+
+            /**
+             * Properties of a ServedOrgsResult.
+             * @typedef {Object} tallybox.v1.ServedOrgsResult.$Properties
+             * @property {Array.<string>|null} [served] ServedOrgsResult served
+             * @property {Array.<string>|null} [retired] ServedOrgsResult retired
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ServedOrgsResult.
+             * @memberof tallybox.v1
+             * @interface IServedOrgsResult
+             * @augments tallybox.v1.ServedOrgsResult.$Properties
+             * @deprecated Use tallybox.v1.ServedOrgsResult.$Properties instead.
+             */
+
+            /**
+             * Shape of a ServedOrgsResult.
+             * @typedef {tallybox.v1.ServedOrgsResult.$Properties} tallybox.v1.ServedOrgsResult.$Shape
+             */
+
+            /**
+             * Constructs a new ServedOrgsResult.
+             * @memberof tallybox.v1
+             * @classdesc Represents a ServedOrgsResult.
+             * @constructor
+             * @param {tallybox.v1.ServedOrgsResult.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ServedOrgsResult = function (p) {
+                this.served = [];
+                this.retired = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * ServedOrgsResult served.
+             * @member {Array.<string>} served
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @instance
+             */
+            ServedOrgsResult.prototype.served = $util.emptyArray;
+
+            /**
+             * ServedOrgsResult retired.
+             * @member {Array.<string>} retired
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @instance
+             */
+            ServedOrgsResult.prototype.retired = $util.emptyArray;
+
+            /**
+             * Creates a new ServedOrgsResult instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @static
+             * @param {tallybox.v1.ServedOrgsResult.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.ServedOrgsResult} ServedOrgsResult instance
+             * @type {{
+             *   (properties: tallybox.v1.ServedOrgsResult.$Shape): tallybox.v1.ServedOrgsResult & tallybox.v1.ServedOrgsResult.$Shape;
+             *   (properties?: tallybox.v1.ServedOrgsResult.$Properties): tallybox.v1.ServedOrgsResult;
+             * }}
+             */
+            ServedOrgsResult.create = function(properties) {
+                return new ServedOrgsResult(properties);
+            };
+
+            /**
+             * Encodes the specified ServedOrgsResult message. Does not implicitly {@link tallybox.v1.ServedOrgsResult.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @static
+             * @param {tallybox.v1.ServedOrgsResult.$Properties} m ServedOrgsResult message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ServedOrgsResult.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.served != null && m.served.length) {
+                    for (var i = 0; i < m.served.length; ++i)
+                        w.uint32(/* id 1, wireType 2 =*/10).string(m.served[i]);
+                }
+                if (m.retired != null && m.retired.length) {
+                    for (var i = 0; i < m.retired.length; ++i)
+                        w.uint32(/* id 2, wireType 2 =*/18).string(m.retired[i]);
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a ServedOrgsResult message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.ServedOrgsResult & tallybox.v1.ServedOrgsResult.$Shape} ServedOrgsResult
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ServedOrgsResult.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.ServedOrgsResult();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.served && m.served.length))
+                                m.served = [];
+                            m.served.push(r.stringVerify());
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.retired && m.retired.length))
+                                m.retired = [];
+                            m.retired.push(r.stringVerify());
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a ServedOrgsResult message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.ServedOrgsResult} ServedOrgsResult
+             */
+            ServedOrgsResult.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.ServedOrgsResult)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.ServedOrgsResult: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.ServedOrgsResult();
+                if (d.served) {
+                    if (!$Array.isArray(d.served))
+                        throw $TypeError(".tallybox.v1.ServedOrgsResult.served: array expected");
+                    m.served = $Array(d.served.length);
+                    for (var i = 0; i < d.served.length; ++i) {
+                        m.served[i] = $String(d.served[i]);
+                    }
+                }
+                if (d.retired) {
+                    if (!$Array.isArray(d.retired))
+                        throw $TypeError(".tallybox.v1.ServedOrgsResult.retired: array expected");
+                    m.retired = $Array(d.retired.length);
+                    for (var i = 0; i < d.retired.length; ++i) {
+                        m.retired[i] = $String(d.retired[i]);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a ServedOrgsResult message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @static
+             * @param {tallybox.v1.ServedOrgsResult} m ServedOrgsResult
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ServedOrgsResult.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.served = [];
+                    d.retired = [];
+                }
+                if (m.served && m.served.length) {
+                    d.served = $Array(m.served.length);
+                    for (var j = 0; j < m.served.length; ++j) {
+                        d.served[j] = m.served[j];
+                    }
+                }
+                if (m.retired && m.retired.length) {
+                    d.retired = $Array(m.retired.length);
+                    for (var j = 0; j < m.retired.length; ++j) {
+                        d.retired[j] = m.retired[j];
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this ServedOrgsResult to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ServedOrgsResult.prototype.toJSON = function() {
+                return ServedOrgsResult.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for ServedOrgsResult
+             * @function getTypeUrl
+             * @memberof tallybox.v1.ServedOrgsResult
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            ServedOrgsResult.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.ServedOrgsResult";
+            };
+
+            return ServedOrgsResult;
         })();
 
         v1.CommandResult = (function() {
@@ -7481,6 +8023,8 @@ export const tallybox = $root.tallybox = (() => {
              * @property {number|null} [atMs] CommandResult atMs
              * @property {Uint8Array|null} [receipt] CommandResult receipt
              * @property {string|null} [keyId] CommandResult keyId
+             * @property {tallybox.v1.ServedOrgsResult.$Properties|null} [servedOrgs] CommandResult servedOrgs
+             * @property {number|null} [firstCounter] CommandResult firstCounter
              * @property {Uint8Array|null} [signature] CommandResult signature
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -7586,6 +8130,22 @@ export const tallybox = $root.tallybox = (() => {
             CommandResult.prototype.keyId = "";
 
             /**
+             * CommandResult servedOrgs.
+             * @member {tallybox.v1.ServedOrgsResult.$Properties|null|undefined} servedOrgs
+             * @memberof tallybox.v1.CommandResult
+             * @instance
+             */
+            CommandResult.prototype.servedOrgs = null;
+
+            /**
+             * CommandResult firstCounter.
+             * @member {number} firstCounter
+             * @memberof tallybox.v1.CommandResult
+             * @instance
+             */
+            CommandResult.prototype.firstCounter = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * CommandResult signature.
              * @member {Uint8Array} signature
              * @memberof tallybox.v1.CommandResult
@@ -7645,6 +8205,10 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 14, wireType 2 =*/114).string(m.keyId);
                 if (m.signature != null && $Object.hasOwnProperty.call(m, "signature") && m.signature.length)
                     w.uint32(/* id 15, wireType 2 =*/122).bytes(m.signature);
+                if (m.servedOrgs != null && $Object.hasOwnProperty.call(m, "servedOrgs"))
+                    $root.tallybox.v1.ServedOrgsResult.encode(m.servedOrgs, w.uint32(/* id 200, wireType 2 =*/1602).fork(), q + 1).ldelim();
+                if (m.firstCounter != null && $Object.hasOwnProperty.call(m, "firstCounter") && (typeof m.firstCounter === "object" ? m.firstCounter.low || m.firstCounter.high : m.firstCounter !== 0))
+                    w.uint32(/* id 201, wireType 0 =*/1608).uint64(m.firstCounter);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -7770,6 +8334,21 @@ export const tallybox = $root.tallybox = (() => {
                                 delete m.keyId;
                             continue;
                         }
+                    case 200: {
+                            if (u !== 2)
+                                break;
+                            m.servedOrgs = $root.tallybox.v1.ServedOrgsResult.decode(r, r.size(), $undefined, q + 1, m.servedOrgs);
+                            continue;
+                        }
+                    case 201: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.firstCounter = v;
+                            else
+                                delete m.firstCounter;
+                            continue;
+                        }
                     case 15: {
                             if (u !== 2)
                                 break;
@@ -7893,6 +8472,10 @@ export const tallybox = $root.tallybox = (() => {
                     case 12:
                         m.code = 12;
                         break;
+                    case "RESULT_CODE_INTERRUPTED":
+                    case 200:
+                        m.code = 200;
+                        break;
                     default:
                         if (typeof d.code === "number" && (d.code | 0) === d.code)
                             m.code = d.code;
@@ -7931,6 +8514,23 @@ export const tallybox = $root.tallybox = (() => {
                 if (d.keyId != null) {
                     if (typeof d.keyId !== "string" || d.keyId.length) {
                         m.keyId = $String(d.keyId);
+                    }
+                }
+                if (d.servedOrgs != null) {
+                    if (!$util.isObject(d.servedOrgs))
+                        throw $TypeError(".tallybox.v1.CommandResult.servedOrgs: object expected");
+                    m.servedOrgs = $root.tallybox.v1.ServedOrgsResult.fromObject(d.servedOrgs, q + 1);
+                }
+                if (d.firstCounter != null) {
+                    if (typeof d.firstCounter === "object" ? d.firstCounter.low || d.firstCounter.high : $Number(d.firstCounter) !== 0) {
+                        if ($util.Long)
+                            m.firstCounter = $util.Long.fromValue(d.firstCounter, true);
+                        else if (typeof d.firstCounter === "string")
+                            m.firstCounter = $parseInt(d.firstCounter, 10);
+                        else if (typeof d.firstCounter === "number")
+                            m.firstCounter = d.firstCounter;
+                        else if (typeof d.firstCounter === "object")
+                            m.firstCounter = new $util.LongBits(d.firstCounter.low >>> 0, d.firstCounter.high >>> 0).toNumber(true);
                     }
                 }
                 if (d.signature != null) {
@@ -7998,6 +8598,12 @@ export const tallybox = $root.tallybox = (() => {
                         if (o.bytes !== $Array)
                             d.signature = $util.newBuffer(d.signature);
                     }
+                    d.servedOrgs = null;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.firstCounter = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.firstCounter = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (m.deviceId != null && $Object.hasOwnProperty.call(m, "deviceId")) {
                     d.deviceId = m.deviceId;
@@ -8038,6 +8644,17 @@ export const tallybox = $root.tallybox = (() => {
                 }
                 if (m.signature != null && $Object.hasOwnProperty.call(m, "signature")) {
                     d.signature = o.bytes === $String ? $util.base64.encode(m.signature, 0, m.signature.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.signature) : m.signature;
+                }
+                if (m.servedOrgs != null && $Object.hasOwnProperty.call(m, "servedOrgs")) {
+                    d.servedOrgs = $root.tallybox.v1.ServedOrgsResult.toObject(m.servedOrgs, o, q + 1);
+                }
+                if (m.firstCounter != null && $Object.hasOwnProperty.call(m, "firstCounter")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.firstCounter = typeof m.firstCounter === "number" ? $BigInt(m.firstCounter) : $util.Long.fromBits(m.firstCounter.low >>> 0, m.firstCounter.high >>> 0, true).toBigInt();
+                    else if (typeof m.firstCounter === "number")
+                        d.firstCounter = o.longs === $String ? $String(m.firstCounter) : m.firstCounter;
+                    else
+                        d.firstCounter = o.longs === $String ? $util.Long.prototype.toString.call(m.firstCounter) : o.longs === $Number ? new $util.LongBits(m.firstCounter.low >>> 0, m.firstCounter.high >>> 0).toNumber(true) : m.firstCounter;
                 }
                 return d;
             };

@@ -8,6 +8,7 @@
  * loads the face matcher or the fingerprint driver (resident memory).
  */
 import type { Agent } from '../agent/agent.js';
+import { servedVaultView } from '../agent/served-orgs.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
 
 export interface RunningRole {
@@ -18,7 +19,8 @@ export interface RunningRole {
 function requireVault(agent: Agent, what: string) {
   const vault = agent.privacy?.vault;
   if (!vault) throw new TallyboxError('CONFIG_INVALID', `${what} needs a vault section (templates are kept encrypted on the device)`);
-  return vault;
+  // Roles identify only within the organisations the device serves (issue 9 §2).
+  return servedVaultView(vault, agent.servedOrgs);
 }
 
 /** The fingerprint module (M1, and M2 when an `m1:` section configures one). */
@@ -29,6 +31,8 @@ async function startFingerprint(agent: Agent): Promise<RunningRole> {
   const { role, driver } = createM1Role({ config: agent.config.m1 ?? {}, agent, vault, logger: log });
   attachM1Role({ agent, role, vault, logger: log });
   void role.start().catch((err: unknown) => log.error({ event: 'm1_start_failed', err: errorMessage(err) }, `fingerprint role did not start: ${errorMessage(err)}`));
+  // A changed served list: the module's library follows the served view.
+  agent.servedOrgs.onChange(() => void role.reconcile().catch((err: unknown) => log.warn({ event: 'm1_reconcile_failed', err: errorMessage(err) }, 'reconcile after a served-organisations change failed')));
   return { name: 'm1', stop: async () => (await role.stop(), await driver.close()) };
 }
 
@@ -42,6 +46,8 @@ async function startFace(agent: Agent): Promise<RunningRole> {
   // tamperResponse 'zeroise': the role wipes its memory and locks; the agent destroys the key.
   role.on('zeroised', () => void agent.zeroise('tamper switch: case opened'));
   void role.start().catch((err: unknown) => log.error({ event: 'm2_start_failed', err: errorMessage(err) }, `face role did not start: ${errorMessage(err)}`));
+  // A changed served list: the face index is rebuilt from the served view.
+  agent.servedOrgs.onChange(() => void role.reload().catch((err: unknown) => log.warn({ event: 'm2_reload_failed', err: errorMessage(err) }, 'face index reload after a served-organisations change failed')));
   return { name: 'm2', stop: async () => (await role.stop(), await driver.close()) };
 }
 

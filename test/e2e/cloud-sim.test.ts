@@ -34,8 +34,16 @@ describe('tallybox-sim cloud', () => {
       try {
         await waitUntil(() => agent.session !== undefined, 10_000, 'agent online');
         const p = await agent.punch({ orgId: 'org-a', subjectId: 's-1', method: PunchMethod.PUNCH_METHOD_PIN });
-        const r = await fetch(`${api}/api/commands`, { method: 'POST', body: JSON.stringify({ orgId: 'org-a', deviceId: 'dev-sim-1', command: { ping: { note: 'hello' } } }) });
+        const r = await fetch(`${api}/api/commands`, { method: 'POST', body: JSON.stringify({ orgId: 'org-a', deviceId: 'dev-sim-1', command: { ping: { note: 'hello' } } }), headers: { 'content-type': 'application/json' } });
         expect(r.status).toBe(202);
+        // The shared bounded body reader: not JSON → 415, too large → 413, and nothing is signed or sent.
+        const counter = ((await r.json()) as { counter: number }).counter;
+        const wrongType = await fetch(`${api}/api/commands`, { method: 'POST', body: JSON.stringify({ orgId: 'org-a', deviceId: 'dev-sim-1', command: { ping: {} } }) });
+        expect(wrongType.status).toBe(415);
+        const tooLarge = await fetch(`${api}/api/commands`, { method: 'POST', body: 'x'.repeat(70_000), headers: { 'content-type': 'application/json' } }).catch(() => undefined);
+        expect(tooLarge === undefined || tooLarge.status === 413).toBe(true);
+        const next = await fetch(`${api}/api/commands`, { method: 'POST', body: JSON.stringify({ orgId: 'org-a', deviceId: 'dev-sim-1', command: { ping: {} } }), headers: { 'content-type': 'application/json' } });
+        expect(((await next.json()) as { counter: number }).counter).toBe(counter + 1);
         await waitUntil(async () => {
           const ev = (await (await fetch(`${api}/api/events`)).json()) as { type: string; body: Record<string, unknown> }[];
           return ev.some((e) => e.type === 'punch' && e.body.eventId === p.eventId) && ev.some((e) => e.type === 'result' && e.body.reason === 'pong');

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
+import { servedVaultView } from '../../src/agent/served-orgs.js';
 import { validateConfig } from '../../src/config/load.js';
 import { verifyCommandResult } from '../../src/link/commands/index.js';
 import { verifyErasureReceipt, type SignedErasureReceipt } from '../../src/privacy/receipt.js';
@@ -55,7 +56,7 @@ async function setup(): Promise<Fixture> {
   const keys = await provisionKeyFiles({ kekPath: join(dir, 'keys', 'tallybox.kek'), dataDir });
   const configInput = {
     version: 1,
-    device: { id: 'dev-p1', kind: 'sim', orgId: 'org-a' },
+    device: { id: 'dev-p1', kind: 'sim', orgId: 'org-a', servedOrgs: ['org-a', 'org-b'] },
     region: 'sg',
     dataDir,
     broker: { url: broker.url, allowLoopback: true, reconnectMinMs: 50, reconnectMaxMs: 300 },
@@ -133,6 +134,43 @@ describe('privacy over the command path', () => {
     await waitUntil(() => f.sink.commandResults().length > resultsBefore + 1, 10_000, 'result of the forgery');
     expect(f.sink.commandResults().at(-1)!.code).toBe(ResultCode.RESULT_CODE_BAD_SIGNATURE);
     expect(verifyCommandResult(f.sink.rawResults().at(-1)!.raw, createPublicKey(f.publicKeyPem))).toBe(true);
+  });
+
+  it('only served organisations: a signed command for another org creates nothing; ServedOrgsSet retires one, which survives a restart and is erased only by OrgWithdraw', async () => {
+    const f = await setup();
+    await upsert(f, 'org-b', 'b-1', 'Bea Example', '4000777001');
+    // A validly signed command for an org this device does not serve: refused, no key, no data, answered on the operating org.
+    await f.sink.sendCommand(f.signer, 'org-c', 'dev-p1', { subjectUpsert: { subjectId: 'c-1', displayName: 'Cy Example', credentials: [{ kind: CredentialKind.CREDENTIAL_KIND_CARD, value: '4000777002' }] } });
+    const refused = await f.sink.waitForResult(f.signer.lastCounter);
+    expect({ code: refused.result.code, reason: refused.result.reason }).toEqual({ code: ResultCode.RESULT_CODE_REFUSED, reason: 'org_not_served' });
+    expect(refused.topic).toBe('tallybox/v1/org-a/dev-p1/result');
+    expect(await f.agent.privacy!.vault.orgs()).not.toContain('org-c');
+    expect(await f.agent.privacy!.vault.keyVersion('org-c')).toBeUndefined();
+
+    // The operating org drops org-b: its own signed result carries the list now in force.
+    await f.sink.sendCommand(f.signer, 'org-a', 'dev-p1', { servedOrgsSet: { orgIds: ['org-a'] } });
+    const set = await f.sink.waitForResult(f.signer.lastCounter);
+    expect(set.result).toMatchObject({ code: ResultCode.RESULT_CODE_OK, reason: 'served_orgs_set' });
+    expect(set.result.servedOrgs).toMatchObject({ served: ['org-a'], retired: ['org-b'] });
+    expect(verifyCommandResult(set.raw, createPublicKey(f.publicKeyPem))).toBe(true);
+    const view = servedVaultView(f.agent.privacy!.vault, f.agent.servedOrgs);
+    expect(await view.identifyCredential('card', '4000777001')).toEqual([]);
+    await f.sink.sendCommand(f.signer, 'org-b', 'dev-p1', { subjectUpsert: { subjectId: 'b-2', displayName: 'Bo Example' } });
+    expect((await f.sink.waitForResult(f.signer.lastCounter)).result.reason).toBe('org_not_served');
+    expect(await f.agent.privacy!.vault.subjectIds('org-b')).toEqual(['b-1']); // kept, unreachable
+
+    // A restart keeps the cloud's list, not the config's [org-a, org-b].
+    await f.agent.stop();
+    const again = await Agent.start({ config: validateConfig(f.configInput), logger: silentLogger() });
+    cleanups.push(() => again.stop());
+    expect(again.servedOrgs.snapshot()).toEqual({ served: ['org-a'], retired: ['org-b'] });
+    await waitUntil(() => again.session !== undefined, 10_000, 'online again');
+    await f.sink.sendCommand(f.signer, 'org-b', 'dev-p1', { orgWithdraw: { reason: 'closed' } });
+    const w = await f.sink.waitForResult(f.signer.lastCounter, 30_000);
+    expect(w.result).toMatchObject({ code: ResultCode.RESULT_CODE_OK, reason: 'org_withdrawn' });
+    expect(w.topic).toBe('tallybox/v1/org-b/dev-p1/result');
+    expect(await again.privacy!.vault.orgs()).not.toContain('org-b');
+    expect(again.servedOrgs.snapshot()).toEqual({ served: ['org-a'], retired: [] });
   });
 
   it('tallybox purge erases while offline; the signed receipt reaches the cloud on the next connection', async () => {

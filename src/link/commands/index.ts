@@ -9,9 +9,13 @@ export {
   type CommandHandlers,
   type CommandIntakeOptions,
   type CommandKind,
+  type OrgPolicy,
+  resultFromJson,
+  resultToJson,
   type HandlerOutcome,
   type TrustedKey,
 } from './intake.js';
 export { Reason, type ReasonString } from './reasons.js';
 export { ed25519PublicKey, RESULT_SIGNING_DOMAIN, resultSigningBytes, splitResultSignature, verifyCommandResult, type Ed25519PublicKey } from './result.js';
 export type { JournalEntry } from './store.js';
+export { RejectionGate, type RejectionGateOptions, type RejectionGateStats } from './rejection-gate.js';

@@ -53,6 +53,12 @@ export const Reason = {
   intakeClosed: 'intake_closed',
   /** FAILED: an unexpected error inside the intake. */
   internalError: 'internal_error',
+  /** REFUSED: the command is for an organisation this device does not serve (nothing changed). */
+  orgNotServed: 'org_not_served',
+  /** REFUSED: ServedOrgsSet from an organisation other than the one operating the device. */
+  notOperatorOrg: 'not_operator_org',
+  /** INTERRUPTED: accepted, but the agent stopped before the command finished; `detail` says what was done. */
+  interrupted: 'interrupted',
 } as const;
 
 export type ReasonString = (typeof Reason)[keyof typeof Reason];
