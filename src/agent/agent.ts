@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { MqttLink, type Session } from '../link/connection.js';
 import { EgressGate } from '../link/egress.js';
-import { assertBrokerAllowed } from '../link/regions.js';
+import { brokerSecurity } from '../link/security.js';
 import { Drain } from '../outbox/drain.js';
 import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../outbox/outbox.js';
 import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
@@ -104,8 +104,8 @@ export class Agent {
   static async start(opts: AgentOptions): Promise<Agent> {
     const { config } = opts;
     const logger = opts.logger ?? createLogger({ level: config.log.level, base: { deviceId: config.device.id } });
-    // Refuse a broker outside the device's region before anything is written.
-    assertBrokerAllowed(config.broker.url, config.region, config.broker.allowLoopback);
+    // Refuse a broker outside the device's region, or an unsafe transport, before anything is written.
+    brokerSecurity(config.broker, config.region);
     try {
       mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     } catch (err) {
@@ -291,6 +291,8 @@ export class Agent {
       ],
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       atMs: now,
+      // Link state, transport and dropped oversized packets (src/link/connection.ts).
+      ...this.link.presence(),
     };
   }
 
