@@ -66,10 +66,17 @@ export interface TransportSpec {
   lookup?: LookupFunction;
 }
 
-function openSocket(spec: TransportSpec): Socket {
+/** Read buffer for a plaintext socket, reused for every read (see GatedStream). */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+function openSocket(spec: TransportSpec, onRead: (bytes: Buffer) => boolean): Socket {
   const { host, port, transport, certificatePinned } = spec.security;
   const lookup = spec.lookup ? { lookup: spec.lookup } : {};
-  if (transport === 'plaintext') return netConnect({ host, port, ...lookup });
+  if (transport === 'plaintext') {
+    // One buffer for every read: a flood of dropped bytes allocates nothing (each
+    // 'data' chunk would be a fresh 64 KiB buffer left for the GC).
+    return netConnect({ host, port, ...lookup, onread: { buffer: Buffer.alloc(READ_BUFFER_BYTES), callback: (n, buf) => onRead(Buffer.from(buf.buffer, buf.byteOffset, n)) } });
+  }
   const opts: ConnectionOptions = {
     host,
     port,
@@ -89,22 +96,28 @@ function openSocket(spec: TransportSpec): Socket {
  * through the gate, so an oversized packet never reaches mqtt-packet's buffer.
  */
 class GatedStream extends Duplex {
-  constructor(
-    private readonly socket: Socket,
-    gate: PacketSizeGate,
-  ) {
+  private readonly socket: Socket;
+
+  constructor(spec: TransportSpec, gate: PacketSizeGate) {
     super();
-    socket.on('data', (chunk: Buffer) => {
+    /** Hand bytes through the gate; false pauses the socket (backpressure). */
+    const onRead = (bytes: Buffer, reused: boolean): boolean => {
       let pieces: Buffer[];
       try {
-        pieces = gate.feed(chunk);
+        pieces = gate.feed(bytes);
       } catch (err) {
         this.destroy(err as Error);
-        return;
+        return false;
       }
       let more = true;
-      for (const p of pieces) more = this.push(p) && more;
-      if (!more) socket.pause();
+      // A reused read buffer is overwritten by the next read: copy what passes (packets within the limit).
+      for (const p of pieces) more = this.push(reused ? Buffer.from(p) : p) && more;
+      return more;
+    };
+    const socket = openSocket(spec, (b) => onRead(b, true));
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      if (!onRead(chunk, false)) socket.pause();
     });
     socket.on('end', () => this.push(null));
     socket.on('error', (err) => this.destroy(err));
@@ -132,7 +145,7 @@ class GatedStream extends Duplex {
 
 /** A client that has not connected yet; mqtt.js connects in its constructor (one attempt, reconnectPeriod 0). */
 export function createClient(spec: TransportSpec, options: IClientOptions): MqttClient {
-  const builder = (): Duplex => new GatedStream(openSocket(spec), new PacketSizeGate(spec.maxPacketBytes, spec.onDrop));
+  const builder = (): Duplex => new GatedStream(spec, new PacketSizeGate(spec.maxPacketBytes, spec.onDrop));
   const v5 = options.protocolVersion === 5;
   return new MqttClient(builder, {
     ...options,
