@@ -95,7 +95,7 @@ export function certificateDnsNames(cert: Pick<PeerCertificate, 'subjectaltname'
  * A `checkServerIdentity` for tls.connect: Node's own host-name check first,
  * then region pinning on what the CA actually certified — every DNS name in
  * the certificate must be one of the region's broker names (a certificate that
- * also names another region, or `*.tallybox.cloud`, is refused), and there must
+ * also names another region or any other host is refused), and there must
  * be at least one. Node calls it only once the chain has verified.
  */
 export function regionServerIdentity(region: Region): (host: string, cert: PeerCertificate) => Error | undefined {
