@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { MqttLink, type Session } from '../link/connection.js';
 import { EgressGate } from '../link/egress.js';
-import { assertBrokerAllowed } from '../link/regions.js';
+import { brokerSecurity } from '../link/security.js';
 import { Drain } from '../outbox/drain.js';
 import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../outbox/outbox.js';
 import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
@@ -125,8 +125,8 @@ export class Agent {
   static async start(opts: AgentOptions): Promise<Agent> {
     const { config } = opts;
     const logger = opts.logger ?? createLogger({ level: config.log.level, base: { deviceId: config.device.id } });
-    // Refuse a broker outside the device's region before anything is written.
-    assertBrokerAllowed(config.broker.url, config.region, config.broker.allowLoopback);
+    // Refuse a broker outside the device's region, or an unsafe transport, before anything is written.
+    brokerSecurity(config.broker, config.region);
     // 0700, ours, no symlinks or foreign files in it: refused (DATA_DIR_INSECURE, FILE_INSECURE) or fixed and said.
     for (const f of securePrivateDataDir(config.dataDir)) logger.warn({ event: 'file_permissions_fixed', path: f.path }, f.detail);
     const overrides = loadPersistedSettings(config.dataDir); // SETTINGS_CORRUPT before anything is opened
@@ -378,6 +378,8 @@ export class Agent {
       ],
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       atMs: now,
+      // Link state, transport and dropped oversized packets (src/link/connection.ts).
+      ...this.link.presence(),
     };
   }
 

@@ -5,9 +5,8 @@
  * what to do. Nothing is written (the broker check connects without a will
  * and with its own client id, so the device's presence is not disturbed).
  */
-import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, readSync, statfsSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, openSync, readSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
-import mqtt from 'mqtt';
 import { clockSynced } from '../agent/clock.js';
 import { runningAgentPid } from '../agent/pidfile.js';
 import { keyProviderFor } from '../agent/privacy.js';
@@ -15,7 +14,8 @@ import { loadPersistedSettings } from '../agent/runtime-settings.js';
 import { describeZeroised, zeroisedInfo } from '../agent/zeroise.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { assertBrokerAllowed } from '../link/regions.js';
+import { brokerReachabilityCheck } from '../link/probe.js';
+import { brokerSecurityCheck } from '../link/security.js';
 import { Sqlite } from '../store/sqlite.js';
 import { describeError } from '../util/errors.js';
 import { checkPrivateDir, checkPrivateFiles, expectedOwner, type Finding } from '../util/private-fs.js';
@@ -119,32 +119,8 @@ async function checkKeys(config: Config): Promise<Check[]> {
 }
 
 async function checkBroker(config: Config): Promise<Check[]> {
-  try {
-    assertBrokerAllowed(config.broker.url, config.region, config.broker.allowLoopback);
-  } catch (err) {
-    return [{ name: 'broker', verdict: 'fail', detail: describeError(err) }];
-  }
-  const { broker } = config;
-  const t0 = performance.now();
-  try {
-    // A missing TLS file throws here and is reported as a broker problem.
-    const read = (f: string | undefined) => (f ? readFileSync(f) : undefined);
-    const client = await mqtt.connectAsync(broker.url, {
-      clientId: `tallybox-doctor-${config.device.id}`,
-      protocolVersion: 4,
-      clean: true,
-      reconnectPeriod: 0,
-      connectTimeout: Math.min(broker.connectTimeoutMs, 10_000),
-      ...(broker.username !== undefined ? { username: broker.username } : {}),
-      ...(broker.password !== undefined ? { password: broker.password } : {}),
-      ...(broker.tls ? { ca: read(broker.tls.caFile), cert: read(broker.tls.certFile), key: read(broker.tls.keyFile), rejectUnauthorized: broker.tls.rejectUnauthorized } : {}),
-    });
-    const ms = performance.now() - t0;
-    await client.endAsync(true);
-    return [{ name: 'broker', verdict: 'ok', detail: `connected to ${broker.url} in ${ms.toFixed(0)} ms${broker.tls ? ' (TLS)' : ''}` }];
-  } catch (err) {
-    return [{ name: 'broker', verdict: 'fail', detail: `${broker.url}: ${describeError(err)} — check the URL, the network, firewall and TLS files` }];
-  }
+  // How the broker is reached (TLS policy, region pinning) and whether it answers: src/link owns both.
+  return [brokerSecurityCheck(config), await brokerReachabilityCheck(config)];
 }
 
 function checkClockAndCommands(config: Config): Check[] {

@@ -40,6 +40,22 @@ const BrokerSchema = z
     reconnectMinMs: z.number().int().min(10).max(60_000).default(500),
     reconnectMaxMs: z.number().int().min(100).max(3_600_000).default(60_000),
     tls: TlsSchema.optional(),
+    /**
+     * The only way to reach a broker that is not on this machine without
+     * verified TLS (a site bridge on a trusted LAN): 'plaintext-site-bridge'
+     * permits mqtt:// and tcp://, 'unverified-tls-site-bridge' permits
+     * tls.rejectUnauthorized: false. Logged as an error at every start and a
+     * failure in `tallybox doctor`. Absent: TLS with a verified certificate whose
+     * names are all in the device's region (src/link/security.ts).
+     */
+    insecure: z.enum(['plaintext-site-bridge', 'unverified-tls-site-bridge']).optional(),
+    /**
+     * MQTT protocol version. 'auto' tries MQTT 5 (which announces the client's
+     * maximum packet size, so the broker never sends more) and falls back to
+     * 3.1.1 for a broker that refuses it (aedes 1.x); the client drops an
+     * oversized packet before buffering it either way.
+     */
+    mqttVersion: z.enum(['auto', '5', '3.1.1']).default('auto'),
   })
   .strict();
 

@@ -981,6 +981,22 @@ export namespace tallybox {
             ALARM_CODE_STORAGE_ERROR = 5
         }
 
+        enum LinkStatus {
+            LINK_STATUS_UNSPECIFIED = 0,
+            LINK_STATUS_ONLINE = 1,
+            LINK_STATUS_CONNECTING = 2,
+            LINK_STATUS_OFFLINE = 3,
+            LINK_STATUS_LOST = 4,
+            LINK_STATUS_STOPPED = 5
+        }
+
+        enum LinkTransport {
+            LINK_TRANSPORT_UNSPECIFIED = 0,
+            LINK_TRANSPORT_VERIFIED_TLS = 1,
+            LINK_TRANSPORT_LOOPBACK = 2,
+            LINK_TRANSPORT_INSECURE_BRIDGE = 3
+        }
+
         interface IAlarm extends tallybox.v1.Alarm.$Properties {
         }
 
@@ -1059,6 +1075,9 @@ export namespace tallybox {
             peripherals: tallybox.v1.PeripheralStatus.$Properties[];
             atMs: number;
             lastSeq: number;
+            link: tallybox.v1.LinkStatus;
+            linkTransport: tallybox.v1.LinkTransport;
+            oversizedPacketsDropped: number;
             static create(properties: tallybox.v1.DeviceState.$Shape): tallybox.v1.DeviceState & tallybox.v1.DeviceState.$Shape;
             static create(properties?: tallybox.v1.DeviceState.$Properties): tallybox.v1.DeviceState;
             static encode(m: tallybox.v1.DeviceState.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1085,6 +1104,9 @@ export namespace tallybox {
                 peripherals?: (tallybox.v1.PeripheralStatus.$Properties[]|null);
                 atMs?: (number|null);
                 lastSeq?: (number|null);
+                link?: (tallybox.v1.LinkStatus|null);
+                linkTransport?: (tallybox.v1.LinkTransport|null);
+                oversizedPacketsDropped?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.DeviceState.$Properties;

@@ -9441,6 +9441,46 @@ export const tallybox = $root.tallybox = (() => {
             return values;
         })();
 
+        /**
+         * LinkStatus enum.
+         * @name tallybox.v1.LinkStatus
+         * @enum {number}
+         * @property {number} LINK_STATUS_UNSPECIFIED=0 LINK_STATUS_UNSPECIFIED value
+         * @property {number} LINK_STATUS_ONLINE=1 LINK_STATUS_ONLINE value
+         * @property {number} LINK_STATUS_CONNECTING=2 LINK_STATUS_CONNECTING value
+         * @property {number} LINK_STATUS_OFFLINE=3 LINK_STATUS_OFFLINE value
+         * @property {number} LINK_STATUS_LOST=4 LINK_STATUS_LOST value
+         * @property {number} LINK_STATUS_STOPPED=5 LINK_STATUS_STOPPED value
+         */
+        v1.LinkStatus = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "LINK_STATUS_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "LINK_STATUS_ONLINE"] = 1;
+            values[valuesById[2] = "LINK_STATUS_CONNECTING"] = 2;
+            values[valuesById[3] = "LINK_STATUS_OFFLINE"] = 3;
+            values[valuesById[4] = "LINK_STATUS_LOST"] = 4;
+            values[valuesById[5] = "LINK_STATUS_STOPPED"] = 5;
+            return values;
+        })();
+
+        /**
+         * LinkTransport enum.
+         * @name tallybox.v1.LinkTransport
+         * @enum {number}
+         * @property {number} LINK_TRANSPORT_UNSPECIFIED=0 LINK_TRANSPORT_UNSPECIFIED value
+         * @property {number} LINK_TRANSPORT_VERIFIED_TLS=1 LINK_TRANSPORT_VERIFIED_TLS value
+         * @property {number} LINK_TRANSPORT_LOOPBACK=2 LINK_TRANSPORT_LOOPBACK value
+         * @property {number} LINK_TRANSPORT_INSECURE_BRIDGE=3 LINK_TRANSPORT_INSECURE_BRIDGE value
+         */
+        v1.LinkTransport = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "LINK_TRANSPORT_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "LINK_TRANSPORT_VERIFIED_TLS"] = 1;
+            values[valuesById[2] = "LINK_TRANSPORT_LOOPBACK"] = 2;
+            values[valuesById[3] = "LINK_TRANSPORT_INSECURE_BRIDGE"] = 3;
+            return values;
+        })();
+
         v1.Alarm = (function() {
 
             /**
@@ -10076,6 +10116,9 @@ export const tallybox = $root.tallybox = (() => {
              * @property {Array.<tallybox.v1.PeripheralStatus.$Properties>|null} [peripherals] DeviceState peripherals
              * @property {number|null} [atMs] DeviceState atMs
              * @property {number|null} [lastSeq] DeviceState lastSeq
+             * @property {tallybox.v1.LinkStatus|null} [link] DeviceState link
+             * @property {tallybox.v1.LinkTransport|null} [linkTransport] DeviceState linkTransport
+             * @property {number|null} [oversizedPacketsDropped] DeviceState oversizedPacketsDropped
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -10222,6 +10265,30 @@ export const tallybox = $root.tallybox = (() => {
             DeviceState.prototype.lastSeq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * DeviceState link.
+             * @member {tallybox.v1.LinkStatus} link
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.link = 0;
+
+            /**
+             * DeviceState linkTransport.
+             * @member {tallybox.v1.LinkTransport} linkTransport
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.linkTransport = 0;
+
+            /**
+             * DeviceState oversizedPacketsDropped.
+             * @member {number} oversizedPacketsDropped
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.oversizedPacketsDropped = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new DeviceState instance using the specified properties.
              * @function create
              * @memberof tallybox.v1.DeviceState
@@ -10285,6 +10352,12 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 13, wireType 0 =*/104).uint64(m.atMs);
                 if (m.lastSeq != null && $Object.hasOwnProperty.call(m, "lastSeq") && (typeof m.lastSeq === "object" ? m.lastSeq.low || m.lastSeq.high : m.lastSeq !== 0))
                     w.uint32(/* id 14, wireType 0 =*/112).uint64(m.lastSeq);
+                if (m.link != null && $Object.hasOwnProperty.call(m, "link") && m.link !== 0)
+                    w.uint32(/* id 140, wireType 0 =*/1120).int32(m.link);
+                if (m.linkTransport != null && $Object.hasOwnProperty.call(m, "linkTransport") && m.linkTransport !== 0)
+                    w.uint32(/* id 141, wireType 0 =*/1128).int32(m.linkTransport);
+                if (m.oversizedPacketsDropped != null && $Object.hasOwnProperty.call(m, "oversizedPacketsDropped") && (typeof m.oversizedPacketsDropped === "object" ? m.oversizedPacketsDropped.low || m.oversizedPacketsDropped.high : m.oversizedPacketsDropped !== 0))
+                    w.uint32(/* id 142, wireType 0 =*/1136).uint64(m.oversizedPacketsDropped);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -10451,6 +10524,33 @@ export const tallybox = $root.tallybox = (() => {
                                 m.lastSeq = v;
                             else
                                 delete m.lastSeq;
+                            continue;
+                        }
+                    case 140: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.link = v;
+                            else
+                                delete m.link;
+                            continue;
+                        }
+                    case 141: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.linkTransport = v;
+                            else
+                                delete m.linkTransport;
+                            continue;
+                        }
+                    case 142: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.oversizedPacketsDropped = v;
+                            else
+                                delete m.oversizedPacketsDropped;
                             continue;
                         }
                     }
@@ -10635,6 +10735,72 @@ export const tallybox = $root.tallybox = (() => {
                             m.lastSeq = new $util.LongBits(d.lastSeq.low >>> 0, d.lastSeq.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.link !== 0 && (typeof d.link !== "string" || $root.tallybox.v1.LinkStatus[d.link] !== 0)) {
+                    switch (d.link) {
+                    case "LINK_STATUS_UNSPECIFIED":
+                    case 0:
+                        m.link = 0;
+                        break;
+                    case "LINK_STATUS_ONLINE":
+                    case 1:
+                        m.link = 1;
+                        break;
+                    case "LINK_STATUS_CONNECTING":
+                    case 2:
+                        m.link = 2;
+                        break;
+                    case "LINK_STATUS_OFFLINE":
+                    case 3:
+                        m.link = 3;
+                        break;
+                    case "LINK_STATUS_LOST":
+                    case 4:
+                        m.link = 4;
+                        break;
+                    case "LINK_STATUS_STOPPED":
+                    case 5:
+                        m.link = 5;
+                        break;
+                    default:
+                        if (typeof d.link === "number" && (d.link | 0) === d.link)
+                            m.link = d.link;
+                    }
+                }
+                if (d.linkTransport !== 0 && (typeof d.linkTransport !== "string" || $root.tallybox.v1.LinkTransport[d.linkTransport] !== 0)) {
+                    switch (d.linkTransport) {
+                    case "LINK_TRANSPORT_UNSPECIFIED":
+                    case 0:
+                        m.linkTransport = 0;
+                        break;
+                    case "LINK_TRANSPORT_VERIFIED_TLS":
+                    case 1:
+                        m.linkTransport = 1;
+                        break;
+                    case "LINK_TRANSPORT_LOOPBACK":
+                    case 2:
+                        m.linkTransport = 2;
+                        break;
+                    case "LINK_TRANSPORT_INSECURE_BRIDGE":
+                    case 3:
+                        m.linkTransport = 3;
+                        break;
+                    default:
+                        if (typeof d.linkTransport === "number" && (d.linkTransport | 0) === d.linkTransport)
+                            m.linkTransport = d.linkTransport;
+                    }
+                }
+                if (d.oversizedPacketsDropped != null) {
+                    if (typeof d.oversizedPacketsDropped === "object" ? d.oversizedPacketsDropped.low || d.oversizedPacketsDropped.high : $Number(d.oversizedPacketsDropped) !== 0) {
+                        if ($util.Long)
+                            m.oversizedPacketsDropped = $util.Long.fromValue(d.oversizedPacketsDropped, true);
+                        else if (typeof d.oversizedPacketsDropped === "string")
+                            m.oversizedPacketsDropped = $parseInt(d.oversizedPacketsDropped, 10);
+                        else if (typeof d.oversizedPacketsDropped === "number")
+                            m.oversizedPacketsDropped = d.oversizedPacketsDropped;
+                        else if (typeof d.oversizedPacketsDropped === "object")
+                            m.oversizedPacketsDropped = new $util.LongBits(d.oversizedPacketsDropped.low >>> 0, d.oversizedPacketsDropped.high >>> 0).toNumber(true);
+                    }
+                }
                 return m;
             };
 
@@ -10692,6 +10858,13 @@ export const tallybox = $root.tallybox = (() => {
                         d.lastSeq = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.lastSeq = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.link = o.enums === $String ? "LINK_STATUS_UNSPECIFIED" : 0;
+                    d.linkTransport = o.enums === $String ? "LINK_TRANSPORT_UNSPECIFIED" : 0;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.oversizedPacketsDropped = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.oversizedPacketsDropped = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (m.lifecycle != null && $Object.hasOwnProperty.call(m, "lifecycle")) {
                     d.lifecycle = o.enums === $String ? $root.tallybox.v1.Lifecycle[m.lifecycle] === $undefined ? m.lifecycle : $root.tallybox.v1.Lifecycle[m.lifecycle] : m.lifecycle;
@@ -10765,6 +10938,20 @@ export const tallybox = $root.tallybox = (() => {
                         d.lastSeq = o.longs === $String ? $String(m.lastSeq) : m.lastSeq;
                     else
                         d.lastSeq = o.longs === $String ? $util.Long.prototype.toString.call(m.lastSeq) : o.longs === $Number ? new $util.LongBits(m.lastSeq.low >>> 0, m.lastSeq.high >>> 0).toNumber(true) : m.lastSeq;
+                }
+                if (m.link != null && $Object.hasOwnProperty.call(m, "link")) {
+                    d.link = o.enums === $String ? $root.tallybox.v1.LinkStatus[m.link] === $undefined ? m.link : $root.tallybox.v1.LinkStatus[m.link] : m.link;
+                }
+                if (m.linkTransport != null && $Object.hasOwnProperty.call(m, "linkTransport")) {
+                    d.linkTransport = o.enums === $String ? $root.tallybox.v1.LinkTransport[m.linkTransport] === $undefined ? m.linkTransport : $root.tallybox.v1.LinkTransport[m.linkTransport] : m.linkTransport;
+                }
+                if (m.oversizedPacketsDropped != null && $Object.hasOwnProperty.call(m, "oversizedPacketsDropped")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.oversizedPacketsDropped = typeof m.oversizedPacketsDropped === "number" ? $BigInt(m.oversizedPacketsDropped) : $util.Long.fromBits(m.oversizedPacketsDropped.low >>> 0, m.oversizedPacketsDropped.high >>> 0, true).toBigInt();
+                    else if (typeof m.oversizedPacketsDropped === "number")
+                        d.oversizedPacketsDropped = o.longs === $String ? $String(m.oversizedPacketsDropped) : m.oversizedPacketsDropped;
+                    else
+                        d.oversizedPacketsDropped = o.longs === $String ? $util.Long.prototype.toString.call(m.oversizedPacketsDropped) : o.longs === $Number ? new $util.LongBits(m.oversizedPacketsDropped.low >>> 0, m.oversizedPacketsDropped.high >>> 0).toNumber(true) : m.oversizedPacketsDropped;
                 }
                 return d;
             };

@@ -1,14 +1,38 @@
 /**
- * The egress gate: the ONLY code that publishes to the broker (a test scans
- * the source tree to keep it so). It accepts exactly three message types —
- * PunchEvent, DeviceState, CommandResult — builds each field by field from a
- * typed input, and encodes it with the generated protobuf code. There is no
- * method that takes bytes or an arbitrary object, so nothing else (a template,
- * a name, a card number) can be handed to it to send.
+ * The egress gate: the ONLY code that publishes to the broker. It accepts
+ * exactly three message types — PunchEvent, DeviceState, CommandResult —
+ * builds each field by field from a typed input, and encodes it with the
+ * generated protobuf code. There is no method that takes bytes or an arbitrary
+ * object, so nothing else (a template, a name, a card number) can be handed to
+ * it to send.
+ *
+ * Structural, not by convention (issue 8 §1): outside src/link a connection is
+ * an `EgressChannel`, an opaque handle with no methods whose MQTT client sits in
+ * a module-private WeakMap. Holding one lets code ask this gate to publish one
+ * of the three typed messages, and nothing more; no property, cast or
+ * reflection on it yields the client. test/link/egress-types.test.ts compiles
+ * a file of attempts that must each fail to type-check.
  */
 import type { MqttClient } from 'mqtt';
 import { pb, type DeviceStateProps, type CommandResultProps, type PunchMethod, type ScoreBucket } from '../proto/index.js';
 import { topic } from './topics.js';
+
+const clients = new WeakMap<EgressChannel, MqttClient>();
+
+/** One live connection, as the rest of the agent sees it: something the gate can publish through. */
+export class EgressChannel {
+  // A private member makes the type nominal: no object literal or other class is assignable
+  // to it. `declare`: type-only, so the instance has no own properties at all.
+  declare private readonly nominal: never;
+  private constructor() {}
+
+  /** Wrap a client (src/link/connection.ts does, once per connection). Goes one way: nothing unwraps outside this module. */
+  static wrap(client: MqttClient): EgressChannel {
+    const ch = new EgressChannel();
+    clients.set(ch, client);
+    return ch;
+  }
+}
 
 /** The fields of a punch that may leave the device. */
 export interface OutgoingPunch {
@@ -29,8 +53,10 @@ export interface EgressOptions {
   operatorOrgId: string;
 }
 
-function publish(client: MqttClient, t: string, payload: Uint8Array, retain: boolean): Promise<void> {
+function publish(channel: EgressChannel, t: string, payload: Uint8Array, retain: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
+    const client = clients.get(channel);
+    if (!client) return reject(new Error('not an egress channel'));
     // QoS 1: the callback fires on PUBACK, which is what the outbox waits for.
     client.publish(t, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), { qos: 1, retain }, (err) => (err ? reject(err) : resolve()));
   });
@@ -57,8 +83,8 @@ export class EgressGate {
   }
 
   /** Resolves on PUBACK. */
-  publishPunch(client: MqttClient, p: OutgoingPunch, ctx: { bdSeq: number; historical: boolean }): Promise<void> {
-    return publish(client, topic(p.orgId, this.opts.deviceId, 'punch'), this.encodePunch(p, ctx), false);
+  publishPunch(channel: EgressChannel, p: OutgoingPunch, ctx: { bdSeq: number; historical: boolean }): Promise<void> {
+    return publish(channel, topic(p.orgId, this.opts.deviceId, 'punch'), this.encodePunch(p, ctx), false);
   }
 
   encodeState(s: DeviceStateProps): Uint8Array {
@@ -70,13 +96,13 @@ export class EgressGate {
   }
 
   /** Retained, so a cloud that subscribes later sees the current state. */
-  publishState(client: MqttClient, s: DeviceStateProps): Promise<void> {
-    return publish(client, this.stateTopic(), this.encodeState(s), true);
+  publishState(channel: EgressChannel, s: DeviceStateProps): Promise<void> {
+    return publish(channel, this.stateTopic(), this.encodeState(s), true);
   }
 
-  publishResult(client: MqttClient, orgId: string, r: CommandResultProps): Promise<void> {
+  publishResult(channel: EgressChannel, orgId: string, r: CommandResultProps): Promise<void> {
     const payload = pb.CommandResult.encode({ ...r, deviceId: this.opts.deviceId }).finish();
-    return publish(client, topic(orgId, this.opts.deviceId, 'result'), payload, false);
+    return publish(channel, topic(orgId, this.opts.deviceId, 'result'), payload, false);
   }
 
   /** The MQTT will: a retained DEATH on the state topic, registered at connect. */

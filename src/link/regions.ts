@@ -20,7 +20,8 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(h) === 4 && h.startsWith('127.');
 }
 
-function matches(pattern: string, host: string): boolean {
+/** Whether `host` (a URL host, or a DNS name in a certificate, possibly itself '*.x') fits `pattern`. */
+export function matchesRegionHost(pattern: string, host: string): boolean {
   if (pattern.startsWith('*.')) return host.endsWith(pattern.slice(1)) && host.length > pattern.length - 1;
   return host === pattern;
 }
@@ -38,7 +39,7 @@ export function assertBrokerAllowed(url: string, region: Region, allowLoopback: 
     throw new TallyboxError('REGION_MISMATCH', `broker ${host} is on this machine; set broker.allowLoopback: true to use a local broker (demo, tests, site bridge)`, { host, region });
   }
   const allowed = REGION_BROKERS[region];
-  if (!allowed.some((p) => matches(p, host))) {
+  if (!allowed.some((p) => matchesRegionHost(p, host))) {
     throw new TallyboxError('REGION_MISMATCH', `broker ${host} is not a "${region}" region broker (allowed: ${allowed.join(', ')}); this device is pinned to region ${region} and will not connect`, { host, region });
   }
 }

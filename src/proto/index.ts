@@ -49,3 +49,8 @@ export const Modality = tallybox.v1.Modality;
 export type Modality = tallybox.v1.Modality;
 export const CredentialKind = tallybox.v1.CredentialKind;
 export type CredentialKind = tallybox.v1.CredentialKind;
+// Link state in DeviceState (link issue).
+export const LinkStatus = tallybox.v1.LinkStatus;
+export type LinkStatus = tallybox.v1.LinkStatus;
+export const LinkTransport = tallybox.v1.LinkTransport;
+export type LinkTransport = tallybox.v1.LinkTransport;

@@ -21,8 +21,12 @@ describe('egress gate', () => {
     const sources = files(join(root, 'src')).map((f) => ({ file: relative(root, f), text: readFileSync(f, 'utf8') }));
     // A value import of 'mqtt' is what it takes to get a client; type-only imports carry none.
     const importers = sources.filter((s) => /^import\s+(?!type\b)[^;]*from\s+'mqtt'/m.test(s.text)).map((s) => s.file);
-    // `tallybox doctor` connects once to test reachability and never publishes (checked below).
-    expect(importers.sort()).toEqual(['src/cli/doctor.ts', 'src/link/connection.ts']);
+    // One module builds clients (socket, TLS policy, packet gate); `tallybox doctor` goes through src/link/probe.ts.
+    expect(importers.sort()).toEqual(['src/link/transport.ts']);
+    // ... and only the link itself may use that module: everything else gets an EgressChannel.
+    const transportUsers = sources.filter((s) => /from\s+'(\.\/|[./]*\/link\/)transport\.js'/.test(s.text)).map((s) => s.file);
+    expect(transportUsers.length).toBeGreaterThan(0);
+    for (const f of transportUsers) expect(f, `${f} imports src/link/transport.ts`).toMatch(/^src\/link\/[^/]+\.ts$/);
     // The connection hands its client to the gate only; nothing but the gate calls publish on it.
     const publishers = sources.filter((s) => /\b(client|c)\.publish(Async)?\s*\(/.test(s.text)).map((s) => s.file);
     expect(publishers).toEqual(['src/link/egress.ts']);

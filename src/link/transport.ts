@@ -1,0 +1,162 @@
+/**
+ * Builds the MQTT client the link (and the doctor's probe) use: our own socket
+ * (TCP or TLS with region pinning on the certificate), read through the packet
+ * size gate, under mqtt.js's protocol engine. INTERNAL to src/link: it is the
+ * one module that hands out a raw MqttClient, and a test keeps every importer
+ * inside src/link (test/link/egress-gate.test.ts).
+ *
+ * mqtt.js's own stream builders are bypassed (a custom builder is a documented
+ * MqttClient constructor argument): they would parse the URL again, turn
+ * mqtt:// into mqtts:// behind our back when a client certificate is set, read
+ * MQTTJS_SOCKS_PROXY from the environment, and give us no place for the gate.
+ */
+import { readFileSync } from 'node:fs';
+import { connect as netConnect, isIP, type LookupFunction, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { connect as tlsConnect, checkServerIdentity, type ConnectionOptions } from 'node:tls';
+import { MqttClient, type IClientOptions } from 'mqtt';
+import type { Config, Region } from '../config/schema.js';
+import { TallyboxError, errorMessage } from '../util/errors.js';
+import { PacketSizeGate, type DroppedPacket } from './packet-gate.js';
+import { regionServerIdentity, type BrokerSecurity } from './security.js';
+
+/**
+ * Largest incoming packet: a command payload may be 64 KiB (the intake refuses
+ * more with TOO_LARGE), plus room for the topic, properties and header.
+ */
+export const MAX_INCOMING_PACKET_BYTES = 64 * 1024 + 4096;
+
+export interface TlsMaterial {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+/** Read the TLS files once, at construction: a missing file is a config error naming the key. */
+export function loadTlsMaterial(tls: Config['broker']['tls']): TlsMaterial {
+  if (!tls) return {};
+  const read = (key: string, file: string | undefined): Buffer | undefined => {
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new TallyboxError('CONFIG_INVALID', `broker.tls.${key}: cannot read ${file}: ${errorMessage(err)}`);
+    }
+  };
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    throw new TallyboxError('CONFIG_INVALID', 'broker.tls: certFile and keyFile go together (client certificate for mTLS)');
+  }
+  const out: TlsMaterial = {};
+  const ca = read('caFile', tls.caFile);
+  const cert = read('certFile', tls.certFile);
+  const key = read('keyFile', tls.keyFile);
+  if (ca) out.ca = ca;
+  if (cert) out.cert = cert;
+  if (key) out.key = key;
+  return out;
+}
+
+export interface TransportSpec {
+  security: BrokerSecurity;
+  region: Region;
+  tls: TlsMaterial;
+  maxPacketBytes: number;
+  onDrop: (p: DroppedPacket) => void;
+  /** Name resolution; tests map a region host name to 127.0.0.1 with it. Default: DNS. */
+  lookup?: LookupFunction;
+}
+
+/** Read buffer for a plaintext socket, reused for every read (see GatedStream). */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+function openSocket(spec: TransportSpec, onRead: (bytes: Buffer) => boolean): Socket {
+  const { host, port, transport, certificatePinned } = spec.security;
+  const lookup = spec.lookup ? { lookup: spec.lookup } : {};
+  if (transport === 'plaintext') {
+    // One buffer for every read: a flood of dropped bytes allocates nothing (each
+    // 'data' chunk would be a fresh 64 KiB buffer left for the GC).
+    return netConnect({ host, port, ...lookup, onread: { buffer: Buffer.alloc(READ_BUFFER_BYTES), callback: (n, buf) => onRead(Buffer.from(buf.buffer, buf.byteOffset, n)) } });
+  }
+  const opts: ConnectionOptions = {
+    host,
+    port,
+    ...lookup,
+    ...spec.tls,
+    // SNI carries the configured name, so the broker presents that name's certificate.
+    ...(isIP(host) === 0 ? { servername: host } : {}),
+    minVersion: 'TLSv1.2',
+    rejectUnauthorized: transport === 'tls',
+    checkServerIdentity: certificatePinned ? regionServerIdentity(spec.region) : checkServerIdentity,
+  };
+  return tlsConnect(opts);
+}
+
+/**
+ * The socket as mqtt.js sees it: writes go straight to the socket; reads come
+ * through the gate, so an oversized packet never reaches mqtt-packet's buffer.
+ */
+class GatedStream extends Duplex {
+  private readonly socket: Socket;
+
+  constructor(spec: TransportSpec, gate: PacketSizeGate) {
+    super();
+    /** Hand bytes through the gate; false pauses the socket (backpressure). */
+    const onRead = (bytes: Buffer, reused: boolean): boolean => {
+      let pieces: Buffer[];
+      try {
+        pieces = gate.feed(bytes);
+      } catch (err) {
+        this.destroy(err as Error);
+        return false;
+      }
+      let more = true;
+      // A reused read buffer is overwritten by the next read: copy what passes (packets within the limit).
+      for (const p of pieces) more = this.push(reused ? Buffer.from(p) : p) && more;
+      return more;
+    };
+    const socket = openSocket(spec, (b) => onRead(b, true));
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      if (!onRead(chunk, false)) socket.pause();
+    });
+    socket.on('end', () => this.push(null));
+    socket.on('error', (err) => this.destroy(err));
+    socket.on('close', () => this.destroy());
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.socket.write(chunk, cb);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    // A clean DISCONNECT: flush it, then FIN; 'close' follows when the peer closes.
+    this.socket.end(() => cb());
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.socket.destroy();
+    cb(err);
+  }
+}
+
+/** A client that has not connected yet; mqtt.js connects in its constructor (one attempt, reconnectPeriod 0). */
+export function createClient(spec: TransportSpec, options: IClientOptions): MqttClient {
+  const builder = (): Duplex => new GatedStream(spec, new PacketSizeGate(spec.maxPacketBytes, spec.onDrop));
+  const v5 = options.protocolVersion === 5;
+  return new MqttClient(builder, {
+    ...options,
+    reconnectPeriod: 0,
+    // MQTT 5: tell the broker the limit, so a conforming broker discards the packet itself.
+    ...(v5 ? { properties: { ...options.properties, maximumPacketSize: spec.maxPacketBytes } } : {}),
+  });
+}
+
+/** CONNACK codes of a broker that does not speak the protocol version asked for (3.1.1: 1, MQTT 5: 0x84). */
+export function isUnsupportedVersion(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 1 || code === 0x84;
+}
