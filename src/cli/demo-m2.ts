@@ -33,6 +33,8 @@ export interface M2DemoOptions {
   /** Punches to produce (default 12). */
   punches: number;
   keepData?: string;
+  /** An external broker instead of the embedded one (`--broker URL`). */
+  brokerUrl?: string;
   out?: (line: string) => void;
 }
 
@@ -201,6 +203,7 @@ export async function runM2Demo(opts: M2DemoOptions): Promise<number> {
   try {
     stack = await startM2Stack({
       ...(opts.keepData ? { dir: opts.keepData } : {}),
+      ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
       ...(opts.json ? {} : { logger: createLogger({ level: 'error', base: { deviceId: 'demo-m2-0001' } }) }),
       // Human mode shows the repeat window (1 s, so the demo stays short); --json produces every punch asked for.
       role: { repeatWindowSec: opts.json ? 0 : 1 },
