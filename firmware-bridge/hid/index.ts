@@ -3,3 +3,4 @@ export type { CardReaderConfig, HidCardReaderOptions } from './reader.js';
 export { NodeHidTransport, SimHidTransport, udevRule } from './transport.js';
 export type { HidReportTransport, HidTransportEvents, NodeHidTransportOptions } from './transport.js';
 export { WedgeDecoder, decodeBootReport, usageToChar, cardToReports } from './keyboard.js';
+export { SocketHidTransport, frameReport, ReportDeframer } from './socket.js';

@@ -3,7 +3,9 @@
  * The number goes straight to the caller (which turns it into an HMAC lookup
  * key); this module neither stores nor logs it.
  */
+import { TallyboxError } from '../../src/util/errors.js';
 import type { Logger } from '../../src/util/log.js';
+import type { CardReader } from '../devices.js';
 import { NodeHidTransport, type HidReportTransport } from './transport.js';
 import { WedgeDecoder, type WedgeDecoderOptions } from './keyboard.js';
 
@@ -22,7 +24,7 @@ export interface HidCardReaderOptions extends Omit<WedgeDecoderOptions, 'now'> {
   logger?: Logger;
 }
 
-export class HidCardReader {
+export class HidCardReader implements CardReader {
   readonly transport: HidReportTransport;
   readonly stats = { reads: 0, discarded: 0 };
   private readonly decoder: WedgeDecoder;
@@ -52,6 +54,25 @@ export class HidCardReader {
   async stop(): Promise<void> {
     this.transport.off('report', this.onReport);
     await this.transport.close();
+  }
+
+  get description(): string {
+    return this.transport.description;
+  }
+
+  /** Presence: the transport's own probe, or at least its status. */
+  async probe(): Promise<void> {
+    if (this.transport.probe) return this.transport.probe();
+    if (this.transport.status !== 'open') throw new TallyboxError('HID_NOT_OPEN', `card reader ${this.transport.description} is ${this.transport.status}`);
+  }
+
+  /** The transport closed without being asked (unplugged, read error). */
+  onLost(fn: (reason: Error) => void): () => void {
+    const on = (s: string, reason?: Error) => {
+      if (s === 'closed' && reason) fn(reason);
+    };
+    this.transport.on('status', on);
+    return () => this.transport.off('status', on);
   }
 }
 

@@ -20,6 +20,12 @@ export interface HidReportTransport extends Pick<EventEmitter<HidTransportEvents
   readonly status: TransportStatus;
   open(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Presence check for the supervisor's heartbeat: resolves while the reader
+   * is still there (listed by the HID layer, its node present). A HID reader
+   * answers nothing, so presence is all a heartbeat can ask.
+   */
+  probe?(): Promise<void>;
 }
 
 abstract class BaseHidTransport extends EventEmitter<HidTransportEvents> implements HidReportTransport {
@@ -46,17 +52,44 @@ export class SimHidTransport extends BaseHidTransport {
     super();
     this.description = opts.description ?? 'hid:sim';
   }
+  #plugged = true;
   async open(): Promise<void> {
     if (this.status === 'open') return;
     this.setStatus('opening');
+    if (!this.#plugged) {
+      const err = new TallyboxError('HID_DEVICE_NOT_FOUND', `card reader ${this.description} is not connected`);
+      this.setStatus('closed', err);
+      throw err;
+    }
     this.setStatus('open');
   }
+  #hung = false;
+  /** Simulate unplugging (the HID layer reports it: a read error); open() fails until replug(). */
+  unplug(): void {
+    this.#plugged = false;
+    if (this.status === 'open') this.setStatus('closed', new Error('device unplugged'));
+  }
+  replug(): void {
+    this.#plugged = true;
+    this.#hung = false;
+  }
+  /**
+   * Simulate a reader that vanished without a word (no read error; seen with
+   * hubs that lose power): reports stop, the transport still says 'open',
+   * and only a presence probe notices. `false` brings it back.
+   */
+  hang(hung = true): void {
+    this.#hung = hung;
+  }
   inject(report: Uint8Array): void {
+    if (!this.#hung) this.#deliver(report);
+  }
+  #deliver(report: Uint8Array): void {
     if (this.status === 'open') this.emit('report', Buffer.from(report));
   }
-  /** Simulate unplugging. */
-  unplug(): void {
-    if (this.status === 'open') this.setStatus('closed', new Error('device unplugged'));
+  async probe(): Promise<void> {
+    if (this.status !== 'open') throw new TallyboxError('HID_NOT_OPEN', `card reader ${this.description} is ${this.status}`);
+    if (this.#hung) throw new TallyboxError('HID_DEVICE_GONE', `card reader ${this.description} is no longer listed`);
   }
   async close(): Promise<void> {
     if (this.status !== 'open') return;
@@ -110,6 +143,8 @@ export class NodeHidTransport extends BaseHidTransport {
   readonly description: string;
   private readonly opts: NodeHidTransportOptions;
   private dev: NodeHidDevice | null = null;
+  private hid: NodeHidModule | null = null;
+  private path: string | null = null;
 
   constructor(opts: NodeHidTransportOptions) {
     super();
@@ -145,6 +180,8 @@ export class NodeHidTransport extends BaseHidTransport {
         throw new TallyboxError('HID_DEVICE_NOT_FOUND', `no HID card reader with vendorId 0x${hex4(vendorId)} productId 0x${hex4(productId)} is connected (check the cable and the ids in config: lsusb lists them). If lsusb shows it, the hidraw node may be unreadable: ${permissionFix(vendorId, productId)}`, { vendorId, productId });
       }
       const path = chosen.path;
+      this.hid = hid;
+      this.path = path;
       try {
         this.dev = new hid.HID(path);
       } catch (err) {
@@ -171,6 +208,21 @@ export class NodeHidTransport extends BaseHidTransport {
       this.setStatus('closed', e);
     });
     this.setStatus('open');
+  }
+
+  /**
+   * Still in node-hid's device list? An unplugged reader is not always
+   * reported as a read error (hidraw on some hubs just stops): the list is.
+   */
+  async probe(): Promise<void> {
+    if (this.status !== 'open' || !this.hid || !this.path) throw new TallyboxError('HID_NOT_OPEN', `card reader ${this.description} is ${this.status}`);
+    let listed: boolean;
+    try {
+      listed = this.hid.devices().some((d) => d.path === this.path);
+    } catch (err) {
+      throw new TallyboxError('HID_LIBRARY_UNAVAILABLE', `node-hid cannot enumerate devices (${errorMessage(err)})`, {}, { cause: err });
+    }
+    if (!listed) throw new TallyboxError('HID_DEVICE_GONE', `card reader ${this.description} is no longer connected`);
   }
 
   async close(): Promise<void> {

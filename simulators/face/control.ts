@@ -7,6 +7,7 @@
  *   POST /spoof    {"person": 12}       → a presentation attack with person 12's face
  *   POST /tamper   {"open": true}       → tamper switch opened (false: closed)
  *   POST /keypad   {"keys": "1234"}     → keys entered, sent on '#'
+ *   POST /hang     {"on": true}         → the module stops answering (false: answers again)
  *
  * Replies {"ok": true, ...} or {"ok": false, "error": "..."} with status 400/404.
  */
@@ -63,6 +64,10 @@ export async function startControlServer(opts: { sim: FaceModuleSim; port?: numb
           case '/keypad':
             if (typeof b.keys !== 'string' || !/^[0-9*]{1,32}$/.test(b.keys)) throw new Error('"keys" must be 1..32 of 0-9 and *');
             await sim.keypad(b.keys);
+            return send(res, 200, { ok: true });
+          case '/hang':
+            if (typeof b.on !== 'boolean') throw new Error('"on" must be true or false');
+            sim.hang(b.on);
             return send(res, 200, { ok: true });
           default:
             return send(res, 404, { ok: false, error: `no route POST ${path}` });

@@ -68,7 +68,8 @@ const HELP = `usage: tallybox-sim face --link PATH [options]
   --control-port P     HTTP control port on 127.0.0.1 (default: any free port)
 
 control (JSON): GET /state, POST /present {"person":N}, POST /spoof {"person":N},
-                POST /tamper {"open":true|false}, POST /keypad {"keys":"1234"}
+                POST /tamper {"open":true|false}, POST /keypad {"keys":"1234"},
+                POST /hang {"on":true|false}
 `;
 
 export async function main(argv: string[]): Promise<number> {

@@ -38,6 +38,8 @@ export class FaceModuleSim {
   private captureId = 0;
   private enrolment: { total: number; done: number; timer: NodeJS.Timeout } | null = null;
   private readonly st: FaceModuleState;
+  /** Hung: powered, port open, answering nothing (a crashed module firmware). */
+  private hung = false;
 
   constructor(opts: FaceModuleSimOptions) {
     this.population = opts.population;
@@ -82,12 +84,18 @@ export class FaceModuleSim {
     return this.device.send({ keypad: { keys } });
   }
 
+  /** Hang (true): requests are received and never answered, no events are sent; false: answering again. */
+  hang(on = true): void {
+    this.hung = on;
+  }
+
   close(): void {
     if (this.enrolment) clearTimeout(this.enrolment.timer);
     this.enrolment = null;
   }
 
   private async emitCapture(p: Presentation): Promise<void> {
+    if (this.hung) return;
     const feature = {
       vector: Array.from(p.vector),
       dim: p.vector.length,
@@ -110,6 +118,7 @@ export class FaceModuleSim {
 
   private async onRequest(f: BridgeFrame): Promise<void> {
     this.st.counters.requests++;
+    if (this.hung) return;
     const ok = { ack: { status: pb.BridgeStatus.BRIDGE_STATUS_OK } };
     switch (f.body) {
       case 'hello': {

@@ -1,8 +1,10 @@
 /**
- * What every `tallybox demo` variant shares: an embedded broker and the cloud
- * sink, a device (the real Agent, with a vault and provisioned keys when the
- * device keeps personal data), the JSON line printed per punch the cloud
- * receives, and the final delivery check.
+ * What every `tallybox demo` variant shares: a broker (embedded, or an
+ * external one given with `--broker URL`) and the cloud sink, a device (the
+ * real Agent, with a vault and provisioned keys when the device keeps
+ * personal data) started exactly as `tallybox run` starts it (Agent.start,
+ * then the role of its kind through src/roles/start.ts), the JSON line printed
+ * per punch the cloud receives, and the final delivery check.
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +16,8 @@ import { pb, type PunchEvent } from '../proto/index.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { provisionKeyFiles } from '../vault/keys.js';
 import type { Vault } from '../vault/vault.js';
-import { startEmbeddedBroker, type EmbeddedBroker } from '../../simulators/cloud/broker.js';
+import { startRole, type RunningRole, type StartRoleOptions } from '../roles/start.js';
+import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { BlackholeProxy } from '../../simulators/lib/tcp-proxy.js';
 
@@ -32,10 +35,24 @@ export interface DemoDeviceOptions {
   logger?: Logger;
   logLevel?: 'silent' | 'error' | 'warn' | 'info';
   onPunch?: (p: PunchEvent, info: { duplicate: boolean }) => void;
-  /** Extra top-level config sections (m1:, m2:, outbox:, ...). */
-  config?: Record<string, unknown>;
-  /** Put a proxy between the device and the broker, so the demo can cut the device's uplink. */
+  /** Extra top-level config sections (m1:, m2:, outbox:, ...); a function gets the device's root directory. */
+  config?: Record<string, unknown> | ((dir: string) => Record<string, unknown>);
+  /** Put a proxy between the device and the broker, so the demo can cut the device's uplink (loopback brokers only). */
   uplinkProxy?: boolean;
+  /** An external broker (mqtt://, mqtts://) instead of the embedded one; the device and the cloud sink both use it. */
+  brokerUrl?: string;
+  /** Start the device's role (m1, m2) through the `tallybox run` start path, with these options. */
+  roles?: StartRoleOptions;
+  /** Runs before the role starts (simulators the role opens by path); what it registers closes after the role stops. */
+  beforeRole?: (dir: string, onClose: (fn: () => Promise<unknown> | unknown) => void) => Promise<void>;
+}
+
+/** The broker the demo uses: the embedded one, or an external one it does not own. */
+export interface DemoBroker {
+  url: string;
+  /** True when the demo started it (and closes it). */
+  embedded: boolean;
+  close(): Promise<void>;
 }
 
 export interface DemoDevice {
@@ -44,8 +61,10 @@ export interface DemoDevice {
   kekPath: string;
   /** The device identity's public key (PEM) when the device has a vault. */
   publicKeyPem: string | undefined;
-  broker: EmbeddedBroker;
-  /** The device's uplink, when `uplinkProxy` was asked for. */
+  broker: DemoBroker;
+  /** The device's role, when `roles` was given (m1, m2). */
+  running: RunningRole | undefined;
+  /** The device's uplink, when `uplinkProxy` was asked for (and the broker is on loopback). */
   uplink: BlackholeProxy | undefined;
   sink: CloudSink;
   agent: Agent;
@@ -67,11 +86,12 @@ export async function startDemoDevice(opts: DemoDeviceOptions): Promise<DemoDevi
     if (!c.keepDir && !opts.dir) rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const broker = await startEmbeddedBroker();
+    const broker: DemoBroker = opts.brokerUrl ? { url: opts.brokerUrl, embedded: false, close: async () => undefined } : { ...(await startEmbeddedBroker()), embedded: true };
     cleanups.push(() => broker.close());
     const sink = await CloudSink.connect({ url: broker.url, ...(opts.onPunch ? { onPunch: opts.onPunch } : {}) });
     cleanups.push(() => sink.close());
-    const uplink = opts.uplinkProxy ? await BlackholeProxy.start(broker.port) : undefined;
+    const loopbackPort = plainLoopbackPort(broker.url);
+    const uplink = opts.uplinkProxy && loopbackPort !== undefined ? await BlackholeProxy.start(loopbackPort) : undefined;
     if (uplink) cleanups.push(() => uplink.close());
     let publicKeyPem: string | undefined;
     if (opts.vault && !existsSync(kekPath)) publicKeyPem = (await provisionKeyFiles({ kekPath, dataDir })).publicKeyPem;
@@ -86,17 +106,32 @@ export async function startDemoDevice(opts: DemoDeviceOptions): Promise<DemoDevi
       ...(opts.vault ? { vault: { kekFile: kekPath } } : {}),
       ...(opts.commandKeys ? { cloud: { commandKeys: opts.commandKeys } } : {}),
       log: { level: opts.logLevel ?? 'silent' },
-      ...opts.config,
+      ...(typeof opts.config === 'function' ? opts.config(dir) : opts.config),
     });
     const agent = await Agent.start({ config, logger: opts.logger ?? silentLogger() });
     cleanups.push(() => agent.stop());
+    await opts.beforeRole?.(dir, (fn) => cleanups.push(fn));
+    // The same start path as `tallybox run`: the role of the device's kind, on the running agent.
+    const running = opts.roles ? await startRole(agent, opts.roles) : undefined;
+    if (running) cleanups.push(() => running.stop());
     publicKeyPem ??= agent.privacy?.identity.publicKeyPem;
     // Start producing once the device is online, so live punches are not flagged as backlog.
     for (let waited = 0; !agent.session && waited < 10_000; waited += 20) await sleep(20);
-    return { dir, dataDir, kekPath, publicKeyPem, broker, uplink, sink, agent, vault: agent.privacy?.vault, onClose: (fn) => cleanups.push(fn), close };
+    return { dir, dataDir, kekPath, publicKeyPem, broker, running, uplink, sink, agent, vault: agent.privacy?.vault, onClose: (fn) => cleanups.push(fn), close };
   } catch (err) {
     await close();
     throw err;
+  }
+}
+
+/** The port of a plain mqtt:// URL on loopback (a proxy can sit in front of it), else undefined. */
+function plainLoopbackPort(url: string): number | undefined {
+  try {
+    const u = new URL(url);
+    if (u.protocol !== 'mqtt:' || !['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname)) return undefined;
+    return Number(u.port || 1883);
+  } catch {
+    return undefined; // not a URL: the config validation names it
   }
 }
 

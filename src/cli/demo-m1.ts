@@ -13,25 +13,24 @@
  * `startM1Stack` and the finger helpers are exported for tests and benches.
  */
 import { join } from 'node:path';
-import { R30xDriver } from '../../firmware-bridge/r30x/driver.js';
-import { SerialTransport } from '../../firmware-bridge/transport/serial.js';
-import type { EmbeddedBroker } from '../../simulators/cloud/broker.js';
+import type { R30xDriver } from '../../firmware-bridge/r30x/driver.js';
 import type { CloudSink } from '../../simulators/cloud/sink.js';
 import { startFingerprintSimulator, type FingerprintSimulator } from '../../simulators/fingerprint/simulator.js';
 import type { FingerRef } from '../../simulators/fingerprint/templates.js';
 import type { Agent } from '../agent/agent.js';
 import { pb, type PunchEvent } from '../proto/index.js';
-import { attachM1Role } from '../roles/m1/attach.js';
-import { M1Role, type EnrolResult, type EnrolStep, type M1RoleOptions } from '../roles/m1/role.js';
-import { createLogger, silentLogger, type Logger } from '../util/log.js';
+import type { M1Role, EnrolResult, EnrolStep, M1RoleOptions } from '../roles/m1/role.js';
+import { createLogger, type Logger } from '../util/log.js';
 import type { Vault } from '../vault/vault.js';
-import { awaitDelivery, punchJsonLine, sleep, startDemoDevice } from './demo-kit.js';
+import { awaitDelivery, punchJsonLine, sleep, startDemoDevice, type DemoBroker } from './demo-kit.js';
 
 export interface M1DemoOptions {
   json: boolean;
   /** Punches to produce (default 12). */
   punches: number;
   keepData?: string;
+  /** An external broker instead of the embedded one (`--broker URL`). */
+  brokerUrl?: string;
   out?: (line: string) => void;
 }
 
@@ -47,16 +46,18 @@ export interface M1StackOptions {
   logger?: Logger;
   agentLogLevel?: 'silent' | 'error' | 'warn' | 'info';
   onPunch?: (p: PunchEvent, info: { duplicate: boolean }) => void;
-  /** Role options beyond the wiring (repeat window, poll, backoff...). */
-  role?: Partial<Omit<M1RoleOptions, 'agent' | 'vault' | 'driver'>>;
+  /** Role options beyond the config (repeat window, poll, backoff, clocks...). */
+  role?: Partial<Omit<M1RoleOptions, 'agent' | 'vault' | 'driver' | 'gate'>>;
+  /** An external broker instead of the embedded one (`--broker URL`). */
+  brokerUrl?: string;
 }
 
-/** Everything of one M1 device plus its cloud, wired together. Nothing is started in the role yet. */
+/** Everything of one M1 device plus its cloud, wired together by the `tallybox run` start path. Nothing is started in the role yet. */
 export interface M1Stack {
   dir: string;
   orgId: string;
   deviceId: string;
-  broker: EmbeddedBroker;
+  broker: DemoBroker;
   sink: CloudSink;
   vault: Vault;
   agent: Agent;
@@ -71,6 +72,8 @@ export interface M1Stack {
 export async function startM1Stack(opts: M1StackOptions = {}): Promise<M1Stack> {
   const orgId = opts.orgId ?? 'acme';
   const deviceId = opts.deviceId ?? 'demo-m1-0001';
+  const { repeatWindowSec, ...roleOpts } = opts.role ?? {};
+  let sim: FingerprintSimulator | undefined;
   const dev = await startDemoDevice({
     kind: 'm1',
     deviceId,
@@ -78,21 +81,28 @@ export async function startM1Stack(opts: M1StackOptions = {}): Promise<M1Stack> 
     vault: true,
     ...(opts.dir ? { dir: opts.dir } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
     logLevel: opts.agentLogLevel ?? 'silent',
     ...(opts.onPunch ? { onPunch: opts.onPunch } : {}),
+    // The m1: section `tallybox run` would read, pointing at the simulator's pty.
+    config: (dir) => ({ m1: { port: join(dir, 'ttyR30x'), timeoutMs: opts.timeoutMs ?? 500, ...(typeof repeatWindowSec === 'number' ? { repeatWindowSec } : {}) } }),
+    beforeRole: async (dir, onClose) => {
+      sim = await startFingerprintSimulator({ link: join(dir, 'ttyR30x'), control: false, ...(opts.capacity ? { capacity: opts.capacity } : {}) });
+      onClose(() => sim!.close());
+    },
+    roles: {
+      start: false,
+      enrolOnUpsert: false,
+      ...(typeof repeatWindowSec === 'number' ? { repeatWindowSec } : {}),
+      // The gate is the device's, shared by its roles: its clock too.
+      ...(roleOpts.monotonic ? { monotonic: roleOpts.monotonic } : {}),
+      m1: { pollMs: 20, backoff: { minMs: 100, maxMs: 1000 }, ...(opts.logger ? { logger: opts.logger } : {}), ...roleOpts },
+    },
   });
   try {
-    const logger = opts.logger ?? silentLogger();
-    const link = join(dev.dir, 'ttyR30x');
-    const sim = await startFingerprintSimulator({ link, control: false, ...(opts.capacity ? { capacity: opts.capacity } : {}) });
-    dev.onClose(() => sim.close());
-    const driver = new R30xDriver({ transport: new SerialTransport({ path: link }), timeoutMs: opts.timeoutMs ?? 500 });
-    dev.onClose(() => driver.close());
-    const vault = dev.vault!;
-    const role = new M1Role({ agent: dev.agent, vault, driver, logger, pollMs: 20, backoff: { minMs: 100, maxMs: 1000 }, ...opts.role });
-    dev.onClose(() => role.stop());
-    attachM1Role({ agent: dev.agent, role, vault, logger, enrolOnUpsert: false, followSettings: false });
-    return { dir: dev.dir, orgId, deviceId, broker: dev.broker, sink: dev.sink, vault, agent: dev.agent, sim, driver, role, link, close: dev.close };
+    const { role, driver } = dev.running!.m1!;
+    if (typeof repeatWindowSec === 'function') role.repeatWindowSec = repeatWindowSec;
+    return { dir: dev.dir, orgId, deviceId, broker: dev.broker, sink: dev.sink, vault: dev.vault!, agent: dev.agent, sim: sim!, driver, role, link: join(dev.dir, 'ttyR30x'), close: dev.close };
   } catch (err) {
     await dev.close();
     throw err;
@@ -165,6 +175,7 @@ export async function runM1Demo(opts: M1DemoOptions): Promise<number> {
   try {
     stack = await startM1Stack({
       ...(opts.keepData ? { dir: opts.keepData } : {}),
+      ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
       ...(opts.json ? {} : { logger: createLogger({ level: 'error', base: { deviceId: 'demo-m1-0001' } }) }),
       // Human mode shows the repeat window (1 s, so the demo stays short); --json produces every punch asked for.
       role: { repeatWindowSec: opts.json ? 0 : 1 },

@@ -16,26 +16,25 @@
  * `startM2Stack` and the face/card helpers are exported for tests and benches.
  */
 import { join } from 'node:path';
-import { BridgeDriver } from '../../firmware-bridge/bridge/driver.js';
-import { SerialTransport } from '../../firmware-bridge/transport/serial.js';
+import type { BridgeDriver } from '../../firmware-bridge/bridge/driver.js';
 import { CardReaderSim } from '../../simulators/card/main.js';
-import type { EmbeddedBroker } from '../../simulators/cloud/broker.js';
 import type { CloudSink } from '../../simulators/cloud/sink.js';
 import { startFaceSimulator, type FaceSimulator } from '../../simulators/face/main.js';
 import type { Agent } from '../agent/agent.js';
 import { PunchMethod, pb, type PunchEvent } from '../proto/index.js';
-import { attachM2Role } from '../roles/m2/attach.js';
-import { M2Role, type M2EnrolResult, type M2Outcome, type M2RoleOptions } from '../roles/m2/role.js';
+import type { M2EnrolResult, M2Outcome, M2Role, M2RoleOptions } from '../roles/m2/role.js';
 import { isTallyboxError } from '../util/errors.js';
-import { createLogger, silentLogger, type Logger } from '../util/log.js';
+import { createLogger, type Logger } from '../util/log.js';
 import type { Vault } from '../vault/vault.js';
-import { awaitDelivery, punchJsonLine, sleep, startDemoDevice } from './demo-kit.js';
+import { awaitDelivery, punchJsonLine, sleep, startDemoDevice, type DemoBroker } from './demo-kit.js';
 
 export interface M2DemoOptions {
   json: boolean;
   /** Punches to produce (default 12). */
   punches: number;
   keepData?: string;
+  /** An external broker instead of the embedded one (`--broker URL`). */
+  brokerUrl?: string;
   out?: (line: string) => void;
 }
 
@@ -50,17 +49,19 @@ export interface M2StackOptions {
   logger?: Logger;
   agentLogLevel?: 'silent' | 'error' | 'warn' | 'info';
   onPunch?: (p: PunchEvent, info: { duplicate: boolean }) => void;
-  /** Role options beyond the wiring (repeat window, thresholds, tamper response...). */
-  role?: Partial<Omit<M2RoleOptions, 'agent' | 'vault' | 'driver' | 'cardTransport'>>;
+  /** Role options beyond the config (repeat window, thresholds, tamper response, heartbeat...). */
+  role?: Partial<Omit<M2RoleOptions, 'agent' | 'vault' | 'driver' | 'cardTransport' | 'gate'>>;
+  /** An external broker instead of the embedded one (`--broker URL`). */
+  brokerUrl?: string;
 }
 
-/** Everything of one M2 device plus its cloud, wired together. The role is not started yet. */
+/** Everything of one M2 device plus its cloud, wired together by the `tallybox run` start path. The role is not started yet. */
 export interface M2Stack {
   dir: string;
   dataDir: string;
   orgId: string;
   deviceId: string;
-  broker: EmbeddedBroker;
+  broker: DemoBroker;
   sink: CloudSink;
   vault: Vault;
   agent: Agent;
@@ -76,6 +77,10 @@ export interface M2Stack {
 export async function startM2Stack(opts: M2StackOptions = {}): Promise<M2Stack> {
   const orgId = opts.orgId ?? 'acme';
   const deviceId = opts.deviceId ?? 'demo-m2-0001';
+  const { repeatWindowSec, ...roleOpts } = opts.role ?? {};
+  let face: FaceSimulator | undefined;
+  let built: M2Stack | undefined;
+  const card = new CardReaderSim();
   const dev = await startDemoDevice({
     kind: 'm2',
     deviceId,
@@ -83,24 +88,31 @@ export async function startM2Stack(opts: M2StackOptions = {}): Promise<M2Stack> 
     vault: true,
     ...(opts.dir ? { dir: opts.dir } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
     logLevel: opts.agentLogLevel ?? 'silent',
     ...(opts.onPunch ? { onPunch: opts.onPunch } : {}),
+    // The m2: section `tallybox run` would read, pointing at the simulator's pty.
+    config: (dir) => ({ m2: { bridge: { port: join(dir, 'ttyFace'), baudRate: 921600, timeoutMs: 2000 }, ...(typeof repeatWindowSec === 'number' ? { repeatWindowSec } : {}) } }),
+    beforeRole: async (dir, onClose) => {
+      face = await startFaceSimulator({ link: join(dir, 'ttyFace'), control: false, people: opts.people ?? 200, dim: 512, seed: opts.seed ?? 11 });
+      // Whatever simulator the stack holds when it closes (tests swap in a new one after an unplug).
+      onClose(() => (built?.face ?? face)!.close());
+    },
+    roles: {
+      start: false,
+      enrolOnUpsert: false,
+      zeroiseAgentOnTamper: false,
+      cardTransport: card.transport,
+      ...(typeof repeatWindowSec === 'number' ? { repeatWindowSec } : {}),
+      // The gate is the device's, shared by its roles: its clock too.
+      ...(roleOpts.monotonic ? { monotonic: roleOpts.monotonic } : {}),
+      m2: { backoff: { minMs: 100, maxMs: 1000 }, ...(opts.logger ? { logger: opts.logger } : {}), ...roleOpts },
+    },
   });
-  let built: M2Stack | undefined;
   try {
-    const logger = opts.logger ?? silentLogger();
-    const link = join(dev.dir, 'ttyFace');
-    const vault = dev.vault!;
-    const face = await startFaceSimulator({ link, control: false, people: opts.people ?? 200, dim: 512, seed: opts.seed ?? 11 });
-    // Whatever simulator the stack holds when it closes (tests swap in a new one after an unplug).
-    dev.onClose(() => (built?.face ?? face).close());
-    const card = new CardReaderSim();
-    const driver = new BridgeDriver({ transport: new SerialTransport({ path: link, baudRate: 921600 }), timeoutMs: 2000 });
-    dev.onClose(() => driver.close());
-    const role = new M2Role({ agent: dev.agent, vault, driver, cardTransport: card.transport, logger, backoff: { minMs: 100, maxMs: 1000 }, ...opts.role });
-    dev.onClose(() => role.stop());
-    attachM2Role({ agent: dev.agent, role, vault, logger, enrolOnUpsert: false, followSettings: false });
-    built = { dir: dev.dir, dataDir: dev.dataDir, orgId, deviceId, broker: dev.broker, sink: dev.sink, vault, agent: dev.agent, face, card, driver, role, link, close: dev.close };
+    const { role, driver } = dev.running!.m2!;
+    if (typeof repeatWindowSec === 'function') role.repeatWindowSec = repeatWindowSec;
+    built = { dir: dev.dir, dataDir: dev.dataDir, orgId, deviceId, broker: dev.broker, sink: dev.sink, vault: dev.vault!, agent: dev.agent, face: face!, card, driver, role, link: join(dev.dir, 'ttyFace'), close: dev.close };
     return built;
   } catch (err) {
     await dev.close();
@@ -191,6 +203,7 @@ export async function runM2Demo(opts: M2DemoOptions): Promise<number> {
   try {
     stack = await startM2Stack({
       ...(opts.keepData ? { dir: opts.keepData } : {}),
+      ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
       ...(opts.json ? {} : { logger: createLogger({ level: 'error', base: { deviceId: 'demo-m2-0001' } }) }),
       // Human mode shows the repeat window (1 s, so the demo stays short); --json produces every punch asked for.
       role: { repeatWindowSec: opts.json ? 0 : 1 },

@@ -18,6 +18,8 @@ export interface DemoOptions {
   punches: number;
   keepData?: string;
   outage: boolean;
+  /** An external broker instead of the embedded one (`--broker URL`); the outage needs a loopback broker. */
+  brokerUrl?: string;
   /** Milliseconds between simulated punches (0: as fast as the agent accepts). */
   intervalMs: number;
   out?: (line: string) => void;
@@ -43,6 +45,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     orgId,
     vault: false,
     uplinkProxy: true,
+    ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
     ...(opts.keepData ? { dir: opts.keepData } : {}),
     ...(opts.json ? {} : { logger: createLogger({ level: 'error', base: { deviceId } }) }),
     onPunch: (p: PunchEvent, { duplicate }) => {
@@ -59,8 +62,10 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     say(`Tallybox demo: broker ${dev.broker.url}, device ${deviceId} (org ${orgId}), data in ${dev.dataDir}`);
     say(`A simulated reader punches ${opts.punches} times; the cloud emulator prints what it receives.\n`);
 
-    const outageAt = opts.outage ? Math.floor(opts.punches / 3) : -1;
-    const outageEnd = opts.outage ? Math.floor((opts.punches * 2) / 3) : -1;
+    const outage = opts.outage && dev.uplink !== undefined;
+    if (opts.outage && !outage) say(`  (no uplink outage: the broker ${dev.broker.url} is not a plain loopback one the demo can cut)`);
+    const outageAt = outage ? Math.floor(opts.punches / 3) : -1;
+    const outageEnd = outage ? Math.floor((opts.punches * 2) / 3) : -1;
     const inflight: Promise<void>[] = [];
     for (let i = 0; i < opts.punches; i++) {
       if (i === outageAt) {

@@ -18,9 +18,9 @@ commands:
   purge --org ID --config FILE [--yes]
                                     erase an organisation's data locally (agent stopped); the signed
                                     receipt is delivered on the agent's next connection
-  demo [--json] [--punches N] [--keep-data DIR] [--outage] [--interval MS]
+  demo [--json] [--punches N] [--keep-data DIR] [--outage] [--interval MS] [--broker URL]
                                     broker + cloud emulator + agent + simulated reader, on this machine
-  demo --device m1|m2 [--json] [--punches N] [--keep-data DIR]
+  demo --device m1|m2 [--json] [--punches N] [--keep-data DIR] [--broker URL]
                                     the same with the fingerprint (m1) or face + card (m2) simulators
   demo --scenario withdraw [--json] [--keep-data DIR]
                                     two orgs enrolled, one withdrawn by signed command, receipt verified
@@ -66,12 +66,16 @@ async function main(argv: string[]): Promise<number> {
           interval: { type: 'string' },
           device: { type: 'string' },
           scenario: { type: 'string' },
+          broker: { type: 'string' },
         },
         strict: true,
       });
       const punches = values.punches === undefined ? 20 : Number(values.punches);
       if (!Number.isInteger(punches) || punches < 0) throw usage(`--punches must be a non-negative integer, got "${values.punches}"`);
       const keepData = values['keep-data'] !== undefined ? { keepData: values['keep-data'] } : {};
+      // An external broker instead of the embedded one (the demos' devices and cloud sink both use it).
+      if (values.broker !== undefined && !/^mqtts?:\/\/[^/\s]+/.test(values.broker)) throw usage(`--broker must be an mqtt:// or mqtts:// URL, got "${values.broker}"`);
+      const broker = values.broker !== undefined ? { brokerUrl: values.broker } : {};
       if (values.scenario !== undefined) {
         if (values.scenario !== 'withdraw') throw usage(`unknown --scenario "${values.scenario}" (known: withdraw)`);
         const { runWithdrawDemo } = await import('./demo-withdraw.js');
@@ -84,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
         if (!fn) throw usage(`unknown --device "${values.device}" (known: ${Object.keys(demos).join(', ')})`);
         const mod = (await import(`./demo-${values.device}.js`)) as Record<string, DeviceDemo>;
         const load = async () => mod[fn]!;
-        return (await load())({ json: values.json ?? false, punches: values.punches === undefined ? 10 : punches, ...keepData });
+        return (await load())({ json: values.json ?? false, punches: values.punches === undefined ? 10 : punches, ...keepData, ...broker });
       }
       const interval = values.interval === undefined ? (values.json ? 0 : 250) : Number(values.interval);
       if (!Number.isFinite(interval) || interval < 0) throw usage(`--interval must be milliseconds >= 0`);
@@ -96,6 +100,7 @@ async function main(argv: string[]): Promise<number> {
         outage: values.outage ?? !values.json,
         intervalMs: interval,
         ...keepData,
+        ...broker,
       });
     }
     case undefined:
@@ -109,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-type DeviceDemo = (o: { json: boolean; punches: number; keepData?: string }) => Promise<number>;
+type DeviceDemo = (o: { json: boolean; punches: number; keepData?: string; brokerUrl?: string }) => Promise<number>;
 
 const stdout = (line: string): void => {
   process.stdout.write(line + '\n');

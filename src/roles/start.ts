@@ -1,20 +1,54 @@
 /**
- * Start the device role named by `device.kind` on a running agent: the
- * drivers and services of that kind of machine. A role whose hardware does
- * not answer keeps retrying in the background (and says so in DeviceState);
- * the agent keeps running either way.
+ * The one attach/start path of the device roles: `tallybox run`, the demos
+ * and the role tests all come through here. It starts the role named by
+ * `device.kind` on a running agent: the drivers and services of that kind of
+ * machine, one punch gate shared by all of them (a finger and a face of the
+ * same person a second apart are one punch), attached to the agent through
+ * the kit (erasure, ConfigPatch, enrol on SubjectUpsert). A role whose
+ * hardware does not answer keeps retrying in the background (its
+ * supervisors say so in DeviceState); the agent keeps running either way.
  *
  * Each role is imported only for its kind: a router or a print box never
  * loads the face matcher or the fingerprint driver (resident memory).
  */
+import type { BridgeDriver } from '../../firmware-bridge/bridge/driver.js';
+import type { HidReportTransport } from '../../firmware-bridge/hid/transport.js';
+import type { R30xDriver } from '../../firmware-bridge/r30x/driver.js';
 import type { Agent } from '../agent/agent.js';
 import { servedVaultView } from '../agent/served-orgs.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
+import { PunchGate } from './kit/punch-gate.js';
+import type { M1Role, M1RoleOptions } from './m1/role.js';
+import type { M2Role, M2RoleOptions } from './m2/role.js';
+
+export interface StartRoleOptions {
+  /** M1 role options beyond its config section (demos, tests, benches: faster polling, backoff, clocks). */
+  m1?: Partial<Omit<M1RoleOptions, 'agent' | 'vault' | 'driver' | 'gate' | 'repeatWindowSec'>>;
+  /** M2 role options beyond its config section. */
+  m2?: Partial<Omit<M2RoleOptions, 'agent' | 'vault' | 'driver' | 'gate' | 'repeatWindowSec' | 'cardTransport'>>;
+  /** Another card reader transport (the in-process simulator); default from `m2.cardReader`. */
+  cardTransport?: HidReportTransport;
+  /** A fixed repeat window for the shared gate; default: the agent's runtime setting (ConfigPatch). */
+  repeatWindowSec?: number;
+  /** Gate clocks (tests). */
+  monotonic?: () => number;
+  /** Enrol on SubjectUpsert (default: the config's `m2.enrolOnUpsert`, true for m1). */
+  enrolOnUpsert?: boolean;
+  /** Start the roles now, in the background (default true); false: the caller calls role.start(). */
+  start?: boolean;
+  /** M2 tamperResponse 'zeroise' also zeroises the agent (destroys the key; default true). */
+  zeroiseAgentOnTamper?: boolean;
+}
 
 export interface RunningRole {
   name: string;
+  gate: PunchGate;
+  m1?: { role: M1Role; driver: R30xDriver };
+  m2?: { role: M2Role; driver: BridgeDriver };
   stop(): Promise<void>;
 }
+
+type Part = { name: string; start(): Promise<unknown>; stop(): Promise<void> };
 
 function requireVault(agent: Agent, what: string) {
   const vault = agent.privacy?.vault;
@@ -24,45 +58,83 @@ function requireVault(agent: Agent, what: string) {
 }
 
 /** The fingerprint module (M1, and M2 when an `m1:` section configures one). */
-async function startFingerprint(agent: Agent): Promise<RunningRole> {
+async function startFingerprint(agent: Agent, gate: PunchGate, opts: StartRoleOptions): Promise<Part & { m1: NonNullable<RunningRole['m1']> }> {
   const vault = requireVault(agent, 'the fingerprint role');
   const log = agent.logger.child({ component: 'm1' });
   const { attachM1Role, createM1Role } = await import('./m1/index.js');
-  const { role, driver } = createM1Role({ config: agent.config.m1 ?? {}, agent, vault, logger: log });
-  attachM1Role({ agent, role, vault, logger: log });
-  void role.start().catch((err: unknown) => log.error({ event: 'm1_start_failed', err: errorMessage(err) }, `fingerprint role did not start: ${errorMessage(err)}`));
+  const { role, driver } = createM1Role({ config: agent.config.m1 ?? {}, agent, vault, gate, logger: log, ...(opts.m1 ? { overrides: opts.m1 } : {}) });
+  attachM1Role({ agent, role, vault, logger: log, followSettings: false, enrolOnUpsert: opts.enrolOnUpsert ?? true });
   // A changed served list: the module's library follows the served view.
   agent.servedOrgs.onChange(() => void role.reconcile().catch((err: unknown) => log.warn({ event: 'm1_reconcile_failed', err: errorMessage(err) }, 'reconcile after a served-organisations change failed')));
-  return { name: 'm1', stop: async () => (await role.stop(), await driver.close()) };
+  return {
+    name: 'm1',
+    m1: { role, driver },
+    start: () => role.start().catch((err: unknown) => log.error({ event: 'm1_start_failed', err: errorMessage(err) }, `fingerprint role did not start: ${errorMessage(err)}`)),
+    stop: async () => (await role.stop(), await driver.close()),
+  };
 }
 
 /** The face module and card reader (M2). */
-async function startFace(agent: Agent): Promise<RunningRole> {
+async function startFace(agent: Agent, gate: PunchGate, opts: StartRoleOptions): Promise<Part & { m2: NonNullable<RunningRole['m2']> }> {
   const vault = requireVault(agent, 'the face role');
   const log = agent.logger.child({ component: 'm2' });
   const { attachM2Role, createM2Role } = await import('./m2/index.js');
-  const { role, driver } = createM2Role({ config: agent.config.m2 ?? {}, agent, vault, logger: log });
-  attachM2Role({ agent, role, vault, logger: log });
+  const { role, driver, config } = createM2Role({
+    config: agent.config.m2 ?? {},
+    agent,
+    vault,
+    gate,
+    logger: log,
+    ...(opts.cardTransport ? { cardTransport: opts.cardTransport } : {}),
+    ...(opts.m2 ? { overrides: opts.m2 } : {}),
+  });
+  attachM2Role({ agent, role, vault, logger: log, followSettings: false, enrolOnUpsert: opts.enrolOnUpsert ?? config.enrolOnUpsert });
   // tamperResponse 'zeroise': the role wipes its memory and locks; the agent destroys the key.
-  role.on('zeroised', () => void agent.zeroise('tamper switch: case opened'));
-  void role.start().catch((err: unknown) => log.error({ event: 'm2_start_failed', err: errorMessage(err) }, `face role did not start: ${errorMessage(err)}`));
+  if (opts.zeroiseAgentOnTamper !== false) role.on('zeroised', () => void agent.zeroise('tamper switch: case opened'));
   // A changed served list: the face index is rebuilt from the served view.
   agent.servedOrgs.onChange(() => void role.reload().catch((err: unknown) => log.warn({ event: 'm2_reload_failed', err: errorMessage(err) }, 'face index reload after a served-organisations change failed')));
-  return { name: 'm2', stop: async () => (await role.stop(), await driver.close()) };
+  return {
+    name: 'm2',
+    m2: { role, driver },
+    start: () => role.start().catch((err: unknown) => log.error({ event: 'm2_start_failed', err: errorMessage(err) }, `face role did not start: ${errorMessage(err)}`)),
+    stop: async () => (await role.stop(), await driver.close()),
+  };
 }
 
-export async function startRole(agent: Agent): Promise<RunningRole | undefined> {
+export async function startRole(agent: Agent, opts: StartRoleOptions = {}): Promise<RunningRole | undefined> {
   if (agent.zeroised) return undefined; // no keys, nobody to identify: the agent only delivers and alarms
-  switch (agent.config.device.kind) {
-    case 'm1':
-      return startFingerprint(agent);
-    case 'm2': {
-      // An M2 terminal may also carry a fingerprint module: configured by an m1: section.
-      const roles = [await startFace(agent), ...(agent.config.m1 ? [await startFingerprint(agent)] : [])];
-      return { name: roles.map((r) => r.name).join('+'), stop: async () => void (await Promise.all(roles.map((r) => r.stop()))) };
-    }
-    default:
-      // sim: punches come through the local punch API; c1, p1: roles not built yet.
-      return undefined;
+  const kind = agent.config.device.kind;
+  if (kind !== 'm1' && kind !== 'm2') return undefined; // sim: punches come through the local punch API; c1, p1: roles not built yet
+  const settings = agent.settings;
+  const gate = new PunchGate({
+    sink: agent,
+    lastSeen: requireVault(agent, `the ${kind} role`),
+    logger: agent.logger,
+    // Read at every identification, so a ConfigPatch applies at once.
+    repeatWindowSec: opts.repeatWindowSec ?? (() => settings.repeatWindowSec),
+    ...(opts.monotonic ? { monotonic: opts.monotonic } : {}),
+  });
+  const parts: Part[] = [];
+  const running: RunningRole = {
+    name: '',
+    gate,
+    stop: async () => {
+      await Promise.all(parts.map((p) => p.stop()));
+      await gate.stop();
+    },
+  };
+  if (kind === 'm2') {
+    const face = await startFace(agent, gate, opts);
+    running.m2 = face.m2;
+    parts.push(face);
   }
+  // An M2 terminal may also carry a fingerprint module: configured by an m1: section.
+  if (kind === 'm1' || agent.config.m1) {
+    const fp = await startFingerprint(agent, gate, opts);
+    running.m1 = fp.m1;
+    parts.push(fp);
+  }
+  running.name = parts.map((p) => p.name).join('+');
+  if (opts.start !== false) for (const p of parts) void p.start();
+  return running;
 }

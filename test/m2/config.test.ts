@@ -23,8 +23,16 @@ describe('M2 config fragment', () => {
       display: { showFirstName: false, feedbackMs: 3000 },
       repeatWindowSec: 60,
       tamperResponse: 'alarm',
+      backoff: { minMs: 250, maxMs: 30_000 },
+      heartbeatMs: 5000,
       enrolOnUpsert: true,
     });
+  });
+
+  it('takes a card reader as a report socket (device), exclusive with vendor/product ids', () => {
+    expect(M2ConfigSchema.parse({ cardReader: { device: '/run/tallybox/card.sock' } }).cardReader).toMatchObject({ device: '/run/tallybox/card.sock', reportId: 'auto' });
+    expect(() => M2ConfigSchema.parse({ cardReader: {} })).toThrow(/vendorId/);
+    expect(() => M2ConfigSchema.parse({ cardReader: { device: '/x.sock', vendorId: 1, productId: 2 } })).toThrow(/device/);
   });
 
   it('takes a card reader by vendor/product id and rejects bad input naming the key', () => {

@@ -6,8 +6,9 @@ import { R30xDriver } from '../../../firmware-bridge/r30x/driver.js';
 import { SerialTransport } from '../../../firmware-bridge/transport/serial.js';
 import type { ByteTransport } from '../../../firmware-bridge/transport/types.js';
 import type { Logger } from '../../util/log.js';
+import type { PunchGate } from '../kit/punch-gate.js';
 import { M1ConfigSchema, type M1Config, type M1ConfigInput } from './config.js';
-import { M1Role, type M1PunchSink, type M1Vault } from './role.js';
+import { M1Role, type M1PunchSink, type M1RoleOptions, type M1Vault } from './role.js';
 
 export interface CreateM1RoleOptions {
   /** The `m1:` config section (validated here if it is raw input). */
@@ -15,8 +16,12 @@ export interface CreateM1RoleOptions {
   agent: M1PunchSink;
   vault: M1Vault;
   logger?: Logger;
+  /** The agent's shared punch gate (start.ts). */
+  gate?: PunchGate;
   /** Another byte transport (tests: a mock binding); default SerialTransport on config.port. */
   transport?: ByteTransport;
+  /** Role options beyond the config (demos and tests: faster polling, own clocks). */
+  overrides?: Partial<Omit<M1RoleOptions, 'agent' | 'vault' | 'driver'>>;
 }
 
 export function createM1Role(opts: CreateM1RoleOptions): { role: M1Role; driver: R30xDriver } {
@@ -28,6 +33,7 @@ export function createM1Role(opts: CreateM1RoleOptions): { role: M1Role; driver:
     vault: opts.vault,
     driver,
     ...(opts.logger ? { logger: opts.logger } : {}),
+    ...(opts.gate ? { gate: opts.gate } : {}),
     repeatWindowSec: c.repeatWindowSec,
     pollMs: c.pollMs,
     password: c.password,
@@ -35,6 +41,7 @@ export function createM1Role(opts: CreateM1RoleOptions): { role: M1Role; driver:
     enrolTimeoutMs: c.enrolTimeoutMs,
     scoreBuckets: c.scoreBuckets,
     backoff: c.backoff,
+    ...opts.overrides,
   });
   return { role, driver };
 }

@@ -32,9 +32,15 @@ const BridgeSchema = z
 
 const CardReaderSchema = z
   .object({
-    /** USB vendor id (lsusb: the part before the colon), e.g. 0xffff. */
-    vendorId: z.number().int().min(0).max(0xffff),
-    productId: z.number().int().min(0).max(0xffff),
+    /** USB vendor id (lsusb: the part before the colon), e.g. 0xffff. Required unless `device` is given. */
+    vendorId: z.number().int().min(0).max(0xffff).optional(),
+    productId: z.number().int().min(0).max(0xffff).optional(),
+    /**
+     * A Unix socket serving HID reports (length byte + report), instead of
+     * node-hid: a reader in another process (`tallybox-sim card --serve PATH`,
+     * or a hidraw-forwarding helper).
+     */
+    device: z.string().min(1).optional(),
     /** One hidraw path when the reader exposes several interfaces. */
     path: z.string().min(1).optional(),
     /** 'auto': strip the report id of 9-byte reports; a number: that report id. */
@@ -42,7 +48,9 @@ const CardReaderSchema = z
     /** A card number is discarded when its keys are further apart than this. */
     interKeyTimeoutMs: z.number().int().min(10).max(5000).default(1000),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.device !== undefined || (c.vendorId !== undefined && c.productId !== undefined), { message: 'give vendorId and productId (a USB reader) or device (a report socket)', path: ['vendorId'] })
+  .refine((c) => c.device === undefined || (c.vendorId === undefined && c.productId === undefined && c.path === undefined), { message: 'device (a report socket) excludes vendorId, productId and path', path: ['device'] });
 
 const BucketsSchema = (medium: number, high: number) =>
   z
@@ -96,6 +104,13 @@ export const M2ConfigSchema = z
      * every punch until the agent restarts.
      */
     tamperResponse: z.enum(['alarm', 'zeroise']).default('alarm'),
+    /** Reconnect backoff of the face module and card reader (full jitter, doubling from minMs to maxMs). */
+    backoff: z
+      .object({ minMs: z.number().int().min(10).max(60_000).default(250), maxMs: z.number().int().min(100).max(3_600_000).default(30_000) })
+      .strict()
+      .default({ minMs: 250, maxMs: 30_000 }),
+    /** Probe the face module and card reader after this much silence (BridgeHeartbeat; reader presence). 0: off. */
+    heartbeatMs: z.number().int().min(0).max(600_000).default(5000),
     /** Start a face enrolment when a subject with consent and no face template is upserted. */
     enrolOnUpsert: z.boolean().default(true),
   })
