@@ -19,7 +19,7 @@ import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
 import type { RuntimeSettings } from './command-handlers.js';
-import type { PrivacyServices } from './privacy.js';
+import type { PrivacyRuntime, PrivacyServices } from './privacy.js';
 import { writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
 import type { Modality } from '../vault/vault.js';
 import { ResultQueue } from './results.js';
@@ -53,7 +53,8 @@ export class Agent {
   /** Set when the device was zeroised after a tamper event (now or before a restart). */
   #zeroised: ZeroisedInfo | undefined;
   private intake: CommandIntake | undefined;
-  private stopRetention: (() => void) | undefined;
+  /** Receipt delivery, purge retry and retention (src/agent/privacy.ts). */
+  private privacyRuntime: PrivacyRuntime | undefined;
   private clockWatch: NodeJS.Timeout | undefined;
   readonly results: ResultQueue;
   /** Values a ConfigPatch command may change at run time. */
@@ -131,6 +132,8 @@ export class Agent {
       await agent.startPrivacy();
     } catch (err) {
       await agent?.intake?.close().catch(() => undefined);
+      agent?.privacyRuntime?.stop();
+      await privacy?.journal.close().catch(() => undefined);
       await privacy?.vault.close().catch(() => undefined);
       await outbox.close();
       throw err;
@@ -149,16 +152,16 @@ export class Agent {
   private async startPrivacy(): Promise<void> {
     const { config, privacy } = this;
     if (privacy) {
-      const { receiptResult, scheduleRetention } = await import('./privacy.js');
-      for (const o of await privacy.purger.resumePending()) {
-        await this.results.enqueue(o.receipt.orgId, receiptResult({ deviceId: config.device.id, identity: privacy.identity, signed: o.signed, ok: o.ok, reason: 'purge_resumed' }));
-      }
-      this.stopRetention = scheduleRetention({
+      const { startPrivacyRuntime } = await import('./privacy.js');
+      this.privacyRuntime = await startPrivacyRuntime({
         services: privacy,
-        periodDays: () => this.settings.retentionDays,
-        deviceId: config.device.id,
-        deliver: (orgId, r) => this.results.enqueue(orgId, r),
+        config,
+        outbox: this.outbox,
+        enqueue: (orgId, r) => this.results.enqueue(orgId, r),
+        retentionDays: () => this.settings.retentionDays,
+        clockSynced: () => clockSynced(this.config.clock),
         logger: this.logger,
+        onChange: () => this.publishStateSoon(),
       });
     }
     if (config.cloud.commandKeys.length === 0) {
@@ -177,7 +180,11 @@ export class Agent {
         onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
         onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
       }),
-      publishResult: (orgId, r) => this.results.enqueue(orgId, r),
+      // Once a result carrying an erasure receipt is queued, the purge journal's copy is settled.
+      publishResult: async (orgId, r) => {
+        await this.results.enqueue(orgId, r);
+        await this.privacyRuntime?.settleCarried(r);
+      },
       ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
       logger: this.logger.child({ component: 'commands' }),
     });
@@ -231,6 +238,9 @@ export class Agent {
       // Roles drop what they hold in memory (indexes, page maps) for every org.
       const orgs = await p.vault.orgs().catch(() => [] as string[]);
       for (const org of orgs) this.subjectsErased.forEach((fn) => fn(org, 'all'));
+      this.privacyRuntime?.stop();
+      this.privacyRuntime = undefined;
+      await p.journal.close().catch(() => undefined);
       await p.vault.close().catch(() => undefined);
       try {
         await p.keyProvider.zeroiseKek();
@@ -288,7 +298,9 @@ export class Agent {
       alarms: [
         ...[...this.outbox.activeAlarms()].map(([a, detail]) => ({ code: ALARM_CODES[a], detail, sinceMs: this.alarmsSince.get(a) ?? now })),
         ...(this.#zeroised ? [{ code: AlarmCode.ALARM_CODE_TAMPER, detail: `zeroised (${this.#zeroised.reason}): device key destroyed; inspect and re-provision`, sinceMs: this.#zeroised.atMs }] : []),
+        ...(this.privacyRuntime?.alarms(now) ?? []),
       ],
+      purgesPending: this.privacyRuntime?.purgesPending() ?? 0,
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       atMs: now,
     };
@@ -302,11 +314,12 @@ export class Agent {
     if (this.stopped) return;
     this.stopped = true;
     if (this.stateTimer) clearTimeout(this.stateTimer);
-    this.stopRetention?.();
+    this.privacyRuntime?.stop();
     if (this.clockWatch) clearInterval(this.clockWatch);
     this.drain.stop();
     await this.link.stop();
     await this.intake?.close();
+    await this.privacy?.journal.close();
     await this.privacy?.vault.close();
     await this.outbox.close();
     removePidFile(this.config.dataDir);

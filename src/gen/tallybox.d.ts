@@ -918,7 +918,9 @@ export namespace tallybox {
             ALARM_CODE_DISK_FULL = 2,
             ALARM_CODE_PERIPHERAL_DOWN = 3,
             ALARM_CODE_TAMPER = 4,
-            ALARM_CODE_STORAGE_ERROR = 5
+            ALARM_CODE_STORAGE_ERROR = 5,
+            ALARM_CODE_PURGE_INCOMPLETE = 100,
+            ALARM_CODE_RETENTION_HELD = 101
         }
 
         interface IAlarm extends tallybox.v1.Alarm.$Properties {
@@ -999,6 +1001,7 @@ export namespace tallybox {
             peripherals: tallybox.v1.PeripheralStatus.$Properties[];
             atMs: number;
             lastSeq: number;
+            purgesPending: number;
             static create(properties: tallybox.v1.DeviceState.$Shape): tallybox.v1.DeviceState & tallybox.v1.DeviceState.$Shape;
             static create(properties?: tallybox.v1.DeviceState.$Properties): tallybox.v1.DeviceState;
             static encode(m: tallybox.v1.DeviceState.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1025,6 +1028,7 @@ export namespace tallybox {
                 peripherals?: (tallybox.v1.PeripheralStatus.$Properties[]|null);
                 atMs?: (number|null);
                 lastSeq?: (number|null);
+                purgesPending?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.DeviceState.$Properties;

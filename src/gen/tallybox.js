@@ -8812,6 +8812,8 @@ export const tallybox = $root.tallybox = (() => {
          * @property {number} ALARM_CODE_PERIPHERAL_DOWN=3 ALARM_CODE_PERIPHERAL_DOWN value
          * @property {number} ALARM_CODE_TAMPER=4 ALARM_CODE_TAMPER value
          * @property {number} ALARM_CODE_STORAGE_ERROR=5 ALARM_CODE_STORAGE_ERROR value
+         * @property {number} ALARM_CODE_PURGE_INCOMPLETE=100 ALARM_CODE_PURGE_INCOMPLETE value
+         * @property {number} ALARM_CODE_RETENTION_HELD=101 ALARM_CODE_RETENTION_HELD value
          */
         v1.AlarmCode = (function() {
             const valuesById = $Object.create(null), values = $Object.create(valuesById);
@@ -8821,6 +8823,8 @@ export const tallybox = $root.tallybox = (() => {
             values[valuesById[3] = "ALARM_CODE_PERIPHERAL_DOWN"] = 3;
             values[valuesById[4] = "ALARM_CODE_TAMPER"] = 4;
             values[valuesById[5] = "ALARM_CODE_STORAGE_ERROR"] = 5;
+            values[valuesById[100] = "ALARM_CODE_PURGE_INCOMPLETE"] = 100;
+            values[valuesById[101] = "ALARM_CODE_RETENTION_HELD"] = 101;
             return values;
         })();
 
@@ -9056,6 +9060,14 @@ export const tallybox = $root.tallybox = (() => {
                     case "ALARM_CODE_STORAGE_ERROR":
                     case 5:
                         m.code = 5;
+                        break;
+                    case "ALARM_CODE_PURGE_INCOMPLETE":
+                    case 100:
+                        m.code = 100;
+                        break;
+                    case "ALARM_CODE_RETENTION_HELD":
+                    case 101:
+                        m.code = 101;
                         break;
                     default:
                         if (typeof d.code === "number" && (d.code | 0) === d.code)
@@ -9459,6 +9471,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {Array.<tallybox.v1.PeripheralStatus.$Properties>|null} [peripherals] DeviceState peripherals
              * @property {number|null} [atMs] DeviceState atMs
              * @property {number|null} [lastSeq] DeviceState lastSeq
+             * @property {number|null} [purgesPending] DeviceState purgesPending
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9605,6 +9618,14 @@ export const tallybox = $root.tallybox = (() => {
             DeviceState.prototype.lastSeq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * DeviceState purgesPending.
+             * @member {number} purgesPending
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.purgesPending = 0;
+
+            /**
              * Creates a new DeviceState instance using the specified properties.
              * @function create
              * @memberof tallybox.v1.DeviceState
@@ -9668,6 +9689,8 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 13, wireType 0 =*/104).uint64(m.atMs);
                 if (m.lastSeq != null && $Object.hasOwnProperty.call(m, "lastSeq") && (typeof m.lastSeq === "object" ? m.lastSeq.low || m.lastSeq.high : m.lastSeq !== 0))
                     w.uint32(/* id 14, wireType 0 =*/112).uint64(m.lastSeq);
+                if (m.purgesPending != null && $Object.hasOwnProperty.call(m, "purgesPending") && m.purgesPending !== 0)
+                    w.uint32(/* id 100, wireType 0 =*/800).uint32(m.purgesPending);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -9834,6 +9857,15 @@ export const tallybox = $root.tallybox = (() => {
                                 m.lastSeq = v;
                             else
                                 delete m.lastSeq;
+                            continue;
+                        }
+                    case 100: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.purgesPending = v;
+                            else
+                                delete m.purgesPending;
                             continue;
                         }
                     }
@@ -10018,6 +10050,11 @@ export const tallybox = $root.tallybox = (() => {
                             m.lastSeq = new $util.LongBits(d.lastSeq.low >>> 0, d.lastSeq.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.purgesPending != null) {
+                    if ($Number(d.purgesPending) !== 0) {
+                        m.purgesPending = d.purgesPending >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -10075,6 +10112,7 @@ export const tallybox = $root.tallybox = (() => {
                         d.lastSeq = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.lastSeq = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.purgesPending = 0;
                 }
                 if (m.lifecycle != null && $Object.hasOwnProperty.call(m, "lifecycle")) {
                     d.lifecycle = o.enums === $String ? $root.tallybox.v1.Lifecycle[m.lifecycle] === $undefined ? m.lifecycle : $root.tallybox.v1.Lifecycle[m.lifecycle] : m.lifecycle;
@@ -10148,6 +10186,9 @@ export const tallybox = $root.tallybox = (() => {
                         d.lastSeq = o.longs === $String ? $String(m.lastSeq) : m.lastSeq;
                     else
                         d.lastSeq = o.longs === $String ? $util.Long.prototype.toString.call(m.lastSeq) : o.longs === $Number ? new $util.LongBits(m.lastSeq.low >>> 0, m.lastSeq.high >>> 0).toNumber(true) : m.lastSeq;
+                }
+                if (m.purgesPending != null && $Object.hasOwnProperty.call(m, "purgesPending")) {
+                    d.purgesPending = m.purgesPending;
                 }
                 return d;
             };
