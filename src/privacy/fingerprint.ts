@@ -47,22 +47,31 @@ export interface FingerprintKey {
   mac: Buffer;
 }
 
-/** One fingerprinted sample. */
-export interface FingerprintEntry {
-  len: number;
-  label: SampleLabel;
-  scope: 'store' | 'all';
-  /** HMAC(len || sample), truncated. */
-  tag: Buffer;
-  /** Window fingerprints as signed 32-bit halves; `k` is where in the sample each window starts. */
-  hi: Int32Array;
-  lo: Int32Array;
-  k: Uint8Array;
-}
-
+/**
+ * Fingerprints of many samples in flat arrays (no object per sample: tens of
+ * thousands of them must be built in milliseconds). Entry e has
+ * windowWidth(len[e]) windows, first[e] .. first[e + 1] - 1; window w starts
+ * at offset w - first[e] of the sample.
+ */
 export interface FingerprintSet {
   key: FingerprintKey;
-  entries: FingerprintEntry[];
+  count: number;
+  len: Uint16Array;
+  /** Label index (LABELS) | 0x80 for store scope. */
+  meta: Uint8Array;
+  /** 16-byte confirmation tags, entry e at 16e. */
+  tags: Buffer;
+  first: Int32Array;
+  hi: Int32Array;
+  lo: Int32Array;
+}
+
+export function labelOf(set: FingerprintSet, e: number): SampleLabel {
+  return LABELS[set.meta[e]! & 0x7f]!;
+}
+
+export function isStoreScoped(set: FingerprintSet, e: number): boolean {
+  return (set.meta[e]! & 0x80) !== 0;
 }
 
 /** Per-job key from a root secret (KEK-derived) and the job's salt. */
@@ -105,23 +114,37 @@ export function confirmTag(key: FingerprintKey, bytes: Buffer): Buffer {
 }
 
 /** The same CBC-MAC for many samples: one ECB pass per block index instead of one cipher per sample. */
-function confirmTags(key: FingerprintKey, samples: readonly Buffer[]): Buffer[] {
-  const msgs = samples.map(tagMessage);
-  const state = msgs.map(() => Buffer.alloc(16));
+function confirmTags(key: FingerprintKey, samples: readonly Buffer[]): Buffer {
+  const n = samples.length;
+  const blocks = new Int32Array(n);
+  let rounds = 0;
+  for (let i = 0; i < n; i++) {
+    blocks[i] = Math.ceil((samples[i]!.length + 2) / 16);
+    if (blocks[i]! > rounds) rounds = blocks[i]!;
+  }
+  const state = Buffer.alloc(16 * n);
   const ecb = createCipheriv('aes-128-ecb', key.tag, null);
   ecb.setAutoPadding(false);
-  for (let r = 0; ; r++) {
-    const active = msgs.flatMap((m, i) => (m.length > 16 * r ? [i] : []));
-    if (active.length === 0) break;
-    const input = Buffer.alloc(16 * active.length);
-    active.forEach((i, j) => {
-      for (let b = 0; b < 16; b++) input[16 * j + b] = state[i]![b]! ^ msgs[i]![16 * r + b]!;
-    });
-    const out = ecb.update(input);
-    active.forEach((i, j) => out.copy(state[i]!, 0, 16 * j, 16 * j + 16));
-    input.fill(0);
+  const input = Buffer.alloc(16 * n);
+  const active = new Int32Array(n);
+  for (let r = 0; r < rounds; r++) {
+    let m = 0;
+    for (let i = 0; i < n; i++) {
+      if (blocks[i]! <= r) continue;
+      const b = samples[i]!;
+      const o = 16 * m;
+      // Message = u16 length || bytes || zero padding; byte j of block r is message byte 16r + j.
+      for (let j = 0; j < 16; j++) {
+        const at = 16 * r + j;
+        const mb = at === 0 ? b.length >>> 8 : at === 1 ? b.length & 0xff : at - 2 < b.length ? b[at - 2]! : 0;
+        input[o + j] = state[16 * i + j]! ^ mb;
+      }
+      active[m++] = i;
+    }
+    const out = ecb.update(input.subarray(0, 16 * m));
+    for (let j = 0; j < m; j++) out.copy(state, 16 * active[j]!, 16 * j, 16 * j + 16);
   }
-  for (const m of msgs) m.fill(0);
+  input.fill(0);
   return state;
 }
 
@@ -146,81 +169,79 @@ export function int32Words(buf: Buffer): Int32Array {
 /** Fingerprint samples (>= 8 bytes; shorter ones cannot be told from noise and are skipped). */
 export function fingerprintSamples(key: FingerprintKey, samples: readonly ErasureSample[]): FingerprintSet {
   const usable = samples.filter((s) => s.bytes.length >= MIN_SAMPLE_BYTES && s.bytes.length <= 0xffff);
-  const windowsOf = (s: ErasureSample): number[] => (s.bytes.length >= ALIGNED_MIN ? [0, 1, 2, 3, 4, 5, 6, 7] : [0, 1, 2, 3]);
-  const total = usable.reduce((n, s) => n + windowsOf(s).length, 0);
+  const count = usable.length;
+  const len = new Uint16Array(count);
+  const meta = new Uint8Array(count);
+  const first = new Int32Array(count + 1);
+  for (let e = 0; e < count; e++) {
+    const s = usable[e]!;
+    len[e] = s.bytes.length;
+    meta[e] = LABELS.indexOf(s.label) | (s.scope === 'store' ? 0x80 : 0);
+    first[e + 1] = first[e]! + windowWidth(s.bytes.length);
+  }
+  const total = first[count]!;
+  // Window w of a sample: its bytes k .. k + width - 1 followed by zeros (k = 0 .. width - 1).
   const blocks = Buffer.alloc(total * 16);
-  let at = 0;
-  for (const s of usable) {
-    const width = windowWidth(s.bytes.length);
-    for (const k of windowsOf(s)) s.bytes.copy(blocks, 16 * at++, k, k + width);
+  for (let e = 0; e < count; e++) {
+    const b = usable[e]!.bytes;
+    const width = first[e + 1]! - first[e]!;
+    for (let k = 0, at = 16 * first[e]!; k < width; k++, at += 16) for (let j = 0; j < width; j++) blocks[at + j] = b[k + j]!;
   }
   const out = int32Words(windowCipher(key).update(blocks));
   blocks.fill(0);
-  at = 0;
-  const tags = confirmTags(key, usable.map((s) => s.bytes));
-  const entries = usable.map((s, j): FingerprintEntry => {
-    const ks = windowsOf(s);
-    const e: FingerprintEntry = { len: s.bytes.length, label: s.label, scope: s.scope, tag: tags[j]!, hi: new Int32Array(ks.length), lo: new Int32Array(ks.length), k: Uint8Array.from(ks) };
-    ks.forEach((_, i) => {
-      // Read as native 32-bit words, exactly as the scan reads the fingerprints of file windows.
-      e.hi[i] = out[4 * at]!;
-      e.lo[i] = out[4 * at + 1]!;
-      at++;
-    });
-    return e;
-  });
-  return { key, entries };
+  // Read as native 32-bit words, exactly as the scan reads the fingerprints of file windows.
+  const hi = new Int32Array(total);
+  const lo = new Int32Array(total);
+  for (let w = 0; w < total; w++) {
+    hi[w] = out[4 * w]!;
+    lo[w] = out[4 * w + 1]!;
+  }
+  return { key, count, len, meta, tags: confirmTags(key, usable.map((s) => s.bytes)), first, hi, lo };
 }
 
-/** Serialise the entries (not the key) for the purge journal. */
-export function encodeEntries(entries: readonly FingerprintEntry[]): Buffer {
-  const size = entries.reduce((n, e) => n + 4 + TAG + e.k.length * 9, MAGIC.length + 4);
-  const b = Buffer.alloc(size);
+/** Serialise a set (not its key) for the purge journal. */
+export function encodeSet(set: FingerprintSet): Buffer {
+  const n = set.count;
+  const w = set.first[n]!;
+  const b = Buffer.alloc(MAGIC.length + 8 + n * (2 + 1 + TAG) + w * 8);
   let o = MAGIC.copy(b, 0);
-  o = b.writeUInt32BE(entries.length, o);
-  for (const e of entries) {
-    o = b.writeUInt16BE(e.len, o);
-    o = b.writeUInt8(LABELS.indexOf(e.label) | (e.scope === 'store' ? 0x80 : 0), o);
-    o = b.writeUInt8(e.k.length, o);
-    o += e.tag.copy(b, o);
-    for (let i = 0; i < e.k.length; i++) {
-      o = b.writeUInt8(e.k[i]!, o);
-      o = b.writeInt32BE(e.hi[i]!, o);
-      o = b.writeInt32BE(e.lo[i]!, o);
-    }
-  }
+  o = b.writeUInt32BE(n, o);
+  o = b.writeUInt32BE(w, o);
+  for (let e = 0; e < n; e++) o = b.writeUInt16BE(set.len[e]!, o);
+  for (let e = 0; e < n; e++) o = b.writeUInt8(set.meta[e]!, o);
+  o += set.tags.copy(b, o, 0, n * TAG);
+  for (let i = 0; i < w; i++) o = b.writeInt32BE(set.hi[i]!, o);
+  for (let i = 0; i < w; i++) o = b.writeInt32BE(set.lo[i]!, o);
   return b;
 }
 
-/** Parse what encodeEntries wrote; any damage is FINGERPRINTS_CORRUPT (never a silently shorter list). */
-export function decodeEntries(b: Buffer): FingerprintEntry[] {
+/** Parse what encodeSet wrote; any damage is FINGERPRINTS_CORRUPT (never a silently shorter list). */
+export function decodeSet(key: FingerprintKey, b: Buffer): FingerprintSet {
   const bad = (why: string) => new TallyboxError('FINGERPRINTS_CORRUPT', `stored erasure fingerprints are damaged (${why})`);
-  if (b.length < MAGIC.length + 4 || !b.subarray(0, MAGIC.length).equals(MAGIC)) throw bad('bad header');
+  if (b.length < MAGIC.length + 8 || !b.subarray(0, MAGIC.length).equals(MAGIC)) throw bad('bad header');
   let o = MAGIC.length;
   const n = b.readUInt32BE(o);
-  o += 4;
-  const entries: FingerprintEntry[] = [];
-  for (let j = 0; j < n; j++) {
-    if (o + 4 + TAG > b.length) throw bad('truncated');
-    const len = b.readUInt16BE(o);
-    const flags = b.readUInt8(o + 2);
-    const count = b.readUInt8(o + 3);
-    o += 4;
-    const label = LABELS[flags & 0x7f];
-    if (!label || len < MIN_SAMPLE_BYTES || count !== (windowWidth(len) === WINDOW ? 8 : 4)) throw bad('bad entry');
-    const tag = Buffer.from(b.subarray(o, o + TAG));
-    o += TAG;
-    if (o + count * 9 > b.length) throw bad('truncated');
-    const e: FingerprintEntry = { len, label, scope: flags & 0x80 ? 'store' : 'all', tag, hi: new Int32Array(count), lo: new Int32Array(count), k: new Uint8Array(count) };
-    for (let i = 0; i < count; i++) {
-      e.k[i] = b.readUInt8(o);
-      e.hi[i] = b.readInt32BE(o + 1);
-      e.lo[i] = b.readInt32BE(o + 5);
-      o += 9;
-      if (e.k[i]! + windowWidth(len) > len) throw bad('bad window');
-    }
-    entries.push(e);
+  const w = b.readUInt32BE(o + 4);
+  o += 8;
+  if (b.length !== o + n * (2 + 1 + TAG) + w * 8) throw bad('wrong length');
+  const len = new Uint16Array(n);
+  const meta = new Uint8Array(n);
+  const first = new Int32Array(n + 1);
+  for (let e = 0; e < n; e++, o += 2) {
+    len[e] = b.readUInt16BE(o);
+    if (len[e]! < MIN_SAMPLE_BYTES) throw bad('bad length');
+    first[e + 1] = first[e]! + windowWidth(len[e]!);
   }
-  if (o !== b.length) throw bad('trailing bytes');
-  return entries;
+  if (first[n] !== w) throw bad('window count');
+  for (let e = 0; e < n; e++, o++) {
+    meta[e] = b.readUInt8(o);
+    if (LABELS[meta[e]! & 0x7f] === undefined) throw bad('bad label');
+  }
+  const tags = Buffer.from(b.subarray(o, o + n * TAG));
+  o += n * TAG;
+  const hi = new Int32Array(w);
+  const lo = new Int32Array(w);
+  for (let i = 0; i < w; i++, o += 4) hi[i] = b.readInt32BE(o);
+  for (let i = 0; i < w; i++, o += 4) lo[i] = b.readInt32BE(o);
+  return { key, count: n, len, meta, tags, first, hi, lo };
 }

@@ -25,7 +25,7 @@ import { chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { Sqlite } from '../store/sqlite.js';
 import { TallyboxError } from '../util/errors.js';
-import { decodeEntries, deriveJobKey, encodeEntries, fingerprintSamples, keyCheck, keyMatches, type FingerprintSet } from './fingerprint.js';
+import { decodeSet, deriveJobKey, encodeSet, fingerprintSamples, keyCheck, keyMatches, type FingerprintSet } from './fingerprint.js';
 import { sqliteFiles } from './scan.js';
 import type { ErasureSample } from './types.js';
 
@@ -139,7 +139,7 @@ export class PurgeJournal {
         'sampled',
         salt,
         keyCheck(set.key),
-        encodeEntries(set.entries),
+        encodeSet(set),
         this.clock(),
       ]);
       return set;
@@ -158,9 +158,9 @@ export class PurgeJournal {
       const key = deriveJobKey(this.root, row.salt, jobId);
       if (!keyMatches(key, row.key_check)) return { state: 'unusable', reason: 'FINGERPRINT_KEY_MISMATCH' };
       try {
-        return { state: 'sampled', set: { key, entries: decodeEntries(row.entries) } };
+        return { state: 'sampled', set: decodeSet(key, row.entries) };
       } catch {
-        // decodeEntries throws only FINGERPRINTS_CORRUPT; the caller reports the purge unverified.
+        // decodeSet throws only FINGERPRINTS_CORRUPT; the caller reports the purge unverified.
         return { state: 'unusable', reason: 'FINGERPRINTS_CORRUPT' };
       }
     });

@@ -22,7 +22,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { ALIGNED_MIN, SHORT_WINDOW, WINDOW, confirmTag, ephemeralKey, int32Words, fingerprintSamples, windowCipher, type FingerprintEntry, type FingerprintKey, type FingerprintSet } from './fingerprint.js';
+import { ALIGNED_MIN, SHORT_WINDOW, WINDOW, confirmTag, ephemeralKey, fingerprintSamples, int32Words, isStoreScoped, labelOf, windowCipher, type FingerprintKey, type FingerprintSet } from './fingerprint.js';
 import type { ErasureSample, SampleLabel } from './types.js';
 
 export { MIN_SAMPLE_BYTES } from './fingerprint.js';
@@ -77,53 +77,54 @@ interface Table {
   starts: Int32Array;
   hi: Int32Array;
   lo: Int32Array;
-  /** Index into the entries. */
+  /** Index of the entry in the set. */
   entry: Int32Array;
   /** Where in the sample the window starts. */
   k: Uint8Array;
+  size: number;
 }
 
 const BUCKET_SHIFT = 4; // buckets = top 20 bits of hash1
 
-interface Window {
-  entry: number;
-  hi: number;
-  lo: number;
-  k: number;
-}
-
-function buildTable(windows: Window[]): Table {
-  const n = windows.length;
+/** Index the windows of the entries `pick` selects. */
+function buildTable(set: FingerprintSet, pick: (e: number) => boolean): Table {
+  let n = 0;
+  for (let e = 0; e < set.count; e++) if (pick(e)) n += set.first[e + 1]! - set.first[e]!;
   const bitmap1 = new Uint8Array(1 << (BITS - 3));
   const bitmap2 = new Uint8Array(1 << (BITS - 3));
-  const buckets = new Int32Array(n);
   const starts = new Int32Array((1 << (BITS - BUCKET_SHIFT)) + 1);
-  for (let i = 0; i < n; i++) {
-    const { hi, lo } = windows[i]!;
-    const h1 = hash1(hi, lo);
-    const h2 = hash2(hi, lo);
-    bitmap1[h1 >>> 3]! |= 1 << (h1 & 7);
-    bitmap2[h2 >>> 3]! |= 1 << (h2 & 7);
-    buckets[i] = h1 >>> BUCKET_SHIFT;
-    starts[(h1 >>> BUCKET_SHIFT) + 1]!++;
+  const ws = new Int32Array(n);
+  const es = new Int32Array(n);
+  let i = 0;
+  for (let e = 0; e < set.count; e++) {
+    if (!pick(e)) continue;
+    for (let w = set.first[e]!; w < set.first[e + 1]!; w++, i++) {
+      ws[i] = w;
+      es[i] = e;
+      const h1 = hash1(set.hi[w]!, set.lo[w]!);
+      const h2 = hash2(set.hi[w]!, set.lo[w]!);
+      bitmap1[h1 >>> 3]! |= 1 << (h1 & 7);
+      bitmap2[h2 >>> 3]! |= 1 << (h2 & 7);
+      starts[(h1 >>> BUCKET_SHIFT) + 1]!++;
+    }
   }
   for (let b = 1; b < starts.length; b++) starts[b]! += starts[b - 1]!;
   const fill = starts.slice(0, starts.length - 1);
-  const t: Table = { bitmap1, bitmap2, starts, hi: new Int32Array(n), lo: new Int32Array(n), entry: new Int32Array(n), k: new Uint8Array(n) };
-  for (let i = 0; i < n; i++) {
-    const at = fill[buckets[i]!]!++;
-    const w = windows[i]!;
-    t.hi[at] = w.hi;
-    t.lo[at] = w.lo;
-    t.entry[at] = w.entry;
-    t.k[at] = w.k;
+  const t: Table = { bitmap1, bitmap2, starts, hi: new Int32Array(n), lo: new Int32Array(n), entry: new Int32Array(n), k: new Uint8Array(n), size: n };
+  for (let j = 0; j < n; j++) {
+    const w = ws[j]!;
+    const e = es[j]!;
+    const at = fill[hash1(set.hi[w]!, set.lo[w]!) >>> BUCKET_SHIFT]!++;
+    t.hi[at] = set.hi[w]!;
+    t.lo[at] = set.lo[w]!;
+    t.entry[at] = e;
+    t.k[at] = w - set.first[e]!;
   }
   return t;
 }
 
 interface Index {
-  key: FingerprintKey;
-  entries: readonly FingerprintEntry[];
+  set: FingerprintSet;
   /** Long samples, every window k = 0..7. */
   aligned: Table;
   /** Short samples, every 4-byte window k = 0..3; undefined when there are none. */
@@ -133,15 +134,11 @@ interface Index {
 }
 
 function buildIndex(set: FingerprintSet): Index {
-  const aligned: Window[] = [];
-  const short: Window[] = [];
+  const long = (e: number) => set.len[e]! >= ALIGNED_MIN;
+  const short = buildTable(set, (e) => !long(e));
   let shortOther = false;
-  set.entries.forEach((e, entry) => {
-    const into = e.len >= ALIGNED_MIN ? aligned : short;
-    if (into === short && e.scope === 'all') shortOther = true;
-    for (let i = 0; i < e.k.length; i++) into.push({ entry, hi: e.hi[i]!, lo: e.lo[i]!, k: e.k[i]! });
-  });
-  return { key: set.key, entries: set.entries, aligned: buildTable(aligned), short: short.length > 0 ? buildTable(short) : undefined, shortOther };
+  for (let e = 0; e < set.count; e++) if (!long(e) && !isStoreScoped(set, e)) shortOther = true;
+  return { set, aligned: buildTable(set, long), short: short.size > 0 ? short : undefined, shortOther };
 }
 
 interface Counter {
@@ -151,16 +148,19 @@ interface Counter {
 
 /** Confirm the candidates of a window (fingerprint hi/lo) that starts at file offset p. */
 function check(buf: Buffer, index: Index, t: Table, p: number, hi: number, lo: number, includeStore: boolean, c: Counter): void {
+  const set = index.set;
   const b = hash1(hi, lo) >>> BUCKET_SHIFT;
   for (let e = t.starts[b]!, end = t.starts[b + 1]!; e < end; e++) {
     if (t.hi[e] !== hi || t.lo[e] !== lo) continue;
-    const entry = index.entries[t.entry[e]!]!;
-    if (entry.scope === 'store' && !includeStore) continue;
+    const entry = t.entry[e]!;
+    if (!includeStore && isStoreScoped(set, entry)) continue;
     const start = p - t.k[e]!;
-    if (start < 0 || start + entry.len > buf.length) continue;
-    if (confirmTag(index.key, buf.subarray(start, start + entry.len)).equals(entry.tag)) {
+    const len = set.len[entry]!;
+    if (start < 0 || start + len > buf.length) continue;
+    if (confirmTag(set.key, buf.subarray(start, start + len)).equals(set.tags.subarray(16 * entry, 16 * entry + 16))) {
+      const label = labelOf(set, entry);
       c.hits++;
-      c.byLabel[entry.label] = (c.byLabel[entry.label] ?? 0) + 1;
+      c.byLabel[label] = (c.byLabel[label] ?? 0) + 1;
     }
   }
 }
@@ -174,7 +174,7 @@ function sweep(buf: Buffer, index: Index, t: Table, width: 4 | 8, includeStore: 
   const count = Math.floor(buf.length / width);
   if (count === 0) return;
   const src = int32Words(buf);
-  const cipher = windowCipher(index.key);
+  const cipher = windowCipher(index.set.key);
   const blocks = Buffer.alloc(Math.min(count, CHUNK) * 16);
   const bw = new Int32Array(blocks.buffer, blocks.byteOffset, blocks.length >>> 2);
   const { bitmap1, bitmap2 } = t;
@@ -205,7 +205,7 @@ function sweep(buf: Buffer, index: Index, t: Table, width: 4 | 8, includeStore: 
 
 function scanBuffer(buf: Buffer, index: Index, includeStore: boolean, c: Counter): number {
   const before = c.hits;
-  if (index.aligned.hi.length > 0) sweep(buf, index, index.aligned, WINDOW, includeStore, c);
+  if (index.aligned.size > 0) sweep(buf, index, index.aligned, WINDOW, includeStore, c);
   if (index.short && (includeStore || index.shortOther)) sweep(buf, index, index.short, SHORT_WINDOW, includeStore, c);
   return c.hits - before;
 }
@@ -236,7 +236,7 @@ export async function scanForFingerprints(targets: readonly ScanTarget[], set: F
   }
   return {
     ok: hits === 0,
-    samples: set.entries.length,
+    samples: set.count,
     hits,
     bytesScanned,
     files,
