@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { outboxErasureParticipant } from '../dist/src/outbox/erasure.js';
 import { Outbox } from '../dist/src/outbox/outbox.js';
+import { PurgeJournal } from '../dist/src/privacy/journal.js';
 import { Purger } from '../dist/src/privacy/purge.js';
 import { Sqlite } from '../dist/src/store/sqlite.js';
 import { silentLogger } from '../dist/src/util/log.js';
@@ -45,12 +46,15 @@ async function prepare(dir) {
 async function purgeOnce() {
   const dir = mkdtempSync(join(tmpdir(), 'tbx-bench-purge-'));
   try {
-    const { vault, outbox } = await prepare(dir);
-    const purger = new Purger({ store: vault, signer: vault.identity, deviceId: 'bench', participants: [outboxErasureParticipant(outbox)], logger: silentLogger() });
+    const { vault, outbox, dataDir } = await prepare(dir);
+    // As on a device: the fingerprints are written to the purge journal before anything is erased.
+    const journal = await PurgeJournal.open({ path: join(dataDir, 'purge-journal.db'), root: randomBytes(32) });
+    const purger = new Purger({ store: vault, signer: vault.identity, deviceId: 'bench', participants: [outboxErasureParticipant(outbox)], journal, logger: silentLogger() });
     const t0 = performance.now();
     const o = await purger.withdrawOrg(ORG);
     const ms = performance.now() - t0;
     if (!o.ok) throw new Error(`purge not verified: ${JSON.stringify(o.receipt.scan)}`);
+    await journal.close();
     await vault.close();
     await outbox.close();
     return { ms, timings: o.receipt.timingsMs };

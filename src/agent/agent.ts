@@ -20,7 +20,7 @@ import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
 import { loadPersistedSettings, persistSettings, type RuntimeSettings, type SettingsPatch } from './runtime-settings.js';
-import type { PrivacyServices } from './privacy.js';
+import type { PrivacyRuntime, PrivacyServices } from './privacy.js';
 import { describeZeroised, writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
 import type { Modality } from '../vault/vault.js';
 import { describeInterrupted, ResultQueue } from './results.js';
@@ -55,7 +55,8 @@ export class Agent {
   /** Set when the device was zeroised after a tamper event (now or before a restart). */
   #zeroised: ZeroisedInfo | undefined;
   private intake: CommandIntake | undefined;
-  private stopRetention: (() => void) | undefined;
+  /** Receipt delivery, purge retry and retention (src/agent/privacy.ts). */
+  private privacyRuntime: PrivacyRuntime | undefined;
   private clockWatch: NodeJS.Timeout | undefined;
   readonly results: ResultQueue;
   /** Values a ConfigPatch command may change at run time (config file values, overridden by persisted patches). */
@@ -160,7 +161,8 @@ export class Agent {
       // Whatever was started is stopped again: no half-started agent (link reconnecting, pid file left).
       if (agent) await agent.stop().catch((e: unknown) => logger.error({ event: 'abort_start_failed', err: e }, `stopping after a failed start: ${errorMessage(e)}`));
       else {
-        await privacy?.vault.close().catch(() => undefined); // the start error is the one to report
+        await privacy?.journal.close().catch(() => undefined); // the start error is the one to report
+        await privacy?.vault.close().catch(() => undefined);
         await outbox?.close().catch(() => undefined);
       }
       throw err;
@@ -188,19 +190,17 @@ export class Agent {
    */
   private async startPrivacy(): Promise<void> {
     const { config, privacy } = this;
-    const resumed: PurgeOutcome[] = [];
     if (privacy) {
-      const { receiptResult, scheduleRetention } = await import('./privacy.js');
-      for (const o of await privacy.purger.resumePending()) {
-        resumed.push(o);
-        await this.results.enqueue(o.receipt.orgId, receiptResult({ deviceId: config.device.id, identity: privacy.identity, signed: o.signed, ok: o.ok, reason: 'purge_resumed' }));
-      }
-      this.stopRetention = scheduleRetention({
+      const { startPrivacyRuntime } = await import('./privacy.js');
+      this.privacyRuntime = await startPrivacyRuntime({
         services: privacy,
-        periodDays: () => this.settings.retentionDays,
-        deviceId: config.device.id,
-        deliver: (orgId, r) => this.results.enqueue(orgId, r),
+        config,
+        outbox: this.outbox,
+        enqueue: (orgId, r) => this.results.enqueue(orgId, r),
+        retentionDays: () => this.settings.retentionDays,
+        clockSynced: () => clockSynced(this.config.clock),
         logger: this.logger,
+        onChange: () => this.publishStateSoon(),
       });
     }
     if (config.cloud.commandKeys.length === 0) {
@@ -223,11 +223,15 @@ export class Agent {
         }),
         this.servedOrgs,
       ),
-      publishResult: (orgId, r) => this.results.enqueue(orgId, r),
+      // Once a result carrying an erasure receipt is queued, the purge journal's copy is settled.
+      publishResult: async (orgId, r) => {
+        await this.results.enqueue(orgId, r);
+        await this.privacyRuntime?.settleCarried(r);
+      },
       // Rejections: sent now or held in memory (bounded), never written to disk.
       publishRejection: (orgId, r) => this.results.sendNow(orgId, r),
       orgPolicy: { serves: (o) => this.servedOrgs.has(o), holds: (o) => this.servedOrgs.holds(o), operatorOrgId: config.device.orgId },
-      describeInterrupted: async (e) => describeInterrupted(e, resumed, privacy && e.kind === 'orgWithdraw' ? (await privacy.vault.keyVersion(e.orgId).catch(() => undefined)) !== undefined : undefined),
+      describeInterrupted: async (e) => describeInterrupted(e, this.privacyRuntime?.resumed ?? [], privacy && e.kind === 'orgWithdraw' ? (await privacy.vault.keyVersion(e.orgId).catch(() => undefined)) !== undefined : undefined),
       ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
       logger: this.logger.child({ component: 'commands' }),
     });
@@ -285,6 +289,9 @@ export class Agent {
       // Roles drop what they hold in memory (indexes, page maps) for every org.
       const orgs = await p.vault.orgs().catch(() => [] as string[]); // a closed or broken vault has nothing left to drop
       for (const org of orgs) this.subjectsErased.forEach((fn) => fn(org, 'all'));
+      this.privacyRuntime?.stop();
+      this.privacyRuntime = undefined;
+      await p.journal.close().catch((err: unknown) => this.logger.warn({ event: 'zeroise_journal_close_failed', err }, `purge journal did not close cleanly: ${errorMessage(err)}`));
       await p.vault.close().catch((err: unknown) => this.logger.warn({ event: 'zeroise_vault_close_failed', err }, `vault did not close cleanly: ${errorMessage(err)}`));
       await this.destroyKey(p.keyProvider, info);
     }
@@ -375,7 +382,9 @@ export class Agent {
       alarms: [
         ...[...this.outbox.activeAlarms()].map(([a, detail]) => ({ code: ALARM_CODES[a], detail, sinceMs: this.alarmsSince.get(a) ?? now })),
         ...(this.#zeroised ? [{ code: AlarmCode.ALARM_CODE_TAMPER, detail: `${describeZeroised(this.#zeroised)}; inspect and re-provision`, sinceMs: this.#zeroised.atMs }] : []),
+        ...(this.privacyRuntime?.alarms(now) ?? []),
       ],
+      purgesPending: this.privacyRuntime?.purgesPending() ?? 0,
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       atMs: now,
       // Link state, transport and dropped oversized packets (src/link/connection.ts).
@@ -396,11 +405,12 @@ export class Agent {
     if (this.stopped) return;
     this.stopped = true;
     if (this.stateTimer) clearTimeout(this.stateTimer);
-    this.stopRetention?.();
+    this.privacyRuntime?.stop();
     if (this.clockWatch) clearInterval(this.clockWatch);
     this.drain.stop();
     await this.link.stop();
     await this.intake?.close();
+    await this.privacy?.journal.close();
     await this.privacy?.vault.close();
     await this.outbox.close();
     removePidFile(this.config.dataDir);

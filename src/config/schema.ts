@@ -123,6 +123,13 @@ const PrivacySchema = z
   .object({
     /** Templates of a subject not seen for this many days are erased (max 3 years). */
     retentionDays: z.number().int().min(1).max(1095).default(365),
+    /** One retention run erases at most this share of all templates; more waits for confirmation by a later run. */
+    retentionMaxFraction: z.number().min(0).max(1).default(0.1),
+    /** Monotonic hours a larger candidate set must persist (on a synchronised clock) before it is erased. */
+    retentionConfirmHours: z.number().min(1).max(720).default(24),
+    /** Backoff of the retry of a failed or unverified purge while the agent runs: first delay and cap (seconds). */
+    purgeRetryMinSec: z.number().min(0.1).max(86_400).default(30),
+    purgeRetryMaxSec: z.number().min(1).max(86_400).default(3600),
   })
   .strict();
 

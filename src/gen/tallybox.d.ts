@@ -978,7 +978,9 @@ export namespace tallybox {
             ALARM_CODE_DISK_FULL = 2,
             ALARM_CODE_PERIPHERAL_DOWN = 3,
             ALARM_CODE_TAMPER = 4,
-            ALARM_CODE_STORAGE_ERROR = 5
+            ALARM_CODE_STORAGE_ERROR = 5,
+            ALARM_CODE_PURGE_INCOMPLETE = 100,
+            ALARM_CODE_RETENTION_HELD = 101
         }
 
         enum LinkStatus {
@@ -1075,6 +1077,7 @@ export namespace tallybox {
             peripherals: tallybox.v1.PeripheralStatus.$Properties[];
             atMs: number;
             lastSeq: number;
+            purgesPending: number;
             link: tallybox.v1.LinkStatus;
             linkTransport: tallybox.v1.LinkTransport;
             oversizedPacketsDropped: number;
@@ -1104,6 +1107,7 @@ export namespace tallybox {
                 peripherals?: (tallybox.v1.PeripheralStatus.$Properties[]|null);
                 atMs?: (number|null);
                 lastSeq?: (number|null);
+                purgesPending?: (number|null);
                 link?: (tallybox.v1.LinkStatus|null);
                 linkTransport?: (tallybox.v1.LinkTransport|null);
                 oversizedPacketsDropped?: (number|null);

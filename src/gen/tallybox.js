@@ -9429,6 +9429,8 @@ export const tallybox = $root.tallybox = (() => {
          * @property {number} ALARM_CODE_PERIPHERAL_DOWN=3 ALARM_CODE_PERIPHERAL_DOWN value
          * @property {number} ALARM_CODE_TAMPER=4 ALARM_CODE_TAMPER value
          * @property {number} ALARM_CODE_STORAGE_ERROR=5 ALARM_CODE_STORAGE_ERROR value
+         * @property {number} ALARM_CODE_PURGE_INCOMPLETE=100 ALARM_CODE_PURGE_INCOMPLETE value
+         * @property {number} ALARM_CODE_RETENTION_HELD=101 ALARM_CODE_RETENTION_HELD value
          */
         v1.AlarmCode = (function() {
             const valuesById = $Object.create(null), values = $Object.create(valuesById);
@@ -9438,6 +9440,8 @@ export const tallybox = $root.tallybox = (() => {
             values[valuesById[3] = "ALARM_CODE_PERIPHERAL_DOWN"] = 3;
             values[valuesById[4] = "ALARM_CODE_TAMPER"] = 4;
             values[valuesById[5] = "ALARM_CODE_STORAGE_ERROR"] = 5;
+            values[valuesById[100] = "ALARM_CODE_PURGE_INCOMPLETE"] = 100;
+            values[valuesById[101] = "ALARM_CODE_RETENTION_HELD"] = 101;
             return values;
         })();
 
@@ -9713,6 +9717,14 @@ export const tallybox = $root.tallybox = (() => {
                     case "ALARM_CODE_STORAGE_ERROR":
                     case 5:
                         m.code = 5;
+                        break;
+                    case "ALARM_CODE_PURGE_INCOMPLETE":
+                    case 100:
+                        m.code = 100;
+                        break;
+                    case "ALARM_CODE_RETENTION_HELD":
+                    case 101:
+                        m.code = 101;
                         break;
                     default:
                         if (typeof d.code === "number" && (d.code | 0) === d.code)
@@ -10116,6 +10128,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {Array.<tallybox.v1.PeripheralStatus.$Properties>|null} [peripherals] DeviceState peripherals
              * @property {number|null} [atMs] DeviceState atMs
              * @property {number|null} [lastSeq] DeviceState lastSeq
+             * @property {number|null} [purgesPending] DeviceState purgesPending
              * @property {tallybox.v1.LinkStatus|null} [link] DeviceState link
              * @property {tallybox.v1.LinkTransport|null} [linkTransport] DeviceState linkTransport
              * @property {number|null} [oversizedPacketsDropped] DeviceState oversizedPacketsDropped
@@ -10265,6 +10278,14 @@ export const tallybox = $root.tallybox = (() => {
             DeviceState.prototype.lastSeq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * DeviceState purgesPending.
+             * @member {number} purgesPending
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.purgesPending = 0;
+
+            /**
              * DeviceState link.
              * @member {tallybox.v1.LinkStatus} link
              * @memberof tallybox.v1.DeviceState
@@ -10352,6 +10373,8 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 13, wireType 0 =*/104).uint64(m.atMs);
                 if (m.lastSeq != null && $Object.hasOwnProperty.call(m, "lastSeq") && (typeof m.lastSeq === "object" ? m.lastSeq.low || m.lastSeq.high : m.lastSeq !== 0))
                     w.uint32(/* id 14, wireType 0 =*/112).uint64(m.lastSeq);
+                if (m.purgesPending != null && $Object.hasOwnProperty.call(m, "purgesPending") && m.purgesPending !== 0)
+                    w.uint32(/* id 100, wireType 0 =*/800).uint32(m.purgesPending);
                 if (m.link != null && $Object.hasOwnProperty.call(m, "link") && m.link !== 0)
                     w.uint32(/* id 140, wireType 0 =*/1120).int32(m.link);
                 if (m.linkTransport != null && $Object.hasOwnProperty.call(m, "linkTransport") && m.linkTransport !== 0)
@@ -10524,6 +10547,15 @@ export const tallybox = $root.tallybox = (() => {
                                 m.lastSeq = v;
                             else
                                 delete m.lastSeq;
+                            continue;
+                        }
+                    case 100: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.purgesPending = v;
+                            else
+                                delete m.purgesPending;
                             continue;
                         }
                     case 140: {
@@ -10735,6 +10767,11 @@ export const tallybox = $root.tallybox = (() => {
                             m.lastSeq = new $util.LongBits(d.lastSeq.low >>> 0, d.lastSeq.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.purgesPending != null) {
+                    if ($Number(d.purgesPending) !== 0) {
+                        m.purgesPending = d.purgesPending >>> 0;
+                    }
+                }
                 if (d.link !== 0 && (typeof d.link !== "string" || $root.tallybox.v1.LinkStatus[d.link] !== 0)) {
                     switch (d.link) {
                     case "LINK_STATUS_UNSPECIFIED":
@@ -10858,6 +10895,7 @@ export const tallybox = $root.tallybox = (() => {
                         d.lastSeq = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.lastSeq = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.purgesPending = 0;
                     d.link = o.enums === $String ? "LINK_STATUS_UNSPECIFIED" : 0;
                     d.linkTransport = o.enums === $String ? "LINK_TRANSPORT_UNSPECIFIED" : 0;
                     if ($util.Long) {
@@ -10938,6 +10976,9 @@ export const tallybox = $root.tallybox = (() => {
                         d.lastSeq = o.longs === $String ? $String(m.lastSeq) : m.lastSeq;
                     else
                         d.lastSeq = o.longs === $String ? $util.Long.prototype.toString.call(m.lastSeq) : o.longs === $Number ? new $util.LongBits(m.lastSeq.low >>> 0, m.lastSeq.high >>> 0).toNumber(true) : m.lastSeq;
+                }
+                if (m.purgesPending != null && $Object.hasOwnProperty.call(m, "purgesPending")) {
+                    d.purgesPending = m.purgesPending;
                 }
                 if (m.link != null && $Object.hasOwnProperty.call(m, "link")) {
                     d.link = o.enums === $String ? $root.tallybox.v1.LinkStatus[m.link] === $undefined ? m.link : $root.tallybox.v1.LinkStatus[m.link] : m.link;

@@ -16,6 +16,7 @@ export const RECEIPT_DOMAIN = 'tallybox.v1.ErasureReceipt\0';
 export const RECEIPT_TYPE = 'tallybox.v1.ErasureReceipt';
 
 export type ErasureKind = 'org_withdrawal' | 'subject_erasure' | 'retention';
+export type Verification = 'verified' | 'failed' | 'unverified';
 
 export interface ParticipantSummary {
   name: string;
@@ -34,8 +35,17 @@ export interface ErasureReceipt {
   /** Organisations are not personal data; the cloud needs to know whose data went. */
   orgId: string;
   requestRef: string | null;
-  /** true only when every step succeeded and the scan found zero fragments. */
+  /** true only when every step succeeded and the scan found zero fragments with real evidence (verification 'verified'). */
   ok: boolean;
+  /**
+   * verified: every step done, scanned for fingerprints of everything erased, nothing found.
+   * failed: a participant failed or fragments were found (the purge stays journalled and is retried).
+   * unverified: no evidence to scan for (e.g. rows erased but no fingerprints survived), so
+   * nothing can be claimed; never reported as ok.
+   */
+  verification: Verification;
+  /** Why it is not verified: PARTICIPANT_FAILED, FRAGMENTS_FOUND, NO_SAMPLES, FINGERPRINTS_MISSING, FINGERPRINTS_CORRUPT, FINGERPRINT_KEY_MISMATCH. */
+  problem?: string;
   /** true when this purge was resumed after an interruption (power loss). */
   resumed: boolean;
   counts: Record<string, number>;

@@ -1,29 +1,37 @@
 /**
- * The verification scan: look for sampled byte fragments in raw database files
+ * The verification scan: look for erased byte fragments in raw database files
  * (main file, -wal, -shm, rollback journal). It reads the files as bytes, not
  * through SQLite, because what matters is what a disk image would show.
  *
+ * It searches for keyed fingerprints (fingerprint.ts), never for the sampled
+ * bytes themselves, so that the first run and a run resumed after a crash use
+ * the same evidence: the fingerprints survive in the purge journal, the
+ * samples do not exist anywhere after the first run.
+ *
  * Tens of thousands of samples over tens of megabytes must take milliseconds.
- * Long samples (>= 15 bytes: ciphertext fragments, keys, HMACs, uuids) are
- * found with aligned windows: any occurrence of such a sample contains an
- * 8-byte window starting at a file offset that is a multiple of 8, at some
- * offset k in 0..7 of the sample. So every sample is indexed by its eight
- * windows, and the file is read in 8-byte steps: one hash and two bit tests
- * per step, a full comparison only when both bitmaps agree. Short samples
- * (8-14 bytes) take the slower byte-by-byte pass, which runs only if there
- * are any.
+ * Long samples (>= 15 bytes: ciphertext fragments, keys, HMACs, uuids): any
+ * occurrence contains an 8-byte window starting at a file offset that is a
+ * multiple of 8, at some offset k in 0..7 of the sample. So each sample is
+ * indexed by the fingerprints of its eight windows, every aligned 8-byte
+ * window of the file is fingerprinted in one bulk AES-ECB pass, and each
+ * window costs two bit tests; a window whose fingerprint is indexed is
+ * confirmed with the HMAC tag of the whole sample at the implied start.
+ * Short samples (8-14 bytes, subject ids) are indexed the same way by their
+ * four 4-byte windows at k = 0..3 and found with a second pass over the
+ * 4-aligned windows, which runs only on files where such samples apply.
  */
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { ALIGNED_MIN, SHORT_WINDOW, WINDOW, confirmTag, ephemeralKey, fingerprintSamples, int32Words, isStoreScoped, labelOf, windowCipher, type FingerprintKey, type FingerprintSet } from './fingerprint.js';
 import type { ErasureSample, SampleLabel } from './types.js';
 
-const WINDOW = 8;
-/** Shortest sample the aligned pass can find: k in 0..7 plus an 8-byte window. */
-const ALIGNED_MIN = 2 * WINDOW - 1;
+export { MIN_SAMPLE_BYTES } from './fingerprint.js';
+
 // Two independent 16 Mi-bit bitmaps (2 MiB each): with ~10^6 indexed windows a
-// random window passes both with probability ~4e-3, so the map is rarely consulted.
+// random window passes both with probability ~4e-3, so the table is rarely consulted.
 const BITS = 24;
-export const MIN_SAMPLE_BYTES = WINDOW;
+/** Windows fingerprinted per AES call: 1 MiB of blocks. */
+const CHUNK = 65_536;
 
 export interface ScanTarget {
   path: string;
@@ -58,7 +66,7 @@ function hash2(hi: number, lo: number): number {
 }
 
 /**
- * Windows of the samples in flat typed arrays grouped by bucket (a counting
+ * Window fingerprints in flat typed arrays grouped by bucket (a counting
  * sort): building it for ~10^6 windows takes milliseconds and allocates no
  * object per window.
  */
@@ -69,71 +77,68 @@ interface Table {
   starts: Int32Array;
   hi: Int32Array;
   lo: Int32Array;
-  /** Index into `samples`. */
-  sample: Int32Array;
+  /** Index of the entry in the set. */
+  entry: Int32Array;
   /** Where in the sample the window starts. */
   k: Uint8Array;
+  size: number;
 }
 
 const BUCKET_SHIFT = 4; // buckets = top 20 bits of hash1
 
-interface Window {
-  sample: number;
-  k: number;
-}
-
-function buildTable(samples: readonly ErasureSample[], windows: Window[]): Table {
-  const n = windows.length;
+/** Index the windows of the entries `pick` selects. */
+function buildTable(set: FingerprintSet, pick: (e: number) => boolean): Table {
+  let n = 0;
+  for (let e = 0; e < set.count; e++) if (pick(e)) n += set.first[e + 1]! - set.first[e]!;
   const bitmap1 = new Uint8Array(1 << (BITS - 3));
   const bitmap2 = new Uint8Array(1 << (BITS - 3));
-  const his = new Int32Array(n);
-  const los = new Int32Array(n);
-  const buckets = new Int32Array(n);
   const starts = new Int32Array((1 << (BITS - BUCKET_SHIFT)) + 1);
-  for (let i = 0; i < n; i++) {
-    const w = windows[i]!;
-    const bytes = samples[w.sample]!.bytes;
-    // Signed 32-bit like the scan loops: V8 keeps int32 unboxed, uint32 > 2^31 becomes a heap double.
-    const hi = bytes.readInt32BE(w.k);
-    const lo = bytes.readInt32BE(w.k + 4);
-    const h1 = hash1(hi, lo);
-    const h2 = hash2(hi, lo);
-    bitmap1[h1 >>> 3]! |= 1 << (h1 & 7);
-    bitmap2[h2 >>> 3]! |= 1 << (h2 & 7);
-    his[i] = hi;
-    los[i] = lo;
-    buckets[i] = h1 >>> BUCKET_SHIFT;
-    starts[(h1 >>> BUCKET_SHIFT) + 1]!++;
+  const ws = new Int32Array(n);
+  const es = new Int32Array(n);
+  let i = 0;
+  for (let e = 0; e < set.count; e++) {
+    if (!pick(e)) continue;
+    for (let w = set.first[e]!; w < set.first[e + 1]!; w++, i++) {
+      ws[i] = w;
+      es[i] = e;
+      const h1 = hash1(set.hi[w]!, set.lo[w]!);
+      const h2 = hash2(set.hi[w]!, set.lo[w]!);
+      bitmap1[h1 >>> 3]! |= 1 << (h1 & 7);
+      bitmap2[h2 >>> 3]! |= 1 << (h2 & 7);
+      starts[(h1 >>> BUCKET_SHIFT) + 1]!++;
+    }
   }
   for (let b = 1; b < starts.length; b++) starts[b]! += starts[b - 1]!;
   const fill = starts.slice(0, starts.length - 1);
-  const t: Table = { bitmap1, bitmap2, starts, hi: new Int32Array(n), lo: new Int32Array(n), sample: new Int32Array(n), k: new Uint8Array(n) };
-  for (let i = 0; i < n; i++) {
-    const at = fill[buckets[i]!]!++;
-    t.hi[at] = his[i]!;
-    t.lo[at] = los[i]!;
-    t.sample[at] = windows[i]!.sample;
-    t.k[at] = windows[i]!.k;
+  const t: Table = { bitmap1, bitmap2, starts, hi: new Int32Array(n), lo: new Int32Array(n), entry: new Int32Array(n), k: new Uint8Array(n), size: n };
+  for (let j = 0; j < n; j++) {
+    const w = ws[j]!;
+    const e = es[j]!;
+    const at = fill[hash1(set.hi[w]!, set.lo[w]!) >>> BUCKET_SHIFT]!++;
+    t.hi[at] = set.hi[w]!;
+    t.lo[at] = set.lo[w]!;
+    t.entry[at] = e;
+    t.k[at] = w - set.first[e]!;
   }
   return t;
 }
 
 interface Index {
-  samples: readonly ErasureSample[];
+  set: FingerprintSet;
   /** Long samples, every window k = 0..7. */
   aligned: Table;
-  /** Short samples, anchored on their last 8 bytes; undefined when there are none. */
-  rolling: Table | undefined;
+  /** Short samples, every 4-byte window k = 0..3; undefined when there are none. */
+  short: Table | undefined;
+  /** Some short sample applies to files outside the store (scope all). */
+  shortOther: boolean;
 }
 
-function buildIndex(samples: readonly ErasureSample[]): Index {
-  const aligned: Window[] = [];
-  const rolling: Window[] = [];
-  samples.forEach((s, i) => {
-    if (s.bytes.length >= ALIGNED_MIN) for (let k = 0; k < WINDOW; k++) aligned.push({ sample: i, k });
-    else if (s.bytes.length >= WINDOW) rolling.push({ sample: i, k: s.bytes.length - WINDOW });
-  });
-  return { samples, aligned: buildTable(samples, aligned), rolling: rolling.length > 0 ? buildTable(samples, rolling) : undefined };
+function buildIndex(set: FingerprintSet): Index {
+  const long = (e: number) => set.len[e]! >= ALIGNED_MIN;
+  const short = buildTable(set, (e) => !long(e));
+  let shortOther = false;
+  for (let e = 0; e < set.count; e++) if (!long(e) && !isStoreScoped(set, e)) shortOther = true;
+  return { set, aligned: buildTable(set, long), short: short.size > 0 ? short : undefined, shortOther };
 }
 
 interface Counter {
@@ -141,63 +146,74 @@ interface Counter {
   byLabel: Partial<Record<SampleLabel, number>>;
 }
 
-/** Compare the candidates of a window (hash h1, bytes hi/lo) found at file offset p. */
-function check(buf: Buffer, index: Index, t: Table, h1: number, p: number, hi: number, lo: number, includeStore: boolean, c: Counter): void {
-  const b = h1 >>> BUCKET_SHIFT;
+/** Confirm the candidates of a window (fingerprint hi/lo) that starts at file offset p. */
+function check(buf: Buffer, index: Index, t: Table, p: number, hi: number, lo: number, includeStore: boolean, c: Counter): void {
+  const set = index.set;
+  const b = hash1(hi, lo) >>> BUCKET_SHIFT;
   for (let e = t.starts[b]!, end = t.starts[b + 1]!; e < end; e++) {
     if (t.hi[e] !== hi || t.lo[e] !== lo) continue;
-    const sample = index.samples[t.sample[e]!]!;
-    if (sample.scope === 'store' && !includeStore) continue;
+    const entry = t.entry[e]!;
+    if (!includeStore && isStoreScoped(set, entry)) continue;
     const start = p - t.k[e]!;
-    const len = sample.bytes.length;
+    const len = set.len[entry]!;
     if (start < 0 || start + len > buf.length) continue;
-    if (buf.compare(sample.bytes, 0, len, start, start + len) === 0) {
+    if (confirmTag(set.key, buf.subarray(start, start + len)).equals(set.tags.subarray(16 * entry, 16 * entry + 16))) {
+      const label = labelOf(set, entry);
       c.hits++;
-      c.byLabel[sample.label] = (c.byLabel[sample.label] ?? 0) + 1;
+      c.byLabel[label] = (c.byLabel[label] ?? 0) + 1;
     }
   }
+}
+
+/**
+ * Fingerprint the `count` windows of `width` bytes at offsets 0, width,
+ * 2*width, ... and test each. Blocks are the window's bytes followed by
+ * zeros, exactly as in fingerprintSamples; the copy moves whole 32-bit words.
+ */
+function sweep(buf: Buffer, index: Index, t: Table, width: 4 | 8, includeStore: boolean, c: Counter): void {
+  const count = Math.floor(buf.length / width);
+  if (count === 0) return;
+  const src = int32Words(buf);
+  const cipher = windowCipher(index.set.key);
+  const blocks = Buffer.alloc(Math.min(count, CHUNK) * 16);
+  const bw = new Int32Array(blocks.buffer, blocks.byteOffset, blocks.length >>> 2);
+  const { bitmap1, bitmap2 } = t;
+  for (let first = 0; first < count; first += CHUNK) {
+    const m = Math.min(CHUNK, count - first);
+    if (width === 8) {
+      for (let i = 0, s = 2 * first; i < m; i++, s += 2) {
+        bw[4 * i] = src[s]!;
+        bw[4 * i + 1] = src[s + 1]!;
+      }
+    } else {
+      for (let i = 0, s = first; i < m; i++, s++) bw[4 * i] = src[s]!;
+    }
+    const out = cipher.update(m === CHUNK ? blocks : blocks.subarray(0, 16 * m));
+    const ow = int32Words(out);
+    for (let i = 0; i < m; i++) {
+      const hi = ow[4 * i]!;
+      const lo = ow[4 * i + 1]!;
+      const h1 = hash1(hi, lo);
+      if ((bitmap1[h1 >>> 3]! & (1 << (h1 & 7))) === 0) continue;
+      const h2 = hash2(hi, lo);
+      if ((bitmap2[h2 >>> 3]! & (1 << (h2 & 7))) === 0) continue;
+      check(buf, index, t, (first + i) * width, hi, lo, includeStore, c);
+    }
+  }
+  blocks.fill(0);
 }
 
 function scanBuffer(buf: Buffer, index: Index, includeStore: boolean, c: Counter): number {
   const before = c.hits;
-  const n = buf.length;
-  {
-    const t = index.aligned;
-    const { bitmap1, bitmap2 } = t;
-    for (let p = 0; p + WINDOW <= n; p += WINDOW) {
-      const hi = (buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!;
-      const lo = (buf[p + 4]! << 24) | (buf[p + 5]! << 16) | (buf[p + 6]! << 8) | buf[p + 7]!;
-      const h1 = hash1(hi, lo);
-      if ((bitmap1[h1 >>> 3]! & (1 << (h1 & 7))) === 0) continue;
-      const h2 = hash2(hi, lo);
-      if ((bitmap2[h2 >>> 3]! & (1 << (h2 & 7))) === 0) continue;
-      check(buf, index, t, h1, p, hi, lo, includeStore, c);
-    }
-  }
-  if (index.rolling) {
-    const t = index.rolling;
-    const { bitmap1, bitmap2 } = t;
-    let hi = 0;
-    let lo = 0;
-    for (let i = 0; i < n; i++) {
-      hi = (hi << 8) | (lo >>> 24);
-      lo = (lo << 8) | buf[i]!;
-      if (i < WINDOW - 1) continue;
-      const h1 = hash1(hi, lo);
-      if ((bitmap1[h1 >>> 3]! & (1 << (h1 & 7))) === 0) continue;
-      const h2 = hash2(hi, lo);
-      if ((bitmap2[h2 >>> 3]! & (1 << (h2 & 7))) === 0) continue;
-      // The window ends at i, so it starts at i - 7, which is sample offset len - 8.
-      check(buf, index, t, h1, i - WINDOW + 1, hi, lo, includeStore, c);
-    }
-  }
+  if (index.aligned.size > 0) sweep(buf, index, index.aligned, WINDOW, includeStore, c);
+  if (index.short && (includeStore || index.shortOther)) sweep(buf, index, index.short, SHORT_WINDOW, includeStore, c);
   return c.hits - before;
 }
 
-/** Scan every target for every applicable sample. Missing files count as scanned and clean. */
-export async function scanForSamples(targets: readonly ScanTarget[], samples: readonly ErasureSample[]): Promise<ScanResult> {
+/** Scan every target for every applicable fingerprint. Missing files count as scanned and clean. */
+export async function scanForFingerprints(targets: readonly ScanTarget[], set: FingerprintSet): Promise<ScanResult> {
   const started = performance.now();
-  const index = buildIndex(samples);
+  const index = buildIndex(set);
   const counter: Counter = { hits: 0, byLabel: {} };
   const files: FileScan[] = [];
   let bytesScanned = 0;
@@ -220,13 +236,18 @@ export async function scanForSamples(targets: readonly ScanTarget[], samples: re
   }
   return {
     ok: hits === 0,
-    samples: samples.filter((s) => s.bytes.length >= WINDOW).length,
+    samples: set.count,
     hits,
     bytesScanned,
     files,
     hitsByLabel: counter.byLabel,
     durationMs: Math.round(performance.now() - started),
   };
+}
+
+/** Convenience: fingerprint `samples` under a throwaway key and scan for them. */
+export function scanForSamples(targets: readonly ScanTarget[], samples: readonly ErasureSample[], key: FingerprintKey = ephemeralKey()): Promise<ScanResult> {
+  return scanForFingerprints(targets, fingerprintSamples(key, samples));
 }
 
 /** The files SQLite may write next to a database: all of them hold page images. */

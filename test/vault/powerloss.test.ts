@@ -16,6 +16,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PurgeJournal } from '../../src/privacy/journal.js';
 import { Purger } from '../../src/privacy/purge.js';
 import type { Vault } from '../../src/vault/vault.js';
 import { dbFiles, findNeedles, openVault, sandbox, type Sandbox } from './helpers.js';
@@ -23,6 +24,7 @@ import { dbFiles, findNeedles, openVault, sandbox, type Sandbox } from './helper
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 let sb: Sandbox;
 let buildDir: string;
+const root = randomBytes(32);
 
 async function transpileTree(dir: string, outRoot: string): Promise<void> {
   for (const ent of await readdir(dir, { withFileTypes: true })) {
@@ -43,13 +45,16 @@ const CHILD = `
 import { Vault } from './src/vault/vault.js';
 import { FileKeyProvider } from './src/vault/keys.js';
 import { Purger } from './src/privacy/purge.js';
-const [dataDir, kekPath] = process.argv.slice(2);
+import { PurgeJournal } from './src/privacy/journal.js';
+const [dataDir, kekPath, rootHex] = process.argv.slice(2);
 const vault = await Vault.open({ dataDir, keyProvider: new FileKeyProvider({ kekPath }) });
+const journal = await PurgeJournal.open({ path: dataDir + '/purge-journal.db', root: Buffer.from(rootHex, 'hex') });
 const sensor = { name: 'sensor', eraseOrg: async () => ({ ok: true, counts: {} }), eraseSubject: async () => ({ ok: true, counts: {} }) };
-const purger = new Purger({ store: vault, signer: vault.identity, deviceId: 'dev-1', participants: [sensor] });
+const purger = new Purger({ store: vault, signer: vault.identity, deviceId: 'dev-1', participants: [sensor], journal });
 process.stdout.write('ready\\n');
 const out = await purger.withdrawOrg('org-alpha');
 process.stdout.write(JSON.stringify({ ok: out.ok }) + '\\n');
+await journal.close();
 await vault.close();
 `;
 
@@ -66,7 +71,7 @@ afterAll(() => sb.cleanup());
 /** Run the purge in a child; SIGKILL it `delayMs` after it is ready. */
 function runAndKill(delayMs: number): Promise<'killed' | 'finished'> {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, [join(buildDir, 'child.mjs'), sb.dataDir, sb.keys.kekPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(buildDir, 'child.mjs'), sb.dataDir, sb.keys.kekPath, root.toString('hex')], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -129,15 +134,18 @@ describe('power loss during an org withdrawal', () => {
       }
       outcomes.push(`${delay}ms:${run}:${state}`);
 
-      const purger = new Purger({ store: vault, signer: vault.identity, deviceId: 'dev-1' });
+      const journal = await PurgeJournal.open({ path: join(sb.dataDir, 'purge-journal.db'), root });
+      const purger = new Purger({ store: vault, signer: vault.identity, deviceId: 'dev-1', journal });
       const resumed = await purger.resumePending();
-      if (state === 'journalled') expect(resumed.map((o) => o.ok)).toEqual([true]);
+      // Verified against the fingerprints the killed run stored, not against nothing.
+      if (state === 'journalled') expect(resumed.map((o) => [o.ok, o.receipt.verification, o.receipt.scan.samples > 0])).toEqual([[true, 'verified', true]]);
       if (state === 'untouched') expect((await purger.withdrawOrg('org-alpha')).ok).toBe(true);
       expect(await vault.pendingPurges()).toEqual([]);
       expect(await vault.decryptTemplates('org-alpha')).toEqual({ templates: [], quarantined: [] });
       expect(await findNeedles(dbFiles(sb), [...markers, ...subjects.map((s) => s.subjectId)])).toEqual([]);
       const beta = await vault.decryptTemplates('org-beta');
       expect(beta.templates.some((t) => t.bytes.equals(betaTemplate))).toBe(true);
+      await journal.close();
       await vault.close();
     }
     // The point of the test is to interrupt real purges: most runs must have been cut mid-way.
