@@ -918,7 +918,8 @@ export namespace tallybox {
             ALARM_CODE_DISK_FULL = 2,
             ALARM_CODE_PERIPHERAL_DOWN = 3,
             ALARM_CODE_TAMPER = 4,
-            ALARM_CODE_STORAGE_ERROR = 5
+            ALARM_CODE_STORAGE_ERROR = 5,
+            ALARM_CODE_STORAGE_LOST = 120
         }
 
         interface IAlarm extends tallybox.v1.Alarm.$Properties {

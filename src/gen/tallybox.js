@@ -8812,6 +8812,7 @@ export const tallybox = $root.tallybox = (() => {
          * @property {number} ALARM_CODE_PERIPHERAL_DOWN=3 ALARM_CODE_PERIPHERAL_DOWN value
          * @property {number} ALARM_CODE_TAMPER=4 ALARM_CODE_TAMPER value
          * @property {number} ALARM_CODE_STORAGE_ERROR=5 ALARM_CODE_STORAGE_ERROR value
+         * @property {number} ALARM_CODE_STORAGE_LOST=120 ALARM_CODE_STORAGE_LOST value
          */
         v1.AlarmCode = (function() {
             const valuesById = $Object.create(null), values = $Object.create(valuesById);
@@ -8821,6 +8822,7 @@ export const tallybox = $root.tallybox = (() => {
             values[valuesById[3] = "ALARM_CODE_PERIPHERAL_DOWN"] = 3;
             values[valuesById[4] = "ALARM_CODE_TAMPER"] = 4;
             values[valuesById[5] = "ALARM_CODE_STORAGE_ERROR"] = 5;
+            values[valuesById[120] = "ALARM_CODE_STORAGE_LOST"] = 120;
             return values;
         })();
 
@@ -9056,6 +9058,10 @@ export const tallybox = $root.tallybox = (() => {
                     case "ALARM_CODE_STORAGE_ERROR":
                     case 5:
                         m.code = 5;
+                        break;
+                    case "ALARM_CODE_STORAGE_LOST":
+                    case 120:
+                        m.code = 120;
                         break;
                     default:
                         if (typeof d.code === "number" && (d.code | 0) === d.code)
