@@ -36,6 +36,7 @@ const ALARM_CODES: Record<OutboxAlarm, AlarmCode> = {
   QUEUE_FULL: AlarmCode.ALARM_CODE_QUEUE_FULL,
   DISK_FULL: AlarmCode.ALARM_CODE_DISK_FULL,
   STORAGE_ERROR: AlarmCode.ALARM_CODE_STORAGE_ERROR,
+  STORAGE_LOST: AlarmCode.ALARM_CODE_STORAGE_LOST,
 };
 
 export interface PeripheralState {
@@ -141,6 +142,7 @@ export class Agent {
         path: join(config.dataDir, 'outbox.db'),
         capacity: config.outbox.capacity,
         onAlarm: (alarm, active, detail) => agent?.alarm(alarm, active, detail),
+        logger: logger.child({ component: 'outbox' }),
       });
       // A zeroised device comes up without its vault: it delivers what it had accepted and raises the alarm.
       const zeroised = zeroisedInfo(config.dataDir);

@@ -980,7 +980,8 @@ export namespace tallybox {
             ALARM_CODE_TAMPER = 4,
             ALARM_CODE_STORAGE_ERROR = 5,
             ALARM_CODE_PURGE_INCOMPLETE = 100,
-            ALARM_CODE_RETENTION_HELD = 101
+            ALARM_CODE_RETENTION_HELD = 101,
+            ALARM_CODE_STORAGE_LOST = 120
         }
 
         enum LinkStatus {

@@ -9431,6 +9431,7 @@ export const tallybox = $root.tallybox = (() => {
          * @property {number} ALARM_CODE_STORAGE_ERROR=5 ALARM_CODE_STORAGE_ERROR value
          * @property {number} ALARM_CODE_PURGE_INCOMPLETE=100 ALARM_CODE_PURGE_INCOMPLETE value
          * @property {number} ALARM_CODE_RETENTION_HELD=101 ALARM_CODE_RETENTION_HELD value
+         * @property {number} ALARM_CODE_STORAGE_LOST=120 ALARM_CODE_STORAGE_LOST value
          */
         v1.AlarmCode = (function() {
             const valuesById = $Object.create(null), values = $Object.create(valuesById);
@@ -9442,6 +9443,7 @@ export const tallybox = $root.tallybox = (() => {
             values[valuesById[5] = "ALARM_CODE_STORAGE_ERROR"] = 5;
             values[valuesById[100] = "ALARM_CODE_PURGE_INCOMPLETE"] = 100;
             values[valuesById[101] = "ALARM_CODE_RETENTION_HELD"] = 101;
+            values[valuesById[120] = "ALARM_CODE_STORAGE_LOST"] = 120;
             return values;
         })();
 
@@ -9725,6 +9727,10 @@ export const tallybox = $root.tallybox = (() => {
                     case "ALARM_CODE_RETENTION_HELD":
                     case 101:
                         m.code = 101;
+                        break;
+                    case "ALARM_CODE_STORAGE_LOST":
+                    case 120:
+                        m.code = 120;
                         break;
                     default:
                         if (typeof d.code === "number" && (d.code | 0) === d.code)

@@ -5,7 +5,12 @@
  * Each connection gets its own pass starting from the oldest row: whatever was
  * in flight when a connection died is simply sent again (same event id; the
  * cloud de-duplicates). Rows accepted before the connection came up are
- * backlog: flagged historical and rate-limited.
+ * backlog: flagged historical and rate-limited. "Before" is a sequence
+ * watermark (the outbox's last seq when the connection came up), not a
+ * wall-clock comparison: the device clock may be stepped at any time.
+ *
+ * When the outbox fails (corruption, I/O error), the drain stops: it does not
+ * recycle the link over and over; the outbox's STORAGE_ERROR alarm says why.
  */
 import type { EgressGate } from '../link/egress.js';
 import type { Session } from '../link/connection.js';
@@ -46,6 +51,7 @@ export class Drain {
   private readonly inflightSince = new Map<number, number>();
   /** The current pass's limiter, so a rate change applies to the pass already running. */
   private bucket: TokenBucket | undefined;
+  private stoppedForStorage = false;
 
   constructor(private readonly opts: DrainOptions) {
     this.unsubscribe = opts.outbox.onCommitted(() => this.poke());
@@ -58,8 +64,12 @@ export class Drain {
   online(session: Session): void {
     const gen = ++this.generation;
     this.inflightSince.clear();
+    if (this.storageFailed()) return;
     this.watchdog ??= setInterval(() => this.checkAcks(), 1000);
-    void this.pass(session, gen).catch((err: unknown) => {
+    // Everything accepted up to now is backlog for this connection.
+    const watermark = this.opts.outbox.lastSeq;
+    void this.pass(session, gen, watermark).catch((err: unknown) => {
+      if (this.storageFailed()) return;
       this.opts.logger.error({ event: 'drain_failed', err: errorMessage(err) }, `drain stopped: ${errorMessage(err)}; recycling the link`);
       if (gen === this.generation) this.opts.recycle('drain failed');
     });
@@ -73,6 +83,17 @@ export class Drain {
 
   get backlogRatePerSec(): number {
     return this.opts.backlogRatePerSec;
+  }
+
+  /** The outbox cannot be read any more: stop (once, with one log line) instead of reconnecting forever. */
+  private storageFailed(): boolean {
+    const f = this.opts.outbox.failed;
+    if (!f) return false;
+    if (!this.stoppedForStorage) {
+      this.stoppedForStorage = true;
+      this.opts.logger.error({ event: 'drain_stopped', err: f.message }, 'drain stopped: the outbox failed (STORAGE_ERROR); queued punches stay on disk');
+    }
+    return true;
   }
 
   offline(): void {
@@ -118,7 +139,7 @@ export class Drain {
     }
   }
 
-  private async pass(session: Session, gen: number): Promise<void> {
+  private async pass(session: Session, gen: number, watermark: number): Promise<void> {
     const { outbox, egress, inflight: window } = this.opts;
     const bucket = new TokenBucket(this.opts.backlogRatePerSec);
     this.bucket = bucket;
@@ -141,7 +162,7 @@ export class Drain {
           await new Promise<void>((r) => (slotFree = r));
           if (gen !== this.generation) return;
         }
-        const historical = row.acceptedAtMs < session.connectedAtMs;
+        const historical = row.seq <= watermark;
         if (historical) {
           const wait = bucket.take();
           if (wait > 0) await new Promise((r) => setTimeout(r, wait));

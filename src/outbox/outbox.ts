@@ -9,11 +9,29 @@
  * The row id is the per-device sequence number (AUTOINCREMENT: never reused,
  * even after deletes or a restart). `bd_seq` (the connection counter) lives in
  * the meta table and survives restarts too.
+ *
+ * Storage that never silently loses or reuses (issue 8 §4):
+ *  - the file is checked (quick_check, read-only) before anything is written;
+ *    a damaged file is refused with STORAGE_CORRUPT and left as it is;
+ *  - the data directory is locked (src/store/lock.ts): one agent per directory;
+ *  - the sequence mark (src/store/seq-mark.ts), outside this file, says which
+ *    numbers were handed out, accepted and delivered. When the file holds less
+ *    than the mark says was accepted (its tail or the whole file was lost),
+ *    STORAGE_LOST is raised with the range, and numbering continues above
+ *    every number ever handed out;
+ *  - corruption met at run time fails the outbox: STORAGE_ERROR, the drain
+ *    stops, punches are refused (they could not be stored);
+ *  - a full disk: punches are refused with DISK_FULL, and the WAL is
+ *    checkpointed and truncated (now and on a timer until a commit succeeds),
+ *    so the space the queue's own WAL held comes back.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { Sqlite } from '../store/sqlite.js';
-import { TallyboxError, isTallyboxError } from '../util/errors.js';
+import { existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { DataDirLock } from '../store/lock.js';
+import { SeqMark, type SeqMarkState } from '../store/seq-mark.js';
+import { Sqlite, walBudgetBytes } from '../store/sqlite.js';
+import { TallyboxError, errorMessage, isTallyboxError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
 import { uuidv7 } from '../util/uuidv7.js';
 import type { PunchMethod, ScoreBucket } from '../proto/index.js';
 import { SerialQueue } from './serial-queue.js';
@@ -46,7 +64,16 @@ export interface QueuedPunch {
   acceptedAtMs: number;
 }
 
-export type OutboxAlarm = 'QUEUE_FULL' | 'DISK_FULL' | 'STORAGE_ERROR';
+export type OutboxAlarm = 'QUEUE_FULL' | 'DISK_FULL' | 'STORAGE_ERROR' | 'STORAGE_LOST';
+
+/** Sequence numbers the outbox lost (its tail or the whole file), found at open. */
+export interface SeqLoss {
+  /** First and last sequence number accepted and lost (inclusive). */
+  from: number;
+  to: number;
+  /** Numbering continues after this (every number up to it may have been handed out). */
+  skippedTo: number;
+}
 
 export interface OutboxOptions {
   path: string;
@@ -59,7 +86,14 @@ export interface OutboxOptions {
   monotonic?: () => number;
   /** Called when an alarm is raised or cleared (for DeviceState and the log). */
   onAlarm?: (alarm: OutboxAlarm, active: boolean, detail: string) => void;
+  /** Start-up findings (a rebuilt mark, a loss) and run-time storage failures. */
+  logger?: Logger;
+  /** Sequence numbers reserved per fsync of the sequence mark (default 16,384). */
+  reserveBlock?: number;
 }
+
+/** Error codes that mean the file cannot be trusted any more (not: full, busy, a constraint). */
+const FATAL_CODES = new Set(['STORAGE_CORRUPT', 'STORAGE_IO']);
 
 interface Pending {
   row: QueuedPunch;
@@ -110,7 +144,15 @@ export class Outbox {
   private readonly alarms = new Map<OutboxAlarm, string>();
   private ackBuffer: number[] = [];
   private ackTimer: NodeJS.Timeout | undefined;
+  /** Back-off for re-trying a failed ack flush (0: the last one worked). */
+  private ackRetryMs = 0;
   private closed = false;
+  /** Set once the file failed at run time: everything is refused from then on. */
+  private failure: TallyboxError | undefined;
+  /** Highest reservation known to be on disk (fdatasync'd). */
+  private durableReserved: number;
+  private markTimer: NodeJS.Timeout | undefined;
+  private diskFullTimer: NodeJS.Timeout | undefined;
   private readonly committedListeners = new Set<() => void>();
   private readonly now: () => number;
   private readonly monotonic: () => number;
@@ -118,32 +160,88 @@ export class Outbox {
   private readonly session = uuidv7();
   private readonly maxBatch: number;
 
+  private readonly block: number;
+  /**
+   * Free space kept on the data partition: the WAL's budget plus 64 KiB. A
+   * punch that would eat into it is refused (DISK_FULL) while there is still
+   * room for the WAL, the deletes that drain the queue, checkpoints and the
+   * agent's small files — a queue must never fill the disk so far that it
+   * cannot drain, or that the agent cannot start again.
+   */
+  private readonly reserveBytes: number;
+
   private constructor(
     private readonly db: Sqlite,
     private readonly opts: OutboxOptions,
+    private readonly lock: DataDirLock,
+    private readonly mark: SeqMark,
     depth: number,
     lastSeq: number,
+    /** What start-up found lost, if anything (also raised as STORAGE_LOST). */
+    readonly loss: SeqLoss | undefined,
   ) {
     this.depthCount = depth;
     this.lastSeqValue = lastSeq;
     this.now = opts.now ?? Date.now;
     this.monotonic = opts.monotonic ?? (() => performance.now());
     this.maxBatch = Math.max(1, opts.maxBatch ?? 2000);
+    this.block = Math.max(1, opts.reserveBlock ?? 16_384);
+    this.durableReserved = mark.state.reserved;
+    this.reserveBytes = walBudgetBytes(dirname(opts.path)) + 64 * 1024;
+    // "accepted" is pwritten after every commit; this puts it on disk within a second
+    // (power cuts; a SIGKILL cannot lose it), without an fsync per commit.
+    this.markTimer = setInterval(() => {
+      if (this.mark.needsSync) void this.syncMark().catch((err: unknown) => this.fail(err, 'sequence mark sync'));
+    }, 1000);
+    this.markTimer.unref();
   }
 
   static async open(opts: OutboxOptions): Promise<Outbox> {
     if (!Number.isInteger(opts.capacity) || opts.capacity < 1) {
       throw new TallyboxError('CONFIG_INVALID', `outbox capacity must be a positive integer, got ${opts.capacity}`);
     }
-    mkdirSync(dirname(opts.path), { recursive: true });
-    const db = await Sqlite.open(opts.path);
+    const dir = dirname(opts.path);
+    mkdirSync(dir, { recursive: true });
+    // 1. Integrity, read-only, before anything (lock file included) is created: a damaged
+    //    outbox or sequence mark stays exactly as it is.
+    const markPath = seqMarkPath(opts.path);
+    SeqMark.read(markPath);
+    const existing = await inspect(opts.path);
+    // 2. One agent per data directory.
+    const lock = await DataDirLock.acquire(dir);
     try {
-      await db.exec(SCHEMA);
-      const depth = (await db.get<{ n: number }>('SELECT count(*) AS n FROM punches'))?.n ?? 0;
-      const seqRow = await db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'punches'");
-      return new Outbox(db, opts, depth, seqRow?.seq ?? 0);
+      // Read again under the lock: this is the state from now on.
+      const found = SeqMark.read(markPath);
+      const db = await Sqlite.open(opts.path);
+      try {
+        await db.exec(SCHEMA);
+        const depth = (await db.get<{ n: number }>('SELECT count(*) AS n FROM punches'))?.n ?? 0;
+        const inFile = (await db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'punches'"))?.seq ?? 0;
+        const bdSeq = (await db.get<{ value: number }>("SELECT value FROM meta WHERE key = 'bd_seq'"))?.value ?? 0;
+        const minSeq = (await db.get<{ m: number | null }>('SELECT min(seq) AS m FROM punches'))?.m ?? null;
+        const r = reconcile({ inFile, minSeq, bdSeq, found: found?.state, existing, file: basename(opts.path) });
+        for (const w of r.warnings) opts.logger?.error({ event: 'outbox_seq_mark', detail: w }, w);
+        if (r.lastSeq > inFile) {
+          // Numbering continues above every number the mark says may have been handed out.
+          const u = await db.run("UPDATE sqlite_sequence SET seq = ? WHERE name = 'punches'", [r.lastSeq]);
+          if (u.changes === 0) await db.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('punches', ?)", [r.lastSeq]);
+        }
+        if (r.state.bdSeq > bdSeq) await db.run("UPDATE meta SET value = ? WHERE key = 'bd_seq'", [r.state.bdSeq]);
+        const mark = SeqMark.open(markPath, found, r.state);
+        await mark.sync();
+        const o = new Outbox(db, opts, lock, mark, depth, r.lastSeq, r.loss);
+        if (r.state.lostTo > 0 && !r.state.lostReported) {
+          const detail = lossDetail(r.state.lostFrom, r.state.lostTo, r.loss?.skippedTo);
+          opts.logger?.error({ event: 'storage_lost', from: r.state.lostFrom, to: r.state.lostTo }, `ALARM STORAGE_LOST: ${detail}`);
+          o.raise('STORAGE_LOST', detail);
+        }
+        return o;
+      } catch (err) {
+        await db.close().catch(() => undefined);
+        throw err;
+      }
     } catch (err) {
-      await db.close().catch(() => undefined);
+      await lock.release();
       throw err;
     }
   }
@@ -170,12 +268,23 @@ export class Outbox {
     return this.alarms;
   }
 
+  /** Set when the file failed at run time (corruption, I/O error): nothing more is stored or read. */
+  get failed(): TallyboxError | undefined {
+    return this.failure;
+  }
+
+  /** The sequence mark as it stands (for tests and doctor). */
+  get seqMark(): Readonly<SeqMarkState> {
+    return this.mark.state;
+  }
+
   /**
    * Resolve once the punch is on disk; reject with QUEUE_FULL / DISK_FULL /
    * STORAGE_* when it was not accepted. Never silently drops.
    */
   accept(input: PunchInput): Promise<QueuedPunch> {
     if (this.closed) return Promise.reject(new TallyboxError('OUTBOX_CLOSED', 'outbox is closed; punch not accepted'));
+    if (this.failure) return Promise.reject(this.failure);
     if (this.depthCount + this.committing + this.pending.length >= this.opts.capacity) {
       const detail = `outbox full (${this.depthCount}/${this.opts.capacity} queued): punch refused until the backlog drains`;
       this.raise('QUEUE_FULL', detail);
@@ -217,7 +326,69 @@ export class Outbox {
     }
   }
 
+  /**
+   * Make sure every number up to `need` is covered by a reservation on disk
+   * before a commit can use it; raise the mark a block ahead, in the
+   * background while half a block is left, so a commit rarely waits.
+   */
+  private async reserve(need: number): Promise<void> {
+    const st = this.mark.state;
+    if (need > st.reserved - this.block / 2) {
+      this.mark.update({ reserved: Math.max(st.reserved, need) + this.block, accepted: this.lastSeqValue });
+      const p = this.syncMark();
+      if (need > this.durableReserved) await p;
+      else p.catch((err: unknown) => this.fail(err, 'sequence mark sync'));
+    } else if (need > this.durableReserved) {
+      await this.syncMark();
+    }
+  }
+
+  /**
+   * Undefined when this batch fits above the reserve; otherwise why not.
+   * statfs costs a syscall per commit; only when the partition is nearly
+   * full do the outbox's own free pages (reused before the file grows) count.
+   */
+  private async spaceShortfall(rows: number): Promise<string | undefined> {
+    let free: number;
+    try {
+      const st = statfsSync(dirname(this.opts.path));
+      free = Number(st.bavail) * Number(st.bsize);
+    } catch {
+      return undefined; // statfs unsupported: SQLite's own SQLITE_FULL is the only signal left
+    }
+    const need = this.reserveBytes + rows * 256;
+    if (free >= need) return undefined;
+    const pages = (await this.db.get<{ freelist_count: number }>('PRAGMA freelist_count').catch(() => undefined))?.freelist_count ?? 0;
+    if (free + pages * 4096 >= need) return undefined;
+    return `DISK_FULL: ${Math.floor(free / 1024)} KiB free on the data partition (plus ${pages * 4} KiB reusable in the outbox), ${Math.ceil(this.reserveBytes / 1024)} KiB are kept for the queue's WAL and deletes: punch not accepted until space returns or the queue drains`;
+  }
+
+  private async syncMark(): Promise<void> {
+    const reserved = this.mark.state.reserved;
+    await this.mark.sync();
+    if (reserved > this.durableReserved) this.durableReserved = reserved;
+  }
+
   private async commit(batch: Pending[]): Promise<void> {
+    if (this.failure) {
+      for (const p of batch) p.reject(this.failure);
+      return;
+    }
+    const short = await this.spaceShortfall(batch.length);
+    if (short) {
+      this.raise('DISK_FULL', short);
+      this.reclaimWal();
+      const refusal = new TallyboxError('DISK_FULL', short, { reserveBytes: this.reserveBytes });
+      for (const p of batch) p.reject(refusal);
+      return;
+    }
+    try {
+      await this.reserve(this.lastSeqValue + batch.length);
+    } catch (err) {
+      this.fail(err, 'sequence mark');
+      for (const p of batch) p.reject(this.failure);
+      return;
+    }
     let seqs: Map<string, number>;
     try {
       seqs = await this.db.transaction(async () => {
@@ -242,9 +413,15 @@ export class Outbox {
       });
     } catch (err) {
       const code = isTallyboxError(err) ? err.code : 'STORAGE_ERROR';
+      if (FATAL_CODES.has(code)) {
+        this.fail(err, 'punch commit');
+        for (const p of batch) p.reject(this.failure);
+        return;
+      }
       const alarm: OutboxAlarm = code === 'DISK_FULL' ? 'DISK_FULL' : 'STORAGE_ERROR';
       const detail = `${code}: punch not accepted (${batch.length} in this commit); will retry on the next punch`;
       this.raise(alarm, detail);
+      if (code === 'DISK_FULL') this.reclaimWal();
       const refusal = new TallyboxError(code === 'DISK_FULL' ? 'DISK_FULL' : code, detail, {}, { cause: err });
       for (const p of batch) p.reject(refusal);
       return;
@@ -252,12 +429,23 @@ export class Outbox {
     this.clear('DISK_FULL');
     this.clear('STORAGE_ERROR');
     let inserted = 0;
+    let last = this.lastSeqValue;
+    for (const s of seqs.values()) if (s > last) last = s;
+    if (last > this.lastSeqValue) {
+      this.lastSeqValue = last;
+      // Before anyone hears of these rows (producers, the drain): a SIGKILL from here on cannot hide them.
+      try {
+        this.mark.update({ accepted: last });
+      } catch (err) {
+        // The rows are committed; only the record outside the file is behind. Say so, keep them.
+        this.fail(err, 'sequence mark write');
+      }
+    }
     for (const p of batch) {
       const seq = seqs.get(p.row.eventId);
       if (seq !== undefined) {
         inserted++;
         p.row.seq = seq;
-        if (seq > this.lastSeqValue) this.lastSeqValue = seq;
         p.resolve(p.row);
       } else {
         // Already queued under this event id (a retry): report the stored row.
@@ -286,9 +474,14 @@ export class Outbox {
 
   /** Oldest first, after `afterSeq`. */
   peek(afterSeq: number, limit: number): Promise<QueuedPunch[]> {
+    if (this.failure) return Promise.reject(this.failure);
     return this.q.run(async () => {
-      const rows = await this.db.all<DbRow>('SELECT * FROM punches WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit]);
-      return rows.map(fromDb);
+      try {
+        const rows = await this.db.all<DbRow>('SELECT * FROM punches WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit]);
+        return rows.map(fromDb);
+      } catch (err) {
+        throw this.failIfFatal(err, 'reading queued punches');
+      }
     });
   }
 
@@ -299,16 +492,27 @@ export class Outbox {
    */
   ack(seq: number): void {
     this.ackBuffer.push(seq);
-    if (this.ackBuffer.length >= 2000) void this.flushAcks().catch(() => undefined);
+    // flushAcks never rejects to here: a failed flush keeps its rows and re-arms its own timer.
+    if (this.ackBuffer.length >= 2000 && this.ackRetryMs === 0) void this.flushAcks().catch(() => undefined);
     else this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), 50);
   }
 
+  /**
+   * Delete the acknowledged rows. On failure the rows stay (they are re-sent
+   * under the same event ids), the seqs go back into the buffer and the flush
+   * is re-tried on a timer with back-off (50 ms … 5 s): it must not wait for
+   * an ack that may never come (an idle queue). Rejects with the error.
+   */
   flushAcks(): Promise<void> {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
     const seqs = this.ackBuffer;
     this.ackBuffer = [];
     if (seqs.length === 0) return Promise.resolve();
+    if (this.failure) {
+      this.ackBuffer.push(...seqs);
+      return Promise.reject(this.failure);
+    }
     return this.q
       .run(async () => {
         // synchronous=NORMAL for this transaction only: the deletes need no fsync of
@@ -317,32 +521,76 @@ export class Outbox {
         await this.db.exec('PRAGMA synchronous=NORMAL');
         let deleted = 0;
         try {
-          deleted = await this.db.transaction(async () => {
-            let n = 0;
-            for (let i = 0; i < seqs.length; i += ROWS_PER_STATEMENT) {
-              const chunk = seqs.slice(i, i + ROWS_PER_STATEMENT);
-              n += (await this.db.run(`DELETE FROM punches WHERE seq IN (${chunk.map(() => '?').join(',')})`, chunk)).changes;
-            }
-            return n;
-          });
+          deleted = await this.db.transaction(() => this.deleteSeqs(seqs));
         } finally {
           await this.db.exec('PRAGMA synchronous=FULL');
         }
         this.depthCount = Math.max(0, this.depthCount - deleted);
         if (this.depthCount < this.opts.capacity) this.clear('QUEUE_FULL');
+        await this.markDelivered();
       })
-      .catch((err: unknown) => {
-        // Not fatal: the rows stay and are re-sent (same event ids).
-        this.ackBuffer.push(...seqs);
-        throw err;
-      });
+      .then(
+        () => {
+          this.ackRetryMs = 0;
+        },
+        (err: unknown) => {
+          // Not fatal by itself: the rows stay and are re-sent (same event ids).
+          this.ackBuffer.push(...seqs);
+          const e = this.failIfFatal(err, 'deleting delivered punches');
+          if (!this.failure && !this.closed) {
+            this.ackRetryMs = Math.min(5000, Math.max(50, this.ackRetryMs * 2));
+            this.opts.logger?.warn({ event: 'ack_flush_failed', err: errorMessage(err), retryMs: this.ackRetryMs, rows: this.ackBuffer.length }, `delivered punches not deleted yet (${errorMessage(err)}); retrying in ${this.ackRetryMs} ms`);
+            this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), this.ackRetryMs);
+          }
+          throw e;
+        },
+      );
+  }
+
+  /**
+   * Delete by seq: consecutive runs (the usual case: PUBACKs come in order) as
+   * one range each, the rest by IN lists. A range is cheaper for SQLite than
+   * a thousand bound values.
+   */
+  private async deleteSeqs(seqs: number[]): Promise<number> {
+    const sorted = Float64Array.from(seqs).sort();
+    let n = 0;
+    const singles: number[] = [];
+    for (let i = 0; i < sorted.length; ) {
+      let j = i;
+      while (j + 1 < sorted.length && sorted[j + 1]! <= sorted[j]! + 1) j++;
+      const lo = sorted[i]!;
+      const hi = sorted[j]!;
+      if (hi - lo >= 8) n += (await this.db.run('DELETE FROM punches WHERE seq BETWEEN ? AND ?', [lo, hi])).changes;
+      else for (let k = i; k <= j; k++) if (singles.at(-1) !== sorted[k]) singles.push(sorted[k]!);
+      i = j + 1;
+    }
+    for (let i = 0; i < singles.length; i += ROWS_PER_STATEMENT) {
+      const chunk = singles.slice(i, i + ROWS_PER_STATEMENT);
+      n += (await this.db.run(`DELETE FROM punches WHERE seq IN (${chunk.map(() => '?').join(',')})`, chunk)).changes;
+    }
+    return n;
+  }
+
+  /** After deletes: every number below the oldest row still queued is settled (delivered or erased). */
+  private async markDelivered(): Promise<void> {
+    const m = (await this.db.get<{ m: number | null }>('SELECT min(seq) AS m FROM punches'))?.m ?? null;
+    const delivered = m === null ? this.lastSeqValue : m - 1;
+    const st = this.mark.state;
+    // A delivery in this run means a birth carrying STORAGE_LOST went out first: the loss is reported.
+    const reported = st.lostTo > 0 && !st.lostReported;
+    if (delivered > st.delivered || reported) this.mark.update({ delivered: Math.max(st.delivered, delivered), ...(reported ? { lostReported: true } : {}) });
   }
 
   /** Increment and persist the connection counter; returns the new value. */
   nextBdSeq(): Promise<number> {
     return this.q.run(async () => {
-      const row = await this.db.get<{ value: number }>("UPDATE meta SET value = value + 1 WHERE key = 'bd_seq' RETURNING value");
-      return row?.value ?? 0;
+      const row = await this.db.get<{ value: number }>("UPDATE meta SET value = max(value, ?) + 1 WHERE key = 'bd_seq' RETURNING value", [this.mark.state.bdSeq]);
+      const v = row?.value ?? 0;
+      // Kept outside the file too: a lost outbox must not make the cloud see an old bd_seq again.
+      this.mark.update({ bdSeq: v });
+      await this.syncMark();
+      return v;
     });
   }
 
@@ -408,8 +656,67 @@ export class Outbox {
     if (this.closed) return;
     this.closed = true;
     while (this.flushing || this.pending.length > 0) await new Promise((r) => setTimeout(r, 5));
+    // Best effort: rows whose delete fails stay queued and are re-sent after the restart.
     await this.flushAcks().catch(() => undefined);
-    await this.q.run(() => this.db.close());
+    if (this.markTimer) clearInterval(this.markTimer);
+    if (this.diskFullTimer) clearTimeout(this.diskFullTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    try {
+      await this.q.run(() => this.db.close());
+      // Nothing is in flight any more: the reservation shrinks to what was used, so after a
+      // clean stop numbering continues exactly where it was, even if the file is then lost.
+      if (!this.failure) this.mark.update({ reserved: this.lastSeqValue, accepted: this.lastSeqValue });
+      await this.mark.close();
+    } finally {
+      await this.lock.release();
+    }
+  }
+
+  /**
+   * The disk is full: give back the space the WAL holds (a checkpoint, then
+   * truncate it to zero), and keep trying while DISK_FULL stands — a queue
+   * that drains meanwhile must not stay stuck behind its own WAL.
+   */
+  private reclaimWal(): void {
+    if (this.diskFullTimer || this.closed) return;
+    const attempt = (delayMs: number): void => {
+      this.diskFullTimer = setTimeout(() => {
+        void this.q
+          .run(() => this.db.get('PRAGMA wal_checkpoint(TRUNCATE)'))
+          .catch((err: unknown) => this.opts.logger?.debug({ event: 'wal_checkpoint_failed', err: errorMessage(err) }, 'checkpoint on a full disk failed; retrying'))
+          .finally(() => {
+            this.diskFullTimer = undefined;
+            if (this.alarms.has('DISK_FULL') && !this.closed && !this.failure) attempt(Math.min(5000, delayMs * 2));
+          });
+      }, delayMs);
+      this.diskFullTimer.unref();
+    };
+    attempt(0);
+  }
+
+  /** An error from the file: if it means the file cannot be trusted, fail the outbox. Returns what callers should throw. */
+  private failIfFatal(err: unknown, during: string): unknown {
+    const code = isTallyboxError(err) ? err.code : '';
+    if (FATAL_CODES.has(code)) {
+      this.fail(err, during);
+      return this.failure;
+    }
+    return err;
+  }
+
+  /**
+   * The file failed (corrupt, I/O error) or the sequence mark could not be
+   * written: stop storing and reading, refuse every punch (it could not be
+   * stored safely), raise STORAGE_ERROR. A restart runs the integrity check.
+   */
+  private fail(err: unknown, during: string): void {
+    if (this.failure) return;
+    const cause = errorMessage(err);
+    const detail = `${during} failed: ${cause}. Outbox stopped: queued punches are kept on disk but not sent, new punches are refused; check the storage and restart (the start-up integrity check then says what is wrong)`;
+    this.failure = new TallyboxError('STORAGE_ERROR', detail, { during }, { cause: err });
+    this.opts.logger?.error({ event: 'outbox_failed', during, err: cause }, `ALARM STORAGE_ERROR: ${detail}`);
+    this.raise('STORAGE_ERROR', detail);
+    for (const p of this.pending.splice(0)) p.reject(this.failure);
   }
 
   private raise(alarm: OutboxAlarm, detail: string): void {
@@ -449,4 +756,108 @@ function fromDb(r: DbRow): QueuedPunch {
     liveness: r.liveness as ScoreBucket,
     acceptedAtMs: r.accepted_at_ms,
   };
+}
+
+/** outbox.db → outbox.seq, beside it. */
+export function seqMarkPath(dbPath: string): string {
+  return join(dirname(dbPath), `${basename(dbPath).replace(/\.db$/, '')}.seq`);
+}
+
+interface Existing {
+  /** Size of the file; -1: absent (or not a regular file: opening it reports why). */
+  bytes: number;
+}
+
+/**
+ * Check an existing outbox file read-only (quick_check reads every page and
+ * the WAL, writes nothing; a read-only connection never checkpoints): a
+ * damaged file is refused with STORAGE_CORRUPT and left exactly as it is.
+ */
+async function inspect(path: string): Promise<Existing> {
+  let bytes: number;
+  try {
+    const st = statSync(path);
+    if (!st.isFile()) return { bytes: -1 };
+    bytes = st.size;
+  } catch {
+    // Absent (or unreadable: the read-write open below says why).
+    return { bytes: -1 };
+  }
+  const hasWal = existsSync(`${path}-wal`);
+  if (bytes === 0 && !hasWal) return { bytes };
+  // No -wal: the file is all there is, and an immutable open creates nothing beside it.
+  const ro = await Sqlite.open(path, hasWal ? { readonly: true } : { immutable: true });
+  try {
+    const verdict = await ro.quickCheck();
+    if (verdict !== 'ok') {
+      throw new TallyboxError(
+        'STORAGE_CORRUPT',
+        `${path} failed its integrity check (quick_check: ${verdict.slice(0, 300)}); the file is left as it is. ` +
+          'Copy it for inspection, then move it aside to start a new outbox: the sequence mark keeps numbers from being reused and reports what was lost',
+        { file: basename(path) },
+      );
+    }
+  } finally {
+    await ro.close().catch(() => undefined);
+  }
+  return { bytes };
+}
+
+interface Reconciled {
+  state: SeqMarkState;
+  /** The outbox's last sequence number from now on. */
+  lastSeq: number;
+  loss?: SeqLoss;
+  warnings: string[];
+}
+
+/**
+ * Compare the file with the mark. `inFile`: the highest number the file has
+ * ever used (sqlite_sequence); `minSeq`: its oldest row.
+ */
+export function reconcile(o: { inFile: number; minSeq: number | null; bdSeq: number; found: SeqMarkState | undefined; existing: Existing; file: string }): Reconciled {
+  const { inFile, minSeq, file } = o;
+  const settledInFile = minSeq === null ? inFile : minSeq - 1;
+  const warnings: string[] = [];
+  const m = o.found;
+  if (!m) {
+    if (inFile > 0) warnings.push(`no sequence mark beside ${file} (first start of this version, or the mark was removed): rebuilt from the outbox (last seq ${inFile})`);
+    return {
+      state: { reserved: inFile, accepted: inFile, delivered: settledInFile, bdSeq: o.bdSeq, lostFrom: 0, lostTo: 0, lostReported: false },
+      lastSeq: inFile,
+      warnings,
+    };
+  }
+  const bdSeq = Math.max(m.bdSeq, o.bdSeq);
+  if (inFile < m.accepted) {
+    // The file lost its tail, or is not the file that accepted those punches.
+    const skippedTo = Math.max(m.reserved, m.accepted);
+    const from = Math.max(inFile, m.delivered) + 1;
+    const to = m.accepted;
+    const delivered = Math.min(inFile, Math.max(m.delivered, settledInFile));
+    const what = o.existing.bytes <= 0 ? `${file} is ${o.existing.bytes === 0 ? 'empty (0 bytes)' : 'missing'}` : `${file} holds seqs up to ${inFile}`;
+    if (from > to) {
+      warnings.push(`${what} but the sequence mark says ${m.accepted} were accepted; every missing one had been delivered, so nothing is lost. Numbering continues at ${skippedTo + 1}`);
+      return { state: { ...m, reserved: skippedTo, accepted: skippedTo, delivered, bdSeq }, lastSeq: skippedTo, warnings };
+    }
+    const prior = m.lostTo > 0 && !m.lostReported;
+    const lostFrom = prior ? Math.min(m.lostFrom, from) : from;
+    warnings.push(`${what} but the sequence mark says ${m.accepted} were accepted (${m.delivered} delivered)`);
+    return {
+      state: { reserved: skippedTo, accepted: skippedTo, delivered, bdSeq, lostFrom, lostTo: Math.max(to, prior ? m.lostTo : 0), lostReported: false },
+      lastSeq: skippedTo,
+      loss: { from, to, skippedTo },
+      warnings,
+    };
+  }
+  if (inFile > m.reserved) warnings.push(`the sequence mark is behind ${file} (mark ${m.reserved}, outbox ${inFile}): restored from an older copy? Taken from the outbox`);
+  return {
+    state: { ...m, reserved: Math.max(m.reserved, inFile), accepted: inFile, delivered: Math.min(inFile, Math.max(m.delivered, settledInFile)), bdSeq },
+    lastSeq: inFile,
+    warnings,
+  };
+}
+
+function lossDetail(from: number, to: number, skippedTo: number | undefined): string {
+  return `${to - from + 1} accepted punches lost from the outbox (seq ${from}..${to}): the file or its tail was lost or damaged` + (skippedTo !== undefined ? `; numbering continues at ${skippedTo + 1}, no number is reused` : '');
 }

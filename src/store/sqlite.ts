@@ -6,8 +6,14 @@
  * Durability settings are applied on open and are the same for every store:
  * WAL journal, synchronous=FULL (a commit is on disk when it resolves),
  * secure_delete=ON (freed pages are zeroed: privacy rule 4), foreign keys on.
+ *
+ * The WAL is bounded for the partition it lives on (see `walBudgetBytes`):
+ * SQLite's default (checkpoint at 1,000 pages, never shrink the file) lets a
+ * WAL reach 4 MiB and more, which fills a 2 MiB data partition by itself.
  */
 import sqlite3 from 'sqlite3';
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { TallyboxError } from '../util/errors.js';
 import { preparePrivateDbFile } from '../util/private-fs.js';
 
@@ -25,6 +31,34 @@ export interface OpenOptions {
   /** Milliseconds to wait on a locked database (default 5000). */
   busyTimeoutMs?: number;
   readonly?: boolean;
+  /**
+   * Read-only and immutable: SQLite creates no -wal or -shm file and takes no
+   * lock. Only for a file with no -wal beside it (there is nothing else to read).
+   */
+  immutable?: boolean;
+  /** WAL size to aim for (checkpoint interval and journal_size_limit); default: from the partition, see walBudgetBytes(). */
+  walBudgetBytes?: number;
+}
+
+const PAGE = 4096;
+const MIN_WAL = 64 * 1024;
+const MAX_WAL = 4 * 1024 * 1024;
+
+/**
+ * WAL budget for a database in `dir`: 1/16 of the partition, between 64 KiB
+ * and 4 MiB (SQLite's default). A 2 MiB partition gets 128 KiB: checkpoints
+ * every 32 pages, and the WAL file is cut back to 128 KiB after each; an
+ * ordinary disk keeps SQLite's defaults, so nothing changes there.
+ */
+export function walBudgetBytes(dir: string): number {
+  try {
+    const s = statfsSync(dir);
+    const total = Number(s.blocks) * Number(s.bsize);
+    return Math.max(MIN_WAL, Math.min(MAX_WAL, Math.floor(total / 16 / PAGE) * PAGE));
+  } catch {
+    // statfs unsupported here (or the directory is not there yet): SQLite's default size.
+    return MAX_WAL;
+  }
 }
 
 /** SQLITE_OPEN_NOFOLLOW (sqlite3.h; node-sqlite3 does not export it): SQLite refuses a database path that is a symlink. */
@@ -62,26 +96,42 @@ export class Sqlite {
    */
   static async open(path: string, opts: OpenOptions = {}): Promise<Sqlite> {
     // Never through a symlink, and 0600 before SQLite creates anything (its -wal/-shm copy the file's mode).
-    if (!opts.readonly) preparePrivateDbFile(path, { create: opts.create !== false });
+    if (!opts.readonly && !opts.immutable) preparePrivateDbFile(path, { create: opts.create !== false });
     const mode =
       SQLITE_OPEN_NOFOLLOW |
-      (opts.readonly ? sqlite3.OPEN_READONLY : sqlite3.OPEN_READWRITE | (opts.create === false ? 0 : sqlite3.OPEN_CREATE));
+      (opts.immutable
+        ? sqlite3.OPEN_READONLY | sqlite3.OPEN_URI
+        : opts.readonly
+          ? sqlite3.OPEN_READONLY
+          : sqlite3.OPEN_READWRITE | (opts.create === false ? 0 : sqlite3.OPEN_CREATE));
+    const name = opts.immutable ? `file:${encodeURI(path).replace(/[?#]/g, encodeURIComponent)}?immutable=1` : path;
     const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-      const d: sqlite3.Database = new sqlite3.Database(path, mode, (err) => (err ? reject(wrap(err, 'open', path)) : resolve(d)));
+      const d: sqlite3.Database = new sqlite3.Database(name, mode, (err) => (err ? reject(wrap(err, 'open', path)) : resolve(d)));
     });
     const s = new Sqlite(path, db);
     db.configure('busyTimeout', opts.busyTimeoutMs ?? 5000);
     try {
       // Reading the schema forces SQLite to read the header: a non-database file fails here.
       await s.get('PRAGMA schema_version');
-      if (!opts.readonly) {
+      if (!opts.readonly && !opts.immutable) {
         await s.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON;');
+        const wal = opts.walBudgetBytes ?? walBudgetBytes(dirname(path));
+        await s.exec(`PRAGMA journal_size_limit=${wal}; PRAGMA wal_autocheckpoint=${Math.max(16, Math.floor(wal / PAGE))};`);
       }
     } catch (err) {
       await s.close().catch(() => undefined);
       throw err;
     }
     return s;
+  }
+
+  /**
+   * PRAGMA quick_check: 'ok', or what SQLite found (first lines). Reads every
+   * page of the file (and the WAL), writes nothing.
+   */
+  async quickCheck(maxErrors = 10): Promise<string> {
+    const rows = await this.all<{ quick_check: string }>(`PRAGMA quick_check(${maxErrors})`);
+    return rows.map((r) => r.quick_check).join('; ');
   }
 
   /** True when the first 16 bytes are SQLite's magic (or the buffer is empty: a new file). */

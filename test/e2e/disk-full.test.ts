@@ -6,7 +6,7 @@
  * skipped elsewhere.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,9 @@ import { AlarmCode, PunchMethod } from '../../src/proto/index.js';
 import { isTallyboxError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/log.js';
 import { testConfig } from '../helpers/agent-config.js';
+import { freePort, waitUntil } from '../helpers/ports.js';
+import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
+import { CloudSink } from '../../simulators/cloud/sink.js';
 
 const base = mkdtempSync(join(tmpdir(), 'tbx-diskfull-'));
 const mnt = join(base, 'mnt');
@@ -41,7 +44,8 @@ describe.runIf(mounted)('disk full (1 MiB tmpfs)', () => {
       // Leave a little room, then punch until the disk is full.
       const stat = spawnSync('df', ['--output=avail', '-B1', mnt], { encoding: 'utf8' });
       const avail = Number(stat.stdout.trim().split('\n').at(-1));
-      writeFileSync(filler, Buffer.alloc(Math.max(0, avail - 96 * 1024)));
+      // The outbox keeps its WAL budget (64 KiB here) + 64 KiB free: leave it room for some punches first.
+      writeFileSync(filler, Buffer.alloc(Math.max(0, avail - 320 * 1024)));
       for (let i = 0; i < 20_000 && !refusal; i++) {
         try {
           await Promise.all(Array.from({ length: 50 }, (_, k) => agent.punch({ orgId: 'org-a', subjectId: `subject-with-a-longish-id-${i}-${k}`, method: PunchMethod.PUNCH_METHOD_CARD }).then(() => accepted++)));
@@ -50,6 +54,7 @@ describe.runIf(mounted)('disk full (1 MiB tmpfs)', () => {
         }
       }
       expect(isTallyboxError(refusal, 'DISK_FULL'), String(refusal)).toBe(true);
+      expect(accepted).toBeGreaterThan(100);
       expect(agent.state().alarms?.map((a) => a.code)).toContain(AlarmCode.ALARM_CODE_DISK_FULL);
       // Punches in flight when the disk filled may still land; wait for them, then count.
       await new Promise((r) => setTimeout(r, 200));
@@ -70,3 +75,90 @@ describe.runIf(mounted)('disk full (1 MiB tmpfs)', () => {
     await o.close();
   });
 });
+
+/**
+ * A 2 MiB data partition (issue 8 §4): the agent's own WAL must not fill it
+ * (SQLite's default lets it reach 4 MiB before a checkpoint), and a queue
+ * that filled the disk while the broker was away recovers once it drains —
+ * in the same run and after a clean restart.
+ */
+const base2 = mkdtempSync(join(tmpdir(), 'tbx-diskfull2-'));
+const mnt2 = join(base2, 'mnt');
+mkdirSync(mnt2);
+const mounted2 = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt2]).status === 0;
+
+describe.runIf(mounted2)('a 2 MiB partition', () => {
+  afterAll(() => {
+    spawnSync('umount', [mnt2]);
+    rmSync(base2, { recursive: true, force: true });
+  });
+  const punch = (agent: Agent, i: number) => agent.punch({ orgId: 'org-a', subjectId: `subject-with-a-longish-id-${i}`, method: PunchMethod.PUNCH_METHOD_CARD });
+
+  it('3,000 commits with the broker up: the WAL stays small, nothing is refused', async () => {
+    const dataDir = join(mnt2, 'steady');
+    const broker = await startEmbeddedBroker();
+    const agent = await Agent.start({ config: validateConfig(testConfig({ dataDir, brokerUrl: broker.url })), logger: silentLogger() });
+    let maxWal = 0;
+    try {
+      for (let i = 0; i < 3000; i++) {
+        await punch(agent, i); // one commit each: the worst case for the WAL
+        if (i % 50 === 0) maxWal = Math.max(maxWal, walSize(dataDir));
+      }
+      await waitUntil(() => agent.outbox.depth === 0, 20_000, 'drained');
+    } finally {
+      await agent.stop();
+      await broker.close();
+    }
+    expect(maxWal).toBeLessThan(512 * 1024);
+  }, 120_000);
+
+  it('the queue fills the disk with the broker away: DISK_FULL; once drained it recovers, also after a clean restart', async () => {
+    const dataDir = join(mnt2, 'fills');
+    const port = await freePort();
+    const config = validateConfig(testConfig({ dataDir, brokerUrl: `mqtt://127.0.0.1:${port}` }));
+    let agent = await Agent.start({ config, logger: silentLogger() });
+    let accepted = 0;
+    let refusal: unknown;
+    for (let i = 0; i < 200_000 && !refusal; i += 50) {
+      try {
+        await Promise.all(Array.from({ length: 50 }, (_, k) => punch(agent, i + k).then(() => accepted++)));
+      } catch (err) {
+        refusal = err;
+      }
+    }
+    expect(isTallyboxError(refusal, 'DISK_FULL'), String(refusal)).toBe(true);
+    expect(accepted).toBeGreaterThan(1000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(agent.outbox.depth).toBe(accepted);
+    // On a full disk the WAL is checkpointed and truncated: its space comes back.
+    await waitUntil(() => walSize(dataDir) === 0, 5000, 'the WAL truncated');
+    await agent.stop();
+
+    // A clean restart on the full disk, then the broker comes back and the queue drains.
+    agent = await Agent.start({ config, logger: silentLogger() });
+    const broker = await startEmbeddedBroker({ port });
+    const sink = await CloudSink.connect({ url: broker.url });
+    try {
+      await waitUntil(() => agent.outbox.depth === 0, 60_000, 'the backlog drained');
+      expect(new Set(sink.punches().map((p) => p.seq)).size).toBe(accepted);
+      await waitUntil(async () => (await punch(agent, -1).then(() => true, () => false)), 20_000, 'a punch accepted again');
+      expect(agent.state().alarms?.map((a) => a.code) ?? []).not.toContain(AlarmCode.ALARM_CODE_DISK_FULL);
+      await agent.stop();
+      // And after another restart, still fine.
+      agent = await Agent.start({ config, logger: silentLogger() });
+      await expect(punch(agent, -2)).resolves.toMatchObject({ seq: accepted + 2 });
+    } finally {
+      await agent.stop();
+      await sink.close();
+      await broker.close();
+    }
+  }, 180_000);
+});
+
+function walSize(dataDir: string): number {
+  try {
+    return statSync(join(dataDir, 'outbox.db-wal')).size;
+  } catch {
+    return 0;
+  }
+}

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Outbox } from '../../src/outbox/outbox.js';
+import { Sqlite } from '../../src/store/sqlite.js';
 import { PunchMethod } from '../../src/proto/index.js';
 import { UUIDV7_RE } from '../../src/util/uuidv7.js';
 
@@ -124,6 +125,26 @@ describe('Outbox', () => {
     o = await Outbox.open({ path, capacity: 100, now: () => Date.now(), monotonic: () => 10 });
     expect(await o.restampUnsynced()).toBe(0);
     expect((await o.peek(0, 1))[0]).toMatchObject({ occurredAtMs: 1000, clockSynced: false });
+    await o.close();
+  });
+
+  it('a failed ack flush is re-tried on its own timer: no further ack is needed (issue 8 §1)', async () => {
+    const path = join(tmp(), 'o.db');
+    const o = await Outbox.open({ path, capacity: 100 });
+    const rows = await Promise.all(Array.from({ length: 5 }, (_, i) => o.accept(punch(i))));
+    // A real SQLite error on every delete while this trigger exists.
+    const side = await Sqlite.open(path);
+    await side.exec("CREATE TRIGGER block_deletes BEFORE DELETE ON punches BEGIN SELECT RAISE(ABORT, 'deletes blocked by the test'); END");
+    for (const r of rows) o.ack(r.seq);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(o.depth).toBe(5);
+    await side.exec('DROP TRIGGER block_deletes');
+    await side.close();
+    // No ack arrives any more (the queue is idle): the retry timer alone must delete them.
+    const end = Date.now() + 5000;
+    while (o.depth > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+    expect(o.depth).toBe(0);
+    expect(await o.peek(0, 10)).toEqual([]);
     await o.close();
   });
 
