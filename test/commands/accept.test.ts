@@ -168,12 +168,24 @@ describe('persist before effect', () => {
     const { counter } = bodyOf(c);
     const out = await runChildUntilHandlerThenKill(build, b.dbPath, b.signer.publicKeyBase64(), c);
     expect(out).toBe('killed');
-    const intake = await b.reopen();
+    const intake = await b.reopen({ describeInterrupted: (e) => `the agent stopped while the ${e.kind} command was running; test says what was done` });
     expect(intake.interruptedAtOpen.map((e) => [e.counter, e.kind])).toEqual([[counter, 'orgWithdraw']]);
     expect(await intake.lastCounter()).toBe(counter);
+    // Issue 8 §2: the interrupted command gets its one result at open, signed, with its counter and nonce.
+    expect(b.published).toHaveLength(1);
+    const interrupted = b.published[0]!.result;
+    expect(interrupted).toMatchObject({ counter, code: ResultCode.RESULT_CODE_INTERRUPTED, reason: Reason.interrupted, detail: expect.stringMatching(/test says what was done/) as string });
+    expect(Buffer.from(interrupted.nonce!).equals(Buffer.from(bodyOf(c).nonce))).toBe(true);
+    expect(verifyCommandResult(interrupted, b.identity.publicKey)).toBe(true);
+    expect((await intake.journal())[0]).toMatchObject({ counter, code: ResultCode.RESULT_CODE_INTERRUPTED, queued: true });
     const r = await intake.handle(CMD_TOPIC, c);
     expect(r.code).toBe(ResultCode.RESULT_CODE_REPLAYED);
+    expect(r.firstCounter).toBe(counter);
     expect(b.handlers.calls).toEqual([]);
+    // A second restart does not answer it again.
+    b.published.length = 0;
+    await b.reopen();
+    expect(b.published).toEqual([]);
   }, 30_000);
 });
 
@@ -210,6 +222,29 @@ describe('robustness', () => {
     const r = await b.intake.handle(CMD_TOPIC, b.cmd());
     expect(r.code).toBe(ResultCode.RESULT_CODE_OK);
     expect(b.logs.some((l) => l.event === 'command_result_publish_failed' && l.errorCode === 'MQTT_OFFLINE')).toBe(true);
+  });
+
+  it('a result whose handover failed (disk full) is handed over later — the same signed bytes, once', async () => {
+    let fail = true;
+    const handed: Array<{ orgId: string; result: unknown }> = [];
+    const publishResult = async (orgId: string, result: unknown) => {
+      if (fail) throw Object.assign(new Error('full'), { code: 'DISK_FULL' });
+      handed.push({ orgId, result });
+    };
+    await b.reopen({ publishResult });
+    const r = await b.intake.handle(CMD_TOPIC, b.cmd());
+    expect(r.code).toBe(ResultCode.RESULT_CODE_OK);
+    expect(handed).toEqual([]);
+    expect((await b.intake.journal())[0]).toMatchObject({ queued: false });
+    fail = false;
+    b.intake.resumeResults(); // the link came back
+    await waitFor(() => handed.length === 1);
+    expect(pb.CommandResult.encode(handed[0]!.result as object).finish()).toEqual(pb.CommandResult.encode(r).finish());
+    expect((await b.intake.journal())[0]).toMatchObject({ queued: true });
+    await b.reopen({ publishResult });
+    b.intake.resumeResults();
+    await new Promise((res) => setTimeout(res, 50));
+    expect(handed).toHaveLength(1);
   });
 
   it('after close(), handle() resolves FAILED intake_closed without touching state', async () => {
@@ -258,6 +293,14 @@ describe('robustness', () => {
     expect(b.handlers.calls.at(-1)!.ctx.keyId).toBe('cloud-2');
   });
 });
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 // ---- child process for the SIGKILL test ---------------------------------------------------------
 

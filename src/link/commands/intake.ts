@@ -213,18 +213,18 @@ export class CommandIntake {
    */
   static async open(opts: CommandIntakeOptions): Promise<CommandIntake> {
     if (typeof opts.deviceId !== 'string' || opts.deviceId === '' || opts.deviceId.includes('/')) {
-      throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: command intake needs a device id without '/', got ${JSON.stringify(opts.deviceId)}`, { key: 'deviceId' });
+      throw new TallyboxError('CONFIG_INVALID', `command intake needs a device id without '/', got ${JSON.stringify(opts.deviceId)}`, { key: 'deviceId' });
     }
     if (!Array.isArray(opts.trustedKeys) || opts.trustedKeys.length === 0) {
-      throw new TallyboxError('CONFIG_INVALID', 'CONFIG_INVALID: no trusted cloud command key is pinned (trustedKeys is empty)', { key: 'trustedKeys' });
+      throw new TallyboxError('CONFIG_INVALID', 'no trusted cloud command key is pinned (trustedKeys is empty)', { key: 'trustedKeys' });
     }
     const keys = new Map<string, KeyObject>();
     for (const [i, k] of opts.trustedKeys.entries()) {
-      if (typeof k.id !== 'string' || k.id === '') throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: trustedKeys[${i}].id is empty`, { key: `trustedKeys[${i}].id` });
-      if (keys.has(k.id)) throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: trustedKeys[${i}].id ${JSON.stringify(k.id)} is pinned twice`, { key: `trustedKeys[${i}].id` });
+      if (typeof k.id !== 'string' || k.id === '') throw new TallyboxError('CONFIG_INVALID', `trustedKeys[${i}].id is empty`, { key: `trustedKeys[${i}].id` });
+      if (keys.has(k.id)) throw new TallyboxError('CONFIG_INVALID', `trustedKeys[${i}].id ${JSON.stringify(k.id)} is pinned twice`, { key: `trustedKeys[${i}].id` });
       const raw = typeof k.publicKey === 'string' && /^[A-Za-z0-9+/]+={0,2}$/.test(k.publicKey) ? Buffer.from(k.publicKey, 'base64') : Buffer.alloc(0);
       if (raw.length !== 32) {
-        throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: trustedKeys[${i}].publicKey must be a raw 32-byte Ed25519 key in base64`, { key: `trustedKeys[${i}].publicKey` });
+        throw new TallyboxError('CONFIG_INVALID', `trustedKeys[${i}].publicKey must be a raw 32-byte Ed25519 key in base64`, { key: `trustedKeys[${i}].publicKey` });
       }
       keys.set(k.id, ed25519PublicKey(raw));
     }
@@ -232,7 +232,7 @@ export class CommandIntake {
     const maxSkewMs = opts.maxSkewMs ?? DEFAULT_MAX_SKEW_MS;
     const maxTtlMs = opts.maxTtlMs ?? DEFAULT_MAX_TTL_MS;
     for (const [name, v] of [['maxBytes', maxBytes], ['maxSkewMs', maxSkewMs], ['maxTtlMs', maxTtlMs]] as const) {
-      if (!Number.isSafeInteger(v) || v < 0) throw new TallyboxError('CONFIG_INVALID', `CONFIG_INVALID: ${name} must be a non-negative integer, got ${v}`, { key: name });
+      if (!Number.isSafeInteger(v) || v < 0) throw new TallyboxError('CONFIG_INVALID', `${name} must be a non-negative integer, got ${v}`, { key: name });
     }
     const store = await ReplayStore.open(opts.dbPath);
     let intake: CommandIntake;

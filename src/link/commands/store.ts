@@ -83,7 +83,7 @@ export class ReplayStore {
     try {
       const v = (await db.get<{ user_version: number }>('PRAGMA user_version'))?.user_version ?? 0;
       if (v > SCHEMA_VERSION) {
-        throw new TallyboxError('STORAGE_SCHEMA', `STORAGE_SCHEMA: command state ${path} has schema version ${v}, newer than this agent's ${SCHEMA_VERSION}`, { path, version: v });
+        throw new TallyboxError('STORAGE_SCHEMA', `command state ${path} has schema version ${v}, newer than this agent's ${SCHEMA_VERSION}`, { path, version: v });
       }
       await db.exec(`
         CREATE TABLE IF NOT EXISTS intake_state (
@@ -146,7 +146,7 @@ export class ReplayStore {
   async accept(a: Acceptance): Promise<void> {
     await this.db.transaction(async () => {
       const r = await this.db.run('UPDATE intake_state SET last_counter = ? WHERE id = 1 AND last_counter < ?', [a.counter, a.counter]);
-      if (r.changes !== 1) throw new TallyboxError('COUNTER_CONFLICT', `COUNTER_CONFLICT: counter ${a.counter} is not above the persisted counter`, { counter: a.counter });
+      if (r.changes !== 1) throw new TallyboxError('COUNTER_CONFLICT', `counter ${a.counter} is not above the persisted counter`, { counter: a.counter });
       await this.db.run('INSERT INTO nonces (nonce, keep_until_ms) VALUES (?, ?)', [Buffer.from(a.nonce), a.keepNonceUntilMs]);
       await this.db.run('DELETE FROM nonces WHERE keep_until_ms < ?', [a.nowMs]);
       await this.db.run('INSERT OR REPLACE INTO journal (counter, org_id, kind, accepted_at_ms, nonce) VALUES (?, ?, ?, ?, ?)', [a.counter, a.orgId, a.kind, a.nowMs, Buffer.from(a.nonce)]);
