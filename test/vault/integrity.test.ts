@@ -66,7 +66,7 @@ describe('subjects: minor', () => {
     // The vault's own check: refused, not passed.
     const err = await vault.enrolTemplate(ORG, 'kid-0001', 'fingerprint', 0, randomBytes(64)).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'RECORD_QUARANTINED', details: { table: 'subjects', recordId, cause: 'METADATA_MAC_MISMATCH' } });
-    expect((err as Error).message).toMatch(/^RECORD_QUARANTINED: subjects record \S+ failed its integrity check \(METADATA_MAC_MISMATCH: minor/);
+    expect((err as Error).message).toMatch(/^subjects record \S+ failed its integrity check \(METADATA_MAC_MISMATCH: minor/);
     // The roles' check (getSubject, then assertBiometricConsent): refused too.
     await expect(roleConsentCheck('kid-0001')).rejects.toMatchObject({ code: 'RECORD_QUARANTINED' });
     expect(await vault.listTemplates(ORG, 'kid-0001')).toEqual([]);
