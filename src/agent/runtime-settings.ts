@@ -83,7 +83,7 @@ export function loadPersistedSettings(dataDir: string, opts: { uid?: number } = 
     throw new TallyboxError('SETTINGS_CORRUPT', `${path}: not JSON (${raw.length} bytes: ${(err as Error).message}); the settings the cloud patched are unknown. Remove it to return to the config file's values`, { path });
   }
   const o = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
-  if (!o || o.version !== 1 || typeof o.settings !== 'object' || o.settings === null) {
+  if (o?.version !== 1 || typeof o.settings !== 'object' || o.settings === null) {
     throw new TallyboxError('SETTINGS_CORRUPT', `${path}: not a settings file of version 1; remove it to return to the config file's values`, { path });
   }
   const r = validatePatch(o.settings as Record<string, unknown>);

@@ -41,7 +41,7 @@ export async function runAgent(configFile: string): Promise<number> {
   let role: RunningRole | undefined;
   let api: Awaited<ReturnType<typeof startPunchApi>> | undefined;
   try {
-    agent = await Agent.start({ config, logger });
+    agent = await Agent.start({ config, logger }).catch((err: unknown): Promise<never> => Promise.reject(startError('agent start', 'AGENT_START_FAILED', err)));
     role = await startRole(agent).catch((err: unknown) => Promise.reject(startError('device role', 'ROLE_START_FAILED', err)));
     if (config.punchApi.enabled) {
       const where = `${config.punchApi.host}:${config.punchApi.port}`;

@@ -89,12 +89,23 @@ export interface CheckOptions {
  * on another disk): the directory it resolves to is what is checked.
  */
 export function checkPrivateDir(path: string, opts: CheckOptions): Finding {
+  // A parent anyone may write to (and without the sticky bit, which stops others renaming our entry)
+  // lets them swap the whole directory for theirs between two starts.
+  const parent = dirname(realPathLoose(path));
+  try {
+    const p = statSync(parent);
+    if ((p.mode & 0o002) !== 0 && (p.mode & 0o1000) === 0) {
+      return { path, verdict: 'refused', detail: `the directory ${parent} holding the data directory has mode ${octal(p.mode)}: anyone can replace ${path} in it. Fix with: chmod o-w ${parent}` };
+    }
+  } catch {
+    // No parent yet (it is created below with the directory, 0700): nothing to check.
+  }
   let st: Stats;
   try {
     st = statSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw storageUnavailable(path, err);
-    if (!opts.fix) return { path, verdict: 'fixed', detail: `${path} does not exist yet (the agent creates it, mode 0700, on first start)` };
+    if (!opts.fix) return { path, verdict: 'ok', detail: `${path} does not exist yet (the agent creates it, mode 0700, on first start)` };
     try {
       mkdirSync(path, { recursive: true, mode: 0o700 });
       st = statSync(path);

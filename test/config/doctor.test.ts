@@ -24,7 +24,12 @@ describe('tallybox doctor', () => {
   beforeAll(async () => {
     broker = await startEmbeddedBroker();
   });
+  // A real full disk: a 1 MiB tmpfs (needs root for the mount, as CI runs; skipped elsewhere).
+  const mnt = join(dir, 'mnt');
+  mkdirSync(mnt, { recursive: true });
+  const mounted = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status === 0;
   afterAll(async () => {
+    if (mounted) spawnSync('umount', [mnt]); // before the directory holding the mount point is removed
     await broker.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -152,22 +157,13 @@ describe('tallybox doctor', () => {
     expect(verdict(report, 'broker')!.detail).toMatch(/REGION|region/);
   });
 
-  describe('on a full disk', () => {
-    // A real full disk: a 1 MiB tmpfs (needs root for the mount, as CI runs; skipped elsewhere).
-    const mnt = join(dir, 'mnt');
-    mkdirSync(mnt, { recursive: true });
-    const mounted = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status === 0;
-    afterAll(() => {
-      if (mounted) spawnSync('umount', [mnt]);
-    });
-    it.runIf(mounted)('a full disk: fail, with what happens to punches', async () => {
-      const { file, dataDir } = await setup('full', { dataDir: join(mnt, 'data') });
-      const free = Number(spawnSync('df', ['--output=avail', '-B1', mnt], { encoding: 'utf8' }).stdout.trim().split('\n').at(-1));
-      writeFileSync(join(mnt, 'filler'), Buffer.alloc(Math.max(0, free - 4096)));
-      const { status, report } = await run(file);
-      expect(status).toBe(1);
-      expect(verdict(report, 'disk')).toMatchObject({ verdict: 'fail', detail: expect.stringMatching(/MB free on .*DISK_FULL/) });
-      expect(dataDir).toBeTruthy();
-    });
+  it.runIf(mounted)('a full disk: fail, with what happens to punches', async () => {
+    const { file, dataDir } = await setup('full', { dataDir: join(mnt, 'data') });
+    const free = Number(spawnSync('df', ['--output=avail', '-B1', mnt], { encoding: 'utf8' }).stdout.trim().split('\n').at(-1));
+    writeFileSync(join(mnt, 'filler'), Buffer.alloc(Math.max(0, free - 4096)));
+    const { status, report } = await run(file);
+    expect(status).toBe(1);
+    expect(verdict(report, 'disk')).toMatchObject({ verdict: 'fail', detail: expect.stringMatching(/MB free on .*DISK_FULL/) });
+    expect(dataDir).toBeTruthy();
   });
 });

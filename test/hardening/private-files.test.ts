@@ -103,6 +103,16 @@ describe.runIf(isRoot)('the data directory (as root)', () => {
     expect(mode(dataDir).toString(8)).toBe('700');
   });
 
+  it('a data directory in a world-writable parent without the sticky bit is refused (it could be swapped)', async () => {
+    const parent = join(tmp(), 'open');
+    mkdirSync(parent);
+    chmodSync(parent, 0o777);
+    await expect(start(join(parent, 'data'))).rejects.toMatchObject({ code: 'DATA_DIR_INSECURE', message: expect.stringMatching(/holding the data directory has mode 0777/) });
+    expect(existsSync(join(parent, 'data'))).toBe(false); // refused before anything was created
+    chmodSync(parent, 0o1777); // sticky, like /tmp: others cannot rename our entry
+    await start(join(parent, 'data2'));
+  });
+
   it('a data directory owned by another user is refused: exit 78, DATA_DIR_INSECURE, nothing written', () => {
     const dir = tmp();
     const dataDir = join(dir, 'data');
