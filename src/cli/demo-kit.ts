@@ -27,6 +27,8 @@ export interface DemoDeviceOptions {
   kind: 'sim' | 'm1' | 'm2';
   deviceId: string;
   orgId: string;
+  /** Organisations the device serves (default: just orgId). */
+  servedOrgs?: string[];
   /** Root directory (created if missing); default a fresh temp dir, removed by close(). */
   dir?: string;
   /** Give the device a vault (keys provisioned under dir/keys, outside dir/data). */
@@ -97,7 +99,7 @@ export async function startDemoDevice(opts: DemoDeviceOptions): Promise<DemoDevi
     if (opts.vault && !existsSync(kekPath)) publicKeyPem = (await provisionKeyFiles({ kekPath, dataDir })).publicKeyPem;
     const config = validateConfig({
       version: 1,
-      device: { id: opts.deviceId, kind: opts.kind, orgId: opts.orgId },
+      device: { id: opts.deviceId, kind: opts.kind, orgId: opts.orgId, ...(opts.servedOrgs ? { servedOrgs: opts.servedOrgs } : {}) },
       region: 'sg',
       dataDir,
       broker: { url: uplink?.url ?? broker.url, allowLoopback: true, keepaliveSec: 5, reconnectMinMs: 100, reconnectMaxMs: 1000 },

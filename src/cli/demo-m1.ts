@@ -38,6 +38,8 @@ export interface M1StackOptions {
   /** Root directory (created if missing); default a fresh temp dir, removed by close(). */
   dir?: string;
   orgId?: string;
+  /** Organisations the device serves (default: just orgId). */
+  servedOrgs?: string[];
   deviceId?: string;
   /** Simulator library size (default 1000). */
   capacity?: number;
@@ -78,6 +80,7 @@ export async function startM1Stack(opts: M1StackOptions = {}): Promise<M1Stack> 
     kind: 'm1',
     deviceId,
     orgId,
+    ...(opts.servedOrgs ? { servedOrgs: opts.servedOrgs } : {}),
     vault: true,
     ...(opts.dir ? { dir: opts.dir } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),

@@ -42,6 +42,8 @@ export interface M2StackOptions {
   /** Root directory (created if missing); default a fresh temp dir, removed by close(). */
   dir?: string;
   orgId?: string;
+  /** Organisations the device serves (default: just orgId). */
+  servedOrgs?: string[];
   deviceId?: string;
   /** Simulated population size (default 200) and seed (default 11). */
   people?: number;
@@ -85,6 +87,7 @@ export async function startM2Stack(opts: M2StackOptions = {}): Promise<M2Stack> 
     kind: 'm2',
     deviceId,
     orgId,
+    ...(opts.servedOrgs ? { servedOrgs: opts.servedOrgs } : {}),
     vault: true,
     ...(opts.dir ? { dir: opts.dir } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),

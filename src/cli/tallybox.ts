@@ -51,7 +51,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, org: { type: 'string' }, yes: { type: 'boolean', default: false } }, strict: true });
       if (!values.config || !values.org) throw usage('purge needs --org ID and --config FILE');
       // Without --yes the only confirmation is a person typing the org id: no terminal, no person.
-      if (!values.yes && !process.stdin.isTTY) throw usage('purge without --yes needs a terminal to confirm on; pass --yes to confirm the erasure');
+      if (!values.yes && !process.stdin.isTTY) throw usage('purge without --yes needs a terminal to confirm on; pass --yes to confirm the erasure', 'CONFIRMATION_REQUIRED');
       const { purgeOrg } = await import('./purge.js');
       return purgeOrg({ configFile: values.config, orgId: values.org, yes: values.yes ?? false, out: stdout });
     }
@@ -120,9 +120,17 @@ const stdout = (line: string): void => {
   process.stdout.write(line + '\n');
 };
 
-class UsageError extends Error {}
-function usage(msg: string): UsageError {
-  return new UsageError(msg);
+/** A usage error (exit 2); with a code it prints `tallybox: CODE: message` like every other error. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly usageCode?: string,
+  ) {
+    super(message);
+  }
+}
+function usage(msg: string, code?: string): UsageError {
+  return new UsageError(msg, code);
 }
 
 main(process.argv.slice(2)).then(
@@ -131,7 +139,8 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`tallybox: ${errorMessage(err)}\n\n${USAGE}\n`);
+      const code = err instanceof UsageError && err.usageCode ? `${err.usageCode}: ` : '';
+      process.stderr.write(`tallybox: ${code}${errorMessage(err)}\n\n${USAGE}\n`);
       process.exitCode = 2;
     } else if (isTallyboxError(err)) {
       process.stderr.write(`tallybox: ${err.code}: ${err.message}\n`);

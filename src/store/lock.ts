@@ -14,6 +14,7 @@
 import sqlite3 from 'sqlite3';
 import { join } from 'node:path';
 import { TallyboxError } from '../util/errors.js';
+import { preparePrivateDbFile } from '../util/private-fs.js';
 
 export const LOCK_FILE = 'tallybox.lock';
 
@@ -26,6 +27,8 @@ export class DataDirLock {
   /** Take the lock or throw DATA_DIR_LOCKED (nothing else is changed). */
   static async acquire(dir: string): Promise<DataDirLock> {
     const path = join(dir, LOCK_FILE);
+    // 0600 and never through a symlink, like every file the agent keeps (the start-up check refuses others).
+    preparePrivateDbFile(path, { create: true });
     const db = await new Promise<sqlite3.Database>((resolve, reject) => {
       const d: sqlite3.Database = new sqlite3.Database(path, sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE, (err) =>
         err ? reject(new TallyboxError('STORAGE_UNAVAILABLE', `cannot open the lock file ${path}: ${err.message}`, {}, { cause: err })) : resolve(d),

@@ -22,7 +22,8 @@ afterEach(async () => {
 
 async function stack(opts: M1StackOptions = {}): Promise<M1Stack & { received: PunchEvent[] }> {
   const received: PunchEvent[] = [];
-  const s = await startM1Stack({ ...opts, onPunch: (p, { duplicate }) => void (duplicate ? undefined : received.push(p)) });
+  // The device serves both organisations these tests enrol people of.
+  const s = await startM1Stack({ servedOrgs: ['acme', 'globex'], ...opts, onPunch: (p, { duplicate }) => void (duplicate ? undefined : received.push(p)) });
   stacks.add(s);
   for (let i = 0; i < 200 && !s.agent.session; i++) await new Promise((r) => setTimeout(r, 20));
   return Object.assign(s, { received });

@@ -49,7 +49,8 @@ type TestStack = M2Stack & { received: PunchEvent[]; logs: string[] };
 async function stack(opts: M2StackOptions = {}): Promise<TestStack> {
   const received: PunchEvent[] = [];
   const logs: string[] = [];
-  const s = await startM2Stack({ logger: memoryLogger(logs), ...opts, onPunch: (p, { duplicate }) => void (duplicate ? undefined : received.push(p)) });
+  // The device serves every organisation these tests enrol people of.
+  const s = await startM2Stack({ servedOrgs: ['acme', 'beta', 'org-a', 'org-b'], logger: memoryLogger(logs), ...opts, onPunch: (p, { duplicate }) => void (duplicate ? undefined : received.push(p)) });
   stacks.add(s);
   for (let i = 0; i < 200 && !s.agent.session; i++) await new Promise((r) => setTimeout(r, 20));
   return Object.assign(s, { received, logs });
