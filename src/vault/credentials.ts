@@ -83,8 +83,13 @@ export class CredentialStore {
   private async find(keys: OrgKeys, kind: CredentialKind, value: string): Promise<string | undefined> {
     const orgId = keys.orgId;
     const lookup = lookupHash(keys, kind, value);
-    const row = await this.#ctx.db.get<CredentialRow>('SELECT * FROM credentials WHERE org_id = ? AND kind = ? AND lookup = ?', [orgId, kind, lookup]);
-    if (!row) return undefined;
+    // Only the columns not already known: this runs for every org on every card tap.
+    const found = await this.#ctx.db.get<Pick<CredentialRow, 'record_id' | 'subject_id' | 'key_version' | 'quarantine_code' | 'mac'>>(
+      'SELECT record_id, subject_id, key_version, quarantine_code, mac FROM credentials WHERE org_id = ? AND kind = ? AND lookup = ?',
+      [orgId, kind, lookup],
+    );
+    if (!found) return undefined;
+    const row: CredentialRow = { ...found, org_id: orgId, kind, lookup, quarantined_at_ms: null };
     const bad = checkMac(credentialRowMac(keys, row), row.mac);
     if (bad) {
       await this.#ctx.quarantine.mark('credentials', row.record_id ?? '', orgId, bad, { where: 'org_id = ? AND kind = ? AND lookup = ?', params: [orgId, kind, lookup] });

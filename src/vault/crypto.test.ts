@@ -29,6 +29,16 @@ describe('seal/unseal', () => {
     expect(encodeAad({ ...aad, orgId: 'a', subjectId: 'bc' }).equals(encodeAad({ ...aad, orgId: 'ab', subjectId: 'c' }))).toBe(false);
   });
 
+  it('bound metadata (a template modality and slot) is part of the AAD; without it the encoding is the original one', () => {
+    expect(encodeAad({ ...aad, bound: [] }).equals(encodeAad(aad))).toBe(true);
+    const key = randomBytes(32);
+    const sealed = seal(key, Buffer.from('template bytes'), { ...aad, bound: ['face', '0'] });
+    expect(unseal(key, sealed, { ...aad, bound: ['face', '0'] }).toString()).toBe('template bytes');
+    for (const bound of [['fingerprint', '0'], ['face', '1'], ['face'], [], ['face0'], ['fac', 'e0']]) {
+      expect(() => unseal(key, sealed, { ...aad, bound })).toThrow(expect.objectContaining({ code: 'DECRYPT_FAILED' }));
+    }
+  });
+
   it('refuses any single flipped bit (nonce, body, tag) and truncation', () => {
     const key = randomBytes(32);
     const sealed = seal(key, randomBytes(64), aad);

@@ -26,6 +26,12 @@ export interface AadParts {
   subjectId: string;
   recordId: string;
   keyVersion: number;
+  /**
+   * More of the record's plain metadata to bind (a template's modality and
+   * slot). Appended after the fixed fields, so records sealed without any keep
+   * their exact AAD, and a value moved between fields cannot match.
+   */
+  bound?: readonly string[];
 }
 
 /**
@@ -54,7 +60,7 @@ export function freshNonce(): Buffer {
  * so every field is written as a 2-byte length followed by its UTF-8 bytes.
  */
 export function encodeAad(p: AadParts): Buffer {
-  const fields = ['tallybox.v1', p.kind, p.orgId, p.subjectId, p.recordId, String(p.keyVersion)];
+  const fields = ['tallybox.v1', p.kind, p.orgId, p.subjectId, p.recordId, String(p.keyVersion), ...(p.bound ?? [])];
   let total = 0;
   for (const f of fields) total += 2 + Buffer.byteLength(f, 'utf8');
   // One allocation: this runs once per record on every start-up decrypt.

@@ -11,7 +11,9 @@
  * key), over the row's identity and every bound column, as the code
  * interprets them. A row whose MAC does not verify is quarantined
  * (METADATA_MAC_MISMATCH, or METADATA_MAC_MISSING for a row without one) and
- * never acted on; the rest of the vault keeps working.
+ * never acted on; the rest of the vault keeps working. (Templates also bind
+ * modality and slot in their AAD, templates.ts; their MAC serves the listing
+ * that does not decrypt.)
  *
  * Not bound: timestamps that only drive retention (last_seen_ms, created_at_ms)
  * and the quarantine columns. A MAC proves a row was written by this vault,

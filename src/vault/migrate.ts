@@ -9,6 +9,10 @@
  * binding to check against); from then on every change is. Rows of an org
  * whose data key is gone get no MAC and are quarantined when read
  * (METADATA_MAC_MISSING), never silently accepted.
+ *
+ * v2 → v3 re-seals every template with its modality and slot in the AAD,
+ * after checking its MAC: a template whose MAC or ciphertext fails is
+ * quarantined instead, with that cause.
  */
 import type { Sqlite } from '../store/sqlite.js';
 import { TallyboxError } from '../util/errors.js';
@@ -18,7 +22,8 @@ import { credentialRowMac, type CredentialRow } from './credentials.js';
 import type { OrgKeyring } from './org-keys.js';
 import { SCHEMA_V1_SQL, SCHEMA_V2_SQL, SCHEMA_VERSION } from './schema.js';
 import { consentRowMac, subjectRowMac, type ConsentRow, type SubjectRow } from './subjects.js';
-import { templateRowMac, type TemplateRow } from './templates.js';
+import { checkMac } from './integrity.js';
+import { templateAad, templateRowMac, type TemplateRow } from './templates.js';
 
 export interface SchemaOutcome {
   /** The version found (0: a new, empty database). */
@@ -98,6 +103,40 @@ async function migrateV1toV2(db: Sqlite, keyring: OrgKeyring, clock: () => numbe
   return counts;
 }
 
+interface ResealCounts {
+  resealed: number;
+  /** Templates that failed their MAC or did not decrypt: quarantined, not re-sealed. */
+  quarantined: number;
+}
+
+async function migrateV2toV3(db: Sqlite, keyring: OrgKeyring, clock: () => number): Promise<ResealCounts> {
+  const counts: ResealCounts = { resealed: 0, quarantined: 0 };
+  const now = clock();
+  for (const { org_id: orgId } of await db.all<{ org_id: string }>('SELECT DISTINCT org_id FROM templates ORDER BY org_id')) {
+    const keys = await keyring.keysFor(orgId, false);
+    // Without the org's key its templates are unreadable either way (counted as unbound by v1 → v2).
+    if (!keys) continue;
+    for (const r of await db.all<TemplateRow & { rid: number }>('SELECT rowid AS rid, * FROM templates WHERE org_id = ? AND quarantined_at_ms IS NULL', [orgId])) {
+      const v2Aad = { kind: 'template' as const, orgId, subjectId: r.subject_id, recordId: r.record_id, keyVersion: r.key_version };
+      const bad = checkMac(templateRowMac(keys, r), r.mac);
+      const plain = bad ?? keys.tryUnseal('templates', r.ct, v2Aad);
+      if (plain instanceof Error) {
+        const code = (plain as { code?: string }).code ?? 'DECRYPT_FAILED';
+        await db.run('UPDATE templates SET quarantined_at_ms = ?, quarantine_code = ? WHERE rowid = ?', [now, code, r.rid]);
+        counts.quarantined++;
+        continue;
+      }
+      try {
+        await db.run('UPDATE templates SET ct = ? WHERE rowid = ?', [keys.seal('templates', plain, templateAad(r)), r.rid]);
+      } finally {
+        plain.fill(0);
+      }
+      counts.resealed++;
+    }
+  }
+  return counts;
+}
+
 /**
  * Create or upgrade the schema, checking the KEK first: a wrong key refuses the
  * file before anything in it changes.
@@ -122,16 +161,21 @@ export async function prepareSchema(opts: { db: Sqlite; dbPath: string; keyring:
     return { found, version: SCHEMA_VERSION };
   }
   await keyring.checkKek(opts.providerKind, dbPath);
-  if (found === 1) {
+  if (found < SCHEMA_VERSION) {
+    // One transaction for every step: a power cut leaves the file at `found`, upgraded again next time.
     const counts = await db.transaction(async () => {
-      const c = await migrateV1toV2(db, keyring, opts.clock);
-      await setVersion(db, 2);
-      return c;
+      const c = found < 2 ? await migrateV1toV2(db, keyring, opts.clock) : undefined;
+      const r = await migrateV2toV3(db, keyring, opts.clock);
+      await setVersion(db, SCHEMA_VERSION);
+      return { ...c, templatesResealed: r.resealed, templatesQuarantined: r.quarantined };
     });
     log.warn(
-      { event: 'vault_schema_migrated', from: 1, to: 2, ...counts },
-      'vault schema upgraded from v1 to v2: integrity MACs computed over the existing rows as found (changes made before this upgrade cannot be detected)',
+      { event: 'vault_schema_migrated', from: found, to: SCHEMA_VERSION, ...counts },
+      found < 2
+        ? `vault schema upgraded from v${found} to v${SCHEMA_VERSION}: integrity MACs computed over the existing rows as found (changes made before this upgrade cannot be detected), templates re-sealed`
+        : `vault schema upgraded from v${found} to v${SCHEMA_VERSION}: templates re-sealed with modality and slot bound`,
     );
+    if (counts.templatesQuarantined > 0) log.error({ event: 'vault_migration_quarantined', count: counts.templatesQuarantined }, 'templates failing their integrity check were quarantined during the upgrade');
   }
   return { found, version: SCHEMA_VERSION };
 }

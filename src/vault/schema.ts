@@ -9,7 +9,12 @@
  * A new vault is built exactly as an old one is upgraded: the version 1 tables,
  * then each migration in turn (migrate.ts), so both end in the same shape.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
+
+/*
+ * Version 3 changes no table: templates are re-sealed with their modality and
+ * slot in the AAD (migrate.ts), so the start-up decrypt checks them for free.
+ */
 
 /** The tables as version 1 created them. Frozen: changes go into a new migration. */
 export const SCHEMA_V1_SQL = `

@@ -153,8 +153,8 @@ export class SubjectStore {
    * for that before. A name that does not decrypt does not make `minor` untrue,
    * so a row quarantined only for DECRYPT_FAILED is returned.
    */
-  async verified(keys: OrgKeys, orgId: string, subjectId: string): Promise<SubjectRow> {
-    const row = await this.require(orgId, subjectId);
+  async verified(keys: OrgKeys, orgId: string, subjectId: string, known?: SubjectRow): Promise<SubjectRow> {
+    const row = known ?? (await this.require(orgId, subjectId));
     const bad = checkMac(subjectRowMac(keys, row), row.mac);
     if (bad) throw await this.#ctx.quarantine.mark('subjects', row.record_id, orgId, bad);
     if (isMetadataCode(row.quarantine_code)) throw this.#ctx.quarantine.quarantinedError('subjects', row.record_id, row.quarantine_code);
@@ -207,7 +207,7 @@ export class SubjectStore {
     const unverified = await this.require(orgId, subjectId);
     if (!keys) throw new TallyboxError('SUBJECT_NOT_FOUND', `SUBJECT_NOT_FOUND: organisation ${orgId} has no data key`, { orgId });
     if (unverified.quarantined_at_ms !== null) throw quarantine.quarantinedError('subjects', unverified.record_id, unverified.quarantine_code);
-    const row = await this.verified(keys, orgId, subjectId);
+    const row = await this.verified(keys, orgId, subjectId, unverified);
     const name = await quarantine.open('subjects', keys, 'identity', row.name_ct, {
       kind: 'subject.name',
       orgId,

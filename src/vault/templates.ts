@@ -1,15 +1,19 @@
 /**
  * Biometric templates (privacy rules 1, 2, 5): sealed under the org's
- * template key, AAD = org + subject + record id + key version; modality and
- * slot are plain (SQL selects on them) and bound by the row MAC. Enrolment
- * checks consent from verified rows only. Every read verifies the MAC, then
- * decrypts; a failing record is quarantined and the rest are returned.
+ * template key. The AAD binds org, subject, record id, key version and (since
+ * schema v3) modality and slot, so a template relabelled or moved in vault.db
+ * does not decrypt: the bulk start-up walk pays nothing extra for the binding.
+ * The same columns also carry a row MAC, which lets the metadata-only listing
+ * notice a change without decrypting, and names the cause when a read fails.
+ * Enrolment checks consent from verified rows only. A failing record is
+ * quarantined and the rest are returned.
  */
 import { TallyboxError } from '../util/errors.js';
 import { uuidv7 } from '../util/uuidv7.js';
 import { assertBiometricConsent } from './consent.js';
 import type { VaultContext } from './context.js';
 import { checkId } from './ids.js';
+import type { AadParts } from './crypto.js';
 import { checkMac, templateMac } from './integrity.js';
 import type { OrgKeys } from './org-keys.js';
 import type { SubjectStore } from './subjects.js';
@@ -72,8 +76,15 @@ function toDecrypted(r: TemplateRow, bytes: Buffer): DecryptedTemplate {
   return { recordId: r.record_id, orgId: r.org_id, subjectId: r.subject_id, modality: r.modality, slot: r.slot, bytes };
 }
 
+type TemplateIdentity = Pick<TemplateRow, 'record_id' | 'org_id' | 'subject_id' | 'modality' | 'slot' | 'key_version'>;
+
+/** The AAD a template is sealed with (schema v3): its identity and its modality and slot. */
+export function templateAad(r: TemplateIdentity): AadParts {
+  return { kind: 'template', orgId: r.org_id, subjectId: r.subject_id, recordId: r.record_id, keyVersion: r.key_version, bound: [String(r.modality), String(r.slot)] };
+}
+
 /** The MAC a template row must carry. */
-export function templateRowMac(keys: OrgKeys, r: Pick<TemplateRow, 'record_id' | 'org_id' | 'subject_id' | 'modality' | 'slot' | 'key_version'>): Buffer {
+export function templateRowMac(keys: OrgKeys, r: TemplateIdentity): Buffer {
   return templateMac(keys, { recordId: r.record_id, orgId: r.org_id, subjectId: r.subject_id, modality: r.modality, slot: r.slot, keyVersion: r.key_version });
 }
 
@@ -87,13 +98,15 @@ export class TemplateStore {
   }
 
   /**
-   * Verify the row's MAC, then decrypt: the plaintext or the error to
-   * quarantine with (synchronous; no promise per record on a start-up walk).
+   * Decrypt (the AAD checks every bound column): the plaintext or the error to
+   * quarantine with. Only on failure is the MAC consulted, to say whether the
+   * metadata or the ciphertext was changed. Synchronous: no promise per record
+   * on a start-up walk.
    */
   private tryRead(keys: OrgKeys, r: TemplateRow): Buffer | Error {
-    const bad = checkMac(templateRowMac(keys, r), r.mac);
-    if (bad) return bad;
-    return keys.tryUnseal('templates', r.ct, { kind: 'template', orgId: r.org_id, subjectId: r.subject_id, recordId: r.record_id, keyVersion: r.key_version });
+    const out = keys.tryUnseal('templates', r.ct, templateAad(r));
+    if (!(out instanceof Error)) return out;
+    return checkMac(templateRowMac(keys, r), r.mac) ?? out;
   }
 
   /** Enrol in one transaction (one fsync). All or nothing: one refused consent refuses the batch. Inputs already checked. */
@@ -108,7 +121,7 @@ export class TemplateStore {
     await db.transaction(async () => {
       for (const { subjectId, modality, slot, bytes } of items) {
         const recordId = uuidv7(now);
-        const ct = keys.seal('templates', bytes, { kind: 'template', orgId, subjectId, recordId, keyVersion: keys.version });
+        const ct = keys.seal('templates', bytes, templateAad({ org_id: orgId, subject_id: subjectId, record_id: recordId, key_version: keys.version, modality, slot }));
         const mac = templateMac(keys, { recordId, orgId, subjectId, modality, slot, keyVersion: keys.version });
         // A new record id per enrolment: the replaced row is deleted (zeroed by secure_delete).
         await db.run('DELETE FROM templates WHERE org_id = ? AND subject_id = ? AND modality = ? AND slot = ?', [orgId, subjectId, modality, slot]);
