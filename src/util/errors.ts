@@ -50,6 +50,10 @@ const CONFIG_ERROR_CODES = new Set([
   'DATA_DIR_INSECURE',
   'FILE_INSECURE',
   'SETTINGS_CORRUPT',
+  // State files an operator must look at: restarting cannot fix them.
+  'SERVED_ORGS_CORRUPT',
+  'VAULT_SCHEMA_UNSUPPORTED',
+  'VAULT_SCHEMA_UNKNOWN',
 ]);
 
 export function isConfigErrorCode(code: string): boolean {
