@@ -150,6 +150,8 @@ export class Purger {
         keyVersionsDestroyed: [],
       };
       await this.store.beginPurge(job);
+      // From here a crash resumes this job (its fingerprints are journalled); tests time kills from this line.
+      this.log.info({ jobId, kind: scope.kind }, 'purge journalled; erasing');
       return this.complete(job, { set }, false);
     });
   }

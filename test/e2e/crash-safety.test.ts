@@ -59,6 +59,10 @@ describe('crash safety under SIGKILL', () => {
           } else throw new Error(`punch refused: ${o.code}`);
         }
       });
+      // The kill lands at a random moment of streaming, counted from the first punch this run
+      // accepted (not from the start: on a loaded machine start-up alone can outlast the window).
+      const before = accepted.size;
+      await waitUntil(() => accepted.size > before || unknown.size > 0, 30_000, 'a punch accepted after the restart');
       await sleep(40 + rand() * 260);
       await agent.kill('SIGKILL');
       streaming = false;
