@@ -8,7 +8,7 @@
  * attempt builds a new client. Its offline queue is never relied on: the
  * outbox re-sends anything not acknowledged.
  *
- * The MQTT client never leaves this module: the link keeps it in an ES
+ * The MQTT client never leaves src/link: the link keeps it in an ES
  * private field (no property, cast or reflection reaches it) and hands the
  * rest of the agent an `EgressChannel`, through which only the egress gate's
  * three typed messages can be published.
@@ -71,6 +71,8 @@ export class MqttLink {
   readonly #sm: LinkStateMachine;
   #session: Session | undefined;
   #client: MqttClient | undefined;
+  /** The bd_seq of #client's connection (its will carries it). */
+  #clientBdSeq = 0;
   #timer: NodeJS.Timeout | undefined;
   #attempt = 0;
   #retryNow = false;
@@ -135,13 +137,14 @@ export class MqttLink {
    */
   async stop(): Promise<void> {
     if (this.#sm.state === 'closed' || this.#sm.state === 'closing') return;
-    const online = this.current;
     const client = this.#client;
+    const bdSeq = this.#clientBdSeq;
     this.#sm.to('closing');
     if (this.#timer) clearTimeout(this.#timer);
-    if (online && client) {
-      const death = { ...this.#opts.state(), ...this.presence(), link: LinkStatus.LINK_STATUS_STOPPED, lifecycle: Lifecycle.LIFECYCLE_DEATH, bdSeq: online.bdSeq, atMs: this.#now() };
-      await Promise.race([this.#opts.egress.publishState(online.client, death).catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
+    // Connected (online, or still publishing its birth): leave a clean DEATH, not the will.
+    if (client?.connected) {
+      const death = { ...this.#opts.state(), ...this.presence(), link: LinkStatus.LINK_STATUS_STOPPED, lifecycle: Lifecycle.LIFECYCLE_DEATH, bdSeq, atMs: this.#now() };
+      await Promise.race([this.#opts.egress.publishState(EgressChannel.wrap(client), death).catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
       await this.#disconnect(client);
     }
     await this.#endClient();
@@ -211,6 +214,7 @@ export class MqttLink {
       },
     );
     this.#client = client;
+    this.#clientBdSeq = bdSeq;
     let settled = false;
     client.on('connect', () => {
       if (settled || client !== this.#client) return;
