@@ -17,8 +17,8 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LookupFunction } from 'node:net';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { MqttLink } from '../../src/link/connection.js';
@@ -28,6 +28,7 @@ import { PunchMethod } from '../../src/proto/index.js';
 import { silentLogger } from '../../src/util/log.js';
 import { captureLogger } from '../link/capture-logger.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { testConfig } from '../helpers/agent-config.js';
 import { freePort, sleep, waitUntil } from '../helpers/ports.js';
@@ -51,7 +52,8 @@ function makePki(): void {
   for (const n of ['ca.crt', 'server.crt', 'server.key']) chmodSync(f(n), 0o644);
 }
 
-describe('TLS and mTLS against Mosquitto', () => {
+const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
+describeWithPeer(mosquitto, 'TLS and mTLS against Mosquitto', () => {
   let mosq: Mosquitto;
   let tlsPort: number;
   let sink: CloudSink;
@@ -115,7 +117,7 @@ const spoofDns: LookupFunction = (hostname, options, callback) => {
   callback(null, '127.0.0.1', 4);
 };
 
-describe('region pinning on the verified certificate (Mosquitto, spoofed DNS)', () => {
+describeWithPeer(mosquitto, 'region pinning on the verified certificate (Mosquitto, spoofed DNS)', () => {
   const pdir = mkdtempSync(join(tmpdir(), 'tbx-tlspin-'));
   const p = (name: string) => join(pdir, name);
   const certs: Record<string, string> = {

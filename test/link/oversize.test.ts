@@ -26,6 +26,7 @@ import { silentLogger } from '../../src/util/log.js';
 import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
 import { testConfig } from '../helpers/agent-config.js';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { CLI, postPunch, writeConfig } from '../helpers/agent-process.js';
 import { freePort, sleep, waitUntil } from '../helpers/ports.js';
 import { FakeBroker } from './fake-broker.js';
@@ -100,6 +101,7 @@ describe('a 200 MiB publish from a hostile broker', () => {
   }, 60_000);
 });
 
+const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
 describe('oversized messages through real brokers', () => {
   async function agentOn(url: string, name: string, mqttVersion: 'auto' | '3.1.1') {
     const dataDir = mkdtempSync(join(tmpdir(), `tbx-oversize-${name}-`));
@@ -116,17 +118,19 @@ describe('oversized messages through real brokers', () => {
     await c.endAsync();
   }
 
-  it('Mosquitto withholds what MQTT 5 announced too large; over 3.1.1 it sends it and the gate drops it', async () => {
-    const mosq = await Mosquitto.start();
-    cleanups.push(() => mosq.stop());
-    const v5 = await agentOn(mosq.url, 'mosq5', 'auto');
-    const v311 = await agentOn(mosq.url, 'mosq311', '3.1.1');
-    await publishTo(mosq.url, 'dev-mosq311', MiB);
-    await waitUntil(() => v311.state().oversizedPacketsDropped === 1, 10_000, '3.1.1 agent drops the packet');
-    await publishTo(mosq.url, 'dev-mosq5', MiB);
-    await sleep(500);
-    expect(v5.state().oversizedPacketsDropped).toBe(0); // the broker never sent it
-    for (const a of [v5, v311]) expect(a.state().link).toBe(LinkStatus.LINK_STATUS_ONLINE);
+  describeWithPeer(mosquitto, 'Mosquitto', () => {
+    it('Mosquitto withholds what MQTT 5 announced too large; over 3.1.1 it sends it and the gate drops it', async () => {
+      const mosq = await Mosquitto.start();
+      cleanups.push(() => mosq.stop());
+      const v5 = await agentOn(mosq.url, 'mosq5', 'auto');
+      const v311 = await agentOn(mosq.url, 'mosq311', '3.1.1');
+      await publishTo(mosq.url, 'dev-mosq311', MiB);
+      await waitUntil(() => v311.state().oversizedPacketsDropped === 1, 10_000, '3.1.1 agent drops the packet');
+      await publishTo(mosq.url, 'dev-mosq5', MiB);
+      await sleep(500);
+      expect(v5.state().oversizedPacketsDropped).toBe(0); // the broker never sent it
+      for (const a of [v5, v311]) expect(a.state().link).toBe(LinkStatus.LINK_STATUS_ONLINE);
+    });
   });
 
   it('aedes refuses MQTT 5: the agent falls back to 3.1.1 at once (same bd_seq) and the gate still drops', async () => {

@@ -100,8 +100,8 @@ describe('`tallybox doctor` on each unsafe setting', () => {
       const p = execFile(process.execPath, [CLI, 'doctor', '--config', file, '--json'], { timeout: 30_000 }, (_e, stdout) => res({ code: p.exitCode, report: JSON.parse(String(stdout)) }));
     });
   it.each([
-    ['plaintext to a region broker', { url: 'mqtt://mqtt.sg.tallybox.cloud:1883' }, /^broker\.url: plaintext/],
-    ['unverified TLS to a region broker', { url: 'mqtts://mqtt.sg.tallybox.cloud', tls: { rejectUnauthorized: false } }, /^broker\.tls\.rejectUnauthorized: false/],
+    ['plaintext to a region broker', { url: 'mqtt://mqtt.sg.tallybox.cloud:1883' }, /^CONFIG_INVALID: broker\.url: plaintext/],
+    ['unverified TLS to a region broker', { url: 'mqtts://mqtt.sg.tallybox.cloud', tls: { rejectUnauthorized: false } }, /^CONFIG_INVALID: broker\.tls\.rejectUnauthorized: false/],
     ['plaintext site bridge (allowed, insecure)', { url: 'mqtt://bridge.site-7.sg.tallybox.cloud:1883', insecure: 'plaintext-site-bridge', connectTimeoutMs: 1000 }, /^INSECURE: plaintext/],
     ['unverified-TLS site bridge (allowed, insecure)', { url: 'mqtts://bridge.site-7.sg.tallybox.cloud', tls: { rejectUnauthorized: false }, insecure: 'unverified-tls-site-bridge', connectTimeoutMs: 1000 }, /^INSECURE: unverified TLS/],
   ])('%s: broker-tls fails, exit 1', async (name, broker, detail) => {
