@@ -76,14 +76,15 @@ describe('a 200 MiB publish from a hostile broker', () => {
       }
     };
     await waitUntil(async () => (await state())?.link === 'LINK_STATUS_ONLINE', 20_000, `agent online (${stderr})`);
-    await sleep(300); // settle: birth published, subscription acknowledged
+    await sleep(1000); // settle: birth published, subscription acknowledged, start-up work done
     const before = peakRssBytes(proc.pid!);
 
     await broker.sendPublish('tallybox/v1/org-a/dev-big/cmd', 200 * MiB);
     await sleep(500); // the last kernel buffers reach the agent
     const grown = peakRssBytes(proc.pid!) - before;
-    // Measured: +28-32 KiB (one reused read buffer). Without the gate mqtt-packet holds the whole packet: +200 MiB and more.
-    expect(grown, `peak RSS grew by ${(grown / MiB).toFixed(1)} MiB`).toBeLessThan(8 * MiB);
+    // Measured alone: +28-32 KiB (one reused read buffer); the bound leaves room for unrelated
+    // growth on a loaded machine. Without the gate mqtt-packet holds the whole packet: +314 MiB.
+    expect(grown, `peak RSS grew by ${(grown / MiB).toFixed(1)} MiB`).toBeLessThan(32 * MiB);
 
     await waitUntil(async () => (await state())?.oversizedPacketsDropped === 1, 10_000, 'the drop counted in DeviceState');
     const said = /dropped an incoming PUBLISH of (\d+) bytes without reading it \(limit (\d+) bytes/.exec(stderr);
