@@ -8,7 +8,7 @@
  * attempt builds a new client. Its offline queue is never relied on: the
  * outbox re-sends anything not acknowledged.
  *
- * The MQTT client never leaves this module: the link keeps it in an ES
+ * The MQTT client never leaves src/link: the link keeps it in an ES
  * private field (no property, cast or reflection reaches it) and hands the
  * rest of the agent an `EgressChannel`, through which only the egress gate's
  * three typed messages can be published.
@@ -71,6 +71,10 @@ export class MqttLink {
   readonly #sm: LinkStateMachine;
   #session: Session | undefined;
   #client: MqttClient | undefined;
+  /** The bd_seq of #client's connection (its will carries it). */
+  #clientBdSeq = 0;
+  /** #client's channel once connected (birth, session, clean death share its in-flight budget). */
+  #channel: EgressChannel | undefined;
   #timer: NodeJS.Timeout | undefined;
   #attempt = 0;
   #retryNow = false;
@@ -135,13 +139,15 @@ export class MqttLink {
    */
   async stop(): Promise<void> {
     if (this.#sm.state === 'closed' || this.#sm.state === 'closing') return;
-    const online = this.current;
     const client = this.#client;
+    const channel = this.#channel;
+    const bdSeq = this.#clientBdSeq;
     this.#sm.to('closing');
     if (this.#timer) clearTimeout(this.#timer);
-    if (online && client) {
-      const death = { ...this.#opts.state(), ...this.presence(), link: LinkStatus.LINK_STATUS_STOPPED, lifecycle: Lifecycle.LIFECYCLE_DEATH, bdSeq: online.bdSeq, atMs: this.#now() };
-      await Promise.race([this.#opts.egress.publishState(online.client, death).catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
+    // Connected (online, or still publishing its birth): leave a clean DEATH, not the will.
+    if (client?.connected && channel) {
+      const death = { ...this.#opts.state(), ...this.presence(), link: LinkStatus.LINK_STATUS_STOPPED, lifecycle: Lifecycle.LIFECYCLE_DEATH, bdSeq, atMs: this.#now() };
+      await Promise.race([this.#opts.egress.publishState(channel, death).catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
       await this.#disconnect(client);
     }
     await this.#endClient();
@@ -211,11 +217,14 @@ export class MqttLink {
       },
     );
     this.#client = client;
+    this.#clientBdSeq = bdSeq;
+    this.#channel = undefined;
     let settled = false;
-    client.on('connect', () => {
+    client.on('connect', (connack) => {
       if (settled || client !== this.#client) return;
       settled = true;
-      void this.#onConnected(client, bdSeq, version);
+      this.#channel = EgressChannel.wrap(client, { receiveMaximum: connack.properties?.receiveMaximum });
+      void this.#onConnected(client, this.#channel, bdSeq, version);
     });
     client.on('error', (err) => {
       if (client !== this.#client) return;
@@ -242,8 +251,7 @@ export class MqttLink {
     });
   }
 
-  async #onConnected(client: MqttClient, bdSeq: number, version: 4 | 5): Promise<void> {
-    const channel = EgressChannel.wrap(client);
+  async #onConnected(client: MqttClient, channel: EgressChannel, bdSeq: number, version: 4 | 5): Promise<void> {
     try {
       await new Promise<void>((resolve, reject) =>
         client.subscribe(commandFilter(this.#opts.config.device.id), { qos: 1 }, (err) => (err ? reject(err) : resolve())),

@@ -17,7 +17,16 @@ import type { MqttClient } from 'mqtt';
 import { pb, type DeviceStateProps, type CommandResultProps, type PunchMethod, type ScoreBucket } from '../proto/index.js';
 import { topic } from './topics.js';
 
-const clients = new WeakMap<EgressChannel, MqttClient>();
+/** A connection's client and its in-flight budget. */
+interface Wire {
+  client: MqttClient;
+  /** The broker's Receive Maximum (MQTT 5 CONNACK): QoS 1 publishes it accepts unacknowledged at once. */
+  limit: number;
+  inflight: number;
+  waiting: (() => void)[];
+}
+
+const wires = new WeakMap<EgressChannel, Wire>();
 
 /** One live connection, as the rest of the agent sees it: something the gate can publish through. */
 export class EgressChannel {
@@ -26,10 +35,16 @@ export class EgressChannel {
   declare private readonly nominal: never;
   private constructor() {}
 
-  /** Wrap a client (src/link/connection.ts does, once per connection). Goes one way: nothing unwraps outside this module. */
-  static wrap(client: MqttClient): EgressChannel {
+  /**
+   * Wrap a client (src/link/connection.ts does, once per connection). Goes one
+   * way: nothing unwraps outside this module. `receiveMaximum`: from the MQTT 5
+   * CONNACK; mqtt.js does not enforce it, and sending more is a protocol error
+   * (the drain's window, 256 by default, is larger than many brokers' 10-32).
+   */
+  static wrap(client: MqttClient, opts: { receiveMaximum?: number | undefined } = {}): EgressChannel {
     const ch = new EgressChannel();
-    clients.set(ch, client);
+    const limit = opts.receiveMaximum !== undefined && opts.receiveMaximum >= 1 ? opts.receiveMaximum : Infinity;
+    wires.set(ch, { client, limit, inflight: 0, waiting: [] });
     return ch;
   }
 }
@@ -53,13 +68,20 @@ export interface EgressOptions {
   operatorOrgId: string;
 }
 
-function publish(channel: EgressChannel, t: string, payload: Uint8Array, retain: boolean): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const client = clients.get(channel);
-    if (!client) return reject(new Error('not an egress channel'));
-    // QoS 1: the callback fires on PUBACK, which is what the outbox waits for.
-    client.publish(t, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), { qos: 1, retain }, (err) => (err ? reject(err) : resolve()));
-  });
+async function publish(channel: EgressChannel, t: string, payload: Uint8Array, retain: boolean): Promise<void> {
+  const wire = wires.get(channel);
+  if (!wire) throw new Error('not an egress channel');
+  while (wire.inflight >= wire.limit) await new Promise<void>((r) => wire.waiting.push(r));
+  wire.inflight++;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      // QoS 1: the callback fires on PUBACK, which is what the outbox waits for.
+      wire.client.publish(t, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), { qos: 1, retain }, (err) => (err ? reject(err) : resolve()));
+    });
+  } finally {
+    wire.inflight--;
+    wire.waiting.shift()?.();
+  }
 }
 
 export class EgressGate {

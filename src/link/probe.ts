@@ -9,7 +9,7 @@
 import type { LookupFunction } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import type { Config } from '../config/schema.js';
-import { errorMessage } from '../util/errors.js';
+import { describeError } from '../util/errors.js';
 import { brokerSecurity, type BrokerSecurity } from './security.js';
 import { MAX_INCOMING_PACKET_BYTES, createClient, isUnsupportedVersion, loadTlsMaterial } from './transport.js';
 
@@ -56,7 +56,7 @@ export async function brokerReachabilityCheck(config: Pick<Config, 'device' | 'r
     security = brokerSecurity(broker, config.region);
     loadTlsMaterial(broker.tls); // a missing TLS file is reported as a broker problem
   } catch (err) {
-    return { name: 'broker', verdict: 'fail', detail: errorMessage(err) };
+    return { name: 'broker', verdict: 'fail', detail: describeError(err) };
   }
   const t0 = performance.now();
   let version: 4 | 5 = broker.mqttVersion === '3.1.1' ? 4 : 5;
@@ -69,7 +69,7 @@ export async function brokerReachabilityCheck(config: Pick<Config, 'device' | 'r
       await attempt(config, security, version, opts.lookup);
     }
   } catch (err) {
-    return { name: 'broker', verdict: 'fail', detail: `${broker.url}: ${errorMessage(err)} — check the URL, the network, firewall and TLS files` };
+    return { name: 'broker', verdict: 'fail', detail: `${broker.url}: ${describeError(err)} — check the URL, the network, firewall and TLS files` };
   }
   const ms = performance.now() - t0;
   const how = security.transport === 'plaintext' ? 'plaintext' : security.transport === 'tls' ? 'TLS' : 'unverified TLS';

@@ -15,7 +15,7 @@
  */
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import type { Config, Region } from '../config/schema.js';
-import { TallyboxError, errorMessage } from '../util/errors.js';
+import { TallyboxError, describeError } from '../util/errors.js';
 import { REGION_BROKERS, assertBrokerAllowed, isLoopbackHost, matchesRegionHost } from './regions.js';
 
 /** Values of `broker.insecure`: each permits exactly one weaker transport to a non-loopback broker. */
@@ -117,7 +117,7 @@ export function brokerSecurityCheck(config: Pick<Config, 'broker' | 'region'>): 
   try {
     s = brokerSecurity(config.broker, config.region);
   } catch (err) {
-    return { name, verdict: 'fail', detail: errorMessage(err) };
+    return { name, verdict: 'fail', detail: describeError(err) };
   }
   const ca = config.broker.tls?.caFile ? `CA ${config.broker.tls.caFile}` : 'the system CAs';
   switch (s.allowedBy) {

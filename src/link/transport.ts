@@ -128,8 +128,21 @@ class GatedStream extends Duplex {
     this.socket.resume();
   }
 
+  // Writes complete as soon as the socket accepts them (its own buffer and 'drain' give the
+  // backpressure): waiting for each chunk to reach the kernel would serialise mqtt.js's many
+  // small writes per packet behind one another.
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.socket.write(chunk, cb);
+    if (this.socket.write(chunk)) cb();
+    else this.socket.once('drain', () => cb());
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    this.socket.cork();
+    let ok = true;
+    for (const c of chunks) ok = this.socket.write(c.chunk);
+    this.socket.uncork();
+    if (ok) cb();
+    else this.socket.once('drain', () => cb());
   }
 
   override _final(cb: (err?: Error | null) => void): void {

@@ -17,8 +17,8 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LookupFunction } from 'node:net';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { MqttLink } from '../../src/link/connection.js';
@@ -117,7 +117,7 @@ const spoofDns: LookupFunction = (hostname, options, callback) => {
   callback(null, '127.0.0.1', 4);
 };
 
-describe('region pinning on the verified certificate (Mosquitto, spoofed DNS)', () => {
+describeWithPeer(mosquitto, 'region pinning on the verified certificate (Mosquitto, spoofed DNS)', () => {
   const pdir = mkdtempSync(join(tmpdir(), 'tbx-tlspin-'));
   const p = (name: string) => join(pdir, name);
   const certs: Record<string, string> = {

@@ -56,6 +56,13 @@ export class FakeBroker {
   readonly publishes: { topic: string; bytes: number }[] = [];
   readonly sockets = new Set<Socket>();
   private readonly versions = new Map<Socket, number>();
+  /** MQTT 5 CONNACK Receive Maximum to announce (undefined: none). */
+  receiveMaximum: number | undefined;
+  /** Hold each PUBACK this long (ms), so publishes pile up in flight. */
+  ackDelayMs = 0;
+  /** Most QoS 1 publishes from one client awaiting our PUBACK at once. */
+  maxInflight = 0;
+  private inflight = 0;
 
   private constructor(
     private readonly server: Server,
@@ -107,14 +114,25 @@ export class FakeBroker {
       }
       this.versions.set(s, version);
       this.connects.push({ version, hasWill: (flags & 0x04) !== 0, ...(maximumPacketSize !== undefined ? { maximumPacketSize } : {}) });
-      s.write(Buffer.from(version === 5 ? [0x20, 3, 0, 0, 0] : [0x20, 2, 0, 0]));
+      const rm = this.receiveMaximum;
+      if (version === 5 && rm !== undefined) s.write(Buffer.from([0x20, 6, 0, 0, 3, 0x21, rm >> 8, rm & 0xff]));
+      else s.write(Buffer.from(version === 5 ? [0x20, 3, 0, 0, 0] : [0x20, 2, 0, 0]));
     } else if (type === 8) {
       s.write(Buffer.from(v5 ? [0x90, 4, body[0]!, body[1]!, 0, 1] : [0x90, 3, body[0]!, body[1]!, 1]));
     } else if (type === 3) {
       const qos = (first >> 1) & 3;
       const tl = body.readUInt16BE(0);
       this.publishes.push({ topic: body.toString('utf8', 2, 2 + tl), bytes: body.length });
-      if (qos > 0) s.write(Buffer.from([0x40, 2, body[2 + tl]!, body[3 + tl]!]));
+      if (qos > 0) {
+        this.maxInflight = Math.max(this.maxInflight, ++this.inflight);
+        const ack = Buffer.from([0x40, 2, body[2 + tl]!, body[3 + tl]!]);
+        const send = () => {
+          this.inflight--;
+          if (!s.destroyed) s.write(ack);
+        };
+        if (this.ackDelayMs > 0) setTimeout(send, this.ackDelayMs);
+        else send();
+      }
     } else if (type === 12) {
       s.write(Buffer.from([0xd0, 0]));
     }

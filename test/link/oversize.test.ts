@@ -26,6 +26,7 @@ import { silentLogger } from '../../src/util/log.js';
 import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
 import { testConfig } from '../helpers/agent-config.js';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { CLI, postPunch, writeConfig } from '../helpers/agent-process.js';
 import { freePort, sleep, waitUntil } from '../helpers/ports.js';
 import { FakeBroker } from './fake-broker.js';
@@ -75,14 +76,15 @@ describe('a 200 MiB publish from a hostile broker', () => {
       }
     };
     await waitUntil(async () => (await state())?.link === 'LINK_STATUS_ONLINE', 20_000, `agent online (${stderr})`);
-    await sleep(300); // settle: birth published, subscription acknowledged
+    await sleep(1000); // settle: birth published, subscription acknowledged, start-up work done
     const before = peakRssBytes(proc.pid!);
 
     await broker.sendPublish('tallybox/v1/org-a/dev-big/cmd', 200 * MiB);
     await sleep(500); // the last kernel buffers reach the agent
     const grown = peakRssBytes(proc.pid!) - before;
-    // Measured: +28-32 KiB (one reused read buffer). Without the gate mqtt-packet holds the whole packet: +200 MiB and more.
-    expect(grown, `peak RSS grew by ${(grown / MiB).toFixed(1)} MiB`).toBeLessThan(8 * MiB);
+    // Measured alone: +28-32 KiB (one reused read buffer); the bound leaves room for unrelated
+    // growth on a loaded machine. Without the gate mqtt-packet holds the whole packet: +314 MiB.
+    expect(grown, `peak RSS grew by ${(grown / MiB).toFixed(1)} MiB`).toBeLessThan(32 * MiB);
 
     await waitUntil(async () => (await state())?.oversizedPacketsDropped === 1, 10_000, 'the drop counted in DeviceState');
     const said = /dropped an incoming PUBLISH of (\d+) bytes without reading it \(limit (\d+) bytes/.exec(stderr);
@@ -100,6 +102,7 @@ describe('a 200 MiB publish from a hostile broker', () => {
   }, 60_000);
 });
 
+const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
 describe('oversized messages through real brokers', () => {
   async function agentOn(url: string, name: string, mqttVersion: 'auto' | '3.1.1') {
     const dataDir = mkdtempSync(join(tmpdir(), `tbx-oversize-${name}-`));
@@ -116,17 +119,19 @@ describe('oversized messages through real brokers', () => {
     await c.endAsync();
   }
 
-  it('Mosquitto withholds what MQTT 5 announced too large; over 3.1.1 it sends it and the gate drops it', async () => {
-    const mosq = await Mosquitto.start();
-    cleanups.push(() => mosq.stop());
-    const v5 = await agentOn(mosq.url, 'mosq5', 'auto');
-    const v311 = await agentOn(mosq.url, 'mosq311', '3.1.1');
-    await publishTo(mosq.url, 'dev-mosq311', MiB);
-    await waitUntil(() => v311.state().oversizedPacketsDropped === 1, 10_000, '3.1.1 agent drops the packet');
-    await publishTo(mosq.url, 'dev-mosq5', MiB);
-    await sleep(500);
-    expect(v5.state().oversizedPacketsDropped).toBe(0); // the broker never sent it
-    for (const a of [v5, v311]) expect(a.state().link).toBe(LinkStatus.LINK_STATUS_ONLINE);
+  describeWithPeer(mosquitto, 'Mosquitto', () => {
+    it('Mosquitto withholds what MQTT 5 announced too large; over 3.1.1 it sends it and the gate drops it', async () => {
+      const mosq = await Mosquitto.start();
+      cleanups.push(() => mosq.stop());
+      const v5 = await agentOn(mosq.url, 'mosq5', 'auto');
+      const v311 = await agentOn(mosq.url, 'mosq311', '3.1.1');
+      await publishTo(mosq.url, 'dev-mosq311', MiB);
+      await waitUntil(() => v311.state().oversizedPacketsDropped === 1, 10_000, '3.1.1 agent drops the packet');
+      await publishTo(mosq.url, 'dev-mosq5', MiB);
+      await sleep(500);
+      expect(v5.state().oversizedPacketsDropped).toBe(0); // the broker never sent it
+      for (const a of [v5, v311]) expect(a.state().link).toBe(LinkStatus.LINK_STATUS_ONLINE);
+    });
   });
 
   it('aedes refuses MQTT 5: the agent falls back to 3.1.1 at once (same bd_seq) and the gate still drops', async () => {

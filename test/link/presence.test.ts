@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { Lifecycle, LinkStatus, LinkTransport, PunchMethod, pb, type DeviceState } from '../../src/proto/index.js';
@@ -23,6 +23,7 @@ import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
 import { BlackholeProxy } from '../../simulators/lib/tcp-proxy.js';
 import { testConfig } from '../helpers/agent-config.js';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { sleep, waitUntil } from '../helpers/ports.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -59,7 +60,8 @@ async function startAgent(url: string, deviceId: string) {
   return agent;
 }
 
-describe.each(Object.keys(brokers))('presence via %s', (kind) => {
+const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
+for (const kind of Object.keys(brokers)) describeWithPeer(kind === 'mosquitto' ? mosquitto : null, `presence via ${kind}`, () => {
   it('after a clean stop the retained state is the clean DEATH, not the will', async () => {
     const broker = await brokers[kind]!();
     cleanups.push(() => broker.close());

@@ -94,6 +94,25 @@ describe('broker transport policy', () => {
   });
 });
 
+describe('`tallybox doctor` on each unsafe setting', () => {
+  const doctor = (file: string) =>
+    new Promise<{ code: number | null; report: { checks: { name: string; verdict: string; detail: string }[] } }>((res) => {
+      const p = execFile(process.execPath, [CLI, 'doctor', '--config', file, '--json'], { timeout: 30_000 }, (_e, stdout) => res({ code: p.exitCode, report: JSON.parse(String(stdout)) }));
+    });
+  it.each([
+    ['plaintext to a region broker', { url: 'mqtt://mqtt.sg.tallybox.cloud:1883' }, /^CONFIG_INVALID: broker\.url: plaintext/],
+    ['unverified TLS to a region broker', { url: 'mqtts://mqtt.sg.tallybox.cloud', tls: { rejectUnauthorized: false } }, /^CONFIG_INVALID: broker\.tls\.rejectUnauthorized: false/],
+    ['plaintext site bridge (allowed, insecure)', { url: 'mqtt://bridge.site-7.sg.tallybox.cloud:1883', insecure: 'plaintext-site-bridge', connectTimeoutMs: 1000 }, /^INSECURE: plaintext/],
+    ['unverified-TLS site bridge (allowed, insecure)', { url: 'mqtts://bridge.site-7.sg.tallybox.cloud', tls: { rejectUnauthorized: false }, insecure: 'unverified-tls-site-bridge', connectTimeoutMs: 1000 }, /^INSECURE: unverified TLS/],
+  ])('%s: broker-tls fails, exit 1', async (name, broker, detail) => {
+    const sub = mkdtempSync(join(dir, 'doctor-'));
+    const file = writeConfig(sub, { version: 1, device: { id: 'd-doc', kind: 'c1', orgId: 'o' }, region: 'sg', dataDir: join(sub, 'data'), broker: broker as ConfigInput['broker'], clock: { source: 'assume-synced' } });
+    const { code, report } = await doctor(file);
+    expect(code, name).toBe(1);
+    expect(report.checks.find((c) => c.name === 'broker-tls'), name).toMatchObject({ verdict: 'fail', detail: expect.stringMatching(detail) });
+  });
+});
+
 describe('region pinning on certificate names', () => {
   const check = regionServerIdentity('sg');
   const cert = (san: string) => ({ subject: { CN: 'x' }, subjectaltname: san }) as unknown as import('node:tls').PeerCertificate;
