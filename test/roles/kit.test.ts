@@ -238,3 +238,57 @@ describe('peripheral supervisor', () => {
     expect(sup.status).toBe('stopped');
   });
 });
+
+describe('supervisor adapters for the device kinds to come (C1 presence sources, P1 printers)', () => {
+  it('a presence source whose control socket vanishes is absent, then ready when it is back', async () => {
+    const { presenceSourcePeripheral } = await import('../../src/roles/kit/peripherals.js');
+    let there = true;
+    const source = {
+      description: 'hostapd:wlan0',
+      on: () => undefined,
+      off: () => undefined,
+      start: async () => {
+        if (!there) throw Object.assign(new Error('no socket'), { code: 'ENOENT' });
+      },
+      stop: async () => undefined,
+      probe: async () => {
+        if (!there) throw Object.assign(new Error('no socket'), { code: 'ENOENT' });
+      },
+    };
+    const states: Array<{ online: boolean; detail: string }> = [];
+    const sup = new PeripheralSupervisor({ peripheral: presenceSourcePeripheral({ source, name: 'wifi:wlan0' }), sink: { setPeripheral: (_n, online, detail = '') => void states.push({ online, detail }) }, backoff: { minMs: 20, maxMs: 40 }, heartbeatMs: 30 });
+    expect(await sup.start()).toBe('ready');
+    there = false;
+    await waitUntil(() => sup.status === 'absent', 2000, 'absent');
+    expect(states.at(-1)).toEqual({ online: false, detail: 'absent: ENOENT' });
+    there = true;
+    await waitUntil(() => sup.status === 'ready', 2000, 'ready again');
+    await sup.stop();
+  });
+
+  it('a printer out of paper is degraded (still online, reasons in the detail), then offline if it stays so; unreachable is offline', async () => {
+    const { printerPeripheral } = await import('../../src/roles/kit/peripherals.js');
+    let st: { state: 'idle' | 'processing' | 'stopped'; reasons: string[] } = { state: 'idle', reasons: [] };
+    let reachable = true;
+    const printer = {
+      description: 'ipp://printer',
+      probe: async () => {
+        if (!reachable) throw Object.assign(new Error('refused'), { code: 'ECONNRESET' });
+        return st;
+      },
+    };
+    const sup = new PeripheralSupervisor({ peripheral: printerPeripheral({ printer }), sink: { setPeripheral: () => undefined }, backoff: { minMs: 20, maxMs: 40 }, heartbeatMs: 30, failuresBeforeOffline: 3 });
+    expect(await sup.start()).toBe('ready');
+    expect(sup.detail).toBe('ipp://printer: idle');
+    st = { state: 'stopped', reasons: ['media-empty'] };
+    await waitUntil(() => sup.status === 'degraded', 2000, 'degraded');
+    expect(sup.detail).toMatch(/^degraded: PRINTER_STOPPED/);
+    st = { state: 'idle', reasons: [] };
+    await waitUntil(() => sup.status === 'ready', 2000, 'ready');
+    reachable = false;
+    await waitUntil(() => sup.status === 'offline', 2000, 'offline');
+    reachable = true;
+    await waitUntil(() => sup.status === 'ready', 2000, 'ready again');
+    await sup.stop();
+  });
+});
