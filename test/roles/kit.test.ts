@@ -292,3 +292,22 @@ describe('supervisor adapters for the device kinds to come (C1 presence sources,
     await sup.stop();
   });
 });
+
+describe('peripheral supervisor: a one-off attempt before start', () => {
+  it('an attempt before start (an erasure at boot) brings it up once, without retries; start() keeps it and watches', async () => {
+    const p = new FakePeripheral();
+    p.present = false;
+    const { sup, statuses } = supervised(p, { heartbeatMs: 30 });
+    expect(await sup.attempt()).toBe('absent');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(p.opens).toBe(1); // not started: no retries
+    p.present = true;
+    expect(await sup.attempt()).toBe('ready');
+    expect(await sup.start()).toBe('ready');
+    expect(p.opens).toBe(2);
+    expect(statuses).toEqual(['opening', 'absent', 'opening', 'ready']);
+    p.hung = true;
+    await waitUntil(() => sup.status === 'offline', 2000, 'the heartbeat runs after start()');
+    await sup.stop();
+  });
+});

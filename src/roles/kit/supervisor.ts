@@ -144,6 +144,11 @@ export class PeripheralSupervisor extends EventEmitter<PeripheralSupervisorEvent
     if (this.#running) return this.#attempt ?? this.#status;
     this.#running = true;
     this.#unwatch = this.#p.watch?.((reason) => this.fault(reason, 'gone')) ?? null;
+    // Already brought up by a one-off attempt (an erasure at boot): keep it, start watching.
+    if (this.usable) {
+      this.#armHeartbeat();
+      return this.#status;
+    }
     return this.attempt();
   }
 
