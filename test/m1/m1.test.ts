@@ -295,7 +295,8 @@ describe('M1 role over a real pseudo-terminal', () => {
   });
 
   it('erasure with the module away reports not-ok (the purge stays journalled); it succeeds once the module is back', async () => {
-    const s = await stack({ timeoutMs: 200, role: { backoff: { minMs: 50, maxMs: 300 } } });
+    // 500 ms replies: the enrolment before the unplug must not time out on a loaded machine (the unplug itself closes the port).
+    const s = await stack({ timeoutMs: 500, role: { backoff: { minMs: 50, maxMs: 300 } } });
     await s.role.start();
     await person(s, 'globex', 'sub-x');
     await enrolFinger(s, 'globex', 'sub-x', { person: 'ned', finger: 0 });
