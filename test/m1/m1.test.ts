@@ -216,6 +216,20 @@ describe('M1 role over a real pseudo-terminal', () => {
     expect(await presentFinger(s, { person: 'ivy', finger: 7 }, 15_000)).toMatch(/^(punch|repeat)$/);
   });
 
+  it('hung module with the sensor idle: the heartbeat (ReadSysPara) finds it, not the next GenImg', async () => {
+    // The GenImg poll is 10 s apart here: only the heartbeat can notice within the test.
+    const s = await stack({ timeoutMs: 300, role: { pollMs: 10_000, heartbeatMs: 150, backoff: { minMs: 50, maxMs: 300 } } });
+    await s.role.start();
+    expect(s.role.status).toBe('ready');
+    await s.sim.unplug('silent');
+    await waitUntil(() => fingerprintPeripheral(s)?.online === false, 8000, 'fingerprint offline (heartbeat)');
+    expect(fingerprintPeripheral(s)!.detail).toMatch(/^offline: TIMEOUT/);
+    expect(s.role.supervisor.stats.probeFailures).toBeGreaterThan(0);
+    await s.sim.replug();
+    await waitUntil(() => s.role.status === 'ready', 15_000, 'ready after power-on');
+    expect(fingerprintPeripheral(s)?.online).toBe(true);
+  });
+
   it('noise, corrupted and truncated replies never crash the role', async () => {
     const s = await stack({ timeoutMs: 200, role: { repeatWindowSec: 0, backoff: { minMs: 50, maxMs: 300 } } });
     await s.role.start();
