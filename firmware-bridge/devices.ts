@@ -15,6 +15,9 @@ import type { SearchResult, SysPara } from './r30x/messages.js';
 import type { BridgeLinkStatus, FaceCapture, ModuleInfo } from './bridge/driver.js';
 import type { tallybox } from '../src/gen/tallybox.js';
 
+/** The data the interfaces carry, for roles that import nothing else from a driver. */
+export type { FaceCapture, ModuleInfo, BridgeLinkStatus, FrameReject, SearchResult, SysPara };
+
 /** Typed subscription only (a role listens; it never emits on a device's behalf); one overload per event. */
 
 /** An optical/capacitive fingerprint module with an on-board library (R30x, AS608, ZFM, …). */
@@ -90,4 +93,16 @@ export interface Printer {
   readonly description: string;
   /** Printer state reasons ('none', 'media-empty', 'offline', …); rejects when unreachable. */
   probe(): Promise<{ state: 'idle' | 'processing' | 'stopped'; reasons: string[] }>;
+}
+
+/**
+ * Every device error carries a machine-readable `code`: a FingerprintModule's
+ * are the module's confirmation names (NO_FINGER, NOT_FOUND, IMAGE_MESSY, …,
+ * with the numeric `confirmation`) or link codes (TIMEOUT, PROTOCOL_ERROR,
+ * NOT_OPEN, DISCONNECTED, WRITE_FAILED, CLOSED); a FaceModule's BRIDGE_*;
+ * a CardReader's HID_*. Roles branch on these, never on a driver's class.
+ */
+export function isDeviceError(err: unknown, code?: string): err is Error & { code: string; confirmation?: number } {
+  const c = (err as { code?: unknown } | null)?.code;
+  return err instanceof Error && typeof c === 'string' && (code === undefined || c === code);
 }

@@ -45,6 +45,8 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     orgId,
     vault: false,
     uplinkProxy: true,
+    // The `tallybox run` start path (a 'sim' device has no role: punches come from the simulated reader below).
+    roles: {},
     ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
     ...(opts.keepData ? { dir: opts.keepData } : {}),
     ...(opts.json ? {} : { logger: createLogger({ level: 'error', base: { deviceId } }) }),

@@ -17,7 +17,7 @@ import type { R30xDriver } from '../../firmware-bridge/r30x/driver.js';
 import type { Agent } from '../agent/agent.js';
 import { servedVaultView } from '../agent/served-orgs.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
-import { PunchGate } from './kit/punch-gate.js';
+import type { PunchGate } from './kit/punch-gate.js';
 import type { M1Role, M1RoleOptions } from './m1/role.js';
 import type { M2Role, M2RoleOptions } from './m2/role.js';
 
@@ -106,6 +106,7 @@ export async function startRole(agent: Agent, opts: StartRoleOptions = {}): Prom
   const kind = agent.config.device.kind;
   if (kind !== 'm1' && kind !== 'm2') return undefined; // sim: punches come through the local punch API; c1, p1: roles not built yet
   const settings = agent.settings;
+  const { PunchGate } = await import('./kit/punch-gate.js');
   const gate = new PunchGate({
     sink: agent,
     lastSeen: requireVault(agent, `the ${kind} role`),

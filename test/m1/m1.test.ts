@@ -217,6 +217,20 @@ describe('M1 role over a real pseudo-terminal', () => {
     expect(await presentFinger(s, { person: 'ivy', finger: 7 }, 15_000)).toMatch(/^(punch|repeat)$/);
   });
 
+  it('hung module with the sensor idle: the heartbeat (ReadSysPara) finds it, not the next GenImg', async () => {
+    // The GenImg poll is 10 s apart here: only the heartbeat can notice within the test.
+    const s = await stack({ timeoutMs: 300, role: { pollMs: 10_000, heartbeatMs: 150, backoff: { minMs: 50, maxMs: 300 } } });
+    await s.role.start();
+    expect(s.role.status).toBe('ready');
+    await s.sim.unplug('silent');
+    await waitUntil(() => fingerprintPeripheral(s)?.online === false, 8000, 'fingerprint offline (heartbeat)');
+    expect(fingerprintPeripheral(s)!.detail).toMatch(/^offline: TIMEOUT/);
+    expect(s.role.supervisor.stats.probeFailures).toBeGreaterThan(0);
+    await s.sim.replug();
+    await waitUntil(() => s.role.status === 'ready', 15_000, 'ready after power-on');
+    expect(fingerprintPeripheral(s)?.online).toBe(true);
+  });
+
   it('noise, corrupted and truncated replies never crash the role', async () => {
     const s = await stack({ timeoutMs: 200, role: { repeatWindowSec: 0, backoff: { minMs: 50, maxMs: 300 } } });
     await s.role.start();
@@ -296,7 +310,8 @@ describe('M1 role over a real pseudo-terminal', () => {
   });
 
   it('erasure with the module away reports not-ok (the purge stays journalled); it succeeds once the module is back', async () => {
-    const s = await stack({ timeoutMs: 200, role: { backoff: { minMs: 50, maxMs: 300 } } });
+    // 500 ms replies: the enrolment before the unplug must not time out on a loaded machine (the unplug itself closes the port).
+    const s = await stack({ timeoutMs: 500, role: { backoff: { minMs: 50, maxMs: 300 } } });
     await s.role.start();
     await person(s, 'globex', 'sub-x');
     await enrolFinger(s, 'globex', 'sub-x', { person: 'ned', finger: 0 });

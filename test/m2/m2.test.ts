@@ -258,7 +258,7 @@ describe('M2 face over a real pseudo-terminal', () => {
     expect(s.face.sim.state().enrolling).toBeNull();
     await person(s, 'acme', 'sub-ok');
     changed!('acme', 'sub-ok', ['face']);
-    await waitUntil(() => s.face.sim.state().enrolling !== null, 5000, 'the module in enrolment mode');
+    await waitUntil(() => s.face.sim.state().enrolling !== null, 15_000, 'the module in enrolment mode');
     for (let i = 0; i < 3; i++) await s.face.sim.present(50);
     await enrolments();
     expect(s.role.inIndex('acme', 'sub-ok')).toBe(true);

@@ -166,8 +166,10 @@ describe('peripheral supervisor', () => {
     const { sup, state, online } = supervised(p);
     expect(await sup.start()).toBe('absent');
     expect(state.at(-1)).toMatchObject({ online: false });
-    expect(state.at(-1)!.detail).toMatch(/^absent: HID_DEVICE_NOT_FOUND; retry in \d+ ms$/);
+    expect(state.at(-1)!.detail).toBe('absent: HID_DEVICE_NOT_FOUND');
     await waitUntil(() => p.opens >= 3, 2000, 'retries');
+    // The same fault at every retry: reported once, not once per retry.
+    expect(state).toHaveLength(1);
     p.present = true;
     await waitUntil(() => sup.status === 'ready', 2000, 'ready');
     expect(online()).toBe(true);
@@ -234,5 +236,78 @@ describe('peripheral supervisor', () => {
     await new Promise((r) => setTimeout(r, 150));
     expect(p.opens).toBe(opens);
     expect(sup.status).toBe('stopped');
+  });
+});
+
+describe('supervisor adapters for the device kinds to come (C1 presence sources, P1 printers)', () => {
+  it('a presence source whose control socket vanishes is absent, then ready when it is back', async () => {
+    const { presenceSourcePeripheral } = await import('../../src/roles/kit/peripherals.js');
+    let there = true;
+    const source = {
+      description: 'hostapd:wlan0',
+      on: () => undefined,
+      off: () => undefined,
+      start: async () => {
+        if (!there) throw Object.assign(new Error('no socket'), { code: 'ENOENT' });
+      },
+      stop: async () => undefined,
+      probe: async () => {
+        if (!there) throw Object.assign(new Error('no socket'), { code: 'ENOENT' });
+      },
+    };
+    const states: Array<{ online: boolean; detail: string }> = [];
+    const sup = new PeripheralSupervisor({ peripheral: presenceSourcePeripheral({ source, name: 'wifi:wlan0' }), sink: { setPeripheral: (_n, online, detail = '') => void states.push({ online, detail }) }, backoff: { minMs: 20, maxMs: 40 }, heartbeatMs: 30 });
+    expect(await sup.start()).toBe('ready');
+    there = false;
+    await waitUntil(() => sup.status === 'absent', 2000, 'absent');
+    expect(states.at(-1)).toEqual({ online: false, detail: 'absent: ENOENT' });
+    there = true;
+    await waitUntil(() => sup.status === 'ready', 2000, 'ready again');
+    await sup.stop();
+  });
+
+  it('a printer out of paper is degraded (still online, reasons in the detail), then offline if it stays so; unreachable is offline', async () => {
+    const { printerPeripheral } = await import('../../src/roles/kit/peripherals.js');
+    let st: { state: 'idle' | 'processing' | 'stopped'; reasons: string[] } = { state: 'idle', reasons: [] };
+    let reachable = true;
+    const printer = {
+      description: 'ipp://printer',
+      probe: async () => {
+        if (!reachable) throw Object.assign(new Error('refused'), { code: 'ECONNRESET' });
+        return st;
+      },
+    };
+    const sup = new PeripheralSupervisor({ peripheral: printerPeripheral({ printer }), sink: { setPeripheral: () => undefined }, backoff: { minMs: 20, maxMs: 40 }, heartbeatMs: 30, failuresBeforeOffline: 3 });
+    expect(await sup.start()).toBe('ready');
+    expect(sup.detail).toBe('ipp://printer: idle');
+    st = { state: 'stopped', reasons: ['media-empty'] };
+    await waitUntil(() => sup.status === 'degraded', 2000, 'degraded');
+    expect(sup.detail).toMatch(/^degraded: PRINTER_STOPPED/);
+    st = { state: 'idle', reasons: [] };
+    await waitUntil(() => sup.status === 'ready', 2000, 'ready');
+    reachable = false;
+    await waitUntil(() => sup.status === 'offline', 2000, 'offline');
+    reachable = true;
+    await waitUntil(() => sup.status === 'ready', 2000, 'ready again');
+    await sup.stop();
+  });
+});
+
+describe('peripheral supervisor: a one-off attempt before start', () => {
+  it('an attempt before start (an erasure at boot) brings it up once, without retries; start() keeps it and watches', async () => {
+    const p = new FakePeripheral();
+    p.present = false;
+    const { sup, statuses } = supervised(p, { heartbeatMs: 30 });
+    expect(await sup.attempt()).toBe('absent');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(p.opens).toBe(1); // not started: no retries
+    p.present = true;
+    expect(await sup.attempt()).toBe('ready');
+    expect(await sup.start()).toBe('ready');
+    expect(p.opens).toBe(2);
+    expect(statuses).toEqual(['opening', 'absent', 'opening', 'ready']);
+    p.hung = true;
+    await waitUntil(() => sup.status === 'offline', 2000, 'the heartbeat runs after start()');
+    await sup.stop();
   });
 });

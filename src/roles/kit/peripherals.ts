@@ -3,13 +3,13 @@
  * how each kind of peripheral is opened, probed (the heartbeat) and how its
  * failures count. A new kind of peripheral is one more small adapter here.
  */
-import type { CardReader, FaceModule } from '../../../firmware-bridge/devices.js';
+import type { CardReader, FaceModule, PresenceSource, Printer } from '../../../firmware-bridge/devices.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { FaultKind, SupervisedPeripheral } from './supervisor.js';
 import { errorCode } from './supervisor.js';
 
 /** Codes meaning "nothing is there" (no device node, not in the device list). */
-const ABSENT = new Set(['HID_DEVICE_NOT_FOUND', 'TRANSPORT_OPEN_FAILED']);
+const ABSENT = new Set(['HID_DEVICE_NOT_FOUND', 'TRANSPORT_OPEN_FAILED', 'ENOENT', 'ECONNREFUSED']);
 
 /**
  * The face module over the bridge protocol. Heartbeat: a BridgeHeartbeat
@@ -68,5 +68,49 @@ export function cardReaderPeripheral(opts: { reader: CardReader; name?: string }
       return ABSENT.has(errorCode(err)) ? 'absent' : 'gone';
     },
     watch: (onLost) => r.onLost(onLost),
+  };
+}
+
+/**
+ * A Wi-Fi presence source (C1: hostapd's control socket, dnsmasq's lease
+ * file). Heartbeat: the source's own probe (PING on the control socket, the
+ * lease file still readable); a socket that disappears is 'absent' until
+ * hostapd is back.
+ */
+export function presenceSourcePeripheral(opts: { source: PresenceSource; name: string }): SupervisedPeripheral {
+  const src = opts.source;
+  return {
+    name: opts.name,
+    async open() {
+      await src.stop().catch(() => undefined); // a source that lost its socket: nothing left to close
+      await src.start();
+      return src.description;
+    },
+    probe: () => src.probe(),
+    classify: (err): FaultKind => (ABSENT.has(errorCode(err)) ? 'absent' : 'gone'),
+  };
+}
+
+/**
+ * A printer (P1). Heartbeat: its state query (IPP Get-Printer-Attributes, PJL
+ * status); reachable but 'stopped' (out of paper, offline button) is
+ * 'degraded', not offline: jobs wait, the state reasons go to DeviceState.
+ */
+export function printerPeripheral(opts: { printer: Printer; name?: string }): SupervisedPeripheral {
+  const pr = opts.printer;
+  const check = async (): Promise<string> => {
+    const st = await pr.probe();
+    if (st.state === 'stopped') throw new TallyboxError('PRINTER_STOPPED', `printer stopped: ${st.reasons.join(', ') || 'no reason given'}`, { reasons: st.reasons });
+    return `${pr.description}: ${st.state}`;
+  };
+  return {
+    name: opts.name ?? 'printer',
+    open: check,
+    probe: async () => void (await check()),
+    classify: (err): FaultKind => {
+      const code = errorCode(err);
+      if (code === 'PRINTER_STOPPED') return 'glitch';
+      return ABSENT.has(code) ? 'absent' : 'gone';
+    },
   };
 }

@@ -144,6 +144,11 @@ export class PeripheralSupervisor extends EventEmitter<PeripheralSupervisorEvent
     if (this.#running) return this.#attempt ?? this.#status;
     this.#running = true;
     this.#unwatch = this.#p.watch?.((reason) => this.fault(reason, 'gone')) ?? null;
+    // Already brought up by a one-off attempt (an erasure at boot): keep it, start watching.
+    if (this.usable) {
+      this.#armHeartbeat();
+      return this.#status;
+    }
     return this.attempt();
   }
 
@@ -173,6 +178,7 @@ export class PeripheralSupervisor extends EventEmitter<PeripheralSupervisorEvent
         const detail = await this.#p.open();
         this.#glitches = 0;
         this.#backoff.reset();
+        this.#lastDown = null;
         this.#heard();
         this.#set('ready', detail || 'ready', true);
         this.#armHeartbeat();
@@ -214,6 +220,9 @@ export class PeripheralSupervisor extends EventEmitter<PeripheralSupervisorEvent
   }
 
   #readyDetail: string | undefined;
+  /** The detail of the last fault while down; cleared when ready. */
+  #lastDown: string | null = null;
+  #reported: { online: boolean; detail: string } | null = null;
 
   #classify(err: unknown): FaultKind {
     try {
@@ -232,8 +241,12 @@ export class PeripheralSupervisor extends EventEmitter<PeripheralSupervisorEvent
     const code = errorCode(err);
     this.#clearHeartbeat();
     const wait = Math.max(this.#backoff.next(), this.#p.settleMs?.(err) ?? 0);
-    const detail = `${status}: ${code}${this.#running ? `; retry in ${fmtMs(wait)}` : ''}`;
-    if (this.#status !== status) this.#log.warn({ event: 'peripheral_down', status, code, retryMs: wait }, `${this.name} ${detail}`);
+    // The detail stays the same while the same fault persists, so DeviceState (and the agent's log) change once, not at every retry.
+    const detail = `${status}: ${code}`;
+    const retry = this.#running ? `; retry in ${fmtMs(wait)}` : '';
+    if (this.#lastDown !== detail) this.#log.warn({ event: 'peripheral_down', status, code, retryMs: wait }, `${this.name} ${detail}${retry}`);
+    else this.#log.debug({ event: 'peripheral_retry', status, code, retryMs: wait }, `${this.name} still ${detail}${retry}`);
+    this.#lastDown = detail;
     this.#set(status, detail, false);
     if (!this.#running) return;
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
@@ -282,7 +295,11 @@ export class PeripheralSupervisor extends EventEmitter<PeripheralSupervisorEvent
     }
     this.#status = next;
     this.#detail = detail;
-    if (next !== 'opening' && next !== 'stopped') this.#sink.setPeripheral(this.name, online, detail);
+    // 'opening' and 'stopped' are not news for DeviceState; the same report twice is not either.
+    if (next !== 'opening' && next !== 'stopped' && (this.#reported?.online !== online || this.#reported.detail !== detail)) {
+      this.#reported = { online, detail };
+      this.#sink.setPeripheral(this.name, online, detail);
+    }
     if (prev !== next) this.emit('status', next, detail);
   }
 

@@ -5,7 +5,7 @@
  * Nothing in the vault means nothing on the module: a failed vault write
  * deletes the page again.
  */
-import { isR30xError } from '../../../firmware-bridge/r30x/errors.js';
+import { isDeviceError } from '../../../firmware-bridge/devices.js';
 import { sealPageEnvelope } from './envelope.js';
 import { IMAGE_CODES, M1Error, enrolFailed, errCode, firstFree, listPages, type EnrolResult, type EnrolStep, type M1Context, type PageEntry } from './types.js';
 
@@ -24,7 +24,7 @@ export async function waitFinger(ctx: M1Context, hooks: EnrolHooks, present: boo
       await ctx.module.genImg();
       on = true;
     } catch (err) {
-      if (!isR30xError(err, 'NO_FINGER')) throw err;
+      if (!isDeviceError(err, 'NO_FINGER')) throw err;
       on = false;
     }
     if (on === present) return;
@@ -42,7 +42,7 @@ export async function enrolLocked(ctx: M1Context, hooks: EnrolHooks, orgId: stri
     try {
       await d.img2Tz(capture === 1 ? 1 : 2);
     } catch (err) {
-      if (isR30xError(err) && IMAGE_CODES.has(err.code) && ++attempts < captures * 3) {
+      if (isDeviceError(err) && IMAGE_CODES.has(err.code) && ++attempts < captures * 3) {
         hooks.step({ capture, of: captures, retry: err.code });
         continue;
       }

@@ -5,7 +5,7 @@
  * finger must be lifted before the next one counts (a resting finger is
  * searched once). Caller holds the module's queue.
  */
-import { isR30xError } from '../../../firmware-bridge/r30x/errors.js';
+import { isDeviceError } from '../../../firmware-bridge/devices.js';
 import { PunchMethod, ScoreBucket } from '../../proto/index.js';
 import type { PunchGate } from '../kit/punch-gate.js';
 import { IMAGE_CODES, type M1Context, type M1PunchEvent } from './types.js';
@@ -38,7 +38,7 @@ export async function identifyOnce(ctx: M1Context, h: IdentifyHooks): Promise<Ti
   try {
     await d.genImg();
   } catch (err) {
-    if (isR30xError(err, 'NO_FINGER')) {
+    if (isDeviceError(err, 'NO_FINGER')) {
       h.heard();
       if (ctx.awaitingLift) {
         ctx.awaitingLift = false;
@@ -53,7 +53,7 @@ export async function identifyOnce(ctx: M1Context, h: IdentifyHooks): Promise<Ti
   try {
     await d.img2Tz(1);
   } catch (err) {
-    if (isR30xError(err) && IMAGE_CODES.has(err.code)) {
+    if (isDeviceError(err) && IMAGE_CODES.has(err.code)) {
       ctx.stats.badImages++;
       h.badImage(err.code);
       return 'idle';
@@ -65,7 +65,7 @@ export async function identifyOnce(ctx: M1Context, h: IdentifyHooks): Promise<Ti
   try {
     ({ page, score } = await d.highSpeedSearch(1, 0, ctx.librarySize));
   } catch (err) {
-    if (isR30xError(err, 'NOT_FOUND')) {
+    if (isDeviceError(err, 'NOT_FOUND')) {
       ctx.stats.noMatch++;
       ctx.awaitingLift = h.requireLift;
       h.noMatch();

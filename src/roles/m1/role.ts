@@ -16,9 +16,7 @@
  * never subject ids, names or template bytes.
  */
 import { EventEmitter } from 'node:events';
-import type { FingerprintModule } from '../../../firmware-bridge/devices.js';
-import type { FrameReject } from '../../../firmware-bridge/r30x/codec.js';
-import { isR30xError } from '../../../firmware-bridge/r30x/errors.js';
+import { isDeviceError, type FingerprintModule, type FrameReject } from '../../../firmware-bridge/devices.js';
 import type { ErasureParticipant, ErasureReport } from '../../privacy/types.js';
 import { isTallyboxError } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/log.js';
@@ -168,7 +166,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
           return k === 'ignore' ? 'gone' : k;
         },
         // After a TIMEOUT, a late ack could be taken for the next command's (acks carry no sequence number).
-        settleMs: (err) => (isR30xError(err, 'TIMEOUT') ? ctx.module.timeoutMs : 0),
+        settleMs: (err) => (isDeviceError(err, 'TIMEOUT') ? ctx.module.timeoutMs : 0),
       },
     });
     this.supervisor.on('status', (s, detail) => {
@@ -289,7 +287,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
       ctx.awaitingLift = false;
       return `ready: ${ctx.pages?.size ?? 0} templates, library ${ctx.librarySize}`;
     } catch (err) {
-      if (isR30xError(err)) this.#lastLinkCode = err.code;
+      if (isDeviceError(err)) this.#lastLinkCode = err.code;
       throw err;
     }
   }
@@ -311,7 +309,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
   }
 
   #onTickError(err: unknown): TickOutcome {
-    this.#lastLinkCode = isR30xError(err) ? err.code : '';
+    this.#lastLinkCode = isDeviceError(err) ? err.code : '';
     const kind = this.supervisor.fault(err, classifyR30x(err));
     // Anything else (an unexpected confirmation code): log, keep going.
     if (kind === 'ignore') this.#ctx.log.warn({ event: 'm1_error', code: errCode(err) }, `fingerprint module: ${errCode(err)}`);
@@ -390,7 +388,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
       } catch (err) {
         ctx.awaitingLift = true;
         // A link failure: the supervisor hears of it now, not at the loop's next command.
-        if (isR30xError(err)) this.supervisor.fault(err, classifyR30x(err));
+        if (isDeviceError(err)) this.supervisor.fault(err, classifyR30x(err));
         throw err;
       }
     });
@@ -422,7 +420,7 @@ export class M1Role extends EventEmitter<M1RoleEvents> implements ErasurePartici
         if (!this.supervisor.usable || this.#ctx.pages === null) throw new M1Error('MODULE_OFFLINE', `fingerprint module is ${this.status}`);
         return await eraseLocked(this.#ctx, inScope, reconciledAway);
       } catch (err) {
-        if (isR30xError(err)) this.supervisor.fault(err, classifyR30x(err));
+        if (isDeviceError(err)) this.supervisor.fault(err, classifyR30x(err));
         return { ok: false, counts: {}, detail: `fingerprint module unavailable: ${errCode(err)}` };
       }
     });

@@ -2,8 +2,7 @@
  * What the M1 role needs from the agent and the vault, its shared state
  * (the module's library as the vault vouches for it) and small helpers.
  */
-import { isR30xError, R30xError } from '../../../firmware-bridge/r30x/errors.js';
-import type { FingerprintModule } from '../../../firmware-bridge/devices.js';
+import { isDeviceError, type FingerprintModule } from '../../../firmware-bridge/devices.js';
 import type { PunchMethod, ScoreBucket } from '../../proto/index.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -99,7 +98,7 @@ export const MAX_SLOTS = 10;
 
 /** How a fingerprint module's failure counts for its supervisor. */
 export function classifyR30x(err: unknown): FaultKind {
-  if (isR30xError(err)) {
+  if (isDeviceError(err)) {
     if (LINK_GONE.has(err.code)) return 'gone';
     if (LINK_GLITCH.has(err.code)) return 'glitch';
     return 'ignore';
@@ -132,7 +131,7 @@ export function errCode(err: unknown): string {
 }
 
 export function enrolFailed(err: unknown): unknown {
-  if (err instanceof R30xError && err.confirmation !== undefined) {
+  if (isDeviceError(err) && typeof err.confirmation === 'number') {
     return new M1Error('ENROL_FAILED', `the module refused the enrolment: ${err.code}`, { code: err.code }, err);
   }
   return err;

@@ -6,7 +6,7 @@
  * the vault, then joins the index. Re-enrolling replaces slot 0. One
  * enrolment at a time (the kit's serial queue).
  */
-import type { FaceCapture } from '../../../firmware-bridge/bridge/driver.js';
+import type { FaceCapture } from '../../../firmware-bridge/devices.js';
 import type { FaceModule } from '../../../firmware-bridge/devices.js';
 import type { Logger } from '../../util/log.js';
 import { assertBiometricConsent } from '../../vault/consent.js';

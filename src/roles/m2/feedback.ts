@@ -3,11 +3,13 @@
  * punch's path (a display that does not answer never costs a punch). Names
  * shown here stay on the local UART and are never logged.
  */
-import { BridgeLedColour } from '../../../firmware-bridge/bridge/driver.js';
+import { tallybox } from '../../gen/tallybox.js';
 import type { FaceModule } from '../../../firmware-bridge/devices.js';
 import type { Logger } from '../../util/log.js';
 import { errorCode } from '../kit/supervisor.js';
 import type { M2Vault } from './types.js';
+
+const BridgeLedColour = tallybox.v1.BridgeLedColour;
 
 export class M2Feedback {
   constructor(

@@ -10,7 +10,7 @@
  * arrival order; captures queued beyond a bound are dropped (a crowd in front
  * of the camera must not grow memory). Logs carry org ids and codes only.
  */
-import type { FaceCapture } from '../../../firmware-bridge/bridge/driver.js';
+import type { FaceCapture } from '../../../firmware-bridge/devices.js';
 import { PunchMethod, ScoreBucket } from '../../proto/index.js';
 import { isTallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';

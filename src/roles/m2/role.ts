@@ -18,8 +18,7 @@
  * numbers, vectors or scores tied to a person.
  */
 import { EventEmitter } from 'node:events';
-import type { FaceCapture, ModuleInfo } from '../../../firmware-bridge/bridge/driver.js';
-import type { CardReader, FaceModule } from '../../../firmware-bridge/devices.js';
+import type { CardReader, FaceCapture, FaceModule, ModuleInfo } from '../../../firmware-bridge/devices.js';
 import { HidCardReader } from '../../../firmware-bridge/hid/reader.js';
 import type { HidReportTransport } from '../../../firmware-bridge/hid/transport.js';
 import { DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_LIVENESS_THRESHOLD, DEFAULT_THRESHOLD } from '../../identify/face/matcher.js';
