@@ -55,6 +55,7 @@ function summarize(file) {
   for (const [id, us] of self) {
     const n = byId.get(id);
     const { functionName: fn, url } = n.callFrame;
+    if (fn === 'spawnSync') continue; // the fill, in another process
     const area =
       fn === '(idle)' ? 'idle (waiting for the socket / thread pool)'
       : fn === '(garbage collector)' ? 'GC'

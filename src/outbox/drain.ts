@@ -41,8 +41,8 @@ export interface DrainStats {
 
 /**
  * How a pass runs (issue 10 §5, "drain at the client's speed"): like a bare
- * client's publish loop — each PUBACK callback publishes the next row, no
- * await per message — fed from a buffer that is refilled from SQLite in the
+ * client's publish loop — PUBACKs free slots that are refilled at once, no
+ * await per message, one socket write per event-loop turn — fed from a buffer that is refilled from SQLite in the
  * background while half a batch is still unsent, so the window never waits
  * for a read. Reads go through the outbox's own read connection and never
  * queue behind commits or deletes.
@@ -174,6 +174,14 @@ export class Drain {
       }, failed);
     };
 
+    // Slots freed by PUBACKs are refilled once per event-loop turn, not once per PUBACK:
+    // the publishes of one turn leave in one socket write (mqtt-packet corks the stream
+    // until the next tick), instead of one writev per message.
+    let pumpQueued = false;
+    const runPump = (): void => {
+      pumpQueued = false;
+      pump();
+    };
     const onAck = (seq: number, historical: boolean): void => {
       this.acks++;
       outbox.ack(seq);
@@ -182,7 +190,10 @@ export class Drain {
       this.opts.onDelivered?.(1);
       if (!live()) return;
       this.inflight--;
-      pump();
+      if (!pumpQueued) {
+        pumpQueued = true;
+        setImmediate(runPump);
+      }
     };
 
     const pump = (): void => {
