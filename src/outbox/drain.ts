@@ -16,7 +16,7 @@ import type { EgressGate } from '../link/egress.js';
 import type { Session } from '../link/connection.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { Outbox } from './outbox.js';
+import type { Outbox, QueuedPunch } from './outbox.js';
 import { TokenBucket } from './rate-limiter.js';
 
 export interface DrainOptions {
@@ -39,40 +39,55 @@ export interface DrainStats {
   inflight: number;
 }
 
+/**
+ * How a pass runs (issue 10 §5, "drain at the client's speed"): like a bare
+ * client's publish loop — PUBACKs free slots that are refilled at once, no
+ * await per message, one socket write per event-loop turn — fed from a buffer that is refilled from SQLite in the
+ * background while half a batch is still unsent, so the window never waits
+ * for a read. Reads go through the outbox's own read connection and never
+ * queue behind commits or deletes.
+ */
 export class Drain {
   private generation = 0;
+  /** Wakes an idle pass (all sent, all acknowledged, nothing new). */
   private wake: (() => void) | undefined;
-  /** Set by a commit that happened while no one was sleeping, so it is not missed. */
+  /** Set by a commit; a fetch that started before it looks again. */
   private dirty = false;
   private readonly stats: DrainStats = { delivered: 0, historical: 0, inflight: 0 };
   private readonly unsubscribe: () => void;
   private watchdog: NodeJS.Timeout | undefined;
-  /** publish start time of every message in flight in the current pass */
-  private readonly inflightSince = new Map<number, number>();
+  private inflight = 0;
+  /** PUBACKs seen; the watchdog compares it with the last check. */
+  private acks = 0;
+  private lastAcks = 0;
+  private lastProgressAt = performance.now();
+  private stoppedForStorage = false;
   /** The current pass's limiter, so a rate change applies to the pass already running. */
   private bucket: TokenBucket | undefined;
-  private stoppedForStorage = false;
 
   constructor(private readonly opts: DrainOptions) {
     this.unsubscribe = opts.outbox.onCommitted(() => this.poke());
   }
 
   get snapshot(): Readonly<DrainStats> {
-    return { ...this.stats, inflight: this.inflightSince.size };
+    return { ...this.stats, inflight: this.inflight };
   }
 
   online(session: Session): void {
     const gen = ++this.generation;
-    this.inflightSince.clear();
+    this.inflight = 0;
     if (this.storageFailed()) return;
+    this.lastProgressAt = performance.now();
     this.watchdog ??= setInterval(() => this.checkAcks(), 1000);
     // Everything accepted up to now is backlog for this connection.
     const watermark = this.opts.outbox.lastSeq;
-    void this.pass(session, gen, watermark).catch((err: unknown) => {
-      if (this.storageFailed()) return;
-      this.opts.logger.error({ event: 'drain_failed', err: errorMessage(err) }, `drain stopped: ${errorMessage(err)}; recycling the link`);
-      if (gen === this.generation) this.opts.recycle('drain failed');
-    });
+    this.pass(session, gen, watermark);
+  }
+
+  offline(): void {
+    this.generation++;
+    this.inflight = 0;
+    this.poke();
   }
 
   /** Backlog replay rate from now on, including the pass in progress (ConfigPatch backlog_rate_per_sec). */
@@ -83,6 +98,14 @@ export class Drain {
 
   get backlogRatePerSec(): number {
     return this.opts.backlogRatePerSec;
+  }
+
+  stop(): void {
+    this.generation++;
+    this.unsubscribe();
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = undefined;
+    this.poke();
   }
 
   /** The outbox cannot be read any more: stop (once, with one log line) instead of reconnecting forever. */
@@ -96,20 +119,6 @@ export class Drain {
     return true;
   }
 
-  offline(): void {
-    this.generation++;
-    this.inflightSince.clear();
-    this.poke();
-  }
-
-  stop(): void {
-    this.generation++;
-    this.unsubscribe();
-    if (this.watchdog) clearInterval(this.watchdog);
-    this.watchdog = undefined;
-    this.poke();
-  }
-
   private poke(): void {
     this.dirty = true;
     const w = this.wake;
@@ -117,78 +126,141 @@ export class Drain {
     w?.();
   }
 
-  private sleep(ms: number): Promise<void> {
-    if (this.dirty) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-  }
-
+  /** Messages in flight and no PUBACK for ackTimeoutMs: the link is dead. */
   private checkAcks(): void {
-    const oldest = Math.min(...this.inflightSince.values());
-    if (Number.isFinite(oldest) && performance.now() - oldest > this.opts.ackTimeoutMs) {
-      this.inflightSince.clear();
+    const now = performance.now();
+    if (this.acks !== this.lastAcks || this.inflight === 0) {
+      this.lastAcks = this.acks;
+      this.lastProgressAt = now;
+      return;
+    }
+    if (now - this.lastProgressAt > this.opts.ackTimeoutMs) {
+      this.lastProgressAt = now;
       this.opts.recycle(`no PUBACK for ${this.opts.ackTimeoutMs} ms`);
     }
   }
 
-  private async pass(session: Session, gen: number, watermark: number): Promise<void> {
-    const { outbox, egress, inflight: window } = this.opts;
+  private pass(session: Session, gen: number, watermark: number): void {
+    const { outbox, egress, inflight: window, batch, logger } = this.opts;
     const bucket = new TokenBucket(this.opts.backlogRatePerSec);
     this.bucket = bucket;
-    let cursor = 0;
-    let inflight = 0;
-    let slotFree: (() => void) | undefined;
+    // Read per row: a ConfigPatch may set or change the rate while this pass runs.
+    const limited = (): boolean => this.opts.backlogRatePerSec > 0;
     const ctxLive = { bdSeq: session.bdSeq, historical: false };
     const ctxHistorical = { bdSeq: session.bdSeq, historical: true };
+    let buf: QueuedPunch[] = [];
+    let head = 0;
+    /** Last seq read from the outbox in this pass. */
+    let cursor = 0;
+    let fetching = false;
+    /** The last read found nothing newer. */
+    let exhausted = false;
+    /** A token was taken for buf[head] and its wait is running or over. */
+    let tokenHeld = false;
+    let rateTimer: NodeJS.Timeout | undefined;
+    let idleTimer: NodeJS.Timeout | undefined;
+    const live = () => gen === this.generation;
 
-    while (gen === this.generation) {
+    const failed = (err: unknown): void => {
+      if (!live() || this.storageFailed()) return;
+      logger.error({ event: 'drain_failed', err: errorMessage(err) }, `drain stopped: ${errorMessage(err)}; recycling the link`);
+      this.opts.recycle('drain failed');
+    };
+
+    const fetch = (): void => {
+      if (fetching || !live()) return;
+      fetching = true;
       this.dirty = false;
-      const rows = await outbox.peek(cursor, this.opts.batch);
-      if (rows.length === 0) {
-        await this.sleep(1000);
-        continue;
-      }
-      for (const row of rows) {
-        if (gen !== this.generation) return;
-        while (inflight >= window) {
-          await new Promise<void>((r) => (slotFree = r));
-          if (gen !== this.generation) return;
+      outbox.peek(cursor, batch).then((rows) => {
+        fetching = false;
+        if (!live()) return;
+        if (rows.length > 0) {
+          cursor = rows[rows.length - 1]!.seq;
+          buf = head > 0 ? buf.slice(head).concat(rows) : buf.concat(rows);
+          head = 0;
+          exhausted = false;
+        } else if (this.dirty) {
+          return fetch(); // a commit landed while this read ran
+        } else {
+          exhausted = true;
         }
+        pump();
+      }, failed);
+    };
+
+    // Slots freed by PUBACKs are refilled once per event-loop turn, not once per PUBACK:
+    // the publishes of one turn leave in one socket write (mqtt-packet corks the stream
+    // until the next tick), instead of one writev per message.
+    let pumpQueued = false;
+    const runPump = (): void => {
+      pumpQueued = false;
+      pump();
+    };
+    const onAck = (seq: number, historical: boolean): void => {
+      this.acks++;
+      outbox.ack(seq);
+      this.stats.delivered++;
+      if (historical) this.stats.historical++;
+      this.opts.onDelivered?.(1);
+      if (!live()) return;
+      this.inflight--;
+      if (!pumpQueued) {
+        pumpQueued = true;
+        setImmediate(runPump);
+      }
+    };
+
+    const pump = (): void => {
+      while (this.inflight < window && head < buf.length && live()) {
+        const row = buf[head]!;
         const historical = row.seq <= watermark;
-        if (historical) {
+        if (historical && limited() && !tokenHeld) {
           const wait = bucket.take();
-          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-          if (gen !== this.generation) return;
+          if (wait > 0) {
+            tokenHeld = true;
+            rateTimer ??= setTimeout(() => {
+              rateTimer = undefined;
+              pump();
+            }, wait);
+            return;
+          }
         }
-        inflight++;
-        this.inflightSince.set(row.seq, performance.now());
+        if (rateTimer) return; // still waiting for the token of buf[head]
+        tokenHeld = false;
+        head++;
+        this.inflight++;
         egress.publishPunch(session.client, row, historical ? ctxHistorical : ctxLive).then(
-          () => {
-            outbox.ack(row.seq);
-            this.stats.delivered++;
-            if (historical) this.stats.historical++;
-            this.opts.onDelivered?.(1);
-          },
+          () => onAck(row.seq, historical),
           (err: unknown) => {
-            if (gen === this.generation) this.opts.recycle(`publish failed: ${errorMessage(err)}`);
+            if (live()) this.opts.recycle(`publish failed: ${errorMessage(err)}`);
           },
-        ).finally(() => {
-          inflight--;
-          if (gen === this.generation) this.inflightSince.delete(row.seq);
-          const s = slotFree;
-          slotFree = undefined;
-          s?.();
-        });
-        cursor = row.seq;
+        );
       }
-    }
+      if (!live()) return;
+      // Refill while half a batch is still unsent, so the window never waits on a read.
+      if (buf.length - head < batch / 2 && !exhausted) fetch();
+      else if (head >= buf.length && exhausted) idle();
+    };
+
+    /** Everything read was sent: sleep until a commit (or a second passes), then look again. */
+    const idle = (): void => {
+      // After a backlog, acknowledged rows go now rather than on the ack timer (the queue's depth is
+      // true at once); single live punches keep sharing the timer's delete transaction.
+      if (this.inflight === 0 && outbox.pendingAcks >= 64) void outbox.flushAcks().catch(() => undefined); // a failed flush re-arms its own retry
+      if (this.wake || fetching) return;
+      const again = (): void => {
+        if (idleTimer) clearTimeout(idleTimer);
+        idleTimer = undefined;
+        this.wake = undefined;
+        if (!live()) return;
+        exhausted = false;
+        fetch();
+      };
+      this.wake = again;
+      idleTimer = setTimeout(again, 1000);
+      if (this.dirty) again();
+    };
+
+    fetch();
   }
 }

@@ -105,6 +105,10 @@ const COLS = 11; // columns bound per inserted row, see commit()
 // SQLite allows 32766 bound variables per statement (3.32+); stay well below.
 const ROWS_PER_STATEMENT = 1000;
 
+const PEEK_SQL =
+  'SELECT seq, event_id AS eventId, org_id AS orgId, subject_id AS subjectId, method, occurred_at_ms AS occurredAtMs, clock_synced AS clockSynced, ' +
+  'match_score AS matchScore, liveness, accepted_at_ms AS acceptedAtMs FROM punches WHERE seq > ? ORDER BY seq LIMIT ?';
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS punches (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -122,7 +126,9 @@ CREATE TABLE IF NOT EXISTS punches (
   mono_ms REAL,
   session TEXT
 );
-CREATE INDEX IF NOT EXISTS punches_org ON punches(org_id);
+-- No index on org_id: every insert and every delete would maintain it, for the sake of an
+-- org withdrawal, which is rare and scans the queue in well under a second without it.
+DROP INDEX IF EXISTS punches_org;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('bd_seq', 0), ('schema', 1);
 -- Command results and erasure receipts waiting for delivery (a purge run while offline).
@@ -153,6 +159,8 @@ export class Outbox {
   private durableReserved: number;
   private markTimer: NodeJS.Timeout | undefined;
   private diskFullTimer: NodeJS.Timeout | undefined;
+  private reader: Promise<Sqlite> | undefined;
+  private readerPaused = false;
   private readonly committedListeners = new Set<() => void>();
   private readonly now: () => number;
   private readonly monotonic: () => number;
@@ -227,8 +235,7 @@ export class Outbox {
           if (u.changes === 0) await db.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('punches', ?)", [r.lastSeq]);
         }
         if (r.state.bdSeq > bdSeq) await db.run("UPDATE meta SET value = ? WHERE key = 'bd_seq'", [r.state.bdSeq]);
-        const mark = SeqMark.open(markPath, found, r.state);
-        await mark.sync();
+        const mark = await SeqMark.open(markPath, found, r.state);
         const o = new Outbox(db, opts, lock, mark, depth, r.lastSeq, r.loss);
         if (r.state.lostTo > 0 && !r.state.lostReported) {
           const detail = lossDetail(r.state.lostFrom, r.state.lostTo, r.loss?.skippedTo);
@@ -266,6 +273,11 @@ export class Outbox {
 
   activeAlarms(): ReadonlyMap<OutboxAlarm, string> {
     return this.alarms;
+  }
+
+  /** Acknowledged rows not deleted yet. */
+  get pendingAcks(): number {
+    return this.ackBuffer.length;
   }
 
   /** Set when the file failed at run time (corruption, I/O error): nothing more is stored or read. */
@@ -334,7 +346,7 @@ export class Outbox {
   private async reserve(need: number): Promise<void> {
     const st = this.mark.state;
     if (need > st.reserved - this.block / 2) {
-      this.mark.update({ reserved: Math.max(st.reserved, need) + this.block, accepted: this.lastSeqValue });
+      void this.mark.update({ reserved: Math.max(st.reserved, need) + this.block, accepted: this.lastSeqValue }).catch(() => undefined); // its error reaches syncMark() below
       const p = this.syncMark();
       if (need > this.durableReserved) await p;
       else p.catch((err: unknown) => this.fail(err, 'sequence mark sync'));
@@ -435,7 +447,7 @@ export class Outbox {
       this.lastSeqValue = last;
       // Before anyone hears of these rows (producers, the drain): a SIGKILL from here on cannot hide them.
       try {
-        this.mark.update({ accepted: last });
+        await this.mark.update({ accepted: last });
       } catch (err) {
         // The rows are committed; only the record outside the file is behind. Say so, keep them.
         this.fail(err, 'sequence mark write');
@@ -472,17 +484,43 @@ export class Outbox {
     });
   }
 
-  /** Oldest first, after `afterSeq`. */
+  /**
+   * Oldest first, after `afterSeq`. Reads use their own read-only connection
+   * (WAL: readers never wait for the writer), so the drain does not queue
+   * behind group commits' fsyncs or delete transactions. Only committed rows
+   * are seen, which is all the drain may send.
+   */
   peek(afterSeq: number, limit: number): Promise<QueuedPunch[]> {
     if (this.failure) return Promise.reject(this.failure);
-    return this.q.run(async () => {
+    const read = async (db: Sqlite): Promise<QueuedPunch[]> => {
       try {
-        const rows = await this.db.all<DbRow>('SELECT * FROM punches WHERE seq > ? ORDER BY seq LIMIT ?', [afterSeq, limit]);
-        return rows.map(fromDb);
+        const rows = await db.all<Omit<QueuedPunch, 'clockSynced'> & { clockSynced: number | boolean }>(PEEK_SQL, [afterSeq, limit]);
+        // Column aliases give the row its final shape; only the flag needs converting (no copy per row).
+        for (const r of rows) r.clockSynced = r.clockSynced === 1;
+        return rows as QueuedPunch[];
       } catch (err) {
         throw this.failIfFatal(err, 'reading queued punches');
       }
+    };
+    if (this.readerPaused || this.closed) return this.q.run(() => read(this.db));
+    return this.readerDb().then(read);
+  }
+
+  private readerDb(): Promise<Sqlite> {
+    this.reader ??= Sqlite.open(this.opts.path, { readonly: true }).then(async (r) => {
+      await r.exec('PRAGMA cache_size=-512'); // sequential reads: a small cache is enough (resident memory)
+      return r;
     });
+    this.reader.catch(() => {
+      this.reader = undefined; // opened again on the next read; the error went to that read's caller
+    });
+    return this.reader;
+  }
+
+  private async closeReader(): Promise<void> {
+    const r = this.reader;
+    this.reader = undefined;
+    if (r) await (await r.catch(() => undefined))?.close().catch(() => undefined);
   }
 
   /**
@@ -579,19 +617,21 @@ export class Outbox {
     const st = this.mark.state;
     // A delivery in this run means a birth carrying STORAGE_LOST went out first: the loss is reported.
     const reported = st.lostTo > 0 && !st.lostReported;
-    if (delivered > st.delivered || reported) this.mark.update({ delivered: Math.max(st.delivered, delivered), ...(reported ? { lostReported: true } : {}) });
+    // Not awaited: commits need not wait for this pwrite; a write error fails the outbox like any other.
+    if (delivered > st.delivered || reported) this.mark.update({ delivered: Math.max(st.delivered, delivered), ...(reported ? { lostReported: true } : {}) }).catch((err: unknown) => this.fail(err, 'sequence mark write'));
   }
 
   /** Increment and persist the connection counter; returns the new value. */
-  nextBdSeq(): Promise<number> {
-    return this.q.run(async () => {
+  async nextBdSeq(): Promise<number> {
+    const v = await this.q.run(async () => {
       const row = await this.db.get<{ value: number }>("UPDATE meta SET value = max(value, ?) + 1 WHERE key = 'bd_seq' RETURNING value", [this.mark.state.bdSeq]);
-      const v = row?.value ?? 0;
-      // Kept outside the file too: a lost outbox must not make the cloud see an old bd_seq again.
-      this.mark.update({ bdSeq: v });
-      await this.syncMark();
-      return v;
+      return row?.value ?? 0;
     });
+    // Kept outside the file too: a lost outbox must not make the cloud see an old bd_seq again.
+    // Synced outside the queue: punches arriving as the link connects do not wait for this fsync.
+    if (v > this.mark.state.bdSeq) void this.mark.update({ bdSeq: v }).catch(() => undefined); // its error reaches syncMark()
+    await this.syncMark();
+    return v;
   }
 
   /**
@@ -645,11 +685,22 @@ export class Outbox {
     });
   }
 
-  /** Shrink the files after an erasure so freed pages leave the WAL and the file. */
-  compact(): Promise<void> {
-    return this.q.run(async () => {
-      await this.db.exec('PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);');
-    });
+  /**
+   * Shrink the files after an erasure so freed pages leave the WAL and the file.
+   * The read connection is closed first (and reads go through the writer
+   * meanwhile): a reader's snapshot would keep the truncating checkpoint from
+   * emptying the WAL.
+   */
+  async compact(): Promise<void> {
+    this.readerPaused = true;
+    try {
+      await this.closeReader();
+      await this.q.run(async () => {
+        await this.db.exec('PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);');
+      });
+    } finally {
+      this.readerPaused = false;
+    }
   }
 
   async close(): Promise<void> {
@@ -662,10 +713,11 @@ export class Outbox {
     if (this.diskFullTimer) clearTimeout(this.diskFullTimer);
     if (this.ackTimer) clearTimeout(this.ackTimer);
     try {
+      await this.closeReader();
       await this.q.run(() => this.db.close());
       // Nothing is in flight any more: the reservation shrinks to what was used, so after a
       // clean stop numbering continues exactly where it was, even if the file is then lost.
-      if (!this.failure) this.mark.update({ reserved: this.lastSeqValue, accepted: this.lastSeqValue });
+      if (!this.failure) await this.mark.update({ reserved: this.lastSeqValue, accepted: this.lastSeqValue });
       await this.mark.close();
     } finally {
       await this.lock.release();

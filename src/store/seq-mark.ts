@@ -23,12 +23,14 @@
  *  - accepted: the last sequence number committed. Written (pwrite, no fsync)
  *    after every commit and before the commit is reported: it survives a
  *    SIGKILL (the page cache belongs to the kernel) and is fdatasync'd at the
- *    next reservation, at most a second later, and on close.
+ *    next reservation, at most a second later, and on close. The pwrite runs
+ *    on the thread pool: measured here, a pwrite on the event loop stalled it
+ *    for up to 52 ms while another fsync ran on the same filesystem.
  *  - delivered: every sequence number ≤ this was acknowledged by the broker.
  *  - bdSeq: the connection counter, so it is not reused either.
  *  - lostFrom..lostTo: the last loss found, kept until it was reported.
  */
-import { closeSync, fdatasync, fsyncSync, openSync, readFileSync, renameSync, writeSync, constants as fsc } from 'node:fs';
+import { closeSync, fdatasync, fsyncSync, openSync, readFileSync, renameSync, write, writeSync, constants as fsc } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { TallyboxError, errorMessage } from '../util/errors.js';
@@ -83,7 +85,8 @@ function decodeSlot(b: Buffer): { gen: number; state: SeqMarkState } | undefined
 export class SeqMark {
   private gen: number;
   private fd: number | undefined;
-  private syncing: Promise<void> | undefined;
+  /** Writes and syncs run in order, one after the other, on the thread pool. */
+  private chain: Promise<void> = Promise.resolve();
   private dirty = false;
 
   private constructor(
@@ -122,24 +125,28 @@ export class SeqMark {
     return best;
   }
 
-  /** Open an existing mark for writing, or create it whole (temp file, fsync, rename, fsync dir). */
-  static open(path: string, found: { gen: number; state: SeqMarkState } | undefined, initial: SeqMarkState): SeqMark {
+  /**
+   * Open an existing mark for writing, or create it whole (temp file, fsync,
+   * rename, fsync of the directory), and bring it to `state`, synced.
+   */
+  static async open(path: string, found: { gen: number; state: SeqMarkState } | undefined, state: SeqMarkState): Promise<SeqMark> {
     if (!found) {
       const tmp = join(dirname(path), `.${basename(path)}.tmp`);
       const fd = openSync(tmp, fsc.O_CREAT | fsc.O_TRUNC | fsc.O_WRONLY | fsc.O_NOFOLLOW, 0o600);
       try {
-        writeSync(fd, Buffer.concat([encodeSlot(1, initial), encodeSlot(0, initial)]), 0, 2 * SLOT, 0);
+        writeSync(fd, Buffer.concat([encodeSlot(0, state), encodeSlot(1, state)]), 0, 2 * SLOT, 0);
         fsyncSync(fd);
       } finally {
         closeSync(fd);
       }
       renameSync(tmp, path);
       syncDir(dirname(path));
-      found = { gen: 1, state: { ...initial } };
+      found = { gen: 1, state: { ...state } };
     }
     const fd = openSync(path, fsc.O_RDWR | fsc.O_NOFOLLOW);
     const m = new SeqMark(path, fd, found.gen, { ...found.state });
-    if (!shallowEqual(found.state, initial)) m.write(initial);
+    if (!shallowEqual(found.state, state)) await m.update(state);
+    await m.sync();
     return m;
   }
 
@@ -148,39 +155,38 @@ export class SeqMark {
   }
 
   /**
-   * Write the new state into the other slot (a pwrite: in the page cache when
-   * this returns, on disk after `sync()`). Throws on an I/O error.
+   * Write the new state into the other slot: `state` changes now, the pwrite
+   * resolves when the record is in the page cache (on disk after `sync()`).
    */
-  write(next: SeqMarkState): void {
-    if (this.fd === undefined) throw new TallyboxError('STORAGE_CLOSED', 'sequence mark is closed');
-    const gen = this.gen + 1;
-    writeSync(this.fd, encodeSlot(gen, next), 0, SLOT, (gen % 2) * SLOT);
-    this.gen = gen;
-    this.current = { ...next };
+  update(patch: Partial<SeqMarkState>): Promise<void> {
+    const fd = this.fd;
+    if (fd === undefined) return Promise.reject(new TallyboxError('STORAGE_CLOSED', 'sequence mark is closed'));
+    this.current = { ...this.current, ...patch };
+    const gen = ++this.gen;
+    const buf = encodeSlot(gen, this.current);
     this.dirty = true;
-  }
-
-  /** Update some fields (pwrite only). */
-  update(patch: Partial<SeqMarkState>): void {
-    this.write({ ...this.current, ...patch });
-  }
-
-  /** fdatasync what was written; concurrent callers share one sync, later writes get a new one. */
-  sync(): Promise<void> {
-    if (!this.dirty) return this.syncing ?? Promise.resolve();
-    const after = this.syncing ?? Promise.resolve();
-    const p = after.then(
+    return this.enqueue(
       () =>
-        new Promise<void>((resolve, reject) => {
-          if (this.fd === undefined) return resolve();
-          this.dirty = false;
-          fdatasync(this.fd, (err) => (err ? reject(new TallyboxError('STORAGE_IO', `cannot sync the sequence mark ${this.path}: ${err.message}`, {}, { cause: err })) : resolve()));
-        }),
+        new Promise<void>((resolve, reject) =>
+          write(fd, buf, 0, SLOT, (gen % 2) * SLOT, (err) => (err ? reject(new TallyboxError('STORAGE_IO', `cannot write the sequence mark ${this.path}: ${err.message}`, {}, { cause: err })) : resolve())),
+        ),
     );
-    this.syncing = p;
-    void p.finally(() => {
-      if (this.syncing === p) this.syncing = undefined;
-    }).catch(() => undefined); // the caller of sync() gets the error; this chain only clears the slot
+  }
+
+  /** fdatasync everything written so far. */
+  sync(): Promise<void> {
+    const fd = this.fd;
+    if (fd === undefined || !this.dirty) return this.chain;
+    this.dirty = false;
+    return this.enqueue(
+      () => new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(new TallyboxError('STORAGE_IO', `cannot sync the sequence mark ${this.path}: ${err.message}`, {}, { cause: err })) : resolve()))),
+    );
+  }
+
+  private enqueue(job: () => Promise<void>): Promise<void> {
+    const p = this.chain.then(job);
+    // The caller of update()/sync() gets the error; the chain itself goes on.
+    this.chain = p.catch(() => undefined);
     return p;
   }
 
