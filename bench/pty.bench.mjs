@@ -107,7 +107,9 @@ async function measure(kind, make) {
   await sleep(50);
   try {
     const r = await rtt(host, pair.device);
+    if (process.env.BENCH_DEBUG) console.error(kind, "rtt", r);
     const up = await throughput(host, pair.device);
+    if (process.env.BENCH_DEBUG) console.error(kind, "up", up);
     const down = await throughput(pair.device, host);
     return { kind, ...r, up, down };
   } finally {
