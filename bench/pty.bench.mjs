@@ -6,7 +6,8 @@
 //   rtt:        12-byte frame host → device, echoed back; p50 / p99 over ROUNDS
 //   host→dev:   MIB MiB in 4 KiB writes, until the device has read all of it
 //   dev→host:   the same the other way
-// socat is optional: without it only the native rows are printed.
+// socat is optional: without it only the native rows are printed. Medians of BENCH_PTY_REPS
+// interleaved runs (default 3).
 // `node bench/pty.bench.mjs` (after `npm run build`).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -116,12 +117,18 @@ async function measure(kind, make) {
   }
 }
 
+const REPS = Number(process.env.BENCH_PTY_REPS ?? 3);
 const haveSocat = spawnSync('sh', ['-c', 'command -v socat'], { encoding: 'utf8' }).status === 0;
-const rows = [await measure('openpty addon (now)', nativePair)];
-if (haveSocat) rows.push(await measure('socat pair (before)', socatPair));
+const kinds = [['openpty addon (now)', nativePair]];
+if (haveSocat) kinds.push(['socat pair (before)', socatPair]);
+// Interleaved repetitions (now, before, now, before, …) so load changes hit both alike; medians.
+const runs = new Map(kinds.map(([k]) => [k, []]));
+for (let rep = 0; rep < REPS; rep++) for (const [kind, make] of rep % 2 ? [...kinds].reverse() : kinds) runs.get(kind).push(await measure(kind, make));
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const rows = [...runs].map(([kind, rs]) => ({ kind, p50: median(rs.map((r) => r.p50)), p99: median(rs.map((r) => r.p99)), up: median(rs.map((r) => r.up)), down: median(rs.map((r) => r.down)) }));
 rmSync(dir, { recursive: true, force: true });
 
-console.log(`\npseudo-terminal, host = SerialTransport on the link; ${ROUNDS} round trips, ${MIB} MiB each way`);
+console.log(`\npseudo-terminal, host = SerialTransport on the link; ${ROUNDS} round trips, ${MIB} MiB each way; median of ${REPS} interleaved runs`);
 console.log('| pty | RTT p50 | RTT p99 | host→device | device→host |');
 console.log('|---|---|---|---|---|');
 for (const r of rows) console.log(`| ${r.kind} | ${r.p50.toFixed(0)} µs | ${r.p99.toFixed(0)} µs | ${r.up.toFixed(1)} MB/s | ${r.down.toFixed(1)} MB/s |`);

@@ -21,7 +21,7 @@
  *  - a stale symlink at `link` (a killed run) is replaced; anything that is not
  *    a symlink is refused with PTY_PATH_EXISTS and left alone.
  */
-import { closeSync, existsSync, lstatSync, readlinkSync, renameSync, symlinkSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, readlinkSync, renameSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { ReadStream } from 'node:tty';
@@ -110,21 +110,41 @@ function assertLinkPathFree(path: string): void {
   }
 }
 
-/** The pty master as a ByteTransport, read and written through libuv (non-blocking). */
+interface PendingWrite {
+  bytes: Buffer;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+/**
+ * The pty master as a ByteTransport. Reads go through libuv (a tty.ReadStream
+ * on the descriptor: epoll, non-blocking). Writes do not: libuv cannot reopen
+ * a pty master, so it marks the handle "blocking writes" and, on a full pty
+ * buffer, retries write(2) in a loop without returning to the event loop; with
+ * the host in the same process (tests, the demo) nobody can drain the buffer
+ * and the process hangs. So writes here are write(2) calls on the non-blocking
+ * descriptor, in order, the rest waiting (1 ms steps) while the kernel says
+ * EAGAIN — the event loop always runs.
+ * (A few immediate retries first: see #pump.)
+ */
 class PtyMasterTransport extends BaseTransport {
   readonly description: string;
+  readonly #fd: number;
   readonly #stream: ReadStream;
   readonly #writeTimeoutMs: number;
   readonly closed: Promise<void>;
+  readonly #queue: PendingWrite[] = [];
+  /** Cancels the scheduled retry of a write the kernel refused (EAGAIN); null when none is. */
+  #retry: (() => void) | null = null;
+  /** Immediate retries since the kernel last took bytes. */
+  #spins = 0;
   #closing = false;
 
   constructor(opts: { fd: number; slavePath: string; writeTimeoutMs: number }) {
     super();
     this.description = `pty-master:${opts.slavePath}`;
+    this.#fd = opts.fd;
     this.#writeTimeoutMs = opts.writeTimeoutMs;
-    // tty.ReadStream is a full duplex socket over a libuv TTY handle; unlike
-    // tty.WriteStream it does not switch the descriptor to blocking writes,
-    // so a host that stops reading never stalls this process.
     this.#stream = new ReadStream(opts.fd);
     let lastError: Error | undefined;
     this.#stream.on('data', (chunk: Buffer) => this.emit('data', chunk));
@@ -133,6 +153,7 @@ class PtyMasterTransport extends BaseTransport {
     });
     this.closed = new Promise<void>((resolve) => {
       this.#stream.once('close', () => {
+        this.#failQueue(new Error('the pseudo-terminal closed'));
         if (this.status === 'open') this.setStatus('closed', lastError ?? new Error('pty hung up'));
         resolve();
       });
@@ -149,17 +170,71 @@ class PtyMasterTransport extends BaseTransport {
 
   async write(bytes: Uint8Array): Promise<void> {
     this.assertOpen();
+    // Our own copy: the caller may reuse its buffer before the kernel has taken all of it.
+    const entry: PendingWrite = { bytes: Buffer.from(bytes), resolve: () => undefined, reject: () => undefined };
     let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        timer = setTimeout(() => reject(new Error(`not drained after ${this.#writeTimeoutMs} ms`)), this.#writeTimeoutMs);
-        this.#stream.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), (err) => (err ? reject(err) : resolve()));
+        entry.resolve = resolve;
+        entry.reject = reject;
+        timer = setTimeout(() => {
+          // Not taken in time: drop what is left of it (the host sees a cut frame, as on a wedged line).
+          const i = this.#queue.indexOf(entry);
+          if (i >= 0) this.#queue.splice(i, 1);
+          reject(new Error(`not drained after ${this.#writeTimeoutMs} ms`));
+        }, this.#writeTimeoutMs);
+        this.#queue.push(entry);
+        this.#pump();
       });
     } catch (err) {
       throw new TallyboxError('TRANSPORT_WRITE_FAILED', `write to ${this.description} failed: ${errorMessage(err)}`, {}, { cause: err });
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  #pump(): void {
+    if (this.#retry) return; // a retry is already scheduled: keep the order
+    while (this.#queue.length > 0) {
+      // Never touch the descriptor once the stream has closed it: the number may belong to another file by now.
+      if (this.#stream.destroyed) return this.#failQueue(new Error('the pseudo-terminal closed'));
+      const head = this.#queue[0]!;
+      let n: number;
+      try {
+        n = writeSync(this.#fd, head.bytes);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+          // The host reads 4 KiB at a time: the next turn of the event loop usually has room
+          // again, so try a few immediate turns before settling into 1 ms steps.
+          const again = () => {
+            this.#retry = null;
+            this.#pump();
+          };
+          if (this.#spins++ < 8) {
+            const h = setImmediate(again);
+            this.#retry = () => clearImmediate(h);
+          } else {
+            const t = setTimeout(again, 1);
+            this.#retry = () => clearTimeout(t);
+          }
+          return;
+        }
+        return this.#failQueue(err instanceof Error ? err : new Error(String(err)));
+      }
+      this.#spins = 0;
+      if (n < head.bytes.length) {
+        head.bytes = head.bytes.subarray(n);
+        continue;
+      }
+      this.#queue.shift();
+      head.resolve();
+    }
+  }
+
+  #failQueue(err: Error): void {
+    this.#retry?.();
+    this.#retry = null;
+    for (const w of this.#queue.splice(0)) w.reject(err);
   }
 
   pause(): void {
