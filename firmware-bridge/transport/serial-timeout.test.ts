@@ -1,5 +1,5 @@
 /**
- * A write to a pseudo-terminal nobody reads (socat stopped) never drains:
+ * A write to a pseudo-terminal nobody reads (the device end stops reading) never drains:
  * the transport fails it after writeTimeoutMs instead of hanging the driver,
  * and close() returns too.
  */
@@ -17,7 +17,7 @@ describe('SerialTransport write timeout', () => {
     const t = new SerialTransport({ path: join(dir, 'tty'), writeTimeoutMs: 300 });
     try {
       await t.open();
-      process.kill(pty.pid, 'SIGSTOP'); // the other side stops reading: the pty buffer fills
+      pty.pauseReading(); // the other side stops reading: the pty buffer fills
       const t0 = Date.now();
       let failure: unknown;
       for (let i = 0; i < 64 && !failure; i++) {
@@ -29,7 +29,7 @@ describe('SerialTransport write timeout', () => {
       await t.close();
       expect(Date.now() - c0).toBeLessThan(2000);
     } finally {
-      process.kill(pty.pid, 'SIGCONT');
+      pty.resumeReading();
       await pty.close();
       rmSync(dir, { recursive: true, force: true });
     }

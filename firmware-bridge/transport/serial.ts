@@ -1,10 +1,14 @@
 /**
- * ByteTransport over `serialport`. The same class opens /dev/ttyS1, a socat
+ * ByteTransport over `serialport`. The same class opens /dev/ttyS1, a simulator's
  * pseudo-terminal symlink, or a mock binding: only `binding` differs.
  */
 import { SerialPort, type SerialPortMock } from 'serialport';
 import { TallyboxError, errorMessage } from '../../src/util/errors.js';
 import { BaseTransport } from './base.js';
+import { hangupAwareBinding } from './hangup-binding.js';
+
+/** The platform binding, fixed so a hung-up tty closes the port instead of spinning (see hangup-binding.ts). */
+let platformBinding: SerialBinding | null = null;
 
 /** A serialport binding: the platform default, MockBinding, or a wrapper of either. */
 export type SerialBinding = typeof SerialPort.binding | typeof SerialPortMock.binding;
@@ -51,7 +55,7 @@ export class SerialTransport extends BaseTransport {
     // `binding` is not in SerialPort's public option type but SerialPort spreads
     // options over its detected binding, which is exactly the injection we want.
     const options: Record<string, unknown> = { path: this.#opts.path, baudRate: this.#opts.baudRate, autoOpen: false };
-    if (this.#opts.binding) options.binding = this.#opts.binding;
+    options.binding = this.#opts.binding ?? (platformBinding ??= hangupAwareBinding());
     const port = new SerialPort(options as unknown as ConstructorParameters<typeof SerialPort>[0]);
     try {
       await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())));

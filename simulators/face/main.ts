@@ -1,13 +1,13 @@
 /**
  * `tallybox-sim face --link PATH [--people N] [--dim 512|128] [--seed S] [--control-port P]`
  *
- * Creates a pseudo-terminal pair (socat): the agent opens PATH, the simulated
- * face module sits on PATH.sim and speaks the bridge protocol. Prints one JSON
+ * Creates a pseudo-terminal (simulators/lib/pty.ts): the agent opens PATH, the
+ * simulated face module holds the master end and speaks the bridge protocol. Prints one JSON
  * line {"ready": true, "link": PATH, "control": URL} on stdout when ready and
  * runs until SIGINT/SIGTERM. Control interface: see control.ts / README.
  */
 import { parseArgs } from 'node:util';
-import { SerialTransport } from '../../firmware-bridge/transport/serial.js';
+import type { ByteTransport } from '../../firmware-bridge/transport/types.js';
 import { startControlServer, type ControlServer } from './control.js';
 import { Population } from './population.js';
 import { createPtyPair, type PtyPair } from '../lib/pty.js';
@@ -36,7 +36,7 @@ export interface FaceSimulator {
 export async function startFaceSimulator(opts: FaceSimulatorOptions): Promise<FaceSimulator> {
   const population = new Population({ size: opts.people ?? 1000, dim: opts.dim ?? 512, seed: opts.seed ?? 1 });
   let pty: PtyPair | null = null;
-  let transport: SerialTransport | null = null;
+  let transport: ByteTransport | null = null;
   let control: ControlServer | null = null;
   let sim: FaceModuleSim | null = null;
   const close = async () => {
@@ -47,10 +47,9 @@ export async function startFaceSimulator(opts: FaceSimulatorOptions): Promise<Fa
   };
   try {
     pty = await createPtyPair({ link: opts.link });
-    // 921600 baud: a 2 KB feature frame takes ~25 ms on a real UART at this
-    // rate; on a pty the rate is nominal.
-    transport = new SerialTransport({ path: pty.simPath, baudRate: 921600 });
-    await transport.open();
+    // The module's end is the pty master (already open). A real module runs at
+    // 921600 baud (a 2 KB feature frame takes ~25 ms); on a pty the rate is nominal.
+    transport = pty.device;
     sim = new FaceModuleSim({ transport, population });
     if (opts.control !== false) control = await startControlServer({ sim, port: opts.controlPort ?? 0 });
     return { link: pty.link, controlUrl: control?.url ?? null, sim, population, close };
@@ -62,7 +61,7 @@ export async function startFaceSimulator(opts: FaceSimulatorOptions): Promise<Fa
 
 const HELP = `usage: tallybox-sim face --link PATH [options]
 
-  --link PATH          pseudo-terminal the agent opens (the simulator uses PATH.sim)
+  --link PATH          pseudo-terminal the agent opens (a symlink to /dev/pts/N)
   --people N           population size (default 1000)
   --dim D              feature dimension, e.g. 512 (default) or 128
   --seed S             population seed (default 1): same seed, same people

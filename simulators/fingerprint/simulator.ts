@@ -1,9 +1,8 @@
 /**
  * Assembles the fingerprint simulator: device state machine + link (faults) +
- * a "plug" (a socat pseudo-terminal opened with serialport, or any injected
+ * a "plug" (a pseudo-terminal whose master end it holds, or any injected
  * ByteTransport such as a mock binding's device end) + the control server.
  */
-import { SerialTransport } from '../../firmware-bridge/transport/serial.js';
 import type { ByteTransport } from '../../firmware-bridge/transport/types.js';
 import { startControlServer, type ControlAddress, type ControlServer } from './control.js';
 import { FingerprintDevice, type FingerprintDeviceOptions } from './device.js';
@@ -28,7 +27,7 @@ interface SimulatorCommon extends FingerprintDeviceOptions {
 export interface PtySimulatorOptions extends SimulatorCommon {
   /** Host-side path (a symlink to the pty), e.g. /tmp/tallybox-r30x. */
   link: string;
-  /** Default 57600. */
+  /** Default 57600. Nominal on a pty (the kernel moves bytes at memory speed). */
   baudRate?: number;
 }
 
@@ -56,9 +55,9 @@ interface Plug {
   /** Tear the module's end down (pty gone / transport closed). */
   disconnect(): Promise<void>;
   readonly link: string | null;
-  /** socat's pid while a pty exists. */
-  readonly pid?: number | null;
-  /** Set by the simulator: the module's end vanished without being asked (socat died). */
+  /** The pseudo-terminal while one exists. */
+  readonly pty?: PtyPair | null;
+  /** Set by the simulator: the module's end vanished without being asked (pty hung up). */
   onLost?: () => void;
 }
 
@@ -81,9 +80,9 @@ export class FingerprintSimulator {
     };
   }
 
-  /** pid of the socat process behind the pty, or null (no pty / unplugged). */
-  get socatPid(): number | null {
-    return this.#plug.pid ?? null;
+  /** The pseudo-terminal behind the plug, or null (injected transport / unplugged). */
+  get pty(): PtyPair | null {
+    return this.#plug.pty ?? null;
   }
 
   /** Host-side path the agent opens, or null on an injected transport. */
@@ -162,39 +161,25 @@ export class FingerprintSimulator {
 /** The simulator on a real pseudo-terminal: the host opens `opts.link` with serialport. */
 export function startFingerprintSimulator(opts: PtySimulatorOptions): Promise<FingerprintSimulator> {
   let pty: PtyPair | null = null;
-  let port: SerialTransport | null = null;
   const plug: Plug = {
     link: opts.link,
-    get pid() {
-      return pty?.pid ?? null;
+    get pty() {
+      return pty;
     },
     async connect() {
       const pair = await createPtyPair({ link: opts.link });
       pty = pair;
-      port = new SerialTransport({ path: pair.simPath, baudRate: opts.baudRate ?? 57600 });
-      try {
-        await port.open();
-      } catch (err) {
-        pty = null;
-        await pair.close();
-        throw err;
-      }
-      // socat killed from outside: report the plug as closed so /replug can rebuild it.
-      void pair.exited.then(async () => {
+      // The pty vanished without being asked (hangup): report the plug as closed so /replug can rebuild it.
+      void pair.closed.then(() => {
         if (pty !== pair) return;
-        const t = port;
         pty = null;
-        port = null;
-        await t?.close();
         plug.onLost?.();
       });
-      return port;
+      return pair.device;
     },
     async disconnect() {
-      const [p, t] = [pty, port];
+      const p = pty;
       pty = null;
-      port = null;
-      await t?.close();
       await p?.close();
     },
   };

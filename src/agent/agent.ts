@@ -3,7 +3,6 @@
  * Device roles (m1, m2, c1, p1) and the local punch API hand punches to
  * `punch()`; it resolves only once the punch is on disk.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { MqttLink, type Session } from '../link/connection.js';
@@ -12,15 +11,16 @@ import { assertBrokerAllowed } from '../link/regions.js';
 import { Drain } from '../outbox/drain.js';
 import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../outbox/outbox.js';
 import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
-import { TallyboxError, errorMessage } from '../util/errors.js';
-import { createLogger, type Logger } from '../util/log.js';
+import { TallyboxError, describeError, errorMessage } from '../util/errors.js';
+import { createLogger, setLogLevel, type Logger } from '../util/log.js';
+import { securePrivateDataDir } from '../util/private-fs.js';
 import type { CommandIntake } from '../link/commands/index.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
 import { removePidFile, writePidFile } from './pidfile.js';
-import type { RuntimeSettings } from './command-handlers.js';
+import { loadPersistedSettings, persistSettings, type RuntimeSettings, type SettingsPatch } from './runtime-settings.js';
 import type { PrivacyRuntime, PrivacyServices } from './privacy.js';
-import { writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
+import { describeZeroised, writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
 import type { Modality } from '../vault/vault.js';
 import { ResultQueue } from './results.js';
 import { AGENT_VERSION } from './version.js';
@@ -57,8 +57,10 @@ export class Agent {
   private privacyRuntime: PrivacyRuntime | undefined;
   private clockWatch: NodeJS.Timeout | undefined;
   readonly results: ResultQueue;
-  /** Values a ConfigPatch command may change at run time. */
+  /** Values a ConfigPatch command may change at run time (config file values, overridden by persisted patches). */
   readonly settings: RuntimeSettings;
+  /** The patched fields persisted in dataDir/settings.json. */
+  private overrides: SettingsPatch;
   private readonly subjectChanged = new Set<(orgId: string, subjectId: string, invited: readonly Modality[]) => void>();
   private readonly subjectsErased = new Set<(orgId: string, subjectIds: readonly string[] | 'all') => void>();
 
@@ -68,9 +70,18 @@ export class Agent {
     readonly logger: Logger,
     /** Vault and purge pipeline; undefined on a device that keeps no personal data, or once zeroised. */
     privacy: PrivacyServices | undefined,
+    overrides: SettingsPatch,
   ) {
     this.#privacy = privacy;
-    this.settings = { retentionDays: config.privacy.retentionDays, repeatWindowSec: config.m1?.repeatWindowSec ?? config.m2?.repeatWindowSec ?? 60, backlogRatePerSec: config.outbox.backlogRatePerSec };
+    this.overrides = overrides;
+    this.settings = {
+      retentionDays: config.privacy.retentionDays,
+      repeatWindowSec: config.m1?.repeatWindowSec ?? config.m2?.repeatWindowSec ?? 60,
+      backlogRatePerSec: config.outbox.backlogRatePerSec,
+      logLevel: config.log.level,
+      ...overrides,
+    };
+    if (overrides.logLevel) setLogLevel(logger, overrides.logLevel);
     this.egress = new EgressGate({ deviceId: config.device.id, operatorOrgId: config.device.orgId });
     this.link = new MqttLink({
       config,
@@ -93,7 +104,7 @@ export class Agent {
       recycle: (reason) => this.link.recycle(reason),
       inflight: config.outbox.inflight,
       batch: config.outbox.batch,
-      backlogRatePerSec: config.outbox.backlogRatePerSec,
+      backlogRatePerSec: this.settings.backlogRatePerSec,
       ackTimeoutMs: Math.max(10_000, config.broker.keepaliveSec * 3000),
     });
   }
@@ -107,42 +118,57 @@ export class Agent {
     const logger = opts.logger ?? createLogger({ level: config.log.level, base: { deviceId: config.device.id } });
     // Refuse a broker outside the device's region before anything is written.
     assertBrokerAllowed(config.broker.url, config.region, config.broker.allowLoopback);
-    try {
-      mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      throw new TallyboxError('STORAGE_UNAVAILABLE', `cannot create data directory ${config.dataDir}: ${errorMessage(err)}`, {}, { cause: err });
-    }
+    // 0700, ours, no symlinks or foreign files in it: refused (DATA_DIR_INSECURE, FILE_INSECURE) or fixed and said.
+    for (const f of securePrivateDataDir(config.dataDir)) logger.warn({ event: 'file_permissions_fixed', path: f.path }, f.detail);
+    const overrides = loadPersistedSettings(config.dataDir); // SETTINGS_CORRUPT before anything is opened
     let agent: Agent | undefined;
-    const outbox = await Outbox.open({
-      path: join(config.dataDir, 'outbox.db'),
-      capacity: config.outbox.capacity,
-      onAlarm: (alarm, active, detail) => agent?.alarm(alarm, active, detail),
-    });
+    let outbox: Outbox | undefined;
     let privacy: PrivacyServices | undefined;
     try {
+      outbox = await Outbox.open({
+        path: join(config.dataDir, 'outbox.db'),
+        capacity: config.outbox.capacity,
+        onAlarm: (alarm, active, detail) => agent?.alarm(alarm, active, detail),
+      });
       // A zeroised device comes up without its vault: it delivers what it had accepted and raises the alarm.
       const zeroised = zeroisedInfo(config.dataDir);
       // Loaded only on devices that keep personal data: less resident memory elsewhere.
       privacy = config.vault && !zeroised ? await (await import('./privacy.js')).openPrivacy({ config, outbox, logger }) : undefined;
-      agent = new Agent(config, outbox, logger, privacy);
+      agent = new Agent(config, outbox, logger, privacy, overrides);
       if (zeroised) {
         agent.#zeroised = zeroised;
-        logger.error({ event: 'zeroised', atMs: zeroised.atMs }, `device was zeroised (${zeroised.reason}): no vault, nobody is identified; inspect it and re-provision (tallybox provision)`);
+        logger.error({ event: 'zeroised', atMs: zeroised.atMs, key: zeroised.key }, `device was ${describeZeroised(zeroised)}: no vault, nobody is identified; inspect it and re-provision (tallybox provision)`);
+        if (zeroised.key !== 'destroyed') await agent.retryKeyDestruction();
       }
       await agent.startPrivacy();
+      writePidFile(config.dataDir);
+      agent.watchClock();
+      agent.link.start();
     } catch (err) {
-      await agent?.intake?.close().catch(() => undefined);
-      agent?.privacyRuntime?.stop();
-      await privacy?.journal.close().catch(() => undefined);
-      await privacy?.vault.close().catch(() => undefined);
-      await outbox.close();
+      // Whatever was started is stopped again: no half-started agent (link reconnecting, pid file left).
+      if (agent) await agent.stop().catch((e: unknown) => logger.error({ event: 'abort_start_failed', err: e }, `stopping after a failed start: ${errorMessage(e)}`));
+      else {
+        await privacy?.journal.close().catch(() => undefined); // the start error is the one to report
+        await privacy?.vault.close().catch(() => undefined);
+        await outbox?.close().catch(() => undefined);
+      }
       throw err;
     }
-    writePidFile(config.dataDir);
-    agent.watchClock();
-    agent.link.start();
     logger.info({ event: 'agent_started', version: AGENT_VERSION, kind: config.device.kind, queued: outbox.depth, lastSeq: outbox.lastSeq }, `tallybox ${AGENT_VERSION} started (${outbox.depth} punches queued)`);
     return agent;
+  }
+
+  /**
+   * ConfigPatch: persist the merged overrides first (throws, changing
+   * nothing, when that fails), then apply every field at once.
+   */
+  applySettings(patch: SettingsPatch): void {
+    const merged = { ...this.overrides, ...patch };
+    persistSettings(this.config.dataDir, merged);
+    this.overrides = merged;
+    Object.assign(this.settings, patch);
+    if (patch.backlogRatePerSec !== undefined) this.drain.setBacklogRatePerSec(patch.backlogRatePerSec);
+    if (patch.logLevel !== undefined) setLogLevel(this.logger, patch.logLevel);
   }
 
   /**
@@ -176,6 +202,7 @@ export class Agent {
       handlers: commandHandlers({
         privacy: () => this.#privacy,
         settings: this.settings,
+        applySettings: (p) => this.applySettings(p),
         logger: this.logger.child({ component: 'commands' }),
         onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
         onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
@@ -226,30 +253,67 @@ export class Agent {
    * record), close the vault, and stay up without it — punches already
    * accepted are still delivered, nothing new is identified, the TAMPER alarm
    * is raised. Durable: a restart comes up the same way until re-provisioning.
+   *
+   * Returns what happened, and the log, DeviceState and the marker say the
+   * same: the key is reported destroyed only when it was (read-only systemd
+   * credentials or a failed overwrite are reported as not destroyed, with why).
    */
-  async zeroise(reason: string): Promise<void> {
-    if (this.#zeroised) return;
-    const info = { atMs: Date.now(), reason };
-    writeZeroisedMarker(this.config.dataDir, info);
-    this.#zeroised = info;
+  async zeroise(reason: string): Promise<ZeroisedInfo> {
+    if (this.#zeroised) return this.#zeroised;
     const p = this.#privacy;
+    const info: ZeroisedInfo = { atMs: Date.now(), reason, key: p ? 'pending' : 'none' };
+    this.#zeroised = info;
     this.#privacy = undefined;
+    this.writeMarker(info);
     if (p) {
       // Roles drop what they hold in memory (indexes, page maps) for every org.
-      const orgs = await p.vault.orgs().catch(() => [] as string[]);
+      const orgs = await p.vault.orgs().catch(() => [] as string[]); // a closed or broken vault has nothing left to drop
       for (const org of orgs) this.subjectsErased.forEach((fn) => fn(org, 'all'));
       this.privacyRuntime?.stop();
       this.privacyRuntime = undefined;
-      await p.journal.close().catch(() => undefined);
-      await p.vault.close().catch(() => undefined);
-      try {
-        await p.keyProvider.zeroiseKek();
-      } catch (err) {
-        this.logger.error({ event: 'zeroise_key_failed', err: errorMessage(err) }, `the key could not be destroyed here: ${errorMessage(err)}`);
-      }
+      await p.journal.close().catch(() => undefined); // holds no key material; the vault close below is the one that matters
+      await p.vault.close().catch((err: unknown) => this.logger.warn({ event: 'zeroise_vault_close_failed', err }, `vault did not close cleanly: ${errorMessage(err)}`));
+      await this.destroyKey(p.keyProvider, info);
     }
-    this.logger.error({ event: 'zeroised', reason }, `device zeroised (${reason}): key destroyed, vault closed; punches already accepted will still be delivered`);
+    if (info.key === 'not_destroyed') {
+      this.logger.fatal({ event: 'zeroised', reason, key: info.key, keyError: info.keyError }, `device zeroised (${reason}) but the device key was NOT destroyed: ${info.keyError}; vault closed, nobody is identified; destroy the key where it is stored`);
+    } else {
+      this.logger.error({ event: 'zeroised', reason, key: info.key }, `device ${describeZeroised(info)}, vault closed; punches already accepted will still be delivered`);
+    }
     this.publishStateSoon();
+    return info;
+  }
+
+  private async destroyKey(provider: { zeroiseKek(): Promise<void> }, info: ZeroisedInfo): Promise<void> {
+    try {
+      await provider.zeroiseKek();
+      info.key = 'destroyed';
+      delete info.keyError;
+    } catch (err) {
+      info.key = 'not_destroyed';
+      info.keyError = describeError(err);
+    }
+    this.writeMarker(info);
+  }
+
+  /** The marker could not be written (disk full, I/O error): the key is still destroyed, and this is said. */
+  private writeMarker(info: ZeroisedInfo): void {
+    try {
+      writeZeroisedMarker(this.config.dataDir, info);
+    } catch (err) {
+      info.markerError = `tamper marker not written: ${describeError(err)}`;
+      this.logger.fatal({ event: 'zeroise_marker_failed', err }, `${info.markerError}: after a restart the device would not know it was zeroised`);
+    }
+  }
+
+  /** At start, zeroised earlier but the key not (known to be) destroyed: try again and record the outcome. */
+  private async retryKeyDestruction(): Promise<void> {
+    const z = this.#zeroised;
+    if (!z || !this.config.vault) return;
+    const { keyProviderFor } = await import('./privacy.js');
+    await this.destroyKey(keyProviderFor(this.config.vault), z);
+    if (z.key === 'destroyed') this.logger.error({ event: 'zeroise_key_destroyed' }, 'device key destroyed now (the zeroisation before the restart had not completed it)');
+    else this.logger.fatal({ event: 'zeroise_key_failed', keyError: z.keyError }, `the device key is still NOT destroyed: ${z.keyError}`);
   }
 
   /** A device role that holds personal data (sensor flash, in-memory index) joins every erasure. */
@@ -297,7 +361,7 @@ export class Agent {
       clock: clockSynced(this.config.clock) ? ClockStatus.CLOCK_STATUS_SYNCED : ClockStatus.CLOCK_STATUS_UNSYNCED,
       alarms: [
         ...[...this.outbox.activeAlarms()].map(([a, detail]) => ({ code: ALARM_CODES[a], detail, sinceMs: this.alarmsSince.get(a) ?? now })),
-        ...(this.#zeroised ? [{ code: AlarmCode.ALARM_CODE_TAMPER, detail: `zeroised (${this.#zeroised.reason}): device key destroyed; inspect and re-provision`, sinceMs: this.#zeroised.atMs }] : []),
+        ...(this.#zeroised ? [{ code: AlarmCode.ALARM_CODE_TAMPER, detail: `${describeZeroised(this.#zeroised)}; inspect and re-provision`, sinceMs: this.#zeroised.atMs }] : []),
         ...(this.privacyRuntime?.alarms(now) ?? []),
       ],
       purgesPending: this.privacyRuntime?.purgesPending() ?? 0,

@@ -12,13 +12,9 @@ import type { Logger } from '../util/log.js';
 import { assertBiometricConsent } from '../vault/consent.js';
 import type { Modality as BiometricModality, CredentialKind as VaultCredentialKind } from '../vault/vault.js';
 import type { PrivacyServices } from './privacy.js';
+import { validatePatch, type RuntimeSettings, type SettingsPatch } from './runtime-settings.js';
 
-/** Runtime settings a ConfigPatch may change; each consumer reads the current value. */
-export interface RuntimeSettings {
-  retentionDays: number;
-  repeatWindowSec: number;
-  backlogRatePerSec: number;
-}
+export type { RuntimeSettings } from './runtime-settings.js';
 
 export interface HandlerDeps {
   /** Read at each command: the vault goes away when the device is zeroised. */
@@ -29,7 +25,12 @@ export interface HandlerDeps {
   onSubjectChanged?: (orgId: string, subjectId: string, invited: readonly BiometricModality[]) => void;
   /** Tell device roles who is gone (drop in-memory indexes); sensor flash is a purge participant. */
   onSubjectsErased?: (orgId: string, subjectIds: readonly string[] | 'all') => void;
-  applySettings?: (s: RuntimeSettings) => void;
+  /**
+   * Persist and apply a validated patch (every field at once): throws when it
+   * could not be persisted, and then nothing is applied. Without it a
+   * ConfigPatch is refused: nothing would carry it out.
+   */
+  applySettings?: (patch: SettingsPatch) => void;
 }
 
 const ok = (detail?: string): HandlerOutcome => ({ code: ResultCode.RESULT_CODE_OK, ...(detail ? { detail } : {}) });
@@ -113,20 +114,18 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
     },
 
     async configPatch(_orgId: string, cmd: ConfigPatch): Promise<HandlerOutcome> {
-      const next = { ...deps.settings };
-      if (cmd.retentionDays != null) {
-        if (cmd.retentionDays < 1 || cmd.retentionDays > 1095) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'retention_days_out_of_range', detail: 'retention_days must be 1..1095' };
-        next.retentionDays = cmd.retentionDays;
+      // Every field is validated before any is applied: one bad field refuses the patch and changes nothing.
+      const v = validatePatch({ retentionDays: cmd.retentionDays, repeatWindowSec: cmd.repeatWindowSec, backlogRatePerSec: cmd.backlogRatePerSec, logLevel: cmd.logLevel });
+      if (!v.ok) return { code: ResultCode.RESULT_CODE_REFUSED, reason: v.reason, detail: v.detail };
+      if (!deps.applySettings) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'settings_unsupported', detail: 'this agent cannot apply runtime settings' };
+      try {
+        deps.applySettings(v.patch);
+      } catch (err) {
+        deps.logger.error({ event: 'config_patch_failed', err }, 'runtime settings not changed: they could not be persisted');
+        return { code: ResultCode.RESULT_CODE_FAILED, reason: 'settings_not_persisted', detail: isTallyboxError(err) ? err.code : 'write failed' };
       }
-      if (cmd.repeatWindowSec != null) {
-        if (cmd.repeatWindowSec > 3600) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'repeat_window_out_of_range', detail: 'repeat_window_sec must be 0..3600' };
-        next.repeatWindowSec = cmd.repeatWindowSec;
-      }
-      if (cmd.backlogRatePerSec != null) next.backlogRatePerSec = cmd.backlogRatePerSec;
-      Object.assign(deps.settings, next);
-      deps.applySettings?.(deps.settings);
-      deps.logger.info({ event: 'config_patched', ...next }, 'runtime settings changed by the cloud');
-      return ok();
+      deps.logger.info({ event: 'config_patched', ...v.patch }, 'runtime settings changed by the cloud (in effect now, persisted)');
+      return ok(Object.keys(v.patch).join(','));
     },
   };
 }

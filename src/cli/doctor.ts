@@ -11,11 +11,14 @@ import mqtt from 'mqtt';
 import { clockSynced } from '../agent/clock.js';
 import { runningAgentPid } from '../agent/pidfile.js';
 import { keyProviderFor } from '../agent/privacy.js';
+import { loadPersistedSettings } from '../agent/runtime-settings.js';
+import { describeZeroised, zeroisedInfo } from '../agent/zeroise.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { assertBrokerAllowed } from '../link/regions.js';
 import { Sqlite } from '../store/sqlite.js';
-import { errorMessage } from '../util/errors.js';
+import { describeError } from '../util/errors.js';
+import { checkPrivateDir, checkPrivateFiles, expectedOwner, type Finding } from '../util/private-fs.js';
 
 export type Verdict = 'ok' | 'warn' | 'fail';
 export interface Check {
@@ -39,7 +42,7 @@ async function checkStorage(config: Config): Promise<Check[]> {
       out.push({ name: 'disk', verdict, detail: `${(free / MB).toFixed(0)} MB free on ${config.dataDir}${verdict === 'ok' ? '' : ' (punches are refused with DISK_FULL when it runs out)'}` });
     }
   } catch (err) {
-    out.push({ name: 'data-dir', verdict: 'fail', detail: `${config.dataDir}: ${errorMessage(err)}` });
+    out.push({ name: 'data-dir', verdict: 'fail', detail: `${config.dataDir}: ${describeError(err)}` });
   }
   for (const file of ['outbox.db', 'vault.db', 'commands.db']) {
     const path = join(config.dataDir, file);
@@ -51,15 +54,54 @@ async function checkStorage(config: Config): Promise<Check[]> {
       closeSync(fd);
       if (!Sqlite.looksLikeSqlite(head)) throw new Error('not a SQLite database');
       const db = await Sqlite.open(path, { readonly: true });
-      const r = await db.get<{ integrity_check: string }>('PRAGMA quick_check');
+      // PRAGMA quick_check answers in a column named quick_check: one row "ok", or one row per problem.
+      const rows = await db.all<{ quick_check: string }>('PRAGMA quick_check');
       await db.close();
-      out.push({ name: file, verdict: r?.integrity_check === 'ok' ? 'ok' : 'fail', detail: r?.integrity_check === 'ok' ? 'readable, quick_check ok' : `quick_check: ${r?.integrity_check}` });
+      const problems = rows.map((r) => r.quick_check).filter((v) => v !== 'ok');
+      const healthy = rows.length > 0 && problems.length === 0;
+      out.push({ name: file, verdict: healthy ? 'ok' : 'fail', detail: healthy ? 'readable, quick_check ok' : `quick_check: ${problems.slice(0, 3).join('; ') || 'no answer'}${problems.length > 3 ? ` (+${problems.length - 3} more)` : ''}` });
     } catch (err) {
-      out.push({ name: file, verdict: 'fail', detail: `${path}: ${errorMessage(err)}` });
+      out.push({ name: file, verdict: 'fail', detail: `${path}: ${describeError(err)}` });
     }
   }
-  const pid = runningAgentPid(config.dataDir);
-  out.push({ name: 'agent', verdict: 'ok', detail: pid ? `running (pid ${pid})` : 'not running' });
+  try {
+    const pid = runningAgentPid(config.dataDir);
+    out.push({ name: 'agent', verdict: 'ok', detail: pid ? `running (pid ${pid})` : 'not running' });
+  } catch (err) {
+    out.push({ name: 'agent', verdict: 'fail', detail: describeError(err) });
+  }
+  return out;
+}
+
+/** Data directory owner and mode, and every file in it: what the agent fixes at start (warn) or refuses (fail). */
+function checkFileSafety(config: Config): Check[] {
+  const verdictOf = (f: Finding): Verdict => (f.verdict === 'refused' ? 'fail' : f.verdict === 'fixed' ? 'warn' : 'ok');
+  try {
+    const uid = expectedOwner(config.dataDir);
+    const dir = checkPrivateDir(config.dataDir, { fix: false, uid });
+    const files = checkPrivateFiles(config.dataDir, { fix: false, uid }).filter((f) => f.verdict !== 'ok');
+    const out: Check[] = [{ name: 'data-dir-perms', verdict: verdictOf(dir), detail: dir.verdict === 'refused' ? `${dir.detail} (the agent refuses to start)` : dir.detail }];
+    for (const f of files) out.push({ name: 'file-perms', verdict: verdictOf(f), detail: f.verdict === 'refused' ? `${f.detail} (the agent refuses to start)` : f.detail });
+    if (files.length === 0 && existsSync(config.dataDir)) out.push({ name: 'file-perms', verdict: 'ok', detail: 'every file in the data directory is 0600, owned by the agent, and not a symlink' });
+    return out;
+  } catch (err) {
+    return [{ name: 'data-dir-perms', verdict: 'fail', detail: describeError(err) }];
+  }
+}
+
+/** Tamper marker and the settings the cloud patched: the agent's own files, read as it reads them. */
+function checkAgentState(config: Config): Check[] {
+  const out: Check[] = [];
+  const uid = expectedOwner(config.dataDir);
+  const z = zeroisedInfo(config.dataDir, { uid });
+  if (z) out.push({ name: 'tamper', verdict: 'fail', detail: `device ${describeZeroised(z)}: it identifies nobody; inspect the device, then re-provision (tallybox provision)` });
+  try {
+    const s = loadPersistedSettings(config.dataDir, { uid });
+    const keys = Object.entries(s);
+    if (keys.length > 0) out.push({ name: 'settings', verdict: 'ok', detail: `set by the cloud (override the config file): ${keys.map(([k, v]) => `${k}=${String(v)}`).join(', ')}` });
+  } catch (err) {
+    out.push({ name: 'settings', verdict: 'fail', detail: `${describeError(err)} (the agent refuses to start)` });
+  }
   return out;
 }
 
@@ -72,7 +114,7 @@ async function checkKeys(config: Config): Promise<Check[]> {
     const id = await provider.loadDeviceIdentity();
     return [{ name: 'keys', verdict: 'ok', detail: `KEK and identity readable, permissions ok; identity ${id.keyId}` }];
   } catch (err) {
-    return [{ name: 'keys', verdict: 'fail', detail: errorMessage(err) }];
+    return [{ name: 'keys', verdict: 'fail', detail: describeError(err) }];
   }
 }
 
@@ -80,7 +122,7 @@ async function checkBroker(config: Config): Promise<Check[]> {
   try {
     assertBrokerAllowed(config.broker.url, config.region, config.broker.allowLoopback);
   } catch (err) {
-    return [{ name: 'broker', verdict: 'fail', detail: errorMessage(err) }];
+    return [{ name: 'broker', verdict: 'fail', detail: describeError(err) }];
   }
   const { broker } = config;
   const t0 = performance.now();
@@ -101,7 +143,7 @@ async function checkBroker(config: Config): Promise<Check[]> {
     await client.endAsync(true);
     return [{ name: 'broker', verdict: 'ok', detail: `connected to ${broker.url} in ${ms.toFixed(0)} ms${broker.tls ? ' (TLS)' : ''}` }];
   } catch (err) {
-    return [{ name: 'broker', verdict: 'fail', detail: `${broker.url}: ${errorMessage(err)} — check the URL, the network, firewall and TLS files` }];
+    return [{ name: 'broker', verdict: 'fail', detail: `${broker.url}: ${describeError(err)} — check the URL, the network, firewall and TLS files` }];
   }
 }
 
@@ -120,9 +162,9 @@ export async function doctor(configFile: string, opts: { json: boolean; out: (s:
   try {
     const config = loadConfigFile(configFile);
     checks = [{ name: 'config', verdict: 'ok', detail: `${configFile}: valid (device ${config.device.id}, ${config.device.kind}, region ${config.region})` }];
-    checks.push(...(await checkStorage(config)), ...(await checkKeys(config)), ...checkClockAndCommands(config), ...(await checkBroker(config)));
+    checks.push(...(await checkStorage(config)), ...checkFileSafety(config), ...checkAgentState(config), ...(await checkKeys(config)), ...checkClockAndCommands(config), ...(await checkBroker(config)));
   } catch (err) {
-    checks = [{ name: 'config', verdict: 'fail', detail: errorMessage(err) }];
+    checks = [{ name: 'config', verdict: 'fail', detail: describeError(err) }];
   }
   if (opts.json) opts.out(JSON.stringify({ ok: !checks.some((c) => c.verdict === 'fail'), checks }));
   else for (const c of checks) opts.out(`${c.verdict.toUpperCase().padEnd(4)}  ${c.name.padEnd(12)} ${c.detail}`);

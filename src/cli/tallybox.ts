@@ -6,7 +6,7 @@
  * when the unit sets RestartPreventExitStatus=78).
  */
 import { parseArgs } from 'node:util';
-import { isTallyboxError, errorMessage } from '../util/errors.js';
+import { isTallyboxError, errorMessage, isConfigErrorCode } from '../util/errors.js';
 import { runAgent } from './run.js';
 
 const USAGE = `usage: tallybox COMMAND [options]
@@ -26,8 +26,6 @@ commands:
                                     two orgs enrolled, one withdrawn by signed command, receipt verified
 
 exit codes: 0 ok, 1 failure, 2 usage, 78 bad configuration`;
-
-const CONFIG_CODES = new Set(['CONFIG_INVALID', 'CONFIG_UNREADABLE', 'REGION_MISMATCH']);
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -52,6 +50,8 @@ async function main(argv: string[]): Promise<number> {
     case 'purge': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, org: { type: 'string' }, yes: { type: 'boolean', default: false } }, strict: true });
       if (!values.config || !values.org) throw usage('purge needs --org ID and --config FILE');
+      // Without --yes the only confirmation is a person typing the org id: no terminal, no person.
+      if (!values.yes && !process.stdin.isTTY) throw usage('purge without --yes needs a terminal to confirm on; pass --yes to confirm the erasure');
       const { purgeOrg } = await import('./purge.js');
       return purgeOrg({ configFile: values.config, orgId: values.org, yes: values.yes ?? false, out: stdout });
     }
@@ -130,10 +130,14 @@ main(process.argv.slice(2)).then(
       process.exitCode = 2;
     } else if (isTallyboxError(err)) {
       process.stderr.write(`tallybox: ${err.code}: ${err.message}\n`);
-      process.exitCode = CONFIG_CODES.has(err.code) ? 78 : 1;
+      process.exitCode = isConfigErrorCode(err.code) ? 78 : 1;
     } else {
       process.stderr.write(`tallybox: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
       process.exitCode = 1;
     }
+    // Whatever failed has been stopped and reported; a timer or socket some
+    // library left behind must not keep a failed command alive (a half-started
+    // agent reconnecting forever). unref: a clean exit does not wait for it.
+    setTimeout(() => process.exit(), 3000).unref();
   },
 );

@@ -44,6 +44,8 @@ export class Drain {
   private watchdog: NodeJS.Timeout | undefined;
   /** publish start time of every message in flight in the current pass */
   private readonly inflightSince = new Map<number, number>();
+  /** The current pass's limiter, so a rate change applies to the pass already running. */
+  private bucket: TokenBucket | undefined;
 
   constructor(private readonly opts: DrainOptions) {
     this.unsubscribe = opts.outbox.onCommitted(() => this.poke());
@@ -61,6 +63,16 @@ export class Drain {
       this.opts.logger.error({ event: 'drain_failed', err: errorMessage(err) }, `drain stopped: ${errorMessage(err)}; recycling the link`);
       if (gen === this.generation) this.opts.recycle('drain failed');
     });
+  }
+
+  /** Backlog replay rate from now on, including the pass in progress (ConfigPatch backlog_rate_per_sec). */
+  setBacklogRatePerSec(ratePerSec: number): void {
+    this.opts.backlogRatePerSec = ratePerSec;
+    this.bucket?.setRate(ratePerSec);
+  }
+
+  get backlogRatePerSec(): number {
+    return this.opts.backlogRatePerSec;
   }
 
   offline(): void {
@@ -109,6 +121,7 @@ export class Drain {
   private async pass(session: Session, gen: number): Promise<void> {
     const { outbox, egress, inflight: window } = this.opts;
     const bucket = new TokenBucket(this.opts.backlogRatePerSec);
+    this.bucket = bucket;
     let cursor = 0;
     let inflight = 0;
     let slotFree: (() => void) | undefined;

@@ -8,12 +8,23 @@ export class TokenBucket {
   private last: number;
 
   constructor(
-    private readonly ratePerSec: number,
-    private readonly burst: number = Math.max(1, Math.ceil(ratePerSec / 10)),
+    private ratePerSec: number,
+    private burst: number = Math.max(1, Math.ceil(ratePerSec / 10)),
     private readonly now: () => number = () => performance.now(),
   ) {
     this.tokens = this.burst;
     this.last = this.now();
+  }
+
+  /** Change the rate from now on (a ConfigPatch); the burst follows the default rule. */
+  setRate(ratePerSec: number): void {
+    const t = this.now();
+    // Settle the balance earned at the old rate up to now, then continue at the new one.
+    if (this.ratePerSec > 0) this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) * this.ratePerSec) / 1000);
+    this.last = t;
+    this.ratePerSec = ratePerSec;
+    this.burst = Math.max(1, Math.ceil(ratePerSec / 10));
+    this.tokens = Math.min(this.tokens, this.burst);
   }
 
   /**

@@ -150,6 +150,8 @@ export class Purger {
         keyVersionsDestroyed: [],
       };
       await this.store.beginPurge(job);
+      // From here a crash leaves a journalled purge that resumes to a receipt.
+      this.log.info({ jobId, kind: KIND[scope.kind], orgId: scope.orgId, samples: set.count }, 'erasure started');
       return this.complete(job, { set }, false);
     });
   }

@@ -9,6 +9,7 @@
  */
 import sqlite3 from 'sqlite3';
 import { TallyboxError } from '../util/errors.js';
+import { preparePrivateDbFile } from '../util/private-fs.js';
 
 export type SqlParam = string | number | bigint | Buffer | Uint8Array | null;
 export type SqlParams = readonly SqlParam[] | Record<string, SqlParam>;
@@ -25,6 +26,9 @@ export interface OpenOptions {
   busyTimeoutMs?: number;
   readonly?: boolean;
 }
+
+/** SQLITE_OPEN_NOFOLLOW (sqlite3.h; node-sqlite3 does not export it): SQLite refuses a database path that is a symlink. */
+const SQLITE_OPEN_NOFOLLOW = 0x01000000;
 
 const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
 
@@ -57,9 +61,11 @@ export class Sqlite {
    * STORAGE_CORRUPT / STORAGE_UNAVAILABLE error and the file is left untouched.
    */
   static async open(path: string, opts: OpenOptions = {}): Promise<Sqlite> {
-    const mode = opts.readonly
-      ? sqlite3.OPEN_READONLY
-      : sqlite3.OPEN_READWRITE | (opts.create === false ? 0 : sqlite3.OPEN_CREATE);
+    // Never through a symlink, and 0600 before SQLite creates anything (its -wal/-shm copy the file's mode).
+    if (!opts.readonly) preparePrivateDbFile(path, { create: opts.create !== false });
+    const mode =
+      SQLITE_OPEN_NOFOLLOW |
+      (opts.readonly ? sqlite3.OPEN_READONLY : sqlite3.OPEN_READWRITE | (opts.create === false ? 0 : sqlite3.OPEN_CREATE));
     const db = await new Promise<sqlite3.Database>((resolve, reject) => {
       const d: sqlite3.Database = new sqlite3.Database(path, mode, (err) => (err ? reject(wrap(err, 'open', path)) : resolve(d)));
     });

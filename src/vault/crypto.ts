@@ -116,8 +116,12 @@ export function unseal(key: Buffer, sealed: Uint8Array, aad: AadParts | Buffer):
   }
 }
 
-/** Purposes a data key is split into: no key serves two purposes. */
-export type KeyPurpose = 'templates' | 'identity' | 'credential-lookup' | 'face-transform';
+/**
+ * Purposes a data key is split into: no key serves two purposes.
+ * row-integrity keys the MACs that bind plain metadata columns (minor, consent
+ * kind and time, credential owner, template modality) to their row.
+ */
+export type KeyPurpose = 'templates' | 'identity' | 'credential-lookup' | 'face-transform' | 'row-integrity';
 
 /** HKDF-SHA256 sub-key of an organisation's data key for one purpose. */
 export function deriveSubKey(dek: Buffer, orgId: string, keyVersion: number, purpose: KeyPurpose): Buffer {

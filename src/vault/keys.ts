@@ -8,8 +8,9 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as edSign, type KeyObject } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { mkdir, open, stat, unlink } from 'node:fs/promises';
-import { dirname, join, relative, resolve, isAbsolute } from 'node:path';
-import { TallyboxError } from '../util/errors.js';
+import { dirname, join, resolve } from 'node:path';
+import { TallyboxError, errorMessage } from '../util/errors.js';
+import { isInsideReal, secretFileProblem } from '../util/private-fs.js';
 import { KEY_BYTES } from './crypto.js';
 
 export const DEFAULT_KEK_FILE = 'tallybox.kek';
@@ -75,10 +76,8 @@ export interface KeyProvider {
   zeroiseKek(): Promise<void>;
 }
 
-function isInside(child: string, parent: string): boolean {
-  const rel = relative(resolve(parent), resolve(child));
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-}
+/** By real path: a symlink in the key's path or in the data directory's does not hide a key inside it. */
+const isInside = isInsideReal;
 
 /**
  * Read a secret file after checking, on the open descriptor (no race between
@@ -103,14 +102,10 @@ async function readSecretFile(path: string, what: string, fixHint: string): Prom
     if (!st.isFile()) {
       throw new TallyboxError('KEY_FILE_INVALID', `KEY_FILE_INVALID: ${what} ${path} is not a regular file`, { path });
     }
-    const loose = st.mode & 0o077;
-    if (loose !== 0) {
-      const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      throw new TallyboxError(
-        'KEY_FILE_INSECURE',
-        `KEY_FILE_INSECURE: ${what} ${path} has mode ${mode} and is readable or writable by group/others; refusing to use it. Fix with: chmod 600 ${path}`,
-        { path, mode },
-      );
+    // Owner, mode, and the directory it sits in: see secretFileProblem.
+    const problem = secretFileProblem(path, st, what);
+    if (problem !== undefined) {
+      throw new TallyboxError('KEY_FILE_INSECURE', problem, { path, mode: (st.mode & 0o777).toString(8).padStart(4, '0'), uid: st.uid });
     }
     return await fh.readFile();
   } finally {
@@ -160,22 +155,40 @@ export class FileKeyProvider implements KeyProvider {
     return DeviceIdentity.fromPem(pem, this.identityPath);
   }
 
-  /** Overwrite the key file in place with random bytes, sync, then unlink it. */
+  /**
+   * Overwrite the key file in place with random bytes, sync, then unlink it.
+   * When the overwrite fails the file is still unlinked, and the error says
+   * so (KEY_ZEROISE_FAILED, details.overwritten=false): the old bytes may
+   * remain on the medium, which the caller must report rather than claim
+   * the key destroyed.
+   */
   async zeroiseKek(): Promise<void> {
     let fh;
     try {
       fh = await open(this.kekPath, fsc.O_WRONLY | (fsc.O_NOFOLLOW ?? 0));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // already gone
-      throw err;
+      throw new TallyboxError('KEY_ZEROISE_FAILED', `cannot open key file ${this.kekPath} to overwrite it: ${errorMessage(err)}`, { path: this.kekPath, overwritten: false, removed: false }, { cause: err });
     }
+    let overwriteError: unknown;
     try {
       await fh.write(randomBytes(KEY_BYTES), 0, KEY_BYTES, 0);
       await fh.sync();
+    } catch (err) {
+      overwriteError = err;
     } finally {
-      await fh.close();
+      await fh.close().catch(() => undefined); // the outcome is decided by the write and the unlink
     }
-    await unlink(this.kekPath);
+    let removed = true;
+    let unlinkError: unknown;
+    await unlink(this.kekPath).catch((err: unknown) => {
+      removed = false;
+      unlinkError = err;
+    });
+    if (overwriteError !== undefined || unlinkError !== undefined) {
+      const what = [overwriteError !== undefined ? `overwrite failed (${errorMessage(overwriteError)})` : 'overwritten', removed ? 'unlinked' : `not unlinked (${errorMessage(unlinkError)})`].join(', ');
+      throw new TallyboxError('KEY_ZEROISE_FAILED', `key file ${this.kekPath}: ${what}; its bytes may remain on the storage medium`, { path: this.kekPath, overwritten: overwriteError === undefined, removed }, { cause: overwriteError ?? unlinkError });
+    }
   }
 }
 

@@ -3,11 +3,16 @@
  * live in separate tables that share nothing but the opaque subject id
  * (privacy rule 3). Every personal value is either sealed (AES-256-GCM) or,
  * for credentials that must be looked up, a keyed HMAC. Plain columns hold
- * only ids, timestamps, flags and key versions.
+ * only ids, timestamps, flags and key versions, and those a decision is made
+ * on are bound to their row by a MAC (schema v2, integrity.ts).
+ *
+ * A new vault is built exactly as an old one is upgraded: the version 1 tables,
+ * then each migration in turn (migrate.ts), so both end in the same shape.
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
-export const SCHEMA_SQL = `
+/** The tables as version 1 created them. Frozen: changes go into a new migration. */
+export const SCHEMA_V1_SQL = `
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
   value BLOB NOT NULL
@@ -95,4 +100,21 @@ CREATE TABLE IF NOT EXISTS purge_jobs (
   counts        TEXT NOT NULL DEFAULT '{}',
   key_versions  TEXT NOT NULL DEFAULT '[]'
 );
+`;
+
+/**
+ * Version 2 (issue 9 §6): a MAC per row over the columns the vault acts on
+ * without decrypting (minor; consent kind and time; template modality and
+ * slot; credential owner). Credentials get a record id (quarantine reports
+ * name records, never the HMAC of a card number) and quarantine columns.
+ */
+export const SCHEMA_V2_SQL = `
+ALTER TABLE subjects    ADD COLUMN mac BLOB;
+ALTER TABLE consents    ADD COLUMN mac BLOB;
+ALTER TABLE templates   ADD COLUMN mac BLOB;
+ALTER TABLE credentials ADD COLUMN record_id TEXT;
+ALTER TABLE credentials ADD COLUMN mac BLOB;
+ALTER TABLE credentials ADD COLUMN quarantined_at_ms INTEGER;
+ALTER TABLE credentials ADD COLUMN quarantine_code TEXT;
+CREATE UNIQUE INDEX credentials_record ON credentials (record_id);
 `;

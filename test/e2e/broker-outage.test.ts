@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { PunchMethod } from '../../src/proto/index.js';
@@ -15,6 +15,7 @@ import { silentLogger } from '../../src/util/log.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { testConfig } from '../helpers/agent-config.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { BlackholeProxy } from '../../simulators/lib/tcp-proxy.js';
 import { sleep, waitUntil } from '../helpers/ports.js';
 
@@ -33,7 +34,8 @@ async function punchBurst(agent: Agent, n: number, tag: string) {
   return Promise.all(Array.from({ length: n }, (_, i) => agent.punch({ orgId: 'org-a', subjectId: `${tag}-${i}`, method: PunchMethod.PUNCH_METHOD_FINGERPRINT })));
 }
 
-describe('broker outage', () => {
+const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
+describeWithPeer(mosquitto, 'broker outage', () => {
   it('Mosquitto stopped and restarted: no loss, backlog historical, zero gaps', async () => {
     const mosq = await Mosquitto.start();
     cleanups.push(() => mosq.stop());

@@ -193,7 +193,7 @@ describe('privacy over the command path', () => {
     expect(statSync(info.kekFile).mode & 0o777).toBe(0o600);
     expect(statSync(info.identityFile).mode & 0o777).toBe(0o600);
     const second = spawnSync(process.execPath, [CLI, 'provision', '--config', file], { encoding: 'utf8' });
-    expect(second.status).toBe(1);
+    expect(second.status).toBe(78); // a key error is a configuration error (issue 8 §5)
     expect(second.stderr).toMatch(/KEY_FILE_EXISTS/);
   });
 

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { AlarmCode, Lifecycle, PunchMethod } from '../../src/proto/index.js';
@@ -15,6 +15,7 @@ import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { testConfig } from '../helpers/agent-config.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { waitUntil } from '../helpers/ports.js';
 
 interface Broker {
@@ -48,7 +49,8 @@ async function setup(kind: string, over: { capacity?: number } = {}) {
   return { broker, sink, agent };
 }
 
-describe.each(Object.keys(brokers))('punch path via %s', (kind) => {
+const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
+for (const kind of Object.keys(brokers)) describeWithPeer(kind === 'mosquitto' ? mosquitto : null, `punch path via ${kind}`, () => {
   it('delivers N punches as N distinct decoded events, no gaps, and publishes a retained birth', async () => {
     const { sink, agent } = await setup(kind);
     const N = 2000;

@@ -8,12 +8,13 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { PunchMethod } from '../../src/proto/index.js';
 import { silentLogger } from '../../src/util/log.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 import { testConfig } from '../helpers/agent-config.js';
 import { freePort, sleep, waitUntil } from '../helpers/ports.js';
@@ -37,7 +38,8 @@ function makePki(): void {
   for (const n of ['ca.crt', 'server.crt', 'server.key']) chmodSync(f(n), 0o644);
 }
 
-describe('TLS and mTLS against Mosquitto', () => {
+const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
+describeWithPeer(mosquitto, 'TLS and mTLS against Mosquitto', () => {
   let mosq: Mosquitto;
   let tlsPort: number;
   let sink: CloudSink;

@@ -4,7 +4,7 @@
  * Each test gets a fresh simulator and driver from the factory.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { R30xDriver } from '../../firmware-bridge/r30x/driver.js';
+import type { R30xDriver } from '../../firmware-bridge/r30x/driver.js';
 import { isR30xError, type R30xErrorCode } from '../../firmware-bridge/r30x/errors.js';
 import type { FingerprintSimulator } from '../../simulators/fingerprint/simulator.js';
 
