@@ -229,7 +229,9 @@ export class PurgeJournal {
     return this.serial(async () => (await this.db.run('DELETE FROM purge_receipts WHERE receipt_id = ?', [receiptId])).changes > 0);
   }
 
+  /** Idempotent: a second close (stop after a failed start) is a no-op. */
   async close(): Promise<void> {
+    if (this.closed) return;
     await this.serial(async () => {
       if (this.closed) return;
       this.closed = true;

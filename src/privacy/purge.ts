@@ -150,8 +150,8 @@ export class Purger {
         keyVersionsDestroyed: [],
       };
       await this.store.beginPurge(job);
-      // From here a crash resumes this job (its fingerprints are journalled); tests time kills from this line.
-      this.log.info({ jobId, kind: scope.kind }, 'purge journalled; erasing');
+      // From here a crash leaves a journalled purge that resumes to a receipt.
+      this.log.info({ jobId, kind: KIND[scope.kind], orgId: scope.orgId, samples: set.count }, 'erasure started');
       return this.complete(job, { set }, false);
     });
   }

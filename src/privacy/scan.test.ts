@@ -3,7 +3,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { scanForSamples, sqliteFiles } from './scan.js';
+import { decodeSet, encodeSet, ephemeralKey, fingerprintSamples } from './fingerprint.js';
+import { scanForFingerprints, scanForSamples, sqliteFiles } from './scan.js';
 import type { ErasureSample } from './types.js';
 
 let dir: string;
@@ -55,6 +56,41 @@ describe('scanForSamples', () => {
       ['vault.db-shm', false],
       ['vault.db-journal', false],
     ]);
+  });
+
+  it('finds short samples (8-14 bytes) at every alignment, only in store files', async () => {
+    for (let len = 8; len <= 14; len++) {
+      for (let at = 0; at < 8; at++) {
+        const id = Buffer.from(`s${'x'.repeat(len - 3)}${at}${len % 10}`.slice(0, len));
+        const path = join(dir, `short-${len}-${at}.db`);
+        await writeFile(path, Buffer.concat([randomBytes(64 + at), id, randomBytes(5)]));
+        const inStore = await scanForSamples([{ path, scope: 'store' }], [sample(id, 'store', 'subject_id')]);
+        expect(inStore.hits, `len ${len} at ${at}`).toBe(1);
+        const elsewhere = await scanForSamples([{ path, scope: 'other' }], [sample(id, 'store', 'subject_id')]);
+        expect(elsewhere.hits).toBe(0);
+      }
+    }
+  });
+
+  it('fingerprints survive encoding; a set under another key finds nothing; a damaged encoding is refused', async () => {
+    const s1 = randomBytes(40);
+    const s2 = Buffer.from('subject-42');
+    const path = join(dir, 'v.db');
+    await writeFile(path, Buffer.concat([randomBytes(9), s1, randomBytes(3), s2]));
+    const key = ephemeralKey();
+    const set = fingerprintSamples(key, [sample(s1), sample(s2, 'store', 'subject_id'), sample(Buffer.from('tiny'))]);
+    expect(set.count).toBe(2);
+    const encoded = encodeSet(set);
+    // Neither sample is in its encoding.
+    expect(encoded.indexOf(s1.subarray(0, 8))).toBe(-1);
+    expect(encoded.indexOf(s2)).toBe(-1);
+    const back = decodeSet(key, encoded);
+    expect(await scanForFingerprints([{ path, scope: 'store' }], back)).toMatchObject({ hits: 2, hitsByLabel: { ciphertext: 1, subject_id: 1 } });
+    expect((await scanForFingerprints([{ path, scope: 'store' }], decodeSet(ephemeralKey(), encoded))).hits).toBe(0);
+    expect(() => decodeSet(key, encoded.subarray(0, encoded.length - 1))).toThrow(expect.objectContaining({ code: 'FINGERPRINTS_CORRUPT' }));
+    const badLen = Buffer.from(encoded);
+    badLen.writeUInt16BE(3, 13); // first entry's length below the minimum
+    expect(() => decodeSet(key, badLen)).toThrow(expect.objectContaining({ code: 'FINGERPRINTS_CORRUPT' }));
   });
 
   it('is fast enough for the purge budget: 16 MiB against 60,000 samples', async () => {

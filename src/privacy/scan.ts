@@ -86,10 +86,13 @@ interface Table {
 
 const BUCKET_SHIFT = 4; // buckets = top 20 bits of hash1
 
+const EMPTY: Table = { bitmap1: new Uint8Array(0), bitmap2: new Uint8Array(0), starts: new Int32Array(0), hi: new Int32Array(0), lo: new Int32Array(0), entry: new Int32Array(0), k: new Uint8Array(0), size: 0 };
+
 /** Index the windows of the entries `pick` selects. */
 function buildTable(set: FingerprintSet, pick: (e: number) => boolean): Table {
   let n = 0;
   for (let e = 0; e < set.count; e++) if (pick(e)) n += set.first[e + 1]! - set.first[e]!;
+  if (n === 0) return EMPTY;
   const bitmap1 = new Uint8Array(1 << (BITS - 3));
   const bitmap2 = new Uint8Array(1 << (BITS - 3));
   const starts = new Int32Array((1 << (BITS - BUCKET_SHIFT)) + 1);
@@ -131,6 +134,15 @@ interface Index {
   short: Table | undefined;
   /** Some short sample applies to files outside the store (scope all). */
   shortOther: boolean;
+}
+
+/** A purge scans up to maxPasses times with one set: the index is built once. */
+const indexes = new WeakMap<FingerprintSet, Index>();
+
+function indexFor(set: FingerprintSet): Index {
+  let index = indexes.get(set);
+  if (!index) indexes.set(set, (index = buildIndex(set)));
+  return index;
 }
 
 function buildIndex(set: FingerprintSet): Index {
@@ -213,7 +225,7 @@ function scanBuffer(buf: Buffer, index: Index, includeStore: boolean, c: Counter
 /** Scan every target for every applicable fingerprint. Missing files count as scanned and clean. */
 export async function scanForFingerprints(targets: readonly ScanTarget[], set: FingerprintSet): Promise<ScanResult> {
   const started = performance.now();
-  const index = buildIndex(set);
+  const index = indexFor(set);
   const counter: Counter = { hits: 0, byLabel: {} };
   const files: FileScan[] = [];
   let bytesScanned = 0;

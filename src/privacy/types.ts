@@ -80,7 +80,10 @@ export interface StoreErasureResult {
 export interface ErasableStore {
   /** Its database files: main, -wal, -shm, -journal (missing ones are skipped by the scan). */
   databaseFiles(): string[];
-  /** Fragments of everything `scope` will erase, taken before anything is erased. */
+  /**
+   * Fragments of everything `scope` will erase, taken before anything is erased.
+   * Return copies: the pipeline keeps only keyed fingerprints and zeroes these buffers.
+   */
   sampleForErasure(scope: ErasureScope): Promise<ErasureSample[]>;
   /** Write the journal entry (durably) before anything is erased. */
   beginPurge(job: PurgeJob): Promise<void>;

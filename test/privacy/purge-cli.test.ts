@@ -39,10 +39,10 @@ describe('tallybox purge', () => {
     expect(await state()).toEqual({ orgs: ['org-real'], receipts: [], pending: 0 });
   });
 
-  it('without --yes and without a terminal: CONFIRMATION_REQUIRED, exit 2 (usage), nothing changed', async () => {
+  it('without --yes and without a terminal: a usage error (exit 2), nothing changed', async () => {
     const r = purge('org-real');
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/^tallybox: CONFIRMATION_REQUIRED: /);
+    expect(r.stderr).toMatch(/^tallybox: .*pass --yes/);
     expect(await state()).toEqual({ orgs: ['org-real'], receipts: [], pending: 0 });
   });
 
