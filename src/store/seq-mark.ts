@@ -85,9 +85,16 @@ function decodeSlot(b: Buffer): { gen: number; state: SeqMarkState } | undefined
 export class SeqMark {
   private gen: number;
   private fd: number | undefined;
-  /** Writes and syncs run in order, one after the other, on the thread pool. */
+  /**
+   * pwrites run in order, one after the other, on the thread pool. A sync waits
+   * for the writes issued before it, but later writes do not wait for the sync:
+   * a commit's record must not queue behind an fdatasync that takes hundreds of
+   * milliseconds on a busy disk.
+   */
   private chain: Promise<void> = Promise.resolve();
   private dirty = false;
+  /** The last sync started (close() and a clean sync() wait for it). */
+  private synced: Promise<void> | undefined;
 
   private constructor(
     readonly path: string,
@@ -176,11 +183,13 @@ export class SeqMark {
   /** fdatasync everything written so far. */
   sync(): Promise<void> {
     const fd = this.fd;
-    if (fd === undefined || !this.dirty) return this.chain;
+    if (fd === undefined || !this.dirty) return this.synced ?? this.chain;
     this.dirty = false;
-    return this.enqueue(
+    const p = this.chain.then(
       () => new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(new TallyboxError('STORAGE_IO', `cannot sync the sequence mark ${this.path}: ${err.message}`, {}, { cause: err })) : resolve()))),
     );
+    this.synced = p;
+    return p;
   }
 
   private enqueue(job: () => Promise<void>): Promise<void> {
@@ -197,6 +206,7 @@ export class SeqMark {
   async close(): Promise<void> {
     if (this.fd === undefined) return;
     await this.sync();
+    await this.synced?.catch(() => undefined); // its caller got the error
     closeSync(this.fd);
     this.fd = undefined;
   }
