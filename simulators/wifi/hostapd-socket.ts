@@ -111,8 +111,10 @@ export class SimHostapdSocket {
       case 'STA-FIRST':
         return list[0] ? this.#block(list[0]) : '';
       case 'STA-NEXT': {
+        // As hostapd: FAIL for a MAC that is not associated (or no MAC), empty after the last one.
         const i = arg ? list.indexOf(arg.toLowerCase()) : -1;
-        const next = i >= 0 ? list[i + 1] : undefined;
+        if (i < 0) return 'FAIL\n';
+        const next = list[i + 1];
         return next ? this.#block(next) : '';
       }
       case 'STA':
