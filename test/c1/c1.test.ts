@@ -150,3 +150,17 @@ describe('C1 configuration', () => {
     expect(() => validateConfig({ ...base, device: { id: 'd', kind: 'p1', orgId: 'o' } })).toThrow(/p1 .*not built/);
   });
 });
+
+describe('tallybox demo --device c1', () => {
+  it('--json --punches N: N WIFI punch lines, then the delivery summary with nothing lost', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const cli = join(import.meta.dirname, '../../dist/src/cli/tallybox.js');
+    const r = spawnSync(process.execPath, [cli, 'demo', '--device', 'c1', '--json', '--punches', '5'], { encoding: 'utf8', timeout: 90_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.slice(0, -1)).toHaveLength(5);
+    for (const l of lines.slice(0, -1)) expect(l.method).toBe('WIFI');
+    expect(lines.at(-1)).toEqual({ received: 5, duplicates: 0, lost: 0 });
+    expect(r.stdout).not.toMatch(/[0-9a-f]{2}(:[0-9a-f]{2}){5}/i);
+  });
+});
