@@ -12,12 +12,17 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const dir = join(root, 'native', 'ptypair');
-const out = join(dir, 'build', 'Release', 'ptypair.node');
-const sources = ['ptypair.c', 'binding.gyp'].map((f) => join(dir, f));
+// native/unixdgram: AF_UNIX datagram sockets (hostapd's control interface; Node's dgram is UDP only).
+const addons = ['ptypair', 'unixdgram'];
 
 const mtime = (p) => statSync(p).mtimeMs;
-if (!process.argv.includes('--force') && existsSync(out) && sources.every((s) => mtime(s) <= mtime(out))) process.exit(0);
+const stale = (name) => {
+  const dir = join(root, 'native', name);
+  const out = join(dir, 'build', 'Release', `${name}.node`);
+  return !existsSync(out) || [`${name}.c`, 'binding.gyp'].some((f) => mtime(join(dir, f)) > mtime(out));
+};
+const todo = process.argv.includes('--force') ? addons : addons.filter(stale);
+if (todo.length === 0) process.exit(0);
 
 function nodeGyp() {
   if (process.env.npm_config_node_gyp && existsSync(process.env.npm_config_node_gyp)) return process.env.npm_config_node_gyp;
@@ -38,9 +43,12 @@ const env = { ...process.env };
 const ownHeaders = join(dirname(dirname(process.execPath)), 'include', 'node');
 if (!env.npm_config_nodedir && existsSync(join(ownHeaders, 'node_api.h'))) env.npm_config_nodedir = dirname(dirname(process.execPath));
 // Quiet when it works (make's lines would clutter every first `npm test`); all of it when it fails.
-const r = spawnSync(process.execPath, [gyp, 'rebuild', '--loglevel=warn'], { cwd: dir, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-if (r.status !== 0) {
-  process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}`);
-  console.error(`tallybox: NATIVE_BUILD_FAILED: node-gyp rebuild in native/ptypair exited with ${r.status ?? r.signal} (needs python3, make and a C compiler)`);
-  process.exit(1);
+for (const name of todo) {
+  const dir = join(root, 'native', name);
+  const r = spawnSync(process.execPath, [gyp, 'rebuild', '--loglevel=warn'], { cwd: dir, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.status !== 0) {
+    process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}`);
+    console.error(`tallybox: NATIVE_BUILD_FAILED: node-gyp rebuild in native/${name} exited with ${r.status ?? r.signal} (needs python3, make and a C compiler)`);
+    process.exit(1);
+  }
 }

@@ -9,6 +9,7 @@ const KINDS: Record<string, string> = {
   fingerprint: 'R30x/AS608 fingerprint module on a pseudo-terminal',
   face: 'face module speaking the bridge protocol on a pseudo-terminal',
   card: 'USB HID keyboard-wedge card reader',
+  wifi: 'office Wi-Fi: hostapd control sockets, dnsmasq lease file, phones (C1)',
 };
 
 function usage(): string {

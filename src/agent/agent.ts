@@ -359,6 +359,14 @@ export class Agent {
     return this.outbox.accept({ clockSynced: clockSynced(this.config.clock), ...input });
   }
 
+  /** C1 role (wifi): subjects whose phone needs re-enrolment, a count for DeviceState. */
+  #wifiReenrolmentNeeded = 0;
+  setWifiReenrolmentNeeded(count: number): void {
+    if (count === this.#wifiReenrolmentNeeded) return;
+    this.#wifiReenrolmentNeeded = count;
+    this.publishStateSoon();
+  }
+
   setPeripheral(name: string, online: boolean, detail = ''): void {
     const prev = this.peripherals.get(name);
     if (prev && prev.online === online && prev.detail === detail) return;
@@ -388,6 +396,7 @@ export class Agent {
       ],
       purgesPending: this.privacyRuntime?.purgesPending() ?? 0,
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
+      wifiReenrolmentNeeded: this.#wifiReenrolmentNeeded,
       atMs: now,
       // Link state, transport and dropped oversized packets (src/link/connection.ts).
       ...this.link.presence(),

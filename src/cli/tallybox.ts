@@ -83,7 +83,7 @@ async function main(argv: string[]): Promise<number> {
       }
       if (values.device !== undefined) {
         // Each device demo is its own module (src/cli/demo-DEVICE.ts), loaded only when asked for.
-        const demos: Record<string, string> = { m1: 'runM1Demo', m2: 'runM2Demo' };
+        const demos: Record<string, string> = { m1: 'runM1Demo', m2: 'runM2Demo', c1: 'runC1Demo' };
         const fn = demos[values.device];
         if (!fn) throw usage(`unknown --device "${values.device}" (known: ${Object.keys(demos).join(', ')})`);
         const mod = (await import(`./demo-${values.device}.js`)) as Record<string, DeviceDemo>;

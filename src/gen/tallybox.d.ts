@@ -1082,6 +1082,7 @@ export namespace tallybox {
             link: tallybox.v1.LinkStatus;
             linkTransport: tallybox.v1.LinkTransport;
             oversizedPacketsDropped: number;
+            wifiReenrolmentNeeded: number;
             static create(properties: tallybox.v1.DeviceState.$Shape): tallybox.v1.DeviceState & tallybox.v1.DeviceState.$Shape;
             static create(properties?: tallybox.v1.DeviceState.$Properties): tallybox.v1.DeviceState;
             static encode(m: tallybox.v1.DeviceState.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1112,6 +1113,7 @@ export namespace tallybox {
                 link?: (tallybox.v1.LinkStatus|null);
                 linkTransport?: (tallybox.v1.LinkTransport|null);
                 oversizedPacketsDropped?: (number|null);
+                wifiReenrolmentNeeded?: (number|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.DeviceState.$Properties;

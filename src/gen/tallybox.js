@@ -10138,6 +10138,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {tallybox.v1.LinkStatus|null} [link] DeviceState link
              * @property {tallybox.v1.LinkTransport|null} [linkTransport] DeviceState linkTransport
              * @property {number|null} [oversizedPacketsDropped] DeviceState oversizedPacketsDropped
+             * @property {number|null} [wifiReenrolmentNeeded] DeviceState wifiReenrolmentNeeded
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -10316,6 +10317,14 @@ export const tallybox = $root.tallybox = (() => {
             DeviceState.prototype.oversizedPacketsDropped = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * DeviceState wifiReenrolmentNeeded.
+             * @member {number} wifiReenrolmentNeeded
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.wifiReenrolmentNeeded = 0;
+
+            /**
              * Creates a new DeviceState instance using the specified properties.
              * @function create
              * @memberof tallybox.v1.DeviceState
@@ -10387,6 +10396,8 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 141, wireType 0 =*/1128).int32(m.linkTransport);
                 if (m.oversizedPacketsDropped != null && $Object.hasOwnProperty.call(m, "oversizedPacketsDropped") && (typeof m.oversizedPacketsDropped === "object" ? m.oversizedPacketsDropped.low || m.oversizedPacketsDropped.high : m.oversizedPacketsDropped !== 0))
                     w.uint32(/* id 142, wireType 0 =*/1136).uint64(m.oversizedPacketsDropped);
+                if (m.wifiReenrolmentNeeded != null && $Object.hasOwnProperty.call(m, "wifiReenrolmentNeeded") && m.wifiReenrolmentNeeded !== 0)
+                    w.uint32(/* id 240, wireType 0 =*/1920).uint32(m.wifiReenrolmentNeeded);
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -10589,6 +10600,15 @@ export const tallybox = $root.tallybox = (() => {
                                 m.oversizedPacketsDropped = v;
                             else
                                 delete m.oversizedPacketsDropped;
+                            continue;
+                        }
+                    case 240: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.wifiReenrolmentNeeded = v;
+                            else
+                                delete m.wifiReenrolmentNeeded;
                             continue;
                         }
                     }
@@ -10844,6 +10864,11 @@ export const tallybox = $root.tallybox = (() => {
                             m.oversizedPacketsDropped = new $util.LongBits(d.oversizedPacketsDropped.low >>> 0, d.oversizedPacketsDropped.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.wifiReenrolmentNeeded != null) {
+                    if ($Number(d.wifiReenrolmentNeeded) !== 0) {
+                        m.wifiReenrolmentNeeded = d.wifiReenrolmentNeeded >>> 0;
+                    }
+                }
                 return m;
             };
 
@@ -10909,6 +10934,7 @@ export const tallybox = $root.tallybox = (() => {
                         d.oversizedPacketsDropped = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.oversizedPacketsDropped = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.wifiReenrolmentNeeded = 0;
                 }
                 if (m.lifecycle != null && $Object.hasOwnProperty.call(m, "lifecycle")) {
                     d.lifecycle = o.enums === $String ? $root.tallybox.v1.Lifecycle[m.lifecycle] === $undefined ? m.lifecycle : $root.tallybox.v1.Lifecycle[m.lifecycle] : m.lifecycle;
@@ -10999,6 +11025,9 @@ export const tallybox = $root.tallybox = (() => {
                         d.oversizedPacketsDropped = o.longs === $String ? $String(m.oversizedPacketsDropped) : m.oversizedPacketsDropped;
                     else
                         d.oversizedPacketsDropped = o.longs === $String ? $util.Long.prototype.toString.call(m.oversizedPacketsDropped) : o.longs === $Number ? new $util.LongBits(m.oversizedPacketsDropped.low >>> 0, m.oversizedPacketsDropped.high >>> 0).toNumber(true) : m.oversizedPacketsDropped;
+                }
+                if (m.wifiReenrolmentNeeded != null && $Object.hasOwnProperty.call(m, "wifiReenrolmentNeeded")) {
+                    d.wifiReenrolmentNeeded = m.wifiReenrolmentNeeded;
                 }
                 return d;
             };

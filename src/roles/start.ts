@@ -20,6 +20,7 @@ import { TallyboxError, errorMessage } from '../util/errors.js';
 import type { PunchGate } from './kit/punch-gate.js';
 import type { M1Role, M1RoleOptions } from './m1/role.js';
 import type { M2Role, M2RoleOptions } from './m2/role.js';
+import type { C1Role, C1RoleOptions } from './c1/role.js';
 
 export interface StartRoleOptions {
   /** M1 role options beyond its config section (demos, tests, benches: faster polling, backoff, clocks). */
@@ -34,6 +35,8 @@ export interface StartRoleOptions {
   monotonic?: () => number;
   /** Enrol on SubjectUpsert (default: the config's `m2.enrolOnUpsert`, true for m1). */
   enrolOnUpsert?: boolean;
+  /** C1 role options beyond its config section (clocks, backoff). */
+  c1?: Partial<Pick<C1RoleOptions, 'wallClock' | 'monotonic' | 'backoff'>>;
   /** Start the roles now, in the background (default true); false: the caller calls role.start(). */
   start?: boolean;
   /** M2 tamperResponse 'zeroise' also zeroises the agent (destroys the key; default true). */
@@ -45,6 +48,7 @@ export interface RunningRole {
   gate: PunchGate;
   m1?: { role: M1Role; driver: R30xDriver };
   m2?: { role: M2Role; driver: BridgeDriver };
+  c1?: { role: C1Role };
   stop(): Promise<void>;
 }
 
@@ -101,10 +105,29 @@ async function startFace(agent: Agent, gate: PunchGate, opts: StartRoleOptions):
   };
 }
 
+/** Wi-Fi presence (C1): hostapd, dnsmasq and hook sources, enrolled phones, join rules. */
+async function startWifi(agent: Agent, gate: PunchGate, opts: StartRoleOptions): Promise<Part & { c1: NonNullable<RunningRole['c1']> }> {
+  const vault = requireVault(agent, 'the Wi-Fi presence role');
+  const config = agent.config.c1;
+  if (!config) throw new TallyboxError('CONFIG_INVALID', 'a c1 device needs a c1 section');
+  const log = agent.logger.child({ component: 'c1' });
+  const { C1Role } = await import('./c1/role.js');
+  const role = new C1Role({ config, dataDir: agent.config.dataDir, vault, gate, sink: agent, logger: log, ...opts.c1 });
+  const { attachRole } = await import('./kit/attach.js');
+  attachRole({ agent, participant: role, gate, onErased: (org, ids) => role.subjectsErased(org, ids), tag: 'c1', logger: log, followSettings: false });
+  return {
+    name: 'c1',
+    c1: { role },
+    start: () => role.start().catch((err: unknown) => log.error({ event: 'c1_start_failed', err: errorMessage(err) }, `Wi-Fi presence role did not start: ${errorMessage(err)}`)),
+    stop: () => role.stop(),
+  };
+}
+
 export async function startRole(agent: Agent, opts: StartRoleOptions = {}): Promise<RunningRole | undefined> {
   if (agent.zeroised) return undefined; // no keys, nobody to identify: the agent only delivers and alarms
   const kind = agent.config.device.kind;
-  if (kind !== 'm1' && kind !== 'm2') return undefined; // sim: punches come through the local punch API; c1, p1: roles not built yet
+  // sim: punches come through the local punch API; p1 is refused by the config until its role is built.
+  if (kind !== 'm1' && kind !== 'm2' && kind !== 'c1') return undefined;
   const settings = agent.settings;
   const { PunchGate } = await import('./kit/punch-gate.js');
   const gate = new PunchGate({
@@ -129,8 +152,13 @@ export async function startRole(agent: Agent, opts: StartRoleOptions = {}): Prom
     running.m2 = face.m2;
     parts.push(face);
   }
+  if (kind === 'c1') {
+    const wifi = await startWifi(agent, gate, opts);
+    running.c1 = wifi.c1;
+    parts.push(wifi);
+  }
   // An M2 terminal may also carry a fingerprint module: configured by an m1: section.
-  if (kind === 'm1' || agent.config.m1) {
+  if (kind === 'm1' || (kind === 'm2' && agent.config.m1)) {
     const fp = await startFingerprint(agent, gate, opts);
     running.m1 = fp.m1;
     parts.push(fp);

@@ -31,7 +31,7 @@ describe('config validation', () => {
   const good = () => testConfig({ dataDir: '/tmp/x', brokerUrl: 'mqtt://127.0.0.1:1883' });
 
   it('accepts a minimal config and fills defaults', () => {
-    const c = validateConfig({ version: 1, device: { id: 'd1', kind: 'c1', orgId: 'o1' }, region: 'cn', dataDir: '/var/lib/tallybox', broker: { url: 'mqtts://mqtt.cn.tallybox.cloud:8883' } });
+    const c = validateConfig({ version: 1, device: { id: 'd1', kind: 'sim', orgId: 'o1' }, region: 'cn', dataDir: '/var/lib/tallybox', broker: { url: 'mqtts://mqtt.cn.tallybox.cloud:8883' } });
     expect(c.outbox.capacity).toBe(500_000);
     expect(c.broker.allowLoopback).toBe(false);
     expect(c.clock.source).toBe('systemd');

@@ -24,7 +24,7 @@ const dir = mkdtempSync(join(tmpdir(), 'tbx-tlspolicy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function cfg(broker: Record<string, unknown>, region: 'sg' | 'cn' = 'sg'): Config {
-  return validateConfig({ version: 1, device: { id: 'd-tls', kind: 'c1', orgId: 'o' }, region, dataDir: join(dir, 'data'), broker: broker as ConfigInput['broker'], clock: { source: 'assume-synced' } });
+  return validateConfig({ version: 1, device: { id: 'd-tls', kind: 'sim', orgId: 'o' }, region, dataDir: join(dir, 'data'), broker: broker as ConfigInput['broker'], clock: { source: 'assume-synced' } });
 }
 
 describe('broker transport policy', () => {
@@ -84,7 +84,7 @@ describe('broker transport policy', () => {
 
   it('`tallybox run` with plaintext to a region broker: exit 78, tallybox: CONFIG_INVALID, nothing written', async () => {
     const dataDir = join(dir, 'run-data');
-    const file = writeConfig(dir, { version: 1, device: { id: 'd-run', kind: 'c1', orgId: 'o' }, region: 'sg', dataDir, broker: { url: 'mqtt://mqtt.sg.tallybox.cloud:1883' }, clock: { source: 'assume-synced' } });
+    const file = writeConfig(dir, { version: 1, device: { id: 'd-run', kind: 'sim', orgId: 'o' }, region: 'sg', dataDir, broker: { url: 'mqtt://mqtt.sg.tallybox.cloud:1883' }, clock: { source: 'assume-synced' } });
     const r = await new Promise<{ code: number | null; stderr: string }>((res) => {
       const p = execFile(process.execPath, [CLI, 'run', '--config', file], { timeout: 20_000 }, (_e, _o, stderr) => res({ code: p.exitCode, stderr: String(stderr) }));
     });

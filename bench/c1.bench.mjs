@@ -1,0 +1,128 @@
+// C1 (Wi-Fi presence): join → punch accepted in the outbox, from a hostapd event
+// (p99 ≤ 5 ms) and from a dnsmasq lease-file rewrite (p99 ≤ 50 ms, watcher latency
+// included); baseline in the same run: agent.punch() alone. And the idle RSS of
+// `tallybox run` with the c1 role (≤ 70 MB; baseline: an idle `node -e`).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { percentile } from './stats.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = (p) => join(root, 'dist', p);
+const { startC1Stack } = await import(dist('src/cli/demo-c1.js'));
+const { makeMac, WifiOffice } = await import(dist('simulators/wifi/office.js'));
+const { PunchMethod } = await import(dist('src/proto/index.js'));
+const N = Number(process.env.C1_BENCH_N ?? 300);
+
+async function enrolDirect(stack, count) {
+  // Enrolment is not what is measured: subjects and MACs go straight into the vault (as a SubjectUpsert would put them).
+  const macs = [];
+  for (let i = 0; i < count; i++) {
+    const id = `b-${i}`;
+    const mac = makeMac(i % 2 === 1);
+    await stack.dev.vault.upsertSubject(stack.orgId, { subjectId: id, displayName: `Bench ${i}`, minor: false, consents: [] });
+    await stack.dev.vault.putCredential(stack.orgId, 'wifi_mac', mac, id);
+    macs.push(mac);
+  }
+  return macs;
+}
+
+const nextPunch = (role) => new Promise((r) => role.once('punch', r));
+
+async function hostapdLatency() {
+  const stack = await startC1Stack({ sources: 'hostapd' });
+  try {
+    const macs = await enrolDirect(stack, N + 20);
+    // baseline: agent.punch() alone
+    const base = [];
+    for (let i = 0; i < N; i++) {
+      const t = performance.now();
+      await stack.dev.agent.punch({ orgId: stack.orgId, subjectId: `b-${i}`, method: PunchMethod.PUNCH_METHOD_WIFI });
+      base.push(performance.now() - t);
+    }
+    const ap = stack.office.aps.get('wlan0');
+    const lat = [];
+    for (let i = 0; i < N + 20; i++) {
+      const p = nextPunch(stack.role);
+      const t = performance.now();
+      ap.connect(macs[i]);
+      await p;
+      if (i >= 20) lat.push(performance.now() - t); // the first ones warm the JIT and the statement cache
+    }
+    return { base: percentile(base, 99), p99: percentile(lat, 99), p50: percentile(lat, 50) };
+  } finally {
+    await stack.close();
+  }
+}
+
+async function leaseRewriteLatency() {
+  const dir = mkdtempSync(join(tmpdir(), 'tbw-bench-'));
+  const leaseFile = join(dir, 'dhcp.leases');
+  writeFileSync(leaseFile, '');
+  const stack = await startC1Stack({ sources: 'dnsmasq', c1: { dnsmasq: { leaseFile, pollMs: 1000 } } });
+  try {
+    const n = Math.min(N, 200);
+    const macs = await enrolDirect(stack, n);
+    const lines = [];
+    const lat = [];
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    for (let i = 0; i < n; i++) {
+      lines.push(`${exp} ${macs[i]} 10.1.${i >> 8}.${i & 255} * *\n`);
+      const p = nextPunch(stack.role);
+      const t = performance.now();
+      writeFileSync(leaseFile, lines.join('')); // dnsmasq rewrites the whole file
+      await p;
+      lat.push(performance.now() - t);
+    }
+    return { p99: percentile(lat, 99), p50: percentile(lat, 50) };
+  } finally {
+    await stack.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function rssOf(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function idleRss() {
+  const { provisionKeyFiles } = await import(dist('src/vault/keys.js'));
+  const { startEmbeddedBroker } = await import(dist('simulators/cloud/broker.js'));
+  const dir = mkdtempSync(join(tmpdir(), 'tbw-rss-'));
+  const broker = await startEmbeddedBroker();
+  const office = new WifiOffice({ dir: join(dir, 'wifi') }).start();
+  const kids = [];
+  try {
+    const dataDir = join(dir, 'data');
+    const keys = await provisionKeyFiles({ kekPath: join(dir, 'keys', 'tallybox.kek'), dataDir });
+    const cfg = join(dir, 'tallybox.json');
+    writeFileSync(cfg, JSON.stringify({ version: 1, device: { id: 'rss-c1', kind: 'c1', orgId: 'o' }, region: 'sg', dataDir, broker: { url: broker.url, allowLoopback: true }, vault: { kekFile: keys.kekPath }, clock: { source: 'assume-synced' }, log: { level: 'error' }, c1: { hostapd: { ctrlDir: office.ctrlDir, interfaces: ['wlan0', 'wlan1'] }, dnsmasq: { leaseFile: office.leaseFile } } }));
+    const agent = spawn(process.execPath, [dist('src/cli/tallybox.js'), 'run', '--config', cfg], { stdio: 'ignore' });
+    const base = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    kids.push(agent, base);
+    await new Promise((r) => setTimeout(r, 8000));
+    return { agent: rssOf(agent.pid), base: rssOf(base.pid), attached: Object.values(office.state().ifaces).every((i) => i.monitors === 1) };
+  } finally {
+    for (const k of kids) k.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    office.stop();
+    await broker.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function run() {
+  const h = await hostapdLatency();
+  const l = await leaseRewriteLatency();
+  const m = await idleRss();
+  return [
+    { bench: 'c1', metric: 'hostapd event → punch accepted p99', value: h.p99, unit: 'ms', baseline: h.base, ratio: h.p99 / h.base, target: '≤ 5 ms', ok: h.p99 <= 5 },
+    { bench: 'c1', metric: 'hostapd event → punch accepted p50', value: h.p50, unit: 'ms' },
+    { bench: 'c1', metric: 'lease rewrite → punch accepted p99', value: l.p99, unit: 'ms', baseline: h.base, target: '≤ 50 ms', ok: l.p99 <= 50 },
+    { bench: 'c1', metric: 'lease rewrite → punch accepted p50', value: l.p50, unit: 'ms' },
+    { bench: 'c1', metric: `idle RSS, tallybox run (c1${m.attached ? ', both radios attached' : ', NOT attached'})`, value: m.agent, unit: 'MB', baseline: m.base, ratio: m.agent / m.base, target: '≤ 70 MB', ok: m.agent <= 70 },
+  ];
+}
