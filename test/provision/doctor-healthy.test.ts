@@ -99,3 +99,35 @@ describe('doctor on a healthy device provisioned by claim', () => {
     expect(new Map(stopped.report.checks.map((c) => [c.name, c])).get('agent')?.detail).toBe('not running');
   }, 90_000);
 });
+
+describe('doctor and systemd credentials (the packaged device)', () => {
+  it('outside the unit: keys not checked, said as a warning, not a failure; inside (CREDENTIALS_DIRECTORY): checked', async () => {
+    const { mkdirSync, copyFileSync, writeFileSync } = await import('node:fs');
+    const { dump } = await import('js-yaml');
+    const { provisionKeyFiles } = await import('../../src/vault/keys.js');
+    const dir = mkdtempSync(join(tmpdir(), 'tbx-doctor-creds-'));
+    try {
+      const keys = await provisionKeyFiles({ kekPath: join(dir, 'etc', 'tallybox.kek'), dataDir: join(dir, 'data') });
+      const config = join(dir, 'etc', 'tallybox.yaml');
+      writeFileSync(config, dump({ version: 1, device: { id: 'dev-c', kind: 'sim', orgId: 'org-a' }, region: 'sg', dataDir: join(dir, 'data'), broker: { url: 'mqtt://127.0.0.1:1', allowLoopback: true, connectTimeoutMs: 300 }, vault: { keyProvider: 'systemd-credentials' } }));
+      const run = (env: NodeJS.ProcessEnv) =>
+        new Promise<Report>((resolve) => execFile(process.execPath, [CLI, 'doctor', '--config', config, '--json'], { encoding: 'utf8', env }, (_e, out) => resolve(JSON.parse(out) as Report)));
+      const { CREDENTIALS_DIRECTORY: _c, ...env } = process.env;
+      const outside = (await run(env)).checks.find((c) => c.name === 'keys');
+      expect(outside).toMatchObject({ verdict: 'warn', detail: expect.stringMatching(/visible only inside the service/) });
+      // As systemd lays them out: a private directory holding tallybox-kek and tallybox-identity.
+      const creds = join(dir, 'creds');
+      mkdirSync(creds, { mode: 0o700 });
+      copyFileSync(keys.kekPath, join(creds, 'tallybox-kek'));
+      copyFileSync(keys.identityPath, join(creds, 'tallybox-identity'));
+      const inside = (await run({ ...env, CREDENTIALS_DIRECTORY: creds })).checks.find((c) => c.name === 'keys');
+      expect(inside).toEqual({ name: 'keys', verdict: 'ok', detail: `KEK and identity readable, permissions ok; identity ${keys.keyId}` });
+      // And a missing credential inside the unit is a failure.
+      rmSync(join(creds, 'tallybox-kek'));
+      const missing = (await run({ ...env, CREDENTIALS_DIRECTORY: creds })).checks.find((c) => c.name === 'keys');
+      expect(missing).toMatchObject({ verdict: 'fail', detail: expect.stringMatching(/^KEY_FILE_MISSING: /) });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
