@@ -110,7 +110,7 @@ export class ClaimService {
 
   private onRequest(t: string, payload: Buffer): void {
     const parsed = parseClaimTopic(t);
-    if (!parsed || parsed.kind !== 'request') return;
+    if (parsed?.kind !== 'request') return;
     let req: ReturnType<typeof pb.ClaimRequest.decode>;
     try {
       req = pb.ClaimRequest.decode(payload);

@@ -20,7 +20,9 @@ const repo = resolve(import.meta.dirname, '../..');
 const peers = [systemPeer('dpkg-deb', { pkg: 'dpkg' }), systemPeer('systemd-analyze', { pkg: 'systemd' })];
 const isRoot = process.getuid?.() === 0;
 const run = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000 });
-const installed = () => run('dpkg-query', ['-W', '-f=${Status}', 'tallybox']).stdout.includes('install ok installed');
+// dpkg-query's own ${Status} field syntax, not a template.
+const STATUS_FORMAT = '-f=$' + '{Status}';
+const installed = () => run('dpkg-query', ['-W', STATUS_FORMAT, 'tallybox']).stdout.includes('install ok installed');
 
 describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as root)', path: undefined, available: false, reason: 'dpkg -i needs root' }], 'Debian package: build, install, verify, remove', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'tbx-deb-'));
