@@ -3,6 +3,7 @@
  * device apps and of the real cloud.
  *
  *   tallybox-sim cloud [--port 1883] [--broker-url URL] [--http-port 8080] [--key-file FILE]
+ *                      [--issue-claim device=ID,kind=K,region=R,orgs=A+B[,code=C]]...
  *
  * - an embedded MQTT broker on 127.0.0.1:PORT (or an existing broker with --broker-url);
  * - a sink that decodes every punch, state and command result, printed as JSON lines;
@@ -13,6 +14,8 @@
  *     GET  /api/events     the same as JSON
  *     GET  /api/key        {"id","publicKey"} to paste into a device config
  *     POST /api/commands   {"orgId","deviceId","command":{"orgWithdraw":{}}}  → signed, sent; {"counter"}
+ *     POST /api/claims     {"deviceId","kind","region","servedOrgs":[…],"orgId"?,"code"?} → a one-time
+ *                          claim code and the --cloud-key for `tallybox provision --claim` (claims.ts)
  */
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -21,14 +24,16 @@ import { HttpBodyError, readJsonBody } from '../../src/util/http-body.js';
 import { parseArgs } from 'node:util';
 import { pb } from '../../src/proto/index.js';
 import { startEmbeddedBroker } from './broker.js';
+import { ClaimService, parseClaimSpec, type ClaimSpec } from './claims.js';
 import { CommandSigner } from './signer.js';
 import { CloudSink } from './sink.js';
 
-const HELP = `usage: tallybox-sim cloud [--port 1883] [--broker-url URL] [--http-port 8080] [--key-file FILE]`;
+const HELP = `usage: tallybox-sim cloud [--port 1883] [--broker-url URL] [--http-port 8080] [--key-file FILE]
+                          [--issue-claim device=ID,kind=K,region=R,orgs=A+B[,code=C]]...`;
 
 interface EventLine {
   at: string;
-  type: 'punch' | 'state' | 'result';
+  type: 'punch' | 'state' | 'result' | 'claim';
   topic?: string;
   body: Record<string, unknown>;
 }
@@ -44,7 +49,8 @@ tick();setInterval(tick,1000);
 </script>`;
 
 function loadSigner(keyFile: string | undefined): CommandSigner {
-  if (!keyFile) return new CommandSigner({ keyId: 'cloud-sim' });
+  // One key signs commands and claim responses: the device pins the key that answered its claim.
+  if (!keyFile) return new CommandSigner({ keyId: 'cloud-sim', privateKey: generateKeyPairSync('ed25519').privateKey });
   if (!existsSync(keyFile)) {
     const { privateKey } = generateKeyPairSync('ed25519');
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
@@ -55,7 +61,7 @@ function loadSigner(keyFile: string | undefined): CommandSigner {
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { port: { type: 'string', default: '1883' }, 'broker-url': { type: 'string' }, 'http-port': { type: 'string', default: '8080' }, 'key-file': { type: 'string' }, help: { type: 'boolean' } },
+    options: { port: { type: 'string', default: '1883' }, 'broker-url': { type: 'string' }, 'http-port': { type: 'string', default: '8080' }, 'key-file': { type: 'string' }, 'issue-claim': { type: 'string', multiple: true }, help: { type: 'boolean' } },
     strict: true,
   });
   if (values.help) {
@@ -65,6 +71,7 @@ export async function main(argv: string[]): Promise<number> {
   const broker = values['broker-url'] ? undefined : await startEmbeddedBroker({ port: Number(values.port) });
   const url = values['broker-url'] ?? broker!.url;
   const signer = loadSigner(values['key-file']);
+  const claims = new ClaimService({ privateKey: signer.privateKeyForClaims(), keyId: signer.keyId, onEvent: (e) => emit({ type: 'claim', body: { ...e } }) });
   const events: EventLine[] = [];
   const emit = (e: Omit<EventLine, 'at'>) => {
     const line = { at: new Date().toISOString(), ...e };
@@ -79,6 +86,8 @@ export async function main(argv: string[]): Promise<number> {
     onState: (s, topic) => emit({ type: 'state', topic, body: pb.DeviceState.toObject(s, opts) }),
     onResult: (r, topic) => emit({ type: 'result', topic, body: pb.CommandResult.toObject(r, opts) }),
   });
+  await claims.connect(url);
+  for (const spec of values['issue-claim'] ?? []) emit({ type: 'claim', body: { issued: claims.issue(parseClaimSpec(spec)) } });
 
   const http = createServer((req, res) => {
     const json = (status: number, body: unknown) => {
@@ -110,7 +119,17 @@ export async function main(argv: string[]): Promise<number> {
           json(400, { error: (err as Error).message });
         }
       })();
-    } else json(404, { error: 'GET / | GET /api/events | GET /api/key | POST /api/commands' });
+    } else if (req.method === 'POST' && req.url === '/api/claims') {
+      void (async () => {
+        try {
+          const spec = (await readJsonBody(req, { maxBytes: 16 * 1024, timeoutMs: 10_000 })) as ClaimSpec;
+          json(201, claims.issue({ ...spec, servedOrgs: Array.isArray(spec.servedOrgs) ? spec.servedOrgs : [] }));
+        } catch (err) {
+          if (err instanceof HttpBodyError) json(err.status, { error: err.message, code: err.code });
+          else json(400, { error: (err as Error).message });
+        }
+      })();
+    } else json(404, { error: 'GET / | GET /api/events | GET /api/key | POST /api/commands | POST /api/claims' });
   });
   await new Promise<void>((r) => http.listen(Number(values['http-port']), '127.0.0.1', () => r()));
   process.stderr.write(`cloud emulator: broker ${url}, page http://127.0.0.1:${values['http-port']}/, command key ${signer.keyId} ${signer.publicKeyBase64()}\n`);
@@ -119,6 +138,7 @@ export async function main(argv: string[]): Promise<number> {
     const stop = () => {
       void (async () => {
         http.close();
+        await claims.close();
         await sink.close();
         await broker?.close();
         resolve(0);

@@ -23,6 +23,11 @@ export class CommandSigner {
 
   readonly keyId: string;
 
+  /** The same key signs claim responses (simulators/cloud/claims.ts): the emulator is one cloud with one key. */
+  privateKeyForClaims(): KeyObject {
+    return this.privateKey;
+  }
+
   /** Counter of the last command signed (to match its result). */
   get lastCounter(): number {
     return this.counter;

@@ -15,6 +15,9 @@ commands:
   run --config FILE                 run the agent (YAML config; see README "Configuration")
   doctor --config FILE [--json]     check config, storage, keys, clock, broker: what is wrong, and the fix
   provision --config FILE           create the device key (KEK) and identity; print the public key
+  provision --claim CODE --region cn|sg --broker URL --out DIR [--ca FILE] [--cloud-key ID:BASE64]
+            [--data-dir DIR] [--key-provider file|systemd-credentials] [--allow-loopback] [--punch-api-port N]
+                                    claim the device from the cloud: keys, claim exchange, complete config
   purge --org ID --config FILE [--yes]
                                     erase an organisation's data locally (agent stopped); the signed
                                     receipt is delivered on the agent's next connection
@@ -42,8 +45,18 @@ async function main(argv: string[]): Promise<number> {
       return doctor(values.config, { json: values.json ?? false, out: stdout });
     }
     case 'provision': {
-      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });
-      if (!values.config) throw usage('provision needs --config FILE');
+      const s = { type: 'string' } as const;
+      const { values } = parseArgs({
+        args: rest,
+        options: { config: { type: 'string', short: 'c' }, claim: s, region: s, broker: s, ca: s, out: s, 'data-dir': s, 'cloud-key': s, 'allow-loopback': { type: 'boolean' }, 'key-provider': s, 'punch-api-port': s, timeout: s },
+        strict: true,
+      });
+      if (values.claim !== undefined) {
+        if (values.config !== undefined) throw usage('provision takes --claim CODE … --out DIR, or --config FILE, not both');
+        const { provisionClaim } = await import('./provision.js');
+        return provisionClaim({ ...values, claim: values.claim }, stdout);
+      }
+      if (!values.config) throw usage('provision needs --config FILE, or --claim CODE --region cn|sg --broker URL --out DIR');
       const { provision } = await import('./provision.js');
       return provision(values.config, stdout);
     }

@@ -443,6 +443,117 @@ export namespace tallybox {
             );
         }
 
+        interface IClaimRequest extends tallybox.v1.ClaimRequest.$Properties {
+        }
+
+        class ClaimRequest {
+            constructor(p?: tallybox.v1.ClaimRequest.$Properties);
+            $unknowns?: Uint8Array[];
+            claimCode: string;
+            region: string;
+            devicePublicKey: Uint8Array;
+            nonce: Uint8Array;
+            sentAtMs: number;
+            agentVersion: string;
+            static create(properties: tallybox.v1.ClaimRequest.$Shape): tallybox.v1.ClaimRequest & tallybox.v1.ClaimRequest.$Shape;
+            static create(properties?: tallybox.v1.ClaimRequest.$Properties): tallybox.v1.ClaimRequest;
+            static encode(m: tallybox.v1.ClaimRequest.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.ClaimRequest & tallybox.v1.ClaimRequest.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.ClaimRequest;
+            static toObject(m: tallybox.v1.ClaimRequest, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace ClaimRequest {
+            interface $Properties {
+                claimCode?: (string|null);
+                region?: (string|null);
+                devicePublicKey?: (Uint8Array|null);
+                nonce?: (Uint8Array|null);
+                sentAtMs?: (number|null);
+                agentVersion?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.ClaimRequest.$Properties;
+        }
+
+        interface IClaimResponseBody extends tallybox.v1.ClaimResponseBody.$Properties {
+        }
+
+        class ClaimResponseBody {
+            constructor(p?: tallybox.v1.ClaimResponseBody.$Properties);
+            $unknowns?: Uint8Array[];
+            nonce: Uint8Array;
+            devicePublicKey: Uint8Array;
+            region: string;
+            issuedAtMs: number;
+            errorCode: string;
+            errorMessage: string;
+            deviceId: string;
+            deviceKind: string;
+            orgId: string;
+            servedOrgs: string[];
+            commandKeyId: string;
+            commandPublicKey: Uint8Array;
+            static create(properties: tallybox.v1.ClaimResponseBody.$Shape): tallybox.v1.ClaimResponseBody & tallybox.v1.ClaimResponseBody.$Shape;
+            static create(properties?: tallybox.v1.ClaimResponseBody.$Properties): tallybox.v1.ClaimResponseBody;
+            static encode(m: tallybox.v1.ClaimResponseBody.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.ClaimResponseBody & tallybox.v1.ClaimResponseBody.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.ClaimResponseBody;
+            static toObject(m: tallybox.v1.ClaimResponseBody, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace ClaimResponseBody {
+            interface $Properties {
+                nonce?: (Uint8Array|null);
+                devicePublicKey?: (Uint8Array|null);
+                region?: (string|null);
+                issuedAtMs?: (number|null);
+                errorCode?: (string|null);
+                errorMessage?: (string|null);
+                deviceId?: (string|null);
+                deviceKind?: (string|null);
+                orgId?: (string|null);
+                servedOrgs?: (string[]|null);
+                commandKeyId?: (string|null);
+                commandPublicKey?: (Uint8Array|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.ClaimResponseBody.$Properties;
+        }
+
+        interface ISignedClaimResponse extends tallybox.v1.SignedClaimResponse.$Properties {
+        }
+
+        class SignedClaimResponse {
+            constructor(p?: tallybox.v1.SignedClaimResponse.$Properties);
+            $unknowns?: Uint8Array[];
+            body: Uint8Array;
+            signature: Uint8Array;
+            keyId: string;
+            static create(properties: tallybox.v1.SignedClaimResponse.$Shape): tallybox.v1.SignedClaimResponse & tallybox.v1.SignedClaimResponse.$Shape;
+            static create(properties?: tallybox.v1.SignedClaimResponse.$Properties): tallybox.v1.SignedClaimResponse;
+            static encode(m: tallybox.v1.SignedClaimResponse.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.SignedClaimResponse & tallybox.v1.SignedClaimResponse.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.SignedClaimResponse;
+            static toObject(m: tallybox.v1.SignedClaimResponse, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace SignedClaimResponse {
+            interface $Properties {
+                body?: (Uint8Array|null);
+                signature?: (Uint8Array|null);
+                keyId?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.SignedClaimResponse.$Properties;
+        }
+
         interface ISignedCommand extends tallybox.v1.SignedCommand.$Properties {
         }
 

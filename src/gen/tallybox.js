@@ -4189,6 +4189,1320 @@ export const tallybox = $root.tallybox = (() => {
             return BridgeFrame;
         })();
 
+        v1.ClaimRequest = (function() {
+
+            /**
+             * Properties of a ClaimRequest.
+             * @typedef {Object} tallybox.v1.ClaimRequest.$Properties
+             * @property {string|null} [claimCode] ClaimRequest claimCode
+             * @property {string|null} [region] ClaimRequest region
+             * @property {Uint8Array|null} [devicePublicKey] ClaimRequest devicePublicKey
+             * @property {Uint8Array|null} [nonce] ClaimRequest nonce
+             * @property {number|null} [sentAtMs] ClaimRequest sentAtMs
+             * @property {string|null} [agentVersion] ClaimRequest agentVersion
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ClaimRequest.
+             * @memberof tallybox.v1
+             * @interface IClaimRequest
+             * @augments tallybox.v1.ClaimRequest.$Properties
+             * @deprecated Use tallybox.v1.ClaimRequest.$Properties instead.
+             */
+
+            /**
+             * Shape of a ClaimRequest.
+             * @typedef {tallybox.v1.ClaimRequest.$Properties} tallybox.v1.ClaimRequest.$Shape
+             */
+
+            /**
+             * Constructs a new ClaimRequest.
+             * @memberof tallybox.v1
+             * @classdesc Represents a ClaimRequest.
+             * @constructor
+             * @param {tallybox.v1.ClaimRequest.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ClaimRequest = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * ClaimRequest claimCode.
+             * @member {string} claimCode
+             * @memberof tallybox.v1.ClaimRequest
+             * @instance
+             */
+            ClaimRequest.prototype.claimCode = "";
+
+            /**
+             * ClaimRequest region.
+             * @member {string} region
+             * @memberof tallybox.v1.ClaimRequest
+             * @instance
+             */
+            ClaimRequest.prototype.region = "";
+
+            /**
+             * ClaimRequest devicePublicKey.
+             * @member {Uint8Array} devicePublicKey
+             * @memberof tallybox.v1.ClaimRequest
+             * @instance
+             */
+            ClaimRequest.prototype.devicePublicKey = $util.newBuffer([]);
+
+            /**
+             * ClaimRequest nonce.
+             * @member {Uint8Array} nonce
+             * @memberof tallybox.v1.ClaimRequest
+             * @instance
+             */
+            ClaimRequest.prototype.nonce = $util.newBuffer([]);
+
+            /**
+             * ClaimRequest sentAtMs.
+             * @member {number} sentAtMs
+             * @memberof tallybox.v1.ClaimRequest
+             * @instance
+             */
+            ClaimRequest.prototype.sentAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * ClaimRequest agentVersion.
+             * @member {string} agentVersion
+             * @memberof tallybox.v1.ClaimRequest
+             * @instance
+             */
+            ClaimRequest.prototype.agentVersion = "";
+
+            /**
+             * Creates a new ClaimRequest instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.ClaimRequest
+             * @static
+             * @param {tallybox.v1.ClaimRequest.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.ClaimRequest} ClaimRequest instance
+             * @type {{
+             *   (properties: tallybox.v1.ClaimRequest.$Shape): tallybox.v1.ClaimRequest & tallybox.v1.ClaimRequest.$Shape;
+             *   (properties?: tallybox.v1.ClaimRequest.$Properties): tallybox.v1.ClaimRequest;
+             * }}
+             */
+            ClaimRequest.create = function(properties) {
+                return new ClaimRequest(properties);
+            };
+
+            /**
+             * Encodes the specified ClaimRequest message. Does not implicitly {@link tallybox.v1.ClaimRequest.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.ClaimRequest
+             * @static
+             * @param {tallybox.v1.ClaimRequest.$Properties} m ClaimRequest message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ClaimRequest.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.claimCode != null && $Object.hasOwnProperty.call(m, "claimCode") && m.claimCode !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.claimCode);
+                if (m.region != null && $Object.hasOwnProperty.call(m, "region") && m.region !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.region);
+                if (m.devicePublicKey != null && $Object.hasOwnProperty.call(m, "devicePublicKey") && m.devicePublicKey.length)
+                    w.uint32(/* id 3, wireType 2 =*/26).bytes(m.devicePublicKey);
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce") && m.nonce.length)
+                    w.uint32(/* id 4, wireType 2 =*/34).bytes(m.nonce);
+                if (m.sentAtMs != null && $Object.hasOwnProperty.call(m, "sentAtMs") && (typeof m.sentAtMs === "object" ? m.sentAtMs.low || m.sentAtMs.high : m.sentAtMs !== 0))
+                    w.uint32(/* id 5, wireType 0 =*/40).uint64(m.sentAtMs);
+                if (m.agentVersion != null && $Object.hasOwnProperty.call(m, "agentVersion") && m.agentVersion !== "")
+                    w.uint32(/* id 6, wireType 2 =*/50).string(m.agentVersion);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a ClaimRequest message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.ClaimRequest
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.ClaimRequest & tallybox.v1.ClaimRequest.$Shape} ClaimRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ClaimRequest.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.ClaimRequest();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.claimCode = v;
+                            else
+                                delete m.claimCode;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.region = v;
+                            else
+                                delete m.region;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.devicePublicKey = v;
+                            else
+                                delete m.devicePublicKey;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.nonce = v;
+                            else
+                                delete m.nonce;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.sentAtMs = v;
+                            else
+                                delete m.sentAtMs;
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.agentVersion = v;
+                            else
+                                delete m.agentVersion;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a ClaimRequest message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.ClaimRequest
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.ClaimRequest} ClaimRequest
+             */
+            ClaimRequest.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.ClaimRequest)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.ClaimRequest: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.ClaimRequest();
+                if (d.claimCode != null) {
+                    if (typeof d.claimCode !== "string" || d.claimCode.length) {
+                        m.claimCode = $String(d.claimCode);
+                    }
+                }
+                if (d.region != null) {
+                    if (typeof d.region !== "string" || d.region.length) {
+                        m.region = $String(d.region);
+                    }
+                }
+                if (d.devicePublicKey != null) {
+                    if (d.devicePublicKey.length) {
+                        if (typeof d.devicePublicKey === "string")
+                            $util.base64.decode(d.devicePublicKey, m.devicePublicKey = $util.newBuffer($util.base64.length(d.devicePublicKey)), 0);
+                        else if (d.devicePublicKey.length >= 0)
+                            m.devicePublicKey = d.devicePublicKey;
+                    }
+                }
+                if (d.nonce != null) {
+                    if (d.nonce.length) {
+                        if (typeof d.nonce === "string")
+                            $util.base64.decode(d.nonce, m.nonce = $util.newBuffer($util.base64.length(d.nonce)), 0);
+                        else if (d.nonce.length >= 0)
+                            m.nonce = d.nonce;
+                    }
+                }
+                if (d.sentAtMs != null) {
+                    if (typeof d.sentAtMs === "object" ? d.sentAtMs.low || d.sentAtMs.high : $Number(d.sentAtMs) !== 0) {
+                        if ($util.Long)
+                            m.sentAtMs = $util.Long.fromValue(d.sentAtMs, true);
+                        else if (typeof d.sentAtMs === "string")
+                            m.sentAtMs = $parseInt(d.sentAtMs, 10);
+                        else if (typeof d.sentAtMs === "number")
+                            m.sentAtMs = d.sentAtMs;
+                        else if (typeof d.sentAtMs === "object")
+                            m.sentAtMs = new $util.LongBits(d.sentAtMs.low >>> 0, d.sentAtMs.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.agentVersion != null) {
+                    if (typeof d.agentVersion !== "string" || d.agentVersion.length) {
+                        m.agentVersion = $String(d.agentVersion);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a ClaimRequest message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.ClaimRequest
+             * @static
+             * @param {tallybox.v1.ClaimRequest} m ClaimRequest
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ClaimRequest.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.claimCode = "";
+                    d.region = "";
+                    if (o.bytes === $String)
+                        d.devicePublicKey = "";
+                    else {
+                        d.devicePublicKey = [];
+                        if (o.bytes !== $Array)
+                            d.devicePublicKey = $util.newBuffer(d.devicePublicKey);
+                    }
+                    if (o.bytes === $String)
+                        d.nonce = "";
+                    else {
+                        d.nonce = [];
+                        if (o.bytes !== $Array)
+                            d.nonce = $util.newBuffer(d.nonce);
+                    }
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.sentAtMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.sentAtMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.agentVersion = "";
+                }
+                if (m.claimCode != null && $Object.hasOwnProperty.call(m, "claimCode")) {
+                    d.claimCode = m.claimCode;
+                }
+                if (m.region != null && $Object.hasOwnProperty.call(m, "region")) {
+                    d.region = m.region;
+                }
+                if (m.devicePublicKey != null && $Object.hasOwnProperty.call(m, "devicePublicKey")) {
+                    d.devicePublicKey = o.bytes === $String ? $util.base64.encode(m.devicePublicKey, 0, m.devicePublicKey.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.devicePublicKey) : m.devicePublicKey;
+                }
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce")) {
+                    d.nonce = o.bytes === $String ? $util.base64.encode(m.nonce, 0, m.nonce.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.nonce) : m.nonce;
+                }
+                if (m.sentAtMs != null && $Object.hasOwnProperty.call(m, "sentAtMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.sentAtMs = typeof m.sentAtMs === "number" ? $BigInt(m.sentAtMs) : $util.Long.fromBits(m.sentAtMs.low >>> 0, m.sentAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.sentAtMs === "number")
+                        d.sentAtMs = o.longs === $String ? $String(m.sentAtMs) : m.sentAtMs;
+                    else
+                        d.sentAtMs = o.longs === $String ? $util.Long.prototype.toString.call(m.sentAtMs) : o.longs === $Number ? new $util.LongBits(m.sentAtMs.low >>> 0, m.sentAtMs.high >>> 0).toNumber(true) : m.sentAtMs;
+                }
+                if (m.agentVersion != null && $Object.hasOwnProperty.call(m, "agentVersion")) {
+                    d.agentVersion = m.agentVersion;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this ClaimRequest to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.ClaimRequest
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ClaimRequest.prototype.toJSON = function() {
+                return ClaimRequest.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for ClaimRequest
+             * @function getTypeUrl
+             * @memberof tallybox.v1.ClaimRequest
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            ClaimRequest.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.ClaimRequest";
+            };
+
+            return ClaimRequest;
+        })();
+
+        v1.ClaimResponseBody = (function() {
+
+            /**
+             * Properties of a ClaimResponseBody.
+             * @typedef {Object} tallybox.v1.ClaimResponseBody.$Properties
+             * @property {Uint8Array|null} [nonce] ClaimResponseBody nonce
+             * @property {Uint8Array|null} [devicePublicKey] ClaimResponseBody devicePublicKey
+             * @property {string|null} [region] ClaimResponseBody region
+             * @property {number|null} [issuedAtMs] ClaimResponseBody issuedAtMs
+             * @property {string|null} [errorCode] ClaimResponseBody errorCode
+             * @property {string|null} [errorMessage] ClaimResponseBody errorMessage
+             * @property {string|null} [deviceId] ClaimResponseBody deviceId
+             * @property {string|null} [deviceKind] ClaimResponseBody deviceKind
+             * @property {string|null} [orgId] ClaimResponseBody orgId
+             * @property {Array.<string>|null} [servedOrgs] ClaimResponseBody servedOrgs
+             * @property {string|null} [commandKeyId] ClaimResponseBody commandKeyId
+             * @property {Uint8Array|null} [commandPublicKey] ClaimResponseBody commandPublicKey
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ClaimResponseBody.
+             * @memberof tallybox.v1
+             * @interface IClaimResponseBody
+             * @augments tallybox.v1.ClaimResponseBody.$Properties
+             * @deprecated Use tallybox.v1.ClaimResponseBody.$Properties instead.
+             */
+
+            /**
+             * Shape of a ClaimResponseBody.
+             * @typedef {tallybox.v1.ClaimResponseBody.$Properties} tallybox.v1.ClaimResponseBody.$Shape
+             */
+
+            /**
+             * Constructs a new ClaimResponseBody.
+             * @memberof tallybox.v1
+             * @classdesc Represents a ClaimResponseBody.
+             * @constructor
+             * @param {tallybox.v1.ClaimResponseBody.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ClaimResponseBody = function (p) {
+                this.servedOrgs = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * ClaimResponseBody nonce.
+             * @member {Uint8Array} nonce
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.nonce = $util.newBuffer([]);
+
+            /**
+             * ClaimResponseBody devicePublicKey.
+             * @member {Uint8Array} devicePublicKey
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.devicePublicKey = $util.newBuffer([]);
+
+            /**
+             * ClaimResponseBody region.
+             * @member {string} region
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.region = "";
+
+            /**
+             * ClaimResponseBody issuedAtMs.
+             * @member {number} issuedAtMs
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.issuedAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * ClaimResponseBody errorCode.
+             * @member {string} errorCode
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.errorCode = "";
+
+            /**
+             * ClaimResponseBody errorMessage.
+             * @member {string} errorMessage
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.errorMessage = "";
+
+            /**
+             * ClaimResponseBody deviceId.
+             * @member {string} deviceId
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.deviceId = "";
+
+            /**
+             * ClaimResponseBody deviceKind.
+             * @member {string} deviceKind
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.deviceKind = "";
+
+            /**
+             * ClaimResponseBody orgId.
+             * @member {string} orgId
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.orgId = "";
+
+            /**
+             * ClaimResponseBody servedOrgs.
+             * @member {Array.<string>} servedOrgs
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.servedOrgs = $util.emptyArray;
+
+            /**
+             * ClaimResponseBody commandKeyId.
+             * @member {string} commandKeyId
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.commandKeyId = "";
+
+            /**
+             * ClaimResponseBody commandPublicKey.
+             * @member {Uint8Array} commandPublicKey
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             */
+            ClaimResponseBody.prototype.commandPublicKey = $util.newBuffer([]);
+
+            /**
+             * Creates a new ClaimResponseBody instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @static
+             * @param {tallybox.v1.ClaimResponseBody.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.ClaimResponseBody} ClaimResponseBody instance
+             * @type {{
+             *   (properties: tallybox.v1.ClaimResponseBody.$Shape): tallybox.v1.ClaimResponseBody & tallybox.v1.ClaimResponseBody.$Shape;
+             *   (properties?: tallybox.v1.ClaimResponseBody.$Properties): tallybox.v1.ClaimResponseBody;
+             * }}
+             */
+            ClaimResponseBody.create = function(properties) {
+                return new ClaimResponseBody(properties);
+            };
+
+            /**
+             * Encodes the specified ClaimResponseBody message. Does not implicitly {@link tallybox.v1.ClaimResponseBody.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @static
+             * @param {tallybox.v1.ClaimResponseBody.$Properties} m ClaimResponseBody message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ClaimResponseBody.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce") && m.nonce.length)
+                    w.uint32(/* id 1, wireType 2 =*/10).bytes(m.nonce);
+                if (m.devicePublicKey != null && $Object.hasOwnProperty.call(m, "devicePublicKey") && m.devicePublicKey.length)
+                    w.uint32(/* id 2, wireType 2 =*/18).bytes(m.devicePublicKey);
+                if (m.region != null && $Object.hasOwnProperty.call(m, "region") && m.region !== "")
+                    w.uint32(/* id 3, wireType 2 =*/26).string(m.region);
+                if (m.issuedAtMs != null && $Object.hasOwnProperty.call(m, "issuedAtMs") && (typeof m.issuedAtMs === "object" ? m.issuedAtMs.low || m.issuedAtMs.high : m.issuedAtMs !== 0))
+                    w.uint32(/* id 4, wireType 0 =*/32).uint64(m.issuedAtMs);
+                if (m.errorCode != null && $Object.hasOwnProperty.call(m, "errorCode") && m.errorCode !== "")
+                    w.uint32(/* id 5, wireType 2 =*/42).string(m.errorCode);
+                if (m.errorMessage != null && $Object.hasOwnProperty.call(m, "errorMessage") && m.errorMessage !== "")
+                    w.uint32(/* id 6, wireType 2 =*/50).string(m.errorMessage);
+                if (m.deviceId != null && $Object.hasOwnProperty.call(m, "deviceId") && m.deviceId !== "")
+                    w.uint32(/* id 7, wireType 2 =*/58).string(m.deviceId);
+                if (m.deviceKind != null && $Object.hasOwnProperty.call(m, "deviceKind") && m.deviceKind !== "")
+                    w.uint32(/* id 8, wireType 2 =*/66).string(m.deviceKind);
+                if (m.orgId != null && $Object.hasOwnProperty.call(m, "orgId") && m.orgId !== "")
+                    w.uint32(/* id 9, wireType 2 =*/74).string(m.orgId);
+                if (m.servedOrgs != null && m.servedOrgs.length) {
+                    for (var i = 0; i < m.servedOrgs.length; ++i)
+                        w.uint32(/* id 10, wireType 2 =*/82).string(m.servedOrgs[i]);
+                }
+                if (m.commandKeyId != null && $Object.hasOwnProperty.call(m, "commandKeyId") && m.commandKeyId !== "")
+                    w.uint32(/* id 11, wireType 2 =*/90).string(m.commandKeyId);
+                if (m.commandPublicKey != null && $Object.hasOwnProperty.call(m, "commandPublicKey") && m.commandPublicKey.length)
+                    w.uint32(/* id 12, wireType 2 =*/98).bytes(m.commandPublicKey);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a ClaimResponseBody message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.ClaimResponseBody & tallybox.v1.ClaimResponseBody.$Shape} ClaimResponseBody
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ClaimResponseBody.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.ClaimResponseBody();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.nonce = v;
+                            else
+                                delete m.nonce;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.devicePublicKey = v;
+                            else
+                                delete m.devicePublicKey;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.region = v;
+                            else
+                                delete m.region;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.issuedAtMs = v;
+                            else
+                                delete m.issuedAtMs;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.errorCode = v;
+                            else
+                                delete m.errorCode;
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.errorMessage = v;
+                            else
+                                delete m.errorMessage;
+                            continue;
+                        }
+                    case 7: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.deviceId = v;
+                            else
+                                delete m.deviceId;
+                            continue;
+                        }
+                    case 8: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.deviceKind = v;
+                            else
+                                delete m.deviceKind;
+                            continue;
+                        }
+                    case 9: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.orgId = v;
+                            else
+                                delete m.orgId;
+                            continue;
+                        }
+                    case 10: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.servedOrgs && m.servedOrgs.length))
+                                m.servedOrgs = [];
+                            m.servedOrgs.push(r.stringVerify());
+                            continue;
+                        }
+                    case 11: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.commandKeyId = v;
+                            else
+                                delete m.commandKeyId;
+                            continue;
+                        }
+                    case 12: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.commandPublicKey = v;
+                            else
+                                delete m.commandPublicKey;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a ClaimResponseBody message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.ClaimResponseBody} ClaimResponseBody
+             */
+            ClaimResponseBody.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.ClaimResponseBody)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.ClaimResponseBody: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.ClaimResponseBody();
+                if (d.nonce != null) {
+                    if (d.nonce.length) {
+                        if (typeof d.nonce === "string")
+                            $util.base64.decode(d.nonce, m.nonce = $util.newBuffer($util.base64.length(d.nonce)), 0);
+                        else if (d.nonce.length >= 0)
+                            m.nonce = d.nonce;
+                    }
+                }
+                if (d.devicePublicKey != null) {
+                    if (d.devicePublicKey.length) {
+                        if (typeof d.devicePublicKey === "string")
+                            $util.base64.decode(d.devicePublicKey, m.devicePublicKey = $util.newBuffer($util.base64.length(d.devicePublicKey)), 0);
+                        else if (d.devicePublicKey.length >= 0)
+                            m.devicePublicKey = d.devicePublicKey;
+                    }
+                }
+                if (d.region != null) {
+                    if (typeof d.region !== "string" || d.region.length) {
+                        m.region = $String(d.region);
+                    }
+                }
+                if (d.issuedAtMs != null) {
+                    if (typeof d.issuedAtMs === "object" ? d.issuedAtMs.low || d.issuedAtMs.high : $Number(d.issuedAtMs) !== 0) {
+                        if ($util.Long)
+                            m.issuedAtMs = $util.Long.fromValue(d.issuedAtMs, true);
+                        else if (typeof d.issuedAtMs === "string")
+                            m.issuedAtMs = $parseInt(d.issuedAtMs, 10);
+                        else if (typeof d.issuedAtMs === "number")
+                            m.issuedAtMs = d.issuedAtMs;
+                        else if (typeof d.issuedAtMs === "object")
+                            m.issuedAtMs = new $util.LongBits(d.issuedAtMs.low >>> 0, d.issuedAtMs.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.errorCode != null) {
+                    if (typeof d.errorCode !== "string" || d.errorCode.length) {
+                        m.errorCode = $String(d.errorCode);
+                    }
+                }
+                if (d.errorMessage != null) {
+                    if (typeof d.errorMessage !== "string" || d.errorMessage.length) {
+                        m.errorMessage = $String(d.errorMessage);
+                    }
+                }
+                if (d.deviceId != null) {
+                    if (typeof d.deviceId !== "string" || d.deviceId.length) {
+                        m.deviceId = $String(d.deviceId);
+                    }
+                }
+                if (d.deviceKind != null) {
+                    if (typeof d.deviceKind !== "string" || d.deviceKind.length) {
+                        m.deviceKind = $String(d.deviceKind);
+                    }
+                }
+                if (d.orgId != null) {
+                    if (typeof d.orgId !== "string" || d.orgId.length) {
+                        m.orgId = $String(d.orgId);
+                    }
+                }
+                if (d.servedOrgs) {
+                    if (!$Array.isArray(d.servedOrgs))
+                        throw $TypeError(".tallybox.v1.ClaimResponseBody.servedOrgs: array expected");
+                    m.servedOrgs = $Array(d.servedOrgs.length);
+                    for (var i = 0; i < d.servedOrgs.length; ++i) {
+                        m.servedOrgs[i] = $String(d.servedOrgs[i]);
+                    }
+                }
+                if (d.commandKeyId != null) {
+                    if (typeof d.commandKeyId !== "string" || d.commandKeyId.length) {
+                        m.commandKeyId = $String(d.commandKeyId);
+                    }
+                }
+                if (d.commandPublicKey != null) {
+                    if (d.commandPublicKey.length) {
+                        if (typeof d.commandPublicKey === "string")
+                            $util.base64.decode(d.commandPublicKey, m.commandPublicKey = $util.newBuffer($util.base64.length(d.commandPublicKey)), 0);
+                        else if (d.commandPublicKey.length >= 0)
+                            m.commandPublicKey = d.commandPublicKey;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a ClaimResponseBody message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @static
+             * @param {tallybox.v1.ClaimResponseBody} m ClaimResponseBody
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ClaimResponseBody.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.servedOrgs = [];
+                }
+                if (o.defaults) {
+                    if (o.bytes === $String)
+                        d.nonce = "";
+                    else {
+                        d.nonce = [];
+                        if (o.bytes !== $Array)
+                            d.nonce = $util.newBuffer(d.nonce);
+                    }
+                    if (o.bytes === $String)
+                        d.devicePublicKey = "";
+                    else {
+                        d.devicePublicKey = [];
+                        if (o.bytes !== $Array)
+                            d.devicePublicKey = $util.newBuffer(d.devicePublicKey);
+                    }
+                    d.region = "";
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.issuedAtMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.issuedAtMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.errorCode = "";
+                    d.errorMessage = "";
+                    d.deviceId = "";
+                    d.deviceKind = "";
+                    d.orgId = "";
+                    d.commandKeyId = "";
+                    if (o.bytes === $String)
+                        d.commandPublicKey = "";
+                    else {
+                        d.commandPublicKey = [];
+                        if (o.bytes !== $Array)
+                            d.commandPublicKey = $util.newBuffer(d.commandPublicKey);
+                    }
+                }
+                if (m.nonce != null && $Object.hasOwnProperty.call(m, "nonce")) {
+                    d.nonce = o.bytes === $String ? $util.base64.encode(m.nonce, 0, m.nonce.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.nonce) : m.nonce;
+                }
+                if (m.devicePublicKey != null && $Object.hasOwnProperty.call(m, "devicePublicKey")) {
+                    d.devicePublicKey = o.bytes === $String ? $util.base64.encode(m.devicePublicKey, 0, m.devicePublicKey.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.devicePublicKey) : m.devicePublicKey;
+                }
+                if (m.region != null && $Object.hasOwnProperty.call(m, "region")) {
+                    d.region = m.region;
+                }
+                if (m.issuedAtMs != null && $Object.hasOwnProperty.call(m, "issuedAtMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.issuedAtMs = typeof m.issuedAtMs === "number" ? $BigInt(m.issuedAtMs) : $util.Long.fromBits(m.issuedAtMs.low >>> 0, m.issuedAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.issuedAtMs === "number")
+                        d.issuedAtMs = o.longs === $String ? $String(m.issuedAtMs) : m.issuedAtMs;
+                    else
+                        d.issuedAtMs = o.longs === $String ? $util.Long.prototype.toString.call(m.issuedAtMs) : o.longs === $Number ? new $util.LongBits(m.issuedAtMs.low >>> 0, m.issuedAtMs.high >>> 0).toNumber(true) : m.issuedAtMs;
+                }
+                if (m.errorCode != null && $Object.hasOwnProperty.call(m, "errorCode")) {
+                    d.errorCode = m.errorCode;
+                }
+                if (m.errorMessage != null && $Object.hasOwnProperty.call(m, "errorMessage")) {
+                    d.errorMessage = m.errorMessage;
+                }
+                if (m.deviceId != null && $Object.hasOwnProperty.call(m, "deviceId")) {
+                    d.deviceId = m.deviceId;
+                }
+                if (m.deviceKind != null && $Object.hasOwnProperty.call(m, "deviceKind")) {
+                    d.deviceKind = m.deviceKind;
+                }
+                if (m.orgId != null && $Object.hasOwnProperty.call(m, "orgId")) {
+                    d.orgId = m.orgId;
+                }
+                if (m.servedOrgs && m.servedOrgs.length) {
+                    d.servedOrgs = $Array(m.servedOrgs.length);
+                    for (var j = 0; j < m.servedOrgs.length; ++j) {
+                        d.servedOrgs[j] = m.servedOrgs[j];
+                    }
+                }
+                if (m.commandKeyId != null && $Object.hasOwnProperty.call(m, "commandKeyId")) {
+                    d.commandKeyId = m.commandKeyId;
+                }
+                if (m.commandPublicKey != null && $Object.hasOwnProperty.call(m, "commandPublicKey")) {
+                    d.commandPublicKey = o.bytes === $String ? $util.base64.encode(m.commandPublicKey, 0, m.commandPublicKey.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.commandPublicKey) : m.commandPublicKey;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this ClaimResponseBody to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ClaimResponseBody.prototype.toJSON = function() {
+                return ClaimResponseBody.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for ClaimResponseBody
+             * @function getTypeUrl
+             * @memberof tallybox.v1.ClaimResponseBody
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            ClaimResponseBody.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.ClaimResponseBody";
+            };
+
+            return ClaimResponseBody;
+        })();
+
+        v1.SignedClaimResponse = (function() {
+
+            /**
+             * Properties of a SignedClaimResponse.
+             * @typedef {Object} tallybox.v1.SignedClaimResponse.$Properties
+             * @property {Uint8Array|null} [body] SignedClaimResponse body
+             * @property {Uint8Array|null} [signature] SignedClaimResponse signature
+             * @property {string|null} [keyId] SignedClaimResponse keyId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a SignedClaimResponse.
+             * @memberof tallybox.v1
+             * @interface ISignedClaimResponse
+             * @augments tallybox.v1.SignedClaimResponse.$Properties
+             * @deprecated Use tallybox.v1.SignedClaimResponse.$Properties instead.
+             */
+
+            /**
+             * Shape of a SignedClaimResponse.
+             * @typedef {tallybox.v1.SignedClaimResponse.$Properties} tallybox.v1.SignedClaimResponse.$Shape
+             */
+
+            /**
+             * Constructs a new SignedClaimResponse.
+             * @memberof tallybox.v1
+             * @classdesc Represents a SignedClaimResponse.
+             * @constructor
+             * @param {tallybox.v1.SignedClaimResponse.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const SignedClaimResponse = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * SignedClaimResponse body.
+             * @member {Uint8Array} body
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @instance
+             */
+            SignedClaimResponse.prototype.body = $util.newBuffer([]);
+
+            /**
+             * SignedClaimResponse signature.
+             * @member {Uint8Array} signature
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @instance
+             */
+            SignedClaimResponse.prototype.signature = $util.newBuffer([]);
+
+            /**
+             * SignedClaimResponse keyId.
+             * @member {string} keyId
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @instance
+             */
+            SignedClaimResponse.prototype.keyId = "";
+
+            /**
+             * Creates a new SignedClaimResponse instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @static
+             * @param {tallybox.v1.SignedClaimResponse.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.SignedClaimResponse} SignedClaimResponse instance
+             * @type {{
+             *   (properties: tallybox.v1.SignedClaimResponse.$Shape): tallybox.v1.SignedClaimResponse & tallybox.v1.SignedClaimResponse.$Shape;
+             *   (properties?: tallybox.v1.SignedClaimResponse.$Properties): tallybox.v1.SignedClaimResponse;
+             * }}
+             */
+            SignedClaimResponse.create = function(properties) {
+                return new SignedClaimResponse(properties);
+            };
+
+            /**
+             * Encodes the specified SignedClaimResponse message. Does not implicitly {@link tallybox.v1.SignedClaimResponse.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @static
+             * @param {tallybox.v1.SignedClaimResponse.$Properties} m SignedClaimResponse message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SignedClaimResponse.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.body != null && $Object.hasOwnProperty.call(m, "body") && m.body.length)
+                    w.uint32(/* id 1, wireType 2 =*/10).bytes(m.body);
+                if (m.signature != null && $Object.hasOwnProperty.call(m, "signature") && m.signature.length)
+                    w.uint32(/* id 2, wireType 2 =*/18).bytes(m.signature);
+                if (m.keyId != null && $Object.hasOwnProperty.call(m, "keyId") && m.keyId !== "")
+                    w.uint32(/* id 3, wireType 2 =*/26).string(m.keyId);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a SignedClaimResponse message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.SignedClaimResponse & tallybox.v1.SignedClaimResponse.$Shape} SignedClaimResponse
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SignedClaimResponse.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.SignedClaimResponse();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.body = v;
+                            else
+                                delete m.body;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.signature = v;
+                            else
+                                delete m.signature;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.keyId = v;
+                            else
+                                delete m.keyId;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a SignedClaimResponse message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.SignedClaimResponse} SignedClaimResponse
+             */
+            SignedClaimResponse.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.SignedClaimResponse)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.SignedClaimResponse: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.SignedClaimResponse();
+                if (d.body != null) {
+                    if (d.body.length) {
+                        if (typeof d.body === "string")
+                            $util.base64.decode(d.body, m.body = $util.newBuffer($util.base64.length(d.body)), 0);
+                        else if (d.body.length >= 0)
+                            m.body = d.body;
+                    }
+                }
+                if (d.signature != null) {
+                    if (d.signature.length) {
+                        if (typeof d.signature === "string")
+                            $util.base64.decode(d.signature, m.signature = $util.newBuffer($util.base64.length(d.signature)), 0);
+                        else if (d.signature.length >= 0)
+                            m.signature = d.signature;
+                    }
+                }
+                if (d.keyId != null) {
+                    if (typeof d.keyId !== "string" || d.keyId.length) {
+                        m.keyId = $String(d.keyId);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a SignedClaimResponse message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @static
+             * @param {tallybox.v1.SignedClaimResponse} m SignedClaimResponse
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            SignedClaimResponse.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    if (o.bytes === $String)
+                        d.body = "";
+                    else {
+                        d.body = [];
+                        if (o.bytes !== $Array)
+                            d.body = $util.newBuffer(d.body);
+                    }
+                    if (o.bytes === $String)
+                        d.signature = "";
+                    else {
+                        d.signature = [];
+                        if (o.bytes !== $Array)
+                            d.signature = $util.newBuffer(d.signature);
+                    }
+                    d.keyId = "";
+                }
+                if (m.body != null && $Object.hasOwnProperty.call(m, "body")) {
+                    d.body = o.bytes === $String ? $util.base64.encode(m.body, 0, m.body.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.body) : m.body;
+                }
+                if (m.signature != null && $Object.hasOwnProperty.call(m, "signature")) {
+                    d.signature = o.bytes === $String ? $util.base64.encode(m.signature, 0, m.signature.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.signature) : m.signature;
+                }
+                if (m.keyId != null && $Object.hasOwnProperty.call(m, "keyId")) {
+                    d.keyId = m.keyId;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this SignedClaimResponse to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            SignedClaimResponse.prototype.toJSON = function() {
+                return SignedClaimResponse.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for SignedClaimResponse
+             * @function getTypeUrl
+             * @memberof tallybox.v1.SignedClaimResponse
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            SignedClaimResponse.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.SignedClaimResponse";
+            };
+
+            return SignedClaimResponse;
+        })();
+
         v1.SignedCommand = (function() {
 
             /**

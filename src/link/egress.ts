@@ -1,6 +1,7 @@
 /**
  * The egress gate: the ONLY code that publishes to the broker. It accepts
  * exactly three message types — PunchEvent, DeviceState, CommandResult —
+ * (and, before a device has an id, its one ClaimRequest: publishClaimRequest)
  * builds each field by field from a typed input, and encodes it with the
  * generated protobuf code. There is no method that takes bytes or an arbitrary
  * object, so nothing else (a template, a name, a card number) can be handed to
@@ -131,4 +132,29 @@ export class EgressGate {
   will(s: DeviceStateProps): { topic: string; payload: Buffer; qos: 1; retain: true } {
     return { topic: this.stateTopic(), payload: Buffer.from(this.encodeState(s)), qos: 1, retain: true };
   }
+}
+
+/** What a device sends when it claims its identity (src/link/claim.ts): no personal data, nothing but these fields. */
+export interface OutgoingClaimRequest {
+  claimCode: string;
+  region: string;
+  /** Raw 32-byte Ed25519 public key, base64 (a string: the gate takes no bytes from callers). */
+  devicePublicKeyBase64: string;
+  /** The request nonce, hex (16 bytes): also the topic level. */
+  nonceHex: string;
+  sentAtMs: number;
+  agentVersion: string;
+}
+
+/** Provisioning only: the claim request, built field by field, QoS 1 (resolves on PUBACK). */
+export function publishClaimRequest(channel: EgressChannel, claimTopic: string, c: OutgoingClaimRequest): Promise<void> {
+  const payload = pb.ClaimRequest.encode({
+    claimCode: c.claimCode,
+    region: c.region,
+    devicePublicKey: Buffer.from(c.devicePublicKeyBase64, 'base64'),
+    nonce: Buffer.from(c.nonceHex, 'hex'),
+    sentAtMs: c.sentAtMs,
+    agentVersion: c.agentVersion,
+  }).finish();
+  return publish(channel, claimTopic, payload, false);
 }

@@ -54,6 +54,14 @@ const CONFIG_ERROR_CODES = new Set([
   'SERVED_ORGS_CORRUPT',
   'VAULT_SCHEMA_UNSUPPORTED',
   'VAULT_SCHEMA_UNKNOWN',
+  // Provisioning by claim: a person must get a new code, the right region, CA or cloud key.
+  'CLAIM_CODE_UNKNOWN',
+  'CLAIM_CODE_USED',
+  'CLAIM_CODE_EXPIRED',
+  'CLAIM_REFUSED',
+  'CLAIM_TLS_FAILED',
+  'CLAIM_TRUST_ANCHOR_MISSING',
+  'PROVISION_OUT_EXISTS',
 ]);
 
 export function isConfigErrorCode(code: string): boolean {

@@ -1,0 +1,132 @@
+/**
+ * The Debian package (issue 11 §5) on this machine, as IT installs it: it
+ * builds (timed), `dpkg -i` installs it (nodejs is a dpkg package here, so no
+ * --force-depends), the service user and directories exist with the right
+ * owners and modes, `systemd-analyze verify` accepts the unit without a single
+ * warning (and does warn on a broken copy: the check can fail), the installed
+ * `tallybox doctor` runs, `dpkg -r` removes the program and keeps
+ * /var/lib/tallybox, `dpkg --purge` removes that too. Root only (dpkg); what
+ * the test installed is purged afterwards, and the user removed if it made it.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { dump as toYaml } from 'js-yaml';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
+
+const repo = resolve(import.meta.dirname, '../..');
+const peers = [systemPeer('dpkg-deb', { pkg: 'dpkg' }), systemPeer('systemd-analyze', { pkg: 'systemd' })];
+const isRoot = process.getuid?.() === 0;
+const run = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000 });
+// dpkg-query's own ${Status} field syntax, not a template.
+const STATUS_FORMAT = '-f=$' + '{Status}';
+const installed = () => run('dpkg-query', ['-W', STATUS_FORMAT, 'tallybox']).stdout.includes('install ok installed');
+
+describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as root)', path: undefined, available: false, reason: 'dpkg -i needs root' }], 'Debian package: build, install, verify, remove', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'tbx-deb-'));
+  let deb = '';
+  let userExisted = false;
+
+  beforeAll(() => {
+    // Never clobber a real installation on the machine running the tests.
+    if (installed() || existsSync('/etc/tallybox') || existsSync('/var/lib/tallybox') || existsSync('/opt/tallybox')) {
+      throw new Error('tallybox is installed on this machine (or /etc/tallybox, /var/lib/tallybox, /opt/tallybox exist): refusing to test the package over it');
+    }
+    userExisted = run('getent', ['passwd', 'tallybox']).status === 0;
+  });
+  afterAll(() => {
+    if (installed() || run('dpkg-query', ['-W', 'tallybox']).status === 0) run('dpkg', ['--purge', 'tallybox']);
+    rmSync('/var/lib/tallybox', { recursive: true, force: true });
+    rmSync('/etc/tallybox', { recursive: true, force: true });
+    if (!userExisted && run('getent', ['passwd', 'tallybox']).status === 0) run('userdel', ['tallybox']);
+    run('getent', ['group', 'tallybox']).status === 0 && !userExisted && run('groupdel', ['tallybox']);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('builds (npm run package minus the build: the build is the suite\'s), with the production node_modules only', () => {
+    const t0 = performance.now();
+    const out = execFileSync(process.execPath, [join(repo, 'scripts/package-deb.mjs'), '--out', tmp], { encoding: 'utf8', timeout: 240_000 });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { deb: string; bytes: number; installedKiB: number; ms: number };
+    deb = r.deb;
+    process.stderr.write(`tallybox-test: package built in ${Math.round(performance.now() - t0)} ms: ${(r.bytes / 1e6).toFixed(1)} MB .deb, ${(r.installedKiB / 1024).toFixed(0)} MiB installed\n`);
+    const info = execFileSync('dpkg-deb', ['--info', deb], { encoding: 'utf8' });
+    expect(info).toMatch(/Package: tallybox/);
+    expect(info).toMatch(/Depends: nodejs \(>= 20\)/);
+    const contents = execFileSync('dpkg-deb', ['--contents', deb], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+    for (const p of ['./opt/tallybox/dist/src/cli/tallybox.js', './opt/tallybox/node_modules/sqlite3/', './opt/tallybox/node_modules/mqtt/', './lib/systemd/system/tallybox.service', './usr/bin/tallybox -> /opt/tallybox/dist/src/cli/tallybox.js']) {
+      expect(contents, p).toContain(p);
+    }
+    // Development tools stay out.
+    for (const p of ['node_modules/vitest/', 'node_modules/typescript/', 'node_modules/@biomejs/']) expect(contents, p).not.toContain(p);
+    // Every file is root's, whoever built it.
+    expect(contents.split('\n').filter((l) => l && !/ root\/root /.test(l))).toEqual([]);
+  }, 300_000);
+
+  it('systemd-analyze verify accepts the unit without a warning, and warns on a broken copy', () => {
+    const unit = join(repo, 'packaging/tallybox.service');
+    const ok = run('systemd-analyze', ['verify', unit]);
+    expect({ status: ok.status, stderr: ok.stderr }).toEqual({ status: 0, stderr: '' });
+    const text = readFileSync(unit, 'utf8');
+    for (const line of ['Restart=on-failure', 'RestartPreventExitStatus=78', 'StateDirectory=tallybox', 'StateDirectoryMode=0700', 'User=tallybox', 'ProtectSystem=strict', 'ProtectHome=yes', 'NoNewPrivileges=yes', 'PrivateTmp=yes', 'ProtectKernelTunables=yes', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'LoadCredential=tallybox-kek:/etc/tallybox/tallybox.kek']) {
+      expect(text.split('\n'), line).toContain(line);
+    }
+    const broken = join(tmp, 'tallybox.service');
+    writeFileSync(broken, text.replace('ProtectSystem=strict', 'ProtectSystem=stricter').replace('ExecStart=/usr/bin/node', 'ExecStart=/usr/bin/no-such-node'));
+    const bad = run('systemd-analyze', ['verify', broken]);
+    expect(bad.stderr).toMatch(/Failed to parse protect system value/);
+    expect(bad.stderr).toMatch(/no-such-node is not executable/);
+  });
+
+  it('dpkg -i installs it: the service user, /var/lib/tallybox 0700 its own, /etc/tallybox 0700 root, the unit, and a working `tallybox`', () => {
+    expect(deb).not.toBe('');
+    // nodejs is a dpkg package on this machine (Debian's or NodeSource's), so Depends is met without --force-depends.
+    expect(run('dpkg', ['-s', 'nodejs']).stdout).toMatch(/Status: install ok installed/);
+    const r = run('dpkg', ['-i', deb]);
+    expect(r.status, r.stderr).toBe(0);
+    const uid = Number(run('id', ['-u', 'tallybox']).stdout.trim());
+    expect(uid).toBeGreaterThan(0);
+    expect(run('getent', ['passwd', 'tallybox']).stdout).toMatch(/:\/var\/lib\/tallybox:\/usr\/sbin\/nologin$/m);
+    const data = statSync('/var/lib/tallybox');
+    expect({ uid: data.uid, mode: data.mode & 0o777 }).toEqual({ uid, mode: 0o700 });
+    const etc = statSync('/etc/tallybox');
+    expect({ uid: etc.uid, mode: etc.mode & 0o777 }).toEqual({ uid: 0, mode: 0o700 });
+    expect(existsSync('/lib/systemd/system/tallybox.service')).toBe(true);
+    expect(run('systemd-analyze', ['verify', '/lib/systemd/system/tallybox.service'])).toMatchObject({ status: 0, stderr: '' });
+    const help = run('/usr/bin/tallybox', ['--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/provision --claim CODE/);
+  }, 180_000);
+
+  it('the installed `tallybox doctor` runs and reports on a config', () => {
+    const dir = join(tmp, 'etc');
+    execFileSync('install', ['-d', '-m', '0700', dir]);
+    const config = join(dir, 'tallybox.yaml');
+    writeFileSync(config, toYaml({ version: 1, device: { id: 'dev-pkg', kind: 'sim', orgId: 'org-a' }, region: 'sg', dataDir: '/var/lib/tallybox', broker: { url: 'mqtt://127.0.0.1:1', allowLoopback: true, connectTimeoutMs: 500 }, clock: { source: 'assume-synced' } }));
+    const r = run('/usr/bin/tallybox', ['doctor', '--config', config, '--json']);
+    const report = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; verdict: string; detail: string }[] };
+    const by = new Map(report.checks.map((c) => [c.name, c]));
+    expect(by.get('config')).toMatchObject({ verdict: 'ok' });
+    // doctor as root judges the data directory by its owner, the tallybox user: that is not a fault.
+    expect(by.get('data-dir-perms')).toMatchObject({ verdict: 'ok' });
+    expect(by.get('disk')?.verdict).not.toBe('fail');
+    // Nothing listens on port 1: the broker check fails, and says so.
+    expect(by.get('broker')).toMatchObject({ verdict: 'fail' });
+    expect(r.status).toBe(1);
+  }, 60_000);
+
+  it('dpkg -r removes the program and keeps /var/lib/tallybox; dpkg --purge removes it too', () => {
+    writeFileSync('/var/lib/tallybox/outbox.db', 'undelivered punches');
+    const r = run('dpkg', ['-r', 'tallybox']);
+    expect(r.status, r.stderr).toBe(0);
+    for (const p of ['/opt/tallybox/dist', '/usr/bin/tallybox', '/lib/systemd/system/tallybox.service']) expect(existsSync(p), p).toBe(false);
+    expect(readFileSync('/var/lib/tallybox/outbox.db', 'utf8')).toBe('undelivered punches');
+    expect(existsSync('/etc/tallybox')).toBe(true);
+    const p = run('dpkg', ['--purge', 'tallybox']);
+    expect(p.status, p.stderr).toBe(0);
+    expect(existsSync('/var/lib/tallybox')).toBe(false);
+    expect(existsSync('/etc/tallybox')).toBe(false);
+    expect(existsSync('/opt/tallybox')).toBe(false);
+  }, 120_000);
+});
