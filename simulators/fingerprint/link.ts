@@ -144,7 +144,16 @@ export class DeviceLink {
   #send(frames: Buffer[], delayMs: number, baudRate: number): Promise<void> {
     const run = async () => {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-      if (!this.pacing) return this.#write(Buffer.concat(frames));
+      if (!this.pacing) {
+        // One write per frame, yielding to the event loop in between: libuv writes a pty
+        // master with blocking writes (it cannot reopen a master non-blocking), so one
+        // ~40 KB UpImage write would fill the pty and block this process, host included.
+        for (let i = 0; i < frames.length; i++) {
+          if (i > 0) await new Promise((r) => setImmediate(r));
+          await this.#write(frames[i] as Buffer);
+        }
+        return;
+      }
       // Paced: each frame is written once the line would have finished sending it,
       // so a multi-packet reply trickles out at the baud rate (durations on the monotonic clock).
       for (const f of frames) {
