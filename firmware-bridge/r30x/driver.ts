@@ -14,6 +14,7 @@ import { R30xParser, encodePacket, type FrameReject, type Packet } from './codec
 import {
   Confirmation,
   DEFAULT_ADDRESS,
+  Instruction,
   PAGES_PER_INDEX_TABLE,
   Pid,
   TEMPLATE_SIZE,
@@ -282,6 +283,22 @@ export class R30xDriver extends EventEmitter<R30xDriverEvents> {
     return decodeIndexTable(indexPage, await this.#command('ReadIndexTable', Command.readIndexTable(indexPage)));
   }
 
+  /**
+   * UpImage/DownImage move a raw fingerprint image: the agent never does
+   * (privacy rule: only templates, sealed, leave the module). Refused here,
+   * before anything is sent, so no caller can do it by accident.
+   */
+  upImage(): Promise<never> {
+    return this.#run('UpImage', async () => {
+      throw imageRefused('UpImage');
+    });
+  }
+  downImage(): Promise<never> {
+    return this.#run('DownImage', async () => {
+      throw imageRefused('DownImage');
+    });
+  }
+
   /** Serialise: the module is half duplex and acks carry no sequence number. */
   #run<T>(name: InstructionName, fn: () => Promise<T>): Promise<T> {
     const task = async (): Promise<T> => {
@@ -303,6 +320,8 @@ export class R30xDriver extends EventEmitter<R30xDriverEvents> {
 
   /** Send a command packet and return the ack's payload after an OK confirmation. */
   async #command(name: InstructionName, content: Buffer): Promise<Buffer> {
+    const code = content[0];
+    if (code === Instruction.UpImage || code === Instruction.DownImage) throw imageRefused(name);
     // Anything half-received belongs to an earlier, finished exchange.
     this.#parser.reset();
     this.#inbox = [];
@@ -374,6 +393,9 @@ export class R30xDriver extends EventEmitter<R30xDriverEvents> {
   }
 }
 
+function imageRefused(name: InstructionName): R30xError {
+  return new R30xError({ code: 'IMAGE_TRANSFER_REFUSED', instruction: name, message: `R30x ${name}: IMAGE_TRANSFER_REFUSED, the agent never moves fingerprint images (nothing was sent)` });
+}
 function badArgument(message: string): R30xError {
   return new R30xError({ code: 'BAD_ARGUMENT', message: `R30x: BAD_ARGUMENT, ${message}` });
 }

@@ -9,7 +9,9 @@ export type R30xLinkErrorCode =
   | 'DISCONNECTED'
   | 'WRITE_FAILED'
   | 'CLOSED'
-  | 'BAD_ARGUMENT';
+  | 'BAD_ARGUMENT'
+  /** UpImage/DownImage: the agent never moves a fingerprint image (nothing is sent). */
+  | 'IMAGE_TRANSFER_REFUSED';
 
 export type R30xErrorCode = ConfirmationName | `UNKNOWN_0x${string}` | R30xLinkErrorCode;
 

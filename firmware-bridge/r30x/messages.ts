@@ -2,7 +2,7 @@
  * Content of each instruction's command and ack, both directions, so the host
  * driver and the simulator cannot disagree about a byte offset.
  */
-import { INDEX_TABLE_BYTES, Instruction, PAGES_PER_INDEX_TABLE, type InstructionCode } from './constants.js';
+import { INDEX_TABLE_BYTES, Instruction, NOTEPAD_PAGE_BYTES, PAGES_PER_INDEX_TABLE, PROD_INFO_BYTES, type InstructionCode } from './constants.js';
 
 function u16(n: number): [number, number] {
   return [(n >> 8) & 0xff, n & 0xff];
@@ -33,6 +33,49 @@ export const Command = {
   readSysPara: () => Buffer.from([Instruction.ReadSysPara]),
   templateNum: () => Buffer.from([Instruction.TemplateNum]),
   readIndexTable: (indexPage: number) => Buffer.from([Instruction.ReadIndexTable, indexPage]),
+  upImage: () => Buffer.from([Instruction.UpImage]),
+  downImage: () => Buffer.from([Instruction.DownImage]),
+  getRandomCode: () => Buffer.from([Instruction.GetRandomCode]),
+  setAdder: (address: number) => Buffer.from([Instruction.SetAdder, ...u32(address)]),
+  writeNotepad: (page: number, data: Uint8Array) => {
+    const out = Buffer.alloc(2 + NOTEPAD_PAGE_BYTES);
+    out[0] = Instruction.WriteNotepad;
+    out[1] = page;
+    Buffer.from(data).copy(out, 2, 0, NOTEPAD_PAGE_BYTES);
+    return out;
+  },
+  readNotepad: (page: number) => Buffer.from([Instruction.ReadNotepad, page]),
+  cancel: () => Buffer.from([Instruction.Cancel]),
+  /** page(2), entries(1), flags(2) — see AutoEnrollFlags. */
+  autoEnroll: (page: number, entries: number, flags: number) => Buffer.from([Instruction.AutoEnroll, ...u16(page), entries, ...u16(flags)]),
+  /** security level(1), page(2) (0xFFFF = the whole library), flags(2). */
+  autoIdentify: (securityLevel: number, page: number, flags: number) => Buffer.from([Instruction.AutoIdentify, securityLevel, ...u16(page), ...u16(flags)]),
+  checkSensor: () => Buffer.from([Instruction.CheckSensor]),
+  readProdInfo: () => Buffer.from([Instruction.ReadProdInfo]),
+  softRst: () => Buffer.from([Instruction.SoftRst]),
+  handShake: () => Buffer.from([Instruction.HandShake]),
+  getEcho: () => Buffer.from([Instruction.GetEcho]),
+} as const;
+
+/** AutoEnroll/AutoIdentify flag bits (the parameter word). */
+export const AutoFlags = {
+  /** bit 2 set: do not send the per-step acks, only the last one. */
+  QUIET: 0b100,
+  /** bit 3 set: AutoEnroll may overwrite a used page. */
+  OVERWRITE: 0b1000,
+  /** bit 4 set: AutoEnroll may enrol a finger already in the library. */
+  ALLOW_DUPLICATE: 0b10000,
+} as const;
+
+/** Step codes in the first payload byte of AutoEnroll/AutoIdentify acks. */
+export const AutoStep = {
+  LEGALITY: 0x00,
+  GET_IMAGE: 0x01,
+  GEN_CHAR: 0x02,
+  FINGER_LEAVE: 0x03,
+  MERGE: 0x04,
+  CHECK: 0x05,
+  STORE: 0x06,
 } as const;
 
 /**
@@ -53,6 +96,18 @@ export function ackPayloadLength(instruction: number): number {
       return 16;
     case Instruction.ReadIndexTable:
       return INDEX_TABLE_BYTES;
+    case Instruction.GetRandomCode:
+      return 4;
+    case Instruction.ReadNotepad:
+      return NOTEPAD_PAGE_BYTES;
+    case Instruction.ReadProdInfo:
+      return PROD_INFO_BYTES;
+    case Instruction.AutoEnroll:
+      // step, entry number
+      return 2;
+    case Instruction.AutoIdentify:
+      // step, page(2), score(2)
+      return 5;
     default:
       return 0;
   }
@@ -142,4 +197,56 @@ export function splitData(data: Uint8Array, packetSize: number): Buffer[] {
     if (data.length === 0) break;
   }
   return out;
+}
+
+/** ReadProdInfo's 46 bytes (ASCII fields NUL-padded). */
+export interface ProdInfo {
+  /** 16 ASCII. */
+  moduleType: string;
+  /** 4 ASCII. */
+  batchNumber: string;
+  /** 8 ASCII. */
+  serialNumber: string;
+  hardwareVersion: { major: number; minor: number };
+  /** 8 ASCII. */
+  sensorType: string;
+  sensorWidth: number;
+  sensorHeight: number;
+  templateSize: number;
+  databaseSize: number;
+}
+
+function ascii(out: Buffer, at: number, len: number, text: string): void {
+  Buffer.from(text, 'latin1').copy(out, at, 0, len);
+}
+function unascii(p: Buffer, at: number, len: number): string {
+  return p.subarray(at, at + len).toString('latin1').replace(/\0+$/, '');
+}
+
+export function encodeProdInfo(i: ProdInfo): Buffer {
+  const out = Buffer.alloc(PROD_INFO_BYTES);
+  ascii(out, 0, 16, i.moduleType);
+  ascii(out, 16, 4, i.batchNumber);
+  ascii(out, 20, 8, i.serialNumber);
+  out[28] = i.hardwareVersion.major;
+  out[29] = i.hardwareVersion.minor;
+  ascii(out, 30, 8, i.sensorType);
+  out.writeUInt16BE(i.sensorWidth, 38);
+  out.writeUInt16BE(i.sensorHeight, 40);
+  out.writeUInt16BE(i.templateSize, 42);
+  out.writeUInt16BE(i.databaseSize, 44);
+  return out;
+}
+export function decodeProdInfo(p: Buffer): ProdInfo {
+  return {
+    moduleType: unascii(p, 0, 16),
+    batchNumber: unascii(p, 16, 4),
+    serialNumber: unascii(p, 20, 8),
+    hardwareVersion: { major: p[28] as number, minor: p[29] as number },
+    sensorType: unascii(p, 30, 8),
+    sensorWidth: p.readUInt16BE(38),
+    sensorHeight: p.readUInt16BE(40),
+    templateSize: p.readUInt16BE(42),
+    databaseSize: p.readUInt16BE(44),
+  };
 }

@@ -7,11 +7,31 @@
  * - acks always have the fixed length of their instruction, error or not
  *   (12 plain, 14 TemplateNum/Match, 16 Search, 28 ReadSysPara, 44 ReadIndexTable);
  * - acks carry the module address (default FFFFFFFF) and PID 07;
- * - commands to another address, and non-command packets outside a DownChar, get no reply.
+ * - commands to another address, and non-command packets outside a DownChar/DownImage, get no reply;
+ * - an instruction the module does not know is refused with 01 (the family has no separate
+ *   "illegal instruction" code: 01 "error when receiving package" is what modules answer).
+ * The instruction table (what is supported, how) is in firmware-bridge/r30x/README.md.
  */
+import { createHash, createHmac } from 'node:crypto';
 import { encodePacket, type Packet } from '../../firmware-bridge/r30x/codec.js';
-import { Confirmation, DEFAULT_ADDRESS, INSTRUCTION_NAMES, Instruction, Pid, TEMPLATE_SIZE, packetSizeFromCode } from '../../firmware-bridge/r30x/constants.js';
-import { ackContent, encodeIndexTable, encodeSearchPayload, encodeSysPara, splitData } from '../../firmware-bridge/r30x/messages.js';
+import {
+  BAUD_UNIT,
+  Confirmation,
+  DEFAULT_ADDRESS,
+  HANDSHAKE_BYTE,
+  IMAGE_HEIGHT,
+  IMAGE_SIZE,
+  IMAGE_WIDTH,
+  INSTRUCTION_NAMES,
+  Instruction,
+  NOTEPAD_PAGES,
+  NOTEPAD_PAGE_BYTES,
+  Pid,
+  TEMPLATE_SIZE,
+  baudRateFromN,
+  packetSizeFromCode,
+} from '../../firmware-bridge/r30x/constants.js';
+import { AutoFlags, AutoStep, ackContent, encodeIndexTable, encodeProdInfo, encodeSearchPayload, encodeSysPara, splitData } from '../../firmware-bridge/r30x/messages.js';
 import { DEFAULT_SEED, MATCH_THRESHOLD, captureFor, combine, score, templateDigest, type FingerRef } from './templates.js';
 
 export const MAX_CAPACITY = 1024;
@@ -34,7 +54,20 @@ export interface FingerprintDeviceOptions {
   packetSizeCode?: number;
   /** Seed of the deterministic templates. */
   seed?: string;
+  /** Line speed, 9600 × N (N 1..12); default 57600. */
+  baudRate?: number;
 }
+
+/** The image buffer: a capture of a placed finger, or an image the host downloaded. */
+interface ImageBuffer {
+  ref: FingerRef | null;
+  quality: FingerQuality;
+  /** For a downloaded image: its bytes' digest (what Img2Tz extracts features from). */
+  digest?: string;
+}
+
+/** Images handed out by UpImage, by digest, so downloading one back images the same finger. */
+const IMAGE_MEMORY = 8;
 
 export interface LibraryEntry {
   page: number;
@@ -46,31 +79,45 @@ export interface LibraryEntry {
 
 export class FingerprintDevice {
   readonly capacity: number;
-  readonly address: number;
   readonly seed: string;
+  #address: number;
   #password: number;
   #verified = false;
   #packetSizeCode: number;
   #securityLevel = 3;
   #baudN = 6;
+  /** Notepad (flash): survives power cycles like the library. */
+  readonly #notepad: Buffer[] = Array.from({ length: NOTEPAD_PAGES }, () => Buffer.alloc(NOTEPAD_PAGE_BYTES));
+  #sensorOk = true;
+  #randomCounter = 0;
+  readonly #uploadedImages = new Map<string, FingerRef>();
+  /** Instructions received (by code), answered or not: what the host asked of the module. */
+  readonly #received = new Map<number, number>();
   readonly #library = new Map<number, Buffer>();
   /** Digest → finger, for labelling library dumps. */
   readonly #known = new Map<string, FingerRef>();
   #char: [Buffer, Buffer] = [Buffer.alloc(TEMPLATE_SIZE), Buffer.alloc(TEMPLATE_SIZE)];
   #finger: PlacedFinger | null = null;
-  #image: PlacedFinger | null = null;
+  #image: ImageBuffer | null = null;
   #captures = 0;
   /** DownChar in progress: target buffer and the parts so far. */
-  #receiving: { buffer: 0 | 1; parts: Buffer[]; bytes: number } | null = null;
+  #receiving: { kind: 'char'; buffer: 0 | 1; parts: Buffer[]; bytes: number } | { kind: 'image'; parts: Buffer[]; bytes: number } | null = null;
   /** Counters for the control interface. */
   readonly counters = { commands: 0, ignored: 0 };
   onCommand: ((instruction: string, confirmation: number) => void) | null = null;
+  /** Called after SetSysPara changed the line speed (the ack already went at the old one). */
+  onBaudRate: ((baudRate: number) => void) | null = null;
 
   constructor(opts: FingerprintDeviceOptions = {}) {
     const capacity = opts.capacity ?? 1000;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_CAPACITY) throw new RangeError(`capacity ${capacity} is not 1..${MAX_CAPACITY}`);
     this.capacity = capacity;
-    this.address = opts.address ?? DEFAULT_ADDRESS;
+    this.#address = opts.address ?? DEFAULT_ADDRESS;
+    if (opts.baudRate !== undefined) {
+      if (opts.baudRate % BAUD_UNIT !== 0) throw new RangeError(`baud rate ${opts.baudRate} is not 9600 × N`);
+      baudRateFromN(opts.baudRate / BAUD_UNIT);
+      this.#baudN = opts.baudRate / BAUD_UNIT;
+    }
     this.#password = opts.password ?? 0;
     this.#packetSizeCode = opts.packetSizeCode ?? 2;
     packetSizeFromCode(this.#packetSizeCode);
@@ -94,6 +141,33 @@ export class FingerprintDevice {
   }
   get finger(): PlacedFinger | null {
     return this.#finger;
+  }
+  /** Current module address (SetAdder changes it; frames to another address are ignored). */
+  get address(): number {
+    return this.#address;
+  }
+  /** The line speed the module is configured for (ReadSysPara's baud N × 9600). */
+  get baudRate(): number {
+    return baudRateFromN(this.#baudN);
+  }
+  /** A broken sensor: CheckSensor answers SENSOR_ABNORMAL and GenImg IMAGE_FAILED. */
+  setSensorFault(broken: boolean): void {
+    this.#sensorOk = !broken;
+  }
+  /** How many times each instruction was received, by name (or 0xNN for unknown codes). */
+  instructionCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [code, n] of [...this.#received].sort((a, b) => a[0] - b[0])) out[INSTRUCTION_NAMES.get(code) ?? `0x${code.toString(16).padStart(2, '0')}`] = n;
+    return out;
+  }
+  /** Times instruction `code` was received. */
+  received(code: number): number {
+    return this.#received.get(code) ?? 0;
+  }
+  /** What the module sends when it is ready after power-up: the handshake byte, outside any frame. */
+  powerUp(): Buffer[] {
+    this.powerCycle();
+    return [Buffer.from([HANDSHAKE_BYTE])];
   }
 
   /** Put the model of `ref` at `page` directly (a module enrolled elsewhere). */
@@ -139,7 +213,7 @@ export class FingerprintDevice {
 
   /** Frames to send back for one received packet (possibly none). */
   handle(p: Packet): Buffer[] {
-    if (p.addr !== this.address) {
+    if (p.addr !== this.#address) {
       this.counters.ignored++;
       return [];
     }
@@ -152,19 +226,19 @@ export class FingerprintDevice {
     this.#receiving = null;
     this.counters.commands++;
     const instruction = p.content[0] as number;
-    const out = this.#command(instruction, p.content.subarray(1));
-    return out;
+    this.#received.set(instruction, (this.#received.get(instruction) ?? 0) + 1);
+    return this.#command(instruction, p.content.subarray(1));
   }
 
   #ack(instruction: number, confirmation: number, payload?: Uint8Array): Buffer {
     this.onCommand?.(INSTRUCTION_NAMES.get(instruction) ?? `0x${instruction.toString(16)}`, confirmation);
-    return encodePacket({ addr: this.address, pid: Pid.ACK, content: ackContent(instruction, confirmation, payload) });
+    return encodePacket({ addr: this.#address, pid: Pid.ACK, content: ackContent(instruction, confirmation, payload) });
   }
 
   #command(ins: number, args: Buffer): Buffer[] {
     const ack = (c: number, payload?: Uint8Array) => [this.#ack(ins, c, payload)];
     const need = (n: number) => args.length >= n;
-    if (this.#password !== 0 && !this.#verified && ins !== Instruction.VfyPwd && ins !== Instruction.GetEcho) {
+    if (this.#password !== 0 && !this.#verified && ins !== Instruction.VfyPwd && ins !== Instruction.GetEcho && ins !== Instruction.HandShake) {
       return ack(Confirmation.MUST_VERIFY_PASSWORD);
     }
     switch (ins) {
@@ -183,9 +257,16 @@ export class FingerprintDevice {
         return ack(Confirmation.HANDSHAKE_OK);
       case Instruction.AuraLedConfig:
         return ack(Confirmation.OK);
+      case Instruction.HandShake:
+        return ack(Confirmation.OK);
+      case Instruction.CheckSensor:
+        return ack(this.#sensorOk ? Confirmation.OK : Confirmation.SENSOR_ABNORMAL);
       case Instruction.GenImg: {
+        // A failed capture leaves no usable image: Img2Tz now fails, as on the module.
+        this.#image = null;
+        if (!this.#sensorOk) return ack(Confirmation.IMAGE_FAILED);
         if (!this.#finger) return ack(Confirmation.NO_FINGER);
-        this.#image = { ...this.#finger };
+        this.#image = { ref: { person: this.#finger.person, finger: this.#finger.finger }, quality: this.#finger.quality };
         return ack(Confirmation.OK);
       }
       case Instruction.Img2Tz: {
@@ -195,8 +276,9 @@ export class FingerprintDevice {
         if (!img) return ack(Confirmation.NO_VALID_IMAGE);
         if (img.quality === 'messy') return ack(Confirmation.IMAGE_MESSY);
         if (img.quality === 'few-features') return ack(Confirmation.TOO_FEW_FEATURES);
-        this.#char[b] = captureFor(img, ++this.#captures, this.seed);
-        this.modelOf(img);
+        const ref = img.ref ?? { person: `downloaded-image:${img.digest}`, finger: 0 };
+        this.#char[b] = captureFor(ref, ++this.#captures, this.seed);
+        if (img.ref) this.modelOf(img.ref);
         return ack(Confirmation.OK);
       }
       case Instruction.Match: {
@@ -233,15 +315,73 @@ export class FingerprintDevice {
         const parts = splitData(this.#char[b], this.packetSize);
         return [
           ...ack(Confirmation.OK),
-          ...parts.map((content, i) => encodePacket({ addr: this.address, pid: i === parts.length - 1 ? Pid.END_DATA : Pid.DATA, content })),
+          ...this.#dataPackets(parts),
         ];
       }
       case Instruction.DownChar: {
         const b = this.#bufferArg(args[0]);
         if (b === null) return ack(Confirmation.RECEIVE_ERROR);
-        this.#receiving = { buffer: b, parts: [], bytes: 0 };
+        this.#receiving = { kind: 'char', buffer: b, parts: [], bytes: 0 };
         return ack(Confirmation.OK);
       }
+      case Instruction.UpImage: {
+        const img = this.#image;
+        if (!img) return ack(Confirmation.IMAGE_UPLOAD_ERROR);
+        const bytes = this.#imageBytes(img);
+        return [...ack(Confirmation.OK), ...this.#dataPackets(splitData(bytes, this.packetSize))];
+      }
+      case Instruction.DownImage:
+        this.#receiving = { kind: 'image', parts: [], bytes: 0 };
+        return ack(Confirmation.OK);
+      case Instruction.GetRandomCode: {
+        // Deterministic per seed (a failing run replays), different on every call.
+        const r = createHmac('sha256', this.seed).update(`r30x-random\0${++this.#randomCounter}`).digest().subarray(0, 4);
+        return ack(Confirmation.OK, r);
+      }
+      case Instruction.SetAdder: {
+        if (!need(4)) return ack(Confirmation.RECEIVE_ERROR);
+        // The datasheet's ack already carries the new address; frames to the old one are ignored from now on.
+        this.#address = args.readUInt32BE(0);
+        return ack(Confirmation.OK);
+      }
+      case Instruction.WriteNotepad: {
+        const page = args[0];
+        if (page === undefined || !need(1 + NOTEPAD_PAGE_BYTES)) return ack(Confirmation.RECEIVE_ERROR);
+        if (page >= NOTEPAD_PAGES) return ack(Confirmation.BAD_NOTEPAD_PAGE);
+        this.#notepad[page] = Buffer.from(args.subarray(1, 1 + NOTEPAD_PAGE_BYTES));
+        return ack(Confirmation.OK);
+      }
+      case Instruction.ReadNotepad: {
+        const page = args[0];
+        if (page === undefined) return ack(Confirmation.RECEIVE_ERROR);
+        if (page >= NOTEPAD_PAGES) return ack(Confirmation.BAD_NOTEPAD_PAGE);
+        return ack(Confirmation.OK, this.#notepad[page]);
+      }
+      case Instruction.ReadProdInfo:
+        return ack(
+          Confirmation.OK,
+          encodeProdInfo({
+            moduleType: 'TALLYBOX-SIM',
+            batchNumber: 'SIM1',
+            serialNumber: createHash('sha256').update(this.seed).digest('hex').slice(0, 8).toUpperCase(),
+            hardwareVersion: { major: 1, minor: 0 },
+            sensorType: 'SIM-OPT',
+            sensorWidth: IMAGE_WIDTH,
+            sensorHeight: IMAGE_HEIGHT,
+            templateSize: TEMPLATE_SIZE,
+            databaseSize: this.capacity,
+          }),
+        );
+      case Instruction.SoftRst:
+        // Ack first, then the module restarts (volatile state lost) and says it is ready with 0x55.
+        return [...ack(Confirmation.OK), ...this.powerUp()];
+      case Instruction.Cancel:
+        // AutoEnroll/AutoIdentify finish within their command here, so nothing is ever left to cancel.
+        return ack(Confirmation.OK);
+      case Instruction.AutoEnroll:
+        return this.#autoEnroll(args);
+      case Instruction.AutoIdentify:
+        return this.#autoIdentify(args);
       case Instruction.DeletChar: {
         if (!need(4)) return ack(Confirmation.RECEIVE_ERROR);
         const page = args.readUInt16BE(0);
@@ -283,7 +423,7 @@ export class FingerprintDevice {
             systemId: 0x0009,
             librarySize: this.capacity,
             securityLevel: this.#securityLevel,
-            address: this.address,
+            address: this.#address,
             packetSizeCode: this.#packetSizeCode,
             baudN: this.#baudN,
           }),
@@ -291,8 +431,11 @@ export class FingerprintDevice {
       case Instruction.SetSysPara: {
         if (!need(2)) return ack(Confirmation.RECEIVE_ERROR);
         const [param, value] = [args[0] as number, args[1] as number];
-        if (param === 4 && value >= 1 && value <= 12) this.#baudN = value;
-        else if (param === 5 && value >= 1 && value <= 5) this.#securityLevel = value;
+        if (param === 4 && value >= 1 && value <= 12) {
+          const changed = value !== this.#baudN;
+          this.#baudN = value;
+          if (changed) this.onBaudRate?.(this.baudRate);
+        } else if (param === 5 && value >= 1 && value <= 5) this.#securityLevel = value;
         else if (param === 6 && value <= 3) this.#packetSizeCode = value;
         else return ack(Confirmation.INVALID_REGISTER);
         return ack(Confirmation.OK);
@@ -300,6 +443,106 @@ export class FingerprintDevice {
       default:
         return ack(Confirmation.RECEIVE_ERROR);
     }
+  }
+
+  #dataPackets(parts: Buffer[]): Buffer[] {
+    return parts.map((content, i) => encodePacket({ addr: this.#address, pid: i === parts.length - 1 ? Pid.END_DATA : Pid.DATA, content }));
+  }
+
+  /** The image buffer's bytes: a deterministic 4-bit greyscale picture of the finger. */
+  #imageBytes(img: ImageBuffer): Buffer {
+    const label = img.ref ? `r30x-image\0${img.ref.person}\0${img.ref.finger}\0${this.#captures}` : `r30x-image-downloaded\0${img.digest}`;
+    const parts: Buffer[] = [];
+    for (let i = 0; parts.length * 32 < IMAGE_SIZE; i++) parts.push(createHmac('sha256', this.seed).update(`${label}\0${i}`).digest());
+    const bytes = Buffer.concat(parts).subarray(0, IMAGE_SIZE);
+    if (img.ref) {
+      const digest = imageDigest(bytes);
+      this.#uploadedImages.delete(digest);
+      this.#uploadedImages.set(digest, img.ref);
+      while (this.#uploadedImages.size > IMAGE_MEMORY) this.#uploadedImages.delete(this.#uploadedImages.keys().next().value as string);
+    }
+    return bytes;
+  }
+
+  /**
+   * AutoEnroll (R503): page(2), entries(1), flags(2). One ack per step
+   * (confirmation, step, entry) unless flags has QUIET; the last ack is STORE
+   * on success, or the failing step's. The finger must already be on the
+   * sensor: the simulator does not wait for one (OPERATION_TIMEOUT at once).
+   */
+  #autoEnroll(args: Buffer): Buffer[] {
+    const ins = Instruction.AutoEnroll;
+    const out: Buffer[] = [];
+    const step = (c: number, st: number, n: number, last = false) => {
+      if (last || !quiet) out.push(this.#ack(ins, c, Buffer.from([st, n])));
+      return out;
+    };
+    if (args.length < 5) return [this.#ack(ins, Confirmation.RECEIVE_ERROR)];
+    const page = args.readUInt16BE(0);
+    const entries = args[2] as number;
+    const flags = args.readUInt16BE(3);
+    const quiet = (flags & AutoFlags.QUIET) !== 0;
+    if (page >= this.capacity) return step(Confirmation.BAD_PAGE, AutoStep.LEGALITY, 0, true);
+    if (entries < 1 || entries > 6) return step(Confirmation.RECEIVE_ERROR, AutoStep.LEGALITY, 0, true);
+    if (this.#library.has(page) && !(flags & AutoFlags.OVERWRITE)) return step(Confirmation.TEMPLATE_NOT_EMPTY, AutoStep.LEGALITY, 0, true);
+    step(Confirmation.OK, AutoStep.LEGALITY, 0);
+    let capture: Buffer | null = null;
+    for (let n = 1; n <= entries; n++) {
+      const f = this.#finger;
+      if (!f) return step(Confirmation.OPERATION_TIMEOUT, AutoStep.GET_IMAGE, n, true);
+      step(Confirmation.OK, AutoStep.GET_IMAGE, n);
+      if (f.quality === 'messy') return step(Confirmation.IMAGE_MESSY, AutoStep.GEN_CHAR, n, true);
+      if (f.quality === 'few-features') return step(Confirmation.TOO_FEW_FEATURES, AutoStep.GEN_CHAR, n, true);
+      const c = captureFor(f, ++this.#captures, this.seed);
+      if (capture && score(capture, c) < MATCH_THRESHOLD) return step(Confirmation.AUTO_ENROLL_FAILED, AutoStep.GEN_CHAR, n, true);
+      capture ??= c;
+      step(Confirmation.OK, AutoStep.GEN_CHAR, n);
+      // The simulated finger counts as lifted and placed again between entries.
+      if (n < entries) step(Confirmation.OK, AutoStep.FINGER_LEAVE, n);
+    }
+    const model = combine(capture as Buffer);
+    step(Confirmation.OK, AutoStep.MERGE, 0xf0);
+    if (!(flags & AutoFlags.ALLOW_DUPLICATE)) {
+      for (const [p, t] of this.#library) if (p !== page && score(model, t) >= MATCH_THRESHOLD) return step(Confirmation.ALREADY_EXISTS, AutoStep.CHECK, 0xf1, true);
+    }
+    step(Confirmation.OK, AutoStep.CHECK, 0xf1);
+    this.#char = [model, Buffer.from(model)];
+    this.#setPage(page, Buffer.from(model));
+    if (this.#finger) this.modelOf(this.#finger);
+    return step(Confirmation.OK, AutoStep.STORE, 0xf2, true);
+  }
+
+  /**
+   * AutoIdentify (R503): security level(1), page(2) (0xFFFF = whole library),
+   * flags(2). Acks (confirmation, step, page(2), score(2)): LEGALITY, GET_IMAGE,
+   * then CHECK with the result (NOT_FOUND when nobody matches). No waiting for a
+   * finger, like AutoEnroll.
+   */
+  #autoIdentify(args: Buffer): Buffer[] {
+    const ins = Instruction.AutoIdentify;
+    if (args.length < 5) return [this.#ack(ins, Confirmation.RECEIVE_ERROR)];
+    const page = args.readUInt16BE(1);
+    const quiet = (args.readUInt16BE(3) & AutoFlags.QUIET) !== 0;
+    const out: Buffer[] = [];
+    const step = (c: number, st: number, result = { page: 0, score: 0 }, last = false) => {
+      if (last || !quiet) out.push(this.#ack(ins, c, Buffer.from([st, ...encodeSearchPayload(result)])));
+      return out;
+    };
+    if (page !== 0xffff && page >= this.capacity) return step(Confirmation.BAD_PAGE, AutoStep.LEGALITY, undefined, true);
+    step(Confirmation.OK, AutoStep.LEGALITY);
+    const f = this.#finger;
+    if (!f) return step(Confirmation.OPERATION_TIMEOUT, AutoStep.GET_IMAGE, undefined, true);
+    step(Confirmation.OK, AutoStep.GET_IMAGE);
+    if (f.quality !== 'good') return step(f.quality === 'messy' ? Confirmation.IMAGE_MESSY : Confirmation.TOO_FEW_FEATURES, AutoStep.CHECK, undefined, true);
+    const c = captureFor(f, ++this.#captures, this.seed);
+    this.#char[0] = c;
+    let best: { page: number; score: number } | null = null;
+    for (const [p, t] of this.#library) {
+      if (page !== 0xffff && p !== page) continue;
+      const s = score(c, t);
+      if (s >= MATCH_THRESHOLD && (!best || s > best.score || (s === best.score && p < best.page))) best = { page: p, score: s };
+    }
+    return best ? step(Confirmation.OK, AutoStep.CHECK, best, true) : step(Confirmation.NOT_FOUND, AutoStep.CHECK, undefined, true);
   }
 
   #receiveData(p: Packet): Buffer[] {
@@ -310,12 +553,20 @@ export class FingerprintDevice {
     }
     r.parts.push(p.content);
     r.bytes += p.content.length;
-    if (r.bytes > TEMPLATE_SIZE * 2) {
+    if (r.bytes > (r.kind === 'image' ? IMAGE_SIZE : TEMPLATE_SIZE * 2)) {
       // Runaway upload: drop it rather than grow without bound.
       this.#receiving = null;
       return [];
     }
-    if (p.pid === Pid.END_DATA) {
+    if (p.pid === Pid.END_DATA && r.kind === 'image') {
+      const bytes = Buffer.alloc(IMAGE_SIZE);
+      Buffer.concat(r.parts).copy(bytes, 0, 0, IMAGE_SIZE);
+      const digest = imageDigest(bytes);
+      // One of our own uploaded images images that finger again; anything else is a stranger's.
+      const ref = this.#uploadedImages.get(digest);
+      this.#image = ref ? { ref, quality: 'good' } : { ref: null, quality: 'good', digest };
+      this.#receiving = null;
+    } else if (p.pid === Pid.END_DATA && r.kind === 'char') {
       const t = Buffer.alloc(TEMPLATE_SIZE);
       Buffer.concat(r.parts).copy(t, 0, 0, TEMPLATE_SIZE);
       this.#char[r.buffer] = t;
@@ -341,4 +592,8 @@ function u16(n: number): Buffer {
 }
 function isBlank(b: Buffer): boolean {
   return b.every((x) => x === 0);
+}
+
+function imageDigest(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex').slice(0, 16);
 }

@@ -26,8 +26,20 @@ export interface LinkStats {
   txReplies: number;
 }
 
+/** Time on the wire of `bytes` at `baudRate`, 8N1: 10 bits a byte (start, 8 data, stop). */
+export function wireTimeMs(bytes: number, baudRate: number): number {
+  return (bytes * 10 * 1000) / baudRate;
+}
+
 export class DeviceLink {
   readonly device: FingerprintDevice;
+  /**
+   * Pace replies at the module's baud rate (bytes × 10 bits / baud), as a real
+   * UART would deliver them; off for fast tests. A pty or a mock moves bytes at
+   * memory speed otherwise, which hides timeouts a host would hit on hardware
+   * (an UpChar is ~100 ms at 57600, an UpImage ~6.5 s).
+   */
+  pacing: boolean;
   faults: Faults = { ...NO_FAULTS };
   /** Silent unplug: bytes in are lost, nothing goes out. */
   unplugged = false;
@@ -36,10 +48,13 @@ export class DeviceLink {
   #decoder = new R30xFrameDecoder();
   #tx: Promise<void> = Promise.resolve();
   #noiseState = 0x1234;
+  /** Monotonic time (performance.now) until which the simulated line is busy sending. */
+  #lineBusyUntil = 0;
   readonly #onData = (chunk: Buffer) => this.#receive(chunk);
 
-  constructor(opts: { device: FingerprintDevice; transport?: ByteTransport }) {
+  constructor(opts: { device: FingerprintDevice; transport?: ByteTransport; pacing?: boolean }) {
     this.device = opts.device;
+    this.pacing = opts.pacing ?? false;
     if (opts.transport) this.attach(opts.transport);
   }
 
@@ -75,7 +90,12 @@ export class DeviceLink {
 
   /** Write garbage now, unasked (line noise). */
   injectNoise(bytes: number): Promise<void> {
-    return this.#send([this.#noise(bytes)]);
+    return this.#send([this.#noise(bytes)], 0, this.device.baudRate);
+  }
+
+  /** Send bytes outside any exchange (the 0x55 handshake at power-up). */
+  sendRaw(frames: Buffer[]): Promise<void> {
+    return this.#send(frames, 0, this.device.baudRate);
   }
 
   /** Resolves when every queued reply has been written. */
@@ -91,10 +111,12 @@ export class DeviceLink {
         continue;
       }
       this.stats.rxFrames++;
+      // The reply leaves at the speed in force when the command came (SetSysPara's ack goes at the old rate).
+      const baudRate = this.device.baudRate;
       const frames = this.device.handle(item.packet);
       if (frames.length === 0) continue;
       this.stats.txReplies++;
-      void this.#send(this.#applyFaults(frames), this.faults.delayMs);
+      void this.#send(this.#applyFaults(frames), this.faults.delayMs, baudRate);
     }
   }
 
@@ -119,19 +141,41 @@ export class DeviceLink {
   }
 
   /** Replies leave in order even when delayed: one write chain. */
-  #send(frames: Buffer[], delayMs = 0): Promise<void> {
+  #send(frames: Buffer[], delayMs: number, baudRate: number): Promise<void> {
     const run = async () => {
       if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-      const t = this.#transport;
-      if (this.unplugged || !t || t.status !== 'open') return;
-      try {
-        await t.write(Buffer.concat(frames));
-      } catch {
-        // The host end went away mid-write; a real module would not notice either.
+      if (!this.pacing) {
+        // One write per frame, yielding to the event loop in between: libuv writes a pty
+        // master with blocking writes (it cannot reopen a master non-blocking), so one
+        // ~40 KB UpImage write would fill the pty and block this process, host included.
+        for (let i = 0; i < frames.length; i++) {
+          if (i > 0) await new Promise((r) => setImmediate(r));
+          await this.#write(frames[i] as Buffer);
+        }
+        return;
+      }
+      // Paced: each frame is written once the line would have finished sending it,
+      // so a multi-packet reply trickles out at the baud rate (durations on the monotonic clock).
+      for (const f of frames) {
+        const start = Math.max(performance.now(), this.#lineBusyUntil);
+        this.#lineBusyUntil = start + wireTimeMs(f.length, baudRate);
+        const wait = this.#lineBusyUntil - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        await this.#write(f);
       }
     };
     this.#tx = this.#tx.then(run, run);
     return this.#tx;
+  }
+
+  async #write(bytes: Buffer): Promise<void> {
+    const t = this.#transport;
+    if (this.unplugged || !t || t.status !== 'open') return;
+    try {
+      await t.write(bytes);
+    } catch {
+      // The host end went away mid-write; a real module would not notice either.
+    }
   }
 
   #noise(n: number): Buffer {

@@ -1,5 +1,5 @@
 /**
- * `tallybox-sim fingerprint --link PATH [--capacity 1000] [--control PORT | --control-socket PATH]`
+ * `tallybox-sim fingerprint --link PATH [--capacity 1000] [--control PORT | --control-socket PATH] [--baud N] [--no-pacing]`
  * Prints one JSON line when ready ({"event":"ready","link":…,"control":…}) and runs
  * until SIGINT/SIGTERM, then removes the pty and exits 0.
  */
@@ -20,7 +20,9 @@ options:
   --password HEX         module password, 8 hex digits (default 00000000)
   --packet-size-code N   0..3 = 32/64/128/256-byte data packets (default 2)
   --seed TEXT            seed of the deterministic templates
-  --baud N               serial speed the simulator opens its end with (default 57600)
+  --baud N               module baud rate, 9600 × N for N 1..12 (default 57600): what ReadSysPara
+                         reports, the pty's termios speed, and the pace of the replies
+  --no-pacing            send replies at memory speed instead of bytes × 10 / baud (fast tests)
 
 Control endpoints: see firmware-bridge/r30x/README.md (GET / on the server lists them).`;
 
@@ -58,6 +60,7 @@ export async function runFingerprintCli(argv: string[], io: CliIo): Promise<numb
         'packet-size-code': { type: 'string' },
         seed: { type: 'string' },
         baud: { type: 'string' },
+        'no-pacing': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -83,8 +86,9 @@ export async function runFingerprintCli(argv: string[], io: CliIo): Promise<numb
   const capacity = int('capacity', values.capacity, 1, 1024);
   const port = int('control', values.control, 0, 65535);
   const packetSizeCode = int('packet-size-code', values['packet-size-code'], 0, 3);
-  const baudRate = int('baud', values.baud, 1200, 921600);
+  const baudRate = int('baud', values.baud, 9600, 115200);
   for (const v of [capacity, port, packetSizeCode, baudRate]) if (v instanceof Error) return bad(v.message);
+  if (typeof baudRate === 'number' && (baudRate % 9600 !== 0 || baudRate > 115200)) return bad(`--baud ${baudRate} is not 9600 × N for N 1..12`);
   let password: number | undefined;
   if (values.password !== undefined) {
     if (!/^[0-9a-fA-F]{8}$/.test(values.password)) return bad(`--password ${values.password} is not 8 hex digits`);
@@ -99,13 +103,15 @@ export async function runFingerprintCli(argv: string[], io: CliIo): Promise<numb
     ...(baudRate !== undefined ? { baudRate: baudRate as number } : {}),
     ...(password !== undefined ? { password } : {}),
     ...(values.seed !== undefined ? { seed: values.seed } : {}),
+    // Paced by default: developers point real clients at this, and their timeouts must meet real timing.
+    pacing: values['no-pacing'] !== true,
     control: values['no-control']
       ? false
       : values['control-socket'] !== undefined
         ? { socketPath: values['control-socket'] }
         : { port: (port as number | undefined) ?? 0 },
   });
-  out(JSON.stringify({ event: 'ready', link: sim.link, capacity: sim.device.capacity, control: sim.control }));
+  out(JSON.stringify({ event: 'ready', link: sim.link, capacity: sim.device.capacity, baudRate: sim.device.baudRate, pacing: sim.deviceLink.pacing, control: sim.control }));
   try {
     await io.stop;
   } finally {

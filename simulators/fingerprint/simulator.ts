@@ -8,6 +8,7 @@ import { startControlServer, type ControlAddress, type ControlServer } from './c
 import { FingerprintDevice, type FingerprintDeviceOptions } from './device.js';
 import { DeviceLink, type Faults, type LinkStats } from './link.js';
 import { createPtyPair, type PtyPair } from '../lib/pty.js';
+import { isTermiosSpeed, readTtySpeed, setTtySpeed } from './tty-speed.js';
 
 /** 'plugged'; 'silent' = powered off but the port stays; 'closed' = the pty (or transport) is gone. */
 export type PlugState = 'plugged' | 'silent' | 'closed';
@@ -22,16 +23,24 @@ export interface ControlOptions {
 interface SimulatorCommon extends FingerprintDeviceOptions {
   /** Control server; default on (random port). `false` for none. */
   control?: ControlOptions | false;
+  /**
+   * Pace replies at the configured baud rate (bytes × 10 / baud). Default false
+   * for this programmatic API (tests and in-process stacks want speed); the
+   * `tallybox-sim fingerprint` CLI paces by default (`--no-pacing` turns it off).
+   */
+  pacing?: boolean;
 }
 
 export interface PtySimulatorOptions extends SimulatorCommon {
+  /** Default 57600 (9600 × N, N 1..12): ReadSysPara's baud, the pty's termios speed and the pacing rate. */
+  baudRate?: number;
   /** Host-side path (a symlink to the pty), e.g. /tmp/tallybox-r30x. */
   link: string;
-  /** Default 57600. Nominal on a pty (the kernel moves bytes at memory speed). */
-  baudRate?: number;
 }
 
 export interface TransportSimulatorOptions extends SimulatorCommon {
+  /** Default 57600 (9600 × N, N 1..12): what ReadSysPara reports and pacing uses. */
+  baudRate?: number;
   /** The device end of some link, e.g. `createMockSerialLink().device`. */
   transport: ByteTransport;
 }
@@ -46,6 +55,11 @@ export interface SimulatorState {
   templateCount: number;
   pages: number[];
   faults: Faults;
+  /** The module's configured line speed (ReadSysPara's), and whether replies are paced at it. */
+  baudRate: number;
+  pacing: boolean;
+  /** Instructions received so far, by name: what the host has asked of the module. */
+  instructions: Record<string, number>;
   stats: LinkStats & FingerprintDevice['counters'];
 }
 
@@ -69,9 +83,16 @@ export class FingerprintSimulator {
   #control: ControlServer | null = null;
   #closed = false;
 
-  private constructor(opts: { device: FingerprintDevice; plug: Plug }) {
+  #speedChange: Promise<void> = Promise.resolve();
+  /** The last failure to set the pty's speed (a baud rate termios cannot express), for state(). */
+  lineSpeedError: string | null = null;
+
+  private constructor(opts: { device: FingerprintDevice; plug: Plug; pacing: boolean }) {
     this.device = opts.device;
-    this.deviceLink = new DeviceLink({ device: opts.device });
+    this.deviceLink = new DeviceLink({ device: opts.device, pacing: opts.pacing });
+    this.device.onBaudRate = () => {
+      this.#speedChange = this.#speedChange.then(() => this.#applyLineSpeed());
+    };
     this.#plug = opts.plug;
     this.#plug.onLost = () => {
       if (this.#closed || this.#state === 'closed') return;
@@ -107,8 +128,35 @@ export class FingerprintSimulator {
       templateCount: this.device.pages().length,
       pages: this.device.pages(),
       faults: { ...this.deviceLink.faults },
+      baudRate: this.device.baudRate,
+      pacing: this.deviceLink.pacing,
+      instructions: this.device.instructionCounts(),
       stats: { ...this.deviceLink.stats, ...this.device.counters },
     };
+  }
+
+  /** The pty's configured speed as termios reports it (stty), or null without a pty. */
+  async lineSpeed(): Promise<number | null> {
+    await this.#speedChange;
+    const pty = this.pty;
+    return pty ? readTtySpeed(pty.slavePath) : null;
+  }
+
+  /** Set the pty's termios speed to the module's baud rate; best effort (see tty-speed.ts). */
+  async #applyLineSpeed(): Promise<void> {
+    const pty = this.pty;
+    if (!pty) return;
+    const baud = this.device.baudRate;
+    if (!isTermiosSpeed(baud)) {
+      this.lineSpeedError = `${baud} baud has no termios speed; the pty keeps its previous one (pacing uses ${baud})`;
+      return;
+    }
+    try {
+      await setTtySpeed(pty.slavePath, baud);
+      this.lineSpeedError = null;
+    } catch (err) {
+      this.lineSpeedError = (err as Error).message;
+    }
   }
 
   /** 'silent': stop answering (module unpowered). 'close': also remove the pty, so the host's port fails. */
@@ -128,10 +176,13 @@ export class FingerprintSimulator {
   /** Power back on; recreates the pty (same path) after a 'close' unplug. */
   async replug(): Promise<void> {
     if (this.#closed) throw new Error('simulator is closed');
-    if (this.#state === 'closed') this.deviceLink.attach(await this.#plug.connect());
-    this.device.powerCycle();
+    const fresh = this.#state === 'closed';
+    if (fresh) this.deviceLink.attach(await this.#plug.connect());
+    if (fresh) await this.#applyLineSpeed();
     this.deviceLink.unplugged = false;
     this.#state = 'plugged';
+    // Power-up: volatile state cleared, then the 0x55 "ready" byte, as the datasheet says.
+    void this.deviceLink.sendRaw(this.device.powerUp());
   }
 
   async close(): Promise<void> {
@@ -146,7 +197,7 @@ export class FingerprintSimulator {
 
   /** @internal */
   static async start(opts: SimulatorCommon & { plug: Plug }): Promise<FingerprintSimulator> {
-    const sim = new FingerprintSimulator({ device: new FingerprintDevice(opts), plug: opts.plug });
+    const sim = new FingerprintSimulator({ device: new FingerprintDevice(opts), plug: opts.plug, pacing: opts.pacing ?? false });
     try {
       await sim.replug();
       if (opts.control !== false) sim.#control = await startControlServer({ simulator: sim, ...(opts.control ?? {}) });

@@ -49,11 +49,38 @@ export function combine(a: Buffer): Buffer {
   return out;
 }
 
-/** 0..200: the share of identity bytes that agree. */
+/** Identity bytes that agree from this share up are "the same finger". */
+const SAME_FINGER_SHARE = 0.9;
+/** Spread of a genuine score around its finger's mean (about one standard deviation). */
+export const SCORE_SPREAD = 15;
+
+/**
+ * 0..200, like a module's matcher. Different fingers score the share of
+ * identity bytes that agree (near 0). The same finger scores around a mean of
+ * its own (70..169, from its identity bytes, so fixed per seed and finger),
+ * moved by the capture noise of both sides: a different number every capture,
+ * the same number for the same pair of captures (deterministic per seed).
+ * Genuine scores are kept at or above MATCH_THRESHOLD: the simulator never
+ * rejects a finger at random (a test that wants a miss presents another finger).
+ */
 export function score(a: Uint8Array, b: Uint8Array): number {
   let same = 0;
   for (let i = 0; i < IDENTITY_BYTES; i++) if (a[i] === b[i]) same++;
-  return Math.floor((same * MAX_SCORE) / IDENTITY_BYTES);
+  const share = same / IDENTITY_BYTES;
+  if (share < SAME_FINGER_SHARE) return Math.floor(share * MAX_SCORE);
+  const mean = fingerMean(a);
+  // Order-independent noise: Match(1,2) and Match(2,1) agree.
+  const [ta, tb] = [Buffer.from(a.subarray(IDENTITY_BYTES)), Buffer.from(b.subarray(IDENTITY_BYTES))].sort(Buffer.compare) as [Buffer, Buffer];
+  const h = createHash('sha256').update(ta).update(tb).digest();
+  // Sum of four uniform bytes: roughly normal, mean 510, sd ≈ 148.
+  const z = ((h[0] as number) + (h[1] as number) + (h[2] as number) + (h[3] as number) - 510) / 148;
+  return Math.max(MATCH_THRESHOLD, Math.min(MAX_SCORE, Math.round(mean + z * SCORE_SPREAD)));
+}
+
+/** Per-finger mean genuine score, 70..169: some fingers image well, some poorly. */
+export function fingerMean(t: Uint8Array): number {
+  const h = createHash('sha256').update('r30x-mean\0').update(t.subarray(0, IDENTITY_BYTES)).digest();
+  return 70 + (h.readUInt16BE(0) % 100);
 }
 
 /** Short, non-reversible label of a template for state dumps (never the bytes themselves). */

@@ -65,7 +65,9 @@ describe('M1 role over a real pseudo-terminal', () => {
 
     expect(await presentFinger(s, { person: 'alice', finger: 2 })).toBe('punch');
     await waitUntil(() => s.received.length === 1, 10_000, 'the punch at the cloud');
-    expect(s.received[0]).toMatchObject({ orgId: 'acme', subjectId: 'sub-1', method: PunchMethod.PUNCH_METHOD_FINGERPRINT, matchScore: ScoreBucket.SCORE_BUCKET_HIGH });
+    expect(s.received[0]).toMatchObject({ orgId: 'acme', subjectId: 'sub-1', method: PunchMethod.PUNCH_METHOD_FINGERPRINT });
+    // The simulator's scores vary like a module's (issue 10 §3): any real bucket, never unspecified.
+    expect([ScoreBucket.SCORE_BUCKET_LOW, ScoreBucket.SCORE_BUCKET_MEDIUM, ScoreBucket.SCORE_BUCKET_HIGH]).toContain(s.received[0]!.matchScore);
 
     // Another finger of the same person, and a stranger: no punch.
     expect(await presentFinger(s, { person: 'alice', finger: 3 })).toBe('no-match');
