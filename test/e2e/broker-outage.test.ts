@@ -48,6 +48,9 @@ describeWithPeer(mosquitto, 'broker outage', () => {
 
     const before = await punchBurst(agent, 100, 'before');
     await sink.waitForPunches(100, 10_000);
+    // The broker hands a message to the subscriber before the publisher's PUBACK: wait for every
+    // PUBACK (the rows deleted), or the outage strands a few in flight and they are queued again.
+    await waitUntil(() => agent.outbox.depth === 0, 10_000, 'every PUBACK before the outage');
 
     await mosq.stop();
     await waitUntil(() => agent.session === undefined, 10_000, 'agent notices the outage');

@@ -106,7 +106,7 @@ describe('`tallybox doctor` on each unsafe setting', () => {
     ['unverified-TLS site bridge (allowed, insecure)', { url: 'mqtts://bridge.site-7.sg.tallybox.cloud', tls: { rejectUnauthorized: false }, insecure: 'unverified-tls-site-bridge', connectTimeoutMs: 1000 }, /^INSECURE: unverified TLS/],
   ])('%s: broker-tls fails, exit 1', async (name, broker, detail) => {
     const sub = mkdtempSync(join(dir, 'doctor-'));
-    const file = writeConfig(sub, { version: 1, device: { id: 'd-doc', kind: 'c1', orgId: 'o' }, region: 'sg', dataDir: join(sub, 'data'), broker: broker as ConfigInput['broker'], clock: { source: 'assume-synced' } });
+    const file = writeConfig(sub, { version: 1, device: { id: 'd-doc', kind: 'sim', orgId: 'o' }, region: 'sg', dataDir: join(sub, 'data'), broker: broker as ConfigInput['broker'], clock: { source: 'assume-synced' } });
     const { code, report } = await doctor(file);
     expect(code, name).toBe(1);
     expect(report.checks.find((c) => c.name === 'broker-tls'), name).toMatchObject({ verdict: 'fail', detail: expect.stringMatching(detail) });
