@@ -88,11 +88,72 @@ export interface PresenceSource {
   probe(): Promise<void>;
 }
 
-/** A printer as a P1 print box sees it: state, and a job streamed to it. */
+/** IPP printer states (RFC 8011 §5.4.11): idle 3, processing 4, stopped 5. */
+export type PrinterState = 'idle' | 'processing' | 'stopped';
+
+/** What a printer says about itself. `reasons` are IPP printer-state-reasons keywords ('none', 'media-empty', 'offline-report', …). */
+export interface PrinterStatus {
+  state: PrinterState;
+  reasons: string[];
+}
+
+/** Document formats a P1 job may carry (MIME media types, as IPP names them). */
+export type PrintFormat = 'application/pdf' | 'image/pwg-raster' | 'application/octet-stream';
+
+/** One job handed to a printer. Never carries a user name or a file name: `jobName` is the cloud's job id. */
+export interface PrintSubmission {
+  jobName: string;
+  format: PrintFormat;
+  copies: number;
+  /** The document, streamed: a transport never holds the whole document in memory. */
+  document: AsyncIterable<Uint8Array>;
+  /** Aborting cancels the job while it is being sent (the transport stops, and cancels at the printer where the protocol allows). */
+  signal?: AbortSignal;
+  /**
+   * Called once, as soon as the printer has taken responsibility for the job (IPP: a job-id came back;
+   * PJL: USTATUS JOB START; raw/USB: the first byte was written). Before that moment a crash means the
+   * job can be re-sent safely; after it, never automatically. `ref` identifies the job at the printer
+   * (IPP job-id, PJL job name) when there is one.
+   */
+  onAccepted?(ref: string | undefined): void;
+  /** Bytes of the document written so far (progress for DeviceState; not a delivery guarantee). */
+  onProgress?(bytesWritten: number): void;
+}
+
+/** The printer's own view of a job, where the protocol can tell (IPP job-state, PJL USTATUS JOB END). */
+export type PrinterJobState = 'pending' | 'processing' | 'completed' | 'canceled' | 'aborted' | 'unknown';
+
+export interface PrintSendResult {
+  /** IPP job-id / PJL job name; undefined on transports that have none (raw without PJL, USB). */
+  ref: string | undefined;
+  bytesSent: number;
+  /**
+   * The printer's state of the job when send() returned: 'completed' only when the printer said so
+   * (PJL END, IPP completed); 'unknown' when the transport cannot tell (raw 9100 without PJL, USB).
+   */
+  jobState: PrinterJobState;
+  pages?: number;
+}
+
+/**
+ * A printer as a P1 print box sees it (raw TCP 9100 with optional PJL, IPP/IPPS, USB printer class).
+ * Every method rejects with an error carrying a machine-readable `code`: PRINTER_UNREACHABLE (connection
+ * refused / timed out: offline or busy), PRINTER_STOPPED (reachable, not accepting: media-empty, …),
+ * PRINTER_CLOSED (the printer closed the connection mid-job), PRINTER_REJECTED (IPP status error),
+ * PRINTER_CANCELLED (the signal aborted), PRINTER_PROTOCOL (a reply that cannot be parsed).
+ */
 export interface Printer {
   readonly description: string;
-  /** Printer state reasons ('none', 'media-empty', 'offline', …); rejects when unreachable. */
-  probe(): Promise<{ state: 'idle' | 'processing' | 'stopped'; reasons: string[] }>;
+  /** 'ipp' | 'raw9100' | 'usblp': which confirmation the transport can give. */
+  readonly protocol: 'ipp' | 'raw9100' | 'usblp';
+  /** Printer state and reasons; rejects when unreachable. */
+  probe(): Promise<PrinterStatus>;
+  /** Stream one job to the printer. Resolves when every byte is out (and, where the protocol allows, the printer finished or queued it). */
+  send(job: PrintSubmission): Promise<PrintSendResult>;
+  /** Ask the printer for a job's state by ref (IPP Get-Job-Attributes; PJL keeps the last END it saw). Undefined when the transport cannot. */
+  jobState?(ref: string): Promise<PrinterJobState>;
+  /** Cancel a job at the printer by ref (IPP Cancel-Job). Undefined when the transport cannot. */
+  cancel?(ref: string): Promise<void>;
 }
 
 /**

@@ -10,6 +10,9 @@ const KINDS: Record<string, string> = {
   face: 'face module speaking the bridge protocol on a pseudo-terminal',
   card: 'USB HID keyboard-wedge card reader',
   wifi: 'office Wi-Fi: hostapd control sockets, dnsmasq lease file, phones (C1)',
+  printer: 'office printer: raw TCP 9100 with PJL status, and IPP (P1)',
+  lab: 'a whole site from lab.yaml: devices, people, agents, control API and web page',
+  fleet: 'N full agents against one broker, counting loss, duplicates and reordering',
 };
 
 function usage(): string {

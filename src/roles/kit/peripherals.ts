@@ -96,7 +96,7 @@ export function presenceSourcePeripheral(opts: { source: PresenceSource; name: s
  * status); reachable but 'stopped' (out of paper, offline button) is
  * 'degraded', not offline: jobs wait, the state reasons go to DeviceState.
  */
-export function printerPeripheral(opts: { printer: Printer; name?: string }): SupervisedPeripheral {
+export function printerPeripheral(opts: { printer: Pick<Printer, 'description' | 'probe'>; name?: string }): SupervisedPeripheral {
   const pr = opts.printer;
   const check = async (): Promise<string> => {
     const st = await pr.probe();
