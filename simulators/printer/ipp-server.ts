@@ -307,7 +307,7 @@ class IppSim implements IppSimServer {
     }
     if (!printerUri) throw new Refusal('client-error-bad-request', 'printer-uri or job-uri is missing');
     const idAttr = op.find((x) => x.name === 'job-id');
-    if (!idAttr || idAttr.values.length !== 1 || idAttr.values[0]!.tag !== 'integer') throw new Refusal('client-error-bad-request', 'job-id is missing or not an integer');
+    if (idAttr?.values.length !== 1 || idAttr.values[0]!.tag !== 'integer') throw new Refusal('client-error-bad-request', 'job-id is missing or not an integer');
     return { jobId: ints(idAttr)[0]! };
   }
 

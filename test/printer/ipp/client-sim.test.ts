@@ -78,7 +78,7 @@ describe('IppPrinter against the simulator', () => {
       const chunks: Buffer[] = [];
       for await (const c of req) chunks.push(c as Buffer);
       const r = await fetch(upstream, { method: 'POST', headers: { 'content-type': 'application/ipp' }, body: Buffer.concat(chunks) });
-      let body = Buffer.from(await r.arrayBuffer());
+      let body: Buffer = Buffer.from(await r.arrayBuffer());
       const { decodeMessage } = await import('../../../firmware-bridge/printer/ipp/codec.js');
       const m = decodeMessage(body).message;
       for (const g of m.groups) for (const a of g.attributes) if (a.name === 'operations-supported') a.values = a.values.filter((v) => v.tag !== 'enum' || (v.value !== 5 && v.value !== 6));
