@@ -195,7 +195,8 @@ class IppSim implements IppSimServer {
       res.end('tallybox-sim IPP printer: POST application/ipp to /ipp/print\n');
       return;
     }
-    if (path !== IPP_PATH) {
+    // The printer's URI, or a job's URI under it (ipp://…/ipp/print/7: RFC 8011 job-uri targets).
+    if (path !== IPP_PATH && !/^\/ipp\/print\/\d+$/.test(path ?? '')) {
       req.resume();
       res.writeHead(404, { 'content-type': 'text/plain' });
       res.end('not found\n');
