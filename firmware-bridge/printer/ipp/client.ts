@@ -36,6 +36,11 @@ export interface IppPrinterOptions {
   userName?: string;
   /** How the printer is shown in logs and DeviceState (default: the URL without its query). */
   description?: string;
+  /**
+   * 'auto' (default): Create-Job + Send-Document when the printer lists Create-Job (a job-id before any
+   * byte), else Print-Job. 'print-job': always Print-Job (for printers whose Create-Job is broken).
+   */
+  submit?: 'auto' | 'print-job';
 }
 
 /** What probe() learns; the extra fields decide how send() submits. */
@@ -96,6 +101,7 @@ export class IppPrinter implements Printer {
   private readonly confirmWaitMs: number;
   private readonly pollIntervalMs: number;
   private readonly userName: string;
+  private readonly submit: 'auto' | 'print-job';
 
   constructor(opts: IppPrinterOptions) {
     this.ep = parseEndpoint(opts.url, opts.caFile ? { caFile: opts.caFile } : {});
@@ -103,6 +109,7 @@ export class IppPrinter implements Printer {
     this.confirmWaitMs = opts.confirmWaitMs ?? 5_000;
     this.pollIntervalMs = opts.pollIntervalMs ?? 250;
     this.userName = opts.userName ?? 'tallybox';
+    this.submit = opts.submit ?? 'auto';
     this.description = opts.description ?? this.ep.printerUri.split('?')[0]!;
   }
 
@@ -167,7 +174,7 @@ export class IppPrinter implements Printer {
     const sig = signal ? { signal } : {};
     let bytesSent = 0;
     try {
-      if (info.operations.includes(OP['Create-Job'])) {
+      if (this.submit === 'auto' && info.operations.includes(OP['Create-Job']) && info.operations.includes(OP['Send-Document'])) {
         const created = await this.call('Create-Job', [group('operation', this.opAttrs([attr('job-name', 'name', job.jobName)])), ...jobAttrs], sig);
         accepted(this.jobIdOf('Create-Job', created.message));
         const sent = await this.call('Send-Document', [group('operation', this.jobOpAttrs(jobId!, [attr('document-format', 'mimeMediaType', job.format), attr('last-document', 'boolean', true)]))], { document: job.document, ...sig, ...progress });
