@@ -16,6 +16,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { Socket } from 'node:net';
 import { attr, decodeMessage, encodeMessage, findAttr, group, type IppAttribute, type IppGroup, type IppMessage, ints, strings } from '../../firmware-bridge/printer/ipp/codec.js';
 import { isTerminalJobState, JOB_STATE, OP, STATUS, type StatusName } from '../../firmware-bridge/printer/ipp/constants.js';
@@ -63,14 +64,16 @@ class Refusal {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export async function startIppServer(ctx: PrinterSimContext, opts: { host: string; port: number }): Promise<IppSimServer> {
-  const sim = new IppSim(ctx, opts.host);
+/** `tls` (PEM key and certificate) makes it an IPPS printer (RFC 7472: HTTPS on the same port). */
+export async function startIppServer(ctx: PrinterSimContext, opts: { host: string; port: number; tls?: { key: string | Buffer; cert: string | Buffer } }): Promise<IppSimServer> {
+  const sim = new IppSim(ctx, opts.host, opts.tls);
   await sim.start(opts.port);
   return sim;
 }
 
 class IppSim implements IppSimServer {
   private readonly server: http.Server;
+  private readonly scheme: 'ipp' | 'ipps';
   private readonly sockets = new Set<Socket>();
   private readonly jobs = new Map<number, SimJob>();
   private nextJobId = 1;
@@ -85,13 +88,16 @@ class IppSim implements IppSimServer {
   constructor(
     private readonly ctx: PrinterSimContext,
     private readonly host: string,
+    tls?: { key: string | Buffer; cert: string | Buffer },
   ) {
-    this.server = http.createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.handle(req, res).catch(() => {
         // The client went away mid-request (or the server is closing): nothing left to answer.
         res.destroy();
       });
-    });
+    };
+    this.scheme = tls ? 'ipps' : 'ipp';
+    this.server = tls ? (https.createServer({ key: tls.key, cert: tls.cert }, handler) as unknown as http.Server) : http.createServer(handler);
     // A 'slow' printer may legitimately take minutes to read one document.
     this.server.requestTimeout = 0;
     this.server.on('connection', (s: Socket) => {
@@ -182,7 +188,7 @@ class IppSim implements IppSimServer {
 
   private printerUri(req: IncomingMessage): string {
     const host = req.headers.host ?? `${this.host}:${this.boundPort}`;
-    return `ipp://${host}${IPP_PATH}`;
+    return `${this.scheme}://${host}${IPP_PATH}`;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -333,7 +339,7 @@ class IppSim implements IppSimServer {
         const st = this.printerState();
         const all = printerAttributes({
           uri,
-          moreInfo: `http://${req.headers.host ?? `${this.host}:${this.boundPort}`}/`,
+          moreInfo: `${this.scheme === 'ipps' ? 'https' : 'http'}://${req.headers.host ?? `${this.host}:${this.boundPort}`}/`,
           ...st,
           accepting: true,
           queued: [...this.jobs.values()].filter((j) => !isTerminalJobState(j.state)).length,

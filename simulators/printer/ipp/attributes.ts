@@ -59,7 +59,7 @@ export interface PrinterView {
 export function printerAttributes(v: PrinterView): IppAttribute[] {
   return [
     attr('printer-uri-supported', 'uri', v.uri),
-    attr('uri-security-supported', 'keyword', 'none'),
+    attr('uri-security-supported', 'keyword', v.uri.startsWith('ipps:') ? 'tls' : 'none'),
     attr('uri-authentication-supported', 'keyword', 'none'),
     attr('printer-name', 'name', 'tallybox-sim'),
     attr('printer-location', 'text', 'simulator'),
