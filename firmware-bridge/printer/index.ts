@@ -9,12 +9,15 @@
  */
 import type { Printer } from '../devices.js';
 import { TallyboxError } from '../../src/util/errors.js';
+import { IppPrinter, type IppPrinterOptions } from './ipp/client.js';
 import { RawPrinter, type RawPrinterOptions } from './raw9100.js';
 
+export { IppPrinter } from './ipp/client.js';
 export { RawPrinter } from './raw9100.js';
 
 export interface OpenPrinterOptions {
   raw?: Omit<RawPrinterOptions, 'host' | 'port' | 'pjl'>;
+  ipp?: Omit<IppPrinterOptions, 'url'>;
 }
 
 function invalid(msg: string): TallyboxError {
@@ -40,8 +43,8 @@ export function openPrinter(url: string, opts: OpenPrinterOptions = {}): Printer
     }
     case 'ipp:':
     case 'ipps:':
-      // Wired to firmware-bridge/printer/ipp/ when that client lands.
-      throw new TallyboxError('NOT_BUILT', 'the IPP printer client is not built yet');
+      // IppPrinter validates the rest of the URL (port, path, no credentials) and throws CONFIG_INVALID.
+      return new IppPrinter({ ...opts.ipp, url });
     case 'usblp:':
       throw new TallyboxError('NOT_BUILT', 'the USB printer-class client is not built yet');
     default:
