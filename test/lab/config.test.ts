@@ -29,7 +29,7 @@ describe('lab file validation', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('accepts the test lab and the documented example', () => {
-    expect(loadLabConfig(SMALL_LAB).config.devices.map((d) => d.kind)).toEqual(['m1', 'm2']);
+    expect(loadLabConfig(SMALL_LAB).config.devices.map((d) => d.kind)).toEqual(['m1', 'm2', 'c1']);
     const ex = loadLabConfig(resolve(import.meta.dirname, '../../examples/lab.yaml')).config;
     expect(ex.devices.map((d) => d.kind)).toEqual(['m1', 'm2', 'c1']);
   });

@@ -95,13 +95,24 @@ describe('lab faults and cloud commands on real agents', () => {
     await until(() => c.device('lobby'), (d) => d.connected, 60_000, 'the agent to reconnect');
   }, 150_000);
 
+  it('a phone joining the office Wi-Fi is a WIFI punch; joining again after leaving is another', async () => {
+    const c = t.client;
+    const first = await c.present('office-wifi', 'bo', 'phone');
+    expect(first.outcome).toBe('punch');
+    const again = await c.present('office-wifi', 'bo', 'phone');
+    expect(again.outcome).toBe('punch');
+    await until(() => c.punches(), (ps) => ps.filter((p) => p.deviceId === 'office-wifi' && p.person === 'bo' && p.method === 'WIFI').length === 2, 30_000, 'two WIFI punches');
+    const err = await c.present('office-wifi', 'ana', 'phone').catch((e: unknown) => e);
+    expect((err as LabApiError).code).toBe('LAB_PERSON_TRAIT_MISSING');
+  }, 60_000);
+
   it('erasing a subject and withdrawing an org bring signed receipts into the event feed', async () => {
     const c = t.client;
     const erased = await c.erase('chen');
     expect(erased.map((r) => [r.device, r.code])).toEqual([['lobby', 'RESULT_CODE_OK']]);
     await c.waitForEvent((e) => e.type === 'receipt' && e.data.deviceId === 'lobby' && e.data.kind === 'subject_erasure' && e.data.verification === 'verified', { timeoutMs: 30_000 });
     const withdrawn = await c.withdraw('acme');
-    expect(withdrawn.map((r) => r.code).sort()).toEqual(['RESULT_CODE_OK', 'RESULT_CODE_OK']);
+    expect(withdrawn.map((r) => r.code).sort()).toEqual(['RESULT_CODE_OK', 'RESULT_CODE_OK', 'RESULT_CODE_OK']);
     for (const device of ['front-door', 'lobby']) await c.waitForEvent((e) => e.type === 'receipt' && e.data.deviceId === device && e.data.kind === 'org_withdrawal' && e.data.ok === true, { timeoutMs: 30_000 });
     expect((await c.person('ana')).enrolled).toEqual({});
     // Withdrawn: ana's card identifies no one any more.

@@ -44,14 +44,14 @@ describe('lab record and replay', () => {
     await c.uplink('front-door', 'cut');
     outcomes.push(await c.present('front-door', 'bo', 'finger'), await c.present('front-door', 'ana', 'finger'));
     await c.uplink('front-door', 'ok');
-    outcomes.push(await c.present('lobby', 'chen', 'card'), await c.present('lobby', 'ana', 'face'));
-    expect(outcomes.filter((o) => o.outcome === 'punch').length).toBeGreaterThanOrEqual(7);
+    outcomes.push(await c.present('lobby', 'chen', 'card'), await c.present('office-wifi', 'bo', 'phone'), await c.present('lobby', 'ana', 'face'));
+    expect(outcomes.filter((o) => o.outcome === 'punch').length).toBeGreaterThanOrEqual(8);
     expect(await t.lab.settle(60_000)).toBe(true);
     first = punchesByDevice(t.lab);
     expect(first['front-door']!.length).toBe(outcomes.slice(0, 6).filter((o, i) => [0, 2, 4, 5].includes(i) && o.outcome === 'punch').length);
     const rec = readRecord(recordFile);
     expect(rec.header.seed).toBe(11);
-    expect(rec.actions.map((a) => a.action.type)).toEqual(['present', 'present', 'present', 'present', 'uplink', 'present', 'present', 'uplink', 'present', 'present']);
+    expect(rec.actions.map((a) => a.action.type)).toEqual(['present', 'present', 'present', 'present', 'uplink', 'present', 'present', 'uplink', 'present', 'present', 'present']);
     expect(rec.actions.every((a, i) => a.seq === i + 1 && !Number.isNaN(Date.parse(a.at)) && (i === 0 || a.t >= rec.actions[i - 1]!.t))).toBe(true);
     await t.close();
     labs.pop();
@@ -61,7 +61,7 @@ describe('lab record and replay', () => {
     const t = await startTestLab();
     labs.push(t);
     const r = await t.lab.replay(recordFile);
-    expect(r).toEqual({ actions: 10, failed: 0 });
+    expect(r).toEqual({ actions: 11, failed: 0 });
     expect(await t.lab.settle(60_000)).toBe(true);
     expect(punchesByDevice(t.lab)).toEqual(first);
 
@@ -84,7 +84,7 @@ describe('lab record and replay', () => {
     const text = readFileSync(recordFile, 'utf8');
     const cut = join(dir, 'cut.jsonl');
     writeFileSync(cut, text.slice(0, text.length - 20));
-    expect(() => readRecord(cut)).toThrow(/cut\.jsonl:11: not a JSON object/);
+    expect(() => readRecord(cut)).toThrow(/cut\.jsonl:12: not a JSON object/);
     const empty = join(dir, 'empty.jsonl');
     writeFileSync(empty, '');
     expect(() => readRecord(empty)).toThrow(/the record is empty/);
