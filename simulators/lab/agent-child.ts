@@ -65,7 +65,7 @@ export class AgentChild {
     installExitHook();
     const proc = spawn(process.execPath, ['--import', CLOCK_PRELOAD, AGENT_CLI, 'run', '--config', this.#o.configFile], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, TALLYBOX_SIM_CLOCK_FILE: this.#o.clockFile },
+      env: { ...process.env, TALLYBOX_SIM_CLOCK_FILE: this.#o.clockFile, TALLYBOX_LAB_PARENT_PID: String(process.pid) },
     });
     this.#proc = proc;
     this.starts++;

@@ -7,6 +7,10 @@
  * clock without restarting it. The monotonic clock (performance.now,
  * process.hrtime) is untouched, as on a device whose RTC drifted: durations
  * and order stay right, timestamps go wrong. No agent code changes.
+ *
+ * It also ties the agent's life to the lab's: when TALLYBOX_LAB_PARENT_PID is
+ * set and that process is gone (the lab was SIGKILLed, so its exit hook never
+ * ran), the agent stops itself with SIGTERM instead of running on orphaned.
  */
 import { readFileSync } from 'node:fs';
 
@@ -35,4 +39,11 @@ if (file) {
     }
   }
   globalThis.Date = SkewedDate as DateConstructor;
+}
+
+const parent = Number(process.env.TALLYBOX_LAB_PARENT_PID);
+if (Number.isInteger(parent) && parent > 1) {
+  setInterval(() => {
+    if (process.ppid !== parent) process.kill(process.pid, 'SIGTERM');
+  }, 1000).unref();
 }

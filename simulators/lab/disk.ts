@@ -7,8 +7,8 @@
  * is refused with LAB_DISK_FAULT_UNAVAILABLE, saying why.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { TallyboxError } from '../../src/util/errors.js';
 
 const mounted = new Set<string>();
@@ -87,4 +87,38 @@ export class DeviceDisk {
     if (r.status !== 0) spawnSync('umount', ['-l', this.dir], { stdio: 'ignore' });
     mounted.delete(this.dir);
   }
+}
+
+/**
+ * A lab that was SIGKILLed could not unmount its disks. At start, unmount
+ * (and remove) those of labs under `tmpRoot` whose lab.pid names a process
+ * that is gone; a running lab's are left alone. Returns what was swept.
+ */
+export function sweepStaleLabDisks(tmpRoot: string): string[] {
+  let mounts: string;
+  try {
+    mounts = readFileSync('/proc/mounts', 'utf8');
+  } catch {
+    return []; // no /proc: nothing to sweep
+  }
+  const swept: string[] = [];
+  const prefix = `${tmpRoot.replace(/\/$/, '')}/tallybox-lab-`;
+  for (const line of mounts.split('\n')) {
+    const at = line.split(' ')[1];
+    if (!at || !at.startsWith(prefix) || !/\/devices\/[^/]+\/disk$/.test(at)) continue;
+    const labDir = dirname(dirname(dirname(at)));
+    let alive = true;
+    try {
+      const pid = Number(readFileSync(join(labDir, 'lab.pid'), 'utf8').trim());
+      process.kill(pid, 0);
+    } catch (err) {
+      // ESRCH (gone) or no readable pid file: a dead lab's leftover. EPERM: alive, someone else's.
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (alive) continue;
+    if (spawnSync('umount', [at], { stdio: 'ignore' }).status !== 0) spawnSync('umount', ['-l', at], { stdio: 'ignore' });
+    swept.push(at);
+  }
+  for (const labDir of new Set(swept.map((m) => dirname(dirname(dirname(m)))))) rmSync(labDir, { recursive: true, force: true });
+  return swept;
 }

@@ -31,7 +31,7 @@ import { BlackholeProxy } from '../lib/tcp-proxy.js';
 import { LabActionSchema, type LabAction, type RecordedAction, type RecordHeader } from './actions.js';
 import { AgentChild, type AgentLogLine } from './agent-child.js';
 import type { LabConfig, LabDeviceConfig } from './config.js';
-import { DeviceDisk } from './disk.js';
+import { DeviceDisk, sweepStaleLabDisks } from './disk.js';
 import { LAB_KINDS } from './kinds/index.js';
 import type { EnrolOutcome, KindHardware, LabMethod, LabModality, LabPerson } from './kinds/types.js';
 import { assertBuilt } from './paths.js';
@@ -216,9 +216,13 @@ export class Lab extends EventEmitter {
 
   static async start(opts: LabOptions): Promise<Lab> {
     assertBuilt();
+    const say = opts.onProgress ?? (() => undefined);
+    const swept = sweepStaleLabDisks(tmpdir());
+    if (swept.length) say(`lab: unmounted ${swept.length} disks left by a lab that was killed`);
     const dir = opts.dir ? resolve(opts.dir) : mkdtempSync(join(tmpdir(), 'tallybox-lab-'));
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const say = opts.onProgress ?? (() => undefined);
+    // Who owns this lab's mounts: a later lab sweeps them if this process dies without unmounting.
+    writeFileSync(join(dir, 'lab.pid'), `${process.pid}\n`);
     let brokerUrl = opts.brokerUrl;
     let embedded: Awaited<ReturnType<typeof startEmbeddedBroker>> | undefined;
     if (!brokerUrl) {
