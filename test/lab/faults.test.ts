@@ -1,0 +1,127 @@
+/**
+ * The lab's faults and cloud commands do what they say on the real agents:
+ * SIGKILL and restart (the queue survives), disk full (DISK_FULL alarm and a
+ * refused punch, on the device's own tmpfs), a skewed wall clock (the punch's
+ * timestamp moves, delivery does not), an unplugged sensor (the agent reports
+ * it offline, then back), a black-holed uplink (the agent notices by its
+ * keepalive), erasure receipts as events, and print jobs refused with 501
+ * until p1 exists. All through the typed client.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LabApiError } from '../../simulators/lab/client.js';
+import { startTestLab, type TestLab } from './helpers.js';
+
+async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${JSON.stringify(v).slice(0, 400)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('lab faults and cloud commands on real agents', () => {
+  let t: TestLab;
+  beforeAll(async () => {
+    t = await startTestLab();
+  }, 180_000);
+  afterAll(async () => {
+    await t?.close();
+  }, 60_000);
+
+  it('SIGKILL and restart: punches queued during the outage are delivered after the restart', async () => {
+    const c = t.client;
+    await c.uplink('front-door', 'cut');
+    expect((await c.present('front-door', 'bo', 'finger')).outcome).toBe('punch');
+    const killed = await c.kill('front-door');
+    expect(killed.agent.running).toBe(false);
+    expect(killed.agent.lastExit).toBe('SIGKILL');
+    const err = await c.present('front-door', 'bo', 'finger').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LabApiError);
+    expect((err as LabApiError).code).toBe('LAB_AGENT_DOWN');
+    expect((err as LabApiError).status).toBe(409);
+    await c.uplink('front-door', 'ok');
+    const back = await c.restart('front-door');
+    expect(back.agent.running).toBe(true);
+    expect(back.agent.starts).toBe(2);
+    await until(() => c.punches(), (ps) => ps.some((p) => p.deviceId === 'front-door' && p.person === 'bo' && p.historical), 60_000, 'the queued punch');
+  }, 120_000);
+
+  it('a skewed clock moves the punch timestamps', async () => {
+    const c = t.client;
+    await c.clock('lobby', 3_600_000);
+    const r = await c.present('lobby', 'ana', 'card');
+    expect(r.outcome).toBe('punch');
+    const p = await until(() => c.punches(), (ps) => ps.some((x) => x.deviceId === 'lobby' && r.outcome === 'punch' && x.seq === r.seq), 30_000, 'the punch');
+    const punch = p.find((x) => x.deviceId === 'lobby' && r.outcome === 'punch' && x.seq === r.seq)!;
+    const skew = punch.occurredAtMs - Date.parse(punch.receivedAt);
+    expect(skew).toBeGreaterThan(3_500_000);
+    expect(skew).toBeLessThan(3_700_000);
+    await c.clock('lobby', 0);
+  }, 60_000);
+
+  it('an unplugged sensor is reported offline by the agent, and online again after replug', async () => {
+    const c = t.client;
+    const off = await c.plug('front-door', 'fingerprint', false);
+    expect(off.peripherals.find((p) => p.name === 'fingerprint')!.plugged).toBe(false);
+    await until(() => c.device('front-door'), (d) => d.peripherals.find((p) => p.name === 'fingerprint')?.online === false, 30_000, 'fingerprint offline');
+    await c.plug('front-door', 'fingerprint', true);
+    await until(() => c.device('front-door'), (d) => d.peripherals.find((p) => p.name === 'fingerprint')?.online === true, 30_000, 'fingerprint back online');
+    expect((await c.present('front-door', 'ana', 'finger')).outcome).toBe('punch');
+  }, 90_000);
+
+  it('a full disk raises DISK_FULL and refuses punches; emptied, punches are accepted again', async () => {
+    const c = t.client;
+    const d = await c.device('lobby');
+    if (!d.disk.tmpfs) {
+      // Not root: the fault is refused, saying why (docs/lab.md).
+      const err = await c.disk('lobby', true).catch((e: unknown) => e);
+      expect((err as LabApiError).code).toBe('LAB_DISK_FAULT_UNAVAILABLE');
+      return;
+    }
+    await c.disk('lobby', true);
+    expect((await c.present('lobby', 'chen', 'card')).outcome).toBe('no-punch');
+    await until(() => c.device('lobby'), (x) => x.alarms.includes('ALARM_CODE_DISK_FULL'), 30_000, 'the DISK_FULL alarm');
+    await c.disk('lobby', false);
+    await until(() => c.present('lobby', 'chen', 'card'), (r) => r.outcome === 'punch', 30_000, 'a punch after the disk was emptied');
+  }, 90_000);
+
+  it('a black-holed uplink is noticed by the agent (keepalive) and recovers when restored', async () => {
+    const c = t.client;
+    await c.uplink('lobby', 'blackhole');
+    await until(() => c.device('lobby'), (d) => !d.connected, 60_000, 'the agent to notice the black hole');
+    await c.uplink('lobby', 'ok');
+    await until(() => c.device('lobby'), (d) => d.connected, 60_000, 'the agent to reconnect');
+  }, 150_000);
+
+  it('a phone joining the office Wi-Fi is a WIFI punch; joining again after leaving is another', async () => {
+    const c = t.client;
+    const first = await c.present('office-wifi', 'bo', 'phone');
+    expect(first.outcome).toBe('punch');
+    const again = await c.present('office-wifi', 'bo', 'phone');
+    expect(again.outcome).toBe('punch');
+    await until(() => c.punches(), (ps) => ps.filter((p) => p.deviceId === 'office-wifi' && p.person === 'bo' && p.method === 'WIFI').length === 2, 30_000, 'two WIFI punches');
+    const err = await c.present('office-wifi', 'ana', 'phone').catch((e: unknown) => e);
+    expect((err as LabApiError).code).toBe('LAB_PERSON_TRAIT_MISSING');
+  }, 60_000);
+
+  it('erasing a subject and withdrawing an org bring signed receipts into the event feed', async () => {
+    const c = t.client;
+    const erased = await c.erase('chen');
+    expect(erased.map((r) => [r.device, r.code])).toEqual([['lobby', 'RESULT_CODE_OK']]);
+    await c.waitForEvent((e) => e.type === 'receipt' && e.data.deviceId === 'lobby' && e.data.kind === 'subject_erasure' && e.data.verification === 'verified', { timeoutMs: 30_000 });
+    const withdrawn = await c.withdraw('acme');
+    expect(withdrawn.map((r) => r.code).sort()).toEqual(['RESULT_CODE_OK', 'RESULT_CODE_OK', 'RESULT_CODE_OK']);
+    for (const device of ['front-door', 'lobby']) await c.waitForEvent((e) => e.type === 'receipt' && e.data.deviceId === device && e.data.kind === 'org_withdrawal' && e.data.ok === true, { timeoutMs: 30_000 });
+    expect((await c.person('ana')).enrolled).toEqual({});
+    // Withdrawn: ana's card identifies no one any more.
+    expect((await c.present('lobby', 'ana', 'card')).outcome).toBe('no-punch');
+  }, 120_000);
+
+  it('print jobs are refused with 501 PRINT_NOT_AVAILABLE until the p1 kind exists', async () => {
+    const err = await t.client.print('lobby').catch((e: unknown) => e);
+    expect((err as LabApiError).status).toBe(501);
+    expect((err as LabApiError).code).toBe('PRINT_NOT_AVAILABLE');
+  });
+});
