@@ -182,7 +182,13 @@ export class PunchConsumer {
     );
   }
 
+  /** Leave with a DISCONNECT, after the PUBACKs of what was forwarded. */
   async stop(): Promise<void> {
-    await this.client?.endAsync(true);
+    await this.client?.endAsync(false);
+  }
+
+  /** Leave as a SIGKILL would: socket destroyed, no DISCONNECT, no reconnect (measurements of a consumer leaving). */
+  abort(): void {
+    this.client?.end(true);
   }
 }

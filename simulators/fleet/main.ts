@@ -20,6 +20,9 @@ const HELP = `usage: tallybox-sim fleet --devices N --rate R --duration S [--bro
   --procs P       worker processes the devices are spread over (default one per 500)
   --chaos         SIGKILL and restart worker processes (their agents replay their outboxes)
                   and consumers at random during the run
+  --data-dir DIR  keep the devices' data dirs here (kept afterwards; reused by the next run: each
+                  device continues its seq). Default: a temp dir in /dev/shm, removed afterwards
+                  (one disk's fsync queue shared by N outboxes is not what a fleet of devices has)
   --bare          baseline: bare mqtt clients instead of agents (no outbox)
   --json          print the report as JSON on stdout (progress stays on stderr)
 exit status: 0 when nothing was lost, no seq was reused and every device's seq is complete; 1 otherwise.`;
@@ -53,6 +56,7 @@ export function formatReport(r: FleetReport): string {
     `  lost ${fmt(d.lost)}, duplicates ${fmt(d.duplicates)} (repeated event ids, dropped), seq reused ${fmt(d.conflicts)}, out-of-order arrivals ${fmt(d.outOfOrder)} (re-ordered by seq)`,
     `  devices complete ${fmt(d.devicesComplete)}/${fmt(r.devices)}${d.unknownDevices.length ? `; unknown devices ${d.unknownDevices.length}` : ''}`,
     `  memory: ${r.memory.rssPerDeviceMb.toFixed(2)} MB RSS per device (${fmt(r.memory.rssTotalMb)} MB over ${r.procs} process(es), ${fmt(r.memory.rssBasePerProcMb)} MB each before any device)`,
+    `  CPU: ${Number.isFinite(r.cpuMsPerPunch) ? `${r.cpuMsPerPunch.toFixed(3)} ms` : '–'} per punch in the device processes (all threads)`,
   ];
   if (r.chaos.length) lines.push(`  chaos: ${r.chaos.length} kills (${r.chaos.filter((c) => c.target === 'worker').length} worker processes, ${r.chaos.filter((c) => c.target === 'consumer').length} consumers)`);
   for (const w of d.worst) lines.push(`    ${w.deviceId}: last seq ${w.lastAccepted}, missing ${w.missing.length}${w.missing.length ? ` (${w.missing.slice(0, 8).join(', ')}${w.missing.length > 8 ? ', …' : ''})` : ''}, duplicates ${w.duplicates}, seq reused ${w.conflicts}, out of order ${w.outOfOrder}`);
@@ -77,6 +81,7 @@ export async function main(argv: string[]): Promise<number> {
         duration: { type: 'string' },
         consumers: { type: 'string', default: '2' },
         procs: { type: 'string' },
+        'data-dir': { type: 'string' },
         chaos: { type: 'boolean', default: false },
         bare: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
@@ -107,6 +112,7 @@ export async function main(argv: string[]): Promise<number> {
     consumers: consumers as number,
     ...(procs !== undefined ? { procs: procs as number } : {}),
     broker,
+    ...(values['data-dir'] ? { root: values['data-dir'] } : {}),
     chaos: values.chaos,
     mode: values.bare ? 'bare' : 'agent',
     // A live line on a terminal; a line every 5 s otherwise (logs, CI).

@@ -100,12 +100,17 @@ export type WorkerUp =
   | { t: 'started'; rssBaseMb: number }
   | { t: 'ready'; connected: number; rssMb: number; startMs: number }
   | { t: 'accepts'; items: [string, number, number][] }
-  | { t: 'status'; connected: number; accepted: number; depth: number; refused: number; rssMb: number; heapMb: number }
+  | { t: 'status'; connected: number; accepted: number; depth: number; refused: number; rssMb: number; heapMb: number; cpuMs: number }
   | { t: 'drained'; lastSeq: Record<string, number> }
   | { t: 'stopped' };
 export type WorkerDown = { t: 'produce' } | { t: 'halt' } | { t: 'drain' } | { t: 'stop' };
 
 const rssMb = () => process.memoryUsage.rss() / 2 ** 20;
+/** CPU time of this process, every thread (event loop, SQLite's thread pool), in ms. */
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 function deviceConfig(spec: WorkerSpec, id: string) {
   return validateConfig({
@@ -189,7 +194,7 @@ async function main(): Promise<void> {
     if (accepts.length > 0) send({ t: 'accepts', items: accepts });
     accepts = [];
     const depth = agents.reduce((n, a) => n + a.depth, 0);
-    send({ t: 'status', connected: connected(), accepted, depth, refused, rssMb: rssMb(), heapMb: process.memoryUsage().heapUsed / 2 ** 20 });
+    send({ t: 'status', connected: connected(), accepted, depth, refused, rssMb: rssMb(), heapMb: process.memoryUsage().heapUsed / 2 ** 20, cpuMs: cpuMs() });
   }, 250);
 
   process.on('message', (m: WorkerDown) => {
