@@ -36,18 +36,23 @@ async function leave(url, scenario) {
   const stage = new Map(); // seq → copies
   const forwardedBy = { A: 0, B: 0 };
   const holdMs = 300; // A's ordering-stage round trip, slow: it holds un-PUBACKed messages when cut off
-  const mk = (name, slot, session, delay) =>
-    new PunchConsumer({
+  const cutOff = new Set();
+  const mk = (name, slot, session, delay) => {
+    const c = new PunchConsumer({
       url,
       group: `leave-${scenario.name}`,
       slot,
       session,
       forward: async (batch) => {
         if (delay) await sleep(delay);
+        // A killed process forwards nothing more: what it held dies with it.
+        if (cutOff.has(c)) throw new Error('consumer gone');
         for (const p of batch) stage.set(p.seq, (stage.get(p.seq) ?? 0) + 1);
         forwardedBy[name] += batch.length;
       },
     });
+    return c;
+  };
   const session = scenario.session;
   let a = mk('A', 1, session, holdMs);
   const b = mk('B', 2, session, 0);
@@ -66,6 +71,7 @@ async function leave(url, scenario) {
     if (!cut && performance.now() - t0 >= 1000) {
       cut = true;
       heldAtCut = a.counters.received - a.counters.forwarded;
+      cutOff.add(a);
       a.abort();
       if (scenario.returnAfterMs !== undefined) {
         setTimeout(() => {
