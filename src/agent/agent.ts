@@ -353,6 +353,11 @@ export class Agent {
     this.subjectsErased.add(fn);
   }
 
+  /** Decommission (src/decommission): roles drop what they hold of the org in memory, as for an OrgWithdraw. */
+  forgetOrg(orgId: string): void {
+    this.subjectsErased.forEach((fn) => fn(orgId, 'all'));
+  }
+
   /** Accept a punch: resolves once it is committed to disk. */
   punch(input: PunchInput): Promise<QueuedPunch> {
     if (this.stopped) return Promise.reject(new TallyboxError('AGENT_STOPPED', 'agent is stopping; punch not accepted'));

@@ -27,6 +27,9 @@ export async function provision(configFile: string, out: (s: string) => void): P
     rmSync(identityPath, { force: true });
     clearZeroisedState(config.dataDir);
   }
+  // A decommissioned device is provisioned again: its marker (and the receipt file, already handed over) go.
+  const { clearDecommissionState } = await import('../decommission/state.js');
+  clearDecommissionState(config.dataDir);
   const keys = await provisionKeyFiles({
     kekPath: config.vault.kekFile,
     identityPath,
