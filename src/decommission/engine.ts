@@ -156,6 +156,8 @@ export class Decommission {
     if (this.at('signing')) await this.sign();
     if (!this.state.signed) throw new TallyboxError('DECOMMISSION_STATE_CORRUPT', `decommission journal is at ${this.state.phase} without a signed receipt`);
     this.writeReceiptFile();
+    // Its job is done once the receipt is signed (a crash may have come between the two).
+    rmSync(join(this.deps.config.dataDir, EVIDENCE_FILE), { force: true });
     return this.state.signed;
   }
 

@@ -17,11 +17,11 @@ import type { KeyFate } from './state.js';
 /** The identity key file of a file-provider vault (undefined for systemd credentials). */
 export function identityFileOf(config: Config): string | undefined {
   const v = config.vault;
-  if (!v || v.keyProvider !== 'file' || !v.kekFile) return undefined;
+  if (v?.keyProvider !== 'file' || !v.kekFile) return undefined;
   return v.identityFile ?? join(dirname(v.kekFile), DEFAULT_IDENTITY_FILE);
 }
 
-/** Overwrite, sync, unlink. ENOENT: already gone (a resumed run). */
+/** Overwrite, sync, unlink. ENOENT: 'absent' (already gone: destroyed by the run a crash interrupted, or never there). */
 export async function shredFile(path: string): Promise<KeyFate> {
   let size: number;
   try {
