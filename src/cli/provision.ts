@@ -35,6 +35,8 @@ export async function provision(configFile: string, out: (s: string) => void): P
     identityPath,
     dataDir: config.dataDir,
   });
+  // New keys: the incident records' key-file references start again from these.
+  await (await import('../incident/keyfiles.js')).resetKeyFilesIn(config.dataDir);
   out(JSON.stringify({ deviceId: config.device.id, ...(zeroised ? { reprovisionedAfterZeroise: true } : {}), kekFile: keys.kekPath, identityFile: keys.identityPath, keyId: keys.keyId, publicKeyPem: keys.publicKeyPem }));
   return 0;
 }
