@@ -23,6 +23,7 @@ import { loadPersistedSettings, persistSettings, type RuntimeSettings, type Sett
 import type { PrivacyRuntime, PrivacyServices } from './privacy.js';
 import { describeZeroised, writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo } from './zeroise.js';
 import type { Modality } from '../vault/vault.js';
+import type { IncidentMonitor } from '../incident/monitor.js';
 import { describeInterrupted, ResultQueue } from './results.js';
 import { ServedOrgs, servedOrgsHandlers } from './served-orgs.js';
 import { AGENT_VERSION } from './version.js';
@@ -59,6 +60,8 @@ export class Agent {
   /** Receipt delivery, purge retry and retention (src/agent/privacy.ts). */
   private privacyRuntime: PrivacyRuntime | undefined;
   private clockWatch: NodeJS.Timeout | undefined;
+  /** Security-incident records (src/incident): recorded once, re-sent until acknowledged. */
+  incidents: IncidentMonitor | undefined;
   readonly results: ResultQueue;
   /** Values a ConfigPatch command may change at run time (config file values, overridden by persisted patches). */
   readonly settings: RuntimeSettings;
@@ -146,6 +149,8 @@ export class Agent {
       });
       // A zeroised device comes up without its vault: it delivers what it had accepted and raises the alarm.
       const zeroised = zeroisedInfo(config.dataDir);
+      // Before the vault opens: a vanished or replaced key file is an incident even if the start fails on it.
+      await (await import('../incident/monitor.js')).checkKeyFilesAtStart(config, logger);
       // Loaded only on devices that keep personal data: less resident memory elsewhere.
       privacy = config.vault && !zeroised ? await (await import('./privacy.js')).openPrivacy({ config, outbox, logger }) : undefined;
       agent = new Agent(config, outbox, logger, privacy, overrides, servedOrgs);
@@ -159,6 +164,7 @@ export class Agent {
       writePidFile(config.dataDir);
       agent.watchClock();
       agent.link.start();
+      agent.incidents = await (await import('../incident/monitor.js')).IncidentMonitor.start(agent);
     } catch (err) {
       // Whatever was started is stopped again: no half-started agent (link reconnecting, pid file left).
       if (agent) await agent.stop().catch((e: unknown) => logger.error({ event: 'abort_start_failed', err: e }, `stopping after a failed start: ${errorMessage(e)}`));
@@ -215,14 +221,18 @@ export class Agent {
       deviceId: config.device.id,
       trustedKeys: config.cloud.commandKeys,
       handlers: servedOrgsHandlers(
-        commandHandlers({
+        {
+          // IncidentAck and DeviceDecommission (src/incident, src/decommission).
+          ...(await import('../incident/handlers.js')).lifecycleHandlers(this),
+          ...commandHandlers({
           privacy: () => this.#privacy,
           settings: this.settings,
           applySettings: (p) => this.applySettings(p),
           logger: this.logger.child({ component: 'commands' }),
           onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
           onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
-        }),
+          }),
+        },
         this.servedOrgs,
       ),
       // Once a result carrying an erasure receipt is queued, the purge journal's copy is settled.
@@ -353,6 +363,11 @@ export class Agent {
     this.subjectsErased.add(fn);
   }
 
+  /** Decommission (src/decommission): roles drop what they hold of the org in memory, as for an OrgWithdraw. */
+  forgetOrg(orgId: string): void {
+    this.subjectsErased.forEach((fn) => fn(orgId, 'all'));
+  }
+
   /** Accept a punch: resolves once it is committed to disk. */
   punch(input: PunchInput): Promise<QueuedPunch> {
     if (this.stopped) return Promise.reject(new TallyboxError('AGENT_STOPPED', 'agent is stopping; punch not accepted'));
@@ -421,6 +436,7 @@ export class Agent {
     this.drain.stop();
     await this.link.stop();
     await this.intake?.close();
+    await this.incidents?.stop();
     await this.privacy?.journal.close();
     await this.privacy?.vault.close();
     await this.outbox.close();

@@ -143,6 +143,8 @@ export async function doctor(configFile: string, opts: { json: boolean; out: (s:
     const config = loadConfigFile(configFile);
     checks = [{ name: 'config', verdict: 'ok', detail: `${configFile}: valid (device ${config.device.id}, ${config.device.kind}, region ${config.region})` }];
     checks.push(...(await checkStorage(config)), ...checkFileSafety(config), ...checkAgentState(config), ...(await checkKeys(config)), ...checkClockAndCommands(config), ...(await checkBroker(config)));
+    // Open incident records and a decommission (src/incident/doctor.ts).
+    checks.push(...(await (await import('../incident/doctor.js')).incidentChecks(config)));
   } catch (err) {
     checks = [{ name: 'config', verdict: 'fail', detail: describeError(err) }];
   }

@@ -27,11 +27,16 @@ export async function provision(configFile: string, out: (s: string) => void): P
     rmSync(identityPath, { force: true });
     clearZeroisedState(config.dataDir);
   }
+  // A decommissioned device is provisioned again: its marker (and the receipt file, already handed over) go.
+  const { clearDecommissionState } = await import('../decommission/state.js');
+  clearDecommissionState(config.dataDir);
   const keys = await provisionKeyFiles({
     kekPath: config.vault.kekFile,
     identityPath,
     dataDir: config.dataDir,
   });
+  // New keys: the incident records' key-file references start again from these.
+  await (await import('../incident/keyfiles.js')).resetKeyFilesIn(config.dataDir);
   out(JSON.stringify({ deviceId: config.device.id, ...(zeroised ? { reprovisionedAfterZeroise: true } : {}), kekFile: keys.kekPath, identityFile: keys.identityPath, keyId: keys.keyId, publicKeyPem: keys.publicKeyPem }));
   return 0;
 }

@@ -21,6 +21,10 @@ commands:
   purge --org ID --config FILE [--yes]
                                     erase an organisation's data locally (agent stopped); the signed
                                     receipt is delivered on the agent's next connection
+  decommission --config FILE [--yes]
+                                    retire the device: erase every organisation, sign ONE receipt, destroy
+                                    the keys; it then refuses to run until provisioned again
+  verify-receipt FILE --pubkey PEM  check a decommission or erasure receipt against the device public key
   demo [--json] [--punches N] [--keep-data DIR] [--outage] [--interval MS] [--broker URL]
                                     broker + cloud emulator + agent + simulated reader, on this machine
   demo --device m1|m2 [--json] [--punches N] [--keep-data DIR] [--broker URL]
@@ -36,7 +40,9 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });
       if (!values.config) throw usage('run needs --config FILE');
-      return runAgent(values.config);
+      // A decommissioned device refuses to run; an interrupted decommission is finished instead (src/cli/decommission.ts).
+      const gate = await (await import('./decommission.js')).runGate(values.config, stdout);
+      return gate ?? runAgent(values.config);
     }
     case 'doctor': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean', default: false } }, strict: true });
@@ -67,6 +73,18 @@ async function main(argv: string[]): Promise<number> {
       if (!values.yes && !process.stdin.isTTY) throw usage('purge without --yes needs a terminal to confirm on; pass --yes to confirm the erasure', 'CONFIRMATION_REQUIRED');
       const { purgeOrg } = await import('./purge.js');
       return purgeOrg({ configFile: values.config, orgId: values.org, yes: values.yes ?? false, out: stdout });
+    }
+    case 'decommission': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, yes: { type: 'boolean', default: false } }, strict: true });
+      if (!values.config) throw usage('decommission needs --config FILE');
+      const { decommissionCli } = await import('./decommission.js');
+      return decommissionCli({ configFile: values.config, yes: values.yes ?? false, out: stdout });
+    }
+    case 'verify-receipt': {
+      const { values, positionals } = parseArgs({ args: rest, options: { pubkey: { type: 'string' } }, allowPositionals: true, strict: true });
+      if (positionals.length !== 1 || !values.pubkey) throw usage('verify-receipt needs FILE and --pubkey PEM_FILE');
+      const { verifyReceiptCli } = await import('./decommission.js');
+      return verifyReceiptCli({ file: positionals[0]!, pubkeyFile: values.pubkey, out: stdout });
     }
     case 'demo': {
       const { values } = parseArgs({

@@ -167,6 +167,13 @@ export const ConfigSchema = z
     /** C1: Wi-Fi presence (hostapd control sockets, dnsmasq lease file, hook socket) and its join rules. */
     c1: C1ConfigSchema.optional(),
     privacy: PrivacySchema.default(PrivacySchema.parse({})),
+    /** Decommission (src/decommission): how long to wait for the broker to take queued punches and the receipt. */
+    decommission: z.object({ deliverTimeoutSec: z.number().min(0).max(3600).default(30) }).strict().optional(),
+    /** Incident records (src/incident): N rejected commands within a window is one AUTH_FAILURES incident; re-send period. */
+    incidents: z
+      .object({ authFailures: z.number().int().min(1).max(100_000).default(5), authWindowSec: z.number().min(1).max(86_400).default(60), resendSec: z.number().min(1).max(86_400).default(60), checkSec: z.number().min(0.1).max(3600).default(5) })
+      .strict()
+      .optional(),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
   })
   .strict()

@@ -848,6 +848,56 @@ export namespace tallybox {
             type $Shape = tallybox.v1.ServedOrgsSet.$Properties;
         }
 
+        interface IDeviceDecommission extends tallybox.v1.DeviceDecommission.$Properties {
+        }
+
+        class DeviceDecommission {
+            constructor(p?: tallybox.v1.DeviceDecommission.$Properties);
+            $unknowns?: Uint8Array[];
+            note: string;
+            static create(properties: tallybox.v1.DeviceDecommission.$Shape): tallybox.v1.DeviceDecommission & tallybox.v1.DeviceDecommission.$Shape;
+            static create(properties?: tallybox.v1.DeviceDecommission.$Properties): tallybox.v1.DeviceDecommission;
+            static encode(m: tallybox.v1.DeviceDecommission.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.DeviceDecommission & tallybox.v1.DeviceDecommission.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.DeviceDecommission;
+            static toObject(m: tallybox.v1.DeviceDecommission, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace DeviceDecommission {
+            interface $Properties {
+                note?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.DeviceDecommission.$Properties;
+        }
+
+        interface IIncidentAck extends tallybox.v1.IncidentAck.$Properties {
+        }
+
+        class IncidentAck {
+            constructor(p?: tallybox.v1.IncidentAck.$Properties);
+            $unknowns?: Uint8Array[];
+            incidentIds: string[];
+            static create(properties: tallybox.v1.IncidentAck.$Shape): tallybox.v1.IncidentAck & tallybox.v1.IncidentAck.$Shape;
+            static create(properties?: tallybox.v1.IncidentAck.$Properties): tallybox.v1.IncidentAck;
+            static encode(m: tallybox.v1.IncidentAck.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.IncidentAck & tallybox.v1.IncidentAck.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.IncidentAck;
+            static toObject(m: tallybox.v1.IncidentAck, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace IncidentAck {
+            interface $Properties {
+                incidentIds?: (string[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.IncidentAck.$Properties;
+        }
+
         interface ICommandBody extends tallybox.v1.CommandBody.$Properties {
         }
 
@@ -867,7 +917,9 @@ export namespace tallybox {
             rosterSync?: (tallybox.v1.RosterSync.$Properties|null);
             configPatch?: (tallybox.v1.ConfigPatch.$Properties|null);
             servedOrgsSet?: (tallybox.v1.ServedOrgsSet.$Properties|null);
-            command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet");
+            deviceDecommission?: (tallybox.v1.DeviceDecommission.$Properties|null);
+            incidentAck?: (tallybox.v1.IncidentAck.$Properties|null);
+            command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck");
             static create(properties: tallybox.v1.CommandBody.$Shape): tallybox.v1.CommandBody & tallybox.v1.CommandBody.$Shape;
             static create(properties?: tallybox.v1.CommandBody.$Properties): tallybox.v1.CommandBody;
             static encode(m: tallybox.v1.CommandBody.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -893,7 +945,9 @@ export namespace tallybox {
                 rosterSync?: (tallybox.v1.RosterSync.$Properties|null);
                 configPatch?: (tallybox.v1.ConfigPatch.$Properties|null);
                 servedOrgsSet?: (tallybox.v1.ServedOrgsSet.$Properties|null);
-                command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet");
+                deviceDecommission?: (tallybox.v1.DeviceDecommission.$Properties|null);
+                incidentAck?: (tallybox.v1.IncidentAck.$Properties|null);
+                command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -910,9 +964,11 @@ export namespace tallybox {
               rosterSync?: tallybox.v1.RosterSync.$Shape|null;
               configPatch?: tallybox.v1.ConfigPatch.$Shape|null;
               servedOrgsSet?: tallybox.v1.ServedOrgsSet.$Shape|null;
+              deviceDecommission?: tallybox.v1.DeviceDecommission.$Shape|null;
+              incidentAck?: tallybox.v1.IncidentAck.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape })
+              ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape; deviceDecommission?: null; incidentAck?: null }|{ command?: "deviceDecommission"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission: tallybox.v1.DeviceDecommission.$Shape; incidentAck?: null }|{ command?: "incidentAck"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck: tallybox.v1.IncidentAck.$Shape })
             );
         }
 
@@ -1228,6 +1284,84 @@ export namespace tallybox {
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.DeviceState.$Properties;
+        }
+
+        enum IncidentKind {
+            INCIDENT_KIND_UNSPECIFIED = 0,
+            INCIDENT_KIND_TAMPER = 1,
+            INCIDENT_KIND_STORAGE_LOST = 2,
+            INCIDENT_KIND_KEY_FILE_CHANGED = 3,
+            INCIDENT_KIND_KEY_FILE_MISSING = 4,
+            INCIDENT_KIND_AUTH_FAILURES = 5,
+            INCIDENT_KIND_PURGE_INCOMPLETE = 6
+        }
+
+        interface IIncidentCount extends tallybox.v1.IncidentCount.$Properties {
+        }
+
+        class IncidentCount {
+            constructor(p?: tallybox.v1.IncidentCount.$Properties);
+            $unknowns?: Uint8Array[];
+            name: string;
+            value: number;
+            static create(properties: tallybox.v1.IncidentCount.$Shape): tallybox.v1.IncidentCount & tallybox.v1.IncidentCount.$Shape;
+            static create(properties?: tallybox.v1.IncidentCount.$Properties): tallybox.v1.IncidentCount;
+            static encode(m: tallybox.v1.IncidentCount.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.IncidentCount & tallybox.v1.IncidentCount.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.IncidentCount;
+            static toObject(m: tallybox.v1.IncidentCount, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace IncidentCount {
+            interface $Properties {
+                name?: (string|null);
+                value?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.IncidentCount.$Properties;
+        }
+
+        interface IIncidentReport extends tallybox.v1.IncidentReport.$Properties {
+        }
+
+        class IncidentReport {
+            constructor(p?: tallybox.v1.IncidentReport.$Properties);
+            $unknowns?: Uint8Array[];
+            deviceId: string;
+            incidentId: string;
+            seq: number;
+            kind: tallybox.v1.IncidentKind;
+            atMs: number;
+            orgIds: string[];
+            counts: tallybox.v1.IncidentCount.$Properties[];
+            detail: string;
+            resend: number;
+            static create(properties: tallybox.v1.IncidentReport.$Shape): tallybox.v1.IncidentReport & tallybox.v1.IncidentReport.$Shape;
+            static create(properties?: tallybox.v1.IncidentReport.$Properties): tallybox.v1.IncidentReport;
+            static encode(m: tallybox.v1.IncidentReport.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.IncidentReport & tallybox.v1.IncidentReport.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.IncidentReport;
+            static toObject(m: tallybox.v1.IncidentReport, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace IncidentReport {
+            interface $Properties {
+                deviceId?: (string|null);
+                incidentId?: (string|null);
+                seq?: (number|null);
+                kind?: (tallybox.v1.IncidentKind|null);
+                atMs?: (number|null);
+                orgIds?: (string[]|null);
+                counts?: (tallybox.v1.IncidentCount.$Properties[]|null);
+                detail?: (string|null);
+                resend?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.IncidentReport.$Properties;
         }
     }
 }

@@ -8352,6 +8352,472 @@ export const tallybox = $root.tallybox = (() => {
             return ServedOrgsSet;
         })();
 
+        v1.DeviceDecommission = (function() {
+
+            /**
+             * Properties of a DeviceDecommission.
+             * @typedef {Object} tallybox.v1.DeviceDecommission.$Properties
+             * @property {string|null} [note] DeviceDecommission note
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a DeviceDecommission.
+             * @memberof tallybox.v1
+             * @interface IDeviceDecommission
+             * @augments tallybox.v1.DeviceDecommission.$Properties
+             * @deprecated Use tallybox.v1.DeviceDecommission.$Properties instead.
+             */
+
+            /**
+             * Shape of a DeviceDecommission.
+             * @typedef {tallybox.v1.DeviceDecommission.$Properties} tallybox.v1.DeviceDecommission.$Shape
+             */
+
+            /**
+             * Constructs a new DeviceDecommission.
+             * @memberof tallybox.v1
+             * @classdesc Represents a DeviceDecommission.
+             * @constructor
+             * @param {tallybox.v1.DeviceDecommission.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const DeviceDecommission = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * DeviceDecommission note.
+             * @member {string} note
+             * @memberof tallybox.v1.DeviceDecommission
+             * @instance
+             */
+            DeviceDecommission.prototype.note = "";
+
+            /**
+             * Creates a new DeviceDecommission instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.DeviceDecommission
+             * @static
+             * @param {tallybox.v1.DeviceDecommission.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.DeviceDecommission} DeviceDecommission instance
+             * @type {{
+             *   (properties: tallybox.v1.DeviceDecommission.$Shape): tallybox.v1.DeviceDecommission & tallybox.v1.DeviceDecommission.$Shape;
+             *   (properties?: tallybox.v1.DeviceDecommission.$Properties): tallybox.v1.DeviceDecommission;
+             * }}
+             */
+            DeviceDecommission.create = function(properties) {
+                return new DeviceDecommission(properties);
+            };
+
+            /**
+             * Encodes the specified DeviceDecommission message. Does not implicitly {@link tallybox.v1.DeviceDecommission.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.DeviceDecommission
+             * @static
+             * @param {tallybox.v1.DeviceDecommission.$Properties} m DeviceDecommission message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            DeviceDecommission.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.note != null && $Object.hasOwnProperty.call(m, "note") && m.note !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.note);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a DeviceDecommission message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.DeviceDecommission
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.DeviceDecommission & tallybox.v1.DeviceDecommission.$Shape} DeviceDecommission
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            DeviceDecommission.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.DeviceDecommission();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.note = v;
+                            else
+                                delete m.note;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a DeviceDecommission message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.DeviceDecommission
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.DeviceDecommission} DeviceDecommission
+             */
+            DeviceDecommission.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.DeviceDecommission)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.DeviceDecommission: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.DeviceDecommission();
+                if (d.note != null) {
+                    if (typeof d.note !== "string" || d.note.length) {
+                        m.note = $String(d.note);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a DeviceDecommission message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.DeviceDecommission
+             * @static
+             * @param {tallybox.v1.DeviceDecommission} m DeviceDecommission
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            DeviceDecommission.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.note = "";
+                }
+                if (m.note != null && $Object.hasOwnProperty.call(m, "note")) {
+                    d.note = m.note;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this DeviceDecommission to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.DeviceDecommission
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            DeviceDecommission.prototype.toJSON = function() {
+                return DeviceDecommission.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for DeviceDecommission
+             * @function getTypeUrl
+             * @memberof tallybox.v1.DeviceDecommission
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            DeviceDecommission.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.DeviceDecommission";
+            };
+
+            return DeviceDecommission;
+        })();
+
+        v1.IncidentAck = (function() {
+
+            /**
+             * Properties of an IncidentAck.
+             * @typedef {Object} tallybox.v1.IncidentAck.$Properties
+             * @property {Array.<string>|null} [incidentIds] IncidentAck incidentIds
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an IncidentAck.
+             * @memberof tallybox.v1
+             * @interface IIncidentAck
+             * @augments tallybox.v1.IncidentAck.$Properties
+             * @deprecated Use tallybox.v1.IncidentAck.$Properties instead.
+             */
+
+            /**
+             * Shape of an IncidentAck.
+             * @typedef {tallybox.v1.IncidentAck.$Properties} tallybox.v1.IncidentAck.$Shape
+             */
+
+            /**
+             * Constructs a new IncidentAck.
+             * @memberof tallybox.v1
+             * @classdesc Represents an IncidentAck.
+             * @constructor
+             * @param {tallybox.v1.IncidentAck.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const IncidentAck = function (p) {
+                this.incidentIds = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * IncidentAck incidentIds.
+             * @member {Array.<string>} incidentIds
+             * @memberof tallybox.v1.IncidentAck
+             * @instance
+             */
+            IncidentAck.prototype.incidentIds = $util.emptyArray;
+
+            /**
+             * Creates a new IncidentAck instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.IncidentAck
+             * @static
+             * @param {tallybox.v1.IncidentAck.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.IncidentAck} IncidentAck instance
+             * @type {{
+             *   (properties: tallybox.v1.IncidentAck.$Shape): tallybox.v1.IncidentAck & tallybox.v1.IncidentAck.$Shape;
+             *   (properties?: tallybox.v1.IncidentAck.$Properties): tallybox.v1.IncidentAck;
+             * }}
+             */
+            IncidentAck.create = function(properties) {
+                return new IncidentAck(properties);
+            };
+
+            /**
+             * Encodes the specified IncidentAck message. Does not implicitly {@link tallybox.v1.IncidentAck.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.IncidentAck
+             * @static
+             * @param {tallybox.v1.IncidentAck.$Properties} m IncidentAck message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            IncidentAck.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.incidentIds != null && m.incidentIds.length) {
+                    for (var i = 0; i < m.incidentIds.length; ++i)
+                        w.uint32(/* id 1, wireType 2 =*/10).string(m.incidentIds[i]);
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes an IncidentAck message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.IncidentAck
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.IncidentAck & tallybox.v1.IncidentAck.$Shape} IncidentAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            IncidentAck.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.IncidentAck();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.incidentIds && m.incidentIds.length))
+                                m.incidentIds = [];
+                            m.incidentIds.push(r.stringVerify());
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates an IncidentAck message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.IncidentAck
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.IncidentAck} IncidentAck
+             */
+            IncidentAck.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.IncidentAck)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.IncidentAck: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.IncidentAck();
+                if (d.incidentIds) {
+                    if (!$Array.isArray(d.incidentIds))
+                        throw $TypeError(".tallybox.v1.IncidentAck.incidentIds: array expected");
+                    m.incidentIds = $Array(d.incidentIds.length);
+                    for (var i = 0; i < d.incidentIds.length; ++i) {
+                        m.incidentIds[i] = $String(d.incidentIds[i]);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from an IncidentAck message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.IncidentAck
+             * @static
+             * @param {tallybox.v1.IncidentAck} m IncidentAck
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            IncidentAck.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.incidentIds = [];
+                }
+                if (m.incidentIds && m.incidentIds.length) {
+                    d.incidentIds = $Array(m.incidentIds.length);
+                    for (var j = 0; j < m.incidentIds.length; ++j) {
+                        d.incidentIds[j] = m.incidentIds[j];
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this IncidentAck to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.IncidentAck
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            IncidentAck.prototype.toJSON = function() {
+                return IncidentAck.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for IncidentAck
+             * @function getTypeUrl
+             * @memberof tallybox.v1.IncidentAck
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            IncidentAck.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.IncidentAck";
+            };
+
+            return IncidentAck;
+        })();
+
         v1.CommandBody = (function() {
 
             /**
@@ -8370,7 +8836,9 @@ export const tallybox = $root.tallybox = (() => {
              * @property {tallybox.v1.RosterSync.$Properties|null} [rosterSync] CommandBody rosterSync
              * @property {tallybox.v1.ConfigPatch.$Properties|null} [configPatch] CommandBody configPatch
              * @property {tallybox.v1.ServedOrgsSet.$Properties|null} [servedOrgsSet] CommandBody servedOrgsSet
-             * @property {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"} [command] CommandBody command
+             * @property {tallybox.v1.DeviceDecommission.$Properties|null} [deviceDecommission] CommandBody deviceDecommission
+             * @property {tallybox.v1.IncidentAck.$Properties|null} [incidentAck] CommandBody incidentAck
+             * @property {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"} [command] CommandBody command
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -8398,9 +8866,11 @@ export const tallybox = $root.tallybox = (() => {
              *   rosterSync?: tallybox.v1.RosterSync.$Shape|null;
              *   configPatch?: tallybox.v1.ConfigPatch.$Shape|null;
              *   servedOrgsSet?: tallybox.v1.ServedOrgsSet.$Shape|null;
+             *   deviceDecommission?: tallybox.v1.DeviceDecommission.$Shape|null;
+             *   incidentAck?: tallybox.v1.IncidentAck.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape })
+             *   ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape; deviceDecommission?: null; incidentAck?: null }|{ command?: "deviceDecommission"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission: tallybox.v1.DeviceDecommission.$Shape; incidentAck?: null }|{ command?: "incidentAck"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck: tallybox.v1.IncidentAck.$Shape })
              * )} tallybox.v1.CommandBody.$Shape
              */
 
@@ -8523,17 +8993,33 @@ export const tallybox = $root.tallybox = (() => {
              */
             CommandBody.prototype.servedOrgsSet = null;
 
+            /**
+             * CommandBody deviceDecommission.
+             * @member {tallybox.v1.DeviceDecommission.$Properties|null|undefined} deviceDecommission
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.deviceDecommission = null;
+
+            /**
+             * CommandBody incidentAck.
+             * @member {tallybox.v1.IncidentAck.$Properties|null|undefined} incidentAck
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.incidentAck = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * CommandBody command.
-             * @member {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|undefined} command
+             * @member {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"|undefined} command
              * @memberof tallybox.v1.CommandBody
              * @instance
              */
             $Object.defineProperty(CommandBody.prototype, "command", {
-                get: $util.oneOfGetter($oneOfFields = ["ping", "subjectUpsert", "subjectErase", "orgWithdraw", "rosterSync", "configPatch", "servedOrgsSet"]),
+                get: $util.oneOfGetter($oneOfFields = ["ping", "subjectUpsert", "subjectErase", "orgWithdraw", "rosterSync", "configPatch", "servedOrgsSet", "deviceDecommission", "incidentAck"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -8595,6 +9081,10 @@ export const tallybox = $root.tallybox = (() => {
                     $root.tallybox.v1.ConfigPatch.encode(m.configPatch, w.uint32(/* id 15, wireType 2 =*/122).fork(), q + 1).ldelim();
                 if (m.servedOrgsSet != null && $Object.hasOwnProperty.call(m, "servedOrgsSet"))
                     $root.tallybox.v1.ServedOrgsSet.encode(m.servedOrgsSet, w.uint32(/* id 200, wireType 2 =*/1602).fork(), q + 1).ldelim();
+                if (m.deviceDecommission != null && $Object.hasOwnProperty.call(m, "deviceDecommission"))
+                    $root.tallybox.v1.DeviceDecommission.encode(m.deviceDecommission, w.uint32(/* id 330, wireType 2 =*/2642).fork(), q + 1).ldelim();
+                if (m.incidentAck != null && $Object.hasOwnProperty.call(m, "incidentAck"))
+                    $root.tallybox.v1.IncidentAck.encode(m.incidentAck, w.uint32(/* id 331, wireType 2 =*/2650).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -8742,6 +9232,20 @@ export const tallybox = $root.tallybox = (() => {
                             m.command = "servedOrgsSet";
                             continue;
                         }
+                    case 330: {
+                            if (u !== 2)
+                                break;
+                            m.deviceDecommission = $root.tallybox.v1.DeviceDecommission.decode(r, r.size(), $undefined, q + 1, m.deviceDecommission);
+                            m.command = "deviceDecommission";
+                            continue;
+                        }
+                    case 331: {
+                            if (u !== 2)
+                                break;
+                            m.incidentAck = $root.tallybox.v1.IncidentAck.decode(r, r.size(), $undefined, q + 1, m.incidentAck);
+                            m.command = "incidentAck";
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -8866,6 +9370,16 @@ export const tallybox = $root.tallybox = (() => {
                         throw $TypeError(".tallybox.v1.CommandBody.servedOrgsSet: object expected");
                     m.servedOrgsSet = $root.tallybox.v1.ServedOrgsSet.fromObject(d.servedOrgsSet, q + 1);
                 }
+                if (d.deviceDecommission != null) {
+                    if (!$util.isObject(d.deviceDecommission))
+                        throw $TypeError(".tallybox.v1.CommandBody.deviceDecommission: object expected");
+                    m.deviceDecommission = $root.tallybox.v1.DeviceDecommission.fromObject(d.deviceDecommission, q + 1);
+                }
+                if (d.incidentAck != null) {
+                    if (!$util.isObject(d.incidentAck))
+                        throw $TypeError(".tallybox.v1.CommandBody.incidentAck: object expected");
+                    m.incidentAck = $root.tallybox.v1.IncidentAck.fromObject(d.incidentAck, q + 1);
+                }
                 return m;
             };
 
@@ -8979,6 +9493,16 @@ export const tallybox = $root.tallybox = (() => {
                     d.servedOrgsSet = $root.tallybox.v1.ServedOrgsSet.toObject(m.servedOrgsSet, o, q + 1);
                     if (o.oneofs)
                         d.command = "servedOrgsSet";
+                }
+                if (m.deviceDecommission != null && $Object.hasOwnProperty.call(m, "deviceDecommission")) {
+                    d.deviceDecommission = $root.tallybox.v1.DeviceDecommission.toObject(m.deviceDecommission, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "deviceDecommission";
+                }
+                if (m.incidentAck != null && $Object.hasOwnProperty.call(m, "incidentAck")) {
+                    d.incidentAck = $root.tallybox.v1.IncidentAck.toObject(m.incidentAck, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "incidentAck";
                 }
                 return d;
             };
@@ -12372,6 +12896,847 @@ export const tallybox = $root.tallybox = (() => {
             };
 
             return DeviceState;
+        })();
+
+        /**
+         * IncidentKind enum.
+         * @name tallybox.v1.IncidentKind
+         * @enum {number}
+         * @property {number} INCIDENT_KIND_UNSPECIFIED=0 INCIDENT_KIND_UNSPECIFIED value
+         * @property {number} INCIDENT_KIND_TAMPER=1 INCIDENT_KIND_TAMPER value
+         * @property {number} INCIDENT_KIND_STORAGE_LOST=2 INCIDENT_KIND_STORAGE_LOST value
+         * @property {number} INCIDENT_KIND_KEY_FILE_CHANGED=3 INCIDENT_KIND_KEY_FILE_CHANGED value
+         * @property {number} INCIDENT_KIND_KEY_FILE_MISSING=4 INCIDENT_KIND_KEY_FILE_MISSING value
+         * @property {number} INCIDENT_KIND_AUTH_FAILURES=5 INCIDENT_KIND_AUTH_FAILURES value
+         * @property {number} INCIDENT_KIND_PURGE_INCOMPLETE=6 INCIDENT_KIND_PURGE_INCOMPLETE value
+         */
+        v1.IncidentKind = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "INCIDENT_KIND_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "INCIDENT_KIND_TAMPER"] = 1;
+            values[valuesById[2] = "INCIDENT_KIND_STORAGE_LOST"] = 2;
+            values[valuesById[3] = "INCIDENT_KIND_KEY_FILE_CHANGED"] = 3;
+            values[valuesById[4] = "INCIDENT_KIND_KEY_FILE_MISSING"] = 4;
+            values[valuesById[5] = "INCIDENT_KIND_AUTH_FAILURES"] = 5;
+            values[valuesById[6] = "INCIDENT_KIND_PURGE_INCOMPLETE"] = 6;
+            return values;
+        })();
+
+        v1.IncidentCount = (function() {
+
+            /**
+             * Properties of an IncidentCount.
+             * @typedef {Object} tallybox.v1.IncidentCount.$Properties
+             * @property {string|null} [name] IncidentCount name
+             * @property {number|null} [value] IncidentCount value
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an IncidentCount.
+             * @memberof tallybox.v1
+             * @interface IIncidentCount
+             * @augments tallybox.v1.IncidentCount.$Properties
+             * @deprecated Use tallybox.v1.IncidentCount.$Properties instead.
+             */
+
+            /**
+             * Shape of an IncidentCount.
+             * @typedef {tallybox.v1.IncidentCount.$Properties} tallybox.v1.IncidentCount.$Shape
+             */
+
+            /**
+             * Constructs a new IncidentCount.
+             * @memberof tallybox.v1
+             * @classdesc Represents an IncidentCount.
+             * @constructor
+             * @param {tallybox.v1.IncidentCount.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const IncidentCount = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * IncidentCount name.
+             * @member {string} name
+             * @memberof tallybox.v1.IncidentCount
+             * @instance
+             */
+            IncidentCount.prototype.name = "";
+
+            /**
+             * IncidentCount value.
+             * @member {number} value
+             * @memberof tallybox.v1.IncidentCount
+             * @instance
+             */
+            IncidentCount.prototype.value = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Creates a new IncidentCount instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.IncidentCount
+             * @static
+             * @param {tallybox.v1.IncidentCount.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.IncidentCount} IncidentCount instance
+             * @type {{
+             *   (properties: tallybox.v1.IncidentCount.$Shape): tallybox.v1.IncidentCount & tallybox.v1.IncidentCount.$Shape;
+             *   (properties?: tallybox.v1.IncidentCount.$Properties): tallybox.v1.IncidentCount;
+             * }}
+             */
+            IncidentCount.create = function(properties) {
+                return new IncidentCount(properties);
+            };
+
+            /**
+             * Encodes the specified IncidentCount message. Does not implicitly {@link tallybox.v1.IncidentCount.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.IncidentCount
+             * @static
+             * @param {tallybox.v1.IncidentCount.$Properties} m IncidentCount message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            IncidentCount.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.name != null && $Object.hasOwnProperty.call(m, "name") && m.name !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.name);
+                if (m.value != null && $Object.hasOwnProperty.call(m, "value") && (typeof m.value === "object" ? m.value.low || m.value.high : m.value !== 0))
+                    w.uint32(/* id 2, wireType 0 =*/16).uint64(m.value);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes an IncidentCount message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.IncidentCount
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.IncidentCount & tallybox.v1.IncidentCount.$Shape} IncidentCount
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            IncidentCount.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.IncidentCount();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.name = v;
+                            else
+                                delete m.name;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.value = v;
+                            else
+                                delete m.value;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates an IncidentCount message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.IncidentCount
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.IncidentCount} IncidentCount
+             */
+            IncidentCount.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.IncidentCount)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.IncidentCount: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.IncidentCount();
+                if (d.name != null) {
+                    if (typeof d.name !== "string" || d.name.length) {
+                        m.name = $String(d.name);
+                    }
+                }
+                if (d.value != null) {
+                    if (typeof d.value === "object" ? d.value.low || d.value.high : $Number(d.value) !== 0) {
+                        if ($util.Long)
+                            m.value = $util.Long.fromValue(d.value, true);
+                        else if (typeof d.value === "string")
+                            m.value = $parseInt(d.value, 10);
+                        else if (typeof d.value === "number")
+                            m.value = d.value;
+                        else if (typeof d.value === "object")
+                            m.value = new $util.LongBits(d.value.low >>> 0, d.value.high >>> 0).toNumber(true);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from an IncidentCount message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.IncidentCount
+             * @static
+             * @param {tallybox.v1.IncidentCount} m IncidentCount
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            IncidentCount.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.name = "";
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.value = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.value = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                }
+                if (m.name != null && $Object.hasOwnProperty.call(m, "name")) {
+                    d.name = m.name;
+                }
+                if (m.value != null && $Object.hasOwnProperty.call(m, "value")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.value = typeof m.value === "number" ? $BigInt(m.value) : $util.Long.fromBits(m.value.low >>> 0, m.value.high >>> 0, true).toBigInt();
+                    else if (typeof m.value === "number")
+                        d.value = o.longs === $String ? $String(m.value) : m.value;
+                    else
+                        d.value = o.longs === $String ? $util.Long.prototype.toString.call(m.value) : o.longs === $Number ? new $util.LongBits(m.value.low >>> 0, m.value.high >>> 0).toNumber(true) : m.value;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this IncidentCount to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.IncidentCount
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            IncidentCount.prototype.toJSON = function() {
+                return IncidentCount.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for IncidentCount
+             * @function getTypeUrl
+             * @memberof tallybox.v1.IncidentCount
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            IncidentCount.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.IncidentCount";
+            };
+
+            return IncidentCount;
+        })();
+
+        v1.IncidentReport = (function() {
+
+            /**
+             * Properties of an IncidentReport.
+             * @typedef {Object} tallybox.v1.IncidentReport.$Properties
+             * @property {string|null} [deviceId] IncidentReport deviceId
+             * @property {string|null} [incidentId] IncidentReport incidentId
+             * @property {number|null} [seq] IncidentReport seq
+             * @property {tallybox.v1.IncidentKind|null} [kind] IncidentReport kind
+             * @property {number|null} [atMs] IncidentReport atMs
+             * @property {Array.<string>|null} [orgIds] IncidentReport orgIds
+             * @property {Array.<tallybox.v1.IncidentCount.$Properties>|null} [counts] IncidentReport counts
+             * @property {string|null} [detail] IncidentReport detail
+             * @property {number|null} [resend] IncidentReport resend
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of an IncidentReport.
+             * @memberof tallybox.v1
+             * @interface IIncidentReport
+             * @augments tallybox.v1.IncidentReport.$Properties
+             * @deprecated Use tallybox.v1.IncidentReport.$Properties instead.
+             */
+
+            /**
+             * Shape of an IncidentReport.
+             * @typedef {tallybox.v1.IncidentReport.$Properties} tallybox.v1.IncidentReport.$Shape
+             */
+
+            /**
+             * Constructs a new IncidentReport.
+             * @memberof tallybox.v1
+             * @classdesc Represents an IncidentReport.
+             * @constructor
+             * @param {tallybox.v1.IncidentReport.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const IncidentReport = function (p) {
+                this.orgIds = [];
+                this.counts = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * IncidentReport deviceId.
+             * @member {string} deviceId
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.deviceId = "";
+
+            /**
+             * IncidentReport incidentId.
+             * @member {string} incidentId
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.incidentId = "";
+
+            /**
+             * IncidentReport seq.
+             * @member {number} seq
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.seq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * IncidentReport kind.
+             * @member {tallybox.v1.IncidentKind} kind
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.kind = 0;
+
+            /**
+             * IncidentReport atMs.
+             * @member {number} atMs
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.atMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * IncidentReport orgIds.
+             * @member {Array.<string>} orgIds
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.orgIds = $util.emptyArray;
+
+            /**
+             * IncidentReport counts.
+             * @member {Array.<tallybox.v1.IncidentCount.$Properties>} counts
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.counts = $util.emptyArray;
+
+            /**
+             * IncidentReport detail.
+             * @member {string} detail
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.detail = "";
+
+            /**
+             * IncidentReport resend.
+             * @member {number} resend
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             */
+            IncidentReport.prototype.resend = 0;
+
+            /**
+             * Creates a new IncidentReport instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.IncidentReport
+             * @static
+             * @param {tallybox.v1.IncidentReport.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.IncidentReport} IncidentReport instance
+             * @type {{
+             *   (properties: tallybox.v1.IncidentReport.$Shape): tallybox.v1.IncidentReport & tallybox.v1.IncidentReport.$Shape;
+             *   (properties?: tallybox.v1.IncidentReport.$Properties): tallybox.v1.IncidentReport;
+             * }}
+             */
+            IncidentReport.create = function(properties) {
+                return new IncidentReport(properties);
+            };
+
+            /**
+             * Encodes the specified IncidentReport message. Does not implicitly {@link tallybox.v1.IncidentReport.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.IncidentReport
+             * @static
+             * @param {tallybox.v1.IncidentReport.$Properties} m IncidentReport message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            IncidentReport.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.deviceId != null && $Object.hasOwnProperty.call(m, "deviceId") && m.deviceId !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.deviceId);
+                if (m.incidentId != null && $Object.hasOwnProperty.call(m, "incidentId") && m.incidentId !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.incidentId);
+                if (m.seq != null && $Object.hasOwnProperty.call(m, "seq") && (typeof m.seq === "object" ? m.seq.low || m.seq.high : m.seq !== 0))
+                    w.uint32(/* id 3, wireType 0 =*/24).uint64(m.seq);
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind") && m.kind !== 0)
+                    w.uint32(/* id 4, wireType 0 =*/32).int32(m.kind);
+                if (m.atMs != null && $Object.hasOwnProperty.call(m, "atMs") && (typeof m.atMs === "object" ? m.atMs.low || m.atMs.high : m.atMs !== 0))
+                    w.uint32(/* id 5, wireType 0 =*/40).uint64(m.atMs);
+                if (m.orgIds != null && m.orgIds.length) {
+                    for (var i = 0; i < m.orgIds.length; ++i)
+                        w.uint32(/* id 6, wireType 2 =*/50).string(m.orgIds[i]);
+                }
+                if (m.counts != null && m.counts.length) {
+                    for (var i = 0; i < m.counts.length; ++i)
+                        $root.tallybox.v1.IncidentCount.encode(m.counts[i], w.uint32(/* id 7, wireType 2 =*/58).fork(), q + 1).ldelim();
+                }
+                if (m.detail != null && $Object.hasOwnProperty.call(m, "detail") && m.detail !== "")
+                    w.uint32(/* id 8, wireType 2 =*/66).string(m.detail);
+                if (m.resend != null && $Object.hasOwnProperty.call(m, "resend") && m.resend !== 0)
+                    w.uint32(/* id 9, wireType 0 =*/72).uint32(m.resend);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes an IncidentReport message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.IncidentReport
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.IncidentReport & tallybox.v1.IncidentReport.$Shape} IncidentReport
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            IncidentReport.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.IncidentReport();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.deviceId = v;
+                            else
+                                delete m.deviceId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.incidentId = v;
+                            else
+                                delete m.incidentId;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.seq = v;
+                            else
+                                delete m.seq;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.kind = v;
+                            else
+                                delete m.kind;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.atMs = v;
+                            else
+                                delete m.atMs;
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.orgIds && m.orgIds.length))
+                                m.orgIds = [];
+                            m.orgIds.push(r.stringVerify());
+                            continue;
+                        }
+                    case 7: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.counts && m.counts.length))
+                                m.counts = [];
+                            m.counts.push($root.tallybox.v1.IncidentCount.decode(r, r.size(), $undefined, q + 1));
+                            continue;
+                        }
+                    case 8: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.detail = v;
+                            else
+                                delete m.detail;
+                            continue;
+                        }
+                    case 9: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.resend = v;
+                            else
+                                delete m.resend;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates an IncidentReport message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.IncidentReport
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.IncidentReport} IncidentReport
+             */
+            IncidentReport.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.IncidentReport)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.IncidentReport: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.IncidentReport();
+                if (d.deviceId != null) {
+                    if (typeof d.deviceId !== "string" || d.deviceId.length) {
+                        m.deviceId = $String(d.deviceId);
+                    }
+                }
+                if (d.incidentId != null) {
+                    if (typeof d.incidentId !== "string" || d.incidentId.length) {
+                        m.incidentId = $String(d.incidentId);
+                    }
+                }
+                if (d.seq != null) {
+                    if (typeof d.seq === "object" ? d.seq.low || d.seq.high : $Number(d.seq) !== 0) {
+                        if ($util.Long)
+                            m.seq = $util.Long.fromValue(d.seq, true);
+                        else if (typeof d.seq === "string")
+                            m.seq = $parseInt(d.seq, 10);
+                        else if (typeof d.seq === "number")
+                            m.seq = d.seq;
+                        else if (typeof d.seq === "object")
+                            m.seq = new $util.LongBits(d.seq.low >>> 0, d.seq.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.kind !== 0 && (typeof d.kind !== "string" || $root.tallybox.v1.IncidentKind[d.kind] !== 0)) {
+                    switch (d.kind) {
+                    case "INCIDENT_KIND_UNSPECIFIED":
+                    case 0:
+                        m.kind = 0;
+                        break;
+                    case "INCIDENT_KIND_TAMPER":
+                    case 1:
+                        m.kind = 1;
+                        break;
+                    case "INCIDENT_KIND_STORAGE_LOST":
+                    case 2:
+                        m.kind = 2;
+                        break;
+                    case "INCIDENT_KIND_KEY_FILE_CHANGED":
+                    case 3:
+                        m.kind = 3;
+                        break;
+                    case "INCIDENT_KIND_KEY_FILE_MISSING":
+                    case 4:
+                        m.kind = 4;
+                        break;
+                    case "INCIDENT_KIND_AUTH_FAILURES":
+                    case 5:
+                        m.kind = 5;
+                        break;
+                    case "INCIDENT_KIND_PURGE_INCOMPLETE":
+                    case 6:
+                        m.kind = 6;
+                        break;
+                    default:
+                        if (typeof d.kind === "number" && (d.kind | 0) === d.kind)
+                            m.kind = d.kind;
+                    }
+                }
+                if (d.atMs != null) {
+                    if (typeof d.atMs === "object" ? d.atMs.low || d.atMs.high : $Number(d.atMs) !== 0) {
+                        if ($util.Long)
+                            m.atMs = $util.Long.fromValue(d.atMs, true);
+                        else if (typeof d.atMs === "string")
+                            m.atMs = $parseInt(d.atMs, 10);
+                        else if (typeof d.atMs === "number")
+                            m.atMs = d.atMs;
+                        else if (typeof d.atMs === "object")
+                            m.atMs = new $util.LongBits(d.atMs.low >>> 0, d.atMs.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.orgIds) {
+                    if (!$Array.isArray(d.orgIds))
+                        throw $TypeError(".tallybox.v1.IncidentReport.orgIds: array expected");
+                    m.orgIds = $Array(d.orgIds.length);
+                    for (var i = 0; i < d.orgIds.length; ++i) {
+                        m.orgIds[i] = $String(d.orgIds[i]);
+                    }
+                }
+                if (d.counts) {
+                    if (!$Array.isArray(d.counts))
+                        throw $TypeError(".tallybox.v1.IncidentReport.counts: array expected");
+                    m.counts = $Array(d.counts.length);
+                    for (var i = 0; i < d.counts.length; ++i) {
+                        if (!$util.isObject(d.counts[i]))
+                            throw $TypeError(".tallybox.v1.IncidentReport.counts: object expected");
+                        m.counts[i] = $root.tallybox.v1.IncidentCount.fromObject(d.counts[i], q + 1);
+                    }
+                }
+                if (d.detail != null) {
+                    if (typeof d.detail !== "string" || d.detail.length) {
+                        m.detail = $String(d.detail);
+                    }
+                }
+                if (d.resend != null) {
+                    if ($Number(d.resend) !== 0) {
+                        m.resend = d.resend >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from an IncidentReport message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.IncidentReport
+             * @static
+             * @param {tallybox.v1.IncidentReport} m IncidentReport
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            IncidentReport.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.orgIds = [];
+                    d.counts = [];
+                }
+                if (o.defaults) {
+                    d.deviceId = "";
+                    d.incidentId = "";
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.seq = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.seq = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.kind = o.enums === $String ? "INCIDENT_KIND_UNSPECIFIED" : 0;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.atMs = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.atMs = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.detail = "";
+                    d.resend = 0;
+                }
+                if (m.deviceId != null && $Object.hasOwnProperty.call(m, "deviceId")) {
+                    d.deviceId = m.deviceId;
+                }
+                if (m.incidentId != null && $Object.hasOwnProperty.call(m, "incidentId")) {
+                    d.incidentId = m.incidentId;
+                }
+                if (m.seq != null && $Object.hasOwnProperty.call(m, "seq")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.seq = typeof m.seq === "number" ? $BigInt(m.seq) : $util.Long.fromBits(m.seq.low >>> 0, m.seq.high >>> 0, true).toBigInt();
+                    else if (typeof m.seq === "number")
+                        d.seq = o.longs === $String ? $String(m.seq) : m.seq;
+                    else
+                        d.seq = o.longs === $String ? $util.Long.prototype.toString.call(m.seq) : o.longs === $Number ? new $util.LongBits(m.seq.low >>> 0, m.seq.high >>> 0).toNumber(true) : m.seq;
+                }
+                if (m.kind != null && $Object.hasOwnProperty.call(m, "kind")) {
+                    d.kind = o.enums === $String ? $root.tallybox.v1.IncidentKind[m.kind] === $undefined ? m.kind : $root.tallybox.v1.IncidentKind[m.kind] : m.kind;
+                }
+                if (m.atMs != null && $Object.hasOwnProperty.call(m, "atMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.atMs = typeof m.atMs === "number" ? $BigInt(m.atMs) : $util.Long.fromBits(m.atMs.low >>> 0, m.atMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.atMs === "number")
+                        d.atMs = o.longs === $String ? $String(m.atMs) : m.atMs;
+                    else
+                        d.atMs = o.longs === $String ? $util.Long.prototype.toString.call(m.atMs) : o.longs === $Number ? new $util.LongBits(m.atMs.low >>> 0, m.atMs.high >>> 0).toNumber(true) : m.atMs;
+                }
+                if (m.orgIds && m.orgIds.length) {
+                    d.orgIds = $Array(m.orgIds.length);
+                    for (var j = 0; j < m.orgIds.length; ++j) {
+                        d.orgIds[j] = m.orgIds[j];
+                    }
+                }
+                if (m.counts && m.counts.length) {
+                    d.counts = $Array(m.counts.length);
+                    for (var j = 0; j < m.counts.length; ++j) {
+                        d.counts[j] = $root.tallybox.v1.IncidentCount.toObject(m.counts[j], o, q + 1);
+                    }
+                }
+                if (m.detail != null && $Object.hasOwnProperty.call(m, "detail")) {
+                    d.detail = m.detail;
+                }
+                if (m.resend != null && $Object.hasOwnProperty.call(m, "resend")) {
+                    d.resend = m.resend;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this IncidentReport to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.IncidentReport
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            IncidentReport.prototype.toJSON = function() {
+                return IncidentReport.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for IncidentReport
+             * @function getTypeUrl
+             * @memberof tallybox.v1.IncidentReport
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            IncidentReport.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.IncidentReport";
+            };
+
+            return IncidentReport;
         })();
 
         return v1;

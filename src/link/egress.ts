@@ -1,6 +1,6 @@
 /**
  * The egress gate: the ONLY code that publishes to the broker. It accepts
- * exactly three message types — PunchEvent, DeviceState, CommandResult —
+ * exactly four message types — PunchEvent, DeviceState, CommandResult, IncidentReport —
  * (and, before a device has an id, its one ClaimRequest: publishClaimRequest)
  * builds each field by field from a typed input, and encodes it with the
  * generated protobuf code. There is no method that takes bytes or an arbitrary
@@ -15,7 +15,7 @@
  * a file of attempts that must each fail to type-check.
  */
 import type { MqttClient } from 'mqtt';
-import { pb, type DeviceStateProps, type CommandResultProps, type PunchMethod, type ScoreBucket } from '../proto/index.js';
+import { pb, type DeviceStateProps, type CommandResultProps, type IncidentKind, type PunchMethod, type ScoreBucket } from '../proto/index.js';
 import { topic } from './topics.js';
 
 /** A connection's client and its in-flight budget. */
@@ -48,6 +48,18 @@ export class EgressChannel {
     wires.set(ch, { client, limit, inflight: 0, waiting: [] });
     return ch;
   }
+}
+
+/** The fields of an incident record that may leave the device (src/incident). */
+export interface OutgoingIncident {
+  incidentId: string;
+  seq: number;
+  kind: IncidentKind;
+  atMs: number;
+  orgIds: readonly string[];
+  counts: Readonly<Record<string, number>>;
+  detail: string;
+  resend: number;
 }
 
 /** The fields of a punch that may leave the device. */
@@ -126,6 +138,25 @@ export class EgressGate {
   publishResult(channel: EgressChannel, orgId: string, r: CommandResultProps): Promise<void> {
     const payload = pb.CommandResult.encode({ ...r, deviceId: this.opts.deviceId }).finish();
     return publish(channel, topic(orgId, this.opts.deviceId, 'result'), payload, false);
+  }
+
+  /**
+   * An incident record (src/incident), on the operating org's incident topic,
+   * built field by field: kind, counts and org ids, never personal data.
+   */
+  publishIncident(channel: EgressChannel, i: OutgoingIncident): Promise<void> {
+    const payload = pb.IncidentReport.encode({
+      deviceId: this.opts.deviceId,
+      incidentId: i.incidentId,
+      seq: i.seq,
+      kind: i.kind,
+      atMs: i.atMs,
+      orgIds: [...i.orgIds],
+      counts: Object.entries(i.counts).map(([name, value]) => ({ name, value })),
+      detail: i.detail,
+      resend: i.resend,
+    }).finish();
+    return publish(channel, topic(this.opts.operatorOrgId, this.opts.deviceId, 'incident'), payload, false);
   }
 
   /** The MQTT will: a retained DEATH on the state topic, registered at connect. */

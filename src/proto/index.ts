@@ -54,3 +54,9 @@ export const LinkStatus = tallybox.v1.LinkStatus;
 export type LinkStatus = tallybox.v1.LinkStatus;
 export const LinkTransport = tallybox.v1.LinkTransport;
 export type LinkTransport = tallybox.v1.LinkTransport;
+// Decommission and incident records (decom issue, 330-359).
+export type DeviceDecommission = tallybox.v1.DeviceDecommission;
+export type IncidentAck = tallybox.v1.IncidentAck;
+export type IncidentReportProps = tallybox.v1.IncidentReport.$Properties;
+export const IncidentKind = tallybox.v1.IncidentKind;
+export type IncidentKind = tallybox.v1.IncidentKind;

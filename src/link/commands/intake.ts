@@ -37,7 +37,7 @@
  * counter; handler failures log the error's code only.
  */
 import { createHash, verify as edVerify, type KeyObject } from 'node:crypto';
-import { pb, ResultCode, type CommandBody, type CommandResultProps, type ConfigPatch, type OrgWithdraw, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert } from '../../proto/index.js';
+import { pb, ResultCode, type CommandBody, type CommandResultProps, type ConfigPatch, type DeviceDecommission, type IncidentAck, type OrgWithdraw, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert } from '../../proto/index.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { parseTopic } from '../topics.js';
@@ -82,6 +82,9 @@ export interface CommandHandlers {
   configPatch(orgId: string, cmd: ConfigPatch, ctx: CommandContext): Promise<HandlerOutcome>;
   /** Absent: ServedOrgsSet is answered UNKNOWN_COMMAND (the device cannot change its list). */
   servedOrgsSet?(orgId: string, cmd: ServedOrgsSet, ctx: CommandContext): Promise<HandlerOutcome>;
+  /** Absent: DeviceDecommission / IncidentAck are answered UNKNOWN_COMMAND (src/decommission, src/incident). */
+  deviceDecommission?(orgId: string, cmd: DeviceDecommission, ctx: CommandContext): Promise<HandlerOutcome>;
+  incidentAck?(orgId: string, cmd: IncidentAck, ctx: CommandContext): Promise<HandlerOutcome>;
 }
 
 /** Which organisations commands may address (src/agent/served-orgs.ts). */
@@ -487,7 +490,7 @@ export class CommandIntake {
   private checkOrg(orgId: string, body: CommandBody): { rejection: Rejection; route: string | undefined } | undefined {
     const p = this.opts.orgPolicy;
     if (!p) return undefined;
-    if (body.command === 'servedOrgsSet') {
+    if (body.command === 'servedOrgsSet' || body.command === 'deviceDecommission' || body.command === 'incidentAck') {
       if (orgId === p.operatorOrgId) return undefined;
       return { rejection: reject(ResultCode.RESULT_CODE_REFUSED, Reason.notOperatorOrg, 'only the organisation operating the device may set the organisations it serves'), route: this.route(orgId) ?? this.route(p.operatorOrgId) };
     }
@@ -573,6 +576,14 @@ export class CommandIntake {
         case 'servedOrgsSet':
           if (!h.servedOrgsSet) return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: 'this device cannot change the organisations it serves' };
           out = await h.servedOrgsSet(orgId, body.servedOrgsSet as ServedOrgsSet, ctx);
+          break;
+        case 'deviceDecommission':
+          if (!h.deviceDecommission) return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: 'this device cannot decommission itself' };
+          out = await h.deviceDecommission(orgId, body.deviceDecommission as DeviceDecommission, ctx);
+          break;
+        case 'incidentAck':
+          if (!h.incidentAck) return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: 'this device keeps no incident records' };
+          out = await h.incidentAck(orgId, body.incidentAck as IncidentAck, ctx);
           break;
         default: {
           const never: never = kind;
