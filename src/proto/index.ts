@@ -54,3 +54,7 @@ export const LinkStatus = tallybox.v1.LinkStatus;
 export type LinkStatus = tallybox.v1.LinkStatus;
 export const LinkTransport = tallybox.v1.LinkTransport;
 export type LinkTransport = tallybox.v1.LinkTransport;
+// C1 Wi-Fi enrolment mode (issue 11, fields 240-259).
+export const WifiEnrolmentState = tallybox.v1.WifiEnrolmentState;
+export type WifiEnrolmentState = tallybox.v1.WifiEnrolmentState;
+export type WifiEnrolmentOutcomeProps = tallybox.v1.WifiEnrolmentOutcome.$Properties;
