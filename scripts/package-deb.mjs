@@ -2,6 +2,8 @@
 // `npm run package`: the Debian package (after `npm run build`).
 //
 //   /opt/tallybox/{package.json,README.md,dist/,node_modules/}   the agent and its production dependencies
+//   /opt/tallybox/native/{unixdgram,ptypair}/build/Release/*.node the project's own addons (hostapd socket, ptys)
+//   /opt/tallybox/firmware-bridge/wifi/{hostapd-action.sh,dnsmasq-script.sh,forward.mjs}   the C1 hooks
 //   /usr/bin/tallybox, /usr/bin/tallybox-sim                      symlinks to the entry points
 //   /lib/systemd/system/tallybox.service                         packaging/tallybox.service
 //   /opt/tallybox/share/tallybox.example.yaml                    a config to read (provision writes the real one)
@@ -34,6 +36,20 @@ try {
   mkdirSync(opt, { recursive: true });
   // The build output only: the agent (src), its device drivers, and the simulators (tallybox-sim, the demo).
   for (const d of ['src', 'firmware-bridge', 'simulators']) cpSync(join(root, 'dist', d), join(opt, 'dist', d), { recursive: true });
+  // The project's own native addons, found at run time by walking up from dist/ to native/*/build/Release:
+  // unixdgram (the hostapd control socket, the C1 role) and ptypair (the simulators' pseudo-terminals).
+  for (const addon of ['unixdgram', 'ptypair']) {
+    const built = join(root, 'native', addon, 'build', 'Release', `${addon}.node`);
+    if (!existsSync(built)) throw new Error(`package-deb: native/${addon} is not built: run npm run build first`);
+    mkdirSync(join(opt, 'native', addon, 'build', 'Release'), { recursive: true });
+    cpSync(built, join(opt, 'native', addon, 'build', 'Release', `${addon}.node`));
+  }
+  // The C1 hook scripts, where the README tells IT to point hostapd_cli -a and dnsmasq --dhcp-script (executable, as in git).
+  mkdirSync(join(opt, 'firmware-bridge', 'wifi'), { recursive: true });
+  for (const hook of ['hostapd-action.sh', 'dnsmasq-script.sh', 'forward.mjs']) {
+    cpSync(join(root, 'firmware-bridge', 'wifi', hook), join(opt, 'firmware-bridge', 'wifi', hook));
+    chmodSync(join(opt, 'firmware-bridge', 'wifi', hook), 0o755);
+  }
   const { scripts: _s, devDependencies: _d, allowScripts: _a, ...meta } = pkg;
   writeFileSync(join(opt, 'package.json'), JSON.stringify(meta, null, 2) + '\n');
   cpSync(join(root, 'README.md'), join(opt, 'README.md'));

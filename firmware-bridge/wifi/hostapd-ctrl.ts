@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { basename, dirname, join } from 'node:path';
 import { TallyboxError } from '../../src/util/errors.js';
 import type { PresenceEvent } from './events.js';
-import { parseHostapdEvent, parseStaReply, stationChange } from './hostapd-parse.js';
+import { parseHostapdEvent, parseStaReply, parseStatusSsid, stationChange } from './hostapd-parse.js';
 import { UnixDgramSocket } from './unix-dgram.js';
 
 export interface HostapdControlOptions {
@@ -44,6 +44,8 @@ export class HostapdControl extends EventEmitter<HostapdControlEvents> {
   #ino = 0;
   #lostListeners = new Set<(err: Error) => void>();
   #dirWatch: FSWatcher | null = null;
+  /** The SSID this interface serves, from STATUS after each attach (undefined: hostapd did not say). */
+  ssid: string | undefined;
   readonly stats = { events: 0, joins: 0, leaves: 0, ignored: 0, attaches: 0 };
 
   constructor(opts: HostapdControlOptions) {
@@ -89,6 +91,8 @@ export class HostapdControl extends EventEmitter<HostapdControlEvents> {
       if (ok.trim() !== 'OK') throw new TallyboxError('HOSTAPD_ATTACH_REFUSED', `ATTACH answered ${JSON.stringify(ok.trim().slice(0, 40))}`);
       this.stats.attaches++;
       this.#watchDir();
+      // Before the catch-up, so its stations are already known by SSID.
+      this.ssid = parseStatusSsid(await this.request('STATUS'), this.iface);
       const macs = await this.stations();
       this.emit('stations', this.iface, macs);
       return macs;

@@ -45,3 +45,22 @@ export function parseStaReply(reply: string): { mac: string; authorized: boolean
   const flags = lines.find((l) => l.startsWith('flags='));
   return { mac, authorized: flags === undefined || flags.includes('[AUTHORIZED]') };
 }
+
+/**
+ * The SSID an interface's control socket serves, from a STATUS reply:
+ * `bss[i]=wlan0` / `ssid[i]=Office` pairs (one per BSS of the radio). The BSS
+ * named like the socket wins; otherwise `ssid[0]`. hostapd prints the SSID
+ * as text with non-printable octets escaped; it is used as it is.
+ */
+export function parseStatusSsid(reply: string, iface: string): string | undefined {
+  const bss = new Map<string, string>();
+  const ssid = new Map<string, string>();
+  for (const line of reply.split('\n')) {
+    const m = /^(bss|ssid)\[(\d+)\]=(.*)$/.exec(line.replace(/\r$/, ''));
+    if (!m) continue;
+    (m[1] === 'bss' ? bss : ssid).set(m[2]!, m[3]!);
+  }
+  for (const [i, name] of bss) if (name === iface && ssid.get(i)) return ssid.get(i);
+  const first = ssid.get('0');
+  return first ? first : undefined;
+}

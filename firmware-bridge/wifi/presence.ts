@@ -5,6 +5,11 @@
  * arrive in — is still present; a leave counts only after `leaveGraceMs`
  * with no source holding it.
  *
+ * Presence is kept per group (the C1 role groups interfaces by SSID): a
+ * phone moving between the 2.4 and 5 GHz radios of one SSID stays present,
+ * while one that moves to another SSID joins that SSID (and leaves the old
+ * one after the grace). Without a `groupOf`, every interface is one group.
+ *
  * DHCP says who arrived but is a poor witness of who left (a lease outlives
  * the visit by hours): when association-level sources (hostapd) are in use,
  * DHCP only contributes fingerprints; without them, a lease is presence.
@@ -19,16 +24,23 @@ export interface PresenceTrackerOptions {
   leaveGraceMs?: number;
   /** Fingerprints remembered (default 4096 MACs). */
   maxFingerprints?: number;
+  /** The group (SSID) of an interface, asked at each event ('' : unknown). */
+  groupOf?: (iface: string) => string;
 }
 
 export interface PresenceTrackerEvents {
-  /** A station became present (first holder, not back within the grace). */
-  joined: [mac: string, iface: string];
-  /** A station left (no holder for leaveGraceMs). */
-  left: [mac: string];
+  /** A station became present in a group (first holder, not back within the grace). */
+  joined: [mac: string, iface: string, group: string];
+  /** A station left a group (no holder there for leaveGraceMs). */
+  left: [mac: string, group: string];
   /** A station's DHCP fingerprint was learnt or changed. */
   fingerprint: [mac: string, fp: DhcpFingerprint];
 }
+
+// A MAC has no NUL; an SSID may be anything else, so the key splits at the last NUL.
+const presenceKey = (group: string, mac: string) => `${group}\u0000${mac}`;
+const macOf = (pk: string) => pk.slice(pk.lastIndexOf('\u0000') + 1);
+const groupOfKey = (pk: string) => pk.slice(0, pk.lastIndexOf('\u0000'));
 
 const isDhcp = (s: PresenceEvent['source']) => s === 'dnsmasq-lease' || s === 'dnsmasq-script';
 
@@ -36,7 +48,8 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
   readonly #dhcpIsPresence: boolean;
   readonly #graceMs: number;
   readonly #maxFp: number;
-  /** mac → holders ("source iface"). */
+  readonly #groupOf: (iface: string) => string;
+  /** Presence key (group NUL mac) → holders ("source iface"). */
   readonly #holders = new Map<string, Set<string>>();
   readonly #leaving = new Map<string, NodeJS.Timeout>();
   readonly #fp = new Map<string, { fp: DhcpFingerprint; key: string }>();
@@ -46,14 +59,19 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
     this.#dhcpIsPresence = opts.dhcpIsPresence;
     this.#graceMs = opts.leaveGraceMs ?? 15_000;
     this.#maxFp = opts.maxFingerprints ?? 4096;
+    this.#groupOf = opts.groupOf ?? (() => '');
   }
 
+  /** Present in any group. */
   isPresent(mac: string): boolean {
-    return this.#holders.has(mac) || this.#leaving.has(mac);
+    for (const k of this.#holders.keys()) if (macOf(k) === mac) return true;
+    for (const k of this.#leaving.keys()) if (macOf(k) === mac) return true;
+    return false;
   }
 
+  /** Phones present (in any group). */
   get presentCount(): number {
-    return new Set([...this.#holders.keys(), ...this.#leaving.keys()]).size;
+    return new Set([...this.#holders.keys(), ...this.#leaving.keys()].map(macOf)).size;
   }
 
   fingerprintOf(mac: string): DhcpFingerprint | undefined {
@@ -64,17 +82,19 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
     if (ev.type === 'joined' && ev.fingerprint) this.#learn(ev.mac, ev.fingerprint);
     if (isDhcp(ev.source) && !this.#dhcpIsPresence) return;
     const holder = `${ev.source} ${ev.iface}`;
-    if (ev.type === 'joined') this.#hold(ev.mac, holder, ev.iface);
-    else this.#release(ev.mac, holder);
+    const pk = presenceKey(this.#groupOf(ev.iface), ev.mac);
+    if (ev.type === 'joined') this.#hold(pk, holder, ev.iface);
+    else this.#release(pk, holder);
   }
 
   /** A source's full list for one interface (hostapd's catch-up after an attach): joins and leaves by difference. */
   replace(source: PresenceEvent['source'], iface: string, macs: readonly string[]): void {
     if (isDhcp(source) && !this.#dhcpIsPresence) return;
     const holder = `${source} ${iface}`;
-    const now = new Set(macs);
-    for (const [mac, hs] of this.#holders) if (hs.has(holder) && !now.has(mac)) this.#release(mac, holder);
-    for (const mac of now) this.#hold(mac, holder, iface);
+    const group = this.#groupOf(iface);
+    const now = new Set(macs.map((m) => presenceKey(group, m)));
+    for (const [pk, hs] of this.#holders) if (hs.has(holder) && !now.has(pk)) this.#release(pk, holder);
+    for (const pk of now) this.#hold(pk, holder, iface);
   }
 
   stop(): void {
@@ -84,34 +104,34 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
     this.#fp.clear();
   }
 
-  #hold(mac: string, holder: string, iface: string): void {
-    let hs = this.#holders.get(mac);
-    const wasLeaving = this.#leaving.get(mac);
+  #hold(pk: string, holder: string, iface: string): void {
+    let hs = this.#holders.get(pk);
+    const wasLeaving = this.#leaving.get(pk);
     if (wasLeaving) {
-      // Back within the grace (roamed to another band or AP): still the same visit.
+      // Back within the grace (roamed to another band or AP of the same SSID): still the same visit.
       clearTimeout(wasLeaving);
-      this.#leaving.delete(mac);
+      this.#leaving.delete(pk);
     }
     if (!hs) {
       hs = new Set();
-      this.#holders.set(mac, hs);
+      this.#holders.set(pk, hs);
       hs.add(holder);
-      if (!wasLeaving) this.emit('joined', mac, iface);
+      if (!wasLeaving) this.emit('joined', macOf(pk), iface, groupOfKey(pk));
       return;
     }
     hs.add(holder);
   }
 
-  #release(mac: string, holder: string): void {
-    const hs = this.#holders.get(mac);
+  #release(pk: string, holder: string): void {
+    const hs = this.#holders.get(pk);
     if (!hs?.delete(holder) || hs.size > 0) return;
-    this.#holders.delete(mac);
+    this.#holders.delete(pk);
     const t = setTimeout(() => {
-      this.#leaving.delete(mac);
-      this.emit('left', mac);
+      this.#leaving.delete(pk);
+      this.emit('left', macOf(pk), groupOfKey(pk));
     }, this.#graceMs);
     t.unref?.();
-    this.#leaving.set(mac, t);
+    this.#leaving.set(pk, t);
   }
 
   #learn(mac: string, next: DhcpFingerprint): void {

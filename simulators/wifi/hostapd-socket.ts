@@ -2,7 +2,7 @@
  * A hostapd-compatible control socket for one interface: enough of hostapd's
  * control protocol that the real `hostapd_cli -p DIR -i IFACE` (and the
  * agent's own client) attach and see station events. Commands: PING, ATTACH,
- * DETACH, STA-FIRST, STA-NEXT, STA; anything else is `UNKNOWN COMMAND`, as
+ * DETACH, STATUS (with ssid[0]), STA-FIRST, STA-NEXT, STA; anything else is `UNKNOWN COMMAND`, as
  * hostapd answers. A station joining sends the events hostapd sends around
  * a connection (some the agent must ignore), a restart removes the socket and
  * drops every attached monitor, as a restarting hostapd does.
@@ -14,12 +14,15 @@ import { UnixDgramSocket } from '../../firmware-bridge/wifi/unix-dgram.js';
 export interface SimHostapdOptions {
   dir: string;
   iface: string;
+  /** The SSID its STATUS reports (ssid[0]); default "Office". */
+  ssid?: string;
 }
 
 export class SimHostapdSocket {
   readonly dir: string;
   readonly iface: string;
   readonly path: string;
+  readonly ssid: string;
   #sock: UnixDgramSocket | null = null;
   readonly #monitors = new Set<string>();
   /** Associated and authorized stations, in association order. */
@@ -30,6 +33,7 @@ export class SimHostapdSocket {
     this.dir = opts.dir;
     this.iface = opts.iface;
     this.path = join(opts.dir, opts.iface);
+    this.ssid = opts.ssid ?? 'Office';
   }
 
   get running(): boolean {
@@ -108,6 +112,8 @@ export class SimHostapdSocket {
       case 'ATTACH':
       case 'DETACH':
         return 'OK\n';
+      case 'STATUS':
+        return `state=ENABLED\nphy=phy0\nfreq=2437\nnum_sta_non_erp=0\nbss[0]=${this.iface}\nbssid[0]=02:00:00:00:00:01\nssid[0]=${this.ssid}\nnum_sta[0]=${this.stations.size}\n`;
       case 'STA-FIRST':
         return list[0] ? this.#block(list[0]) : '';
       case 'STA-NEXT': {

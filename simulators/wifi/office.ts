@@ -33,6 +33,8 @@ export interface WifiOfficeOptions {
   dir: string;
   /** Interfaces, one control socket each (default wlan0, wlan1). */
   ifaces?: string[];
+  /** The SSID each interface serves (its STATUS ssid[0]); default "Office" for all. */
+  ssids?: Record<string, string>;
   /** Run this --dhcp-script on every lease change (with DNSMASQ_* set), as dnsmasq would. */
   dhcpScript?: string;
   /** Extra environment for the hook (TALLYBOX_WIFI_SOCKET, TALLYBOX_NODE). */
@@ -71,7 +73,7 @@ export class WifiOffice {
     this.#opts = opts;
     this.ctrlDir = join(opts.dir, 'hostapd');
     this.leaseFile = join(opts.dir, 'dhcp.leases');
-    for (const iface of opts.ifaces ?? ['wlan0', 'wlan1']) this.aps.set(iface, new SimHostapdSocket({ dir: this.ctrlDir, iface }));
+    for (const iface of opts.ifaces ?? ['wlan0', 'wlan1']) this.aps.set(iface, new SimHostapdSocket({ dir: this.ctrlDir, iface, ...(opts.ssids?.[iface] ? { ssid: opts.ssids[iface] } : {}) }));
   }
 
   start(): this {

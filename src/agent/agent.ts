@@ -10,7 +10,7 @@ import { EgressGate } from '../link/egress.js';
 import { brokerSecurity } from '../link/security.js';
 import { Drain } from '../outbox/drain.js';
 import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../outbox/outbox.js';
-import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type DeviceStateProps } from '../proto/index.js';
+import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type CommandResultProps, type DeviceStateProps } from '../proto/index.js';
 import { TallyboxError, describeError, errorMessage } from '../util/errors.js';
 import { createLogger, setLogLevel, type Logger } from '../util/log.js';
 import { securePrivateDataDir } from '../util/private-fs.js';
@@ -25,6 +25,7 @@ import { describeZeroised, writeZeroisedMarker, zeroisedInfo, type ZeroisedInfo 
 import type { Modality } from '../vault/vault.js';
 import type { IncidentMonitor } from '../incident/monitor.js';
 import { describeInterrupted, ResultQueue } from './results.js';
+import type { WifiCommandHooks } from './command-handlers.js';
 import { ServedOrgs, servedOrgsHandlers } from './served-orgs.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -231,6 +232,7 @@ export class Agent {
           logger: this.logger.child({ component: 'commands' }),
           onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
           onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
+          wifi: () => this.#wifiCommands,
           }),
         },
         this.servedOrgs,
@@ -372,6 +374,23 @@ export class Agent {
   punch(input: PunchInput): Promise<QueuedPunch> {
     if (this.stopped) return Promise.reject(new TallyboxError('AGENT_STOPPED', 'agent is stopping; punch not accepted'));
     return this.outbox.accept({ clockSynced: clockSynced(this.config.clock), ...input });
+  }
+
+  /** C1 role (wifi): enrolment windows and re-enrolment lists for command results (set by the role). */
+  #wifiCommands: WifiCommandHooks | undefined;
+  setWifiCommands(hooks: WifiCommandHooks | undefined): void {
+    this.#wifiCommands = hooks;
+  }
+
+  /**
+   * A result that answers no command now (a C1 enrolment window closing):
+   * counter 0, signed by the device identity, queued durably like every result.
+   */
+  async publishLateResult(orgId: string, r: Omit<CommandResultProps, 'deviceId' | 'counter' | 'atMs' | 'keyId' | 'signature'>): Promise<void> {
+    const identity = this.#privacy?.identity;
+    const unsigned: CommandResultProps = { ...r, deviceId: this.config.device.id, counter: 0, atMs: Date.now(), ...(identity ? { keyId: identity.keyId } : {}) };
+    const { resultSigningBytes } = await import('../link/commands/result.js');
+    await this.results.enqueue(orgId, identity ? { ...unsigned, signature: identity.sign(Buffer.from(resultSigningBytes(unsigned))) } : unsigned);
   }
 
   /** C1 role (wifi): subjects whose phone needs re-enrolment, a count for DeviceState. */

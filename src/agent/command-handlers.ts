@@ -6,7 +6,9 @@
 import type { CommandContext, CommandHandlers, HandlerOutcome } from '../link/commands/index.js';
 import { syncRoster } from '../privacy/roster.js';
 import type { PurgeOutcome } from '../privacy/purge.js';
-import { ConsentKind, CredentialKind, Modality, ResultCode, type ConfigPatch, type OrgWithdraw, type RosterSync, type SubjectErase, type SubjectUpsert } from '../proto/index.js';
+import { wifiCredentialValues, validSsid } from '../roles/c1/credential.js';
+import { normaliseCredential } from '../vault/credentials.js';
+import { ConsentKind, CredentialKind, Modality, ResultCode, WifiEnrolmentState, type WifiEnrolmentOutcomeProps, type ConfigPatch, type OrgWithdraw, type RosterSync, type SubjectErase, type SubjectUpsert } from '../proto/index.js';
 import { isTallyboxError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { assertBiometricConsent } from '../vault/consent.js';
@@ -31,6 +33,34 @@ export interface HandlerDeps {
    * ConfigPatch is refused: nothing would carry it out.
    */
   applySettings?: (patch: SettingsPatch) => void;
+  /** The C1 role's part of command results (issue 11); undefined on other devices. */
+  wifi?: () => WifiCommandHooks | undefined;
+}
+
+/** What the C1 role answers commands with (src/roles/c1): enrolment windows, who needs re-enrolment. Never a MAC. */
+export interface WifiCommandHooks {
+  /** Arm "the next new phone that joins `ssid` within `windowSec` is this subject's": ARMED, or CONFLICT (one window per SSID). */
+  armEnrolment(req: { orgId: string; subjectId: string; ssid: string; windowSec: number; counter: number }): WifiEnrolmentOutcomeProps;
+  /** Subjects of `orgId` flagged as needing re-enrolment now (opaque ids). */
+  reenrolmentNeeded(orgId: string): string[];
+}
+
+/** A WIFI_MAC credential's SSIDs and a SubjectUpsert's enrolment window, checked before anything is written. */
+function checkWifiFields(cmd: SubjectUpsert, wifi: WifiCommandHooks | undefined): HandlerOutcome | undefined {
+  const refuse = (reason: string, detail: string): HandlerOutcome => ({ code: ResultCode.RESULT_CODE_REFUSED, reason, detail });
+  for (const c of cmd.credentials) {
+    const ssids = c.ssids ?? [];
+    if (ssids.length === 0) continue;
+    if (c.kind !== CredentialKind.CREDENTIAL_KIND_WIFI_MAC) return refuse('bad_credential', 'only a WIFI_MAC credential can name SSIDs');
+    if (!ssids.every(validSsid)) return refuse('bad_credential', 'an SSID must be 1-32 bytes');
+  }
+  const e = cmd.wifiEnrol;
+  if (!e) return undefined;
+  if (!validSsid(e.ssid ?? '')) return refuse('bad_wifi_enrolment', 'wifi_enrol.ssid must be 1-32 bytes');
+  const sec = e.windowSec ?? 0;
+  if (!Number.isInteger(sec) || sec < 1 || sec > 3600) return refuse('bad_wifi_enrolment', 'wifi_enrol.window_sec must be 1..3600');
+  if (!wifi) return refuse('wifi_unsupported', 'this device has no Wi-Fi presence role (c1)');
+  return undefined;
 }
 
 const ok = (detail?: string): HandlerOutcome => ({ code: ResultCode.RESULT_CODE_OK, ...(detail ? { detail } : {}) });
@@ -59,10 +89,16 @@ const NO_VAULT: HandlerOutcome = { code: ResultCode.RESULT_CODE_REFUSED, reason:
 export function commandHandlers(deps: HandlerDeps): CommandHandlers {
   const ref = (ctx: CommandContext) => `cmd:${ctx.counter}`;
   return {
-    async subjectUpsert(orgId: string, cmd: SubjectUpsert): Promise<HandlerOutcome> {
+    async subjectUpsert(orgId: string, cmd: SubjectUpsert, ctx: CommandContext): Promise<HandlerOutcome> {
       const p = deps.privacy();
       if (!p) return NO_VAULT;
+      const wifi = deps.wifi?.();
+      const bad = checkWifiFields(cmd, wifi);
+      if (bad) return bad;
+      let armed: WifiEnrolmentOutcomeProps | undefined;
       try {
+        // A malformed MAC is refused before anything is written (a scoped value would hide it).
+        for (const c of cmd.credentials) if (c.kind === CredentialKind.CREDENTIAL_KIND_WIFI_MAC && c.value) normaliseCredential('wifi_mac', c.value);
         await p.vault.upsertSubject(orgId, {
           subjectId: cmd.subjectId,
           displayName: cmd.displayName,
@@ -74,7 +110,8 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
         for (const cred of cmd.credentials) {
           const kind: VaultCredentialKind | undefined = cred.kind === CredentialKind.CREDENTIAL_KIND_CARD ? 'card' : cred.kind === CredentialKind.CREDENTIAL_KIND_WIFI_MAC ? 'wifi_mac' : undefined;
           if (!kind || !cred.value) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'bad_credential', detail: 'credential needs a kind (CARD, WIFI_MAC) and a value' };
-          await p.vault.putCredential(orgId, kind, cred.value, cmd.subjectId);
+          // A WIFI_MAC bound to SSIDs is stored once per SSID, scoped (src/roles/c1/credential.ts).
+          for (const value of kind === 'wifi_mac' ? wifiCredentialValues(cred.value, cred.ssids ?? []) : [cred.value]) await p.vault.putCredential(orgId, kind, value, cmd.subjectId);
         }
         const invited = [...new Set(cmd.enrol)].flatMap((m): BiometricModality[] => (m === Modality.MODALITY_FINGERPRINT ? ['fingerprint'] : m === Modality.MODALITY_FACE ? ['face'] : []));
         if (invited.length > 0) {
@@ -83,10 +120,14 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
           assertBiometricConsent({ minor: s.minor, biometricAtMs: s.consents.biometric?.grantedAtMs ?? null, guardianAtMs: s.consents.guardian?.grantedAtMs ?? null });
         }
         deps.onSubjectChanged?.(orgId, cmd.subjectId, invited);
+        if (cmd.wifiEnrol && wifi) armed = wifi.armEnrolment({ orgId, subjectId: cmd.subjectId, ssid: cmd.wifiEnrol.ssid ?? '', windowSec: cmd.wifiEnrol.windowSec ?? 0, counter: ctx.counter });
       } catch (err) {
         return refusal(err);
       }
-      return ok();
+      const reenrol = wifi ? { wifiReenrolment: { subjectIds: wifi.reenrolmentNeeded(orgId) } } : {};
+      if (armed?.state === WifiEnrolmentState.WIFI_ENROLMENT_STATE_CONFLICT) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'wifi_enrolment_conflict', detail: 'another enrolment window is armed on that SSID; the subject is recorded', wifiEnrolment: armed, ...reenrol };
+      if (armed) return { ...ok('wifi enrolment window armed'), reason: 'wifi_enrolment_armed', wifiEnrolment: armed, ...reenrol };
+      return { ...ok(), ...reenrol };
     },
 
     async subjectErase(orgId: string, cmd: SubjectErase, ctx: CommandContext): Promise<HandlerOutcome> {
@@ -110,7 +151,9 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
       const gone = (await p.vault.subjectIds(orgId)).filter((id) => !valid.has(id));
       if (gone.length) deps.onSubjectsErased?.(orgId, gone);
       const r = await syncRoster({ source: p.vault, purger: p.purger, orgId, validSubjectIds: cmd.subjectIds, requestRef: ref(ctx) });
-      return r.outcome ? withReceipt(r.outcome, 'roster_synced') : ok('roster in sync: nobody erased');
+      const wifi = deps.wifi?.();
+      const reenrol = wifi ? { wifiReenrolment: { subjectIds: wifi.reenrolmentNeeded(orgId) } } : {};
+      return { ...(r.outcome ? withReceipt(r.outcome, 'roster_synced') : ok('roster in sync: nobody erased')), ...reenrol };
     },
 
     async configPatch(_orgId: string, cmd: ConfigPatch): Promise<HandlerOutcome> {

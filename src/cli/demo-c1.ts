@@ -17,7 +17,7 @@
 import { join } from 'node:path';
 import { CommandSigner } from '../../simulators/cloud/signer.js';
 import { WifiOffice } from '../../simulators/wifi/office.js';
-import { CredentialKind, ResultCode, type PunchEvent } from '../proto/index.js';
+import { CredentialKind, ResultCode, type CommandBodyProps, type CommandResult, type PunchEvent } from '../proto/index.js';
 import type { C1Config } from '../roles/c1/config.js';
 import type { C1Role } from '../roles/c1/role.js';
 import { createLogger, type Logger } from '../util/log.js';
@@ -38,6 +38,8 @@ export interface C1StackOptions {
   wallClock?: () => number;
   /** The punch gate's repeat window (default: the agent's setting, 60 s). */
   repeatWindowSec?: number;
+  /** Simulated radios and the SSID each serves (default wlan0, wlan1 on "Office"). */
+  office?: { ifaces?: string[]; ssids?: Record<string, string> };
 }
 
 export interface C1Stack {
@@ -48,7 +50,9 @@ export interface C1Stack {
   orgId: string;
   deviceId: string;
   /** Enrol a phone MAC for a (consenting) subject with a signed SubjectUpsert; resolves with the result code. */
-  enrol(subjectId: string, mac: string): Promise<ResultCode>;
+  enrol(subjectId: string, mac: string, ssids?: string[]): Promise<ResultCode>;
+  /** Send a signed command; resolves with its result. */
+  command(body: CommandBodyProps): Promise<CommandResult>;
   close(opts?: { keepDir?: boolean }): Promise<void>;
 }
 
@@ -70,11 +74,11 @@ export async function startC1Stack(opts: C1StackOptions = {}): Promise<C1Stack> 
     ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
     config: (dir) => {
       const wifi = join(dir, 'wifi');
-      const src = opts.sources === 'dnsmasq' ? { dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } } : { hostapd: { ctrlDir: join(wifi, 'hostapd'), interfaces: ['wlan0', 'wlan1'], heartbeatMs: 2000 }, dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } };
+      const src = opts.sources === 'dnsmasq' ? { dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } } : { hostapd: { ctrlDir: join(wifi, 'hostapd'), interfaces: opts.office?.ifaces ?? ['wlan0', 'wlan1'], heartbeatMs: 2000 }, dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } };
       return { c1: { timeZone: 'UTC', leaveGraceSec: 1, ...src, ...opts.c1 } };
     },
     beforeRole: async (dir, onClose) => {
-      office = new WifiOffice({ dir: join(dir, 'wifi') }).start();
+      office = new WifiOffice({ dir: join(dir, 'wifi'), ...opts.office }).start();
       onClose(() => office?.stop());
     },
     roles: { start: false, ...(opts.repeatWindowSec !== undefined ? { repeatWindowSec: opts.repeatWindowSec } : {}), ...(opts.wallClock ? { c1: { wallClock: opts.wallClock } } : {}) },
@@ -85,13 +89,13 @@ export async function startC1Stack(opts: C1StackOptions = {}): Promise<C1Stack> 
     throw new Error('the c1 role did not start');
   }
   await role.start();
-  const enrol = async (subjectId: string, mac: string): Promise<ResultCode> => {
-    await dev.sink.sendCommand(signer, orgId, deviceId, { subjectUpsert: { subjectId, displayName: `Staff ${subjectId}`, credentials: [{ kind: CredentialKind.CREDENTIAL_KIND_WIFI_MAC, value: mac }] } });
-    const counter = signer.lastCounter;
-    const r = await dev.sink.waitForResult(counter, 15_000);
-    return r.result.code;
+  const command = async (body: CommandBodyProps): Promise<CommandResult> => {
+    await dev.sink.sendCommand(signer, orgId, deviceId, body);
+    return (await dev.sink.waitForResult(signer.lastCounter, 15_000)).result;
   };
-  return { dev, office, signer, role, orgId, deviceId, enrol, close: (c) => dev.close(c) };
+  const enrol = async (subjectId: string, mac: string, ssids: string[] = []): Promise<ResultCode> =>
+    (await command({ subjectUpsert: { subjectId, displayName: `Staff ${subjectId}`, credentials: [{ kind: CredentialKind.CREDENTIAL_KIND_WIFI_MAC, value: mac, ssids }] } })).code;
+  return { dev, office, signer, role, orgId, deviceId, enrol, command, close: (c) => dev.close(c) };
 }
 
 export interface C1DemoOptions {

@@ -137,6 +137,19 @@ function checkClockAndCommands(config: Config): Check[] {
   ];
 }
 
+/** C1 routers: hostapd control sockets, the lease file, the hook socket (src/roles/c1/doctor.ts; loaded only for c1). */
+async function checkC1(config: Config): Promise<Check[]> {
+  if (!config.c1) return [];
+  let agentRunning = false;
+  try {
+    agentRunning = runningAgentPid(config.dataDir) !== undefined;
+  } catch {
+    // an unreadable pid file is the 'agent' check's failure; here it only changes a hint
+  }
+  const { c1DoctorChecks } = await import('../roles/c1/doctor.js');
+  return c1DoctorChecks(config.c1, { agentRunning });
+}
+
 export async function doctor(configFile: string, opts: { json: boolean; out: (s: string) => void }): Promise<number> {
   let checks: Check[];
   try {
@@ -145,6 +158,7 @@ export async function doctor(configFile: string, opts: { json: boolean; out: (s:
     checks.push(...(await checkStorage(config)), ...checkFileSafety(config), ...checkAgentState(config), ...(await checkKeys(config)), ...checkClockAndCommands(config), ...(await checkBroker(config)));
     // Open incident records and a decommission (src/incident/doctor.ts).
     checks.push(...(await (await import('../incident/doctor.js')).incidentChecks(config)));
+    checks.push(...(await checkC1(config)));
   } catch (err) {
     checks = [{ name: 'config', verdict: 'fail', detail: describeError(err) }];
   }

@@ -657,6 +657,7 @@ export namespace tallybox {
             $unknowns?: Uint8Array[];
             kind: tallybox.v1.CredentialKind;
             value: string;
+            ssids: string[];
             static create(properties: tallybox.v1.Credential.$Shape): tallybox.v1.Credential & tallybox.v1.Credential.$Shape;
             static create(properties?: tallybox.v1.Credential.$Properties): tallybox.v1.Credential;
             static encode(m: tallybox.v1.Credential.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -671,9 +672,104 @@ export namespace tallybox {
             interface $Properties {
                 kind?: (tallybox.v1.CredentialKind|null);
                 value?: (string|null);
+                ssids?: (string[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.Credential.$Properties;
+        }
+
+        interface IWifiEnrolmentRequest extends tallybox.v1.WifiEnrolmentRequest.$Properties {
+        }
+
+        class WifiEnrolmentRequest {
+            constructor(p?: tallybox.v1.WifiEnrolmentRequest.$Properties);
+            $unknowns?: Uint8Array[];
+            ssid: string;
+            windowSec: number;
+            static create(properties: tallybox.v1.WifiEnrolmentRequest.$Shape): tallybox.v1.WifiEnrolmentRequest & tallybox.v1.WifiEnrolmentRequest.$Shape;
+            static create(properties?: tallybox.v1.WifiEnrolmentRequest.$Properties): tallybox.v1.WifiEnrolmentRequest;
+            static encode(m: tallybox.v1.WifiEnrolmentRequest.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.WifiEnrolmentRequest & tallybox.v1.WifiEnrolmentRequest.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.WifiEnrolmentRequest;
+            static toObject(m: tallybox.v1.WifiEnrolmentRequest, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace WifiEnrolmentRequest {
+            interface $Properties {
+                ssid?: (string|null);
+                windowSec?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.WifiEnrolmentRequest.$Properties;
+        }
+
+        enum WifiEnrolmentState {
+            WIFI_ENROLMENT_STATE_UNSPECIFIED = 0,
+            WIFI_ENROLMENT_STATE_ARMED = 1,
+            WIFI_ENROLMENT_STATE_ENROLLED = 2,
+            WIFI_ENROLMENT_STATE_EXPIRED = 3,
+            WIFI_ENROLMENT_STATE_CONFLICT = 4,
+            WIFI_ENROLMENT_STATE_CANCELLED = 5
+        }
+
+        interface IWifiReenrolment extends tallybox.v1.WifiReenrolment.$Properties {
+        }
+
+        class WifiReenrolment {
+            constructor(p?: tallybox.v1.WifiReenrolment.$Properties);
+            $unknowns?: Uint8Array[];
+            subjectIds: string[];
+            static create(properties: tallybox.v1.WifiReenrolment.$Shape): tallybox.v1.WifiReenrolment & tallybox.v1.WifiReenrolment.$Shape;
+            static create(properties?: tallybox.v1.WifiReenrolment.$Properties): tallybox.v1.WifiReenrolment;
+            static encode(m: tallybox.v1.WifiReenrolment.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.WifiReenrolment & tallybox.v1.WifiReenrolment.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.WifiReenrolment;
+            static toObject(m: tallybox.v1.WifiReenrolment, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace WifiReenrolment {
+            interface $Properties {
+                subjectIds?: (string[]|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.WifiReenrolment.$Properties;
+        }
+
+        interface IWifiEnrolmentOutcome extends tallybox.v1.WifiEnrolmentOutcome.$Properties {
+        }
+
+        class WifiEnrolmentOutcome {
+            constructor(p?: tallybox.v1.WifiEnrolmentOutcome.$Properties);
+            $unknowns?: Uint8Array[];
+            state: tallybox.v1.WifiEnrolmentState;
+            subjectId: string;
+            ssid: string;
+            armedCounter: number;
+            phoneTag: string;
+            static create(properties: tallybox.v1.WifiEnrolmentOutcome.$Shape): tallybox.v1.WifiEnrolmentOutcome & tallybox.v1.WifiEnrolmentOutcome.$Shape;
+            static create(properties?: tallybox.v1.WifiEnrolmentOutcome.$Properties): tallybox.v1.WifiEnrolmentOutcome;
+            static encode(m: tallybox.v1.WifiEnrolmentOutcome.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.WifiEnrolmentOutcome & tallybox.v1.WifiEnrolmentOutcome.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.WifiEnrolmentOutcome;
+            static toObject(m: tallybox.v1.WifiEnrolmentOutcome, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace WifiEnrolmentOutcome {
+            interface $Properties {
+                state?: (tallybox.v1.WifiEnrolmentState|null);
+                subjectId?: (string|null);
+                ssid?: (string|null);
+                armedCounter?: (number|null);
+                phoneTag?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.WifiEnrolmentOutcome.$Properties;
         }
 
         enum Modality {
@@ -694,6 +790,7 @@ export namespace tallybox {
             consents: tallybox.v1.Consent.$Properties[];
             credentials: tallybox.v1.Credential.$Properties[];
             enrol: tallybox.v1.Modality[];
+            wifiEnrol?: (tallybox.v1.WifiEnrolmentRequest.$Properties|null);
             static create(properties: tallybox.v1.SubjectUpsert.$Shape): tallybox.v1.SubjectUpsert & tallybox.v1.SubjectUpsert.$Shape;
             static create(properties?: tallybox.v1.SubjectUpsert.$Properties): tallybox.v1.SubjectUpsert;
             static encode(m: tallybox.v1.SubjectUpsert.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -712,6 +809,7 @@ export namespace tallybox {
                 consents?: (tallybox.v1.Consent.$Properties[]|null);
                 credentials?: (tallybox.v1.Credential.$Properties[]|null);
                 enrol?: (tallybox.v1.Modality[]|null);
+                wifiEnrol?: (tallybox.v1.WifiEnrolmentRequest.$Properties|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.SubjectUpsert.$Properties;
@@ -1033,6 +1131,8 @@ export namespace tallybox {
             keyId: string;
             servedOrgs?: (tallybox.v1.ServedOrgsResult.$Properties|null);
             firstCounter: number;
+            wifiEnrolment?: (tallybox.v1.WifiEnrolmentOutcome.$Properties|null);
+            wifiReenrolment?: (tallybox.v1.WifiReenrolment.$Properties|null);
             signature: Uint8Array;
             static create(properties: tallybox.v1.CommandResult.$Shape): tallybox.v1.CommandResult & tallybox.v1.CommandResult.$Shape;
             static create(properties?: tallybox.v1.CommandResult.$Properties): tallybox.v1.CommandResult;
@@ -1057,6 +1157,8 @@ export namespace tallybox {
                 keyId?: (string|null);
                 servedOrgs?: (tallybox.v1.ServedOrgsResult.$Properties|null);
                 firstCounter?: (number|null);
+                wifiEnrolment?: (tallybox.v1.WifiEnrolmentOutcome.$Properties|null);
+                wifiReenrolment?: (tallybox.v1.WifiReenrolment.$Properties|null);
                 signature?: (Uint8Array|null);
                 $unknowns?: Uint8Array[];
             }

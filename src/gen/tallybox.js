@@ -6393,6 +6393,7 @@ export const tallybox = $root.tallybox = (() => {
              * @typedef {Object} tallybox.v1.Credential.$Properties
              * @property {tallybox.v1.CredentialKind|null} [kind] Credential kind
              * @property {string|null} [value] Credential value
+             * @property {Array.<string>|null} [ssids] Credential ssids
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6418,6 +6419,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
             const Credential = function (p) {
+                this.ssids = [];
                 if (p)
                     for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
                         if (p[ks[i]] != null && ks[i] !== "__proto__")
@@ -6439,6 +6441,14 @@ export const tallybox = $root.tallybox = (() => {
              * @instance
              */
             Credential.prototype.value = "";
+
+            /**
+             * Credential ssids.
+             * @member {Array.<string>} ssids
+             * @memberof tallybox.v1.Credential
+             * @instance
+             */
+            Credential.prototype.ssids = $util.emptyArray;
 
             /**
              * Creates a new Credential instance using the specified properties.
@@ -6476,6 +6486,10 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 1, wireType 0 =*/8).int32(m.kind);
                 if (m.value != null && $Object.hasOwnProperty.call(m, "value") && m.value !== "")
                     w.uint32(/* id 2, wireType 2 =*/18).string(m.value);
+                if (m.ssids != null && m.ssids.length) {
+                    for (var i = 0; i < m.ssids.length; ++i)
+                        w.uint32(/* id 240, wireType 2 =*/1922).string(m.ssids[i]);
+                }
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -6538,6 +6552,14 @@ export const tallybox = $root.tallybox = (() => {
                                 delete m.value;
                             continue;
                         }
+                    case 240: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.ssids && m.ssids.length))
+                                m.ssids = [];
+                            m.ssids.push(r.stringVerify());
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -6597,6 +6619,14 @@ export const tallybox = $root.tallybox = (() => {
                         m.value = $String(d.value);
                     }
                 }
+                if (d.ssids) {
+                    if (!$Array.isArray(d.ssids))
+                        throw $TypeError(".tallybox.v1.Credential.ssids: array expected");
+                    m.ssids = $Array(d.ssids.length);
+                    for (var i = 0; i < d.ssids.length; ++i) {
+                        m.ssids[i] = $String(d.ssids[i]);
+                    }
+                }
                 return m;
             };
 
@@ -6617,6 +6647,9 @@ export const tallybox = $root.tallybox = (() => {
                 if (q > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 var d = {};
+                if (o.arrays || o.defaults) {
+                    d.ssids = [];
+                }
                 if (o.defaults) {
                     d.kind = o.enums === $String ? "CREDENTIAL_KIND_UNSPECIFIED" : 0;
                     d.value = "";
@@ -6626,6 +6659,12 @@ export const tallybox = $root.tallybox = (() => {
                 }
                 if (m.value != null && $Object.hasOwnProperty.call(m, "value")) {
                     d.value = m.value;
+                }
+                if (m.ssids && m.ssids.length) {
+                    d.ssids = $Array(m.ssids.length);
+                    for (var j = 0; j < m.ssids.length; ++j) {
+                        d.ssids[j] = m.ssids[j];
+                    }
                 }
                 return d;
             };
@@ -6658,6 +6697,910 @@ export const tallybox = $root.tallybox = (() => {
             return Credential;
         })();
 
+        v1.WifiEnrolmentRequest = (function() {
+
+            /**
+             * Properties of a WifiEnrolmentRequest.
+             * @typedef {Object} tallybox.v1.WifiEnrolmentRequest.$Properties
+             * @property {string|null} [ssid] WifiEnrolmentRequest ssid
+             * @property {number|null} [windowSec] WifiEnrolmentRequest windowSec
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a WifiEnrolmentRequest.
+             * @memberof tallybox.v1
+             * @interface IWifiEnrolmentRequest
+             * @augments tallybox.v1.WifiEnrolmentRequest.$Properties
+             * @deprecated Use tallybox.v1.WifiEnrolmentRequest.$Properties instead.
+             */
+
+            /**
+             * Shape of a WifiEnrolmentRequest.
+             * @typedef {tallybox.v1.WifiEnrolmentRequest.$Properties} tallybox.v1.WifiEnrolmentRequest.$Shape
+             */
+
+            /**
+             * Constructs a new WifiEnrolmentRequest.
+             * @memberof tallybox.v1
+             * @classdesc Represents a WifiEnrolmentRequest.
+             * @constructor
+             * @param {tallybox.v1.WifiEnrolmentRequest.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const WifiEnrolmentRequest = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * WifiEnrolmentRequest ssid.
+             * @member {string} ssid
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @instance
+             */
+            WifiEnrolmentRequest.prototype.ssid = "";
+
+            /**
+             * WifiEnrolmentRequest windowSec.
+             * @member {number} windowSec
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @instance
+             */
+            WifiEnrolmentRequest.prototype.windowSec = 0;
+
+            /**
+             * Creates a new WifiEnrolmentRequest instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @static
+             * @param {tallybox.v1.WifiEnrolmentRequest.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.WifiEnrolmentRequest} WifiEnrolmentRequest instance
+             * @type {{
+             *   (properties: tallybox.v1.WifiEnrolmentRequest.$Shape): tallybox.v1.WifiEnrolmentRequest & tallybox.v1.WifiEnrolmentRequest.$Shape;
+             *   (properties?: tallybox.v1.WifiEnrolmentRequest.$Properties): tallybox.v1.WifiEnrolmentRequest;
+             * }}
+             */
+            WifiEnrolmentRequest.create = function(properties) {
+                return new WifiEnrolmentRequest(properties);
+            };
+
+            /**
+             * Encodes the specified WifiEnrolmentRequest message. Does not implicitly {@link tallybox.v1.WifiEnrolmentRequest.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @static
+             * @param {tallybox.v1.WifiEnrolmentRequest.$Properties} m WifiEnrolmentRequest message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            WifiEnrolmentRequest.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.ssid != null && $Object.hasOwnProperty.call(m, "ssid") && m.ssid !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.ssid);
+                if (m.windowSec != null && $Object.hasOwnProperty.call(m, "windowSec") && m.windowSec !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).uint32(m.windowSec);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a WifiEnrolmentRequest message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.WifiEnrolmentRequest & tallybox.v1.WifiEnrolmentRequest.$Shape} WifiEnrolmentRequest
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            WifiEnrolmentRequest.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.WifiEnrolmentRequest();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.ssid = v;
+                            else
+                                delete m.ssid;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.windowSec = v;
+                            else
+                                delete m.windowSec;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a WifiEnrolmentRequest message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.WifiEnrolmentRequest} WifiEnrolmentRequest
+             */
+            WifiEnrolmentRequest.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.WifiEnrolmentRequest)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.WifiEnrolmentRequest: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.WifiEnrolmentRequest();
+                if (d.ssid != null) {
+                    if (typeof d.ssid !== "string" || d.ssid.length) {
+                        m.ssid = $String(d.ssid);
+                    }
+                }
+                if (d.windowSec != null) {
+                    if ($Number(d.windowSec) !== 0) {
+                        m.windowSec = d.windowSec >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a WifiEnrolmentRequest message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @static
+             * @param {tallybox.v1.WifiEnrolmentRequest} m WifiEnrolmentRequest
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            WifiEnrolmentRequest.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.ssid = "";
+                    d.windowSec = 0;
+                }
+                if (m.ssid != null && $Object.hasOwnProperty.call(m, "ssid")) {
+                    d.ssid = m.ssid;
+                }
+                if (m.windowSec != null && $Object.hasOwnProperty.call(m, "windowSec")) {
+                    d.windowSec = m.windowSec;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this WifiEnrolmentRequest to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            WifiEnrolmentRequest.prototype.toJSON = function() {
+                return WifiEnrolmentRequest.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for WifiEnrolmentRequest
+             * @function getTypeUrl
+             * @memberof tallybox.v1.WifiEnrolmentRequest
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            WifiEnrolmentRequest.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.WifiEnrolmentRequest";
+            };
+
+            return WifiEnrolmentRequest;
+        })();
+
+        /**
+         * WifiEnrolmentState enum.
+         * @name tallybox.v1.WifiEnrolmentState
+         * @enum {number}
+         * @property {number} WIFI_ENROLMENT_STATE_UNSPECIFIED=0 WIFI_ENROLMENT_STATE_UNSPECIFIED value
+         * @property {number} WIFI_ENROLMENT_STATE_ARMED=1 WIFI_ENROLMENT_STATE_ARMED value
+         * @property {number} WIFI_ENROLMENT_STATE_ENROLLED=2 WIFI_ENROLMENT_STATE_ENROLLED value
+         * @property {number} WIFI_ENROLMENT_STATE_EXPIRED=3 WIFI_ENROLMENT_STATE_EXPIRED value
+         * @property {number} WIFI_ENROLMENT_STATE_CONFLICT=4 WIFI_ENROLMENT_STATE_CONFLICT value
+         * @property {number} WIFI_ENROLMENT_STATE_CANCELLED=5 WIFI_ENROLMENT_STATE_CANCELLED value
+         */
+        v1.WifiEnrolmentState = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "WIFI_ENROLMENT_STATE_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "WIFI_ENROLMENT_STATE_ARMED"] = 1;
+            values[valuesById[2] = "WIFI_ENROLMENT_STATE_ENROLLED"] = 2;
+            values[valuesById[3] = "WIFI_ENROLMENT_STATE_EXPIRED"] = 3;
+            values[valuesById[4] = "WIFI_ENROLMENT_STATE_CONFLICT"] = 4;
+            values[valuesById[5] = "WIFI_ENROLMENT_STATE_CANCELLED"] = 5;
+            return values;
+        })();
+
+        v1.WifiReenrolment = (function() {
+
+            /**
+             * Properties of a WifiReenrolment.
+             * @typedef {Object} tallybox.v1.WifiReenrolment.$Properties
+             * @property {Array.<string>|null} [subjectIds] WifiReenrolment subjectIds
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a WifiReenrolment.
+             * @memberof tallybox.v1
+             * @interface IWifiReenrolment
+             * @augments tallybox.v1.WifiReenrolment.$Properties
+             * @deprecated Use tallybox.v1.WifiReenrolment.$Properties instead.
+             */
+
+            /**
+             * Shape of a WifiReenrolment.
+             * @typedef {tallybox.v1.WifiReenrolment.$Properties} tallybox.v1.WifiReenrolment.$Shape
+             */
+
+            /**
+             * Constructs a new WifiReenrolment.
+             * @memberof tallybox.v1
+             * @classdesc Represents a WifiReenrolment.
+             * @constructor
+             * @param {tallybox.v1.WifiReenrolment.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const WifiReenrolment = function (p) {
+                this.subjectIds = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * WifiReenrolment subjectIds.
+             * @member {Array.<string>} subjectIds
+             * @memberof tallybox.v1.WifiReenrolment
+             * @instance
+             */
+            WifiReenrolment.prototype.subjectIds = $util.emptyArray;
+
+            /**
+             * Creates a new WifiReenrolment instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.WifiReenrolment
+             * @static
+             * @param {tallybox.v1.WifiReenrolment.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.WifiReenrolment} WifiReenrolment instance
+             * @type {{
+             *   (properties: tallybox.v1.WifiReenrolment.$Shape): tallybox.v1.WifiReenrolment & tallybox.v1.WifiReenrolment.$Shape;
+             *   (properties?: tallybox.v1.WifiReenrolment.$Properties): tallybox.v1.WifiReenrolment;
+             * }}
+             */
+            WifiReenrolment.create = function(properties) {
+                return new WifiReenrolment(properties);
+            };
+
+            /**
+             * Encodes the specified WifiReenrolment message. Does not implicitly {@link tallybox.v1.WifiReenrolment.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.WifiReenrolment
+             * @static
+             * @param {tallybox.v1.WifiReenrolment.$Properties} m WifiReenrolment message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            WifiReenrolment.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.subjectIds != null && m.subjectIds.length) {
+                    for (var i = 0; i < m.subjectIds.length; ++i)
+                        w.uint32(/* id 1, wireType 2 =*/10).string(m.subjectIds[i]);
+                }
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a WifiReenrolment message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.WifiReenrolment
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.WifiReenrolment & tallybox.v1.WifiReenrolment.$Shape} WifiReenrolment
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            WifiReenrolment.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.WifiReenrolment();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.subjectIds && m.subjectIds.length))
+                                m.subjectIds = [];
+                            m.subjectIds.push(r.stringVerify());
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a WifiReenrolment message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.WifiReenrolment
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.WifiReenrolment} WifiReenrolment
+             */
+            WifiReenrolment.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.WifiReenrolment)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.WifiReenrolment: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.WifiReenrolment();
+                if (d.subjectIds) {
+                    if (!$Array.isArray(d.subjectIds))
+                        throw $TypeError(".tallybox.v1.WifiReenrolment.subjectIds: array expected");
+                    m.subjectIds = $Array(d.subjectIds.length);
+                    for (var i = 0; i < d.subjectIds.length; ++i) {
+                        m.subjectIds[i] = $String(d.subjectIds[i]);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a WifiReenrolment message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.WifiReenrolment
+             * @static
+             * @param {tallybox.v1.WifiReenrolment} m WifiReenrolment
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            WifiReenrolment.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.subjectIds = [];
+                }
+                if (m.subjectIds && m.subjectIds.length) {
+                    d.subjectIds = $Array(m.subjectIds.length);
+                    for (var j = 0; j < m.subjectIds.length; ++j) {
+                        d.subjectIds[j] = m.subjectIds[j];
+                    }
+                }
+                return d;
+            };
+
+            /**
+             * Converts this WifiReenrolment to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.WifiReenrolment
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            WifiReenrolment.prototype.toJSON = function() {
+                return WifiReenrolment.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for WifiReenrolment
+             * @function getTypeUrl
+             * @memberof tallybox.v1.WifiReenrolment
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            WifiReenrolment.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.WifiReenrolment";
+            };
+
+            return WifiReenrolment;
+        })();
+
+        v1.WifiEnrolmentOutcome = (function() {
+
+            /**
+             * Properties of a WifiEnrolmentOutcome.
+             * @typedef {Object} tallybox.v1.WifiEnrolmentOutcome.$Properties
+             * @property {tallybox.v1.WifiEnrolmentState|null} [state] WifiEnrolmentOutcome state
+             * @property {string|null} [subjectId] WifiEnrolmentOutcome subjectId
+             * @property {string|null} [ssid] WifiEnrolmentOutcome ssid
+             * @property {number|null} [armedCounter] WifiEnrolmentOutcome armedCounter
+             * @property {string|null} [phoneTag] WifiEnrolmentOutcome phoneTag
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a WifiEnrolmentOutcome.
+             * @memberof tallybox.v1
+             * @interface IWifiEnrolmentOutcome
+             * @augments tallybox.v1.WifiEnrolmentOutcome.$Properties
+             * @deprecated Use tallybox.v1.WifiEnrolmentOutcome.$Properties instead.
+             */
+
+            /**
+             * Shape of a WifiEnrolmentOutcome.
+             * @typedef {tallybox.v1.WifiEnrolmentOutcome.$Properties} tallybox.v1.WifiEnrolmentOutcome.$Shape
+             */
+
+            /**
+             * Constructs a new WifiEnrolmentOutcome.
+             * @memberof tallybox.v1
+             * @classdesc Represents a WifiEnrolmentOutcome.
+             * @constructor
+             * @param {tallybox.v1.WifiEnrolmentOutcome.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const WifiEnrolmentOutcome = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * WifiEnrolmentOutcome state.
+             * @member {tallybox.v1.WifiEnrolmentState} state
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @instance
+             */
+            WifiEnrolmentOutcome.prototype.state = 0;
+
+            /**
+             * WifiEnrolmentOutcome subjectId.
+             * @member {string} subjectId
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @instance
+             */
+            WifiEnrolmentOutcome.prototype.subjectId = "";
+
+            /**
+             * WifiEnrolmentOutcome ssid.
+             * @member {string} ssid
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @instance
+             */
+            WifiEnrolmentOutcome.prototype.ssid = "";
+
+            /**
+             * WifiEnrolmentOutcome armedCounter.
+             * @member {number} armedCounter
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @instance
+             */
+            WifiEnrolmentOutcome.prototype.armedCounter = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * WifiEnrolmentOutcome phoneTag.
+             * @member {string} phoneTag
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @instance
+             */
+            WifiEnrolmentOutcome.prototype.phoneTag = "";
+
+            /**
+             * Creates a new WifiEnrolmentOutcome instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @static
+             * @param {tallybox.v1.WifiEnrolmentOutcome.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.WifiEnrolmentOutcome} WifiEnrolmentOutcome instance
+             * @type {{
+             *   (properties: tallybox.v1.WifiEnrolmentOutcome.$Shape): tallybox.v1.WifiEnrolmentOutcome & tallybox.v1.WifiEnrolmentOutcome.$Shape;
+             *   (properties?: tallybox.v1.WifiEnrolmentOutcome.$Properties): tallybox.v1.WifiEnrolmentOutcome;
+             * }}
+             */
+            WifiEnrolmentOutcome.create = function(properties) {
+                return new WifiEnrolmentOutcome(properties);
+            };
+
+            /**
+             * Encodes the specified WifiEnrolmentOutcome message. Does not implicitly {@link tallybox.v1.WifiEnrolmentOutcome.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @static
+             * @param {tallybox.v1.WifiEnrolmentOutcome.$Properties} m WifiEnrolmentOutcome message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            WifiEnrolmentOutcome.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state") && m.state !== 0)
+                    w.uint32(/* id 1, wireType 0 =*/8).int32(m.state);
+                if (m.subjectId != null && $Object.hasOwnProperty.call(m, "subjectId") && m.subjectId !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.subjectId);
+                if (m.ssid != null && $Object.hasOwnProperty.call(m, "ssid") && m.ssid !== "")
+                    w.uint32(/* id 3, wireType 2 =*/26).string(m.ssid);
+                if (m.armedCounter != null && $Object.hasOwnProperty.call(m, "armedCounter") && (typeof m.armedCounter === "object" ? m.armedCounter.low || m.armedCounter.high : m.armedCounter !== 0))
+                    w.uint32(/* id 4, wireType 0 =*/32).uint64(m.armedCounter);
+                if (m.phoneTag != null && $Object.hasOwnProperty.call(m, "phoneTag") && m.phoneTag !== "")
+                    w.uint32(/* id 5, wireType 2 =*/42).string(m.phoneTag);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a WifiEnrolmentOutcome message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.WifiEnrolmentOutcome & tallybox.v1.WifiEnrolmentOutcome.$Shape} WifiEnrolmentOutcome
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            WifiEnrolmentOutcome.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.WifiEnrolmentOutcome();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.state = v;
+                            else
+                                delete m.state;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.subjectId = v;
+                            else
+                                delete m.subjectId;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.ssid = v;
+                            else
+                                delete m.ssid;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.armedCounter = v;
+                            else
+                                delete m.armedCounter;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.phoneTag = v;
+                            else
+                                delete m.phoneTag;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a WifiEnrolmentOutcome message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.WifiEnrolmentOutcome} WifiEnrolmentOutcome
+             */
+            WifiEnrolmentOutcome.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.WifiEnrolmentOutcome)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.WifiEnrolmentOutcome: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.WifiEnrolmentOutcome();
+                if (d.state !== 0 && (typeof d.state !== "string" || $root.tallybox.v1.WifiEnrolmentState[d.state] !== 0)) {
+                    switch (d.state) {
+                    case "WIFI_ENROLMENT_STATE_UNSPECIFIED":
+                    case 0:
+                        m.state = 0;
+                        break;
+                    case "WIFI_ENROLMENT_STATE_ARMED":
+                    case 1:
+                        m.state = 1;
+                        break;
+                    case "WIFI_ENROLMENT_STATE_ENROLLED":
+                    case 2:
+                        m.state = 2;
+                        break;
+                    case "WIFI_ENROLMENT_STATE_EXPIRED":
+                    case 3:
+                        m.state = 3;
+                        break;
+                    case "WIFI_ENROLMENT_STATE_CONFLICT":
+                    case 4:
+                        m.state = 4;
+                        break;
+                    case "WIFI_ENROLMENT_STATE_CANCELLED":
+                    case 5:
+                        m.state = 5;
+                        break;
+                    default:
+                        if (typeof d.state === "number" && (d.state | 0) === d.state)
+                            m.state = d.state;
+                    }
+                }
+                if (d.subjectId != null) {
+                    if (typeof d.subjectId !== "string" || d.subjectId.length) {
+                        m.subjectId = $String(d.subjectId);
+                    }
+                }
+                if (d.ssid != null) {
+                    if (typeof d.ssid !== "string" || d.ssid.length) {
+                        m.ssid = $String(d.ssid);
+                    }
+                }
+                if (d.armedCounter != null) {
+                    if (typeof d.armedCounter === "object" ? d.armedCounter.low || d.armedCounter.high : $Number(d.armedCounter) !== 0) {
+                        if ($util.Long)
+                            m.armedCounter = $util.Long.fromValue(d.armedCounter, true);
+                        else if (typeof d.armedCounter === "string")
+                            m.armedCounter = $parseInt(d.armedCounter, 10);
+                        else if (typeof d.armedCounter === "number")
+                            m.armedCounter = d.armedCounter;
+                        else if (typeof d.armedCounter === "object")
+                            m.armedCounter = new $util.LongBits(d.armedCounter.low >>> 0, d.armedCounter.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.phoneTag != null) {
+                    if (typeof d.phoneTag !== "string" || d.phoneTag.length) {
+                        m.phoneTag = $String(d.phoneTag);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a WifiEnrolmentOutcome message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @static
+             * @param {tallybox.v1.WifiEnrolmentOutcome} m WifiEnrolmentOutcome
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            WifiEnrolmentOutcome.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.state = o.enums === $String ? "WIFI_ENROLMENT_STATE_UNSPECIFIED" : 0;
+                    d.subjectId = "";
+                    d.ssid = "";
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.armedCounter = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.armedCounter = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.phoneTag = "";
+                }
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state")) {
+                    d.state = o.enums === $String ? $root.tallybox.v1.WifiEnrolmentState[m.state] === $undefined ? m.state : $root.tallybox.v1.WifiEnrolmentState[m.state] : m.state;
+                }
+                if (m.subjectId != null && $Object.hasOwnProperty.call(m, "subjectId")) {
+                    d.subjectId = m.subjectId;
+                }
+                if (m.ssid != null && $Object.hasOwnProperty.call(m, "ssid")) {
+                    d.ssid = m.ssid;
+                }
+                if (m.armedCounter != null && $Object.hasOwnProperty.call(m, "armedCounter")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.armedCounter = typeof m.armedCounter === "number" ? $BigInt(m.armedCounter) : $util.Long.fromBits(m.armedCounter.low >>> 0, m.armedCounter.high >>> 0, true).toBigInt();
+                    else if (typeof m.armedCounter === "number")
+                        d.armedCounter = o.longs === $String ? $String(m.armedCounter) : m.armedCounter;
+                    else
+                        d.armedCounter = o.longs === $String ? $util.Long.prototype.toString.call(m.armedCounter) : o.longs === $Number ? new $util.LongBits(m.armedCounter.low >>> 0, m.armedCounter.high >>> 0).toNumber(true) : m.armedCounter;
+                }
+                if (m.phoneTag != null && $Object.hasOwnProperty.call(m, "phoneTag")) {
+                    d.phoneTag = m.phoneTag;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this WifiEnrolmentOutcome to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            WifiEnrolmentOutcome.prototype.toJSON = function() {
+                return WifiEnrolmentOutcome.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for WifiEnrolmentOutcome
+             * @function getTypeUrl
+             * @memberof tallybox.v1.WifiEnrolmentOutcome
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            WifiEnrolmentOutcome.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.WifiEnrolmentOutcome";
+            };
+
+            return WifiEnrolmentOutcome;
+        })();
+
         /**
          * Modality enum.
          * @name tallybox.v1.Modality
@@ -6685,6 +7628,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {Array.<tallybox.v1.Consent.$Properties>|null} [consents] SubjectUpsert consents
              * @property {Array.<tallybox.v1.Credential.$Properties>|null} [credentials] SubjectUpsert credentials
              * @property {Array.<tallybox.v1.Modality>|null} [enrol] SubjectUpsert enrol
+             * @property {tallybox.v1.WifiEnrolmentRequest.$Properties|null} [wifiEnrol] SubjectUpsert wifiEnrol
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6768,6 +7712,14 @@ export const tallybox = $root.tallybox = (() => {
             SubjectUpsert.prototype.enrol = $util.emptyArray;
 
             /**
+             * SubjectUpsert wifiEnrol.
+             * @member {tallybox.v1.WifiEnrolmentRequest.$Properties|null|undefined} wifiEnrol
+             * @memberof tallybox.v1.SubjectUpsert
+             * @instance
+             */
+            SubjectUpsert.prototype.wifiEnrol = null;
+
+            /**
              * Creates a new SubjectUpsert instance using the specified properties.
              * @function create
              * @memberof tallybox.v1.SubjectUpsert
@@ -6816,6 +7768,8 @@ export const tallybox = $root.tallybox = (() => {
                 if (m.enrol != null && m.enrol.length) {
                     w.uint32(/* id 6, wireType 2 =*/50).int32s(m.enrol);
                 }
+                if (m.wifiEnrol != null && $Object.hasOwnProperty.call(m, "wifiEnrol"))
+                    $root.tallybox.v1.WifiEnrolmentRequest.encode(m.wifiEnrol, w.uint32(/* id 240, wireType 2 =*/1922).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -6917,6 +7871,12 @@ export const tallybox = $root.tallybox = (() => {
                             m.enrol.push(r.int32());
                             continue;
                         }
+                    case 240: {
+                            if (u !== 2)
+                                break;
+                            m.wifiEnrol = $root.tallybox.v1.WifiEnrolmentRequest.decode(r, r.size(), $undefined, q + 1, m.wifiEnrol);
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -7011,6 +7971,11 @@ export const tallybox = $root.tallybox = (() => {
                         }
                     }
                 }
+                if (d.wifiEnrol != null) {
+                    if (!$util.isObject(d.wifiEnrol))
+                        throw $TypeError(".tallybox.v1.SubjectUpsert.wifiEnrol: object expected");
+                    m.wifiEnrol = $root.tallybox.v1.WifiEnrolmentRequest.fromObject(d.wifiEnrol, q + 1);
+                }
                 return m;
             };
 
@@ -7040,6 +8005,7 @@ export const tallybox = $root.tallybox = (() => {
                     d.subjectId = "";
                     d.displayName = "";
                     d.minor = false;
+                    d.wifiEnrol = null;
                 }
                 if (m.subjectId != null && $Object.hasOwnProperty.call(m, "subjectId")) {
                     d.subjectId = m.subjectId;
@@ -7067,6 +8033,9 @@ export const tallybox = $root.tallybox = (() => {
                     for (var j = 0; j < m.enrol.length; ++j) {
                         d.enrol[j] = o.enums === $String ? $root.tallybox.v1.Modality[m.enrol[j]] === $undefined ? m.enrol[j] : $root.tallybox.v1.Modality[m.enrol[j]] : m.enrol[j];
                     }
+                }
+                if (m.wifiEnrol != null && $Object.hasOwnProperty.call(m, "wifiEnrol")) {
+                    d.wifiEnrol = $root.tallybox.v1.WifiEnrolmentRequest.toObject(m.wifiEnrol, o, q + 1);
                 }
                 return d;
             };
@@ -9863,6 +10832,8 @@ export const tallybox = $root.tallybox = (() => {
              * @property {string|null} [keyId] CommandResult keyId
              * @property {tallybox.v1.ServedOrgsResult.$Properties|null} [servedOrgs] CommandResult servedOrgs
              * @property {number|null} [firstCounter] CommandResult firstCounter
+             * @property {tallybox.v1.WifiEnrolmentOutcome.$Properties|null} [wifiEnrolment] CommandResult wifiEnrolment
+             * @property {tallybox.v1.WifiReenrolment.$Properties|null} [wifiReenrolment] CommandResult wifiReenrolment
              * @property {Uint8Array|null} [signature] CommandResult signature
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -9984,6 +10955,22 @@ export const tallybox = $root.tallybox = (() => {
             CommandResult.prototype.firstCounter = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * CommandResult wifiEnrolment.
+             * @member {tallybox.v1.WifiEnrolmentOutcome.$Properties|null|undefined} wifiEnrolment
+             * @memberof tallybox.v1.CommandResult
+             * @instance
+             */
+            CommandResult.prototype.wifiEnrolment = null;
+
+            /**
+             * CommandResult wifiReenrolment.
+             * @member {tallybox.v1.WifiReenrolment.$Properties|null|undefined} wifiReenrolment
+             * @memberof tallybox.v1.CommandResult
+             * @instance
+             */
+            CommandResult.prototype.wifiReenrolment = null;
+
+            /**
              * CommandResult signature.
              * @member {Uint8Array} signature
              * @memberof tallybox.v1.CommandResult
@@ -10047,6 +11034,10 @@ export const tallybox = $root.tallybox = (() => {
                     $root.tallybox.v1.ServedOrgsResult.encode(m.servedOrgs, w.uint32(/* id 200, wireType 2 =*/1602).fork(), q + 1).ldelim();
                 if (m.firstCounter != null && $Object.hasOwnProperty.call(m, "firstCounter") && (typeof m.firstCounter === "object" ? m.firstCounter.low || m.firstCounter.high : m.firstCounter !== 0))
                     w.uint32(/* id 201, wireType 0 =*/1608).uint64(m.firstCounter);
+                if (m.wifiEnrolment != null && $Object.hasOwnProperty.call(m, "wifiEnrolment"))
+                    $root.tallybox.v1.WifiEnrolmentOutcome.encode(m.wifiEnrolment, w.uint32(/* id 240, wireType 2 =*/1922).fork(), q + 1).ldelim();
+                if (m.wifiReenrolment != null && $Object.hasOwnProperty.call(m, "wifiReenrolment"))
+                    $root.tallybox.v1.WifiReenrolment.encode(m.wifiReenrolment, w.uint32(/* id 241, wireType 2 =*/1930).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -10185,6 +11176,18 @@ export const tallybox = $root.tallybox = (() => {
                                 m.firstCounter = v;
                             else
                                 delete m.firstCounter;
+                            continue;
+                        }
+                    case 240: {
+                            if (u !== 2)
+                                break;
+                            m.wifiEnrolment = $root.tallybox.v1.WifiEnrolmentOutcome.decode(r, r.size(), $undefined, q + 1, m.wifiEnrolment);
+                            continue;
+                        }
+                    case 241: {
+                            if (u !== 2)
+                                break;
+                            m.wifiReenrolment = $root.tallybox.v1.WifiReenrolment.decode(r, r.size(), $undefined, q + 1, m.wifiReenrolment);
                             continue;
                         }
                     case 15: {
@@ -10371,6 +11374,16 @@ export const tallybox = $root.tallybox = (() => {
                             m.firstCounter = new $util.LongBits(d.firstCounter.low >>> 0, d.firstCounter.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.wifiEnrolment != null) {
+                    if (!$util.isObject(d.wifiEnrolment))
+                        throw $TypeError(".tallybox.v1.CommandResult.wifiEnrolment: object expected");
+                    m.wifiEnrolment = $root.tallybox.v1.WifiEnrolmentOutcome.fromObject(d.wifiEnrolment, q + 1);
+                }
+                if (d.wifiReenrolment != null) {
+                    if (!$util.isObject(d.wifiReenrolment))
+                        throw $TypeError(".tallybox.v1.CommandResult.wifiReenrolment: object expected");
+                    m.wifiReenrolment = $root.tallybox.v1.WifiReenrolment.fromObject(d.wifiReenrolment, q + 1);
+                }
                 if (d.signature != null) {
                     if (d.signature.length) {
                         if (typeof d.signature === "string")
@@ -10442,6 +11455,8 @@ export const tallybox = $root.tallybox = (() => {
                         d.firstCounter = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.firstCounter = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.wifiEnrolment = null;
+                    d.wifiReenrolment = null;
                 }
                 if (m.deviceId != null && $Object.hasOwnProperty.call(m, "deviceId")) {
                     d.deviceId = m.deviceId;
@@ -10493,6 +11508,12 @@ export const tallybox = $root.tallybox = (() => {
                         d.firstCounter = o.longs === $String ? $String(m.firstCounter) : m.firstCounter;
                     else
                         d.firstCounter = o.longs === $String ? $util.Long.prototype.toString.call(m.firstCounter) : o.longs === $Number ? new $util.LongBits(m.firstCounter.low >>> 0, m.firstCounter.high >>> 0).toNumber(true) : m.firstCounter;
+                }
+                if (m.wifiEnrolment != null && $Object.hasOwnProperty.call(m, "wifiEnrolment")) {
+                    d.wifiEnrolment = $root.tallybox.v1.WifiEnrolmentOutcome.toObject(m.wifiEnrolment, o, q + 1);
+                }
+                if (m.wifiReenrolment != null && $Object.hasOwnProperty.call(m, "wifiReenrolment")) {
+                    d.wifiReenrolment = $root.tallybox.v1.WifiReenrolment.toObject(m.wifiReenrolment, o, q + 1);
                 }
                 return d;
             };

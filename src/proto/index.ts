@@ -60,3 +60,7 @@ export type IncidentAck = tallybox.v1.IncidentAck;
 export type IncidentReportProps = tallybox.v1.IncidentReport.$Properties;
 export const IncidentKind = tallybox.v1.IncidentKind;
 export type IncidentKind = tallybox.v1.IncidentKind;
+// C1 Wi-Fi enrolment mode (issue 11, fields 240-259).
+export const WifiEnrolmentState = tallybox.v1.WifiEnrolmentState;
+export type WifiEnrolmentState = tallybox.v1.WifiEnrolmentState;
+export type WifiEnrolmentOutcomeProps = tallybox.v1.WifiEnrolmentOutcome.$Properties;

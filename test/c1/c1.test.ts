@@ -83,6 +83,8 @@ describe('C1: Wi-Fi presence punches', () => {
     expect(role.stats.repeats).toBe(1);
     expect(role.stats.punches).toBe(2);
 
+    // Nobody needs re-enrolment yet: the command results say so (an empty list, not a guess).
+    expect((await stack.command({ rosterSync: { subjectIds: ['sub-alice', 'sub-bo'] } })).wifiReenrolment?.subjectIds).toEqual([]);
     // Bo's phone rotates its private address: gone under the old MAC, back under an unknown one with the same DHCP fingerprint.
     await until(() => role.tracker.fingerprintOf(bo.mac) !== undefined, 'bo fingerprint learnt from the lease file');
     office.rotate('bo');
@@ -90,6 +92,11 @@ describe('C1: Wi-Fi presence punches', () => {
     await role.settled();
     expect(role.stats.punches).toBe(2);
     expect(dev.sink.punches()).toHaveLength(2);
+    // ...and in command results: a RosterSync's, and a SubjectUpsert's (re-arming an enrolment window for Bo).
+    expect((await stack.command({ rosterSync: { subjectIds: ['sub-alice', 'sub-bo'] } })).wifiReenrolment?.subjectIds).toEqual(['sub-bo']);
+    const rearm = await stack.command({ subjectUpsert: { subjectId: 'sub-bo', displayName: 'Staff sub-bo', wifiEnrol: { ssid: 'Office', windowSec: 1 } } });
+    expect(rearm.reason).toBe('wifi_enrolment_armed');
+    expect(rearm.wifiReenrolment?.subjectIds).toEqual(['sub-bo']);
 
     // Re-enrolling the new address clears it, and the next visit punches again.
     expect(await stack.enrol('sub-bo', office.phone('bo').mac)).toBe(ResultCode.RESULT_CODE_OK);

@@ -8,7 +8,7 @@
  * /var/lib/tallybox, `dpkg --purge` removes that too. Root only (dpkg); what
  * the test installed is purged afterwards, and the user removed if it made it.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -58,6 +58,11 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     for (const p of ['./opt/tallybox/dist/src/cli/tallybox.js', './opt/tallybox/node_modules/sqlite3/', './opt/tallybox/node_modules/mqtt/', './lib/systemd/system/tallybox.service', './usr/bin/tallybox -> /opt/tallybox/dist/src/cli/tallybox.js']) {
       expect(contents, p).toContain(p);
     }
+    // The project's own addons (the C1 role's hostapd socket; the simulators' ptys) and the C1 hooks, executable.
+    for (const p of ['./opt/tallybox/native/unixdgram/build/Release/unixdgram.node', './opt/tallybox/native/ptypair/build/Release/ptypair.node']) expect(contents, p).toContain(p);
+    for (const h of ['hostapd-action.sh', 'dnsmasq-script.sh', 'forward.mjs']) expect(contents).toMatch(new RegExp(`^-rwxr-xr-x root/root .* \\./opt/tallybox/firmware-bridge/wifi/${h.replace('.', '\\.')}$`, 'm'));
+    // Build leftovers of the addons stay out.
+    expect(contents).not.toMatch(/opt\/tallybox\/native\/.*\/obj\.target/);
     // Development tools stay out.
     for (const p of ['node_modules/vitest/', 'node_modules/typescript/', 'node_modules/@biomejs/']) expect(contents, p).not.toContain(p);
     // Every file is root's, whoever built it.
@@ -69,7 +74,7 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     const ok = run('systemd-analyze', ['verify', unit]);
     expect({ status: ok.status, stderr: ok.stderr }).toEqual({ status: 0, stderr: '' });
     const text = readFileSync(unit, 'utf8');
-    for (const line of ['Restart=on-failure', 'RestartPreventExitStatus=78', 'StateDirectory=tallybox', 'StateDirectoryMode=0700', 'User=tallybox', 'ProtectSystem=strict', 'ProtectHome=yes', 'NoNewPrivileges=yes', 'PrivateTmp=yes', 'ProtectKernelTunables=yes', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'LoadCredential=tallybox-kek:/etc/tallybox/tallybox.kek']) {
+    for (const line of ['Restart=on-failure', 'RestartPreventExitStatus=78', 'StateDirectory=tallybox', 'StateDirectoryMode=0700', 'RuntimeDirectory=tallybox', 'User=tallybox', 'ProtectSystem=strict', 'ProtectHome=yes', 'NoNewPrivileges=yes', 'PrivateTmp=yes', 'ProtectKernelTunables=yes', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'LoadCredential=tallybox-kek:/etc/tallybox/tallybox.kek']) {
       expect(text.split('\n'), line).toContain(line);
     }
     const broken = join(tmp, 'tallybox.service');
@@ -114,6 +119,44 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     // Nothing listens on port 1: the broker check fails, and says so.
     expect(by.get('broker')).toMatchObject({ verdict: 'fail' });
     expect(r.status).toBe(1);
+  }, 60_000);
+
+  it('the installed copy loads its unixdgram addon and attaches to the Wi-Fi simulator\'s hostapd control socket; its hook script forwards', async () => {
+    const { WifiOffice } = await import('../../simulators/wifi/office.js');
+    const { EventSocketServer } = await import('../../firmware-bridge/wifi/event-socket.js');
+    const dir = mkdtempSync(join(tmpdir(), 'tbx-deb-wifi-'));
+    const office = new WifiOffice({ dir, ssids: { wlan0: 'Office' } }).start();
+    const hooks = new EventSocketServer({ path: join(dir, 'run', 'events.sock') });
+    await hooks.start();
+    try {
+      const phone = office.addPhone({ id: 'p' });
+      office.join('p', 'wlan0');
+      // The installed modules only (absolute /opt/tallybox paths): the addon is the packaged one.
+      const script = `import { HostapdControl } from '/opt/tallybox/dist/firmware-bridge/wifi/hostapd-ctrl.js';
+        const c = new HostapdControl({ socketPath: ${JSON.stringify(join(office.ctrlDir, 'wlan0'))}, clientDir: ${JSON.stringify(join(dir, 'client'))} });
+        const macs = await c.open(); await c.ping();
+        process.stdout.write(JSON.stringify({ stations: macs.length, ssid: c.ssid })); c.close();`;
+      // Asynchronous: the simulator answers from this process.
+      const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolveRun) => {
+        const c = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        c.on('exit', (code) => resolveRun({ code, stdout, stderr }));
+      });
+      expect(out.code, out.stderr).toBe(0);
+      expect(JSON.parse(out.stdout)).toEqual({ stations: 1, ssid: 'Office' });
+      // The installed hostapd_cli action script delivers a join to the agent's socket.
+      const got = new Promise<{ type: string; iface: string; mac: string }>((r) => hooks.once('presence', r));
+      const hook = spawn('/opt/tallybox/firmware-bridge/wifi/hostapd-action.sh', ['wlan0', 'AP-STA-CONNECTED', phone.mac], { env: { ...process.env, TALLYBOX_WIFI_SOCKET: hooks.path, TALLYBOX_NODE: process.execPath }, stdio: 'ignore' });
+      await new Promise((r) => hook.on('exit', r));
+      expect(await got).toMatchObject({ type: 'joined', iface: 'wlan0', mac: phone.mac });
+    } finally {
+      await hooks.stop();
+      office.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 
   it('dpkg -r removes the program and keeps /var/lib/tallybox; dpkg --purge removes it too', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalMac, isRandomisedMac } from '../../firmware-bridge/wifi/events.js';
 import { parseForwarded } from '../../firmware-bridge/wifi/forwarded.js';
-import { parseHostapdEvent, parseStaReply, stationChange } from '../../firmware-bridge/wifi/hostapd-parse.js';
+import { parseHostapdEvent, parseStaReply, parseStatusSsid, stationChange } from '../../firmware-bridge/wifi/hostapd-parse.js';
 import { parseLeaseFile } from '../../firmware-bridge/wifi/leases.js';
 
 describe('MACs', () => {
@@ -91,5 +91,18 @@ describe('hook messages (hostapd_cli -a and dnsmasq --dhcp-script)', () => {
     for (const l of ['', 'not json', '[]', 'null', '{"v":2}', '{"v":1,"source":"x"}', '{"v":1,"source":"hostapd-cli","iface":"wlan0;rm -rf","event":"AP-STA-CONNECTED","mac":"3c:22:fb:12:34:56"}', '{"v":1,"source":"dnsmasq-script","action":"add","mac":"nope"}']) {
       expect(parseForwarded(l), l).toEqual({ ok: false, reason: 'malformed' });
     }
+  });
+});
+
+describe('hostapd STATUS: the SSID of an interface', () => {
+  // As hostapd 2.10 prints it for a radio with two BSSes (wlan0 and the virtual wlan0-1).
+  const status = 'state=ENABLED\nphy=phy0\nfreq=5180\nnum_sta_non_erp=0\nbss[0]=wlan0\nbssid[0]=02:00:00:00:01:00\nssid[0]=Office\nnum_sta[0]=3\nbss[1]=wlan0-1\nbssid[1]=06:00:00:00:01:00\nssid[1]=Guest\nnum_sta[1]=1\n';
+  it('takes the BSS named like the control socket, else ssid[0]', () => {
+    expect(parseStatusSsid(status, 'wlan0')).toBe('Office');
+    expect(parseStatusSsid(status, 'wlan0-1')).toBe('Guest');
+    expect(parseStatusSsid(status, 'wlan9')).toBe('Office');
+  });
+  it('no SSID in the reply (an older hostapd, UNKNOWN COMMAND, FAIL): undefined, never a guess', () => {
+    for (const r of ['UNKNOWN COMMAND\n', 'FAIL\n', '', 'state=ENABLED\nssid[0]=\n']) expect(parseStatusSsid(r, 'wlan0'), r).toBeUndefined();
   });
 });

@@ -37,7 +37,7 @@
  * counter; handler failures log the error's code only.
  */
 import { createHash, verify as edVerify, type KeyObject } from 'node:crypto';
-import { pb, ResultCode, type CommandBody, type CommandResultProps, type ConfigPatch, type DeviceDecommission, type IncidentAck, type OrgWithdraw, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert } from '../../proto/index.js';
+import { pb, ResultCode, type CommandBody, type CommandResultProps, type ConfigPatch, type DeviceDecommission, type IncidentAck, type OrgWithdraw, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert, type WifiEnrolmentOutcomeProps } from '../../proto/index.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { parseTopic } from '../topics.js';
@@ -63,6 +63,9 @@ export interface HandlerOutcome {
   receipt?: Uint8Array;
   /** ServedOrgsSet: the list now in force. */
   servedOrgs?: { served: readonly string[]; retired: readonly string[] };
+  /** C1 (issue 11): an enrolment window's state, and who needs re-enrolment (opaque subject ids). */
+  wifiEnrolment?: WifiEnrolmentOutcomeProps;
+  wifiReenrolment?: { subjectIds: readonly string[] };
 }
 
 export interface CommandContext {
@@ -604,6 +607,8 @@ export class CommandIntake {
     if (typeof o.detail === 'string') outcome.detail = o.detail;
     if (o.receipt instanceof Uint8Array && o.receipt.length > 0) outcome.receipt = o.receipt;
     if (o.servedOrgs && Array.isArray(o.servedOrgs.served) && Array.isArray(o.servedOrgs.retired)) outcome.servedOrgs = { served: [...o.servedOrgs.served], retired: [...o.servedOrgs.retired] };
+    if (o.wifiEnrolment && typeof o.wifiEnrolment === 'object') outcome.wifiEnrolment = { ...o.wifiEnrolment };
+    if (o.wifiReenrolment && Array.isArray(o.wifiReenrolment.subjectIds)) outcome.wifiReenrolment = { subjectIds: o.wifiReenrolment.subjectIds.filter((x): x is string => typeof x === 'string') };
     return outcome;
   }
 
@@ -615,6 +620,8 @@ export class CommandIntake {
     if (o.detail) result.detail = o.detail;
     if ('receipt' in o && o.receipt) result.receipt = o.receipt;
     if ('servedOrgs' in o && o.servedOrgs) result.servedOrgs = { served: [...o.servedOrgs.served], retired: [...o.servedOrgs.retired] };
+    if ('wifiEnrolment' in o && o.wifiEnrolment) result.wifiEnrolment = { ...o.wifiEnrolment };
+    if ('wifiReenrolment' in o && o.wifiReenrolment) result.wifiReenrolment = { subjectIds: [...o.wifiReenrolment.subjectIds] };
     if (this.opts.resultKeyId) result.keyId = this.opts.resultKeyId;
     return result;
   }

@@ -6,6 +6,8 @@
  *     hostapd: { ctrlDir: /var/run/hostapd, interfaces: [wlan0, wlan1] }
  *     dnsmasq: { leaseFile: /tmp/dhcp.leases }
  *     eventSocket: /run/tallybox/wifi/events.sock   # hostapd-action.sh, dnsmasq-script.sh
+ *     ssids: { wlan0: Office, wlan1: Office, wlan2: Guest }   # else hostapd's STATUS ssid[0]
+ *     enrolment: { ambiguityGuardSec: 3 }
  *     rules: { firstJoinOfDay: true, rejoinAfterMin: 120, workingHours: { from: "07:00", to: "20:00" } }
  */
 import { z } from 'zod';
@@ -52,6 +54,22 @@ export const C1ConfigSchema = z
      * hostapd-action.sh hook feeds the event socket.
      */
     dhcpIsPresence: z.boolean().optional(),
+    /**
+     * The SSID each interface serves (hostapd interfaces, and the DHCP interface of the hooks, e.g.
+     * br-lan, when it serves one SSID only). Wins over what hostapd's STATUS says; an interface
+     * with no known SSID matches only credentials enrolled without SSIDs.
+     */
+    ssids: z.record(z.string().regex(/^[A-Za-z0-9_.:@-]{1,32}$/, 'keys must be interface names'), z.string().refine((s) => Buffer.byteLength(s) >= 1 && Buffer.byteLength(s) <= 32, 'an SSID is 1-32 bytes')).default({}),
+    enrolment: z
+      .object({
+        /**
+         * After the first new phone joins an armed SSID, wait this long: a second new phone
+         * in that time makes it a conflict (nothing enrolled: the device never guesses).
+         */
+        ambiguityGuardSec: z.number().min(0).max(60).default(3),
+      })
+      .strict()
+      .default({ ambiguityGuardSec: 3 }),
     /** Leave counted after this long without any radio holding the phone (roaming). */
     leaveGraceSec: z.number().min(0).max(3600).default(15),
     rules: z

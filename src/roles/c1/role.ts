@@ -15,24 +15,40 @@ import { EventEmitter } from 'node:events';
 import { isRandomisedMac, type DhcpFingerprint } from '../../../firmware-bridge/wifi/events.js';
 import { PresenceTracker } from '../../../firmware-bridge/wifi/presence.js';
 import type { ErasureParticipant, ErasureReport } from '../../privacy/types.js';
-import { PunchMethod } from '../../proto/index.js';
+import type { WifiCommandHooks } from '../../agent/command-handlers.js';
+import { PunchMethod, ResultCode, type CommandResultProps, type WifiEnrolmentOutcomeProps } from '../../proto/index.js';
 import { silentLogger, type Logger } from '../../util/log.js';
 import type { PunchGate } from '../kit/punch-gate.js';
 import { SerialQueue } from '../kit/serial-queue.js';
 import { errorCode, type PeripheralSink } from '../kit/supervisor.js';
 import type { C1Config } from './config.js';
+import { phoneTagger, wifiCredentialValue } from './credential.js';
+import { EnrolmentWindows, type EnrolmentEnd, type EnrolmentRequest } from './enrolment.js';
 import { sameDevice } from './fingerprint.js';
 import { decideJoin, siteClock, type SubjectHistory } from './rules.js';
 import { createSources, type C1Sources } from './sources.js';
 
 export interface C1Vault {
   identifyCredential(kind: 'wifi_mac', value: string): Promise<Array<{ orgId: string; subjectId: string }>>;
+  lookupCredential(orgId: string, kind: 'wifi_mac', value: string): Promise<string | undefined>;
+  putCredential(orgId: string, kind: 'wifi_mac', value: string, subjectId: string): Promise<void>;
 }
 
 export interface C1Sink extends PeripheralSink {
   /** DeviceState: subjects whose phone needs re-enrolment (a count). */
   setWifiReenrolmentNeeded?(count: number): void;
+  /** Command results: the role's enrolment windows and re-enrolment list (undefined: unregister). */
+  setWifiCommands?(hooks: WifiCommandHooks | undefined): void;
+  /** A result of its own (an enrolment window closing), signed and queued by the agent. */
+  publishLateResult?(orgId: string, r: Omit<CommandResultProps, 'deviceId' | 'counter' | 'atMs' | 'keyId' | 'signature'>): Promise<void>;
 }
+
+const END_RESULT: Record<EnrolmentEnd, { code: ResultCode; reason: string }> = {
+  enrolled: { code: ResultCode.RESULT_CODE_OK, reason: 'wifi_enrolled' },
+  expired: { code: ResultCode.RESULT_CODE_FAILED, reason: 'wifi_enrolment_expired' },
+  conflict: { code: ResultCode.RESULT_CODE_REFUSED, reason: 'wifi_enrolment_conflict' },
+  cancelled: { code: ResultCode.RESULT_CODE_FAILED, reason: 'wifi_enrolment_cancelled' },
+};
 
 export interface C1RoleOptions {
   config: C1Config;
@@ -49,7 +65,7 @@ export interface C1RoleOptions {
 interface SubjectState extends SubjectHistory {
   orgId: string;
   subjectId: string;
-  /** MACs of this subject's enrolled phones present now (memory only). */
+  /** Presence keys (SSID NUL MAC) of this subject's enrolled phones present now (memory only). */
   present: Set<string>;
   /** The last enrolled phone seen and its fingerprint (memory only). */
   lastPhone?: { mac: string; fp: DhcpFingerprint };
@@ -63,9 +79,13 @@ export interface C1Stats {
   notPunched: number;
   unknown: number;
   reenrolmentNeeded: number;
+  /** Joins on an SSID the phone is not enrolled for (scoped elsewhere): no punch. */
+  otherSsid: number;
+  enrolled: number;
 }
 
 const key = (orgId: string, subjectId: string) => `${orgId}\u0000${subjectId}`;
+const pkey = (group: string, mac: string) => `${group}\u0000${mac}`;
 
 export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] }> implements ErasureParticipant {
   readonly name = 'c1';
@@ -77,13 +97,15 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   readonly #mono: () => number;
   readonly #queue = new SerialQueue();
   readonly #subjects = new Map<string, SubjectState>();
-  /** MAC → subjects it is enrolled for (memory only, while present). */
+  /** Presence key (SSID NUL MAC) → subjects it is enrolled for (memory only, while present). */
   readonly #known = new Map<string, string[]>();
   /** Unknown private MACs present now (memory only). */
   readonly #unknownPrivate = new Set<string>();
   readonly #reenrol = new Set<string>();
   #tail: Promise<unknown> = Promise.resolve();
-  readonly stats: C1Stats = { joins: 0, enrolledJoins: 0, punches: 0, repeats: 0, notPunched: 0, unknown: 0, reenrolmentNeeded: 0 };
+  readonly stats: C1Stats = { joins: 0, enrolledJoins: 0, punches: 0, repeats: 0, notPunched: 0, unknown: 0, reenrolmentNeeded: 0, otherSsid: 0, enrolled: 0 };
+  readonly windows: EnrolmentWindows;
+  readonly #tag = phoneTagger();
 
   constructor(opts: C1RoleOptions) {
     super();
@@ -93,11 +115,37 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     this.#mono = opts.monotonic ?? (() => performance.now());
     const c = opts.config;
     // With hostapd there is a witness of who left; DHCP then only lends fingerprints.
-    this.tracker = new PresenceTracker({ dhcpIsPresence: c.dhcpIsPresence ?? !c.hostapd, leaveGraceMs: c.leaveGraceSec * 1000 });
-    this.tracker.on('joined', (mac) => this.#enqueue(() => this.#joined(mac)));
-    this.tracker.on('left', (mac) => this.#enqueue(() => this.#left(mac)));
+    // Presence per SSID: roaming between the bands of one SSID is one visit; another SSID is another.
+    this.tracker = new PresenceTracker({ dhcpIsPresence: c.dhcpIsPresence ?? !c.hostapd, leaveGraceMs: c.leaveGraceSec * 1000, groupOf: (iface) => this.ssidOf(iface) ?? '' });
+    this.tracker.on('joined', (mac, _iface, group) => this.#enqueue(() => this.#joined(mac, group)));
+    this.tracker.on('left', (mac, group) => this.#enqueue(() => this.#left(mac, group)));
     this.tracker.on('fingerprint', (mac, fp) => this.#enqueue(() => this.#fingerprint(mac, fp)));
     this.sources = createSources({ config: c, dataDir: opts.dataDir, tracker: this.tracker, sink: opts.sink, logger: this.#log, ...(opts.backoff ? { backoff: opts.backoff } : {}) });
+    this.windows = new EnrolmentWindows({
+      guardMs: c.enrolment.ambiguityGuardSec * 1000,
+      monotonic: this.#mono,
+      tag: this.#tag,
+      commit: (req, mac) => this.#commitEnrolment(req, mac),
+      ended: (req, outcome, end, why) => this.#enrolmentEnded(req, outcome, end, why),
+    });
+  }
+
+  /** The SSID an interface serves: the config's `ssids`, else what hostapd's STATUS said; undefined: unknown. */
+  ssidOf(iface: string): string | undefined {
+    return this.#o.config.ssids[iface] ?? this.sources?.hostapd.find((h) => h.iface === iface)?.ssid;
+  }
+
+  /** Every SSID this router is known to serve (for "is this phone known to the organisation at all"). */
+  knownSsids(): string[] {
+    return [...new Set([...Object.values(this.#o.config.ssids), ...this.sources.hostapd.flatMap((h) => (h.ssid ? [h.ssid] : []))])];
+  }
+
+  /** What command results carry from this role (registered with the agent while the role runs). */
+  commandHooks(): WifiCommandHooks {
+    return {
+      armEnrolment: (req) => this.#arm(req),
+      reenrolmentNeeded: (orgId) => [...this.#reenrol].filter((k) => k.startsWith(`${orgId}\u0000`)).map((k) => k.slice(orgId.length + 1)),
+    };
   }
 
   /** Everything queued so far has been handled (tests, benches). */
@@ -106,10 +154,13 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   }
 
   async start(): Promise<void> {
+    this.#o.sink.setWifiCommands?.(this.commandHooks());
     await Promise.all(this.sources.supervisors.map((s) => s.start()));
   }
 
   async stop(): Promise<void> {
+    this.#o.sink.setWifiCommands?.(undefined);
+    await this.windows.stop();
     await this.sources.close();
     this.tracker.stop();
     await this.#tail;
@@ -119,10 +170,38 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     this.#tail = this.#queue.run(job).catch((err: unknown) => this.#log.error({ event: 'c1_event_failed', code: errorCode(err) }, `presence event not handled: ${errorCode(err)}`));
   }
 
-  async #joined(mac: string): Promise<void> {
+  /** Who this phone is on this SSID: credentials scoped to it, and those enrolled for every SSID. */
+  async #identify(mac: string, ssid: string | undefined): Promise<Array<{ orgId: string; subjectId: string }>> {
+    const found = await this.#o.vault.identifyCredential('wifi_mac', mac);
+    if (ssid !== undefined) found.push(...(await this.#o.vault.identifyCredential('wifi_mac', wifiCredentialValue(mac, ssid))));
+    const seen = new Set<string>();
+    return found.filter((m) => !seen.has(key(m.orgId, m.subjectId)) && seen.add(key(m.orgId, m.subjectId)));
+  }
+
+  /** Whether `orgId` knows this phone at all (unscoped, or scoped to any SSID of the router). */
+  async #knownInOrg(orgId: string, mac: string): Promise<boolean> {
+    for (const value of [mac, ...this.knownSsids().map((s) => wifiCredentialValue(mac, s))]) if ((await this.#o.vault.lookupCredential(orgId, 'wifi_mac', value)) !== undefined) return true;
+    return false;
+  }
+
+  async #scopedElsewhere(mac: string, ssid: string | undefined): Promise<boolean> {
+    for (const other of this.knownSsids()) if (other !== ssid && (await this.#o.vault.identifyCredential('wifi_mac', wifiCredentialValue(mac, other))).length > 0) return true;
+    return false;
+  }
+
+  async #joined(mac: string, group: string): Promise<void> {
     this.stats.joins++;
-    const matches = await this.#o.vault.identifyCredential('wifi_mac', mac);
+    const ssid = group === '' ? undefined : group;
+    const matches = await this.#identify(mac, ssid);
+    const armedOrg = ssid === undefined ? undefined : this.windows.armedOrg(ssid);
+    // Enrolment mode: a phone the window's organisation does not know (on any SSID) is a candidate.
+    if (armedOrg !== undefined && !matches.some((m) => m.orgId === armedOrg) && !(await this.#knownInOrg(armedOrg, mac))) this.windows.newPhone(ssid!, mac);
     if (matches.length === 0) {
+      // Enrolled for another SSID of this router: known, but a join here is no punch (and no stranger).
+      if (await this.#scopedElsewhere(mac, ssid)) {
+        this.stats.otherSsid++;
+        return;
+      }
       this.stats.unknown++;
       // Only an exact enrolment identifies: an unknown private MAC is at most a hint that someone must re-enrol.
       if (isRandomisedMac(mac)) {
@@ -132,15 +211,16 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       return;
     }
     this.stats.enrolledJoins++;
+    const pk = pkey(group, mac);
     this.#known.set(
-      mac,
+      pk,
       matches.map((m) => key(m.orgId, m.subjectId)),
     );
     const fp = this.tracker.fingerprintOf(mac);
     for (const m of matches) {
       const s = this.#subject(m.orgId, m.subjectId);
       const wasAway = s.present.size === 0;
-      s.present.add(mac);
+      s.present.add(pk);
       if (fp) s.lastPhone = { mac, fp };
       else s.lastPhone = { mac, fp: s.lastPhone?.mac === mac ? s.lastPhone.fp : {} };
       if (this.#reenrol.delete(key(m.orgId, m.subjectId))) this.#publishReenrol();
@@ -166,14 +246,15 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     } else if (v.verdict === 'repeat') this.stats.repeats++;
   }
 
-  async #left(mac: string): Promise<void> {
-    this.#unknownPrivate.delete(mac);
-    const ks = this.#known.get(mac);
-    this.#known.delete(mac);
+  async #left(mac: string, group: string): Promise<void> {
+    if (!this.tracker.isPresent(mac)) this.#unknownPrivate.delete(mac);
+    const pk = pkey(group, mac);
+    const ks = this.#known.get(pk);
+    this.#known.delete(pk);
     for (const k of ks ?? []) {
       const s = this.#subjects.get(k);
       if (!s) continue;
-      s.present.delete(mac);
+      s.present.delete(pk);
       if (s.present.size === 0) s.leftAtMono = this.#mono();
     }
     // The old address gone: an unknown private MAC that arrived meanwhile may be its successor.
@@ -181,8 +262,8 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   }
 
   async #fingerprint(mac: string, fp: DhcpFingerprint): Promise<void> {
-    const ks = this.#known.get(mac);
-    if (ks) {
+    const ks = [...this.#known].filter(([pk]) => pk.endsWith(`\u0000${mac}`)).flatMap(([, v]) => v);
+    if (ks.length > 0) {
       for (const k of ks) {
         const s = this.#subjects.get(k);
         if (s) s.lastPhone = { mac, fp };
@@ -220,6 +301,31 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     return s;
   }
 
+  // ----------------------------------------------------------- enrolment mode
+
+  #arm(req: EnrolmentRequest): WifiEnrolmentOutcomeProps {
+    const outcome = this.windows.arm(req);
+    this.#log.info({ event: 'wifi_enrolment_armed', orgId: req.orgId, subjectId: req.subjectId, ssid: req.ssid, windowSec: req.windowSec, state: outcome.state }, `Wi-Fi enrolment window for ${req.subjectId} on ${JSON.stringify(req.ssid)}: ${outcome.state === 1 ? `armed for ${req.windowSec} s` : 'refused, another window is armed on that SSID'}`);
+    return outcome;
+  }
+
+  /** The window's phone becomes the subject's: stored only as the org-keyed HMAC, scoped to the SSID. */
+  async #commitEnrolment(req: EnrolmentRequest, mac: string): Promise<void> {
+    await this.#o.vault.putCredential(req.orgId, 'wifi_mac', wifiCredentialValue(mac, req.ssid), req.subjectId);
+    this.stats.enrolled++;
+    // Still here: the join that enrolled it counts as this subject's arrival (the rules decide on a punch).
+    if (this.tracker.isPresent(mac)) this.#enqueue(() => this.#joined(mac, req.ssid));
+  }
+
+  #enrolmentEnded(req: EnrolmentRequest, outcome: WifiEnrolmentOutcomeProps, end: EnrolmentEnd, why: string): void {
+    const phone = outcome.phoneTag ? ` (phone ${outcome.phoneTag})` : '';
+    // The device log's confirmation: subject, SSID and the phone's keyed tag, never the MAC.
+    this.#log.info({ event: `wifi_enrolment_${end}`, orgId: req.orgId, subjectId: req.subjectId, ssid: req.ssid, ...(outcome.phoneTag ? { phone: outcome.phoneTag } : {}), why }, `Wi-Fi enrolment for ${req.subjectId} on ${JSON.stringify(req.ssid)}: ${end}${phone}: ${why}`);
+    const r = END_RESULT[end];
+    const late = this.#o.sink.publishLateResult?.(req.orgId, { code: r.code, reason: r.reason, detail: why, wifiEnrolment: outcome, wifiReenrolment: { subjectIds: this.commandHooks().reenrolmentNeeded(req.orgId) } });
+    late?.catch((err: unknown) => this.#log.error({ event: 'wifi_enrolment_result_failed', code: errorCode(err) }, `the enrolment window's result was not queued: ${errorCode(err)}`));
+  }
+
   // ----------------------------------------------------------- erasure (memory only: the vault holds the credentials)
 
   async eraseSubject(orgId: string, subjectId: string): Promise<ErasureReport> {
@@ -231,6 +337,7 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       else this.#known.delete(mac);
     }
     if (this.#reenrol.delete(k)) this.#publishReenrol();
+    this.windows.cancel(orgId, [subjectId], 'subject_erased');
     this.#o.gate.forget(orgId, [subjectId]);
     return { ok: true, counts: { c1Subjects: had ? 1 : 0 } };
   }
@@ -238,6 +345,7 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   async eraseOrg(orgId: string): Promise<ErasureReport> {
     let n = 0;
     for (const s of [...this.#subjects.values()]) if (s.orgId === orgId) n += (await this.eraseSubject(orgId, s.subjectId)).counts.c1Subjects ?? 0;
+    this.windows.cancel(orgId, 'all', 'org_erased');
     this.#o.gate.forget(orgId, 'all');
     return { ok: true, counts: { c1Subjects: n } };
   }
