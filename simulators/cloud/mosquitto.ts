@@ -4,7 +4,7 @@
  * benchmarks, and developers who want the production broker locally.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +23,12 @@ function portOpen(port: number): Promise<boolean> {
     s.once('error', () => resolve(false));
   });
 }
+
+/** Broker dirs of this process: removed when it exits (stop() is also an outage, followed by resume(), so it cannot remove them). */
+const brokerDirs = new Set<string>();
+process.once('exit', () => {
+  for (const d of brokerDirs) rmSync(d, { recursive: true, force: true });
+});
 
 export class Mosquitto {
   private proc: ChildProcess | undefined;
@@ -45,6 +51,7 @@ export class Mosquitto {
     // Started as root, mosquitto drops to its own user: it must be able to write its
     // persistence file here (a private temp dir, removed with the machine's tmp).
     chmodSync(dir, 0o777);
+    brokerDirs.add(dir);
     const conf = join(dir, 'mosquitto.conf');
     // Persistence on (saved at a clean stop): a cloud subscriber's persistent session and its
     // queued QoS 1 messages survive a broker restart, as on a production broker.
