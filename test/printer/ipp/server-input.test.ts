@@ -19,7 +19,7 @@ afterAll(async () => {
 
 const http = () => sim.url.replace('ipp://', 'http://');
 async function post(body: Uint8Array, opts: { path?: string; type?: string } = {}) {
-  const r = await fetch(opts.path ? http().replace('/ipp/print', opts.path) : http(), { method: 'POST', headers: { 'content-type': opts.type ?? 'application/ipp' }, body });
+  const r = await fetch(opts.path ? http().replace('/ipp/print', opts.path) : http(), { method: 'POST', headers: { 'content-type': opts.type ?? 'application/ipp' }, body: new Uint8Array(body) });
   return { status: r.status, body: Buffer.from(await r.arrayBuffer()) };
 }
 const gpa = (requestId = 7) =>
