@@ -67,7 +67,7 @@ describe('IppPrinter against the simulator', () => {
     expect(progress).toBe(doc.bytes.length);
     const [job] = sim.recorder.jobs();
     expect(job).toMatchObject({ protocol: 'ipp', name: 'job-0001', format: 'application/octet-stream', copies: 2, state: 'completed', bytes: doc.bytes.length });
-    expect(sim.recorder.bytesOf(job!).equals(doc.bytes)).toBe(true);
+    expect(sim.bytesOf(job!).equals(doc.bytes)).toBe(true);
     expect(await printer(sim.url).jobState('1')).toBe('completed');
   });
 
@@ -95,7 +95,7 @@ describe('IppPrinter against the simulator', () => {
       const result = await printer(`ipp://127.0.0.1:${port}/ipp/print`).send({ jobName: 'job-0002', format: 'application/pdf', copies: 1, document: once(pdf), onAccepted: (r) => (accepted = r) });
       expect(accepted).toBe('1');
       expect(result).toMatchObject({ ref: '1', bytesSent: pdf.length, jobState: 'completed' });
-      expect(sim.recorder.bytesOf(sim.recorder.jobs()[0]!).equals(pdf)).toBe(true);
+      expect(sim.bytesOf(sim.recorder.jobs()[0]!).equals(pdf)).toBe(true);
     } finally {
       await new Promise<void>((r) => proxy.close(() => r()));
     }
@@ -106,7 +106,7 @@ describe('IppPrinter against the simulator', () => {
     const p = printer(sim.url);
     expect((await codeOf(p.probe())).code).toBe('PRINTER_UNREACHABLE');
     expect((await codeOf(p.send({ jobName: 'j', format: 'application/pdf', copies: 1, document: once(tinyPdf()) }))).code).toBe('PRINTER_UNREACHABLE');
-    sim.faults.offline = false;
+    sim.ctx.setFaults({ offline: false });
     await waitUntil(async () => (await p.probe().catch(() => undefined))?.state === 'idle', 10_000, 'the simulator to listen again');
     expect(sim.recorder.jobs()).toEqual([]);
   });
@@ -130,11 +130,12 @@ describe('IppPrinter against the simulator', () => {
     const err = await codeOf(p.send({ jobName: 'j2', format: 'application/pdf', copies: 1, document: once(tinyPdf()) }));
     expect(err.code).toBe('PRINTER_STOPPED');
     expect(err.details.reasons).toEqual(['media-empty']);
-    sim.server.resume();
+    // Paper loaded, as the CLI's `resume` does it: through the shared context, which the server follows.
+    sim.ctx.resume();
     await waitUntil(async () => (await p.jobState(r.ref!)) === 'completed', 10_000, 'the held job to complete');
     const jobs = sim.recorder.jobs();
     expect(jobs).toHaveLength(1);
-    expect(sim.recorder.bytesOf(jobs[0]!).equals(doc.bytes)).toBe(true);
+    expect(sim.bytesOf(jobs[0]!).equals(doc.bytes)).toBe(true);
   });
 
   it('closeAfterBytes: the connection is cut mid-document: PRINTER_CLOSED with the ref; the job aborted at the printer', async () => {

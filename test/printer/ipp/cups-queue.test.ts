@@ -111,7 +111,7 @@ describeWithPeer([cupsd, lp, lpadmin, lpstat], 'a CUPS queue printing to the sim
     await waitUntil(() => sim.recorder.jobs().some((j) => j.state === 'completed'), 60_000, 'the simulator to record the job');
     const job = sim.recorder.jobs()[0]!;
     expect(job).toMatchObject({ protocol: 'ipp', state: 'completed', bytes: pdf.length });
-    expect(sim.recorder.bytesOf(job).equals(pdf)).toBe(true);
+    expect(sim.bytesOf(job).equals(pdf)).toBe(true);
     await waitUntil(
       async () => (await run(lpstat.path!, ['-h', server, '-W', 'completed', '-o', 'tallybox-sim'])).stdout.includes(id!),
       60_000,
