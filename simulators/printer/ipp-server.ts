@@ -279,7 +279,12 @@ class IppSim implements IppSimServer {
     if (status === 'client-error-request-entity-too-large') req.socket.destroy();
     else while (!(await it.next()).done);
     if (res.destroyed) return;
-    const body = encodeMessage({ version: { major: 1, minor: 1 }, code: STATUS[status], requestId, groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en')])] });
+    const body = encodeMessage({
+      version: { major: 1, minor: 1 },
+      code: STATUS[status],
+      requestId,
+      groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en')])],
+    });
     res.writeHead(200, { 'content-type': 'application/ipp', 'content-length': body.length });
     res.end(body);
   }
@@ -478,28 +483,39 @@ class IppSim implements IppSimServer {
     const writer = this.ctx.recorder.begin({ protocol: 'ipp', ...(j.name !== undefined ? { name: j.name } : {}), format: j.format, copies: j.copies });
     j.writer = writer;
     this.ctx.jobStarted?.();
-    for await (const chunk of document) {
-      if (j.state === JOB_STATE.canceled || j.state === JOB_STATE.aborted) continue; // Cancel-Job arrived mid-document: drop the rest
-      const { closeAfterBytes, paperOutAfterBytes, slowBytesPerSec } = this.ctx.faults;
-      let c = chunk;
-      const cut = closeAfterBytes > 0 && j.bytes + c.length >= closeAfterBytes;
-      if (cut) c = c.subarray(0, closeAfterBytes - j.bytes);
-      await this.record(j, c);
-      if (cut) {
+    try {
+      for await (const chunk of document) {
+        if (j.state === JOB_STATE.canceled || j.state === JOB_STATE.aborted) continue; // Cancel-Job arrived mid-document: drop the rest
+        const { closeAfterBytes, paperOutAfterBytes, slowBytesPerSec } = this.ctx.faults;
+        let c = chunk;
+        const cut = closeAfterBytes > 0 && j.bytes + c.length >= closeAfterBytes;
+        if (cut) c = c.subarray(0, closeAfterBytes - j.bytes);
+        await this.record(j, c);
+        if (cut) {
+          j.state = JOB_STATE.aborted;
+          j.reasons = ['aborted-by-system'];
+          j.completedUp = this.upTime();
+          await this.endRecording(j, 'aborted');
+          req.socket.destroy();
+          return;
+        }
+        if (paperOutAfterBytes > 0 && j.bytes >= paperOutAfterBytes && !this.paperOut) {
+          this.paperOut = true;
+          this.ctx.paperOut?.();
+          j.state = JOB_STATE['processing-stopped'];
+          j.reasons = ['printer-stopped'];
+        }
+        if (slowBytesPerSec > 0) await sleep((c.length * 1000) / slowBytesPerSec);
+      }
+    } catch (err) {
+      // The client went away mid-document (connection reset, a truncated chunked body): the job is aborted.
+      if (!isTerminalJobState(j.state)) {
         j.state = JOB_STATE.aborted;
         j.reasons = ['aborted-by-system'];
         j.completedUp = this.upTime();
-        await this.endRecording(j, 'aborted');
-        req.socket.destroy();
-        return;
       }
-      if (paperOutAfterBytes > 0 && j.bytes >= paperOutAfterBytes && !this.paperOut) {
-        this.paperOut = true;
-        this.ctx.paperOut?.();
-        j.state = JOB_STATE['processing-stopped'];
-        j.reasons = ['printer-stopped'];
-      }
-      if (slowBytesPerSec > 0) await sleep((c.length * 1000) / slowBytesPerSec);
+      await this.endRecording(j, j.state === JOB_STATE.canceled ? 'canceled' : 'aborted');
+      throw err;
     }
     if (j.state === JOB_STATE.canceled || j.state === JOB_STATE.aborted) return;
     if (this.paperOut || this.printerState().state === 5) {

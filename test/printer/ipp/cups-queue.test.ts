@@ -112,12 +112,7 @@ describeWithPeer([cupsd, lp, lpadmin, lpstat], 'a CUPS queue printing to the sim
     const job = sim.recorder.jobs()[0]!;
     expect(job).toMatchObject({ protocol: 'ipp', state: 'completed', bytes: pdf.length });
     expect(sim.bytesOf(job).equals(pdf)).toBe(true);
-    await waitUntil(
-      async () => (await run(lpstat.path!, ['-h', server, '-W', 'completed', '-o', 'tallybox-sim'])).stdout.includes(id!),
-      60_000,
-      'CUPS to list the job as completed',
-      250,
-    );
+    await waitUntil(async () => (await run(lpstat.path!, ['-h', server, '-W', 'completed', '-o', 'tallybox-sim'])).stdout.includes(id!), 60_000, 'CUPS to list the job as completed', 250);
     expect(readFileSync(join(dir, 'log', 'error_log'), 'utf8')).toContain('Job completed');
   }, 120_000);
 });

@@ -49,9 +49,7 @@ export async function startSim(faults: Partial<PrinterFaults> = {}): Promise<Sim
 
 /** A small but valid one-page PDF (ipptool and ippeveprinter check the magic; nothing renders it here). */
 export function tinyPdf(marker = ''): Buffer {
-  return Buffer.from(
-    `%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\n% ${marker}\ntrailer<</Root 1 0 R>>\n%%EOF\n`,
-  );
+  return Buffer.from(`%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\n% ${marker}\ntrailer<</Root 1 0 R>>\n%%EOF\n`);
 }
 
 /** Random bytes of a given size, produced in chunks, as an async iterable (and the whole, to compare). */

@@ -64,7 +64,7 @@ describe('IPPS: IppPrinter over TLS to the simulator', () => {
     await expect(p.probe()).rejects.toMatchObject({ code: 'PRINTER_UNREACHABLE', details: { reason: 'tls' } });
   });
 
-  it("a certificate for another name fails the name check: PRINTER_UNREACHABLE, reason tls, nothing printed", async () => {
+  it('a certificate for another name fails the name check: PRINTER_UNREACHABLE, reason tls, nothing printed', async () => {
     const before = rec.recorder.jobs().length;
     const p = new IppPrinter({ url: `ipps://127.0.0.1:${wrongName}/ipp/print`, caFile: join(dir, 'ca.crt') });
     await expect(p.send({ jobName: 'x', format: 'application/pdf', copies: 1, document: once(tinyPdf()) })).rejects.toMatchObject({ code: 'PRINTER_UNREACHABLE', details: { reason: 'tls', cause: 'ERR_TLS_CERT_ALTNAME_INVALID' } });

@@ -3,10 +3,12 @@
  * client-error-bad-request (or the HTTP error for a wrong path/type) and change nothing; an attribute
  * part beyond the limit is refused; random bodies never take the server down.
  */
+import { connect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attr, decodeMessage, encodeMessage, group } from '../../../firmware-bridge/printer/ipp/codec.js';
 import { STATUS } from '../../../firmware-bridge/printer/ipp/constants.js';
+import { waitUntil } from '../../helpers/ports.js';
 import { type SimHarness, startSim } from './helpers.js';
 
 let sim: SimHarness;
@@ -23,9 +25,14 @@ async function post(body: Uint8Array, opts: { path?: string; type?: string } = {
   return { status: r.status, body: Buffer.from(await r.arrayBuffer()) };
 }
 const gpa = (requestId = 7) =>
-  encodeMessage({ version: { major: 1, minor: 1 }, code: 0x0b, requestId, groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en'), attr('printer-uri', 'uri', sim.url)])] });
+  encodeMessage({
+    version: { major: 1, minor: 1 },
+    code: 0x0b,
+    requestId,
+    groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en'), attr('printer-uri', 'uri', sim.url)])],
+  });
 
-describe("simulator IPP server: bad input", () => {
+describe('simulator IPP server: bad input', () => {
   it('a truncated request is client-error-bad-request, echoing the request-id', async () => {
     const r = await post(gpa(42).subarray(0, 20));
     expect(r.status).toBe(200);
@@ -54,6 +61,26 @@ describe("simulator IPP server: bad input", () => {
     expect(decodeMessage((await post(gpa())).body).message.code).toBe(0);
   });
 
+  it('a client that vanishes mid-document: the job is aborted, its recording ends aborted, the printer is idle again', async () => {
+    const port = Number(new URL(http()).port);
+    const head = encodeMessage({
+      version: { major: 1, minor: 1 },
+      code: 0x0002,
+      requestId: 3,
+      groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en'), attr('printer-uri', 'uri', sim.url), attr('job-name', 'name', 'vanish')])],
+    });
+    const s = connect(port, '127.0.0.1');
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    const body = Buffer.concat([head, Buffer.alloc(10_000, 0x41)]);
+    s.write(`POST /ipp/print HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ipp\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n`);
+    s.write(body);
+    s.write('\r\n');
+    await waitUntil(() => sim.recorder.jobs().some((j) => j.name === 'vanish' && j.bytes === 10_000), 10_000, 'the first bytes to be recorded');
+    s.destroy();
+    await waitUntil(() => sim.recorder.jobs().find((j) => j.name === 'vanish')?.state === 'aborted', 10_000, 'the recording to end aborted');
+    expect(sim.ctx.status().state).toBe('idle');
+  });
+
   it('random bodies never take the server down, and no job is created by them', async () => {
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async (b) => {
@@ -63,6 +90,6 @@ describe("simulator IPP server: bad input", () => {
       { numRuns: 100 },
     );
     expect(decodeMessage((await post(gpa())).body).message.code).toBe(0);
-    expect(sim.recorder.jobs()).toEqual([]);
+    expect(sim.recorder.jobs().filter((j) => j.name !== 'vanish')).toEqual([]);
   });
 });
