@@ -82,6 +82,7 @@ class IppSim implements IppSimServer {
   private closed = false;
   private boundPort = 0;
   private watcher: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
   private readonly startedAt = performance.now();
   private readonly uuid = randomUUID();
 
@@ -116,6 +117,7 @@ class IppSim implements IppSimServer {
     // Faults are switched at run time: follow 'offline' and the end of a paper-out.
     this.watcher = setInterval(() => void this.follow(), 50);
     this.watcher.unref();
+    this.unsubscribe = this.ctx.onChange?.(() => void this.follow());
   }
 
   private listen(port: number): Promise<void> {
@@ -146,7 +148,7 @@ class IppSim implements IppSimServer {
     try {
       if (this.ctx.faults.offline && this.listening) await this.unlisten();
       else if (!this.ctx.faults.offline && !this.listening) await this.listen(this.boundPort);
-      if (this.paperOut && this.ctx.faults.paperOutAfterBytes === 0) this.resume();
+      if ((this.paperOut || [...this.jobs.values()].some((j) => j.held)) && this.paperBack()) this.releaseHeld();
     } catch {
       // The port could not be bound again yet (in use for a moment): the next tick tries again.
     } finally {
@@ -154,7 +156,22 @@ class IppSim implements IppSimServer {
     }
   }
 
+  /**
+   * Whether the paper is back. With the shared context (SimPrinterContext) its latch decides: it is
+   * cleared by `resume` on the CLI's control. A bare context (a test's literal) has no latch: clearing
+   * the paperOutAfterBytes fault counts as loading paper.
+   */
+  private paperBack(): boolean {
+    if (this.ctx.paperOut) return this.ctx.status().state !== 'stopped';
+    return !this.paperOut || this.ctx.faults.paperOutAfterBytes === 0;
+  }
+
   resume(): void {
+    this.ctx.resume?.();
+    this.releaseHeld();
+  }
+
+  private releaseHeld(): void {
     this.paperOut = false;
     for (const j of this.jobs.values()) {
       if (j.held) {
@@ -167,6 +184,7 @@ class IppSim implements IppSimServer {
   async close(): Promise<void> {
     this.closed = true;
     if (this.watcher) clearInterval(this.watcher);
+    this.unsubscribe?.();
     if (this.listening) await this.unlisten();
     for (const j of this.jobs.values()) if (j.writer) await this.endRecording(j, 'aborted');
   }
@@ -179,7 +197,7 @@ class IppSim implements IppSimServer {
   }
 
   private printerState(): { state: number; reasons: string[]; message: string } {
-    if (this.paperOut) return { state: 5, reasons: ['media-empty'], message: 'out of paper' };
+    if (this.paperOut && !this.ctx.paperOut) return { state: 5, reasons: ['media-empty'], message: 'out of paper' };
     const shared = this.ctx.status();
     if (shared.state === 'stopped') return { state: 5, reasons: shared.reasons.length ? shared.reasons : ['other'], message: 'stopped' };
     const busy = shared.state === 'processing' || [...this.jobs.values()].some((j) => j.state === JOB_STATE.processing && j.writer);
@@ -261,7 +279,12 @@ class IppSim implements IppSimServer {
     if (status === 'client-error-request-entity-too-large') req.socket.destroy();
     else while (!(await it.next()).done);
     if (res.destroyed) return;
-    const body = encodeMessage({ version: { major: 1, minor: 1 }, code: STATUS[status], requestId, groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en')])] });
+    const body = encodeMessage({
+      version: { major: 1, minor: 1 },
+      code: STATUS[status],
+      requestId,
+      groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en')])],
+    });
     res.writeHead(200, { 'content-type': 'application/ipp', 'content-length': body.length });
     res.end(body);
   }
@@ -459,31 +482,44 @@ class IppSim implements IppSimServer {
     j.processingUp = this.upTime();
     const writer = this.ctx.recorder.begin({ protocol: 'ipp', ...(j.name !== undefined ? { name: j.name } : {}), format: j.format, copies: j.copies });
     j.writer = writer;
-    for await (const chunk of document) {
-      if (j.state === JOB_STATE.canceled || j.state === JOB_STATE.aborted) continue; // Cancel-Job arrived mid-document: drop the rest
-      const { closeAfterBytes, paperOutAfterBytes, slowBytesPerSec } = this.ctx.faults;
-      let c = chunk;
-      const cut = closeAfterBytes > 0 && j.bytes + c.length >= closeAfterBytes;
-      if (cut) c = c.subarray(0, closeAfterBytes - j.bytes);
-      await this.record(j, c);
-      if (cut) {
+    this.ctx.jobStarted?.();
+    try {
+      for await (const chunk of document) {
+        if (j.state === JOB_STATE.canceled || j.state === JOB_STATE.aborted) continue; // Cancel-Job arrived mid-document: drop the rest
+        const { closeAfterBytes, paperOutAfterBytes, slowBytesPerSec } = this.ctx.faults;
+        let c = chunk;
+        const cut = closeAfterBytes > 0 && j.bytes + c.length >= closeAfterBytes;
+        if (cut) c = c.subarray(0, closeAfterBytes - j.bytes);
+        await this.record(j, c);
+        if (cut) {
+          j.state = JOB_STATE.aborted;
+          j.reasons = ['aborted-by-system'];
+          j.completedUp = this.upTime();
+          await this.endRecording(j, 'aborted');
+          req.socket.destroy();
+          return;
+        }
+        if (paperOutAfterBytes > 0 && j.bytes >= paperOutAfterBytes && !this.paperOut) {
+          this.paperOut = true;
+          this.ctx.paperOut?.();
+          j.state = JOB_STATE['processing-stopped'];
+          j.reasons = ['printer-stopped'];
+        }
+        if (slowBytesPerSec > 0) await sleep((c.length * 1000) / slowBytesPerSec);
+      }
+    } catch (err) {
+      // The client went away mid-document (connection reset, a truncated chunked body): the job is aborted.
+      if (!isTerminalJobState(j.state)) {
         j.state = JOB_STATE.aborted;
         j.reasons = ['aborted-by-system'];
         j.completedUp = this.upTime();
-        await this.endRecording(j, 'aborted');
-        req.socket.destroy();
-        return;
       }
-      if (paperOutAfterBytes > 0 && j.bytes >= paperOutAfterBytes && !this.paperOut) {
-        this.paperOut = true;
-        j.state = JOB_STATE['processing-stopped'];
-        j.reasons = ['printer-stopped'];
-      }
-      if (slowBytesPerSec > 0) await sleep((c.length * 1000) / slowBytesPerSec);
+      await this.endRecording(j, j.state === JOB_STATE.canceled ? 'canceled' : 'aborted');
+      throw err;
     }
     if (j.state === JOB_STATE.canceled || j.state === JOB_STATE.aborted) return;
-    if (this.paperOut) {
-      // Held until paper is back (resume()): the recording stays open, the job unfinished.
+    if (this.paperOut || this.printerState().state === 5) {
+      // Held until the printer can print again (resume()): the recording stays open, the job unfinished.
       j.state = JOB_STATE['processing-stopped'];
       j.reasons = ['printer-stopped'];
       j.held = true;
@@ -495,10 +531,8 @@ class IppSim implements IppSimServer {
   private async record(j: SimJob, c: Buffer): Promise<void> {
     if (c.length === 0 || !j.writer) return;
     j.bytes += c.length;
-    // The recorder may say "disk behind" (write() === false, then drained()): stop reading until it catches up.
-    const w = j.writer as RecordedJobWriter & { drained?: () => Promise<void> };
-    const more = w.write(c) as unknown;
-    if (more === false && w.drained) await w.drained();
+    // The recorder says "disk behind" (write() === false): stop reading the client until it catches up.
+    if (!j.writer.write(c)) await j.writer.drained();
   }
 
   /** The document is in: the job completes, or (neverConfirm) stays 'processing' for ever. */
@@ -517,7 +551,9 @@ class IppSim implements IppSimServer {
   private async endRecording(j: SimJob, state: 'completed' | 'aborted' | 'canceled'): Promise<void> {
     const w = j.writer;
     j.writer = undefined;
-    if (w) await w.end(state);
+    if (!w) return;
+    this.ctx.jobEnded?.();
+    await w.end(state);
   }
 
   private jobAttributes(j: SimJob, printerUri: string, requested: string[]): IppAttribute[] {

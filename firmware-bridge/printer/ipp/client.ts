@@ -177,7 +177,11 @@ export class IppPrinter implements Printer {
       if (this.submit === 'auto' && info.operations.includes(OP['Create-Job']) && info.operations.includes(OP['Send-Document'])) {
         const created = await this.call('Create-Job', [group('operation', this.opAttrs([attr('job-name', 'name', job.jobName)])), ...jobAttrs], sig);
         accepted(this.jobIdOf('Create-Job', created.message));
-        const sent = await this.call('Send-Document', [group('operation', this.jobOpAttrs(jobId!, [attr('document-format', 'mimeMediaType', job.format), attr('last-document', 'boolean', true)]))], { document: job.document, ...sig, ...progress });
+        const sent = await this.call('Send-Document', [group('operation', this.jobOpAttrs(jobId!, [attr('document-format', 'mimeMediaType', job.format), attr('last-document', 'boolean', true)]))], {
+          document: job.document,
+          ...sig,
+          ...progress,
+        });
         bytesSent = sent.bytesSent;
         if (!sent.complete) throw new TallyboxError('PRINTER_CLOSED', 'Send-Document: the printer answered before the whole document was sent');
       } else {

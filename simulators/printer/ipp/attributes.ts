@@ -104,7 +104,13 @@ export function printerAttributes(v: PrinterView): IppAttribute[] {
     { name: 'media-col-ready', values: [mediaCol(MEDIA[0]!)] },
     { name: 'media-col-database', values: MEDIA.map(mediaCol) },
     attr('media-col-supported', 'keyword', 'media-bottom-margin', 'media-left-margin', 'media-right-margin', 'media-size', 'media-source', 'media-top-margin', 'media-type'),
-    { name: 'media-size-supported', values: [{ tag: 'collection', members: [attr('x-dimension', 'integer', 21000), attr('y-dimension', 'integer', 29700)] }, { tag: 'collection', members: [attr('x-dimension', 'integer', 21590), attr('y-dimension', 'integer', 27940)] }] },
+    {
+      name: 'media-size-supported',
+      values: [
+        { tag: 'collection', members: [attr('x-dimension', 'integer', 21000), attr('y-dimension', 'integer', 29700)] },
+        { tag: 'collection', members: [attr('x-dimension', 'integer', 21590), attr('y-dimension', 'integer', 27940)] },
+      ],
+    },
     attr('media-source-supported', 'keyword', 'main'),
     attr('media-type-supported', 'keyword', 'stationery'),
     attr('media-top-margin-supported', 'integer', 423),
@@ -137,9 +143,26 @@ export function printerAttributes(v: PrinterView): IppAttribute[] {
 }
 
 /** requested-attributes groups (RFC 8011 §4.2.5.1). */
-const DESCRIPTION_ONLY = new Set(['copies-default', 'finishings-default', 'media-default', 'media-col-default', 'orientation-requested-default', 'output-bin-default', 'print-quality-default', 'printer-resolution-default', 'sides-default', 'job-sheets-default', 'job-priority-default', 'job-hold-until-default', 'number-up-default']);
+const DESCRIPTION_ONLY = new Set([
+  'copies-default',
+  'finishings-default',
+  'media-default',
+  'media-col-default',
+  'orientation-requested-default',
+  'output-bin-default',
+  'print-quality-default',
+  'printer-resolution-default',
+  'sides-default',
+  'job-sheets-default',
+  'job-priority-default',
+  'job-hold-until-default',
+  'number-up-default',
+]);
 function isJobTemplate(name: string): boolean {
-  return /-(default|supported|ready|database)$/.test(name) && (DESCRIPTION_ONLY.has(name) || /^(copies|finishings|media|orientation-requested|output-bin|print-quality|printer-resolution|sides|job-sheets|job-priority|job-hold-until|number-up|page-ranges)/.test(name));
+  return (
+    /-(default|supported|ready|database)$/.test(name) &&
+    (DESCRIPTION_ONLY.has(name) || /^(copies|finishings|media|orientation-requested|output-bin|print-quality|printer-resolution|sides|job-sheets|job-priority|job-hold-until|number-up|page-ranges)/.test(name))
+  );
 }
 
 /** The attributes a requested-attributes list selects ('all' when absent). */

@@ -5,6 +5,7 @@
  * Documents are compared byte for byte with what the simulator recorded.
  */
 import { createServer } from 'node:http';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeMessage, group, attr } from '../../../firmware-bridge/printer/ipp/codec.js';
 import { IppPrinter } from '../../../firmware-bridge/printer/ipp/client.js';
@@ -66,7 +67,7 @@ describe('IppPrinter against the simulator', () => {
     expect(progress).toBe(doc.bytes.length);
     const [job] = sim.recorder.jobs();
     expect(job).toMatchObject({ protocol: 'ipp', name: 'job-0001', format: 'application/octet-stream', copies: 2, state: 'completed', bytes: doc.bytes.length });
-    expect(sim.recorder.bytesOf(job!).equals(doc.bytes)).toBe(true);
+    expect(sim.bytesOf(job!).equals(doc.bytes)).toBe(true);
     expect(await printer(sim.url).jobState('1')).toBe('completed');
   });
 
@@ -94,7 +95,7 @@ describe('IppPrinter against the simulator', () => {
       const result = await printer(`ipp://127.0.0.1:${port}/ipp/print`).send({ jobName: 'job-0002', format: 'application/pdf', copies: 1, document: once(pdf), onAccepted: (r) => (accepted = r) });
       expect(accepted).toBe('1');
       expect(result).toMatchObject({ ref: '1', bytesSent: pdf.length, jobState: 'completed' });
-      expect(sim.recorder.bytesOf(sim.recorder.jobs()[0]!).equals(pdf)).toBe(true);
+      expect(sim.bytesOf(sim.recorder.jobs()[0]!).equals(pdf)).toBe(true);
     } finally {
       await new Promise<void>((r) => proxy.close(() => r()));
     }
@@ -105,7 +106,7 @@ describe('IppPrinter against the simulator', () => {
     const p = printer(sim.url);
     expect((await codeOf(p.probe())).code).toBe('PRINTER_UNREACHABLE');
     expect((await codeOf(p.send({ jobName: 'j', format: 'application/pdf', copies: 1, document: once(tinyPdf()) }))).code).toBe('PRINTER_UNREACHABLE');
-    sim.faults.offline = false;
+    sim.ctx.setFaults({ offline: false });
     await waitUntil(async () => (await p.probe().catch(() => undefined))?.state === 'idle', 10_000, 'the simulator to listen again');
     expect(sim.recorder.jobs()).toEqual([]);
   });
@@ -129,11 +130,12 @@ describe('IppPrinter against the simulator', () => {
     const err = await codeOf(p.send({ jobName: 'j2', format: 'application/pdf', copies: 1, document: once(tinyPdf()) }));
     expect(err.code).toBe('PRINTER_STOPPED');
     expect(err.details.reasons).toEqual(['media-empty']);
-    sim.server.resume();
+    // Paper loaded, as the CLI's `resume` does it: through the shared context, which the server follows.
+    sim.ctx.resume();
     await waitUntil(async () => (await p.jobState(r.ref!)) === 'completed', 10_000, 'the held job to complete');
     const jobs = sim.recorder.jobs();
     expect(jobs).toHaveLength(1);
-    expect(sim.recorder.bytesOf(jobs[0]!).equals(doc.bytes)).toBe(true);
+    expect(sim.bytesOf(jobs[0]!).equals(doc.bytes)).toBe(true);
   });
 
   it('closeAfterBytes: the connection is cut mid-document: PRINTER_CLOSED with the ref; the job aborted at the printer', async () => {
@@ -187,6 +189,63 @@ describe('IppPrinter against the simulator', () => {
     expect(await p.jobState('1')).toBe('canceled');
     await waitUntil(() => sim!.recorder.jobs()[0]?.state === 'canceled', 10_000, 'the recording to end canceled');
     expect(sim.recorder.jobs()[0]!.bytes).toBeLessThan(doc.bytes.length);
+  });
+
+  it('backpressure: to a printer that stops reading, the document is pulled only as far as the socket takes it (never buffered whole)', async () => {
+    sim = await startSim();
+    // Answers Get-Printer-Attributes through the simulator, then takes the next request's first bytes and stops reading.
+    const upstream = sim.url.replace('ipp://', 'http://');
+    const held: Socket[] = [];
+    let requests = 0;
+    const stall = createTcpServer((s) => {
+      held.push(s);
+      const n = requests++;
+      if (n === 0) {
+        const chunks: Buffer[] = [];
+        s.on('data', async (d: Buffer) => {
+          chunks.push(d);
+          const all = Buffer.concat(chunks);
+          const end = all.indexOf('\r\n\r\n');
+          if (end < 0 || all.length < end + 4 + Number(/content-length: (\d+)/i.exec(all.toString('latin1'))?.[1] ?? 0)) return;
+          const r = await fetch(upstream, { method: 'POST', headers: { 'content-type': 'application/ipp' }, body: all.subarray(end + 4) });
+          const body = Buffer.from(await r.arrayBuffer());
+          s.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/ipp\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`), body]));
+        });
+      } else s.pause();
+    });
+    await new Promise<void>((r) => stall.listen(0, '127.0.0.1', r));
+    try {
+      const port = (stall.address() as { port: number }).port;
+      const total = 200 * 1024 * 1024;
+      let pulled = 0;
+      const ac = new AbortController();
+      const doc = (async function* () {
+        const c = Buffer.alloc(64 * 1024, 0x41);
+        for (let o = 0; o < total; o += c.length) {
+          pulled += c.length;
+          yield c;
+        }
+      })();
+      const sending = printer(`ipp://127.0.0.1:${port}/ipp/print`, { submit: 'print-job', timeoutMs: 60_000 }).send({ jobName: 'j', format: 'application/octet-stream', copies: 1, document: doc, signal: ac.signal });
+      let last = -1;
+      await waitUntil(
+        async () => {
+          const settled = pulled > 0 && pulled === last;
+          last = pulled;
+          return settled;
+        },
+        30_000,
+        'the upload to stall',
+        500,
+      );
+      // Kernel socket buffers plus one chunk: megabytes at most, never the 200 MB document.
+      expect(pulled).toBeLessThan(32 * 1024 * 1024);
+      ac.abort();
+      await expect(sending).rejects.toMatchObject({ code: 'PRINTER_CANCELLED' });
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise<void>((r) => stall.close(() => r()));
+    }
   });
 
   it('an already aborted signal sends nothing', async () => {

@@ -43,13 +43,7 @@ describe('IPP codec: known bytes', () => {
     version: { major: 2, minor: 0 },
     code: 0x0b,
     requestId: 1,
-    groups: [
-      group('operation', [
-        attr('attributes-charset', 'charset', 'utf-8'),
-        attr('attributes-natural-language', 'naturalLanguage', 'en'),
-        attr('requested-attributes', 'keyword', 'printer-state', 'job-impressions'),
-      ]),
-    ],
+    groups: [group('operation', [attr('attributes-charset', 'charset', 'utf-8'), attr('attributes-natural-language', 'naturalLanguage', 'en'), attr('requested-attributes', 'keyword', 'printer-state', 'job-impressions')])],
   };
 
   it('encodes a request byte for byte, with the 1setOf as an additional value', () => {
@@ -81,7 +75,13 @@ describe('IPP codec: known bytes', () => {
           { name: 'printer-current-time', values: [{ tag: 'dateTime', value: Uint8Array.from([7, 234, 12, 1, 13, 40, 0, 0, 43, 0, 0]) }] },
           { name: 'printer-uuid-bytes', values: [{ tag: 'octetString', value: Uint8Array.from([0, 255, 1]) }] },
           { name: 'printer-info', values: [{ tag: 'textWithLanguage', lang: 'de', value: 'Drucker ü' }] },
-          { name: 'printer-name', values: [{ tag: 'nameWithLanguage', lang: 'en', value: 'p1' }, { tag: 'name', value: 'other' }] },
+          {
+            name: 'printer-name',
+            values: [
+              { tag: 'nameWithLanguage', lang: 'en', value: 'p1' },
+              { tag: 'name', value: 'other' },
+            ],
+          },
           attr('printer-uri-supported', 'uri', 'ipp://127.0.0.1:631/ipp/print'),
           attr('uri-scheme', 'uriScheme', 'ipp'),
           attr('document-format-supported', 'mimeMediaType', 'application/pdf', 'image/pwg-raster'),
@@ -93,10 +93,7 @@ describe('IPP codec: known bytes', () => {
             values: [
               {
                 tag: 'collection',
-                members: [
-                  { name: 'media-size', values: [{ tag: 'collection', members: [attr('x-dimension', 'integer', 21000), attr('y-dimension', 'integer', 29700)] }] },
-                  attr('media-type', 'keyword', 'stationery', 'plain'),
-                ],
+                members: [{ name: 'media-size', values: [{ tag: 'collection', members: [attr('x-dimension', 'integer', 21000), attr('y-dimension', 'integer', 29700)] }] }, attr('media-type', 'keyword', 'stationery', 'plain')],
               },
               { tag: 'collection', members: [] },
             ],
@@ -189,11 +186,17 @@ function onlyProtocolErrors(bytes: Uint8Array): boolean {
 
 describe('IPP codec: properties', () => {
   it('random bytes never make the decoder throw anything but PRINTER_PROTOCOL', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (b) => onlyProtocolErrors(b)), { numRuns: 3000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (b) => onlyProtocolErrors(b)),
+      { numRuns: 3000 },
+    );
   });
 
   it('random bytes after a valid header and group tag (deeper paths) likewise', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (b) => onlyProtocolErrors(Buffer.concat([Buffer.from([2, 0, 0, 0x0b, 0, 0, 0, 1, 1]), b]))), { numRuns: 3000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (b) => onlyProtocolErrors(Buffer.concat([Buffer.from([2, 0, 0, 0x0b, 0, 0, 0, 1, 1]), b]))),
+      { numRuns: 3000 },
+    );
   });
 
   it('random attribute sets round-trip', () => {

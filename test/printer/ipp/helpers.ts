@@ -1,85 +1,55 @@
 /**
- * Test helpers for the IPP suites: a JobRecorder that streams each job to a file in a temp dir (a
- * stand-in for the simulator's recorder where that one is not needed), a live PrinterSimContext, the
- * simulator's IPP server started on a free port, and small document generators.
+ * Test helpers for the IPP suites: the simulator's IPP server on a free port with the simulator's own
+ * recorder (DirJobRecorder, in a temp dir) and shared context (SimPrinterContext), as `tallybox-sim
+ * printer` composes them; and small document generators.
  */
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, type WriteStream } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SimPrinterContext } from '../../../simulators/printer/context.js';
 import { startIppServer, type IppSimServer } from '../../../simulators/printer/ipp-server.js';
-import { NO_FAULTS, type JobRecorder, type PrinterFaults, type PrinterSimContext, type RecordedJob, type RecordedJobState } from '../../../simulators/printer/types.js';
+import { DirJobRecorder } from '../../../simulators/printer/recorder.js';
+import type { PrinterFaults, RecordedJob } from '../../../simulators/printer/types.js';
 
-export class TempRecorder implements JobRecorder {
-  readonly dir = mkdtempSync(join(tmpdir(), 'tallybox-ipp-rec-'));
-  private readonly list: RecordedJob[] = [];
-
-  begin(meta: { protocol: RecordedJob['protocol']; name?: string; format?: string; copies?: number }) {
-    const id = this.list.length + 1;
-    const job: RecordedJob = { id, protocol: meta.protocol, name: meta.name, format: meta.format, copies: meta.copies ?? 1, bytes: 0, state: 'receiving', file: `job-${id}.bin` };
-    this.list.push(job);
-    const stream: WriteStream = createWriteStream(join(this.dir, job.file), { mode: 0o600 });
-    return {
-      id,
-      write(chunk: Uint8Array) {
-        job.bytes += chunk.length;
-        return stream.write(chunk);
-      },
-      drained: () => (stream.writableNeedDrain ? new Promise<void>((r) => stream.once('drain', () => r())) : Promise.resolve()),
-      end: (state: Exclude<RecordedJobState, 'receiving'>) =>
-        new Promise<RecordedJob>((resolve) =>
-          stream.end(() => {
-            job.state = state;
-            resolve({ ...job });
-          }),
-        ),
-    };
-  }
-
-  jobs(): RecordedJob[] {
-    return this.list.map((j) => ({ ...j }));
-  }
-
-  bytesOf(job: RecordedJob): Buffer {
-    return readFileSync(join(this.dir, job.file));
-  }
-
-  cleanup(): void {
-    rmSync(this.dir, { recursive: true, force: true });
-  }
+/** The recorder in a fresh temp dir, with the bytes of a recorded job at hand. */
+export function tempRecorder(): { recorder: DirJobRecorder; bytesOf(job: RecordedJob): Buffer; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'tallybox-ipp-rec-'));
+  const recorder = new DirJobRecorder(dir);
+  return { recorder, bytesOf: (job) => readFileSync(join(dir, job.file)), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 export interface SimHarness {
-  ctx: PrinterSimContext;
+  ctx: SimPrinterContext;
+  /** The live switches (ctx.faults): a test may flip one directly or through ctx.setFaults. */
   faults: PrinterFaults;
-  recorder: TempRecorder;
+  recorder: DirJobRecorder;
+  bytesOf(job: RecordedJob): Buffer;
   server: IppSimServer;
   url: string;
   close(): Promise<void>;
 }
 
 export async function startSim(faults: Partial<PrinterFaults> = {}): Promise<SimHarness> {
-  const recorder = new TempRecorder();
-  const f: PrinterFaults = { ...NO_FAULTS, ...faults };
-  const ctx: PrinterSimContext = { recorder, faults: f, status: () => ({ state: 'idle', reasons: [] }) };
+  const rec = tempRecorder();
+  const ctx = new SimPrinterContext(rec.recorder, faults);
   const server = await startIppServer(ctx, { host: '127.0.0.1', port: 0 });
   return {
     ctx,
-    faults: f,
-    recorder,
+    faults: ctx.faults,
+    recorder: rec.recorder,
+    bytesOf: rec.bytesOf,
     server,
     url: `ipp://127.0.0.1:${server.port}/ipp/print`,
     async close() {
       await server.close();
-      recorder.cleanup();
+      rec.cleanup();
     },
   };
 }
 
 /** A small but valid one-page PDF (ipptool and ippeveprinter check the magic; nothing renders it here). */
 export function tinyPdf(marker = ''): Buffer {
-  return Buffer.from(
-    `%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\n% ${marker}\ntrailer<</Root 1 0 R>>\n%%EOF\n`,
-  );
+  return Buffer.from(`%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\n% ${marker}\ntrailer<</Root 1 0 R>>\n%%EOF\n`);
 }
 
 /** Random bytes of a given size, produced in chunks, as an async iterable (and the whole, to compare). */

@@ -24,7 +24,7 @@ const peers = [eve, systemPeer('avahi-daemon', { pkg: 'avahi-daemon' }), systemP
 function bigPdf(size: number, seed: number): Buffer {
   const head = tinyPdf(`seed ${seed}`);
   const body = Buffer.alloc(size);
-  for (let i = 0; i < size; i++) body[i] = 0x20 + (((i + seed) * 2654435761) >>> 25) % 90;
+  for (let i = 0; i < size; i++) body[i] = 0x20 + ((((i + seed) * 2654435761) >>> 25) % 90);
   return Buffer.concat([head, Buffer.from('%'), body, Buffer.from('\n%%EOF\n')]);
 }
 

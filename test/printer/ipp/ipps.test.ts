@@ -11,14 +11,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IppPrinter } from '../../../firmware-bridge/printer/ipp/client.js';
 import { startIppServer, type IppSimServer } from '../../../simulators/printer/ipp-server.js';
-import { NO_FAULTS } from '../../../simulators/printer/types.js';
-import { once, TempRecorder, tinyPdf } from './helpers.js';
+import { SimPrinterContext } from '../../../simulators/printer/context.js';
+import { once, tempRecorder, tinyPdf } from './helpers.js';
 
 const openssl = (cwd: string, ...args: string[]) => execFileSync('openssl', args, { cwd, stdio: 'pipe' });
 
 describe('IPPS: IppPrinter over TLS to the simulator', () => {
   let dir: string;
-  let recorder: TempRecorder;
+  let rec: ReturnType<typeof tempRecorder>;
   const servers: IppSimServer[] = [];
   let good: number;
   let wrongName: number;
@@ -34,8 +34,8 @@ describe('IPPS: IppPrinter over TLS to the simulator', () => {
       openssl(dir, 'req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
       openssl(dir, 'x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', `${name}.crt`, '-extfile', `${name}.ext`);
     }
-    recorder = new TempRecorder();
-    const ctx = { recorder, faults: { ...NO_FAULTS }, status: () => ({ state: 'idle' as const, reasons: [] }) };
+    rec = tempRecorder();
+    const ctx = new SimPrinterContext(rec.recorder);
     const tls = (n: string) => ({ key: readFileSync(join(dir, `${n}.key`)), cert: readFileSync(join(dir, `${n}.crt`)) });
     servers.push(await startIppServer(ctx, { host: '127.0.0.1', port: 0, tls: tls('printer') }));
     servers.push(await startIppServer(ctx, { host: '127.0.0.1', port: 0, tls: tls('other') }));
@@ -45,7 +45,7 @@ describe('IPPS: IppPrinter over TLS to the simulator', () => {
 
   afterAll(async () => {
     for (const s of servers) await s.close();
-    recorder?.cleanup();
+    rec?.cleanup();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -55,8 +55,8 @@ describe('IPPS: IppPrinter over TLS to the simulator', () => {
     const pdf = tinyPdf('ipps');
     const r = await p.send({ jobName: 'job-tls', format: 'application/pdf', copies: 1, document: once(pdf) });
     expect(r.jobState).toBe('completed');
-    const job = recorder.jobs().find((j) => j.name === 'job-tls')!;
-    expect(recorder.bytesOf(job).equals(pdf)).toBe(true);
+    const job = rec.recorder.jobs().find((j) => j.name === 'job-tls')!;
+    expect(rec.bytesOf(job).equals(pdf)).toBe(true);
   });
 
   it('without the CA file (the system store does not know this CA): PRINTER_UNREACHABLE, reason tls', async () => {
@@ -64,11 +64,11 @@ describe('IPPS: IppPrinter over TLS to the simulator', () => {
     await expect(p.probe()).rejects.toMatchObject({ code: 'PRINTER_UNREACHABLE', details: { reason: 'tls' } });
   });
 
-  it("a certificate for another name fails the name check: PRINTER_UNREACHABLE, reason tls, nothing printed", async () => {
-    const before = recorder.jobs().length;
+  it('a certificate for another name fails the name check: PRINTER_UNREACHABLE, reason tls, nothing printed', async () => {
+    const before = rec.recorder.jobs().length;
     const p = new IppPrinter({ url: `ipps://127.0.0.1:${wrongName}/ipp/print`, caFile: join(dir, 'ca.crt') });
     await expect(p.send({ jobName: 'x', format: 'application/pdf', copies: 1, document: once(tinyPdf()) })).rejects.toMatchObject({ code: 'PRINTER_UNREACHABLE', details: { reason: 'tls', cause: 'ERR_TLS_CERT_ALTNAME_INVALID' } });
-    expect(recorder.jobs().length).toBe(before);
+    expect(rec.recorder.jobs().length).toBe(before);
   });
 
   it('a CA file that cannot be read is a configuration error at construction', () => {

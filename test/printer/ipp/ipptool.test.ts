@@ -77,18 +77,22 @@ describeWithPeer(ipptool, "ipptool's standard tests against the simulator's IPP 
     'ipp-1.1.test',
     'ipp-2.0.test',
   ];
-  it.each(files)('%s passes', async (file) => {
-    const path = file.startsWith('ipp-') ? join(dir, file) : join(TESTS, file);
-    const r = await run(['-t', '-f', join(dir, 'document.pdf'), sim.url, path], dir);
-    expect(r.out).not.toContain('[FAIL]');
-    expect(r.code, r.out).toBe(0);
-    expect(r.out).toContain('[PASS]');
-  }, 180_000);
+  it.each(files)(
+    '%s passes',
+    async (file) => {
+      const path = file.startsWith('ipp-') ? join(dir, file) : join(TESTS, file);
+      const r = await run(['-t', '-f', join(dir, 'document.pdf'), sim.url, path], dir);
+      expect(r.out).not.toContain('[FAIL]');
+      expect(r.code, r.out).toBe(0);
+      expect(r.out).toContain('[PASS]');
+    },
+    180_000,
+  );
 
   it('get-job-attributes.test passes against a job URI, and the documents ipptool sent were recorded byte for byte', async () => {
     const printed = sim.recorder.jobs().filter((j) => j.state === 'completed');
     expect(printed.length).toBeGreaterThan(3);
-    for (const j of printed) expect(sim.recorder.bytesOf(j).equals(tinyPdf('ipptool'))).toBe(true);
+    for (const j of printed) expect(sim.bytesOf(j).equals(tinyPdf('ipptool'))).toBe(true);
     const r = await run(['-t', `${sim.url}/${printed[0]!.id}`, join(TESTS, 'get-job-attributes.test')], dir);
     expect(r.code, r.out).toBe(0);
   }, 180_000);
