@@ -176,8 +176,11 @@ describe('RawPrinter against the printer simulator', () => {
     // the simulator holds the connection (out of paper) until resumed; then sees the client gone
     sim.ctx.resume();
     const rec = await sim.ended(1);
-    expect(rec.state).toBe('aborted');
+    // The client reset the connection; whether the printer's kernel reports that reset or a plain
+    // end after the discarded data depends on timing. Either way the printer has only part of it.
+    expect(['aborted', 'completed']).toContain(rec.state);
     expect(rec.bytes).toBeGreaterThanOrEqual(100_000);
+    expect(rec.bytes).toBeLessThan(20_000_000);
   });
 
   it('paper-out then resume while the client waits: the job completes', async () => {
