@@ -125,6 +125,9 @@ export class RawPrinter implements Printer {
   private readonly o: Required<Omit<RawPrinterOptions, 'host' | 'port' | 'pjl'>>;
   /** Job names the printer reported END for (PJL), oldest first; pages where given. */
   private readonly ends = new Map<string, number | undefined>();
+  /** Jobs being sent right now, and the last PJL status one of them saw. */
+  private sending = 0;
+  private sendingStatus: PrinterStatus | undefined;
 
   constructor(opts: RawPrinterOptions) {
     this.host = opts.host;
@@ -172,6 +175,9 @@ export class RawPrinter implements Printer {
   }
 
   async probe(): Promise<PrinterStatus> {
+    // A 9100 port takes one connection at a time: while our own job is on it, a probe would be
+    // refused. The printer is busy with our job; PJL may have told us more on that connection.
+    if (this.sending > 0) return this.sendingStatus ?? { state: 'processing', reasons: ['none'] };
     const socket = await this.connect();
     if (!this.pjl) {
       // Without PJL a 9100 port says nothing but "I accept a connection" (an empty job, which printers ignore).
@@ -222,6 +228,8 @@ export class RawPrinter implements Printer {
     if (this.pjl) assertPjlJobName(job.jobName);
     else if (job.copies !== 1) throw new TallyboxError('PRINTER_REJECTED', `raw 9100 without PJL cannot ask for ${job.copies} copies (enable PJL, or send printer-ready bytes with the copies in them)`, { bytesSent: 0, accepted: false });
     const socket = await this.connect(signal);
+    this.sending++;
+    this.sendingStatus = undefined;
     let bytesSent = 0;
     let accepted = false;
     let lastStatus: PrinterStatus | undefined;
@@ -241,6 +249,7 @@ export class RawPrinter implements Printer {
       }
       if (m.kind === 'status') {
         lastStatus = pjlStatusToPrinterStatus(m.status);
+        this.sendingStatus = lastStatus;
         if (lastStatus.state === 'stopped' && !endSeen) conv.fail(new TallyboxError('PRINTER_STOPPED', `${this.description} stopped (${lastStatus.reasons.join(', ')}) after ${bytesSent} bytes`, details({ reasons: lastStatus.reasons })));
       }
     });
@@ -325,6 +334,7 @@ export class RawPrinter implements Printer {
       if (!socket.destroyed) socket.resetAndDestroy(); // e.g. the document source failed: cut the job off
       throw e;
     } finally {
+      this.sending--;
       signal?.removeEventListener('abort', onAbort);
       socket.destroy();
     }

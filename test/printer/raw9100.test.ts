@@ -141,7 +141,11 @@ describe('RawPrinter against the printer simulator', () => {
     sim = await startSim({ slowBytesPerSec: 200_000 });
     const p = new RawPrinter({ host: '127.0.0.1', port: sim.port, pjl: true });
     const t0 = performance.now();
-    const r = await p.send(submission('slow', 600_000));
+    const sending = p.send(submission('slow', 600_000));
+    await waitUntil(() => sim!.recorder.jobs().length === 1, 20_000, 'the job under way');
+    // the port is ours while the job is on it: a probe answers from the job, it does not connect
+    expect(await p.probe()).toEqual({ state: 'processing', reasons: ['none'] });
+    const r = await sending;
     expect(r.jobState).toBe('completed');
     // at least ~2 s of reading at 200 kB/s (generous: the socket buffers absorb some)
     expect(performance.now() - t0).toBeGreaterThan(1000);
