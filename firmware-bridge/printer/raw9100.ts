@@ -60,7 +60,11 @@ class Conversation {
       this.wake();
     });
     socket.on('drain', () => this.wake());
-    socket.on('end', () => this.wake());
+    socket.on('end', () => {
+      // the printer's FIN: it is done with this conversation even while our side is still open
+      this.peerEnded = true;
+      this.wake();
+    });
     socket.on('error', (err) => {
       this.errno = (err as NodeJS.ErrnoException).code;
       this.wake();
@@ -72,6 +76,12 @@ class Conversation {
   }
 
   errno: string | undefined;
+  peerEnded = false;
+
+  /** The printer closed its side (FIN) or the whole connection is gone. */
+  get over(): boolean {
+    return this.peerEnded || this.closed;
+  }
 
   get malformed(): number {
     return this.parser.malformed;
@@ -184,7 +194,7 @@ export class RawPrinter implements Printer {
       const conv = new Conversation(socket, () => {});
       socket.end();
       await conv.until(
-        () => conv.closed,
+        () => conv.over,
         CLOSE_GRACE_MS,
         () => 'resolve',
       );
@@ -199,7 +209,7 @@ export class RawPrinter implements Printer {
         () => {
           const m = conv.messages.find((x) => x.kind === 'status' && x.source === 'info');
           if (m && m.kind === 'status') status = pjlStatusToPrinterStatus(m.status);
-          return status !== undefined || conv.closed;
+          return status !== undefined || conv.over;
         },
         this.o.probeTimeoutMs,
         () => new TallyboxError('PRINTER_PROTOCOL', `${this.description} gave no PJL INFO STATUS reply within ${this.o.probeTimeoutMs} ms (${conv.malformed} malformed messages)`),
@@ -207,7 +217,7 @@ export class RawPrinter implements Printer {
       if (!status) throw new TallyboxError('PRINTER_PROTOCOL', `${this.description} closed the connection without a PJL INFO STATUS reply (${conv.malformed} malformed messages)`);
       socket.end();
       await conv.until(
-        () => conv.closed,
+        () => conv.over,
         CLOSE_GRACE_MS,
         () => 'resolve',
       );
@@ -310,7 +320,7 @@ export class RawPrinter implements Printer {
       finishing = true;
       socket.end();
       await conv.until(
-        () => endSeen || conv.closed,
+        () => endSeen || conv.over,
         this.o.confirmTimeoutMs,
         () => 'resolve',
       );
@@ -321,7 +331,7 @@ export class RawPrinter implements Printer {
       // the port still held by this one.
       if (endSeen)
         await conv.until(
-          () => conv.closed,
+          () => conv.over,
           CLOSE_GRACE_MS,
           () => 'resolve',
         );
