@@ -275,11 +275,18 @@ export class RawPrinter implements Printer {
     socket.on('close', () => {
       if (!finishing) conv.fail(closedEarly());
     });
+    socket.on('error', () => {
+      // a reset (the printer switched off, or it threw the job away): the connection is gone now,
+      // not when 'close' comes round
+      if (!finishing) conv.fail(closedEarly());
+    });
     const onAbort = () => conv.fail(new TallyboxError('PRINTER_CANCELLED', `the job was cancelled after ${bytesSent} bytes`, details()));
     signal?.addEventListener('abort', onAbort, { once: true });
 
     const write = async (chunk: Uint8Array): Promise<void> => {
       if (conv.failure) throw conv.failure;
+      // a destroyed socket takes writes without complaint (they fail later, one by one): stop now
+      if (socket.destroyed) throw closedEarly();
       if (socket.write(chunk)) return;
       await conv.until(
         () => !socket.writableNeedDrain,

@@ -110,6 +110,30 @@ describe('RawPrinter against the printer simulator', () => {
     expect((await p.send(submission('on', 1000))).jobState).toBe('completed');
   });
 
+  it('switched off mid-job: PRINTER_CLOSED with the bytes known, the job aborted; back on, the next job prints', async () => {
+    sim = await startSim({ slowBytesPerSec: 200_000 });
+    const p = new RawPrinter({ host: '127.0.0.1', port: sim.port, pjl: true });
+    const sending = p.send(submission('switched-off', 20_000_000));
+    await waitUntil(() => (sim!.recorder.jobs()[0]?.bytes ?? 0) > 0 || sim!.ctx.status().state === 'processing', 20_000, 'the job under way');
+    sim.ctx.setFaults({ offline: true });
+    const err = await rejection(sending);
+    expect(err.code).toBe('PRINTER_CLOSED');
+    expect(err.details.accepted).toBe(true);
+    expect((await sim.ended(1)).state).toBe('aborted');
+    expect((await rejection(p.probe())).code).toBe('PRINTER_UNREACHABLE');
+    sim.ctx.setFaults({ offline: false, slowBytesPerSec: 0 });
+    await waitUntil(
+      async () =>
+        await p.probe().then(
+          () => true,
+          () => false,
+        ),
+      20_000,
+      'back on',
+    );
+    expect((await p.send(submission('after', 1000))).jobState).toBe('completed');
+  });
+
   it('busy: the fault refuses; a second client while one job is open is refused too', async () => {
     sim = await startSim({ busy: true });
     const p = new RawPrinter({ host: '127.0.0.1', port: sim.port });
