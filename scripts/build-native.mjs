@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 // native/unixdgram: AF_UNIX datagram sockets (hostapd's control interface; Node's dgram is UDP only).
-const addons = ['ptypair', 'unixdgram'];
+// native/usblp: ioctl(LPGETSTATUS) on a USB printer-class device file (P1).
+const addons = ['ptypair', 'unixdgram', 'usblp'];
 
 const mtime = (p) => statSync(p).mtimeMs;
 const stale = (name) => {

@@ -11,13 +11,16 @@ import type { Printer } from '../devices.js';
 import { TallyboxError } from '../../src/util/errors.js';
 import { IppPrinter, type IppPrinterOptions } from './ipp/client.js';
 import { RawPrinter, type RawPrinterOptions } from './raw9100.js';
+import { UsbLpPrinter, type UsbLpPrinterOptions } from './usblp.js';
 
 export { IppPrinter } from './ipp/client.js';
 export { RawPrinter } from './raw9100.js';
+export { UsbLpPrinter } from './usblp.js';
 
 export interface OpenPrinterOptions {
   raw?: Omit<RawPrinterOptions, 'host' | 'port' | 'pjl'>;
   ipp?: Omit<IppPrinterOptions, 'url'>;
+  usblp?: Omit<UsbLpPrinterOptions, 'path'>;
 }
 
 function invalid(msg: string): TallyboxError {
@@ -45,8 +48,14 @@ export function openPrinter(url: string, opts: OpenPrinterOptions = {}): Printer
     case 'ipps:':
       // IppPrinter validates the rest of the URL (port, path, no credentials) and throws CONFIG_INVALID.
       return new IppPrinter({ ...opts.ipp, url });
-    case 'usblp:':
-      throw new TallyboxError('NOT_BUILT', 'the USB printer-class client is not built yet');
+    case 'usblp:': {
+      // The URL parser would resolve dot segments ("/dev/../etc/x"): refuse them as written.
+      if (/(^|\/)\.\.?(\/|$)/.test(url.slice('usblp:'.length))) throw invalid('usblp: needs a plain absolute device path, without . or .. segments');
+      if (u.hostname || u.search || u.hash) throw invalid('usblp: takes a device path only, e.g. usblp:/dev/usb/lp0');
+      const path = decodeURIComponent(u.pathname);
+      if (!path.startsWith('/') || path.includes('\0') || path.split('/').includes('..')) throw invalid('usblp: needs an absolute device path, e.g. usblp:/dev/usb/lp0');
+      return new UsbLpPrinter({ ...opts.usblp, path });
+    }
     default:
       throw invalid(`unknown printer URL scheme "${u.protocol}" (raw:, ipp:, ipps:, usblp:)`);
   }

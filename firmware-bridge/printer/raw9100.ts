@@ -60,7 +60,11 @@ class Conversation {
       this.wake();
     });
     socket.on('drain', () => this.wake());
-    socket.on('end', () => this.wake());
+    socket.on('end', () => {
+      // the printer's FIN: it is done with this conversation even while our side is still open
+      this.peerEnded = true;
+      this.wake();
+    });
     socket.on('error', (err) => {
       this.errno = (err as NodeJS.ErrnoException).code;
       this.wake();
@@ -72,6 +76,12 @@ class Conversation {
   }
 
   errno: string | undefined;
+  peerEnded = false;
+
+  /** The printer closed its side (FIN) or the whole connection is gone. */
+  get over(): boolean {
+    return this.peerEnded || this.closed;
+  }
 
   get malformed(): number {
     return this.parser.malformed;
@@ -125,6 +135,9 @@ export class RawPrinter implements Printer {
   private readonly o: Required<Omit<RawPrinterOptions, 'host' | 'port' | 'pjl'>>;
   /** Job names the printer reported END for (PJL), oldest first; pages where given. */
   private readonly ends = new Map<string, number | undefined>();
+  /** Jobs being sent right now, and the last PJL status one of them saw. */
+  private sending = 0;
+  private sendingStatus: PrinterStatus | undefined;
 
   constructor(opts: RawPrinterOptions) {
     this.host = opts.host;
@@ -172,13 +185,16 @@ export class RawPrinter implements Printer {
   }
 
   async probe(): Promise<PrinterStatus> {
+    // A 9100 port takes one connection at a time: while our own job is on it, a probe would be
+    // refused. The printer is busy with our job; PJL may have told us more on that connection.
+    if (this.sending > 0) return this.sendingStatus ?? { state: 'processing', reasons: ['none'] };
     const socket = await this.connect();
     if (!this.pjl) {
       // Without PJL a 9100 port says nothing but "I accept a connection" (an empty job, which printers ignore).
       const conv = new Conversation(socket, () => {});
       socket.end();
       await conv.until(
-        () => conv.closed,
+        () => conv.over,
         CLOSE_GRACE_MS,
         () => 'resolve',
       );
@@ -193,7 +209,7 @@ export class RawPrinter implements Printer {
         () => {
           const m = conv.messages.find((x) => x.kind === 'status' && x.source === 'info');
           if (m && m.kind === 'status') status = pjlStatusToPrinterStatus(m.status);
-          return status !== undefined || conv.closed;
+          return status !== undefined || conv.over;
         },
         this.o.probeTimeoutMs,
         () => new TallyboxError('PRINTER_PROTOCOL', `${this.description} gave no PJL INFO STATUS reply within ${this.o.probeTimeoutMs} ms (${conv.malformed} malformed messages)`),
@@ -201,7 +217,7 @@ export class RawPrinter implements Printer {
       if (!status) throw new TallyboxError('PRINTER_PROTOCOL', `${this.description} closed the connection without a PJL INFO STATUS reply (${conv.malformed} malformed messages)`);
       socket.end();
       await conv.until(
-        () => conv.closed,
+        () => conv.over,
         CLOSE_GRACE_MS,
         () => 'resolve',
       );
@@ -222,6 +238,8 @@ export class RawPrinter implements Printer {
     if (this.pjl) assertPjlJobName(job.jobName);
     else if (job.copies !== 1) throw new TallyboxError('PRINTER_REJECTED', `raw 9100 without PJL cannot ask for ${job.copies} copies (enable PJL, or send printer-ready bytes with the copies in them)`, { bytesSent: 0, accepted: false });
     const socket = await this.connect(signal);
+    this.sending++;
+    this.sendingStatus = undefined;
     let bytesSent = 0;
     let accepted = false;
     let lastStatus: PrinterStatus | undefined;
@@ -241,6 +259,7 @@ export class RawPrinter implements Printer {
       }
       if (m.kind === 'status') {
         lastStatus = pjlStatusToPrinterStatus(m.status);
+        this.sendingStatus = lastStatus;
         if (lastStatus.state === 'stopped' && !endSeen) conv.fail(new TallyboxError('PRINTER_STOPPED', `${this.description} stopped (${lastStatus.reasons.join(', ')}) after ${bytesSent} bytes`, details({ reasons: lastStatus.reasons })));
       }
     });
@@ -256,11 +275,18 @@ export class RawPrinter implements Printer {
     socket.on('close', () => {
       if (!finishing) conv.fail(closedEarly());
     });
+    socket.on('error', () => {
+      // a reset (the printer switched off, or it threw the job away): the connection is gone now,
+      // not when 'close' comes round
+      if (!finishing) conv.fail(closedEarly());
+    });
     const onAbort = () => conv.fail(new TallyboxError('PRINTER_CANCELLED', `the job was cancelled after ${bytesSent} bytes`, details()));
     signal?.addEventListener('abort', onAbort, { once: true });
 
     const write = async (chunk: Uint8Array): Promise<void> => {
       if (conv.failure) throw conv.failure;
+      // a destroyed socket takes writes without complaint (they fail later, one by one): stop now
+      if (socket.destroyed) throw closedEarly();
       if (socket.write(chunk)) return;
       await conv.until(
         () => !socket.writableNeedDrain,
@@ -301,7 +327,7 @@ export class RawPrinter implements Printer {
       finishing = true;
       socket.end();
       await conv.until(
-        () => endSeen || conv.closed,
+        () => endSeen || conv.over,
         this.o.confirmTimeoutMs,
         () => 'resolve',
       );
@@ -312,7 +338,7 @@ export class RawPrinter implements Printer {
       // the port still held by this one.
       if (endSeen)
         await conv.until(
-          () => conv.closed,
+          () => conv.over,
           CLOSE_GRACE_MS,
           () => 'resolve',
         );
@@ -325,6 +351,7 @@ export class RawPrinter implements Printer {
       if (!socket.destroyed) socket.resetAndDestroy(); // e.g. the document source failed: cut the job off
       throw e;
     } finally {
+      this.sending--;
       signal?.removeEventListener('abort', onAbort);
       socket.destroy();
     }

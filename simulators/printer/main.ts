@@ -5,7 +5,7 @@
  * (control.ts: stdin lines or HTTP on 127.0.0.1).
  *
  * Prints one line {"ready":true,"raw":PORT,"ipp":PORT|null,"control":URL,"out":DIR} and runs until
- * SIGINT/SIGTERM (or stdin closes, when --stdin-control is not turned off).
+ * SIGINT/SIGTERM (stdin closing only ends the stdin control; the HTTP control stays).
  */
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -18,6 +18,7 @@ import { DirJobRecorder } from './recorder.js';
 import type { PrinterFaults, StartedServer } from './types.js';
 
 export { SimPrinterContext } from './context.js';
+export { controlLine, startPrinterControl } from './control.js';
 export { DirJobRecorder } from './recorder.js';
 export { startRawServer } from './raw-server.js';
 

@@ -12,7 +12,8 @@
  * stream without PJL. Commands answered: INFO STATUS, USTATUS JOB/DEVICE=ON (START at JOB, END with
  * PAGES at EOJ), SET COPIES, ENTER LANGUAGE; others are accepted and ignored.
  *
- * Faults (read live from ctx.faults): offline and busy stop listening; slow reads at N bytes/s;
+ * Faults (read live from ctx.faults): offline and busy stop listening (offline also resets a job in
+ * progress, as a printer switched off mid-job); slow reads at N bytes/s;
  * paper-out after N bytes of a job stops reading (a PJL client is told USTATUS DEVICE CODE=41000,
  * repeated every second) until ctx.resume(); close-after N bytes records exactly N bytes and closes;
  * never-confirm sends no END. Document content and job names are never logged.
@@ -314,6 +315,12 @@ class RawSession {
   }
 
   private onFaultsChanged(): void {
+    if (this.ctx.faults.offline && !this.dead) {
+      // switched off mid-job: the connection just dies (a reset), the job is cut off
+      this.dead = true;
+      this.socket.resetAndDestroy();
+      return;
+    }
     if (this.blocked === 'paper' && this.ctx.status().reasons.includes('media-empty') === false) {
       clearInterval(this.ticker);
       this.ticker = undefined;

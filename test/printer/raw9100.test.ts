@@ -110,6 +110,30 @@ describe('RawPrinter against the printer simulator', () => {
     expect((await p.send(submission('on', 1000))).jobState).toBe('completed');
   });
 
+  it('switched off mid-job: PRINTER_CLOSED with the bytes known, the job aborted; back on, the next job prints', async () => {
+    sim = await startSim({ slowBytesPerSec: 200_000 });
+    const p = new RawPrinter({ host: '127.0.0.1', port: sim.port, pjl: true });
+    const sending = p.send(submission('switched-off', 20_000_000));
+    await waitUntil(() => (sim!.recorder.jobs()[0]?.bytes ?? 0) > 0 || sim!.ctx.status().state === 'processing', 20_000, 'the job under way');
+    sim.ctx.setFaults({ offline: true });
+    const err = await rejection(sending);
+    expect(err.code).toBe('PRINTER_CLOSED');
+    expect(err.details.accepted).toBe(true);
+    expect((await sim.ended(1)).state).toBe('aborted');
+    expect((await rejection(p.probe())).code).toBe('PRINTER_UNREACHABLE');
+    sim.ctx.setFaults({ offline: false, slowBytesPerSec: 0 });
+    await waitUntil(
+      async () =>
+        await p.probe().then(
+          () => true,
+          () => false,
+        ),
+      20_000,
+      'back on',
+    );
+    expect((await p.send(submission('after', 1000))).jobState).toBe('completed');
+  });
+
   it('busy: the fault refuses; a second client while one job is open is refused too', async () => {
     sim = await startSim({ busy: true });
     const p = new RawPrinter({ host: '127.0.0.1', port: sim.port });
@@ -141,7 +165,11 @@ describe('RawPrinter against the printer simulator', () => {
     sim = await startSim({ slowBytesPerSec: 200_000 });
     const p = new RawPrinter({ host: '127.0.0.1', port: sim.port, pjl: true });
     const t0 = performance.now();
-    const r = await p.send(submission('slow', 600_000));
+    const sending = p.send(submission('slow', 600_000));
+    await waitUntil(() => sim!.recorder.jobs().length === 1, 20_000, 'the job under way');
+    // the port is ours while the job is on it: a probe answers from the job, it does not connect
+    expect(await p.probe()).toEqual({ state: 'processing', reasons: ['none'] });
+    const r = await sending;
     expect(r.jobState).toBe('completed');
     // at least ~2 s of reading at 200 kB/s (generous: the socket buffers absorb some)
     expect(performance.now() - t0).toBeGreaterThan(1000);
@@ -176,8 +204,11 @@ describe('RawPrinter against the printer simulator', () => {
     // the simulator holds the connection (out of paper) until resumed; then sees the client gone
     sim.ctx.resume();
     const rec = await sim.ended(1);
-    expect(rec.state).toBe('aborted');
+    // The client reset the connection; whether the printer's kernel reports that reset or a plain
+    // end after the discarded data depends on timing. Either way the printer has only part of it.
+    expect(['aborted', 'completed']).toContain(rec.state);
     expect(rec.bytes).toBeGreaterThanOrEqual(100_000);
+    expect(rec.bytes).toBeLessThan(20_000_000);
   });
 
   it('paper-out then resume while the client waits: the job completes', async () => {
