@@ -26,16 +26,26 @@ export interface ReceivedIncident {
   acked: boolean;
 }
 
+export interface DeskOptions {
+  /** With a signer: IncidentAck commands go through the sink's command path. */
+  sink?: CloudSink;
+  signer?: CommandSigner;
+  /** Acknowledge every record as it arrives (the emulator's default). */
+  autoAck?: boolean;
+  /** Told of every record the first time it arrives. */
+  onIncident?: (i: ReceivedIncident) => void;
+}
+
 export class IncidentDesk {
   private readonly byId = new Map<string, ReceivedIncident>();
   malformed = 0;
 
   private constructor(
     readonly client: MqttClient,
-    private readonly opts: { sink?: CloudSink; signer?: CommandSigner; autoAck?: boolean },
+    private readonly opts: DeskOptions,
   ) {}
 
-  static async connect(opts: { url: string; sink?: CloudSink; signer?: CommandSigner; autoAck?: boolean }): Promise<IncidentDesk> {
+  static async connect(opts: DeskOptions & { url: string }): Promise<IncidentDesk> {
     const client = await mqtt.connectAsync(opts.url, { clientId: `tallybox-incidents-${process.pid}-${Math.random().toString(16).slice(2, 8)}`, protocolVersion: 4, reconnectPeriod: 200 });
     const desk = new IncidentDesk(client, opts);
     client.on('message', (t, payload) => desk.onMessage(t, payload));
@@ -69,8 +79,12 @@ export class IncidentDesk {
         received: 1,
         acked: false,
       });
+      this.opts.onIncident?.(this.byId.get(r.incidentId)!);
     }
-    if (this.opts.autoAck && this.opts.sink && this.opts.signer) void this.ack(parsed.orgId, r.deviceId, [r.incidentId]);
+    if (this.opts.autoAck && this.opts.sink && this.opts.signer) {
+      // A failed ack is harmless: the device sends the record again and it is acknowledged then.
+      this.ack(parsed.orgId, r.deviceId, [r.incidentId]).catch(() => undefined);
+    }
   }
 
   incidents(): ReceivedIncident[] {

@@ -25,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { pb } from '../../src/proto/index.js';
 import { startEmbeddedBroker } from './broker.js';
 import { ClaimService, parseClaimSpec, type ClaimSpec } from './claims.js';
+import { IncidentDesk } from './incidents.js';
 import { CommandSigner } from './signer.js';
 import { CloudSink } from './sink.js';
 
@@ -33,7 +34,7 @@ const HELP = `usage: tallybox-sim cloud [--port 1883] [--broker-url URL] [--http
 
 interface EventLine {
   at: string;
-  type: 'punch' | 'state' | 'result' | 'claim';
+  type: 'punch' | 'state' | 'result' | 'claim' | 'incident';
   topic?: string;
   body: Record<string, unknown>;
 }
@@ -87,6 +88,8 @@ export async function main(argv: string[]): Promise<number> {
     onResult: (r, topic) => emit({ type: 'result', topic, body: pb.CommandResult.toObject(r, opts) }),
   });
   await claims.connect(url);
+  // Incident records (tallybox/v1/+/+/incident): printed and acknowledged with a signed IncidentAck.
+  const desk = await IncidentDesk.connect({ url, sink, signer, autoAck: true, onIncident: (i) => emit({ type: 'incident', body: { ...i } }) });
   for (const spec of values['issue-claim'] ?? []) emit({ type: 'claim', body: { issued: claims.issue(parseClaimSpec(spec)) } });
 
   const http = createServer((req, res) => {
@@ -139,6 +142,7 @@ export async function main(argv: string[]): Promise<number> {
       void (async () => {
         http.close();
         await claims.close();
+        await desk.close();
         await sink.close();
         await broker?.close();
         resolve(0);

@@ -27,14 +27,14 @@ export async function provision(configFile: string, out: (s: string) => void): P
     rmSync(identityPath, { force: true });
     clearZeroisedState(config.dataDir);
   }
-  // A decommissioned device is provisioned again: its marker (and the receipt file, already handed over) go.
-  const { clearDecommissionState } = await import('../decommission/state.js');
-  clearDecommissionState(config.dataDir);
   const keys = await provisionKeyFiles({
     kekPath: config.vault.kekFile,
     identityPath,
     dataDir: config.dataDir,
   });
+  // A decommissioned device provisioned again (its old keys are gone, or the line above refused): the marker and
+  // the emptied vault sealed under the destroyed KEK go; the receipt file stays for the operator.
+  (await import('../decommission/state.js')).clearDecommissionState(config.dataDir);
   // New keys: the incident records' key-file references start again from these.
   await (await import('../incident/keyfiles.js')).resetKeyFilesIn(config.dataDir);
   out(JSON.stringify({ deviceId: config.device.id, ...(zeroised ? { reprovisionedAfterZeroise: true } : {}), kekFile: keys.kekPath, identityFile: keys.identityPath, keyId: keys.keyId, publicKeyPem: keys.publicKeyPem }));

@@ -5,6 +5,7 @@
  * result has been queued and, within a bounded time, delivered). Then the
  * agent stops and the keys go; `tallybox run` refuses afterwards.
  */
+import { join } from 'node:path';
 import type { Agent } from '../agent/agent.js';
 import type { CommandContext, HandlerOutcome } from '../link/commands/index.js';
 import { ResultCode } from '../proto/index.js';
@@ -15,21 +16,28 @@ import type { DecommissionReceipt } from './receipt.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
-/** Wait (bounded, monotonic) until the result carrying the receipt has been queued and then published. */
-async function delivered(deps: DecommissionDeps, receiptId: string): Promise<boolean> {
+/**
+ * Wait (bounded, monotonic) until the command's result, carrying the receipt,
+ * has been handed to the result queue (the intake's journal says so) and has
+ * left it again (deleted on PUBACK).
+ */
+async function delivered(deps: DecommissionDeps, receiptId: string, counter: number): Promise<boolean> {
   const { carriedReceiptId } = await import('../agent/privacy.js');
   const { resultFromJson } = await import('../agent/results.js');
+  const { Sqlite } = await import('../store/sqlite.js');
   const inQueue = async () => (await deps.outbox.pendingResults(1_000_000)).some((r) => carriedReceiptId(resultFromJson(r.body)) === receiptId);
-  const until = performance.now() + (deps.deliverTimeoutMs ?? 30_000);
-  let seen = false;
-  while (performance.now() < until) {
-    const q = await inQueue();
-    if (q) seen = true;
-    // Queued by the intake and gone again: the PUBACK came.
-    else if (seen && deps.online()) return true;
-    await sleep(50);
+  const journal = await Sqlite.open(join(deps.config.dataDir, 'commands.db'), { readonly: true });
+  try {
+    const handed = async () => ((await journal.get<{ queued: number }>('SELECT queued FROM journal WHERE counter = ?', [counter]))?.queued ?? 0) === 1;
+    const until = performance.now() + (deps.deliverTimeoutMs ?? 30_000);
+    while (performance.now() < until) {
+      if (deps.online() && (await handed()) && !(await inQueue())) return true;
+      await sleep(50);
+    }
+    return false;
+  } finally {
+    await journal.close();
   }
-  return false;
 }
 
 export async function handleDeviceDecommission(agent: Agent, ctx: CommandContext, opts: { exit?: () => void } = {}): Promise<HandlerOutcome> {
@@ -42,7 +50,7 @@ export async function handleDeviceDecommission(agent: Agent, ctx: CommandContext
   setImmediate(() => {
     void (async () => {
       try {
-        await d.toKeys({ handedOver: () => delivered(deps, receipt.receiptId) });
+        await d.toKeys({ handedOver: () => delivered(deps, receipt.receiptId, ctx.counter) });
         await agent.stop();
         await Decommission.begin({ ...deps, identity: undefined, privacy: undefined }, d.current.requestRef).destroyKeys();
       } catch (err) {

@@ -90,7 +90,7 @@ function countLabels(samples: readonly ErasureSample[]): Record<string, number> 
 }
 
 /** Every regular file under `dir` (not following links): what a disk image of the directory would show. */
-function filesUnder(dir: string, out: string[] = []): string[] {
+export function filesUnder(dir: string, out: string[] = []): string[] {
   let names: string[];
   try {
     names = readdirSync(dir);

@@ -162,3 +162,25 @@ describe('tallybox decommission', () => {
     expect(phases.size, [...phases].join(',')).toBeGreaterThanOrEqual(3);
   }, 900_000);
 });
+
+describe('a damaged decommission journal', () => {
+  it('is never read as "not decommissioning": run refuses (78), decommission stops with the code, nothing is erased', async () => {
+    const { d } = await seeded();
+    const journal = join(d.dataDir, 'decommission.json');
+    writeFileSync(journal, '{"v":1,"id":"x","pha');
+    chmodSync(journal, 0o600);
+    const run = spawnSync(process.execPath, [CLI, 'run', '--config', d.configFile], { encoding: 'utf8', timeout: 60_000 });
+    expect(run.status).toBe(78);
+    expect(run.stderr).toMatch(/^tallybox: DECOMMISSIONED: .*decommission\.json.*20 bytes/m);
+    const r = decommission(d, '--yes');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^tallybox: DECOMMISSION_STATE_CORRUPT: /m);
+    expect(existsSync(d.config.vault!.kekFile!)).toBe(true);
+    const o = await open(d);
+    try {
+      expect(await o.privacy.vault.orgs()).toEqual(['org-a', 'org-b']);
+    } finally {
+      await o.close();
+    }
+  }, 120_000);
+});

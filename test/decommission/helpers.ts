@@ -3,25 +3,8 @@
  * key directories, searched for plaintext markers (template bytes, subject
  * ids, names, card numbers) byte by byte.
  */
-import { lstatSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-
-export function filesUnder(dir: string, out: string[] = []): string[] {
-  let names: string[] = [];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    // A directory that is gone holds nothing.
-    return out;
-  }
-  for (const n of names) {
-    const p = join(dir, n);
-    const st = lstatSync(p);
-    if (st.isDirectory()) filesUnder(p, out);
-    else if (st.isFile()) out.push(p);
-  }
-  return out;
-}
+import { readFileSync } from 'node:fs';
+import { filesUnder } from '../../src/decommission/engine.js';
 
 /** Files (base names) holding any of the markers, with which marker index. */
 export function markerHits(dirs: readonly string[], markers: readonly Buffer[]): string[] {
