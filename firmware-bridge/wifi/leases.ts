@@ -32,7 +32,14 @@ export interface LeaseFile {
  * whole file for one changed lease, so most lines are the same as last time
  * and need no parsing again (a 5,000-lease file, rewritten every second).
  */
-export type LeaseLineCache = Map<string, Lease | null>;
+export type LeaseLineCache = Map<string, { key: string; lease: Lease | null }>;
+
+/**
+ * A flat copy of a line: a substring of the file's text would keep that whole
+ * text (hundreds of KiB) alive for as long as the line stays cached, one more
+ * file per rewrite that brings a new line (RSS growing by the rewrite).
+ */
+const detach = (line: string): string => Buffer.from(line, 'utf8').toString('utf8');
 
 export function parseLeaseFile(text: string, cache?: { prev: LeaseLineCache; next: LeaseLineCache }): LeaseFile {
   const out: LeaseFile = { leases: [], malformed: 0, torn: 0 };
@@ -51,12 +58,15 @@ export function parseLeaseFile(text: string, cache?: { prev: LeaseLineCache; nex
     if (v6) continue; // IPv6 leases name an IAID, not a MAC
     const known = cache?.prev.get(line);
     let lease: Lease | null;
-    if (known !== undefined) lease = known;
-    else {
-      const f = line.split(/\s+/);
+    if (known !== undefined) {
+      lease = known.lease;
+      cache!.next.set(known.key, known); // the old key: this read's text is not retained
+    } else {
+      const key = cache ? detach(line) : line;
+      const f = key.split(/\s+/);
       lease = f.length === 5 ? (parseLeaseFields(f) ?? null) : null;
+      cache?.next.set(key, { key, lease });
     }
-    cache?.next.set(line, lease);
     if (lease) out.leases.push(lease);
     else out.malformed++;
   }
