@@ -499,6 +499,10 @@ export class Lab extends EventEmitter {
     // Name checks before recording: a record holds only actions that ran.
     if ('device' in action && action.device !== undefined) this.#device(action.device);
     if ('person' in action) this.#person(action.person);
+    if (action.type === 'present') {
+      const d = this.#device(action.device);
+      if (!d.hw.methods.includes(action.method)) throw labError('LAB_METHOD_UNAVAILABLE', `device ${d.name} has no peripheral for "${action.method}" (it takes: ${d.hw.methods.join(', ')})`);
+    }
     if (action.type === 'withdraw' && !this.config.orgs.some((o) => o.id === action.org)) throw labError('LAB_UNKNOWN_ORG', `no organisation "${action.org}" in this lab`, { org: action.org });
     const rec: RecordedAction = { type: 'action', seq: ++this.#actionSeq, t: Math.round(performance.now() - this.#t0), at: new Date().toISOString(), action };
     this.#actions.push(rec);
