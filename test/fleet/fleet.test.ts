@@ -29,6 +29,7 @@ describeWithPeer(mosquitto, 'fleet mode against Mosquitto', () => {
     expect(report.delivery.conflicts, text).toBe(0);
     expect(report.delivery.unknownDevices).toEqual([]);
     expect(report.delivery.devicesComplete, text).toBe(50);
+    expect(report.delivery.perDevice.every((d) => d.complete && d.missing.length === 0 && d.lastAccepted > 0)).toBe(true);
     expect(fleetOk(report)).toBe(true);
   }, 400_000);
 
@@ -72,6 +73,9 @@ describeWithPeer(mosquitto, 'fleet mode against Mosquitto', () => {
     expect(byId.get('fleet-00000')).toMatchObject({ missing: [3], complete: false });
     expect(byId.get('fleet-00001')).toMatchObject({ duplicates: 1, complete: true });
     expect(report.delivery.outOfOrder).toBeGreaterThanOrEqual(1);
+    // Per device, for scripts (--json): the reordered message is on the device it was done to.
+    expect(report.delivery.perDevice).toHaveLength(6);
+    expect(report.delivery.perDevice.find((d) => d.deviceId === 'fleet-00002')).toMatchObject({ outOfOrder: 1, missing: [], complete: true });
     expect(fleetOk(report)).toBe(false);
     const text = formatReport(report);
     expect(text).toMatch(/lost 1,/);
