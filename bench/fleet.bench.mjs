@@ -25,7 +25,7 @@ const load = () => os.loadavg()[0];
 async function fleet(devices, mode) {
   const l0 = load();
   const r = await runFleet({ devices, rate: 1, durationSec: SEC, consumers: 2, broker: 'mosquitto', mode, drainTimeoutSec: 300 });
-  process.stderr.write(`fleet ${mode} ${devices}: ${JSON.stringify({ ...r, delivery: { ...r.delivery, worst: r.delivery.worst.slice(0, 3) } })}\n`);
+  process.stderr.write(`fleet ${mode} ${devices}: ${JSON.stringify({ ...r, delivery: { ...r.delivery, worst: r.delivery.worst.slice(0, 3), perDevice: undefined } })}\n`);
   return { ...r, load: [l0, load()] };
 }
 

@@ -83,7 +83,13 @@ export interface FleetReport {
   throughputPerSec: number;
   acceptedPerSec: number;
   latencyMs: { samples: number; p50: number; p90: number; p99: number; max: number };
-  delivery: Omit<DeliveryReport, 'devices'> & { devicesComplete: number; worst: DeliveryReport['devices'] };
+  delivery: Omit<DeliveryReport, 'devices'> & {
+    devicesComplete: number;
+    /** Devices with something to say (missing, duplicates, seq reused), worst first, at most 20. */
+    worst: DeliveryReport['devices'];
+    /** Every device: last accepted seq, received, missing seqs, duplicates, seq reused, out-of-order arrivals. */
+    perDevice: DeliveryReport['devices'];
+  };
   memory: { rssPerDeviceMb: number; rssTotalMb: number; rssBasePerProcMb: number };
   /** Worker CPU (all threads) per punch accepted while producing, ms: what the host's load changes least. */
   cpuMsPerPunch: number;
@@ -396,6 +402,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
         .filter((x) => !x.complete || x.duplicates > 0 || x.conflicts > 0)
         .sort((a, b) => b.missing.length - a.missing.length || b.conflicts - a.conflicts || b.duplicates - a.duplicates)
         .slice(0, 20),
+      perDevice,
     },
     memory: { rssPerDeviceMb: (rssTotal - rssBase) / opts.devices, rssTotalMb: rssTotal, rssBasePerProcMb: rssBase / workers.length },
     cpuMsPerPunch: cpuPerPunch,

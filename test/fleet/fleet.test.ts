@@ -7,7 +7,7 @@
  * and a reordered message injected between the consumers and the ordering stage.
  * Needs dist/ (npm run build): the workers and consumers are the compiled scripts.
  */
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fleetOk, formatReport } from '../../simulators/fleet/main.js';
 import { runFleet } from '../../simulators/fleet/run.js';
 import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
@@ -29,6 +29,7 @@ describeWithPeer(mosquitto, 'fleet mode against Mosquitto', () => {
     expect(report.delivery.conflicts, text).toBe(0);
     expect(report.delivery.unknownDevices).toEqual([]);
     expect(report.delivery.devicesComplete, text).toBe(50);
+    expect(report.delivery.perDevice.every((d) => d.complete && d.missing.length === 0 && d.lastAccepted > 0)).toBe(true);
     expect(fleetOk(report)).toBe(true);
   }, 400_000);
 
@@ -72,10 +73,26 @@ describeWithPeer(mosquitto, 'fleet mode against Mosquitto', () => {
     expect(byId.get('fleet-00000')).toMatchObject({ missing: [3], complete: false });
     expect(byId.get('fleet-00001')).toMatchObject({ duplicates: 1, complete: true });
     expect(report.delivery.outOfOrder).toBeGreaterThanOrEqual(1);
+    // Per device, for scripts (--json): the reordered message is on the device it was done to.
+    expect(report.delivery.perDevice).toHaveLength(6);
+    expect(report.delivery.perDevice.find((d) => d.deviceId === 'fleet-00002')).toMatchObject({ outOfOrder: 1, missing: [], complete: true });
     expect(fleetOk(report)).toBe(false);
     const text = formatReport(report);
     expect(text).toMatch(/lost 1,/);
     expect(text).toMatch(/fleet-00000: last seq \d+, missing 1 \(3\)/);
     expect(text).toMatch(/FAILED/);
   }, 200_000);
+});
+
+describe('fleet mode on the embedded broker', () => {
+  it('aedes has no shared subscriptions: one consumer on the plain filter, and the report says so', async () => {
+    const report = await runFleet({ devices: 5, rate: 2, durationSec: 4, consumers: 2, procs: 1, broker: 'embedded' });
+    expect(report.sharedSubscriptions).toBe(false);
+    expect(report.consumers).toBe(1);
+    expect(report.notes.join(' ')).toMatch(/no shared subscriptions: one consumer instead of 2/);
+    expect(report.delivery.lost).toBe(0);
+    expect(report.delivery.devicesComplete).toBe(5);
+    expect(report.accepted).toBeGreaterThan(0);
+    expect(fleetOk(report)).toBe(true);
+  }, 120_000);
 });
