@@ -25,7 +25,6 @@ import { median } from './stats.mjs';
 const DRAIN_N = Number(process.env.BENCH_DRAIN_N ?? 100_000);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const WINDOW = 256; // the agent's default outbox.inflight
-const CLI = new URL('../dist/src/cli/tallybox.js', import.meta.url).pathname;
 const BEFORE = process.env.BENCH_BEFORE;
 /** BENCH_DRAIN_ONLY=1: the drain rows only (no accept or RSS runs), for profiling sessions. */
 const DRAIN_ONLY = process.env.BENCH_DRAIN_ONLY === '1';
