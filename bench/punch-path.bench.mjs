@@ -25,8 +25,9 @@ import { median } from './stats.mjs';
 const DRAIN_N = Number(process.env.BENCH_DRAIN_N ?? 100_000);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const WINDOW = 256; // the agent's default outbox.inflight
-const CLI = new URL('../dist/src/cli/tallybox.js', import.meta.url).pathname;
 const BEFORE = process.env.BENCH_BEFORE;
+/** BENCH_DRAIN_ONLY=1: the drain rows only (no accept or RSS runs), for profiling sessions. */
+const DRAIN_ONLY = process.env.BENCH_DRAIN_ONLY === '1';
 const bareCpu = [];
 
 /** The agent build under test, and optionally an older one (BENCH_BEFORE). */
@@ -90,22 +91,35 @@ async function agentDrain(build, template, url) {
   }
 }
 
+/**
+ * The baseline: a bare mqtt.js client, same protocol version as the agent (MQTT 5), same
+ * payload size, same window, written the way a client that wants speed writes it: PUBACKs
+ * free slots and the slots of one event-loop turn are refilled together (one corked socket
+ * write per turn). Refilling from each PUBACK callback instead (one write per message) is
+ * 2-3x slower on this machine and would flatter the agent.
+ */
 async function bareDrain(url, payloadSize) {
-  const client = await mqtt.connectAsync(url, { clientId: `bench-bare-${process.pid}`, clean: true, protocolVersion: 4, reconnectPeriod: 0 });
+  const client = await mqtt.connectAsync(url, { clientId: `bench-bare-${process.pid}`, clean: true, protocolVersion: 5, reconnectPeriod: 0 });
   const payload = Buffer.alloc(payloadSize, 0x42);
   const t0 = performance.now();
   const c0 = process.cpuUsage();
   let next = 0;
   let done = 0;
   await new Promise((resolve, reject) => {
+    let queued = false;
     const pump = () => {
+      queued = false;
       while (next < DRAIN_N && next - done < WINDOW) {
         next++;
-        client.publish('tallybox/v1/org-bench/bench-bare/punch', payload, { qos: 1 }, (err) => {
-          if (err) return reject(err);
-          if (++done === DRAIN_N) resolve();
-          else pump();
-        });
+        client.publish('tallybox/v1/org-bench/bench-dev/punch', payload, { qos: 1 }, onAck);
+      }
+    };
+    const onAck = (err) => {
+      if (err) return reject(err);
+      if (++done === DRAIN_N) resolve();
+      else if (!queued) {
+        queued = true;
+        setImmediate(pump);
       }
     };
     pump();
@@ -193,8 +207,8 @@ export async function run() {
     } finally {
       rmSync(template, { recursive: true, force: true });
     }
-    for (let r = 0; r < REPS; r++) for (const b of all) accepts.get(b.name).push(await acceptRates(b));
-    for (let r = 0; r < REPS; r++) for (const b of all) rss.get(b.name).push(await idleRss(b, mosq.url));
+    if (!DRAIN_ONLY) for (let r = 0; r < REPS; r++) for (const b of all) accepts.get(b.name).push(await acceptRates(b));
+    if (!DRAIN_ONLY) for (let r = 0; r < REPS; r++) for (const b of all) rss.get(b.name).push(await idleRss(b, mosq.url));
 
     const rows = [];
     const bareMed = median(bare);
@@ -209,13 +223,20 @@ export async function run() {
       const m = median(rss.get(b.name));
       const cpuUs = median(d.map((x) => x.cpuUs));
       const bareCpuUs = median(bareCpu);
+      // Each repetition's agent run follows its own bare run: the ratio within a repetition is what load drift distorts least.
+      const perRep = median(d.map((x, i) => x.online / bare[i]));
       rows.push(
         { bench: 'punch-path', metric: `drain ${DRAIN_N.toLocaleString('en-US')} queued → Mosquitto, from link up${tag}`, value: online, unit: 'msg/s', baseline: bareMed, ratio: online / bareMed, target: '≥ 0.9× bare mqtt', ok: online / bareMed >= 0.9 },
+        { bench: 'punch-path', metric: `  median of the ${REPS} per-repetition ratios${tag}`, value: perRep, unit: '×', ratio: perRep, target: '≥ 0.9×', ok: perRep >= 0.9 },
         { bench: 'punch-path', metric: `  same, agent start-up included${tag}`, value: withStart, unit: 'msg/s', baseline: bareMed, ratio: withStart / bareMed },
         { bench: 'punch-path', metric: `  CPU per message drained (all threads)${tag}`, value: cpuUs, unit: 'µs', baseline: bareCpuUs, ratio: cpuUs / bareCpuUs },
-        { bench: 'punch-path', metric: `durable accept, group commit${tag}`, value: group, unit: 'punch/s', baseline: single, ratio: group / single, target: '≥ 10× and ≥ 20,000/s', ok: group / single >= 10 && group >= 20_000 },
-        { bench: 'punch-path', metric: `agent RSS at idle${tag}`, value: m, unit: 'MB', target: '≤ 80 MB', ok: m <= 80 },
       );
+      if (!DRAIN_ONLY) {
+        rows.push(
+          { bench: 'punch-path', metric: `durable accept, group commit${tag}`, value: group, unit: 'punch/s', baseline: single, ratio: group / single, target: '≥ 10× and ≥ 20,000/s', ok: group / single >= 10 && group >= 20_000 },
+          { bench: 'punch-path', metric: `agent RSS at idle${tag}`, value: m, unit: 'MB', target: '≤ 80 MB', ok: m <= 80 },
+        );
+      }
     }
     process.stderr.write(`punch-path raw: ${JSON.stringify({ bare, bareCpu, drains: Object.fromEntries(drains), accepts: Object.fromEntries(accepts), rss: Object.fromEntries(rss) })}\n`);
     return rows;

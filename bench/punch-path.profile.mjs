@@ -60,12 +60,16 @@ function summarize(file) {
       fn === '(idle)' ? 'idle (waiting for the socket / thread pool)'
       : fn === '(garbage collector)' ? 'GC'
       : fn === '(program)' ? 'V8/native (program)'
+      : fn === 'writev' || fn === 'writeBuffer' || fn === 'writeUtf8String' ? 'socket writes (native)'
       : /sqlite3/.test(url) || /^(Statement|Database)/.test(fn) ? 'SQLite binding (JS side)'
+      : /node_modules\/debug\//.test(url) ? 'debug (mqtt.js log calls)'
+      : /node_modules\/(rfdc|bl|readable-stream)\//.test(url) ? 'mqtt.js deps (packet clone, buffer list, streams)'
+      : /^node:internal\/(modules|bootstrap|child_process)/.test(url) || fn === 'spawn' ? 'start-up (module loading, fill process)'
       : /protobufjs|\/gen\//.test(url) ? 'protobuf encode'
       : /mqtt-packet/.test(url) ? 'mqtt-packet (building packets)'
       : /node_modules\/mqtt\//.test(url) ? 'mqtt.js client'
       : /\/src\/outbox\//.test(url) ? 'outbox + drain'
-      : /\/src\/link\//.test(url) ? 'link (egress, topics)'
+      : /\/src\/link\//.test(url) ? 'link (egress, encoder, transport, packet gate)'
       : /^node:|internal/.test(url) || url === '' ? 'node core (streams, net, timers, promises)'
       : 'other';
     areas.set(area, (areas.get(area) ?? 0) + us);

@@ -16,6 +16,8 @@
  */
 import type { MqttClient } from 'mqtt';
 import { pb, type DeviceStateProps, type CommandResultProps, type IncidentKind, type PunchMethod, type ScoreBucket } from '../proto/index.js';
+import type { PunchRecords } from '../outbox/records.js';
+import { encodePunchRecords, type EncodedBatch } from './punch-encoder.js';
 import { topic } from './topics.js';
 
 /** A connection's client and its in-flight budget. */
@@ -81,20 +83,89 @@ export interface EgressOptions {
   operatorOrgId: string;
 }
 
-async function publish(channel: EgressChannel, t: string, payload: Uint8Array, retain: boolean): Promise<void> {
-  const wire = wires.get(channel);
-  if (!wire) throw new Error('not an egress channel');
-  while (wire.inflight >= wire.limit) await new Promise<void>((r) => wire.waiting.push(r));
+const QOS1 = { qos: 1, retain: false } as const;
+const QOS1_RETAIN = { qos: 1, retain: true } as const;
+
+/**
+ * Publish at QoS 1; `done` runs on the PUBACK (or the error). Callback-shaped, not a
+ * promise: the drain publishes up to its whole window per event-loop turn, and a promise
+ * pair and an async frame per message cost it as much as mqtt.js's own work (issue 10 §5).
+ * Over the broker's Receive Maximum the publish waits in the connection's queue.
+ */
+function send(wire: Wire, t: string, payload: Buffer, retain: boolean, done: (err?: Error) => void): void {
+  if (wire.inflight >= wire.limit) {
+    wire.waiting.push(() => send(wire, t, payload, retain, done));
+    return;
+  }
   wire.inflight++;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      // QoS 1: the callback fires on PUBACK, which is what the outbox waits for.
-      wire.client.publish(t, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), { qos: 1, retain }, (err) => (err ? reject(err) : resolve()));
-    });
-  } finally {
+  const settle = (err?: Error): void => {
     wire.inflight--;
     wire.waiting.shift()?.();
+    // An error is reported on a later microtask, as a rejected promise would be: mqtt.js fails
+    // every in-flight publish synchronously inside end(), i.e. inside the link's own teardown,
+    // which must not be re-entered (recycle → lost → end → recycle …).
+    if (err) queueMicrotask(() => done(err));
+    else done();
+  };
+  try {
+    // QoS 1: the callback fires on PUBACK, which is what the outbox waits for.
+    wire.client.publish(t, payload, retain ? QOS1_RETAIN : QOS1, settle);
+  } catch (err) {
+    // mqtt.js throws from publish on a client already closed (its store is gone): an error like any other.
+    settle(err instanceof Error ? err : new Error(String(err)));
   }
+}
+
+function wireOf(channel: EgressChannel): Wire {
+  const wire = wires.get(channel);
+  if (!wire) throw new Error('not an egress channel');
+  return wire;
+}
+
+function publish(channel: EgressChannel, t: string, payload: Uint8Array, retain: boolean): Promise<void> {
+  let wire: Wire;
+  try {
+    wire = wireOf(channel);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  return new Promise<void>((resolve, reject) => send(wire, t, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength), retain, (err) => (err ? reject(err) : resolve())));
+}
+
+/** What an EncodedPunches holds: module-private, like the wires (nothing outside reads or forges it). */
+interface Encoded {
+  batch: EncodedBatch;
+  topics: string[];
+}
+
+const encodedBatches = new WeakMap<EncodedPunches, Encoded>();
+
+/**
+ * A batch of queued punches encoded by the gate (EgressGate.encodeRecords),
+ * ready to publish one by one. Opaque: only the gate makes one, and holding
+ * one lets code ask the gate to publish those punches, nothing else.
+ */
+export class EncodedPunches {
+  declare private readonly nominal: never;
+  private constructor() {}
+
+  get count(): number {
+    return encodedBatches.get(this)?.batch.ends.length ?? 0;
+  }
+}
+
+function makeEncoded(batch: EncodedBatch, topicOf: (org: string) => string): EncodedPunches {
+  const topics: string[] = new Array(batch.orgs.length);
+  let t = '';
+  for (let i = 0; i < batch.orgs.length; i++) {
+    const o = batch.orgs[i]!;
+    if (i === 0 || o !== batch.orgs[i - 1]) t = topicOf(o);
+    topics[i] = t;
+  }
+  // The private constructor keeps every other module from making one; this module makes it without running it.
+  const e = Object.create(EncodedPunches.prototype) as EncodedPunches;
+  encodedBatches.set(e, { batch, topics });
+  return e;
 }
 
 export class EgressGate {
@@ -115,6 +186,22 @@ export class EgressGate {
       matchScore: p.matchScore,
       liveness: p.liveness,
     }).finish();
+  }
+
+  /**
+   * Encode a batch of queued punches read from the outbox, each as a PunchEvent of
+   * this device and connection; punches at or below `historicalUpTo` are flagged historical.
+   */
+  encodeRecords(recs: PunchRecords, ctx: { bdSeq: number; historicalUpTo: number }): EncodedPunches {
+    return makeEncoded(encodePunchRecords(recs, this.opts.deviceId, ctx.bdSeq, ctx.historicalUpTo), (org) => topic(org, this.opts.deviceId, 'punch'));
+  }
+
+  /** Publish punch i of an encoded batch; `done` runs on its PUBACK (or with the error). */
+  publishEncoded(channel: EgressChannel, batch: EncodedPunches, i: number, done: (err?: Error) => void): void {
+    const e = encodedBatches.get(batch);
+    if (!e) throw new Error('not an encoded batch');
+    const { buf, ends } = e.batch;
+    send(wireOf(channel), e.topics[i]!, buf.subarray(i === 0 ? 0 : ends[i - 1]!, ends[i]!), false, done);
   }
 
   /** Resolves on PUBACK. */

@@ -40,16 +40,60 @@ export class PacketSizeGate {
   }
 
   /**
-   * Feed bytes from the socket; returns the pieces to hand to the MQTT parser
-   * (slices of `chunk` and at most one small header buffer per packet, never a
-   * copy of a body). Throws MQTT_MALFORMED on a length field longer than four
-   * bytes: the stream cannot be resynchronised, so the connection must close.
+   * Feed bytes from the socket; returns the pieces to hand to the MQTT parser:
+   * slices of `chunk` (one per run of packets that pass, so a chunk of 256
+   * PUBACKs is one slice, not 512) and at most one small header buffer per
+   * packet whose header was split across chunks; never a copy of a body.
+   * Throws MQTT_MALFORMED on a length field longer than four bytes: the
+   * stream cannot be resynchronised, so the connection must close.
    */
   feed(chunk: Buffer): Buffer[] {
     const out: Buffer[] = [];
+    /** Start in `chunk` of the run of passed bytes being collected (-1: none). */
+    let run = -1;
+    const flush = (end: number): void => {
+      if (run >= 0 && end > run) out.push(chunk.subarray(run, end));
+      run = -1;
+    };
     let i = 0;
     while (i < chunk.length) {
       if (this.mode === 'header') {
+        const start = i;
+        // Fast path: the whole fixed header is in this chunk and nothing is pending from the last one.
+        if (this.head.length === 0) {
+          let k = i + 1;
+          let remaining = 0;
+          let mul = 1;
+          let complete = false;
+          for (; k < chunk.length && k <= i + 4; k++) {
+            const b = chunk[k]!;
+            remaining += (b & 0x7f) * mul;
+            mul *= 128;
+            if ((b & 0x80) === 0) {
+              complete = true;
+              break;
+            }
+          }
+          if (complete) {
+            const headLen = k + 1 - i;
+            const total = headLen + remaining;
+            i = k + 1;
+            if (total > this.maxBytes) {
+              flush(start);
+              this.dropped++;
+              this.onDrop({ type: chunk[start]! >> 4, bytes: total });
+              this.mode = remaining === 0 ? 'header' : 'skip';
+            } else {
+              if (run < 0) run = start;
+              this.mode = remaining === 0 ? 'header' : 'pass';
+            }
+            this.left = remaining;
+            continue;
+          }
+          if (k === i + 5 && k < chunk.length) throw new TallyboxError('MQTT_MALFORMED', 'incoming MQTT packet has a remaining-length field longer than 4 bytes');
+          // The header runs past this chunk: collect it byte by byte below.
+          flush(start);
+        }
         const b = chunk[i++]!;
         this.head.push(b);
         // head[0] is the type byte; head[1..4] the variable-length remaining length.
@@ -75,11 +119,16 @@ export class PacketSizeGate {
         continue;
       }
       const n = Math.min(this.left, chunk.length - i);
-      if (this.mode === 'pass') out.push(chunk.subarray(i, i + n));
+      if (this.mode === 'pass') {
+        if (run < 0) run = i;
+      } else {
+        flush(i);
+      }
       i += n;
       this.left -= n;
       if (this.left === 0) this.mode = 'header';
     }
+    flush(chunk.length);
     return out;
   }
 }

@@ -12,11 +12,11 @@
  * When the outbox fails (corruption, I/O error), the drain stops: it does not
  * recycle the link over and over; the outbox's STORAGE_ERROR alarm says why.
  */
-import type { EgressGate } from '../link/egress.js';
+import type { EgressGate, EncodedPunches } from '../link/egress.js';
 import type { Session } from '../link/connection.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { Outbox, QueuedPunch } from './outbox.js';
+import type { Outbox } from './outbox.js';
 import { TokenBucket } from './rate-limiter.js';
 
 export interface DrainOptions {
@@ -146,16 +146,18 @@ export class Drain {
     this.bucket = bucket;
     // Read per row: a ConfigPatch may set or change the rate while this pass runs.
     const limited = (): boolean => this.opts.backlogRatePerSec > 0;
-    const ctxLive = { bdSeq: session.bdSeq, historical: false };
-    const ctxHistorical = { bdSeq: session.bdSeq, historical: true };
-    let buf: QueuedPunch[] = [];
+    const ctx = { bdSeq: session.bdSeq, historicalUpTo: watermark };
+    /** Batches read and not wholly sent, oldest first; `head` indexes into the first. */
+    const queue: { enc: EncodedPunches; seqs: Float64Array }[] = [];
     let head = 0;
+    /** Read and not yet sent, over every batch in the queue. */
+    let unsent = 0;
     /** Last seq read from the outbox in this pass. */
     let cursor = 0;
     let fetching = false;
     /** The last read found nothing newer. */
     let exhausted = false;
-    /** A token was taken for buf[head] and its wait is running or over. */
+    /** A token was taken for the next punch and its wait is running or over. */
     let tokenHeld = false;
     let rateTimer: NodeJS.Timeout | undefined;
     let idleTimer: NodeJS.Timeout | undefined;
@@ -171,13 +173,14 @@ export class Drain {
       if (fetching || !live()) return;
       fetching = true;
       this.dirty = false;
-      outbox.peek(cursor, batch).then((rows) => {
+      outbox.peekRecords(cursor, batch).then((recs) => {
         fetching = false;
         if (!live()) return;
-        if (rows.length > 0) {
-          cursor = rows[rows.length - 1]!.seq;
-          buf = head > 0 ? buf.slice(head).concat(rows) : buf.concat(rows);
-          head = 0;
+        if (recs) {
+          cursor = recs.lastSeq;
+          // Encoded as read (one buffer per batch): the pump then only hands slices to mqtt.js.
+          queue.push({ enc: egress.encodeRecords(recs, ctx), seqs: recs.seqs });
+          unsent += recs.count;
           exhausted = false;
         } else if (this.dirty) {
           return fetch(); // a commit landed while this read ran
@@ -196,11 +199,11 @@ export class Drain {
       pumpQueued = false;
       pump();
     };
-    const onAck = (seq: number, historical: boolean): void => {
+    const onAck = (seq: number): void => {
       this.acks++;
       outbox.ack(seq);
       this.stats.delivered++;
-      if (historical) this.stats.historical++;
+      if (seq <= watermark) this.stats.historical++;
       this.opts.onDelivered?.(1);
       if (!live()) return;
       this.inflight--;
@@ -209,12 +212,15 @@ export class Drain {
         setImmediate(runPump);
       }
     };
+    const onPublishError = (err: unknown): void => {
+      if (live()) this.opts.recycle(`publish failed: ${errorMessage(err)}`);
+    };
 
     const pump = (): void => {
-      while (this.inflight < window && head < buf.length && live()) {
-        const row = buf[head]!;
-        const historical = row.seq <= watermark;
-        if (historical && limited() && !tokenHeld) {
+      while (this.inflight < window && unsent > 0 && live()) {
+        const b = queue[0]!;
+        const seq = b.seqs[head]!;
+        if (seq <= watermark && limited() && !tokenHeld) {
           const wait = bucket.take();
           if (wait > 0) {
             tokenHeld = true;
@@ -225,21 +231,21 @@ export class Drain {
             return;
           }
         }
-        if (rateTimer) return; // still waiting for the token of buf[head]
+        if (rateTimer) return; // still waiting for the token of the next punch
         tokenHeld = false;
-        head++;
+        const i = head++;
+        unsent--;
+        if (head === b.seqs.length) {
+          queue.shift();
+          head = 0;
+        }
         this.inflight++;
-        egress.publishPunch(session.client, row, historical ? ctxHistorical : ctxLive).then(
-          () => onAck(row.seq, historical),
-          (err: unknown) => {
-            if (live()) this.opts.recycle(`publish failed: ${errorMessage(err)}`);
-          },
-        );
+        egress.publishEncoded(session.client, b.enc, i, (err) => (err ? onPublishError(err) : onAck(seq)));
       }
       if (!live()) return;
       // Refill while half a batch is still unsent, so the window never waits on a read.
-      if (buf.length - head < batch / 2 && !exhausted) fetch();
-      else if (head >= buf.length && exhausted) idle();
+      if (unsent < batch / 2 && !exhausted) fetch();
+      else if (unsent === 0 && exhausted) idle();
     };
 
     /** Everything read was sent: sleep until a commit (or a second passes), then look again. */

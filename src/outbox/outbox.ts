@@ -34,6 +34,7 @@ import { TallyboxError, errorMessage, isTallyboxError } from '../util/errors.js'
 import type { Logger } from '../util/log.js';
 import { uuidv7 } from '../util/uuidv7.js';
 import type { PunchMethod, ScoreBucket } from '../proto/index.js';
+import { PunchRecords, RECORDS_SQL, type RecordsRow } from './records.js';
 import { SerialQueue } from './serial-queue.js';
 
 /** What a device role hands in. */
@@ -498,6 +499,23 @@ export class Outbox {
         // Column aliases give the row its final shape; only the flag needs converting (no copy per row).
         for (const r of rows) r.clockSynced = r.clockSynced === 1;
         return rows as QueuedPunch[];
+      } catch (err) {
+        throw this.failIfFatal(err, 'reading queued punches');
+      }
+    };
+    if (this.readerPaused || this.closed) return this.q.run(() => read(this.db));
+    return this.readerDb().then(read);
+  }
+
+  /**
+   * Like peek, as one framed buffer per batch (src/outbox/records.ts): what the
+   * drain reads. Undefined when nothing is queued after `afterSeq`.
+   */
+  peekRecords(afterSeq: number, limit: number): Promise<PunchRecords | undefined> {
+    if (this.failure) return Promise.reject(this.failure);
+    const read = async (db: Sqlite): Promise<PunchRecords | undefined> => {
+      try {
+        return PunchRecords.fromRow(await db.get<RecordsRow>(RECORDS_SQL, [afterSeq, limit]));
       } catch (err) {
         throw this.failIfFatal(err, 'reading queued punches');
       }

@@ -166,12 +166,14 @@ describe('LPGETSTATUS decoding (the part a real printer would exercise)', () => 
 });
 
 describe('openPrinter(url)', () => {
-  it('opens raw, usblp; says NOT_BUILT for ipp until that client lands; refuses bad URLs', () => {
+  it('opens raw, usblp, ipp and ipps; refuses bad URLs', () => {
     expect(openPrinter('raw://printer.local:9101?pjl=1').description).toBe('raw9100:printer.local:9101+pjl');
     expect(openPrinter('raw://10.0.0.5').description).toBe('raw9100:10.0.0.5:9100');
     expect(openPrinter('raw://[::1]:9100').description).toBe('raw9100:::1:9100');
     expect(openPrinter('usblp:/dev/usb/lp0').description).toBe('usblp:/dev/usb/lp0');
-    expect(() => openPrinter('ipp://printer:631/ipp/print')).toThrow(expect.objectContaining({ code: 'NOT_BUILT' }));
+    expect(openPrinter('ipp://printer:631/ipp/print').protocol).toBe('ipp');
+    expect(openPrinter('ipps://printer/ipp/print').protocol).toBe('ipp');
+    expect(() => openPrinter('ipp://user:pw@printer/ipp/print')).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
     for (const bad of ['nonsense', 'http://x', 'raw://', 'raw://h/path', 'raw://h?pjl=yes', 'raw://h?x=1', 'usblp:dev/lp0', 'usblp://host/dev/lp0', 'usblp:/dev/../etc/passwd'])
       expect(() => openPrinter(bad), bad).toThrow(expect.objectContaining({ code: 'PRINTER_URL_INVALID' }));
   });
