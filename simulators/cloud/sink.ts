@@ -138,11 +138,11 @@ export class CloudSink {
 
   /** Resolve with the first result for the command with this counter. */
   async waitForResult(counter: number, timeoutMs = 30_000): Promise<{ result: CommandResult; raw: Buffer; topic: string }> {
-    const end = Date.now() + timeoutMs;
+    const end = performance.now() + timeoutMs;
     for (;;) {
       const hit = this.results.find((r) => r.result.counter === counter);
       if (hit) return hit;
-      if (Date.now() > end) throw new Error(`timed out waiting for the result of command ${counter}`);
+      if (performance.now() > end) throw new Error(`timed out waiting for the result of command ${counter}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   }

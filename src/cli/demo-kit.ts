@@ -161,8 +161,8 @@ export function punchJsonLine(p: PunchEvent): string {
  * never accepted also counts as lost.
  */
 export async function awaitDelivery(sink: CloudSink, accepted: ReadonlySet<string>, expected = accepted.size): Promise<{ received: number; duplicates: number; lost: number }> {
-  const deadline = Date.now() + 30_000 + accepted.size * 2;
-  while (Date.now() < deadline && [...accepted].some((id) => !sink.has(id))) await sleep(50);
+  const deadline = performance.now() + 30_000 + accepted.size * 2;
+  while (performance.now() < deadline && [...accepted].some((id) => !sink.has(id))) await sleep(50);
   const stats = sink.stats();
   const lost = [...accepted].filter((id) => !sink.has(id)).length + Math.max(0, expected - accepted.size);
   return { received: stats.received, duplicates: stats.duplicates, lost };

@@ -237,12 +237,12 @@ export async function runM1Demo(opts: M1DemoOptions): Promise<number> {
       // The same person again: wait the repeat window out, unless showing it off.
       const at = punchedAt.get(p.subjectId);
       if (item !== 'repeat' && at !== undefined && role.repeatWindowSec > 0) {
-        const wait = at + role.repeatWindowSec * 1000 - Date.now();
+        const wait = at + role.repeatWindowSec * 1000 - performance.now();
         if (wait > 0) await sleep(wait + 20);
       }
       const verdict = await presentFinger(s, { person: p.person, finger: p.finger });
       if (verdict === 'punch') {
-        punchedAt.set(p.subjectId, Date.now());
+        punchedAt.set(p.subjectId, performance.now()); // monotonic, like the role's repeat window
         last = p;
       } else if (verdict === 'repeat') say(`  sensor: ${p.subjectId} again within ${role.repeatWindowSec} s → same punch, not sent twice`);
       else say(`  sensor: ${p.subjectId} → ${verdict}`);

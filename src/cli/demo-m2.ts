@@ -170,8 +170,8 @@ export async function enrolFace(stack: Pick<M2Stack, 'role' | 'face'>, orgId: st
       () => (settled = true),
     );
     // Wait until the module is in enrolment mode (or the role refused before asking).
-    const t0 = Date.now();
-    while (!settled && !face.sim.state().enrolling && Date.now() - t0 < 10_000) await sleep(5);
+    const t0 = performance.now();
+    while (!settled && !face.sim.state().enrolling && performance.now() - t0 < 10_000) await sleep(5);
     const want = face.sim.state().enrolling?.total ?? 0;
     for (let i = 0; i < want && !settled; i++) await face.sim.present(person);
     try {
@@ -267,7 +267,7 @@ export async function runM2Demo(opts: M2DemoOptions): Promise<number> {
     const waitWindow = async (subjectId: string) => {
       const at = punchedAt.get(subjectId);
       if (at !== undefined && role.repeatWindowSec > 0) {
-        const wait = at + role.repeatWindowSec * 1000 - Date.now();
+        const wait = at + role.repeatWindowSec * 1000 - performance.now();
         if (wait > 0) await sleep(wait + 20);
       }
     };
@@ -303,7 +303,7 @@ export async function runM2Demo(opts: M2DemoOptions): Promise<number> {
         say(`  camera: ${p.subjectId} not recognised this time; looks again`);
       }
       if (v === 'punch') {
-        punchedAt.set(p.subjectId, Date.now());
+        punchedAt.set(p.subjectId, performance.now()); // monotonic, like the role's repeat window
         last = step.p;
       } else say(`  ${step.kind === 'card' ? 'card reader' : 'camera'}: ${p.subjectId} → ${v}`);
     }
