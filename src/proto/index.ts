@@ -54,3 +54,14 @@ export const LinkStatus = tallybox.v1.LinkStatus;
 export type LinkStatus = tallybox.v1.LinkStatus;
 export const LinkTransport = tallybox.v1.LinkTransport;
 export type LinkTransport = tallybox.v1.LinkTransport;
+// P1 print box (spool issue 12): print commands and job status.
+export type PrintJob = tallybox.v1.PrintJob;
+export type PrintJobProps = tallybox.v1.PrintJob.$Properties;
+export type CancelJob = tallybox.v1.CancelJob;
+export type ReprintJob = tallybox.v1.ReprintJob;
+export type PrintJobStatusProps = tallybox.v1.PrintJobStatus.$Properties;
+export type PrinterSummaryProps = tallybox.v1.PrinterSummary.$Properties;
+export const PrintDocumentFormat = tallybox.v1.PrintDocumentFormat;
+export type PrintDocumentFormat = tallybox.v1.PrintDocumentFormat;
+export const PrintJobState = tallybox.v1.PrintJobState;
+export type PrintJobState = tallybox.v1.PrintJobState;

@@ -37,7 +37,7 @@
  * counter; handler failures log the error's code only.
  */
 import { createHash, verify as edVerify, type KeyObject } from 'node:crypto';
-import { pb, ResultCode, type CommandBody, type CommandResultProps, type ConfigPatch, type OrgWithdraw, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert } from '../../proto/index.js';
+import { pb, ResultCode, type CancelJob, type CommandBody, type CommandResultProps, type ConfigPatch, type OrgWithdraw, type PrintJob, type PrintJobStatusProps, type ReprintJob, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert } from '../../proto/index.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { parseTopic } from '../topics.js';
@@ -63,6 +63,8 @@ export interface HandlerOutcome {
   receipt?: Uint8Array;
   /** ServedOrgsSet: the list now in force. */
   servedOrgs?: { served: readonly string[]; retired: readonly string[] };
+  /** Print commands: the job's status (never content, file or user names). */
+  printJobStatus?: PrintJobStatusProps;
 }
 
 export interface CommandContext {
@@ -82,6 +84,10 @@ export interface CommandHandlers {
   configPatch(orgId: string, cmd: ConfigPatch, ctx: CommandContext): Promise<HandlerOutcome>;
   /** Absent: ServedOrgsSet is answered UNKNOWN_COMMAND (the device cannot change its list). */
   servedOrgsSet?(orgId: string, cmd: ServedOrgsSet, ctx: CommandContext): Promise<HandlerOutcome>;
+  /** P1 print box (absent elsewhere: answered UNKNOWN_COMMAND). */
+  printJob?(orgId: string, cmd: PrintJob, ctx: CommandContext): Promise<HandlerOutcome>;
+  cancelJob?(orgId: string, cmd: CancelJob, ctx: CommandContext): Promise<HandlerOutcome>;
+  reprintJob?(orgId: string, cmd: ReprintJob, ctx: CommandContext): Promise<HandlerOutcome>;
 }
 
 /** Which organisations commands may address (src/agent/served-orgs.ts). */
@@ -574,6 +580,14 @@ export class CommandIntake {
           if (!h.servedOrgsSet) return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: 'this device cannot change the organisations it serves' };
           out = await h.servedOrgsSet(orgId, body.servedOrgsSet as ServedOrgsSet, ctx);
           break;
+        case 'printJob':
+        case 'cancelJob':
+        case 'reprintJob': {
+          const fn = h[kind];
+          if (!fn) return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: 'this device is not a print box' };
+          out = await (fn as (o: string, c: unknown, x: CommandContext) => Promise<HandlerOutcome>).call(h, orgId, body[kind], ctx);
+          break;
+        }
         default: {
           const never: never = kind;
           return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: `no handler for ${String(never)}` };
@@ -593,6 +607,7 @@ export class CommandIntake {
     if (typeof o.detail === 'string') outcome.detail = o.detail;
     if (o.receipt instanceof Uint8Array && o.receipt.length > 0) outcome.receipt = o.receipt;
     if (o.servedOrgs && Array.isArray(o.servedOrgs.served) && Array.isArray(o.servedOrgs.retired)) outcome.servedOrgs = { served: [...o.servedOrgs.served], retired: [...o.servedOrgs.retired] };
+    if (o.printJobStatus && typeof o.printJobStatus === 'object') outcome.printJobStatus = o.printJobStatus;
     return outcome;
   }
 
@@ -604,6 +619,7 @@ export class CommandIntake {
     if (o.detail) result.detail = o.detail;
     if ('receipt' in o && o.receipt) result.receipt = o.receipt;
     if ('servedOrgs' in o && o.servedOrgs) result.servedOrgs = { served: [...o.servedOrgs.served], retired: [...o.servedOrgs.retired] };
+    if ('printJobStatus' in o && o.printJobStatus) result.printJobStatus = o.printJobStatus;
     if (this.opts.resultKeyId) result.keyId = this.opts.resultKeyId;
     return result;
   }
