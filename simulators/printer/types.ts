@@ -44,7 +44,9 @@ export interface JobRecorder {
 
 export interface RecordedJobWriter {
   readonly id: number;
-  write(chunk: Uint8Array): void;
+  /** false: the disk is behind; a server stops reading its client until `drained()` resolves (streamed, never buffered whole). */
+  write(chunk: Uint8Array): boolean;
+  drained(): Promise<void>;
   end(state: Exclude<RecordedJobState, 'receiving'>): Promise<RecordedJob>;
 }
 
@@ -54,6 +56,18 @@ export interface PrinterSimContext {
   faults: PrinterFaults;
   /** 'stopped' with 'media-empty' after a paper-out until `resume()`; 'processing' while a job is received. */
   status(): { state: 'idle' | 'processing' | 'stopped'; reasons: string[] };
+  /**
+   * The parts below are implemented by `SimPrinterContext` (context.ts); optional so that a test's own
+   * context literal still type-checks. A server calls `paperOut()` when a job hits paperOutAfterBytes
+   * (status 'stopped'/'media-empty' until `resume()`), `jobStarted()`/`jobEnded()` around each job
+   * (status 'processing'), and subscribes to `onChange` to re-apply faults changed at run time
+   * (stop/start listening, resume a job paused by a paper-out).
+   */
+  paperOut?(): void;
+  resume?(): void;
+  jobStarted?(): void;
+  jobEnded?(): void;
+  onChange?(fn: () => void): () => void;
 }
 
 /** A started server: the IPP one is `startIppServer(ctx, { host, port })` in ipp-server.ts, the raw one `startRawServer(ctx, { host, port })` in raw-server.ts. */
