@@ -130,10 +130,9 @@ async function startWifi(agent: Agent, gate: PunchGate, opts: StartRoleOptions):
 
 /** The printer transports, loaded only on a print box. */
 async function defaultOpenPrinter(): Promise<(url: string) => Printer> {
-  const mod = (await import(PRINTER_MODULE)) as { openPrinter(url: string): Printer };
-  return (url) => mod.openPrinter(url);
+  const { openPrinter } = await import('../../firmware-bridge/printer/index.js');
+  return (url) => openPrinter(url);
 }
-const PRINTER_MODULE = '../../firmware-bridge/printer/index.js';
 
 /** Print box (P1): printers, the encrypted spool, the print commands; the spool joins every org erasure. */
 async function startPrinting(agent: Agent, opts: StartRoleOptions): Promise<Part & { p1: NonNullable<RunningRole['p1']> }> {

@@ -36,7 +36,7 @@ export interface P1Bench {
   cleanup(): Promise<void>;
 }
 
-export async function p1Bench(opts: { config?: Record<string, unknown>; canQuery?: boolean; ca?: PrivateCa } = {}): Promise<P1Bench> {
+export async function p1Bench(opts: { config?: Record<string, unknown>; canQuery?: boolean; ca?: PrivateCa; openPrinter?: (url: string) => import('../../../firmware-bridge/devices.js').Printer } = {}): Promise<P1Bench> {
   const sb = await sandbox();
   const printerDir = join(sb.root, 'printer');
   await mkdir(printerDir, { recursive: true });
@@ -73,7 +73,7 @@ export async function p1Bench(opts: { config?: Record<string, unknown>; canQuery
       },
       sink: { setPeripheral: (name, online, detail = '') => void peripherals.push({ name, online, detail }), setPrinters: (p) => void summaries.push(p) },
       clockSynced: () => clock.synced,
-      openPrinter: () => new TestPrinter(printer, { canQuery: opts.canQuery !== false }),
+      openPrinter: opts.openPrinter ?? (() => new TestPrinter(printer, { canQuery: opts.canQuery !== false })),
       supervisorBackoff: { minMs: 50, maxMs: 300 },
       confirmTimeoutMs: 3000,
     });
