@@ -10,11 +10,13 @@ import { EgressGate } from '../link/egress.js';
 import { brokerSecurity } from '../link/security.js';
 import { Drain } from '../outbox/drain.js';
 import { Outbox, type OutboxAlarm, type PunchInput, type QueuedPunch } from '../outbox/outbox.js';
-import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, type CommandResultProps, type DeviceStateProps } from '../proto/index.js';
+import { AlarmCode, ClockStatus, Lifecycle, PROTO_VERSION, ResultCode, type CommandResultProps, type DeviceStateProps, type PrinterSummaryProps } from '../proto/index.js';
 import { TallyboxError, describeError, errorMessage } from '../util/errors.js';
 import { createLogger, setLogLevel, type Logger } from '../util/log.js';
 import { securePrivateDataDir } from '../util/private-fs.js';
-import type { CommandIntake, RejectionGateStats } from '../link/commands/index.js';
+import type { CommandHandlers, CommandIntake, HandlerOutcome, RejectionGateStats } from '../link/commands/index.js';
+import { DEFAULT_MAX_BYTES } from '../link/commands/intake.js';
+import { MAX_INCOMING_PACKET_BYTES } from '../link/transport.js';
 import type { PurgeOutcome } from '../privacy/purge.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';
@@ -40,6 +42,11 @@ const ALARM_CODES: Record<OutboxAlarm, AlarmCode> = {
   STORAGE_ERROR: AlarmCode.ALARM_CODE_STORAGE_ERROR,
   STORAGE_LOST: AlarmCode.ALARM_CODE_STORAGE_LOST,
 };
+
+/** Largest command (and MQTT packet) a print box takes: an inline document plus the command around it. */
+function p1CommandBytes(config: Config): number {
+  return Math.max(DEFAULT_MAX_BYTES, MAX_INCOMING_PACKET_BYTES, (config.p1?.inlineMaxBytes ?? 0) + 8192);
+}
 
 export interface PeripheralState {
   online: boolean;
@@ -98,6 +105,8 @@ export class Agent {
     this.egress = new EgressGate({ deviceId: config.device.id, operatorOrgId: config.device.orgId });
     this.link = new MqttLink({
       config,
+      // P1: an inline document rides in its command; the packet limit follows p1.inlineMaxBytes.
+      ...(config.p1 ? { maxPacketBytes: p1CommandBytes(config) } : {}),
       egress: this.egress,
       logger: logger.child({ component: 'link' }),
       nextBdSeq: () => outbox.nextBdSeq(),
@@ -221,22 +230,25 @@ export class Agent {
       dbPath: join(config.dataDir, 'commands.db'),
       deviceId: config.device.id,
       trustedKeys: config.cloud.commandKeys,
-      handlers: servedOrgsHandlers(
-        {
-          // IncidentAck and DeviceDecommission (src/incident, src/decommission).
-          ...(await import('../incident/handlers.js')).lifecycleHandlers(this),
-          ...commandHandlers({
-          privacy: () => this.#privacy,
-          settings: this.settings,
-          applySettings: (p) => this.applySettings(p),
-          logger: this.logger.child({ component: 'commands' }),
-          onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
-          onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
-          wifi: () => this.#wifiCommands,
-          }),
-        },
-        this.servedOrgs,
-      ),
+      handlers: {
+        ...servedOrgsHandlers(
+          {
+            // IncidentAck and DeviceDecommission (src/incident, src/decommission).
+            ...(await import('../incident/handlers.js')).lifecycleHandlers(this),
+            ...commandHandlers({
+              privacy: () => this.#privacy,
+              settings: this.settings,
+              applySettings: (p) => this.applySettings(p),
+              logger: this.logger.child({ component: 'commands' }),
+              onSubjectChanged: (org, id, invited) => this.subjectChanged.forEach((fn) => fn(org, id, invited)),
+              onSubjectsErased: (org, ids) => this.subjectsErased.forEach((fn) => fn(org, ids)),
+              wifi: () => this.#wifiCommands,
+            }),
+          },
+          this.servedOrgs,
+        ),
+        ...(config.device.kind === 'p1' ? this.#printHandlers() : {}),
+      },
       // Once a result carrying an erasure receipt is queued, the purge journal's copy is settled.
       publishResult: async (orgId, r) => {
         await this.results.enqueue(orgId, r);
@@ -248,7 +260,30 @@ export class Agent {
       describeInterrupted: async (e) => describeInterrupted(e, this.privacyRuntime?.resumed ?? [], privacy && e.kind === 'orgWithdraw' ? (await privacy.vault.keyVersion(e.orgId).catch(() => undefined)) !== undefined : undefined),
       ...(privacy ? { signResult: (b: Uint8Array) => privacy.identity.sign(Buffer.from(b)), resultKeyId: privacy.identity.keyId } : {}),
       logger: this.logger.child({ component: 'commands' }),
+      ...(config.p1 ? { maxBytes: p1CommandBytes(config) } : {}),
     });
+  }
+
+  /** The P1 role's print commands (set when the role starts; before that they are refused). */
+  #print: Pick<CommandHandlers, 'printJob' | 'cancelJob' | 'reprintJob'> | undefined;
+  setPrintHandlers(h: Pick<CommandHandlers, 'printJob' | 'cancelJob' | 'reprintJob'> | undefined): void {
+    this.#print = h;
+  }
+
+  #printHandlers(): Pick<CommandHandlers, 'printJob' | 'cancelJob' | 'reprintJob'> {
+    const notYet: HandlerOutcome = { code: ResultCode.RESULT_CODE_FAILED, reason: 'print_role_not_started', detail: 'the print role is not running (yet): send the command again' };
+    return {
+      printJob: (o, c, x) => this.#print?.printJob?.(o, c, x) ?? Promise.resolve(notYet),
+      cancelJob: (o, c, x) => this.#print?.cancelJob?.(o, c, x) ?? Promise.resolve(notYet),
+      reprintJob: (o, c, x) => this.#print?.reprintJob?.(o, c, x) ?? Promise.resolve(notYet),
+    };
+  }
+
+  /** P1: the printers' summary for DeviceState. */
+  #printers: PrinterSummaryProps[] = [];
+  setPrinters(printers: PrinterSummaryProps[]): void {
+    this.#printers = printers;
+    this.publishStateSoon();
   }
 
   /**
@@ -310,7 +345,10 @@ export class Agent {
       await this.destroyKey(p.keyProvider, info);
     }
     if (info.key === 'not_destroyed') {
-      this.logger.fatal({ event: 'zeroised', reason, key: info.key, keyError: info.keyError }, `device zeroised (${reason}) but the device key was NOT destroyed: ${info.keyError}; vault closed, nobody is identified; destroy the key where it is stored`);
+      this.logger.fatal(
+        { event: 'zeroised', reason, key: info.key, keyError: info.keyError },
+        `device zeroised (${reason}) but the device key was NOT destroyed: ${info.keyError}; vault closed, nobody is identified; destroy the key where it is stored`,
+      );
     } else {
       this.logger.error({ event: 'zeroised', reason, key: info.key }, `device ${describeZeroised(info)}, vault closed; punches already accepted will still be delivered`);
     }
@@ -431,6 +469,7 @@ export class Agent {
       purgesPending: this.privacyRuntime?.purgesPending() ?? 0,
       peripherals: [...this.peripherals].map(([name, p]) => ({ name, online: p.online, detail: p.detail })),
       wifiReenrolmentNeeded: this.#wifiReenrolmentNeeded,
+      ...(this.#printers.length ? { printers: this.#printers } : {}),
       atMs: now,
       // Link state, transport and dropped oversized packets (src/link/connection.ts).
       ...this.link.presence(),

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { M1ConfigSchema } from '../roles/m1/config.js';
 import { M2ConfigSchema } from '../roles/m2/config.js';
 import { C1ConfigSchema } from '../roles/c1/config.js';
+import { P1ConfigSchema } from '../roles/p1/config.js';
 
 /** Ids travel in MQTT topics: no '/', '+', '#', spaces, or anything surprising. */
 const Id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ . - (it is used in MQTT topics)');
@@ -166,6 +167,8 @@ export const ConfigSchema = z
     m2: M2ConfigSchema.optional(),
     /** C1: Wi-Fi presence (hostapd control sockets, dnsmasq lease file, hook socket) and its join rules. */
     c1: C1ConfigSchema.optional(),
+    /** P1: the printers of a print box, its encrypted spool and document fetch limits. */
+    p1: P1ConfigSchema.optional(),
     privacy: PrivacySchema.default(PrivacySchema.parse({})),
     /** Decommission (src/decommission): how long to wait for the broker to take queued punches and the receipt. */
     decommission: z.object({ deliverTimeoutSec: z.number().min(0).max(3600).default(30) }).strict().optional(),
@@ -181,11 +184,14 @@ export const ConfigSchema = z
   // c1 (wifi): enrolled MACs are kept as the vault's org-keyed HMACs, and the role needs its sources.
   .refine((c) => c.device.kind !== 'c1' || c.vault !== undefined, { message: 'c1 devices match enrolled phones: a vault section is required', path: ['vault'] })
   .refine((c) => c.device.kind !== 'c1' || c.c1 !== undefined, { message: 'c1 devices need a c1 section (hostapd, dnsmasq or eventSocket presence sources)', path: ['c1'] })
+  // p1 (print box): documents are personal data, encrypted under per-job keys wrapped by the org key.
+  .refine((c) => c.device.kind !== 'p1' || c.vault !== undefined, { message: 'p1 devices keep documents encrypted under org keys: a vault section is required', path: ['vault'] })
+  .refine((c) => c.device.kind !== 'p1' || c.p1 !== undefined, { message: 'p1 devices need a p1 section (printers)', path: ['p1'] })
   // A kind whose role is not built yet must not start and silently do nothing.
-  .refine((c) => !(NOT_BUILT_KINDS as readonly string[]).includes(c.device.kind), { message: 'device kind p1 (print box) is not built yet in this agent version', path: ['device', 'kind'] });
+  .refine((c) => !(NOT_BUILT_KINDS as readonly string[]).includes(c.device.kind), { message: 'this device kind is not built yet in this agent version', path: ['device', 'kind'] });
 
 /** Device kinds accepted by the schema whose role does not exist yet: refused with a clear error. */
-export const NOT_BUILT_KINDS = ['p1'] as const;
+export const NOT_BUILT_KINDS: readonly string[] = [];
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;

@@ -1017,7 +1017,10 @@ export namespace tallybox {
             servedOrgsSet?: (tallybox.v1.ServedOrgsSet.$Properties|null);
             deviceDecommission?: (tallybox.v1.DeviceDecommission.$Properties|null);
             incidentAck?: (tallybox.v1.IncidentAck.$Properties|null);
-            command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck");
+            printJob?: (tallybox.v1.PrintJob.$Properties|null);
+            cancelJob?: (tallybox.v1.CancelJob.$Properties|null);
+            reprintJob?: (tallybox.v1.ReprintJob.$Properties|null);
+            command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"|"printJob"|"cancelJob"|"reprintJob");
             static create(properties: tallybox.v1.CommandBody.$Shape): tallybox.v1.CommandBody & tallybox.v1.CommandBody.$Shape;
             static create(properties?: tallybox.v1.CommandBody.$Properties): tallybox.v1.CommandBody;
             static encode(m: tallybox.v1.CommandBody.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1045,7 +1048,10 @@ export namespace tallybox {
                 servedOrgsSet?: (tallybox.v1.ServedOrgsSet.$Properties|null);
                 deviceDecommission?: (tallybox.v1.DeviceDecommission.$Properties|null);
                 incidentAck?: (tallybox.v1.IncidentAck.$Properties|null);
-                command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck");
+                printJob?: (tallybox.v1.PrintJob.$Properties|null);
+                cancelJob?: (tallybox.v1.CancelJob.$Properties|null);
+                reprintJob?: (tallybox.v1.ReprintJob.$Properties|null);
+                command?: ("ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"|"printJob"|"cancelJob"|"reprintJob");
                 $unknowns?: Uint8Array[];
             }
             type $Shape = {
@@ -1064,9 +1070,12 @@ export namespace tallybox {
               servedOrgsSet?: tallybox.v1.ServedOrgsSet.$Shape|null;
               deviceDecommission?: tallybox.v1.DeviceDecommission.$Shape|null;
               incidentAck?: tallybox.v1.IncidentAck.$Shape|null;
+              printJob?: tallybox.v1.PrintJob.$Shape|null;
+              cancelJob?: tallybox.v1.CancelJob.$Shape|null;
+              reprintJob?: tallybox.v1.ReprintJob.$Shape|null;
               $unknowns?: Uint8Array[];
             } & (
-              ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape; deviceDecommission?: null; incidentAck?: null }|{ command?: "deviceDecommission"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission: tallybox.v1.DeviceDecommission.$Shape; incidentAck?: null }|{ command?: "incidentAck"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck: tallybox.v1.IncidentAck.$Shape })
+              ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "deviceDecommission"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission: tallybox.v1.DeviceDecommission.$Shape; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "incidentAck"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck: tallybox.v1.IncidentAck.$Shape; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "printJob"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob: tallybox.v1.PrintJob.$Shape; cancelJob?: null; reprintJob?: null }|{ command?: "cancelJob"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob: tallybox.v1.CancelJob.$Shape; reprintJob?: null }|{ command?: "reprintJob"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob: tallybox.v1.ReprintJob.$Shape })
             );
         }
 
@@ -1133,6 +1142,7 @@ export namespace tallybox {
             firstCounter: number;
             wifiEnrolment?: (tallybox.v1.WifiEnrolmentOutcome.$Properties|null);
             wifiReenrolment?: (tallybox.v1.WifiReenrolment.$Properties|null);
+            printJobStatus?: (tallybox.v1.PrintJobStatus.$Properties|null);
             signature: Uint8Array;
             static create(properties: tallybox.v1.CommandResult.$Shape): tallybox.v1.CommandResult & tallybox.v1.CommandResult.$Shape;
             static create(properties?: tallybox.v1.CommandResult.$Properties): tallybox.v1.CommandResult;
@@ -1159,10 +1169,230 @@ export namespace tallybox {
                 firstCounter?: (number|null);
                 wifiEnrolment?: (tallybox.v1.WifiEnrolmentOutcome.$Properties|null);
                 wifiReenrolment?: (tallybox.v1.WifiReenrolment.$Properties|null);
+                printJobStatus?: (tallybox.v1.PrintJobStatus.$Properties|null);
                 signature?: (Uint8Array|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.CommandResult.$Properties;
+        }
+
+        enum PrintDocumentFormat {
+            PRINT_DOCUMENT_FORMAT_UNSPECIFIED = 0,
+            PRINT_DOCUMENT_FORMAT_PDF = 1,
+            PRINT_DOCUMENT_FORMAT_PWG_RASTER = 2,
+            PRINT_DOCUMENT_FORMAT_PRINTER_READY = 3
+        }
+
+        interface IPrintFetch extends tallybox.v1.PrintFetch.$Properties {
+        }
+
+        class PrintFetch {
+            constructor(p?: tallybox.v1.PrintFetch.$Properties);
+            $unknowns?: Uint8Array[];
+            url: string;
+            sha256: Uint8Array;
+            size: number;
+            static create(properties: tallybox.v1.PrintFetch.$Shape): tallybox.v1.PrintFetch & tallybox.v1.PrintFetch.$Shape;
+            static create(properties?: tallybox.v1.PrintFetch.$Properties): tallybox.v1.PrintFetch;
+            static encode(m: tallybox.v1.PrintFetch.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.PrintFetch & tallybox.v1.PrintFetch.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.PrintFetch;
+            static toObject(m: tallybox.v1.PrintFetch, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace PrintFetch {
+            interface $Properties {
+                url?: (string|null);
+                sha256?: (Uint8Array|null);
+                size?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.PrintFetch.$Properties;
+        }
+
+        interface IPrintJob extends tallybox.v1.PrintJob.$Properties {
+        }
+
+        class PrintJob {
+            constructor(p?: tallybox.v1.PrintJob.$Properties);
+            $unknowns?: Uint8Array[];
+            jobId: string;
+            format: tallybox.v1.PrintDocumentFormat;
+            copies: number;
+            printer: string;
+            inlineDocument?: (Uint8Array|null);
+            fetch?: (tallybox.v1.PrintFetch.$Properties|null);
+            printAfterMs?: (number|null);
+            document?: ("inlineDocument"|"fetch");
+            static create(properties: tallybox.v1.PrintJob.$Shape): tallybox.v1.PrintJob & tallybox.v1.PrintJob.$Shape;
+            static create(properties?: tallybox.v1.PrintJob.$Properties): tallybox.v1.PrintJob;
+            static encode(m: tallybox.v1.PrintJob.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.PrintJob & tallybox.v1.PrintJob.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.PrintJob;
+            static toObject(m: tallybox.v1.PrintJob, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace PrintJob {
+            interface $Properties {
+                jobId?: (string|null);
+                format?: (tallybox.v1.PrintDocumentFormat|null);
+                copies?: (number|null);
+                printer?: (string|null);
+                inlineDocument?: (Uint8Array|null);
+                fetch?: (tallybox.v1.PrintFetch.$Properties|null);
+                printAfterMs?: (number|null);
+                document?: ("inlineDocument"|"fetch");
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = {
+              jobId?: string|null;
+              format?: tallybox.v1.PrintDocumentFormat|null;
+              copies?: number|null;
+              printer?: string|null;
+              inlineDocument?: Uint8Array|null;
+              fetch?: tallybox.v1.PrintFetch.$Shape|null;
+              printAfterMs?: number|null;
+              $unknowns?: Uint8Array[];
+            } & (
+              ({ document?: undefined; inlineDocument?: null; fetch?: null }|{ document?: "inlineDocument"; inlineDocument: Uint8Array; fetch?: null }|{ document?: "fetch"; inlineDocument?: null; fetch: tallybox.v1.PrintFetch.$Shape })
+            );
+        }
+
+        interface ICancelJob extends tallybox.v1.CancelJob.$Properties {
+        }
+
+        class CancelJob {
+            constructor(p?: tallybox.v1.CancelJob.$Properties);
+            $unknowns?: Uint8Array[];
+            jobId: string;
+            static create(properties: tallybox.v1.CancelJob.$Shape): tallybox.v1.CancelJob & tallybox.v1.CancelJob.$Shape;
+            static create(properties?: tallybox.v1.CancelJob.$Properties): tallybox.v1.CancelJob;
+            static encode(m: tallybox.v1.CancelJob.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.CancelJob & tallybox.v1.CancelJob.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.CancelJob;
+            static toObject(m: tallybox.v1.CancelJob, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace CancelJob {
+            interface $Properties {
+                jobId?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.CancelJob.$Properties;
+        }
+
+        interface IReprintJob extends tallybox.v1.ReprintJob.$Properties {
+        }
+
+        class ReprintJob {
+            constructor(p?: tallybox.v1.ReprintJob.$Properties);
+            $unknowns?: Uint8Array[];
+            jobId: string;
+            static create(properties: tallybox.v1.ReprintJob.$Shape): tallybox.v1.ReprintJob & tallybox.v1.ReprintJob.$Shape;
+            static create(properties?: tallybox.v1.ReprintJob.$Properties): tallybox.v1.ReprintJob;
+            static encode(m: tallybox.v1.ReprintJob.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.ReprintJob & tallybox.v1.ReprintJob.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.ReprintJob;
+            static toObject(m: tallybox.v1.ReprintJob, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace ReprintJob {
+            interface $Properties {
+                jobId?: (string|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.ReprintJob.$Properties;
+        }
+
+        enum PrintJobState {
+            PRINT_JOB_STATE_UNSPECIFIED = 0,
+            PRINT_JOB_STATE_QUEUED = 1,
+            PRINT_JOB_STATE_FETCHING = 2,
+            PRINT_JOB_STATE_READY = 3,
+            PRINT_JOB_STATE_SENDING = 4,
+            PRINT_JOB_STATE_SENT = 5,
+            PRINT_JOB_STATE_CONFIRMED = 6,
+            PRINT_JOB_STATE_FAILED = 7,
+            PRINT_JOB_STATE_CANCELLED = 8,
+            PRINT_JOB_STATE_UNCERTAIN = 9
+        }
+
+        interface IPrintJobStatus extends tallybox.v1.PrintJobStatus.$Properties {
+        }
+
+        class PrintJobStatus {
+            constructor(p?: tallybox.v1.PrintJobStatus.$Properties);
+            $unknowns?: Uint8Array[];
+            jobId: string;
+            state: tallybox.v1.PrintJobState;
+            bytes: number;
+            pages: number;
+            printerReasons: string[];
+            errorCode: string;
+            seq: number;
+            static create(properties: tallybox.v1.PrintJobStatus.$Shape): tallybox.v1.PrintJobStatus & tallybox.v1.PrintJobStatus.$Shape;
+            static create(properties?: tallybox.v1.PrintJobStatus.$Properties): tallybox.v1.PrintJobStatus;
+            static encode(m: tallybox.v1.PrintJobStatus.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.PrintJobStatus & tallybox.v1.PrintJobStatus.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.PrintJobStatus;
+            static toObject(m: tallybox.v1.PrintJobStatus, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace PrintJobStatus {
+            interface $Properties {
+                jobId?: (string|null);
+                state?: (tallybox.v1.PrintJobState|null);
+                bytes?: (number|null);
+                pages?: (number|null);
+                printerReasons?: (string[]|null);
+                errorCode?: (string|null);
+                seq?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.PrintJobStatus.$Properties;
+        }
+
+        interface IPrinterSummary extends tallybox.v1.PrinterSummary.$Properties {
+        }
+
+        class PrinterSummary {
+            constructor(p?: tallybox.v1.PrinterSummary.$Properties);
+            $unknowns?: Uint8Array[];
+            name: string;
+            state: string;
+            reasons: string[];
+            jobsWaiting: number;
+            jobsUncertain: number;
+            static create(properties: tallybox.v1.PrinterSummary.$Shape): tallybox.v1.PrinterSummary & tallybox.v1.PrinterSummary.$Shape;
+            static create(properties?: tallybox.v1.PrinterSummary.$Properties): tallybox.v1.PrinterSummary;
+            static encode(m: tallybox.v1.PrinterSummary.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
+            static decode(r: ($protobuf.Reader|Uint8Array), l?: number): tallybox.v1.PrinterSummary & tallybox.v1.PrinterSummary.$Shape;
+            static fromObject(d: { [k: string]: any }): tallybox.v1.PrinterSummary;
+            static toObject(m: tallybox.v1.PrinterSummary, o?: $protobuf.IConversionOptions): { [k: string]: any };
+            toJSON(): { [k: string]: any };
+            static getTypeUrl(prefix?: string): string;
+        }
+
+        namespace PrinterSummary {
+            interface $Properties {
+                name?: (string|null);
+                state?: (string|null);
+                reasons?: (string[]|null);
+                jobsWaiting?: (number|null);
+                jobsUncertain?: (number|null);
+                $unknowns?: Uint8Array[];
+            }
+            type $Shape = tallybox.v1.PrinterSummary.$Properties;
         }
 
         enum PunchMethod {
@@ -1352,6 +1582,7 @@ export namespace tallybox {
             linkTransport: tallybox.v1.LinkTransport;
             oversizedPacketsDropped: number;
             wifiReenrolmentNeeded: number;
+            printers: tallybox.v1.PrinterSummary.$Properties[];
             static create(properties: tallybox.v1.DeviceState.$Shape): tallybox.v1.DeviceState & tallybox.v1.DeviceState.$Shape;
             static create(properties?: tallybox.v1.DeviceState.$Properties): tallybox.v1.DeviceState;
             static encode(m: tallybox.v1.DeviceState.$Properties, w?: $protobuf.Writer): $protobuf.Writer;
@@ -1383,6 +1614,7 @@ export namespace tallybox {
                 linkTransport?: (tallybox.v1.LinkTransport|null);
                 oversizedPacketsDropped?: (number|null);
                 wifiReenrolmentNeeded?: (number|null);
+                printers?: (tallybox.v1.PrinterSummary.$Properties[]|null);
                 $unknowns?: Uint8Array[];
             }
             type $Shape = tallybox.v1.DeviceState.$Properties;

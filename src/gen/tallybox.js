@@ -9807,7 +9807,10 @@ export const tallybox = $root.tallybox = (() => {
              * @property {tallybox.v1.ServedOrgsSet.$Properties|null} [servedOrgsSet] CommandBody servedOrgsSet
              * @property {tallybox.v1.DeviceDecommission.$Properties|null} [deviceDecommission] CommandBody deviceDecommission
              * @property {tallybox.v1.IncidentAck.$Properties|null} [incidentAck] CommandBody incidentAck
-             * @property {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"} [command] CommandBody command
+             * @property {tallybox.v1.PrintJob.$Properties|null} [printJob] CommandBody printJob
+             * @property {tallybox.v1.CancelJob.$Properties|null} [cancelJob] CommandBody cancelJob
+             * @property {tallybox.v1.ReprintJob.$Properties|null} [reprintJob] CommandBody reprintJob
+             * @property {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"|"printJob"|"cancelJob"|"reprintJob"} [command] CommandBody command
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -9837,9 +9840,12 @@ export const tallybox = $root.tallybox = (() => {
              *   servedOrgsSet?: tallybox.v1.ServedOrgsSet.$Shape|null;
              *   deviceDecommission?: tallybox.v1.DeviceDecommission.$Shape|null;
              *   incidentAck?: tallybox.v1.IncidentAck.$Shape|null;
+             *   printJob?: tallybox.v1.PrintJob.$Shape|null;
+             *   cancelJob?: tallybox.v1.CancelJob.$Shape|null;
+             *   reprintJob?: tallybox.v1.ReprintJob.$Shape|null;
              *   $unknowns?: Array.<Uint8Array>;
              * } & (
-             *   ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape; deviceDecommission?: null; incidentAck?: null }|{ command?: "deviceDecommission"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission: tallybox.v1.DeviceDecommission.$Shape; incidentAck?: null }|{ command?: "incidentAck"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck: tallybox.v1.IncidentAck.$Shape })
+             *   ({ command?: undefined; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "ping"; ping: tallybox.v1.Ping.$Shape; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "subjectUpsert"; ping?: null; subjectUpsert: tallybox.v1.SubjectUpsert.$Shape; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "subjectErase"; ping?: null; subjectUpsert?: null; subjectErase: tallybox.v1.SubjectErase.$Shape; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "orgWithdraw"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw: tallybox.v1.OrgWithdraw.$Shape; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "rosterSync"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync: tallybox.v1.RosterSync.$Shape; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "configPatch"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch: tallybox.v1.ConfigPatch.$Shape; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "servedOrgsSet"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet: tallybox.v1.ServedOrgsSet.$Shape; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "deviceDecommission"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission: tallybox.v1.DeviceDecommission.$Shape; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "incidentAck"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck: tallybox.v1.IncidentAck.$Shape; printJob?: null; cancelJob?: null; reprintJob?: null }|{ command?: "printJob"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob: tallybox.v1.PrintJob.$Shape; cancelJob?: null; reprintJob?: null }|{ command?: "cancelJob"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob: tallybox.v1.CancelJob.$Shape; reprintJob?: null }|{ command?: "reprintJob"; ping?: null; subjectUpsert?: null; subjectErase?: null; orgWithdraw?: null; rosterSync?: null; configPatch?: null; servedOrgsSet?: null; deviceDecommission?: null; incidentAck?: null; printJob?: null; cancelJob?: null; reprintJob: tallybox.v1.ReprintJob.$Shape })
              * )} tallybox.v1.CommandBody.$Shape
              */
 
@@ -9978,17 +9984,41 @@ export const tallybox = $root.tallybox = (() => {
              */
             CommandBody.prototype.incidentAck = null;
 
+            /**
+             * CommandBody printJob.
+             * @member {tallybox.v1.PrintJob.$Properties|null|undefined} printJob
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.printJob = null;
+
+            /**
+             * CommandBody cancelJob.
+             * @member {tallybox.v1.CancelJob.$Properties|null|undefined} cancelJob
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.cancelJob = null;
+
+            /**
+             * CommandBody reprintJob.
+             * @member {tallybox.v1.ReprintJob.$Properties|null|undefined} reprintJob
+             * @memberof tallybox.v1.CommandBody
+             * @instance
+             */
+            CommandBody.prototype.reprintJob = null;
+
             // OneOf field names bound to virtual getters and setters
             let $oneOfFields;
 
             /**
              * CommandBody command.
-             * @member {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"|undefined} command
+             * @member {"ping"|"subjectUpsert"|"subjectErase"|"orgWithdraw"|"rosterSync"|"configPatch"|"servedOrgsSet"|"deviceDecommission"|"incidentAck"|"printJob"|"cancelJob"|"reprintJob"|undefined} command
              * @memberof tallybox.v1.CommandBody
              * @instance
              */
             $Object.defineProperty(CommandBody.prototype, "command", {
-                get: $util.oneOfGetter($oneOfFields = ["ping", "subjectUpsert", "subjectErase", "orgWithdraw", "rosterSync", "configPatch", "servedOrgsSet", "deviceDecommission", "incidentAck"]),
+                get: $util.oneOfGetter($oneOfFields = ["ping", "subjectUpsert", "subjectErase", "orgWithdraw", "rosterSync", "configPatch", "servedOrgsSet", "deviceDecommission", "incidentAck", "printJob", "cancelJob", "reprintJob"]),
                 set: $util.oneOfSetter($oneOfFields)
             });
 
@@ -10050,6 +10080,12 @@ export const tallybox = $root.tallybox = (() => {
                     $root.tallybox.v1.ConfigPatch.encode(m.configPatch, w.uint32(/* id 15, wireType 2 =*/122).fork(), q + 1).ldelim();
                 if (m.servedOrgsSet != null && $Object.hasOwnProperty.call(m, "servedOrgsSet"))
                     $root.tallybox.v1.ServedOrgsSet.encode(m.servedOrgsSet, w.uint32(/* id 200, wireType 2 =*/1602).fork(), q + 1).ldelim();
+                if (m.printJob != null && $Object.hasOwnProperty.call(m, "printJob"))
+                    $root.tallybox.v1.PrintJob.encode(m.printJob, w.uint32(/* id 300, wireType 2 =*/2402).fork(), q + 1).ldelim();
+                if (m.cancelJob != null && $Object.hasOwnProperty.call(m, "cancelJob"))
+                    $root.tallybox.v1.CancelJob.encode(m.cancelJob, w.uint32(/* id 301, wireType 2 =*/2410).fork(), q + 1).ldelim();
+                if (m.reprintJob != null && $Object.hasOwnProperty.call(m, "reprintJob"))
+                    $root.tallybox.v1.ReprintJob.encode(m.reprintJob, w.uint32(/* id 302, wireType 2 =*/2418).fork(), q + 1).ldelim();
                 if (m.deviceDecommission != null && $Object.hasOwnProperty.call(m, "deviceDecommission"))
                     $root.tallybox.v1.DeviceDecommission.encode(m.deviceDecommission, w.uint32(/* id 330, wireType 2 =*/2642).fork(), q + 1).ldelim();
                 if (m.incidentAck != null && $Object.hasOwnProperty.call(m, "incidentAck"))
@@ -10215,6 +10251,27 @@ export const tallybox = $root.tallybox = (() => {
                             m.command = "incidentAck";
                             continue;
                         }
+                    case 300: {
+                            if (u !== 2)
+                                break;
+                            m.printJob = $root.tallybox.v1.PrintJob.decode(r, r.size(), $undefined, q + 1, m.printJob);
+                            m.command = "printJob";
+                            continue;
+                        }
+                    case 301: {
+                            if (u !== 2)
+                                break;
+                            m.cancelJob = $root.tallybox.v1.CancelJob.decode(r, r.size(), $undefined, q + 1, m.cancelJob);
+                            m.command = "cancelJob";
+                            continue;
+                        }
+                    case 302: {
+                            if (u !== 2)
+                                break;
+                            m.reprintJob = $root.tallybox.v1.ReprintJob.decode(r, r.size(), $undefined, q + 1, m.reprintJob);
+                            m.command = "reprintJob";
+                            continue;
+                        }
                     }
                     r.skipType(u, q, t);
                     if (!r.discardUnknown) {
@@ -10349,6 +10406,21 @@ export const tallybox = $root.tallybox = (() => {
                         throw $TypeError(".tallybox.v1.CommandBody.incidentAck: object expected");
                     m.incidentAck = $root.tallybox.v1.IncidentAck.fromObject(d.incidentAck, q + 1);
                 }
+                if (d.printJob != null) {
+                    if (!$util.isObject(d.printJob))
+                        throw $TypeError(".tallybox.v1.CommandBody.printJob: object expected");
+                    m.printJob = $root.tallybox.v1.PrintJob.fromObject(d.printJob, q + 1);
+                }
+                if (d.cancelJob != null) {
+                    if (!$util.isObject(d.cancelJob))
+                        throw $TypeError(".tallybox.v1.CommandBody.cancelJob: object expected");
+                    m.cancelJob = $root.tallybox.v1.CancelJob.fromObject(d.cancelJob, q + 1);
+                }
+                if (d.reprintJob != null) {
+                    if (!$util.isObject(d.reprintJob))
+                        throw $TypeError(".tallybox.v1.CommandBody.reprintJob: object expected");
+                    m.reprintJob = $root.tallybox.v1.ReprintJob.fromObject(d.reprintJob, q + 1);
+                }
                 return m;
             };
 
@@ -10462,6 +10534,21 @@ export const tallybox = $root.tallybox = (() => {
                     d.servedOrgsSet = $root.tallybox.v1.ServedOrgsSet.toObject(m.servedOrgsSet, o, q + 1);
                     if (o.oneofs)
                         d.command = "servedOrgsSet";
+                }
+                if (m.printJob != null && $Object.hasOwnProperty.call(m, "printJob")) {
+                    d.printJob = $root.tallybox.v1.PrintJob.toObject(m.printJob, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "printJob";
+                }
+                if (m.cancelJob != null && $Object.hasOwnProperty.call(m, "cancelJob")) {
+                    d.cancelJob = $root.tallybox.v1.CancelJob.toObject(m.cancelJob, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "cancelJob";
+                }
+                if (m.reprintJob != null && $Object.hasOwnProperty.call(m, "reprintJob")) {
+                    d.reprintJob = $root.tallybox.v1.ReprintJob.toObject(m.reprintJob, o, q + 1);
+                    if (o.oneofs)
+                        d.command = "reprintJob";
                 }
                 if (m.deviceDecommission != null && $Object.hasOwnProperty.call(m, "deviceDecommission")) {
                     d.deviceDecommission = $root.tallybox.v1.DeviceDecommission.toObject(m.deviceDecommission, o, q + 1);
@@ -10834,6 +10921,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {number|null} [firstCounter] CommandResult firstCounter
              * @property {tallybox.v1.WifiEnrolmentOutcome.$Properties|null} [wifiEnrolment] CommandResult wifiEnrolment
              * @property {tallybox.v1.WifiReenrolment.$Properties|null} [wifiReenrolment] CommandResult wifiReenrolment
+             * @property {tallybox.v1.PrintJobStatus.$Properties|null} [printJobStatus] CommandResult printJobStatus
              * @property {Uint8Array|null} [signature] CommandResult signature
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -10971,6 +11059,14 @@ export const tallybox = $root.tallybox = (() => {
             CommandResult.prototype.wifiReenrolment = null;
 
             /**
+             * CommandResult printJobStatus.
+             * @member {tallybox.v1.PrintJobStatus.$Properties|null|undefined} printJobStatus
+             * @memberof tallybox.v1.CommandResult
+             * @instance
+             */
+            CommandResult.prototype.printJobStatus = null;
+
+            /**
              * CommandResult signature.
              * @member {Uint8Array} signature
              * @memberof tallybox.v1.CommandResult
@@ -11038,6 +11134,8 @@ export const tallybox = $root.tallybox = (() => {
                     $root.tallybox.v1.WifiEnrolmentOutcome.encode(m.wifiEnrolment, w.uint32(/* id 240, wireType 2 =*/1922).fork(), q + 1).ldelim();
                 if (m.wifiReenrolment != null && $Object.hasOwnProperty.call(m, "wifiReenrolment"))
                     $root.tallybox.v1.WifiReenrolment.encode(m.wifiReenrolment, w.uint32(/* id 241, wireType 2 =*/1930).fork(), q + 1).ldelim();
+                if (m.printJobStatus != null && $Object.hasOwnProperty.call(m, "printJobStatus"))
+                    $root.tallybox.v1.PrintJobStatus.encode(m.printJobStatus, w.uint32(/* id 300, wireType 2 =*/2402).fork(), q + 1).ldelim();
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -11188,6 +11286,12 @@ export const tallybox = $root.tallybox = (() => {
                             if (u !== 2)
                                 break;
                             m.wifiReenrolment = $root.tallybox.v1.WifiReenrolment.decode(r, r.size(), $undefined, q + 1, m.wifiReenrolment);
+                            continue;
+                        }
+                    case 300: {
+                            if (u !== 2)
+                                break;
+                            m.printJobStatus = $root.tallybox.v1.PrintJobStatus.decode(r, r.size(), $undefined, q + 1, m.printJobStatus);
                             continue;
                         }
                     case 15: {
@@ -11384,6 +11488,11 @@ export const tallybox = $root.tallybox = (() => {
                         throw $TypeError(".tallybox.v1.CommandResult.wifiReenrolment: object expected");
                     m.wifiReenrolment = $root.tallybox.v1.WifiReenrolment.fromObject(d.wifiReenrolment, q + 1);
                 }
+                if (d.printJobStatus != null) {
+                    if (!$util.isObject(d.printJobStatus))
+                        throw $TypeError(".tallybox.v1.CommandResult.printJobStatus: object expected");
+                    m.printJobStatus = $root.tallybox.v1.PrintJobStatus.fromObject(d.printJobStatus, q + 1);
+                }
                 if (d.signature != null) {
                     if (d.signature.length) {
                         if (typeof d.signature === "string")
@@ -11457,6 +11566,7 @@ export const tallybox = $root.tallybox = (() => {
                         d.firstCounter = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                     d.wifiEnrolment = null;
                     d.wifiReenrolment = null;
+                    d.printJobStatus = null;
                 }
                 if (m.deviceId != null && $Object.hasOwnProperty.call(m, "deviceId")) {
                     d.deviceId = m.deviceId;
@@ -11515,6 +11625,9 @@ export const tallybox = $root.tallybox = (() => {
                 if (m.wifiReenrolment != null && $Object.hasOwnProperty.call(m, "wifiReenrolment")) {
                     d.wifiReenrolment = $root.tallybox.v1.WifiReenrolment.toObject(m.wifiReenrolment, o, q + 1);
                 }
+                if (m.printJobStatus != null && $Object.hasOwnProperty.call(m, "printJobStatus")) {
+                    d.printJobStatus = $root.tallybox.v1.PrintJobStatus.toObject(m.printJobStatus, o, q + 1);
+                }
                 return d;
             };
 
@@ -11544,6 +11657,2125 @@ export const tallybox = $root.tallybox = (() => {
             };
 
             return CommandResult;
+        })();
+
+        /**
+         * PrintDocumentFormat enum.
+         * @name tallybox.v1.PrintDocumentFormat
+         * @enum {number}
+         * @property {number} PRINT_DOCUMENT_FORMAT_UNSPECIFIED=0 PRINT_DOCUMENT_FORMAT_UNSPECIFIED value
+         * @property {number} PRINT_DOCUMENT_FORMAT_PDF=1 PRINT_DOCUMENT_FORMAT_PDF value
+         * @property {number} PRINT_DOCUMENT_FORMAT_PWG_RASTER=2 PRINT_DOCUMENT_FORMAT_PWG_RASTER value
+         * @property {number} PRINT_DOCUMENT_FORMAT_PRINTER_READY=3 PRINT_DOCUMENT_FORMAT_PRINTER_READY value
+         */
+        v1.PrintDocumentFormat = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "PRINT_DOCUMENT_FORMAT_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "PRINT_DOCUMENT_FORMAT_PDF"] = 1;
+            values[valuesById[2] = "PRINT_DOCUMENT_FORMAT_PWG_RASTER"] = 2;
+            values[valuesById[3] = "PRINT_DOCUMENT_FORMAT_PRINTER_READY"] = 3;
+            return values;
+        })();
+
+        v1.PrintFetch = (function() {
+
+            /**
+             * Properties of a PrintFetch.
+             * @typedef {Object} tallybox.v1.PrintFetch.$Properties
+             * @property {string|null} [url] PrintFetch url
+             * @property {Uint8Array|null} [sha256] PrintFetch sha256
+             * @property {number|null} [size] PrintFetch size
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a PrintFetch.
+             * @memberof tallybox.v1
+             * @interface IPrintFetch
+             * @augments tallybox.v1.PrintFetch.$Properties
+             * @deprecated Use tallybox.v1.PrintFetch.$Properties instead.
+             */
+
+            /**
+             * Shape of a PrintFetch.
+             * @typedef {tallybox.v1.PrintFetch.$Properties} tallybox.v1.PrintFetch.$Shape
+             */
+
+            /**
+             * Constructs a new PrintFetch.
+             * @memberof tallybox.v1
+             * @classdesc Represents a PrintFetch.
+             * @constructor
+             * @param {tallybox.v1.PrintFetch.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const PrintFetch = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * PrintFetch url.
+             * @member {string} url
+             * @memberof tallybox.v1.PrintFetch
+             * @instance
+             */
+            PrintFetch.prototype.url = "";
+
+            /**
+             * PrintFetch sha256.
+             * @member {Uint8Array} sha256
+             * @memberof tallybox.v1.PrintFetch
+             * @instance
+             */
+            PrintFetch.prototype.sha256 = $util.newBuffer([]);
+
+            /**
+             * PrintFetch size.
+             * @member {number} size
+             * @memberof tallybox.v1.PrintFetch
+             * @instance
+             */
+            PrintFetch.prototype.size = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Creates a new PrintFetch instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.PrintFetch
+             * @static
+             * @param {tallybox.v1.PrintFetch.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.PrintFetch} PrintFetch instance
+             * @type {{
+             *   (properties: tallybox.v1.PrintFetch.$Shape): tallybox.v1.PrintFetch & tallybox.v1.PrintFetch.$Shape;
+             *   (properties?: tallybox.v1.PrintFetch.$Properties): tallybox.v1.PrintFetch;
+             * }}
+             */
+            PrintFetch.create = function(properties) {
+                return new PrintFetch(properties);
+            };
+
+            /**
+             * Encodes the specified PrintFetch message. Does not implicitly {@link tallybox.v1.PrintFetch.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.PrintFetch
+             * @static
+             * @param {tallybox.v1.PrintFetch.$Properties} m PrintFetch message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            PrintFetch.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.url != null && $Object.hasOwnProperty.call(m, "url") && m.url !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.url);
+                if (m.sha256 != null && $Object.hasOwnProperty.call(m, "sha256") && m.sha256.length)
+                    w.uint32(/* id 2, wireType 2 =*/18).bytes(m.sha256);
+                if (m.size != null && $Object.hasOwnProperty.call(m, "size") && (typeof m.size === "object" ? m.size.low || m.size.high : m.size !== 0))
+                    w.uint32(/* id 3, wireType 0 =*/24).uint64(m.size);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a PrintFetch message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.PrintFetch
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.PrintFetch & tallybox.v1.PrintFetch.$Shape} PrintFetch
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            PrintFetch.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.PrintFetch();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.url = v;
+                            else
+                                delete m.url;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.bytes()).length)
+                                m.sha256 = v;
+                            else
+                                delete m.sha256;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.size = v;
+                            else
+                                delete m.size;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a PrintFetch message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.PrintFetch
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.PrintFetch} PrintFetch
+             */
+            PrintFetch.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.PrintFetch)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.PrintFetch: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.PrintFetch();
+                if (d.url != null) {
+                    if (typeof d.url !== "string" || d.url.length) {
+                        m.url = $String(d.url);
+                    }
+                }
+                if (d.sha256 != null) {
+                    if (d.sha256.length) {
+                        if (typeof d.sha256 === "string")
+                            $util.base64.decode(d.sha256, m.sha256 = $util.newBuffer($util.base64.length(d.sha256)), 0);
+                        else if (d.sha256.length >= 0)
+                            m.sha256 = d.sha256;
+                    }
+                }
+                if (d.size != null) {
+                    if (typeof d.size === "object" ? d.size.low || d.size.high : $Number(d.size) !== 0) {
+                        if ($util.Long)
+                            m.size = $util.Long.fromValue(d.size, true);
+                        else if (typeof d.size === "string")
+                            m.size = $parseInt(d.size, 10);
+                        else if (typeof d.size === "number")
+                            m.size = d.size;
+                        else if (typeof d.size === "object")
+                            m.size = new $util.LongBits(d.size.low >>> 0, d.size.high >>> 0).toNumber(true);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a PrintFetch message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.PrintFetch
+             * @static
+             * @param {tallybox.v1.PrintFetch} m PrintFetch
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            PrintFetch.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.url = "";
+                    if (o.bytes === $String)
+                        d.sha256 = "";
+                    else {
+                        d.sha256 = [];
+                        if (o.bytes !== $Array)
+                            d.sha256 = $util.newBuffer(d.sha256);
+                    }
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.size = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.size = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                }
+                if (m.url != null && $Object.hasOwnProperty.call(m, "url")) {
+                    d.url = m.url;
+                }
+                if (m.sha256 != null && $Object.hasOwnProperty.call(m, "sha256")) {
+                    d.sha256 = o.bytes === $String ? $util.base64.encode(m.sha256, 0, m.sha256.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.sha256) : m.sha256;
+                }
+                if (m.size != null && $Object.hasOwnProperty.call(m, "size")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.size = typeof m.size === "number" ? $BigInt(m.size) : $util.Long.fromBits(m.size.low >>> 0, m.size.high >>> 0, true).toBigInt();
+                    else if (typeof m.size === "number")
+                        d.size = o.longs === $String ? $String(m.size) : m.size;
+                    else
+                        d.size = o.longs === $String ? $util.Long.prototype.toString.call(m.size) : o.longs === $Number ? new $util.LongBits(m.size.low >>> 0, m.size.high >>> 0).toNumber(true) : m.size;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this PrintFetch to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.PrintFetch
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            PrintFetch.prototype.toJSON = function() {
+                return PrintFetch.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for PrintFetch
+             * @function getTypeUrl
+             * @memberof tallybox.v1.PrintFetch
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            PrintFetch.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.PrintFetch";
+            };
+
+            return PrintFetch;
+        })();
+
+        v1.PrintJob = (function() {
+
+            /**
+             * Properties of a PrintJob.
+             * @typedef {Object} tallybox.v1.PrintJob.$Properties
+             * @property {string|null} [jobId] PrintJob jobId
+             * @property {tallybox.v1.PrintDocumentFormat|null} [format] PrintJob format
+             * @property {number|null} [copies] PrintJob copies
+             * @property {string|null} [printer] PrintJob printer
+             * @property {Uint8Array|null} [inlineDocument] PrintJob inlineDocument
+             * @property {tallybox.v1.PrintFetch.$Properties|null} [fetch] PrintJob fetch
+             * @property {number|null} [printAfterMs] PrintJob printAfterMs
+             * @property {"inlineDocument"|"fetch"} [document] PrintJob document
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a PrintJob.
+             * @memberof tallybox.v1
+             * @interface IPrintJob
+             * @augments tallybox.v1.PrintJob.$Properties
+             * @deprecated Use tallybox.v1.PrintJob.$Properties instead.
+             */
+
+            /**
+             * Narrowed shape of a PrintJob.
+             * @typedef {{
+             *   jobId?: string|null;
+             *   format?: tallybox.v1.PrintDocumentFormat|null;
+             *   copies?: number|null;
+             *   printer?: string|null;
+             *   inlineDocument?: Uint8Array|null;
+             *   fetch?: tallybox.v1.PrintFetch.$Shape|null;
+             *   printAfterMs?: number|null;
+             *   $unknowns?: Array.<Uint8Array>;
+             * } & (
+             *   ({ document?: undefined; inlineDocument?: null; fetch?: null }|{ document?: "inlineDocument"; inlineDocument: Uint8Array; fetch?: null }|{ document?: "fetch"; inlineDocument?: null; fetch: tallybox.v1.PrintFetch.$Shape })
+             * )} tallybox.v1.PrintJob.$Shape
+             */
+
+            /**
+             * Constructs a new PrintJob.
+             * @memberof tallybox.v1
+             * @classdesc Represents a PrintJob.
+             * @constructor
+             * @param {tallybox.v1.PrintJob.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const PrintJob = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * PrintJob jobId.
+             * @member {string} jobId
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            PrintJob.prototype.jobId = "";
+
+            /**
+             * PrintJob format.
+             * @member {tallybox.v1.PrintDocumentFormat} format
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            PrintJob.prototype.format = 0;
+
+            /**
+             * PrintJob copies.
+             * @member {number} copies
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            PrintJob.prototype.copies = 0;
+
+            /**
+             * PrintJob printer.
+             * @member {string} printer
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            PrintJob.prototype.printer = "";
+
+            /**
+             * PrintJob inlineDocument.
+             * @member {Uint8Array|null|undefined} inlineDocument
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            PrintJob.prototype.inlineDocument = null;
+
+            /**
+             * PrintJob fetch.
+             * @member {tallybox.v1.PrintFetch.$Properties|null|undefined} fetch
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            PrintJob.prototype.fetch = null;
+
+            /**
+             * PrintJob printAfterMs.
+             * @member {number|null|undefined} printAfterMs
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            PrintJob.prototype.printAfterMs = null;
+
+            // OneOf field names bound to virtual getters and setters
+            let $oneOfFields;
+
+            /**
+             * PrintJob document.
+             * @member {"inlineDocument"|"fetch"|undefined} document
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             */
+            $Object.defineProperty(PrintJob.prototype, "document", {
+                get: $util.oneOfGetter($oneOfFields = ["inlineDocument", "fetch"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(PrintJob.prototype, "_printAfterMs", {
+                get: $util.oneOfGetter($oneOfFields = ["printAfterMs"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
+
+            /**
+             * Creates a new PrintJob instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.PrintJob
+             * @static
+             * @param {tallybox.v1.PrintJob.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.PrintJob} PrintJob instance
+             * @type {{
+             *   (properties: tallybox.v1.PrintJob.$Shape): tallybox.v1.PrintJob & tallybox.v1.PrintJob.$Shape;
+             *   (properties?: tallybox.v1.PrintJob.$Properties): tallybox.v1.PrintJob;
+             * }}
+             */
+            PrintJob.create = function(properties) {
+                return new PrintJob(properties);
+            };
+
+            /**
+             * Encodes the specified PrintJob message. Does not implicitly {@link tallybox.v1.PrintJob.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.PrintJob
+             * @static
+             * @param {tallybox.v1.PrintJob.$Properties} m PrintJob message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            PrintJob.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId") && m.jobId !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.jobId);
+                if (m.format != null && $Object.hasOwnProperty.call(m, "format") && m.format !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).int32(m.format);
+                if (m.copies != null && $Object.hasOwnProperty.call(m, "copies") && m.copies !== 0)
+                    w.uint32(/* id 3, wireType 0 =*/24).uint32(m.copies);
+                if (m.printer != null && $Object.hasOwnProperty.call(m, "printer") && m.printer !== "")
+                    w.uint32(/* id 4, wireType 2 =*/34).string(m.printer);
+                if (m.inlineDocument != null && $Object.hasOwnProperty.call(m, "inlineDocument"))
+                    w.uint32(/* id 5, wireType 2 =*/42).bytes(m.inlineDocument);
+                if (m.fetch != null && $Object.hasOwnProperty.call(m, "fetch"))
+                    $root.tallybox.v1.PrintFetch.encode(m.fetch, w.uint32(/* id 6, wireType 2 =*/50).fork(), q + 1).ldelim();
+                if (m.printAfterMs != null && $Object.hasOwnProperty.call(m, "printAfterMs"))
+                    w.uint32(/* id 7, wireType 0 =*/56).uint64(m.printAfterMs);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a PrintJob message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.PrintJob
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.PrintJob & tallybox.v1.PrintJob.$Shape} PrintJob
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            PrintJob.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.PrintJob();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.jobId = v;
+                            else
+                                delete m.jobId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.format = v;
+                            else
+                                delete m.format;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.copies = v;
+                            else
+                                delete m.copies;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.printer = v;
+                            else
+                                delete m.printer;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 2)
+                                break;
+                            m.inlineDocument = r.bytes();
+                            m.document = "inlineDocument";
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 2)
+                                break;
+                            m.fetch = $root.tallybox.v1.PrintFetch.decode(r, r.size(), $undefined, q + 1, m.fetch);
+                            m.document = "fetch";
+                            continue;
+                        }
+                    case 7: {
+                            if (u !== 0)
+                                break;
+                            m.printAfterMs = r.uint64();
+                            m._printAfterMs = "printAfterMs";
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a PrintJob message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.PrintJob
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.PrintJob} PrintJob
+             */
+            PrintJob.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.PrintJob)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.PrintJob: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.PrintJob();
+                if (d.jobId != null) {
+                    if (typeof d.jobId !== "string" || d.jobId.length) {
+                        m.jobId = $String(d.jobId);
+                    }
+                }
+                if (d.format !== 0 && (typeof d.format !== "string" || $root.tallybox.v1.PrintDocumentFormat[d.format] !== 0)) {
+                    switch (d.format) {
+                    case "PRINT_DOCUMENT_FORMAT_UNSPECIFIED":
+                    case 0:
+                        m.format = 0;
+                        break;
+                    case "PRINT_DOCUMENT_FORMAT_PDF":
+                    case 1:
+                        m.format = 1;
+                        break;
+                    case "PRINT_DOCUMENT_FORMAT_PWG_RASTER":
+                    case 2:
+                        m.format = 2;
+                        break;
+                    case "PRINT_DOCUMENT_FORMAT_PRINTER_READY":
+                    case 3:
+                        m.format = 3;
+                        break;
+                    default:
+                        if (typeof d.format === "number" && (d.format | 0) === d.format)
+                            m.format = d.format;
+                    }
+                }
+                if (d.copies != null) {
+                    if ($Number(d.copies) !== 0) {
+                        m.copies = d.copies >>> 0;
+                    }
+                }
+                if (d.printer != null) {
+                    if (typeof d.printer !== "string" || d.printer.length) {
+                        m.printer = $String(d.printer);
+                    }
+                }
+                if (d.inlineDocument != null) {
+                    if (typeof d.inlineDocument === "string")
+                        $util.base64.decode(d.inlineDocument, m.inlineDocument = $util.newBuffer($util.base64.length(d.inlineDocument)), 0);
+                    else if (d.inlineDocument.length >= 0)
+                        m.inlineDocument = d.inlineDocument;
+                }
+                if (d.fetch != null) {
+                    if (!$util.isObject(d.fetch))
+                        throw $TypeError(".tallybox.v1.PrintJob.fetch: object expected");
+                    m.fetch = $root.tallybox.v1.PrintFetch.fromObject(d.fetch, q + 1);
+                }
+                if (d.printAfterMs != null) {
+                    if ($util.Long)
+                        m.printAfterMs = $util.Long.fromValue(d.printAfterMs, true);
+                    else if (typeof d.printAfterMs === "string")
+                        m.printAfterMs = $parseInt(d.printAfterMs, 10);
+                    else if (typeof d.printAfterMs === "number")
+                        m.printAfterMs = d.printAfterMs;
+                    else if (typeof d.printAfterMs === "object")
+                        m.printAfterMs = new $util.LongBits(d.printAfterMs.low >>> 0, d.printAfterMs.high >>> 0).toNumber(true);
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a PrintJob message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.PrintJob
+             * @static
+             * @param {tallybox.v1.PrintJob} m PrintJob
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            PrintJob.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.jobId = "";
+                    d.format = o.enums === $String ? "PRINT_DOCUMENT_FORMAT_UNSPECIFIED" : 0;
+                    d.copies = 0;
+                    d.printer = "";
+                }
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId")) {
+                    d.jobId = m.jobId;
+                }
+                if (m.format != null && $Object.hasOwnProperty.call(m, "format")) {
+                    d.format = o.enums === $String ? $root.tallybox.v1.PrintDocumentFormat[m.format] === $undefined ? m.format : $root.tallybox.v1.PrintDocumentFormat[m.format] : m.format;
+                }
+                if (m.copies != null && $Object.hasOwnProperty.call(m, "copies")) {
+                    d.copies = m.copies;
+                }
+                if (m.printer != null && $Object.hasOwnProperty.call(m, "printer")) {
+                    d.printer = m.printer;
+                }
+                if (m.inlineDocument != null && $Object.hasOwnProperty.call(m, "inlineDocument")) {
+                    d.inlineDocument = o.bytes === $String ? $util.base64.encode(m.inlineDocument, 0, m.inlineDocument.length) : o.bytes === $Array ? $Array.prototype.slice.call(m.inlineDocument) : m.inlineDocument;
+                    if (o.oneofs)
+                        d.document = "inlineDocument";
+                }
+                if (m.fetch != null && $Object.hasOwnProperty.call(m, "fetch")) {
+                    d.fetch = $root.tallybox.v1.PrintFetch.toObject(m.fetch, o, q + 1);
+                    if (o.oneofs)
+                        d.document = "fetch";
+                }
+                if (m.printAfterMs != null && $Object.hasOwnProperty.call(m, "printAfterMs")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.printAfterMs = typeof m.printAfterMs === "number" ? $BigInt(m.printAfterMs) : $util.Long.fromBits(m.printAfterMs.low >>> 0, m.printAfterMs.high >>> 0, true).toBigInt();
+                    else if (typeof m.printAfterMs === "number")
+                        d.printAfterMs = o.longs === $String ? $String(m.printAfterMs) : m.printAfterMs;
+                    else
+                        d.printAfterMs = o.longs === $String ? $util.Long.prototype.toString.call(m.printAfterMs) : o.longs === $Number ? new $util.LongBits(m.printAfterMs.low >>> 0, m.printAfterMs.high >>> 0).toNumber(true) : m.printAfterMs;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this PrintJob to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.PrintJob
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            PrintJob.prototype.toJSON = function() {
+                return PrintJob.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for PrintJob
+             * @function getTypeUrl
+             * @memberof tallybox.v1.PrintJob
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            PrintJob.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.PrintJob";
+            };
+
+            return PrintJob;
+        })();
+
+        v1.CancelJob = (function() {
+
+            /**
+             * Properties of a CancelJob.
+             * @typedef {Object} tallybox.v1.CancelJob.$Properties
+             * @property {string|null} [jobId] CancelJob jobId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a CancelJob.
+             * @memberof tallybox.v1
+             * @interface ICancelJob
+             * @augments tallybox.v1.CancelJob.$Properties
+             * @deprecated Use tallybox.v1.CancelJob.$Properties instead.
+             */
+
+            /**
+             * Shape of a CancelJob.
+             * @typedef {tallybox.v1.CancelJob.$Properties} tallybox.v1.CancelJob.$Shape
+             */
+
+            /**
+             * Constructs a new CancelJob.
+             * @memberof tallybox.v1
+             * @classdesc Represents a CancelJob.
+             * @constructor
+             * @param {tallybox.v1.CancelJob.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const CancelJob = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * CancelJob jobId.
+             * @member {string} jobId
+             * @memberof tallybox.v1.CancelJob
+             * @instance
+             */
+            CancelJob.prototype.jobId = "";
+
+            /**
+             * Creates a new CancelJob instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.CancelJob
+             * @static
+             * @param {tallybox.v1.CancelJob.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.CancelJob} CancelJob instance
+             * @type {{
+             *   (properties: tallybox.v1.CancelJob.$Shape): tallybox.v1.CancelJob & tallybox.v1.CancelJob.$Shape;
+             *   (properties?: tallybox.v1.CancelJob.$Properties): tallybox.v1.CancelJob;
+             * }}
+             */
+            CancelJob.create = function(properties) {
+                return new CancelJob(properties);
+            };
+
+            /**
+             * Encodes the specified CancelJob message. Does not implicitly {@link tallybox.v1.CancelJob.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.CancelJob
+             * @static
+             * @param {tallybox.v1.CancelJob.$Properties} m CancelJob message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            CancelJob.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId") && m.jobId !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.jobId);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a CancelJob message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.CancelJob
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.CancelJob & tallybox.v1.CancelJob.$Shape} CancelJob
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            CancelJob.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.CancelJob();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.jobId = v;
+                            else
+                                delete m.jobId;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a CancelJob message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.CancelJob
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.CancelJob} CancelJob
+             */
+            CancelJob.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.CancelJob)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.CancelJob: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.CancelJob();
+                if (d.jobId != null) {
+                    if (typeof d.jobId !== "string" || d.jobId.length) {
+                        m.jobId = $String(d.jobId);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a CancelJob message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.CancelJob
+             * @static
+             * @param {tallybox.v1.CancelJob} m CancelJob
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            CancelJob.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.jobId = "";
+                }
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId")) {
+                    d.jobId = m.jobId;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this CancelJob to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.CancelJob
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            CancelJob.prototype.toJSON = function() {
+                return CancelJob.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for CancelJob
+             * @function getTypeUrl
+             * @memberof tallybox.v1.CancelJob
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            CancelJob.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.CancelJob";
+            };
+
+            return CancelJob;
+        })();
+
+        v1.ReprintJob = (function() {
+
+            /**
+             * Properties of a ReprintJob.
+             * @typedef {Object} tallybox.v1.ReprintJob.$Properties
+             * @property {string|null} [jobId] ReprintJob jobId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ReprintJob.
+             * @memberof tallybox.v1
+             * @interface IReprintJob
+             * @augments tallybox.v1.ReprintJob.$Properties
+             * @deprecated Use tallybox.v1.ReprintJob.$Properties instead.
+             */
+
+            /**
+             * Shape of a ReprintJob.
+             * @typedef {tallybox.v1.ReprintJob.$Properties} tallybox.v1.ReprintJob.$Shape
+             */
+
+            /**
+             * Constructs a new ReprintJob.
+             * @memberof tallybox.v1
+             * @classdesc Represents a ReprintJob.
+             * @constructor
+             * @param {tallybox.v1.ReprintJob.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ReprintJob = function (p) {
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * ReprintJob jobId.
+             * @member {string} jobId
+             * @memberof tallybox.v1.ReprintJob
+             * @instance
+             */
+            ReprintJob.prototype.jobId = "";
+
+            /**
+             * Creates a new ReprintJob instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.ReprintJob
+             * @static
+             * @param {tallybox.v1.ReprintJob.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.ReprintJob} ReprintJob instance
+             * @type {{
+             *   (properties: tallybox.v1.ReprintJob.$Shape): tallybox.v1.ReprintJob & tallybox.v1.ReprintJob.$Shape;
+             *   (properties?: tallybox.v1.ReprintJob.$Properties): tallybox.v1.ReprintJob;
+             * }}
+             */
+            ReprintJob.create = function(properties) {
+                return new ReprintJob(properties);
+            };
+
+            /**
+             * Encodes the specified ReprintJob message. Does not implicitly {@link tallybox.v1.ReprintJob.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.ReprintJob
+             * @static
+             * @param {tallybox.v1.ReprintJob.$Properties} m ReprintJob message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ReprintJob.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId") && m.jobId !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.jobId);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a ReprintJob message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.ReprintJob
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.ReprintJob & tallybox.v1.ReprintJob.$Shape} ReprintJob
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ReprintJob.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.ReprintJob();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.jobId = v;
+                            else
+                                delete m.jobId;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a ReprintJob message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.ReprintJob
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.ReprintJob} ReprintJob
+             */
+            ReprintJob.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.ReprintJob)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.ReprintJob: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.ReprintJob();
+                if (d.jobId != null) {
+                    if (typeof d.jobId !== "string" || d.jobId.length) {
+                        m.jobId = $String(d.jobId);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a ReprintJob message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.ReprintJob
+             * @static
+             * @param {tallybox.v1.ReprintJob} m ReprintJob
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ReprintJob.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.defaults) {
+                    d.jobId = "";
+                }
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId")) {
+                    d.jobId = m.jobId;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this ReprintJob to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.ReprintJob
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ReprintJob.prototype.toJSON = function() {
+                return ReprintJob.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for ReprintJob
+             * @function getTypeUrl
+             * @memberof tallybox.v1.ReprintJob
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            ReprintJob.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.ReprintJob";
+            };
+
+            return ReprintJob;
+        })();
+
+        /**
+         * PrintJobState enum.
+         * @name tallybox.v1.PrintJobState
+         * @enum {number}
+         * @property {number} PRINT_JOB_STATE_UNSPECIFIED=0 PRINT_JOB_STATE_UNSPECIFIED value
+         * @property {number} PRINT_JOB_STATE_QUEUED=1 PRINT_JOB_STATE_QUEUED value
+         * @property {number} PRINT_JOB_STATE_FETCHING=2 PRINT_JOB_STATE_FETCHING value
+         * @property {number} PRINT_JOB_STATE_READY=3 PRINT_JOB_STATE_READY value
+         * @property {number} PRINT_JOB_STATE_SENDING=4 PRINT_JOB_STATE_SENDING value
+         * @property {number} PRINT_JOB_STATE_SENT=5 PRINT_JOB_STATE_SENT value
+         * @property {number} PRINT_JOB_STATE_CONFIRMED=6 PRINT_JOB_STATE_CONFIRMED value
+         * @property {number} PRINT_JOB_STATE_FAILED=7 PRINT_JOB_STATE_FAILED value
+         * @property {number} PRINT_JOB_STATE_CANCELLED=8 PRINT_JOB_STATE_CANCELLED value
+         * @property {number} PRINT_JOB_STATE_UNCERTAIN=9 PRINT_JOB_STATE_UNCERTAIN value
+         */
+        v1.PrintJobState = (function() {
+            const valuesById = $Object.create(null), values = $Object.create(valuesById);
+            values[valuesById[0] = "PRINT_JOB_STATE_UNSPECIFIED"] = 0;
+            values[valuesById[1] = "PRINT_JOB_STATE_QUEUED"] = 1;
+            values[valuesById[2] = "PRINT_JOB_STATE_FETCHING"] = 2;
+            values[valuesById[3] = "PRINT_JOB_STATE_READY"] = 3;
+            values[valuesById[4] = "PRINT_JOB_STATE_SENDING"] = 4;
+            values[valuesById[5] = "PRINT_JOB_STATE_SENT"] = 5;
+            values[valuesById[6] = "PRINT_JOB_STATE_CONFIRMED"] = 6;
+            values[valuesById[7] = "PRINT_JOB_STATE_FAILED"] = 7;
+            values[valuesById[8] = "PRINT_JOB_STATE_CANCELLED"] = 8;
+            values[valuesById[9] = "PRINT_JOB_STATE_UNCERTAIN"] = 9;
+            return values;
+        })();
+
+        v1.PrintJobStatus = (function() {
+
+            /**
+             * Properties of a PrintJobStatus.
+             * @typedef {Object} tallybox.v1.PrintJobStatus.$Properties
+             * @property {string|null} [jobId] PrintJobStatus jobId
+             * @property {tallybox.v1.PrintJobState|null} [state] PrintJobStatus state
+             * @property {number|null} [bytes] PrintJobStatus bytes
+             * @property {number|null} [pages] PrintJobStatus pages
+             * @property {Array.<string>|null} [printerReasons] PrintJobStatus printerReasons
+             * @property {string|null} [errorCode] PrintJobStatus errorCode
+             * @property {number|null} [seq] PrintJobStatus seq
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a PrintJobStatus.
+             * @memberof tallybox.v1
+             * @interface IPrintJobStatus
+             * @augments tallybox.v1.PrintJobStatus.$Properties
+             * @deprecated Use tallybox.v1.PrintJobStatus.$Properties instead.
+             */
+
+            /**
+             * Shape of a PrintJobStatus.
+             * @typedef {tallybox.v1.PrintJobStatus.$Properties} tallybox.v1.PrintJobStatus.$Shape
+             */
+
+            /**
+             * Constructs a new PrintJobStatus.
+             * @memberof tallybox.v1
+             * @classdesc Represents a PrintJobStatus.
+             * @constructor
+             * @param {tallybox.v1.PrintJobStatus.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const PrintJobStatus = function (p) {
+                this.printerReasons = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * PrintJobStatus jobId.
+             * @member {string} jobId
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             */
+            PrintJobStatus.prototype.jobId = "";
+
+            /**
+             * PrintJobStatus state.
+             * @member {tallybox.v1.PrintJobState} state
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             */
+            PrintJobStatus.prototype.state = 0;
+
+            /**
+             * PrintJobStatus bytes.
+             * @member {number} bytes
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             */
+            PrintJobStatus.prototype.bytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * PrintJobStatus pages.
+             * @member {number} pages
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             */
+            PrintJobStatus.prototype.pages = 0;
+
+            /**
+             * PrintJobStatus printerReasons.
+             * @member {Array.<string>} printerReasons
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             */
+            PrintJobStatus.prototype.printerReasons = $util.emptyArray;
+
+            /**
+             * PrintJobStatus errorCode.
+             * @member {string} errorCode
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             */
+            PrintJobStatus.prototype.errorCode = "";
+
+            /**
+             * PrintJobStatus seq.
+             * @member {number} seq
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             */
+            PrintJobStatus.prototype.seq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Creates a new PrintJobStatus instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.PrintJobStatus
+             * @static
+             * @param {tallybox.v1.PrintJobStatus.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.PrintJobStatus} PrintJobStatus instance
+             * @type {{
+             *   (properties: tallybox.v1.PrintJobStatus.$Shape): tallybox.v1.PrintJobStatus & tallybox.v1.PrintJobStatus.$Shape;
+             *   (properties?: tallybox.v1.PrintJobStatus.$Properties): tallybox.v1.PrintJobStatus;
+             * }}
+             */
+            PrintJobStatus.create = function(properties) {
+                return new PrintJobStatus(properties);
+            };
+
+            /**
+             * Encodes the specified PrintJobStatus message. Does not implicitly {@link tallybox.v1.PrintJobStatus.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.PrintJobStatus
+             * @static
+             * @param {tallybox.v1.PrintJobStatus.$Properties} m PrintJobStatus message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            PrintJobStatus.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId") && m.jobId !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.jobId);
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state") && m.state !== 0)
+                    w.uint32(/* id 2, wireType 0 =*/16).int32(m.state);
+                if (m.bytes != null && $Object.hasOwnProperty.call(m, "bytes") && (typeof m.bytes === "object" ? m.bytes.low || m.bytes.high : m.bytes !== 0))
+                    w.uint32(/* id 3, wireType 0 =*/24).uint64(m.bytes);
+                if (m.pages != null && $Object.hasOwnProperty.call(m, "pages") && m.pages !== 0)
+                    w.uint32(/* id 4, wireType 0 =*/32).uint32(m.pages);
+                if (m.printerReasons != null && m.printerReasons.length) {
+                    for (var i = 0; i < m.printerReasons.length; ++i)
+                        w.uint32(/* id 5, wireType 2 =*/42).string(m.printerReasons[i]);
+                }
+                if (m.errorCode != null && $Object.hasOwnProperty.call(m, "errorCode") && m.errorCode !== "")
+                    w.uint32(/* id 6, wireType 2 =*/50).string(m.errorCode);
+                if (m.seq != null && $Object.hasOwnProperty.call(m, "seq") && (typeof m.seq === "object" ? m.seq.low || m.seq.high : m.seq !== 0))
+                    w.uint32(/* id 7, wireType 0 =*/56).uint64(m.seq);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a PrintJobStatus message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.PrintJobStatus
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.PrintJobStatus & tallybox.v1.PrintJobStatus.$Shape} PrintJobStatus
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            PrintJobStatus.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.PrintJobStatus();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.jobId = v;
+                            else
+                                delete m.jobId;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.int32())
+                                m.state = v;
+                            else
+                                delete m.state;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.bytes = v;
+                            else
+                                delete m.bytes;
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.pages = v;
+                            else
+                                delete m.pages;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.printerReasons && m.printerReasons.length))
+                                m.printerReasons = [];
+                            m.printerReasons.push(r.stringVerify());
+                            continue;
+                        }
+                    case 6: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.errorCode = v;
+                            else
+                                delete m.errorCode;
+                            continue;
+                        }
+                    case 7: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.seq = v;
+                            else
+                                delete m.seq;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a PrintJobStatus message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.PrintJobStatus
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.PrintJobStatus} PrintJobStatus
+             */
+            PrintJobStatus.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.PrintJobStatus)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.PrintJobStatus: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.PrintJobStatus();
+                if (d.jobId != null) {
+                    if (typeof d.jobId !== "string" || d.jobId.length) {
+                        m.jobId = $String(d.jobId);
+                    }
+                }
+                if (d.state !== 0 && (typeof d.state !== "string" || $root.tallybox.v1.PrintJobState[d.state] !== 0)) {
+                    switch (d.state) {
+                    case "PRINT_JOB_STATE_UNSPECIFIED":
+                    case 0:
+                        m.state = 0;
+                        break;
+                    case "PRINT_JOB_STATE_QUEUED":
+                    case 1:
+                        m.state = 1;
+                        break;
+                    case "PRINT_JOB_STATE_FETCHING":
+                    case 2:
+                        m.state = 2;
+                        break;
+                    case "PRINT_JOB_STATE_READY":
+                    case 3:
+                        m.state = 3;
+                        break;
+                    case "PRINT_JOB_STATE_SENDING":
+                    case 4:
+                        m.state = 4;
+                        break;
+                    case "PRINT_JOB_STATE_SENT":
+                    case 5:
+                        m.state = 5;
+                        break;
+                    case "PRINT_JOB_STATE_CONFIRMED":
+                    case 6:
+                        m.state = 6;
+                        break;
+                    case "PRINT_JOB_STATE_FAILED":
+                    case 7:
+                        m.state = 7;
+                        break;
+                    case "PRINT_JOB_STATE_CANCELLED":
+                    case 8:
+                        m.state = 8;
+                        break;
+                    case "PRINT_JOB_STATE_UNCERTAIN":
+                    case 9:
+                        m.state = 9;
+                        break;
+                    default:
+                        if (typeof d.state === "number" && (d.state | 0) === d.state)
+                            m.state = d.state;
+                    }
+                }
+                if (d.bytes != null) {
+                    if (typeof d.bytes === "object" ? d.bytes.low || d.bytes.high : $Number(d.bytes) !== 0) {
+                        if ($util.Long)
+                            m.bytes = $util.Long.fromValue(d.bytes, true);
+                        else if (typeof d.bytes === "string")
+                            m.bytes = $parseInt(d.bytes, 10);
+                        else if (typeof d.bytes === "number")
+                            m.bytes = d.bytes;
+                        else if (typeof d.bytes === "object")
+                            m.bytes = new $util.LongBits(d.bytes.low >>> 0, d.bytes.high >>> 0).toNumber(true);
+                    }
+                }
+                if (d.pages != null) {
+                    if ($Number(d.pages) !== 0) {
+                        m.pages = d.pages >>> 0;
+                    }
+                }
+                if (d.printerReasons) {
+                    if (!$Array.isArray(d.printerReasons))
+                        throw $TypeError(".tallybox.v1.PrintJobStatus.printerReasons: array expected");
+                    m.printerReasons = $Array(d.printerReasons.length);
+                    for (var i = 0; i < d.printerReasons.length; ++i) {
+                        m.printerReasons[i] = $String(d.printerReasons[i]);
+                    }
+                }
+                if (d.errorCode != null) {
+                    if (typeof d.errorCode !== "string" || d.errorCode.length) {
+                        m.errorCode = $String(d.errorCode);
+                    }
+                }
+                if (d.seq != null) {
+                    if (typeof d.seq === "object" ? d.seq.low || d.seq.high : $Number(d.seq) !== 0) {
+                        if ($util.Long)
+                            m.seq = $util.Long.fromValue(d.seq, true);
+                        else if (typeof d.seq === "string")
+                            m.seq = $parseInt(d.seq, 10);
+                        else if (typeof d.seq === "number")
+                            m.seq = d.seq;
+                        else if (typeof d.seq === "object")
+                            m.seq = new $util.LongBits(d.seq.low >>> 0, d.seq.high >>> 0).toNumber(true);
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a PrintJobStatus message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.PrintJobStatus
+             * @static
+             * @param {tallybox.v1.PrintJobStatus} m PrintJobStatus
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            PrintJobStatus.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.printerReasons = [];
+                }
+                if (o.defaults) {
+                    d.jobId = "";
+                    d.state = o.enums === $String ? "PRINT_JOB_STATE_UNSPECIFIED" : 0;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.bytes = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.bytes = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    d.pages = 0;
+                    d.errorCode = "";
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.seq = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.seq = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                }
+                if (m.jobId != null && $Object.hasOwnProperty.call(m, "jobId")) {
+                    d.jobId = m.jobId;
+                }
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state")) {
+                    d.state = o.enums === $String ? $root.tallybox.v1.PrintJobState[m.state] === $undefined ? m.state : $root.tallybox.v1.PrintJobState[m.state] : m.state;
+                }
+                if (m.bytes != null && $Object.hasOwnProperty.call(m, "bytes")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.bytes = typeof m.bytes === "number" ? $BigInt(m.bytes) : $util.Long.fromBits(m.bytes.low >>> 0, m.bytes.high >>> 0, true).toBigInt();
+                    else if (typeof m.bytes === "number")
+                        d.bytes = o.longs === $String ? $String(m.bytes) : m.bytes;
+                    else
+                        d.bytes = o.longs === $String ? $util.Long.prototype.toString.call(m.bytes) : o.longs === $Number ? new $util.LongBits(m.bytes.low >>> 0, m.bytes.high >>> 0).toNumber(true) : m.bytes;
+                }
+                if (m.pages != null && $Object.hasOwnProperty.call(m, "pages")) {
+                    d.pages = m.pages;
+                }
+                if (m.printerReasons && m.printerReasons.length) {
+                    d.printerReasons = $Array(m.printerReasons.length);
+                    for (var j = 0; j < m.printerReasons.length; ++j) {
+                        d.printerReasons[j] = m.printerReasons[j];
+                    }
+                }
+                if (m.errorCode != null && $Object.hasOwnProperty.call(m, "errorCode")) {
+                    d.errorCode = m.errorCode;
+                }
+                if (m.seq != null && $Object.hasOwnProperty.call(m, "seq")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.seq = typeof m.seq === "number" ? $BigInt(m.seq) : $util.Long.fromBits(m.seq.low >>> 0, m.seq.high >>> 0, true).toBigInt();
+                    else if (typeof m.seq === "number")
+                        d.seq = o.longs === $String ? $String(m.seq) : m.seq;
+                    else
+                        d.seq = o.longs === $String ? $util.Long.prototype.toString.call(m.seq) : o.longs === $Number ? new $util.LongBits(m.seq.low >>> 0, m.seq.high >>> 0).toNumber(true) : m.seq;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this PrintJobStatus to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.PrintJobStatus
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            PrintJobStatus.prototype.toJSON = function() {
+                return PrintJobStatus.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for PrintJobStatus
+             * @function getTypeUrl
+             * @memberof tallybox.v1.PrintJobStatus
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            PrintJobStatus.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.PrintJobStatus";
+            };
+
+            return PrintJobStatus;
+        })();
+
+        v1.PrinterSummary = (function() {
+
+            /**
+             * Properties of a PrinterSummary.
+             * @typedef {Object} tallybox.v1.PrinterSummary.$Properties
+             * @property {string|null} [name] PrinterSummary name
+             * @property {string|null} [state] PrinterSummary state
+             * @property {Array.<string>|null} [reasons] PrinterSummary reasons
+             * @property {number|null} [jobsWaiting] PrinterSummary jobsWaiting
+             * @property {number|null} [jobsUncertain] PrinterSummary jobsUncertain
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a PrinterSummary.
+             * @memberof tallybox.v1
+             * @interface IPrinterSummary
+             * @augments tallybox.v1.PrinterSummary.$Properties
+             * @deprecated Use tallybox.v1.PrinterSummary.$Properties instead.
+             */
+
+            /**
+             * Shape of a PrinterSummary.
+             * @typedef {tallybox.v1.PrinterSummary.$Properties} tallybox.v1.PrinterSummary.$Shape
+             */
+
+            /**
+             * Constructs a new PrinterSummary.
+             * @memberof tallybox.v1
+             * @classdesc Represents a PrinterSummary.
+             * @constructor
+             * @param {tallybox.v1.PrinterSummary.$Properties=} [p] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const PrinterSummary = function (p) {
+                this.reasons = [];
+                if (p)
+                    for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
+                        if (p[ks[i]] != null && ks[i] !== "__proto__")
+                            this[ks[i]] = p[ks[i]];
+            };
+
+            /**
+             * PrinterSummary name.
+             * @member {string} name
+             * @memberof tallybox.v1.PrinterSummary
+             * @instance
+             */
+            PrinterSummary.prototype.name = "";
+
+            /**
+             * PrinterSummary state.
+             * @member {string} state
+             * @memberof tallybox.v1.PrinterSummary
+             * @instance
+             */
+            PrinterSummary.prototype.state = "";
+
+            /**
+             * PrinterSummary reasons.
+             * @member {Array.<string>} reasons
+             * @memberof tallybox.v1.PrinterSummary
+             * @instance
+             */
+            PrinterSummary.prototype.reasons = $util.emptyArray;
+
+            /**
+             * PrinterSummary jobsWaiting.
+             * @member {number} jobsWaiting
+             * @memberof tallybox.v1.PrinterSummary
+             * @instance
+             */
+            PrinterSummary.prototype.jobsWaiting = 0;
+
+            /**
+             * PrinterSummary jobsUncertain.
+             * @member {number} jobsUncertain
+             * @memberof tallybox.v1.PrinterSummary
+             * @instance
+             */
+            PrinterSummary.prototype.jobsUncertain = 0;
+
+            /**
+             * Creates a new PrinterSummary instance using the specified properties.
+             * @function create
+             * @memberof tallybox.v1.PrinterSummary
+             * @static
+             * @param {tallybox.v1.PrinterSummary.$Properties=} [properties] Properties to set
+             * @returns {tallybox.v1.PrinterSummary} PrinterSummary instance
+             * @type {{
+             *   (properties: tallybox.v1.PrinterSummary.$Shape): tallybox.v1.PrinterSummary & tallybox.v1.PrinterSummary.$Shape;
+             *   (properties?: tallybox.v1.PrinterSummary.$Properties): tallybox.v1.PrinterSummary;
+             * }}
+             */
+            PrinterSummary.create = function(properties) {
+                return new PrinterSummary(properties);
+            };
+
+            /**
+             * Encodes the specified PrinterSummary message. Does not implicitly {@link tallybox.v1.PrinterSummary.verify|verify} messages.
+             * @function encode
+             * @memberof tallybox.v1.PrinterSummary
+             * @static
+             * @param {tallybox.v1.PrinterSummary.$Properties} m PrinterSummary message or plain object to encode
+             * @param {$protobuf.Writer} [w] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            PrinterSummary.encode = function (m, w, q) {
+                if (!w)
+                    w = $Writer.create();
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (m.name != null && $Object.hasOwnProperty.call(m, "name") && m.name !== "")
+                    w.uint32(/* id 1, wireType 2 =*/10).string(m.name);
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state") && m.state !== "")
+                    w.uint32(/* id 2, wireType 2 =*/18).string(m.state);
+                if (m.reasons != null && m.reasons.length) {
+                    for (var i = 0; i < m.reasons.length; ++i)
+                        w.uint32(/* id 3, wireType 2 =*/26).string(m.reasons[i]);
+                }
+                if (m.jobsWaiting != null && $Object.hasOwnProperty.call(m, "jobsWaiting") && m.jobsWaiting !== 0)
+                    w.uint32(/* id 4, wireType 0 =*/32).uint32(m.jobsWaiting);
+                if (m.jobsUncertain != null && $Object.hasOwnProperty.call(m, "jobsUncertain") && m.jobsUncertain !== 0)
+                    w.uint32(/* id 5, wireType 0 =*/40).uint32(m.jobsUncertain);
+                if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
+                    for (var i = 0; i < m.$unknowns.length; ++i)
+                        w.raw(m.$unknowns[i]);
+                return w;
+            };
+
+            /**
+             * Decodes a PrinterSummary message from the specified reader or buffer.
+             * @function decode
+             * @memberof tallybox.v1.PrinterSummary
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} r Reader or buffer to decode from
+             * @param {number} [l] Message length if known beforehand
+             * @returns {tallybox.v1.PrinterSummary & tallybox.v1.PrinterSummary.$Shape} PrinterSummary
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            PrinterSummary.decode = function (r, l, z, q, g) {
+                if (!(r instanceof $Reader))
+                    r = $Reader.create(r);
+                if (q === $undefined)
+                    q = 0;
+                if (q > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var c, m, v;
+                if (l === $undefined)
+                    c = r.len;
+                else {
+                    c = r.pos + l;
+                    if (c > r.len)
+                        throw $RangeError("index out of range");
+                    l = r.len;
+                    r.len = c;
+                }
+                m = g || new $root.tallybox.v1.PrinterSummary();
+                while (r.pos < c) {
+                    var s = r.pos;
+                    var t = r.tag();
+                    if (t === z) {
+                        z = $undefined;
+                        break;
+                    }
+                    var u = t & 7;
+                    switch (t >>>= 3) {
+                    case 1: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.name = v;
+                            else
+                                delete m.name;
+                            continue;
+                        }
+                    case 2: {
+                            if (u !== 2)
+                                break;
+                            if ((v = r.stringVerify()).length)
+                                m.state = v;
+                            else
+                                delete m.state;
+                            continue;
+                        }
+                    case 3: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.reasons && m.reasons.length))
+                                m.reasons = [];
+                            m.reasons.push(r.stringVerify());
+                            continue;
+                        }
+                    case 4: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.jobsWaiting = v;
+                            else
+                                delete m.jobsWaiting;
+                            continue;
+                        }
+                    case 5: {
+                            if (u !== 0)
+                                break;
+                            if (v = r.uint32())
+                                m.jobsUncertain = v;
+                            else
+                                delete m.jobsUncertain;
+                            continue;
+                        }
+                    }
+                    r.skipType(u, q, t);
+                    if (!r.discardUnknown) {
+                        $util.makeProp(m, "$unknowns", false);
+                        (m.$unknowns || (m.$unknowns = [])).push(r.raw(s, r.pos));
+                    }
+                }
+                if (l !== $undefined) {
+                    if (r.pos !== c)
+                        throw $RangeError("index out of range");
+                    r.len = l;
+                }
+                if (z !== $undefined)
+                    throw $Error("missing end group");
+                return m;
+            };
+
+            /**
+             * Creates a PrinterSummary message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof tallybox.v1.PrinterSummary
+             * @static
+             * @param {Object.<string,*>} d Plain object
+             * @returns {tallybox.v1.PrinterSummary} PrinterSummary
+             */
+            PrinterSummary.fromObject = function (d, q) {
+                if (d instanceof $root.tallybox.v1.PrinterSummary)
+                    return d;
+                if (!$util.isObject(d))
+                    throw $TypeError(".tallybox.v1.PrinterSummary: object expected");
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var m = new $root.tallybox.v1.PrinterSummary();
+                if (d.name != null) {
+                    if (typeof d.name !== "string" || d.name.length) {
+                        m.name = $String(d.name);
+                    }
+                }
+                if (d.state != null) {
+                    if (typeof d.state !== "string" || d.state.length) {
+                        m.state = $String(d.state);
+                    }
+                }
+                if (d.reasons) {
+                    if (!$Array.isArray(d.reasons))
+                        throw $TypeError(".tallybox.v1.PrinterSummary.reasons: array expected");
+                    m.reasons = $Array(d.reasons.length);
+                    for (var i = 0; i < d.reasons.length; ++i) {
+                        m.reasons[i] = $String(d.reasons[i]);
+                    }
+                }
+                if (d.jobsWaiting != null) {
+                    if ($Number(d.jobsWaiting) !== 0) {
+                        m.jobsWaiting = d.jobsWaiting >>> 0;
+                    }
+                }
+                if (d.jobsUncertain != null) {
+                    if ($Number(d.jobsUncertain) !== 0) {
+                        m.jobsUncertain = d.jobsUncertain >>> 0;
+                    }
+                }
+                return m;
+            };
+
+            /**
+             * Creates a plain object from a PrinterSummary message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof tallybox.v1.PrinterSummary
+             * @static
+             * @param {tallybox.v1.PrinterSummary} m PrinterSummary
+             * @param {$protobuf.IConversionOptions} [o] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            PrinterSummary.toObject = function (m, o, q) {
+                if (!o)
+                    o = {};
+                if (q === $undefined)
+                    q = 0;
+                if (q > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                var d = {};
+                if (o.arrays || o.defaults) {
+                    d.reasons = [];
+                }
+                if (o.defaults) {
+                    d.name = "";
+                    d.state = "";
+                    d.jobsWaiting = 0;
+                    d.jobsUncertain = 0;
+                }
+                if (m.name != null && $Object.hasOwnProperty.call(m, "name")) {
+                    d.name = m.name;
+                }
+                if (m.state != null && $Object.hasOwnProperty.call(m, "state")) {
+                    d.state = m.state;
+                }
+                if (m.reasons && m.reasons.length) {
+                    d.reasons = $Array(m.reasons.length);
+                    for (var j = 0; j < m.reasons.length; ++j) {
+                        d.reasons[j] = m.reasons[j];
+                    }
+                }
+                if (m.jobsWaiting != null && $Object.hasOwnProperty.call(m, "jobsWaiting")) {
+                    d.jobsWaiting = m.jobsWaiting;
+                }
+                if (m.jobsUncertain != null && $Object.hasOwnProperty.call(m, "jobsUncertain")) {
+                    d.jobsUncertain = m.jobsUncertain;
+                }
+                return d;
+            };
+
+            /**
+             * Converts this PrinterSummary to JSON.
+             * @function toJSON
+             * @memberof tallybox.v1.PrinterSummary
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            PrinterSummary.prototype.toJSON = function() {
+                return PrinterSummary.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Gets the type url for PrinterSummary
+             * @function getTypeUrl
+             * @memberof tallybox.v1.PrinterSummary
+             * @static
+             * @param {string} [prefix] Custom type url prefix, defaults to `"type.googleapis.com"`
+             * @returns {string} The type url
+             */
+            PrinterSummary.getTypeUrl = function(prefix) {
+                if (prefix === $undefined)
+                    prefix = "type.googleapis.com";
+                return prefix + "/tallybox.v1.PrinterSummary";
+            };
+
+            return PrinterSummary;
         })();
 
         /**
@@ -12998,6 +15230,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {tallybox.v1.LinkTransport|null} [linkTransport] DeviceState linkTransport
              * @property {number|null} [oversizedPacketsDropped] DeviceState oversizedPacketsDropped
              * @property {number|null} [wifiReenrolmentNeeded] DeviceState wifiReenrolmentNeeded
+             * @property {Array.<tallybox.v1.PrinterSummary.$Properties>|null} [printers] DeviceState printers
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -13025,6 +15258,7 @@ export const tallybox = $root.tallybox = (() => {
             const DeviceState = function (p) {
                 this.alarms = [];
                 this.peripherals = [];
+                this.printers = [];
                 if (p)
                     for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
                         if (p[ks[i]] != null && ks[i] !== "__proto__")
@@ -13184,6 +15418,14 @@ export const tallybox = $root.tallybox = (() => {
             DeviceState.prototype.wifiReenrolmentNeeded = 0;
 
             /**
+             * DeviceState printers.
+             * @member {Array.<tallybox.v1.PrinterSummary.$Properties>} printers
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.printers = $util.emptyArray;
+
+            /**
              * Creates a new DeviceState instance using the specified properties.
              * @function create
              * @memberof tallybox.v1.DeviceState
@@ -13257,6 +15499,10 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 142, wireType 0 =*/1136).uint64(m.oversizedPacketsDropped);
                 if (m.wifiReenrolmentNeeded != null && $Object.hasOwnProperty.call(m, "wifiReenrolmentNeeded") && m.wifiReenrolmentNeeded !== 0)
                     w.uint32(/* id 240, wireType 0 =*/1920).uint32(m.wifiReenrolmentNeeded);
+                if (m.printers != null && m.printers.length) {
+                    for (var i = 0; i < m.printers.length; ++i)
+                        $root.tallybox.v1.PrinterSummary.encode(m.printers[i], w.uint32(/* id 300, wireType 2 =*/2402).fork(), q + 1).ldelim();
+                }
                 if (m.$unknowns != null && $Object.hasOwnProperty.call(m, "$unknowns"))
                     for (var i = 0; i < m.$unknowns.length; ++i)
                         w.raw(m.$unknowns[i]);
@@ -13468,6 +15714,14 @@ export const tallybox = $root.tallybox = (() => {
                                 m.wifiReenrolmentNeeded = v;
                             else
                                 delete m.wifiReenrolmentNeeded;
+                            continue;
+                        }
+                    case 300: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.printers && m.printers.length))
+                                m.printers = [];
+                            m.printers.push($root.tallybox.v1.PrinterSummary.decode(r, r.size(), $undefined, q + 1));
                             continue;
                         }
                     }
@@ -13728,6 +15982,16 @@ export const tallybox = $root.tallybox = (() => {
                         m.wifiReenrolmentNeeded = d.wifiReenrolmentNeeded >>> 0;
                     }
                 }
+                if (d.printers) {
+                    if (!$Array.isArray(d.printers))
+                        throw $TypeError(".tallybox.v1.DeviceState.printers: array expected");
+                    m.printers = $Array(d.printers.length);
+                    for (var i = 0; i < d.printers.length; ++i) {
+                        if (!$util.isObject(d.printers[i]))
+                            throw $TypeError(".tallybox.v1.DeviceState.printers: object expected");
+                        m.printers[i] = $root.tallybox.v1.PrinterSummary.fromObject(d.printers[i], q + 1);
+                    }
+                }
                 return m;
             };
 
@@ -13751,6 +16015,7 @@ export const tallybox = $root.tallybox = (() => {
                 if (o.arrays || o.defaults) {
                     d.alarms = [];
                     d.peripherals = [];
+                    d.printers = [];
                 }
                 if (o.defaults) {
                     d.lifecycle = o.enums === $String ? "LIFECYCLE_UNSPECIFIED" : 0;
@@ -13887,6 +16152,12 @@ export const tallybox = $root.tallybox = (() => {
                 }
                 if (m.wifiReenrolmentNeeded != null && $Object.hasOwnProperty.call(m, "wifiReenrolmentNeeded")) {
                     d.wifiReenrolmentNeeded = m.wifiReenrolmentNeeded;
+                }
+                if (m.printers && m.printers.length) {
+                    d.printers = $Array(m.printers.length);
+                    for (var j = 0; j < m.printers.length; ++j) {
+                        d.printers[j] = $root.tallybox.v1.PrinterSummary.toObject(m.printers[j], o, q + 1);
+                    }
                 }
                 return d;
             };

@@ -15,7 +15,7 @@ import type { SampleLabel } from './types.js';
 export const RECEIPT_DOMAIN = 'tallybox.v1.ErasureReceipt\0';
 export const RECEIPT_TYPE = 'tallybox.v1.ErasureReceipt';
 
-export type ErasureKind = 'org_withdrawal' | 'subject_erasure' | 'retention';
+export type ErasureKind = 'org_withdrawal' | 'subject_erasure' | 'retention' | 'print_job';
 export type Verification = 'verified' | 'failed' | 'unverified';
 
 export interface ParticipantSummary {

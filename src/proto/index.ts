@@ -64,3 +64,14 @@ export type IncidentKind = tallybox.v1.IncidentKind;
 export const WifiEnrolmentState = tallybox.v1.WifiEnrolmentState;
 export type WifiEnrolmentState = tallybox.v1.WifiEnrolmentState;
 export type WifiEnrolmentOutcomeProps = tallybox.v1.WifiEnrolmentOutcome.$Properties;
+// P1 print box (spool issue 12): print commands and job status.
+export type PrintJob = tallybox.v1.PrintJob;
+export type PrintJobProps = tallybox.v1.PrintJob.$Properties;
+export type CancelJob = tallybox.v1.CancelJob;
+export type ReprintJob = tallybox.v1.ReprintJob;
+export type PrintJobStatusProps = tallybox.v1.PrintJobStatus.$Properties;
+export type PrinterSummaryProps = tallybox.v1.PrinterSummary.$Properties;
+export const PrintDocumentFormat = tallybox.v1.PrintDocumentFormat;
+export type PrintDocumentFormat = tallybox.v1.PrintDocumentFormat;
+export const PrintJobState = tallybox.v1.PrintJobState;
+export type PrintJobState = tallybox.v1.PrintJobState;

@@ -21,6 +21,8 @@ import type { PunchGate } from './kit/punch-gate.js';
 import type { M1Role, M1RoleOptions } from './m1/role.js';
 import type { M2Role, M2RoleOptions } from './m2/role.js';
 import type { C1Role, C1RoleOptions } from './c1/role.js';
+import type { P1Role, P1RoleOptions } from './p1/role.js';
+import type { Printer } from '../../firmware-bridge/devices.js';
 
 export interface StartRoleOptions {
   /** M1 role options beyond its config section (demos, tests, benches: faster polling, backoff, clocks). */
@@ -37,6 +39,8 @@ export interface StartRoleOptions {
   enrolOnUpsert?: boolean;
   /** C1 role options beyond its config section (clocks, backoff). */
   c1?: Partial<Pick<C1RoleOptions, 'wallClock' | 'monotonic' | 'backoff'>>;
+  /** P1 role options beyond its config section (another printer opener in tests, faster backoff). */
+  p1?: Partial<Pick<P1RoleOptions, 'openPrinter' | 'supervisorBackoff' | 'confirmTimeoutMs'>>;
   /** Start the roles now, in the background (default true); false: the caller calls role.start(). */
   start?: boolean;
   /** M2 tamperResponse 'zeroise' also zeroises the agent (destroys the key; default true). */
@@ -49,6 +53,7 @@ export interface RunningRole {
   m1?: { role: M1Role; driver: R30xDriver };
   m2?: { role: M2Role; driver: BridgeDriver };
   c1?: { role: C1Role };
+  p1?: { role: P1Role };
   stop(): Promise<void>;
 }
 
@@ -123,10 +128,60 @@ async function startWifi(agent: Agent, gate: PunchGate, opts: StartRoleOptions):
   };
 }
 
+/** The printer transports, loaded only on a print box. */
+async function defaultOpenPrinter(): Promise<(url: string) => Printer> {
+  const { openPrinter } = await import('../../firmware-bridge/printer/index.js');
+  return (url) => openPrinter(url);
+}
+
+/** Print box (P1): printers, the encrypted spool, the print commands; the spool joins every org erasure. */
+async function startPrinting(agent: Agent, opts: StartRoleOptions): Promise<Part & { p1: NonNullable<RunningRole['p1']> }> {
+  const config = agent.config.p1;
+  if (!config) throw new TallyboxError('CONFIG_INVALID', 'a p1 device needs a p1 section');
+  const privacy = agent.privacy;
+  if (!privacy) throw new TallyboxError('CONFIG_INVALID', 'the print role needs a vault section (documents are encrypted under org keys)');
+  const log = agent.logger.child({ component: 'p1' });
+  const [{ P1Role }, { clockSynced }] = await Promise.all([import('./p1/role.js'), import('../agent/clock.js')]);
+  const role = await P1Role.create({
+    config,
+    dataDir: agent.config.dataDir,
+    deviceId: agent.config.device.id,
+    keys: privacy.vault,
+    identity: privacy.identity,
+    enqueueResult: (org, r) => agent.results.enqueue(org, r),
+    sink: agent,
+    clockSynced: () => clockSynced(agent.config.clock),
+    openPrinter: opts.p1?.openPrinter ?? (await defaultOpenPrinter()),
+    logger: log,
+    ...(opts.p1?.supervisorBackoff ? { supervisorBackoff: opts.p1.supervisorBackoff } : {}),
+    ...(opts.p1?.confirmTimeoutMs !== undefined ? { confirmTimeoutMs: opts.p1.confirmTimeoutMs } : {}),
+  });
+  const { attachRole } = await import('./kit/attach.js');
+  attachRole({ agent, participant: role, tag: 'p1', logger: log, followSettings: false });
+  agent.setPrintHandlers(role);
+  return {
+    name: 'p1',
+    p1: { role },
+    start: () => role.start().catch((err: unknown) => log.error({ event: 'p1_start_failed', err: errorMessage(err) }, `print role did not start: ${errorMessage(err)}`)),
+    stop: async () => {
+      agent.setPrintHandlers(undefined);
+      await role.stop();
+    },
+  };
+}
+
 export async function startRole(agent: Agent, opts: StartRoleOptions = {}): Promise<RunningRole | undefined> {
   if (agent.zeroised) return undefined; // no keys, nobody to identify: the agent only delivers and alarms
   const kind = agent.config.device.kind;
-  // sim: punches come through the local punch API; p1 is refused by the config until its role is built.
+  if (kind === 'p1') {
+    // A print box identifies nobody: no punch gate, just the printing part.
+    const { PunchGate } = await import('./kit/punch-gate.js');
+    const gate = new PunchGate({ sink: agent, lastSeen: { touchSubject: async () => false }, logger: agent.logger, repeatWindowSec: 60 });
+    const part = await startPrinting(agent, opts);
+    if (opts.start !== false) void part.start();
+    return { name: 'p1', gate, p1: part.p1, stop: async () => (await part.stop(), await gate.stop()) };
+  }
+  // sim: punches come through the local punch API.
   if (kind !== 'm1' && kind !== 'm2' && kind !== 'c1') return undefined;
   const settings = agent.settings;
   const { PunchGate } = await import('./kit/punch-gate.js');

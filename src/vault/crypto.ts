@@ -17,7 +17,7 @@ const HEADER_BYTES = 1 + NONCE_BYTES;
 export const SEAL_OVERHEAD = HEADER_BYTES + TAG_BYTES;
 
 /** What a sealed blob is; part of the AAD so a name can never be read back as a template. */
-export type RecordKind = 'subject.name' | 'consent.evidence' | 'template' | 'dek.wrap' | 'kek.check';
+export type RecordKind = 'subject.name' | 'consent.evidence' | 'template' | 'dek.wrap' | 'kek.check' | 'print.job-key';
 
 /** The identity of a record, bound into every ciphertext as AAD. */
 export interface AadParts {

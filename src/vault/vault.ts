@@ -218,6 +218,31 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
     });
   }
 
+  /**
+   * Wrap a P1 print job's own data key under the org's identity key (created when the org has none):
+   * the job key is bound to its org, job and key version (AAD), so a wrapped key moved to another
+   * job does not unwrap. Withdrawing the org destroys every job key it wrapped.
+   */
+  wrapJobKey(orgId: string, jobId: string, jobKey: Buffer): Promise<{ wrapped: Buffer; keyVersion: number }> {
+    checkId('orgId', orgId);
+    return this.serial(async () => {
+      const keys = await this.#keyring.keysFor(orgId, true);
+      return { wrapped: keys.seal('identity', jobKey, { kind: 'print.job-key', orgId, subjectId: '', recordId: jobId, keyVersion: keys.version }), keyVersion: keys.version };
+    });
+  }
+
+  /** Unwrap a job key wrapJobKey made; NO_ORG_KEY once the org is withdrawn, KEY_VERSION_UNKNOWN after a rotation. */
+  unwrapJobKey(orgId: string, jobId: string, keyVersion: number, wrapped: Buffer): Promise<Buffer> {
+    checkId('orgId', orgId);
+    return this.serial(async () => {
+      const keys = await this.#keyring.keysFor(orgId, false);
+      if (!keys) throw new TallyboxError('NO_ORG_KEY', `NO_ORG_KEY: organisation ${orgId} has no data key on this device`, { orgId });
+      const r = keys.tryUnseal('identity', wrapped, { kind: 'print.job-key', orgId, subjectId: '', recordId: jobId, keyVersion });
+      if (r instanceof Error) throw r;
+      return r;
+    });
+  }
+
   /** Every quarantined record (optionally of one org): for doctor and status. */
   quarantined(orgId?: string): Promise<QuarantinedRecord[]> {
     return this.serial(() => this.#ctx.quarantine.list(orgId));

@@ -37,7 +37,7 @@
  * counter; handler failures log the error's code only.
  */
 import { createHash, verify as edVerify, type KeyObject } from 'node:crypto';
-import { pb, ResultCode, type CommandBody, type CommandResultProps, type ConfigPatch, type DeviceDecommission, type IncidentAck, type OrgWithdraw, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert, type WifiEnrolmentOutcomeProps } from '../../proto/index.js';
+import { pb, ResultCode, type CancelJob, type CommandBody, type CommandResultProps, type ConfigPatch, type DeviceDecommission, type IncidentAck, type OrgWithdraw, type PrintJob, type PrintJobStatusProps, type ReprintJob, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert, type WifiEnrolmentOutcomeProps } from '../../proto/index.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { parseTopic } from '../topics.js';
@@ -66,6 +66,8 @@ export interface HandlerOutcome {
   /** C1 (issue 11): an enrolment window's state, and who needs re-enrolment (opaque subject ids). */
   wifiEnrolment?: WifiEnrolmentOutcomeProps;
   wifiReenrolment?: { subjectIds: readonly string[] };
+  /** Print commands: the job's status (never content, file or user names). */
+  printJobStatus?: PrintJobStatusProps;
 }
 
 export interface CommandContext {
@@ -88,6 +90,10 @@ export interface CommandHandlers {
   /** Absent: DeviceDecommission / IncidentAck are answered UNKNOWN_COMMAND (src/decommission, src/incident). */
   deviceDecommission?(orgId: string, cmd: DeviceDecommission, ctx: CommandContext): Promise<HandlerOutcome>;
   incidentAck?(orgId: string, cmd: IncidentAck, ctx: CommandContext): Promise<HandlerOutcome>;
+  /** P1 print box (absent elsewhere: answered UNKNOWN_COMMAND). */
+  printJob?(orgId: string, cmd: PrintJob, ctx: CommandContext): Promise<HandlerOutcome>;
+  cancelJob?(orgId: string, cmd: CancelJob, ctx: CommandContext): Promise<HandlerOutcome>;
+  reprintJob?(orgId: string, cmd: ReprintJob, ctx: CommandContext): Promise<HandlerOutcome>;
 }
 
 /** Which organisations commands may address (src/agent/served-orgs.ts). */
@@ -588,6 +594,14 @@ export class CommandIntake {
           if (!h.incidentAck) return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: 'this device keeps no incident records' };
           out = await h.incidentAck(orgId, body.incidentAck as IncidentAck, ctx);
           break;
+        case 'printJob':
+        case 'cancelJob':
+        case 'reprintJob': {
+          const fn = h[kind];
+          if (!fn) return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: 'this device is not a print box' };
+          out = await (fn as (o: string, c: unknown, x: CommandContext) => Promise<HandlerOutcome>).call(h, orgId, body[kind], ctx);
+          break;
+        }
         default: {
           const never: never = kind;
           return { code: ResultCode.RESULT_CODE_UNKNOWN_COMMAND, reason: Reason.noCommand, detail: `no handler for ${String(never)}` };
@@ -609,6 +623,7 @@ export class CommandIntake {
     if (o.servedOrgs && Array.isArray(o.servedOrgs.served) && Array.isArray(o.servedOrgs.retired)) outcome.servedOrgs = { served: [...o.servedOrgs.served], retired: [...o.servedOrgs.retired] };
     if (o.wifiEnrolment && typeof o.wifiEnrolment === 'object') outcome.wifiEnrolment = { ...o.wifiEnrolment };
     if (o.wifiReenrolment && Array.isArray(o.wifiReenrolment.subjectIds)) outcome.wifiReenrolment = { subjectIds: o.wifiReenrolment.subjectIds.filter((x): x is string => typeof x === 'string') };
+    if (o.printJobStatus && typeof o.printJobStatus === 'object') outcome.printJobStatus = o.printJobStatus;
     return outcome;
   }
 
@@ -622,6 +637,7 @@ export class CommandIntake {
     if ('servedOrgs' in o && o.servedOrgs) result.servedOrgs = { served: [...o.servedOrgs.served], retired: [...o.servedOrgs.retired] };
     if ('wifiEnrolment' in o && o.wifiEnrolment) result.wifiEnrolment = { ...o.wifiEnrolment };
     if ('wifiReenrolment' in o && o.wifiReenrolment) result.wifiReenrolment = { subjectIds: [...o.wifiReenrolment.subjectIds] };
+    if ('printJobStatus' in o && o.printJobStatus) result.printJobStatus = o.printJobStatus;
     if (this.opts.resultKeyId) result.keyId = this.opts.resultKeyId;
     return result;
   }
