@@ -37,7 +37,9 @@ process.stdin.on('data', (d) => {
   if (!d.includes('report')) return;
   const cpu = process.cpuUsage(cpu0);
   const wallMs = performance.now() - t0;
-  process.stdout.write(`${JSON.stringify({ cpuMs: (cpu.user + cpu.system) / 1000, wallMs, reads: w.stats.reads, unchanged: w.stats.unchanged, joins, leaves, present: tracker.presentCount, rssFirst: samples[Math.floor(samples.length / 4)] ?? rss(), rssLast: rss(), rssMax: Math.max(...samples, rss()) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ cpuMs: (cpu.user + cpu.system) / 1000, wallMs, reads: w.stats.reads, unchanged: w.stats.unchanged, joins, leaves, present: tracker.presentCount, rssFirst: samples[Math.floor(samples.length / 4)] ?? rss(), rssLast: rss(), rssMax: Math.max(...samples, rss()) })}\n`,
+  );
   w.stop();
   tracker.stop();
   process.exit(0);

@@ -59,11 +59,15 @@ function gaussianUnit(rand, n, dim) {
 }
 
 function jsLoopSearch(data, n, q) {
-  let best = -Infinity, bi = -1;
+  let best = -Infinity,
+    bi = -1;
   for (let r = 0, o = 0; r < n; r++, o += DIM) {
     let s = 0;
     for (let j = 0; j < DIM; j++) s += data[o + j] * q[j];
-    if (s > best) { best = s; bi = r; }
+    if (s > best) {
+      best = s;
+      bi = r;
+    }
   }
   return { row: bi, score: best };
 }
@@ -78,7 +82,7 @@ async function searchRows(n, label) {
     probes = Array.from({ length: QUERIES }, (_, i) => pop.present((i * 7919) % n).vector);
   } else {
     let seed = 12345;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296);
+    const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296;
     data = gaussianUnit(rand, n, DIM);
     probes = Array.from({ length: QUERIES }, () => gaussianUnit(rand, 1, DIM));
   }
@@ -102,8 +106,13 @@ async function searchRows(n, label) {
   };
   const argmaxFull = (m, q) => {
     const s = m.scoreAll(q);
-    let best = -Infinity, row = -1;
-    for (let i = 0; i < s.length; i++) if (s[i] > best) { best = s[i]; row = i; }
+    let best = -Infinity,
+      row = -1;
+    for (let i = 0; i < s.length; i++)
+      if (s[i] > best) {
+        best = s[i];
+        row = i;
+      }
     return { row, score: best };
   };
   const runs = { agent: [], agentPlain: [], js: [], usearch: [], full: [] };
@@ -131,16 +140,20 @@ async function searchRows(n, label) {
     }
   }
   let usearchAgree = 0;
-  if (usearch) for (const q of probes) {
-    const ref = jsLoopSearch(data, n, q);
-    if (Number(usearch.exactSearch(data, q, DIM, 1, usearch.MetricKind.IP, 1).keys[0]) === ref.row) usearchAgree++;
-  }
+  if (usearch)
+    for (const q of probes) {
+      const ref = jsLoopSearch(data, n, q);
+      if (Number(usearch.exactSearch(data, q, DIM, 1, usearch.MetricKind.IP, 1).keys[0]) === ref.row) usearchAgree++;
+    }
   const stat = (xs, p) => median(xs.map((t) => percentile(t, p)));
   const rows = [];
   const base = { js: { 50: stat(runs.js, 50), 99: stat(runs.js, 99) } };
   if (usearch) base.usearch = { 50: stat(runs.usearch, 50), 99: stat(runs.usearch, 99) };
   const target99 = n <= 10_000 ? 1 : 10;
-  for (const [name, r] of [['FaceMatcher+transform', runs.agent], ['FaceMatcher', runs.agentPlain]]) {
+  for (const [name, r] of [
+    ['FaceMatcher+transform', runs.agent],
+    ['FaceMatcher', runs.agentPlain],
+  ]) {
     for (const p of [50, 99]) {
       const v = stat(r, p);
       rows.push({ bench: B, metric: `${label} ${name} p${p}`, value: v, unit: 'ms', baseline: base.js[p], ratio: base.js[p] / v, target: p === 99 ? `≤ ${target99} ms` : '', ...(p === 99 ? { ok: v <= target99 } : {}) });
@@ -202,5 +215,8 @@ export async function run() {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const rows = await run();
-  for (const r of rows) console.log(`${r.metric.padEnd(70)} ${typeof r.value === 'number' ? r.value.toFixed(3) : r.value} ${r.unit}${r.baseline !== undefined ? `  baseline ${r.baseline.toFixed(3)}  ratio ${r.ratio.toFixed(2)}×` : ''}${r.ok === undefined ? '' : r.ok ? '  ok' : '  MISSED'}`);
+  for (const r of rows)
+    console.log(
+      `${r.metric.padEnd(70)} ${typeof r.value === 'number' ? r.value.toFixed(3) : r.value} ${r.unit}${r.baseline !== undefined ? `  baseline ${r.baseline.toFixed(3)}  ratio ${r.ratio.toFixed(2)}×` : ''}${r.ok === undefined ? '' : r.ok ? '  ok' : '  MISSED'}`,
+    );
 }

@@ -80,9 +80,15 @@ async function reconcile() {
   try {
     const org = s.orgId;
     const ids = Array.from({ length: LIBRARY }, (_, i) => `bench-${String(i).padStart(4, '0')}`);
-    await s.vault.upsertSubjects(org, ids.map((subjectId) => ({ subjectId, displayName: 'bench', minor: false, consents: [{ kind: 'biometric' }] })));
+    await s.vault.upsertSubjects(
+      org,
+      ids.map((subjectId) => ({ subjectId, displayName: 'bench', minor: false, consents: [{ kind: 'biometric' }] })),
+    );
     const models = ids.map((_, i) => s.sim.device.modelOf({ person: `p${i}`, finger: 0 }));
-    await s.vault.enrolTemplates(org, ids.map((subjectId, i) => ({ subjectId, modality: 'fingerprint', slot: 0, bytes: sealPageEnvelope(i, models[i]) })));
+    await s.vault.enrolTemplates(
+      org,
+      ids.map((subjectId, i) => ({ subjectId, modality: 'fingerprint', slot: 0, bytes: sealPageEnvelope(i, models[i]) })),
+    );
 
     // Bytes on the wire, to estimate the same reconciliation on a real UART.
     const wire = { bytes: 0 };

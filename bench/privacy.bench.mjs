@@ -33,7 +33,10 @@ async function prepare(dir) {
     const subjects = Array.from({ length: n }, (_, i) => ({ subjectId: `${org}-s${i}`, displayName: `Person ${i}`, minor: false, consents: [{ kind: 'biometric' }] }));
     for (let i = 0; i < n; i += 1000) await vault.upsertSubjects(org, subjects.slice(i, i + 1000));
     for (let i = 0; i < n; i += 1000) {
-      await vault.enrolTemplates(org, subjects.slice(i, i + 1000).map((s) => ({ subjectId: s.subjectId, modality: 'fingerprint', slot: 0, bytes: randomBytes(2048) })));
+      await vault.enrolTemplates(
+        org,
+        subjects.slice(i, i + 1000).map((s) => ({ subjectId: s.subjectId, modality: 'fingerprint', slot: 0, bytes: randomBytes(2048) })),
+      );
     }
   }
   const outbox = await Outbox.open({ path: join(dataDir, 'outbox.db'), capacity: 10_000_000 });
@@ -138,7 +141,16 @@ export async function run() {
   const decMs = median(decrypts);
   const bareDecMs = median(bareDecs);
   return [
-    { bench: 'privacy', metric: `withdraw org: ${TEMPLATES.toLocaleString('en-US')} templates + ${PUNCHES.toLocaleString('en-US')} punches (${split} ms)`, value: purgeMs, unit: 'ms', baseline: bareMs, ratio: purgeMs / bareMs, target: '≤ 3000 ms', ok: purgeMs <= 3000 },
+    {
+      bench: 'privacy',
+      metric: `withdraw org: ${TEMPLATES.toLocaleString('en-US')} templates + ${PUNCHES.toLocaleString('en-US')} punches (${split} ms)`,
+      value: purgeMs,
+      unit: 'ms',
+      baseline: bareMs,
+      ratio: purgeMs / bareMs,
+      target: '≤ 3000 ms',
+      ok: purgeMs <= 3000,
+    },
     { bench: 'privacy', metric: `decrypt ${TEMPLATES.toLocaleString('en-US')} templates at start-up`, value: decMs, unit: 'ms', baseline: bareDecMs, ratio: decMs / bareDecMs, target: '≤ 300 ms', ok: decMs <= 300 },
   ];
 }

@@ -146,9 +146,11 @@ async function acceptRates(build) {
     const PRODUCERS = 1000;
     let issued = 0;
     t0 = performance.now();
-    await Promise.all(Array.from({ length: PRODUCERS }, async () => {
-      while (issued < GROUP) await o.accept(p(issued++));
-    }));
+    await Promise.all(
+      Array.from({ length: PRODUCERS }, async () => {
+        while (issued < GROUP) await o.accept(p(issued++));
+      }),
+    );
     const group = (GROUP / (performance.now() - t0)) * 1000;
     await o.close();
     return { single, group };
@@ -161,7 +163,19 @@ async function idleRss(build, url) {
   const dir = mkdtempSync(join(tmpdir(), 'tbx-bench-rss-'));
   const apiPort = await freePort();
   const file = join(dir, 'tallybox.yaml');
-  writeFileSync(file, stringify({ version: 1, device: { id: 'bench-rss', kind: 'sim', orgId: 'org-bench' }, region: 'sg', dataDir: join(dir, 'data'), broker: { url, allowLoopback: true }, punchApi: { enabled: true, port: apiPort }, clock: { source: 'assume-synced' }, log: { level: 'warn' } }));
+  writeFileSync(
+    file,
+    stringify({
+      version: 1,
+      device: { id: 'bench-rss', kind: 'sim', orgId: 'org-bench' },
+      region: 'sg',
+      dataDir: join(dir, 'data'),
+      broker: { url, allowLoopback: true },
+      punchApi: { enabled: true, port: apiPort },
+      clock: { source: 'assume-synced' },
+      log: { level: 'warn' },
+    }),
+  );
   // Started through its shebang, as the installed `tallybox` binary runs (with its V8 flags).
   const proc = spawn(build.cli, ['run', '--config', file], { stdio: 'ignore' });
   try {
@@ -226,7 +240,16 @@ export async function run() {
       // Each repetition's agent run follows its own bare run: the ratio within a repetition is what load drift distorts least.
       const perRep = median(d.map((x, i) => x.online / bare[i]));
       rows.push(
-        { bench: 'punch-path', metric: `drain ${DRAIN_N.toLocaleString('en-US')} queued → Mosquitto, from link up${tag}`, value: online, unit: 'msg/s', baseline: bareMed, ratio: online / bareMed, target: '≥ 0.9× bare mqtt', ok: online / bareMed >= 0.9 },
+        {
+          bench: 'punch-path',
+          metric: `drain ${DRAIN_N.toLocaleString('en-US')} queued → Mosquitto, from link up${tag}`,
+          value: online,
+          unit: 'msg/s',
+          baseline: bareMed,
+          ratio: online / bareMed,
+          target: '≥ 0.9× bare mqtt',
+          ok: online / bareMed >= 0.9,
+        },
         { bench: 'punch-path', metric: `  median of the ${REPS} per-repetition ratios${tag}`, value: perRep, unit: '×', ratio: perRep, target: '≥ 0.9×', ok: perRep >= 0.9 },
         { bench: 'punch-path', metric: `  same, agent start-up included${tag}`, value: withStart, unit: 'msg/s', baseline: bareMed, ratio: withStart / bareMed },
         { bench: 'punch-path', metric: `  CPU per message drained (all threads)${tag}`, value: cpuUs, unit: 'µs', baseline: bareCpuUs, ratio: cpuUs / bareCpuUs },

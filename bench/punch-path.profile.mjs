@@ -29,7 +29,16 @@ if (process.argv[2] === '--summarize') {
   try {
     // Filled by another process (no profiler there): the profile is the drain's alone.
     execFileSync(process.execPath, [new URL(import.meta.url).pathname, '--fill', dir, String(N)], { stdio: 'inherit' });
-    const config = validateConfig({ version: 1, device: { id: 'bench-dev', kind: 'sim', orgId: 'org-bench' }, region: 'sg', dataDir: dir, broker: { url: mosq.url, allowLoopback: true }, outbox: { backlogRatePerSec: 0, inflight: 256, capacity: 1_000_000 }, clock: { source: 'assume-synced' }, log: { level: 'silent' } });
+    const config = validateConfig({
+      version: 1,
+      device: { id: 'bench-dev', kind: 'sim', orgId: 'org-bench' },
+      region: 'sg',
+      dataDir: dir,
+      broker: { url: mosq.url, allowLoopback: true },
+      outbox: { backlogRatePerSec: 0, inflight: 256, capacity: 1_000_000 },
+      clock: { source: 'assume-synced' },
+      log: { level: 'silent' },
+    });
     const agent = await Agent.start({ config, logger: silentLogger() });
     while (!agent.session) await new Promise((r) => setTimeout(r, 1));
     const t0 = performance.now();
@@ -57,21 +66,35 @@ function summarize(file) {
     const { functionName: fn, url } = n.callFrame;
     if (fn === 'spawnSync') continue; // the fill, in another process
     const area =
-      fn === '(idle)' ? 'idle (waiting for the socket / thread pool)'
-      : fn === '(garbage collector)' ? 'GC'
-      : fn === '(program)' ? 'V8/native (program)'
-      : fn === 'writev' || fn === 'writeBuffer' || fn === 'writeUtf8String' ? 'socket writes (native)'
-      : /sqlite3/.test(url) || /^(Statement|Database)/.test(fn) ? 'SQLite binding (JS side)'
-      : /node_modules\/debug\//.test(url) ? 'debug (mqtt.js log calls)'
-      : /node_modules\/(rfdc|bl|readable-stream)\//.test(url) ? 'mqtt.js deps (packet clone, buffer list, streams)'
-      : /^node:internal\/(modules|bootstrap|child_process)/.test(url) || fn === 'spawn' ? 'start-up (module loading, fill process)'
-      : /protobufjs|\/gen\//.test(url) ? 'protobuf encode'
-      : /mqtt-packet/.test(url) ? 'mqtt-packet (building packets)'
-      : /node_modules\/mqtt\//.test(url) ? 'mqtt.js client'
-      : /\/src\/outbox\//.test(url) ? 'outbox + drain'
-      : /\/src\/link\//.test(url) ? 'link (egress, encoder, transport, packet gate)'
-      : /^node:|internal/.test(url) || url === '' ? 'node core (streams, net, timers, promises)'
-      : 'other';
+      fn === '(idle)'
+        ? 'idle (waiting for the socket / thread pool)'
+        : fn === '(garbage collector)'
+          ? 'GC'
+          : fn === '(program)'
+            ? 'V8/native (program)'
+            : fn === 'writev' || fn === 'writeBuffer' || fn === 'writeUtf8String'
+              ? 'socket writes (native)'
+              : /sqlite3/.test(url) || /^(Statement|Database)/.test(fn)
+                ? 'SQLite binding (JS side)'
+                : /node_modules\/debug\//.test(url)
+                  ? 'debug (mqtt.js log calls)'
+                  : /node_modules\/(rfdc|bl|readable-stream)\//.test(url)
+                    ? 'mqtt.js deps (packet clone, buffer list, streams)'
+                    : /^node:internal\/(modules|bootstrap|child_process)/.test(url) || fn === 'spawn'
+                      ? 'start-up (module loading, fill process)'
+                      : /protobufjs|\/gen\//.test(url)
+                        ? 'protobuf encode'
+                        : /mqtt-packet/.test(url)
+                          ? 'mqtt-packet (building packets)'
+                          : /node_modules\/mqtt\//.test(url)
+                            ? 'mqtt.js client'
+                            : /\/src\/outbox\//.test(url)
+                              ? 'outbox + drain'
+                              : /\/src\/link\//.test(url)
+                                ? 'link (egress, encoder, transport, packet gate)'
+                                : /^node:|internal/.test(url) || url === ''
+                                  ? 'node core (streams, net, timers, promises)'
+                                  : 'other';
     areas.set(area, (areas.get(area) ?? 0) + us);
     const key = `${fn || '(anonymous)'} ${url.split('/').slice(-2).join('/')}:${n.callFrame.lineNumber + 1}`;
     fns.set(key, (fns.get(key) ?? 0) + us);

@@ -28,7 +28,7 @@ for (const f of files) {
   process.stderr.write(`bench: ${f} done in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 }
 
-const fmt = (v) => (typeof v === 'number' ? (Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(Math.abs(v) >= 10 ? 1 : 3)) : v ?? '');
+const fmt = (v) => (typeof v === 'number' ? (Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(Math.abs(v) >= 10 ? 1 : 3)) : (v ?? ''));
 const header = ['bench', 'metric', 'value', 'unit', 'baseline', 'ratio', 'target', 'ok'];
 const table = [header, ...rows.map((r) => [r.bench, r.metric, fmt(r.value), r.unit, fmt(r.baseline), r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`, r.target ?? '', r.ok === undefined ? '' : r.ok ? 'yes' : 'NO'])];
 const widths = header.map((_, i) => Math.max(...table.map((row) => String(row[i]).length)));

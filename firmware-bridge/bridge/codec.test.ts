@@ -132,12 +132,19 @@ describe('BridgeDecoder', () => {
     const good = encodeFrame({ seq: 9, ack: { status: 1 } });
     fc.assert(
       fc.property(
-        fc.array(fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.constantFrom(...frames).map((f) => Buffer.from(f)), fc.tuple(fc.constantFrom(...frames), fc.nat(), fc.integer({ min: 1, max: 255 })).map(([f, i, x]) => {
-          const b = Buffer.from(f);
-          const at = i % b.length;
-          b[at] = b[at]! ^ x;
-          return b;
-        })), { maxLength: 20 }),
+        fc.array(
+          fc.oneof(
+            fc.uint8Array({ maxLength: 300 }),
+            fc.constantFrom(...frames).map((f) => Buffer.from(f)),
+            fc.tuple(fc.constantFrom(...frames), fc.nat(), fc.integer({ min: 1, max: 255 })).map(([f, i, x]) => {
+              const b = Buffer.from(f);
+              const at = i % b.length;
+              b[at] = b[at]! ^ x;
+              return b;
+            }),
+          ),
+          { maxLength: 20 },
+        ),
         fc.integer({ min: 1, max: 64 }),
         (parts, chunk) => {
           const stream = Buffer.concat([...parts, Buffer.of(0), good]);

@@ -86,7 +86,14 @@ describe('HidCardReader', () => {
     const none = new NodeHidTransport({ vendorId: 0x1234, productId: 0x0001, loadHid: fakeHid(() => ({})) });
     await expect(none.open()).rejects.toMatchObject({ code: 'HID_DEVICE_NOT_FOUND', message: expect.stringContaining('0x1234') });
 
-    const denied = new NodeHidTransport({ vendorId: 0xffff, productId: 0x0035, loadHid: fakeHid(() => { throw new Error('cannot open device with path /dev/hidraw3'); }), canRead: async () => false });
+    const denied = new NodeHidTransport({
+      vendorId: 0xffff,
+      productId: 0x0035,
+      loadHid: fakeHid(() => {
+        throw new Error('cannot open device with path /dev/hidraw3');
+      }),
+      canRead: async () => false,
+    });
     const err = await denied.open().catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'HID_PERMISSION_DENIED' });
     expect((err as Error).message).toContain(udevRule(0xffff, 0x0035));
@@ -96,7 +103,18 @@ describe('HidCardReader', () => {
   it('opens a reader through node-hid and delivers its reports', async () => {
     let onData: ((d: Buffer) => void) | undefined;
     const dev = { on: (ev: string, fn: (d: never) => void) => ev === 'data' && (onData = fn as never), removeAllListeners: () => undefined, close: vi.fn() };
-    const transport = new NodeHidTransport({ vendorId: 0xffff, productId: 0x0035, loadHid: async () => ({ default: { devices: () => [{ vendorId: 0xffff, productId: 0x0035, path: '/dev/hidraw1' }], HID: function () { return dev; } } }) });
+    const transport = new NodeHidTransport({
+      vendorId: 0xffff,
+      productId: 0x0035,
+      loadHid: async () => ({
+        default: {
+          devices: () => [{ vendorId: 0xffff, productId: 0x0035, path: '/dev/hidraw1' }],
+          HID: function () {
+            return dev;
+          },
+        },
+      }),
+    });
     const cards: string[] = [];
     const reader = new HidCardReader({ transport, onCard: (c) => cards.push(c) });
     await reader.start();

@@ -12,7 +12,8 @@ import { EventEmitter } from 'node:events';
 
 export const USAGE_ENTER = 0x28;
 export const USAGE_KEYPAD_ENTER = 0x58;
-const LEFT_SHIFT = 0x02, RIGHT_SHIFT = 0x20;
+const LEFT_SHIFT = 0x02,
+  RIGHT_SHIFT = 0x20;
 
 /** Character for a usage code (digits, letters, keypad digits); null for anything else. */
 export function usageToChar(usage: number, shift = false): string | null {

@@ -177,7 +177,11 @@ export class NodeHidTransport extends BaseHidTransport {
       }
       const chosen = this.opts.path ? list.find((d) => d.path === this.opts.path) : (list.find((d) => d.usagePage === 1 && d.usage === 6) ?? list[0]);
       if (!chosen?.path) {
-        throw new TallyboxError('HID_DEVICE_NOT_FOUND', `no HID card reader with vendorId 0x${hex4(vendorId)} productId 0x${hex4(productId)} is connected (check the cable and the ids in config: lsusb lists them). If lsusb shows it, the hidraw node may be unreadable: ${permissionFix(vendorId, productId)}`, { vendorId, productId });
+        throw new TallyboxError(
+          'HID_DEVICE_NOT_FOUND',
+          `no HID card reader with vendorId 0x${hex4(vendorId)} productId 0x${hex4(productId)} is connected (check the cable and the ids in config: lsusb lists them). If lsusb shows it, the hidraw node may be unreadable: ${permissionFix(vendorId, productId)}`,
+          { vendorId, productId },
+        );
       }
       const path = chosen.path;
       this.hid = hid;

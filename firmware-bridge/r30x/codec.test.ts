@@ -22,8 +22,7 @@ import {
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const cmd = (content: Buffer) => encodePacket({ pid: Pid.COMMAND, content });
-const ack = (instruction: number, confirmation: number, payload?: Buffer) =>
-  encodePacket({ pid: Pid.ACK, content: ackContent(instruction, confirmation, payload) });
+const ack = (instruction: number, confirmation: number, payload?: Buffer) => encodePacket({ pid: Pid.ACK, content: ackContent(instruction, confirmation, payload) });
 
 function feed(chunks: Uint8Array[], maxLen?: number): { packets: Packet[]; rejects: FrameReject[] } {
   const d = new R30xFrameDecoder(maxLen === undefined ? {} : { maxLen });
@@ -77,8 +76,19 @@ describe('R30x codec: every instruction request, byte for byte', () => {
 
 describe('R30x codec: replies and their fixed lengths', () => {
   it('plain ack is 12 bytes for every plain instruction', () => {
-    for (const i of [Instruction.VfyPwd, Instruction.GenImg, Instruction.Img2Tz, Instruction.RegModel, Instruction.Store,
-      Instruction.LoadChar, Instruction.UpChar, Instruction.DownChar, Instruction.DeletChar, Instruction.Empty, Instruction.SetSysPara]) {
+    for (const i of [
+      Instruction.VfyPwd,
+      Instruction.GenImg,
+      Instruction.Img2Tz,
+      Instruction.RegModel,
+      Instruction.Store,
+      Instruction.LoadChar,
+      Instruction.UpChar,
+      Instruction.DownChar,
+      Instruction.DeletChar,
+      Instruction.Empty,
+      Instruction.SetSysPara,
+    ]) {
       expect(ack(i, Confirmation.OK)).toHaveLength(12);
     }
     expect(ack(Instruction.VfyPwd, Confirmation.OK)).toEqual(hex('EF01 FFFFFFFF 07 0003 00 000A'));

@@ -70,9 +70,7 @@ export const Instruction = {
 export type InstructionName = keyof typeof Instruction;
 export type InstructionCode = (typeof Instruction)[InstructionName];
 
-export const INSTRUCTION_NAMES: ReadonlyMap<number, InstructionName> = new Map(
-  (Object.entries(Instruction) as [InstructionName, number][]).map(([name, code]) => [code, name]),
-);
+export const INSTRUCTION_NAMES: ReadonlyMap<number, InstructionName> = new Map((Object.entries(Instruction) as [InstructionName, number][]).map(([name, code]) => [code, name]));
 
 /** Confirmation codes (first content byte of every ack), named for `R30xError.code`. */
 export const Confirmation = {
@@ -118,9 +116,7 @@ export const Confirmation = {
 } as const;
 export type ConfirmationName = keyof typeof Confirmation;
 
-const CONFIRMATION_NAMES: ReadonlyMap<number, ConfirmationName> = new Map(
-  (Object.entries(Confirmation) as [ConfirmationName, number][]).map(([name, code]) => [code, name]),
-);
+const CONFIRMATION_NAMES: ReadonlyMap<number, ConfirmationName> = new Map((Object.entries(Confirmation) as [ConfirmationName, number][]).map(([name, code]) => [code, name]));
 
 /** Name of a confirmation code; unknown values become `UNKNOWN_0xNN` so errors still name them. */
 export function confirmationName(code: number): ConfirmationName | `UNKNOWN_0x${string}` {

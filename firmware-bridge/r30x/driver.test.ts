@@ -59,9 +59,7 @@ describe('R30xDriver', () => {
 
   it('a data packet where an ack belongs is PROTOCOL_ERROR; a short payload too', async () => {
     let n = 0;
-    const { driver } = await rig((_p, send) =>
-      send(n++ === 0 ? encodePacket({ pid: Pid.END_DATA, content: [0] }) : encodePacket({ pid: Pid.ACK, content: [0, 1] })),
-    );
+    const { driver } = await rig((_p, send) => send(n++ === 0 ? encodePacket({ pid: Pid.END_DATA, content: [0] }) : encodePacket({ pid: Pid.ACK, content: [0, 1] })));
     await expect(driver.genImg()).rejects.toMatchObject({ code: 'PROTOCOL_ERROR' });
     await expect(driver.readSysPara()).rejects.toMatchObject({ code: 'PROTOCOL_ERROR' });
   });

@@ -11,27 +11,9 @@ import { EventEmitter } from 'node:events';
 import { isTallyboxError } from '../../src/util/errors.js';
 import type { ByteTransport, TransportStatus } from '../transport/types.js';
 import { R30xParser, encodePacket, type FrameReject, type Packet } from './codec.js';
-import {
-  Confirmation,
-  DEFAULT_ADDRESS,
-  Instruction,
-  PAGES_PER_INDEX_TABLE,
-  Pid,
-  TEMPLATE_SIZE,
-  packetSizeFromCode,
-  type InstructionName,
-} from './constants.js';
+import { Confirmation, DEFAULT_ADDRESS, Instruction, PAGES_PER_INDEX_TABLE, Pid, TEMPLATE_SIZE, packetSizeFromCode, type InstructionName } from './constants.js';
 import { R30xError } from './errors.js';
-import {
-  Command,
-  ackPayloadLength,
-  decodeIndexTable,
-  decodeSearchPayload,
-  decodeSysPara,
-  splitData,
-  type SearchResult,
-  type SysPara,
-} from './messages.js';
+import { Command, ackPayloadLength, decodeIndexTable, decodeSearchPayload, decodeSysPara, splitData, type SearchResult, type SysPara } from './messages.js';
 
 export type CharBufferId = 1 | 2;
 
@@ -408,4 +390,3 @@ function checkU16(what: string, n: number): void {
 function checkU32(what: string, n: number): void {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw badArgument(`${what} is not a 32-bit unsigned integer`);
 }
-

@@ -33,12 +33,7 @@ export class R30xError extends TallyboxError {
     details?: Record<string, unknown>;
     cause?: unknown;
   }) {
-    super(
-      opts.code,
-      opts.message,
-      { instruction: opts.instruction, confirmation: opts.confirmation, ...opts.details },
-      opts.cause === undefined ? undefined : { cause: opts.cause },
-    );
+    super(opts.code, opts.message, { instruction: opts.instruction, confirmation: opts.confirmation, ...opts.details }, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'R30xError';
     this.confirmation = opts.confirmation;
     this.instruction = opts.instruction;

@@ -18,10 +18,8 @@ export const Command = {
   genImg: () => Buffer.from([Instruction.GenImg]),
   img2Tz: (bufferId: number) => Buffer.from([Instruction.Img2Tz, bufferId]),
   match: () => Buffer.from([Instruction.Match]),
-  search: (bufferId: number, startPage: number, pageCount: number) =>
-    Buffer.from([Instruction.Search, bufferId, ...u16(startPage), ...u16(pageCount)]),
-  highSpeedSearch: (bufferId: number, startPage: number, pageCount: number) =>
-    Buffer.from([Instruction.HighSpeedSearch, bufferId, ...u16(startPage), ...u16(pageCount)]),
+  search: (bufferId: number, startPage: number, pageCount: number) => Buffer.from([Instruction.Search, bufferId, ...u16(startPage), ...u16(pageCount)]),
+  highSpeedSearch: (bufferId: number, startPage: number, pageCount: number) => Buffer.from([Instruction.HighSpeedSearch, bufferId, ...u16(startPage), ...u16(pageCount)]),
   regModel: () => Buffer.from([Instruction.RegModel]),
   store: (bufferId: number, page: number) => Buffer.from([Instruction.Store, bufferId, ...u16(page)]),
   loadChar: (bufferId: number, page: number) => Buffer.from([Instruction.LoadChar, bufferId, ...u16(page)]),
@@ -148,15 +146,7 @@ export interface SysPara {
 }
 
 export function encodeSysPara(s: SysPara): Buffer {
-  return Buffer.from([
-    ...u16(s.statusRegister),
-    ...u16(s.systemId),
-    ...u16(s.librarySize),
-    ...u16(s.securityLevel),
-    ...u32(s.address),
-    ...u16(s.packetSizeCode),
-    ...u16(s.baudN),
-  ]);
+  return Buffer.from([...u16(s.statusRegister), ...u16(s.systemId), ...u16(s.librarySize), ...u16(s.securityLevel), ...u32(s.address), ...u16(s.packetSizeCode), ...u16(s.baudN)]);
 }
 export function decodeSysPara(p: Buffer): SysPara {
   return {
@@ -220,7 +210,10 @@ function ascii(out: Buffer, at: number, len: number, text: string): void {
   Buffer.from(text, 'latin1').copy(out, at, 0, len);
 }
 function unascii(p: Buffer, at: number, len: number): string {
-  return p.subarray(at, at + len).toString('latin1').replace(/\0+$/, '');
+  return p
+    .subarray(at, at + len)
+    .toString('latin1')
+    .replace(/\0+$/, '');
 }
 
 export function encodeProdInfo(i: ProdInfo): Buffer {

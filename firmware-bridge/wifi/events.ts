@@ -37,7 +37,10 @@ export type PresenceEvent = StationJoined | StationLeft;
 
 /** aa:bb:cc:dd:ee:ff from any of aa:bb…, AA-BB-…, aabb.ccdd.eeff, aabbccddeeff; undefined when it is not a MAC. */
 export function canonicalMac(value: string): string | undefined {
-  const hex = value.trim().toLowerCase().replace(/[:\-.]/g, '');
+  const hex = value
+    .trim()
+    .toLowerCase()
+    .replace(/[:\-.]/g, '');
   if (!/^[0-9a-f]{12}$/.test(hex)) return undefined;
   return hex.match(/../g)!.join(':');
 }

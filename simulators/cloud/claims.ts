@@ -67,7 +67,7 @@ export class ClaimService {
   private client: MqttClient | undefined;
   private readonly publicKeyBase64: string;
 
-  constructor(private readonly opts: { privateKey: KeyObject; keyId: string; onEvent?: (e: ClaimEvent) => void; /** A slow cloud (tests: a LAN attacker answers first). */ answerDelayMs?: number }) {
+  constructor(private readonly opts: { privateKey: KeyObject; keyId: string; onEvent?: (e: ClaimEvent) => void /** A slow cloud (tests: a LAN attacker answers first). */; answerDelayMs?: number }) {
     const jwk = createPublicKey(opts.privateKey).export({ format: 'jwk' });
     this.publicKeyBase64 = Buffer.from(jwk.x ?? '', 'base64url').toString('base64');
   }

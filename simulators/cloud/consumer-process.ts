@@ -12,10 +12,7 @@
 import { PunchConsumer, type ConsumedPunch, type PunchConsumerOptions } from './consumer.js';
 
 export type ConsumerSpec = Omit<PunchConsumerOptions, 'forward'>;
-export type ConsumerUp =
-  | { t: 'ready' }
-  | { t: 'punches'; id: number; items: [string, number, string, number][] }
-  | { t: 'stats'; received: number; forwarded: number; malformed: number; pubacksDropped: number };
+export type ConsumerUp = { t: 'ready' } | { t: 'punches'; id: number; items: [string, number, string, number][] } | { t: 'stats'; received: number; forwarded: number; malformed: number; pubacksDropped: number };
 export type ConsumerDown = { t: 'taken'; id: number } | { t: 'stop' };
 
 async function main(): Promise<void> {

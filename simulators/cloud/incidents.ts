@@ -95,7 +95,11 @@ export class IncidentDesk {
   async ack(orgId: string, deviceId: string, ids?: readonly string[]): Promise<void> {
     const { sink, signer } = this.opts;
     if (!sink || !signer) throw new Error('IncidentDesk.ack needs a sink and a signer');
-    const list = ids ?? this.incidents().filter((i) => i.deviceId === deviceId).map((i) => i.incidentId);
+    const list =
+      ids ??
+      this.incidents()
+        .filter((i) => i.deviceId === deviceId)
+        .map((i) => i.incidentId);
     await sink.sendCommand(signer, orgId, deviceId, { incidentAck: { incidentIds: [...list] } });
     for (const id of list) {
       const i = this.byId.get(id);

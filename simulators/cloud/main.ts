@@ -62,7 +62,14 @@ function loadSigner(keyFile: string | undefined): CommandSigner {
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { port: { type: 'string', default: '1883' }, 'broker-url': { type: 'string' }, 'http-port': { type: 'string', default: '8080' }, 'key-file': { type: 'string' }, 'issue-claim': { type: 'string', multiple: true }, help: { type: 'boolean' } },
+    options: {
+      port: { type: 'string', default: '1883' },
+      'broker-url': { type: 'string' },
+      'http-port': { type: 'string', default: '8080' },
+      'key-file': { type: 'string' },
+      'issue-claim': { type: 'string', multiple: true },
+      help: { type: 'boolean' },
+    },
     strict: true,
   });
   if (values.help) {

@@ -55,7 +55,21 @@ export class Mosquitto {
     const conf = join(dir, 'mosquitto.conf');
     // Persistence on (saved at a clean stop): a cloud subscriber's persistent session and its
     // queued QoS 1 messages survive a broker restart, as on a production broker.
-    writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence true', `persistence_location ${dir}/`, 'autosave_interval 0', 'max_inflight_messages 0', 'max_queued_messages 0', 'log_dest none', ...(opts.extraConfig ?? []), ''].join('\n'));
+    writeFileSync(
+      conf,
+      [
+        `listener ${port} 127.0.0.1`,
+        'allow_anonymous true',
+        'persistence true',
+        `persistence_location ${dir}/`,
+        'autosave_interval 0',
+        'max_inflight_messages 0',
+        'max_queued_messages 0',
+        'log_dest none',
+        ...(opts.extraConfig ?? []),
+        '',
+      ].join('\n'),
+    );
     const m = new Mosquitto(port, conf, bin);
     await m.resume();
     return m;

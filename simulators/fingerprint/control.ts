@@ -176,9 +176,7 @@ export async function startControlServer(opts: { simulator: FingerprintSimulator
     if (opts.socketPath) server.listen(opts.socketPath, resolve);
     else server.listen(opts.port ?? 0, '127.0.0.1', resolve);
   });
-  const address: ControlAddress = opts.socketPath
-    ? { url: 'http://localhost', socketPath: opts.socketPath }
-    : { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, port: (server.address() as AddressInfo).port };
+  const address: ControlAddress = opts.socketPath ? { url: 'http://localhost', socketPath: opts.socketPath } : { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, port: (server.address() as AddressInfo).port };
   return {
     address,
     close: () =>

@@ -313,10 +313,7 @@ export class FingerprintDevice {
         const b = this.#bufferArg(args[0]);
         if (b === null) return ack(Confirmation.RECEIVE_ERROR);
         const parts = splitData(this.#char[b], this.packetSize);
-        return [
-          ...ack(Confirmation.OK),
-          ...this.#dataPackets(parts),
-        ];
+        return [...ack(Confirmation.OK), ...this.#dataPackets(parts)];
       }
       case Instruction.DownChar: {
         const b = this.#bufferArg(args[0]);
@@ -335,7 +332,10 @@ export class FingerprintDevice {
         return ack(Confirmation.OK);
       case Instruction.GetRandomCode: {
         // Deterministic per seed (a failing run replays), different on every call.
-        const r = createHmac('sha256', this.seed).update(`r30x-random\0${++this.#randomCounter}`).digest().subarray(0, 4);
+        const r = createHmac('sha256', this.seed)
+          .update(`r30x-random\0${++this.#randomCounter}`)
+          .digest()
+          .subarray(0, 4);
         return ack(Confirmation.OK, r);
       }
       case Instruction.SetAdder: {
@@ -412,7 +412,10 @@ export class FingerprintDevice {
       case Instruction.ReadIndexTable: {
         const t = args[0];
         if (t === undefined || t > 3) return ack(Confirmation.INVALID_REGISTER);
-        return ack(Confirmation.OK, encodeIndexTable(t, (page) => page < this.capacity && this.#library.has(page)));
+        return ack(
+          Confirmation.OK,
+          encodeIndexTable(t, (page) => page < this.capacity && this.#library.has(page)),
+        );
       }
       case Instruction.ReadSysPara:
         return ack(

@@ -105,11 +105,7 @@ export async function runFingerprintCli(argv: string[], io: CliIo): Promise<numb
     ...(values.seed !== undefined ? { seed: values.seed } : {}),
     // Paced by default: developers point real clients at this, and their timeouts must meet real timing.
     pacing: values['no-pacing'] !== true,
-    control: values['no-control']
-      ? false
-      : values['control-socket'] !== undefined
-        ? { socketPath: values['control-socket'] }
-        : { port: (port as number | undefined) ?? 0 },
+    control: values['no-control'] ? false : values['control-socket'] !== undefined ? { socketPath: values['control-socket'] } : { port: (port as number | undefined) ?? 0 },
   });
   out(JSON.stringify({ event: 'ready', link: sim.link, capacity: sim.device.capacity, baudRate: sim.device.baudRate, pacing: sim.deviceLink.pacing, control: sim.control }));
   try {

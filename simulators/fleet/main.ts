@@ -59,7 +59,10 @@ export function formatReport(r: FleetReport): string {
     `  CPU: ${Number.isFinite(r.cpuMsPerPunch) ? `${r.cpuMsPerPunch.toFixed(3)} ms` : '–'} per punch in the device processes (all threads)`,
   ];
   if (r.chaos.length) lines.push(`  chaos: ${r.chaos.length} kills (${r.chaos.filter((c) => c.target === 'worker').length} worker processes, ${r.chaos.filter((c) => c.target === 'consumer').length} consumers)`);
-  for (const w of d.worst) lines.push(`    ${w.deviceId}: last seq ${w.lastAccepted}, missing ${w.missing.length}${w.missing.length ? ` (${w.missing.slice(0, 8).join(', ')}${w.missing.length > 8 ? ', …' : ''})` : ''}, duplicates ${w.duplicates}, seq reused ${w.conflicts}, out of order ${w.outOfOrder}`);
+  for (const w of d.worst)
+    lines.push(
+      `    ${w.deviceId}: last seq ${w.lastAccepted}, missing ${w.missing.length}${w.missing.length ? ` (${w.missing.slice(0, 8).join(', ')}${w.missing.length > 8 ? ', …' : ''})` : ''}, duplicates ${w.duplicates}, seq reused ${w.conflicts}, out of order ${w.outOfOrder}`,
+    );
   for (const n of r.notes) lines.push(`  note: ${n}`);
   lines.push(fleetOk(r) ? '  OK: nothing lost, no seq reused, every device complete' : '  FAILED: see above');
   return lines.join('\n');

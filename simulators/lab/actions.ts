@@ -11,7 +11,17 @@ export const LabActionSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('uplink'), device: Name, mode: z.enum(['ok', 'cut', 'blackhole']) }).strict(),
   z.object({ type: z.literal('peripheral'), device: Name, peripheral: z.string().min(1).max(32), plugged: z.boolean() }).strict(),
   z.object({ type: z.literal('disk'), device: Name, full: z.boolean() }).strict(),
-  z.object({ type: z.literal('clock'), device: Name, offsetMs: z.number().int().min(-10 * 365 * 86_400_000).max(10 * 365 * 86_400_000) }).strict(),
+  z
+    .object({
+      type: z.literal('clock'),
+      device: Name,
+      offsetMs: z
+        .number()
+        .int()
+        .min(-10 * 365 * 86_400_000)
+        .max(10 * 365 * 86_400_000),
+    })
+    .strict(),
   z.object({ type: z.literal('agent'), device: Name, op: z.enum(['kill', 'restart']) }).strict(),
   z.object({ type: z.literal('enrol'), person: Name, device: Name.optional() }).strict(),
   z.object({ type: z.literal('erase'), person: Name }).strict(),

@@ -41,7 +41,10 @@ const PersonSchema = z
     /** Enrols and presents a face on face modules. */
     face: z.boolean().default(false),
     /** A staff card number (made up): registered as a credential (HMAC on the device). */
-    card: z.string().regex(/^[0-9A-Za-z]{1,32}$/, 'must be 1-32 digits or letters').optional(),
+    card: z
+      .string()
+      .regex(/^[0-9A-Za-z]{1,32}$/, 'must be 1-32 digits or letters')
+      .optional(),
     /** A phone joining the office Wi-Fi (C1): a vendor (fixed) or private (randomised) MAC. */
     phone: z.union([z.literal(true), z.object({ randomised: z.boolean().default(false) }).strict()]).optional(),
     /** Devices (names) to enrol this person on; default every device serving their org. */
@@ -69,7 +72,12 @@ const LabSchema = z
     version: z.literal(1, { message: 'must be 1 (the only lab file version)' }),
     site: z.object({ name: z.string().min(1).max(100), region: z.enum(['cn', 'sg']).default('sg') }).strict(),
     /** Seed of everything simulated (templates, faces, subject ids); --seed overrides it. */
-    seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .default(1),
     orgs: z.array(z.object({ id: Id }).strict()).min(1),
     people: z.array(PersonSchema).default([]),
     devices: z.array(DeviceBase).min(1),

@@ -364,7 +364,17 @@ export class Lab extends EventEmitter {
   }
 
   info(): { site: string; region: string; seed: number; broker: string; startedAt: string; dir: string; configSha256: string; devices: number; people: number } {
-    return { site: this.config.site.name, region: this.config.site.region, seed: this.seed, broker: this.brokerUrl, startedAt: this.startedAt, dir: this.dir, configSha256: this.#configSha, devices: this.#devices.size, people: this.people.size };
+    return {
+      site: this.config.site.name,
+      region: this.config.site.region,
+      seed: this.seed,
+      broker: this.brokerUrl,
+      startedAt: this.startedAt,
+      dir: this.dir,
+      configSha256: this.#configSha,
+      devices: this.#devices.size,
+      people: this.people.size,
+    };
   }
 
   #device(name: string): Device {
@@ -757,7 +767,10 @@ export class Lab extends EventEmitter {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#poll) clearInterval(this.#poll);
-    for (const f of this.#cleanups.splice(0).reverse()) await Promise.resolve().then(f).catch(() => undefined);
+    for (const f of this.#cleanups.splice(0).reverse())
+      await Promise.resolve()
+        .then(f)
+        .catch(() => undefined);
     if (this.#ownDir) rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -55,7 +55,10 @@ function serveStatic(path: string): Route['handler'] {
   };
 }
 
-const act = (build: (c: RouteContext) => Record<string, unknown>): Route['handler'] => (c) => c.lab.act(build(c));
+const act =
+  (build: (c: RouteContext) => Record<string, unknown>): Route['handler'] =>
+  (c) =>
+    c.lab.act(build(c));
 
 export const ROUTES: readonly Route[] = [
   { method: 'GET', path: '/', handler: serveStatic('/') },

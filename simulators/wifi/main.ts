@@ -34,7 +34,10 @@ function count(v: string | undefined, what: string): number {
 export async function main(argv: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { dir: { type: 'string' }, ifaces: { type: 'string' }, phones: { type: 'string' }, random: { type: 'string' }, 'dhcp-script': { type: 'string' }, 'control-port': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({
+      args: argv,
+      options: { dir: { type: 'string' }, ifaces: { type: 'string' }, phones: { type: 'string' }, random: { type: 'string' }, 'dhcp-script': { type: 'string' }, 'control-port': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    }));
   } catch (err) {
     process.stderr.write(`tallybox-sim wifi: ${(err as Error).message}\n${HELP}`);
     return 2;
@@ -68,7 +71,9 @@ export async function main(argv: string[]): Promise<number> {
   for (let i = 0; i < phones; i++) office.addPhone();
   for (let i = 0; i < random; i++) office.addPhone({ randomised: true });
   const control = await startWifiControl({ office, port });
-  process.stdout.write(`${JSON.stringify({ ready: true, ctrlDir: office.ctrlDir, leaseFile: office.leaseFile, control: control.url, phones: [...office.phones.values()].map((p) => ({ id: p.id, mac: p.mac, randomised: p.randomised })) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ ready: true, ctrlDir: office.ctrlDir, leaseFile: office.leaseFile, control: control.url, phones: [...office.phones.values()].map((p) => ({ id: p.id, mac: p.mac, randomised: p.randomised })) })}\n`,
+  );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

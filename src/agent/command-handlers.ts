@@ -125,7 +125,8 @@ export function commandHandlers(deps: HandlerDeps): CommandHandlers {
         return refusal(err);
       }
       const reenrol = wifi ? { wifiReenrolment: { subjectIds: wifi.reenrolmentNeeded(orgId) } } : {};
-      if (armed?.state === WifiEnrolmentState.WIFI_ENROLMENT_STATE_CONFLICT) return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'wifi_enrolment_conflict', detail: 'another enrolment window is armed on that SSID; the subject is recorded', wifiEnrolment: armed, ...reenrol };
+      if (armed?.state === WifiEnrolmentState.WIFI_ENROLMENT_STATE_CONFLICT)
+        return { code: ResultCode.RESULT_CODE_REFUSED, reason: 'wifi_enrolment_conflict', detail: 'another enrolment window is armed on that SSID; the subject is recorded', wifiEnrolment: armed, ...reenrol };
       if (armed) return { ...ok('wifi enrolment window armed'), reason: 'wifi_enrolment_armed', wifiEnrolment: armed, ...reenrol };
       return { ...ok(), ...reenrol };
     },

@@ -216,9 +216,7 @@ export class PurgeRetry {
   private dueAtMono: number | undefined;
   private st: PurgeRetryStatus = { pending: 0, sinceMs: undefined, lastProblem: undefined, nextRetryMs: undefined };
 
-  constructor(
-    private readonly opts: { purger: Purger; minMs: number; maxMs: number; logger: Logger; onChange: () => void },
-  ) {
+  constructor(private readonly opts: { purger: Purger; minMs: number; maxMs: number; logger: Logger; onChange: () => void }) {
     this.delay = opts.minMs;
   }
 

@@ -29,9 +29,7 @@ export class ResultQueue {
   private sending = false;
   private again = false;
 
-  constructor(
-    private readonly opts: { outbox: Outbox; egress: EgressGate; session: () => Session | undefined; logger: Logger },
-  ) {}
+  constructor(private readonly opts: { outbox: Outbox; egress: EgressGate; session: () => Session | undefined; logger: Logger }) {}
 
   /** Durably queue, then try to send now. */
   async enqueue(orgId: string, result: CommandResultProps): Promise<void> {

@@ -122,7 +122,13 @@ export class ServedOrgs {
     } catch (err) {
       throw new TallyboxError('SERVED_ORGS_CORRUPT', `${(err as Error).message}; refusing to start`, { path }, { cause: err });
     }
-    return new ServedOrgs(path, served, retired.filter((o) => !served.includes(o)), opts.logger, 'file');
+    return new ServedOrgs(
+      path,
+      served,
+      retired.filter((o) => !served.includes(o)),
+      opts.logger,
+      'file',
+    );
   }
 
   has(orgId: string): boolean {

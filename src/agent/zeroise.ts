@@ -69,8 +69,8 @@ export function describeZeroised(z: ZeroisedInfo): string {
         : z.key === 'none'
           ? 'no device key on this device'
           : z.key === 'pending'
-          ? 'device key destruction interrupted'
-          : 'device key state unknown';
+            ? 'device key destruction interrupted'
+            : 'device key state unknown';
   return `zeroised (${z.reason}${z.markerError ? `: ${z.markerError}` : ''}): ${key}`;
 }
 

@@ -74,7 +74,10 @@ export async function startC1Stack(opts: C1StackOptions = {}): Promise<C1Stack> 
     ...(opts.brokerUrl ? { brokerUrl: opts.brokerUrl } : {}),
     config: (dir) => {
       const wifi = join(dir, 'wifi');
-      const src = opts.sources === 'dnsmasq' ? { dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } } : { hostapd: { ctrlDir: join(wifi, 'hostapd'), interfaces: opts.office?.ifaces ?? ['wlan0', 'wlan1'], heartbeatMs: 2000 }, dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } };
+      const src =
+        opts.sources === 'dnsmasq'
+          ? { dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } }
+          : { hostapd: { ctrlDir: join(wifi, 'hostapd'), interfaces: opts.office?.ifaces ?? ['wlan0', 'wlan1'], heartbeatMs: 2000 }, dnsmasq: { leaseFile: join(wifi, 'dhcp.leases'), pollMs: 200 } };
       return { c1: { timeZone: 'UTC', leaveGraceSec: 1, ...src, ...opts.c1 } };
     },
     beforeRole: async (dir, onClose) => {

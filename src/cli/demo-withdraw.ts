@@ -40,7 +40,6 @@ interface Person {
   marker: Buffer;
 }
 
-
 /** Every regular file under dir, recursively. */
 function filesUnder(dir: string): string[] {
   return readdirSync(dir).flatMap((f) => {
@@ -138,7 +137,9 @@ export async function runWithdrawDemo(opts: WithdrawDemoOptions): Promise<number
     } catch {
       receiptVerified = false;
     }
-    say(`OrgWithdraw(${withdrawn}) → result ${ResultCode[result.code]} (${result.reason}) in ${Math.round(performance.now() - before)} ms; result signature ${resultVerified ? 'verified' : 'INVALID'}; receipt ${receiptVerified ? 'verified' : 'INVALID'}.`);
+    say(
+      `OrgWithdraw(${withdrawn}) → result ${ResultCode[result.code]} (${result.reason}) in ${Math.round(performance.now() - before)} ms; result signature ${resultVerified ? 'verified' : 'INVALID'}; receipt ${receiptVerified ? 'verified' : 'INVALID'}.`,
+    );
 
     // 4. Independent checks on the device's files.
     const gone = people.filter((p) => p.orgId === withdrawn);

@@ -29,7 +29,6 @@ export interface DemoOptions {
 const ROSTER = Array.from({ length: 12 }, (_, i) => `sub-${String(i + 1).padStart(4, '0')}`);
 const METHODS = [PunchMethod.PUNCH_METHOD_CARD, PunchMethod.PUNCH_METHOD_FINGERPRINT, PunchMethod.PUNCH_METHOD_FACE];
 
-
 export async function runDemo(opts: DemoOptions): Promise<number> {
   const out = opts.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const say = (l: string) => {

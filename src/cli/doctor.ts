@@ -59,7 +59,11 @@ async function checkStorage(config: Config): Promise<Check[]> {
       await db.close();
       const problems = rows.map((r) => r.quick_check).filter((v) => v !== 'ok');
       const healthy = rows.length > 0 && problems.length === 0;
-      out.push({ name: file, verdict: healthy ? 'ok' : 'fail', detail: healthy ? 'readable, quick_check ok' : `quick_check: ${problems.slice(0, 3).join('; ') || 'no answer'}${problems.length > 3 ? ` (+${problems.length - 3} more)` : ''}` });
+      out.push({
+        name: file,
+        verdict: healthy ? 'ok' : 'fail',
+        detail: healthy ? 'readable, quick_check ok' : `quick_check: ${problems.slice(0, 3).join('; ') || 'no answer'}${problems.length > 3 ? ` (+${problems.length - 3} more)` : ''}`,
+      });
     } catch (err) {
       out.push({ name: file, verdict: 'fail', detail: `${path}: ${describeError(err)}` });
     }
@@ -109,7 +113,13 @@ async function checkKeys(config: Config): Promise<Check[]> {
   if (!config.vault) return [{ name: 'keys', verdict: 'ok', detail: 'no vault configured: this device keeps no personal data' }];
   if (config.vault.keyProvider === 'systemd-credentials' && !process.env.CREDENTIALS_DIRECTORY) {
     // Run by IT outside the unit: the credentials exist only inside tallybox.service. Not seeing them is not a fault.
-    return [{ name: 'keys', verdict: 'warn', detail: 'systemd credentials are visible only inside the service (no CREDENTIALS_DIRECTORY here): not checked; see `systemctl status tallybox` (a missing LoadCredential= source fails the unit with status 243/CREDENTIALS)' }];
+    return [
+      {
+        name: 'keys',
+        verdict: 'warn',
+        detail: 'systemd credentials are visible only inside the service (no CREDENTIALS_DIRECTORY here): not checked; see `systemctl status tallybox` (a missing LoadCredential= source fails the unit with status 243/CREDENTIALS)',
+      },
+    ];
   }
   try {
     const provider = keyProviderFor(config.vault);
@@ -130,7 +140,13 @@ async function checkBroker(config: Config): Promise<Check[]> {
 function checkClockAndCommands(config: Config): Check[] {
   const synced = clockSynced(config.clock);
   return [
-    { name: 'clock', verdict: synced ? 'ok' : 'warn', detail: synced ? `synchronised (${config.clock.source}); now ${new Date().toISOString()}` : `not synchronised (${config.clock.source}): punches are flagged clock_synced=false and commands may be refused as expired; enable NTP (systemd-timesyncd)` },
+    {
+      name: 'clock',
+      verdict: synced ? 'ok' : 'warn',
+      detail: synced
+        ? `synchronised (${config.clock.source}); now ${new Date().toISOString()}`
+        : `not synchronised (${config.clock.source}): punches are flagged clock_synced=false and commands may be refused as expired; enable NTP (systemd-timesyncd)`,
+    },
     config.cloud.commandKeys.length > 0
       ? { name: 'commands', verdict: 'ok', detail: `${config.cloud.commandKeys.length} cloud command key(s) pinned` }
       : { name: 'commands', verdict: 'warn', detail: 'no cloud.commandKeys: erasure and enrolment commands from the cloud will be ignored' },

@@ -70,9 +70,7 @@ export async function purgeOrg(opts: { configFile: string; orgId: string; yes: b
         logger,
       });
       const queued = await delivery.flushAll();
-      opts.out(
-        JSON.stringify({ purged: o.ok, verification: o.receipt.verification, orgId: opts.orgId, scanHits: o.receipt.scan.hits, counts: o.receipt.counts, durationMs: o.receipt.durationMs, receiptQueued: o.queued && queued > 0 }),
-      );
+      opts.out(JSON.stringify({ purged: o.ok, verification: o.receipt.verification, orgId: opts.orgId, scanHits: o.receipt.scan.hits, counts: o.receipt.counts, durationMs: o.receipt.durationMs, receiptQueued: o.queued && queued > 0 }));
       return o.ok ? 0 : 1;
     } finally {
       await closePrivacy(privacy);

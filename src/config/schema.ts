@@ -115,9 +115,7 @@ const VaultSchema = z
 const CloudSchema = z
   .object({
     /** The cloud's Ed25519 public keys (raw 32 bytes, base64) that may sign commands; several during rotation. */
-    commandKeys: z
-      .array(z.object({ id: z.string().min(1).max(64), publicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'must be a raw 32-byte Ed25519 public key in base64') }).strict())
-      .default([]),
+    commandKeys: z.array(z.object({ id: z.string().min(1).max(64), publicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'must be a raw 32-byte Ed25519 public key in base64') }).strict()).default([]),
   })
   .strict();
 
@@ -171,13 +169,24 @@ export const ConfigSchema = z
     p1: P1ConfigSchema.optional(),
     privacy: PrivacySchema.default(PrivacySchema.parse({})),
     /** Decommission (src/decommission): how long to wait for the broker to take queued punches and the receipt. */
-    decommission: z.object({ deliverTimeoutSec: z.number().min(0).max(3600).default(30) }).strict().optional(),
-    /** Incident records (src/incident): N rejected commands within a window is one AUTH_FAILURES incident; re-send period. */
-    incidents: z
-      .object({ authFailures: z.number().int().min(1).max(100_000).default(5), authWindowSec: z.number().min(1).max(86_400).default(60), resendSec: z.number().min(1).max(86_400).default(60), checkSec: z.number().min(0.1).max(3600).default(5) })
+    decommission: z
+      .object({ deliverTimeoutSec: z.number().min(0).max(3600).default(30) })
       .strict()
       .optional(),
-    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
+    /** Incident records (src/incident): N rejected commands within a window is one AUTH_FAILURES incident; re-send period. */
+    incidents: z
+      .object({
+        authFailures: z.number().int().min(1).max(100_000).default(5),
+        authWindowSec: z.number().min(1).max(86_400).default(60),
+        resendSec: z.number().min(1).max(86_400).default(60),
+        checkSec: z.number().min(0.1).max(3600).default(5),
+      })
+      .strict()
+      .optional(),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
   })
   .strict()
   .refine((c) => c.vault !== undefined || (c.device.kind !== 'm1' && c.device.kind !== 'm2'), { message: 'm1 and m2 devices keep templates: a vault section is required', path: ['vault'] })

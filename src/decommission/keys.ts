@@ -48,7 +48,12 @@ export async function destroyKeys(config: Config, provider: KeyProvider | undefi
   if (provider && config.vault) {
     try {
       const kekPath = config.vault.kekFile;
-      const existed = kekPath ? await stat(kekPath).then(() => true, () => false) : true;
+      const existed = kekPath
+        ? await stat(kekPath).then(
+            () => true,
+            () => false,
+          )
+        : true;
       await provider.zeroiseKek();
       kek = existed ? 'destroyed' : 'absent';
     } catch (err) {

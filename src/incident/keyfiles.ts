@@ -27,7 +27,10 @@ export function keyFilesOf(config: Config): Array<{ name: 'kek' | 'identity'; pa
 
 async function printOf(key: Buffer, path: string): Promise<string> {
   try {
-    return createHmac('sha256', key).update(await readFile(path)).digest('hex').slice(0, 32);
+    return createHmac('sha256', key)
+      .update(await readFile(path))
+      .digest('hex')
+      .slice(0, 32);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // Unreadable for another reason (permissions) is not "missing": the key provider reports that itself.

@@ -147,7 +147,12 @@ export class IncidentMonitor {
     const n = stats.offered - this.auth[0]!.offered;
     if (n >= this.opts.authFailures && !this.burstOpen) {
       this.burstOpen = true;
-      await this.record({ kind: 'AUTH_FAILURES', dedup: `AUTH_FAILURES:${Date.now()}:${stats.offered}`, counts: { rejected: n, windowSec: this.opts.authWindowSec }, detail: `${n} commands rejected within ${this.opts.authWindowSec} s (forged, replayed, expired or misaddressed)` });
+      await this.record({
+        kind: 'AUTH_FAILURES',
+        dedup: `AUTH_FAILURES:${Date.now()}:${stats.offered}`,
+        counts: { rejected: n, windowSec: this.opts.authWindowSec },
+        detail: `${n} commands rejected within ${this.opts.authWindowSec} s (forged, replayed, expired or misaddressed)`,
+      });
     } else if (n === 0 && this.auth.length > 1) this.burstOpen = false;
   }
 

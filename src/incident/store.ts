@@ -74,7 +74,17 @@ interface Row {
   acked_at_ms: number | null;
 }
 
-const row = (r: Row): Incident => ({ seq: r.seq, id: r.id, kind: r.kind, atMs: r.at_ms, orgIds: JSON.parse(r.org_ids) as string[], counts: JSON.parse(r.counts) as Record<string, number>, detail: r.detail, sends: r.sends, ackedAtMs: r.acked_at_ms });
+const row = (r: Row): Incident => ({
+  seq: r.seq,
+  id: r.id,
+  kind: r.kind,
+  atMs: r.at_ms,
+  orgIds: JSON.parse(r.org_ids) as string[],
+  counts: JSON.parse(r.counts) as Record<string, number>,
+  detail: r.detail,
+  sends: r.sends,
+  ackedAtMs: r.acked_at_ms,
+});
 
 export class IncidentStore {
   private chain: Promise<unknown> = Promise.resolve();
@@ -157,7 +167,7 @@ export class IncidentStore {
 
   deleteMetaPrefix(prefix: string): Promise<void> {
     return this.serial(async () => {
-      await this.db.run("DELETE FROM incident_meta WHERE substr(name, 1, length(?)) = ?", [prefix, prefix]);
+      await this.db.run('DELETE FROM incident_meta WHERE substr(name, 1, length(?)) = ?', [prefix, prefix]);
     });
   }
 

@@ -253,9 +253,7 @@ export class MqttLink {
 
   async #onConnected(client: MqttClient, channel: EgressChannel, bdSeq: number, version: 4 | 5): Promise<void> {
     try {
-      await new Promise<void>((resolve, reject) =>
-        client.subscribe(commandFilter(this.#opts.config.device.id), { qos: 1 }, (err) => (err ? reject(err) : resolve())),
-      );
+      await new Promise<void>((resolve, reject) => client.subscribe(commandFilter(this.#opts.config.device.id), { qos: 1 }, (err) => (err ? reject(err) : resolve())));
       const birth = { ...this.#opts.state(), ...this.presence(), link: LinkStatus.LINK_STATUS_ONLINE, lifecycle: Lifecycle.LIFECYCLE_BIRTH, bdSeq, atMs: this.#now() };
       await this.#opts.egress.publishState(channel, birth);
     } catch (err) {

@@ -23,7 +23,7 @@ export function outboxErasureParticipant(outbox: Outbox): ErasureParticipant {
       return left === 0 ? { ok: true, counts: { punches } } : { ok: false, counts: { punches }, detail: `${left} queued punches of the org still present` };
     },
     async eraseSubject(): Promise<ErasureReport> {
-      return { ok: true, counts: { punches: 0 }, detail: 'queued punches are the organisation\'s attendance records and are kept' };
+      return { ok: true, counts: { punches: 0 }, detail: "queued punches are the organisation's attendance records and are kept" };
     },
     scanFiles: () => [outbox.path, `${outbox.path}-wal`, `${outbox.path}-shm`, `${outbox.path}-journal`],
   };

@@ -462,10 +462,7 @@ export class Outbox {
         p.resolve(p.row);
       } else {
         // Already queued under this event id (a retry): report the stored row.
-        void this.findByEventId(p.row.eventId).then(
-          (existing) => (existing ? p.resolve(existing) : p.reject(new TallyboxError('DUPLICATE_EVENT', `event ${p.row.eventId} was already delivered`))),
-          p.reject,
-        );
+        void this.findByEventId(p.row.eventId).then((existing) => (existing ? p.resolve(existing) : p.reject(new TallyboxError('DUPLICATE_EVENT', `event ${p.row.eventId} was already delivered`))), p.reject);
       }
     }
     this.depthCount += inserted;

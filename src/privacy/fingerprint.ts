@@ -196,7 +196,19 @@ export function fingerprintSamples(key: FingerprintKey, samples: readonly Erasur
     hi[w] = out[4 * w]!;
     lo[w] = out[4 * w + 1]!;
   }
-  return { key, count, len, meta, tags: confirmTags(key, usable.map((s) => s.bytes)), first, hi, lo };
+  return {
+    key,
+    count,
+    len,
+    meta,
+    tags: confirmTags(
+      key,
+      usable.map((s) => s.bytes),
+    ),
+    first,
+    hi,
+    lo,
+  };
 }
 
 /** Serialise a set (not its key) for the purge journal. */

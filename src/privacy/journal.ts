@@ -133,15 +133,7 @@ export class PurgeJournal {
     return this.serial(async () => {
       const salt = randomBytes(16);
       const set = fingerprintSamples(deriveJobKey(this.root, salt, jobId), samples);
-      await this.db.run('INSERT INTO purge_fingerprints (job_id, org_id, state, salt, key_check, entries, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)', [
-        jobId,
-        orgId,
-        'sampled',
-        salt,
-        keyCheck(set.key),
-        encodeSet(set),
-        this.clock(),
-      ]);
+      await this.db.run('INSERT INTO purge_fingerprints (job_id, org_id, state, salt, key_check, entries, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)', [jobId, orgId, 'sampled', salt, keyCheck(set.key), encodeSet(set), this.clock()]);
       return set;
     });
   }

@@ -29,11 +29,7 @@ const DAY_MS = 86_400_000;
 export function resolveRetentionDays(days?: number): number {
   if (days === undefined) return DEFAULT_RETENTION_DAYS;
   if (!Number.isInteger(days) || days < 1 || days > MAX_RETENTION_DAYS) {
-    throw new TallyboxError(
-      'RETENTION_OUT_OF_RANGE',
-      `RETENTION_OUT_OF_RANGE: retention.templateDays must be a whole number of days from 1 to ${MAX_RETENTION_DAYS}, got ${String(days)}`,
-      { key: 'retention.templateDays', value: days },
-    );
+    throw new TallyboxError('RETENTION_OUT_OF_RANGE', `RETENTION_OUT_OF_RANGE: retention.templateDays must be a whole number of days from 1 to ${MAX_RETENTION_DAYS}, got ${String(days)}`, { key: 'retention.templateDays', value: days });
   }
   return days;
 }

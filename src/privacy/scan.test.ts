@@ -33,7 +33,10 @@ describe('scanForSamples', () => {
     const ids = Array.from({ length: 50 }, (_, i) => Buffer.from(`0190abcd-0000-7000-8000-${String(i).padStart(12, '0')}`));
     const path = join(dir, 'ids.db');
     await writeFile(path, Buffer.concat([randomBytes(64), ids[7]!, randomBytes(64)]));
-    const r = await scanForSamples([{ path, scope: 'store' }], ids.map((b) => sample(b, 'store', 'subject_id')));
+    const r = await scanForSamples(
+      [{ path, scope: 'store' }],
+      ids.map((b) => sample(b, 'store', 'subject_id')),
+    );
     expect(r.hits).toBe(1);
   });
 
@@ -41,13 +44,7 @@ describe('scanForSamples', () => {
     const id = Buffer.from('subject-0001-abcdef');
     const other = join(dir, 'outbox.db');
     await writeFile(other, Buffer.concat([randomBytes(10), id, Buffer.from('short')]));
-    const r = await scanForSamples(
-      [
-        { path: other, scope: 'other' },
-        ...sqliteFiles(join(dir, 'vault.db')).map((path) => ({ path, scope: 'store' as const })),
-      ],
-      [sample(id, 'store', 'subject_id'), sample(Buffer.from('short'))],
-    );
+    const r = await scanForSamples([{ path: other, scope: 'other' }, ...sqliteFiles(join(dir, 'vault.db')).map((path) => ({ path, scope: 'store' as const }))], [sample(id, 'store', 'subject_id'), sample(Buffer.from('short'))]);
     expect(r).toMatchObject({ ok: true, hits: 0, samples: 1 });
     expect(r.files.map((f) => [f.file, f.present])).toEqual([
       ['outbox.db', true],

@@ -70,7 +70,11 @@ function checkOutDir(out: string): void {
     throw err;
   }
   if (names.length > 0) {
-    throw new TallyboxError('PROVISION_OUT_EXISTS', `--out ${out} is not empty (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}); a provisioned device's keys are never replaced: choose an empty directory, or move the old one away first`, { path: out });
+    throw new TallyboxError(
+      'PROVISION_OUT_EXISTS',
+      `--out ${out} is not empty (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}); a provisioned device's keys are never replaced: choose an empty directory, or move the old one away first`,
+      { path: out },
+    );
   }
 }
 
@@ -96,7 +100,10 @@ export async function provisionByClaim(opts: ClaimProvisionOptions): Promise<Cla
     ...(caPem ? { tls: { caFile: final.caFile } } : {}),
   };
   // The broker settings are checked by the real schema (and region pinning) before any key exists.
-  const brokerConfig = validateConfig(draftConfig({ deviceId: 'unclaimed', kind: 'sim', orgId: 'unclaimed', servedOrgs: ['unclaimed'], commandKey: { id: 'x', publicKey: Buffer.alloc(32).toString('base64') }, signedBy: '' }, opts, broker, final, dataDir), 'provisioning arguments').broker;
+  const brokerConfig = validateConfig(
+    draftConfig({ deviceId: 'unclaimed', kind: 'sim', orgId: 'unclaimed', servedOrgs: ['unclaimed'], commandKey: { id: 'x', publicKey: Buffer.alloc(32).toString('base64') }, signedBy: '' }, opts, broker, final, dataDir),
+    'provisioning arguments',
+  ).broker;
   const stagedTls = caPem ? { ...brokerConfig, tls: { ...brokerConfig.tls, rejectUnauthorized: true, caFile: resolve(opts.caFile!) } } : brokerConfig;
 
   mkdirSync(dirname(out), { recursive: true, mode: 0o755 });

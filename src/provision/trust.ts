@@ -45,11 +45,9 @@ export function trustAnchors(region: Region, pinned: CloudKey | undefined): Clou
   if (pinned) return [pinned];
   const compiled = REGION_CLAIM_KEYS[region];
   if (compiled.length === 0) {
-    throw new TallyboxError(
-      'CLAIM_TRUST_ANCHOR_MISSING',
-      `this build carries no cloud key for region ${region}; pass --cloud-key ID:BASE64 (the command key shown with the claim code) so that only the cloud can answer the claim`,
-      { region },
-    );
+    throw new TallyboxError('CLAIM_TRUST_ANCHOR_MISSING', `this build carries no cloud key for region ${region}; pass --cloud-key ID:BASE64 (the command key shown with the claim code) so that only the cloud can answer the claim`, {
+      region,
+    });
   }
   return [...compiled];
 }

@@ -97,13 +97,7 @@ export class Sqlite {
   static async open(path: string, opts: OpenOptions = {}): Promise<Sqlite> {
     // Never through a symlink, and 0600 before SQLite creates anything (its -wal/-shm copy the file's mode).
     if (!opts.readonly && !opts.immutable) preparePrivateDbFile(path, { create: opts.create !== false });
-    const mode =
-      SQLITE_OPEN_NOFOLLOW |
-      (opts.immutable
-        ? sqlite3.OPEN_READONLY | sqlite3.OPEN_URI
-        : opts.readonly
-          ? sqlite3.OPEN_READONLY
-          : sqlite3.OPEN_READWRITE | (opts.create === false ? 0 : sqlite3.OPEN_CREATE));
+    const mode = SQLITE_OPEN_NOFOLLOW | (opts.immutable ? sqlite3.OPEN_READONLY | sqlite3.OPEN_URI : opts.readonly ? sqlite3.OPEN_READONLY : sqlite3.OPEN_READWRITE | (opts.create === false ? 0 : sqlite3.OPEN_CREATE));
     const name = opts.immutable ? `file:${encodeURI(path).replace(/[?#]/g, encodeURIComponent)}?immutable=1` : path;
     const db = await new Promise<sqlite3.Database>((resolve, reject) => {
       const d: sqlite3.Database = new sqlite3.Database(name, mode, (err) => (err ? reject(wrap(err, 'open', path)) : resolve(d)));

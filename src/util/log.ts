@@ -78,9 +78,18 @@ function sanitise(v: unknown, depth: number, ancestors: object[]): unknown {
   ancestors.push(v);
   try {
     if (Array.isArray(v)) return v.slice(0, MAX_KEYS).map((x) => sanitise(x, depth + 1, ancestors));
-    if (v instanceof Map) return sanitiseEntries([...v.entries()].map(([k, x]) => [String(k), x] as const), depth, ancestors);
+    if (v instanceof Map)
+      return sanitiseEntries(
+        [...v.entries()].map(([k, x]) => [String(k), x] as const),
+        depth,
+        ancestors,
+      );
     if (v instanceof Set) return [...v].slice(0, MAX_KEYS).map((x) => sanitise(x, depth + 1, ancestors));
-    return sanitiseEntries(Object.keys(v).map((k) => [k, (v as Record<string, unknown>)[k]] as const), depth, ancestors);
+    return sanitiseEntries(
+      Object.keys(v).map((k) => [k, (v as Record<string, unknown>)[k]] as const),
+      depth,
+      ancestors,
+    );
   } catch {
     // A getter or proxy threw while we read it: the line is still written, without that value.
     return '[unserialisable]';

@@ -21,25 +21,7 @@
  * Synchronous on purpose: these run at start and on rare writes (pid file,
  * tamper marker, settings), never on the punch path.
  */
-import {
-  chmodSync,
-  closeSync,
-  constants as fsc,
-  fchmodSync,
-  fstatSync,
-  fsyncSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  realpathSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeSync,
-  type Stats,
-} from 'node:fs';
+import { chmodSync, closeSync, constants as fsc, fchmodSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { TallyboxError, errorMessage } from './errors.js';
 
@@ -197,7 +179,12 @@ function tightenWithoutFollowing(path: string): void {
 
 function insecure(path: string, err: unknown): TallyboxError {
   const code = (err as NodeJS.ErrnoException).code;
-  return new TallyboxError('FILE_INSECURE', code === 'ELOOP' ? `${path} is a symbolic link: the agent never writes through one. Remove it: rm ${path}` : `cannot open ${path} safely: ${errorMessage(err)}`, { path, errno: code }, { cause: err });
+  return new TallyboxError(
+    'FILE_INSECURE',
+    code === 'ELOOP' ? `${path} is a symbolic link: the agent never writes through one. Remove it: rm ${path}` : `cannot open ${path} safely: ${errorMessage(err)}`,
+    { path, errno: code },
+    { cause: err },
+  );
 }
 
 /**

@@ -18,10 +18,7 @@ export class ConsentRefusedError extends TallyboxError {
   readonly reason: ConsentRefusalReason;
 
   constructor(opts: { reason: ConsentRefusalReason; recordId?: string }) {
-    const why =
-      opts.reason === 'consent_missing'
-        ? 'the subject has no recorded consent to biometric processing'
-        : `the subject is marked ${GUARDIAN_CONSENT_MAX_AGE} or under and has no recorded guardian consent`;
+    const why = opts.reason === 'consent_missing' ? 'the subject has no recorded consent to biometric processing' : `the subject is marked ${GUARDIAN_CONSENT_MAX_AGE} or under and has no recorded guardian consent`;
     super('CONSENT_REFUSED', `CONSENT_REFUSED (${opts.reason}): biometric enrolment refused: ${why}`, { reason: opts.reason });
     this.name = 'ConsentRefusedError';
     this.reason = opts.reason;

@@ -29,7 +29,10 @@ export interface CredentialRow {
 /** Card numbers and MACs are written many ways; one canonical form keeps lookups stable. */
 export function normaliseCredential(kind: CredentialKind, value: string): string {
   if (kind === 'wifi_mac') {
-    const hex = value.trim().toLowerCase().replace(/[:\-.]/g, '');
+    const hex = value
+      .trim()
+      .toLowerCase()
+      .replace(/[:\-.]/g, '');
     if (!/^[0-9a-f]{12}$/.test(hex)) throw new TallyboxError('INVALID_CREDENTIAL', 'INVALID_CREDENTIAL: a wifi_mac must be 12 hex digits (separators : - . allowed)');
     return hex;
   }

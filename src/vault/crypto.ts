@@ -113,12 +113,7 @@ export function unseal(key: Buffer, sealed: Uint8Array, aad: AadParts | Buffer):
     const rest = decipher.final(); // empty for GCM, but final() is what checks the tag
     return rest.length === 0 ? out : Buffer.concat([out, rest]);
   } catch (err) {
-    throw new TallyboxError(
-      'DECRYPT_FAILED',
-      'DECRYPT_FAILED: authentication failed (ciphertext tampered, copied from another record, or sealed under another key)',
-      {},
-      { cause: err },
-    );
+    throw new TallyboxError('DECRYPT_FAILED', 'DECRYPT_FAILED: authentication failed (ciphertext tampered, copied from another record, or sealed under another key)', {}, { cause: err });
   }
 }
 

@@ -122,10 +122,18 @@ export class ErasureStore {
 
   async beginPurge(job: PurgeJob): Promise<void> {
     const subjectIds = job.scope.kind === 'org' ? null : JSON.stringify(job.scope.subjectIds);
-    await this.#ctx.db.run(
-      'INSERT INTO purge_jobs (job_id, kind, org_id, subject_ids, request_ref, state, started_at_ms, attempts, counts, key_versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      [job.jobId, job.scope.kind, job.scope.orgId, subjectIds, job.requestRef, job.state, job.startedAtMs, job.attempts, JSON.stringify(job.counts), JSON.stringify(job.keyVersionsDestroyed)],
-    );
+    await this.#ctx.db.run('INSERT INTO purge_jobs (job_id, kind, org_id, subject_ids, request_ref, state, started_at_ms, attempts, counts, key_versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+      job.jobId,
+      job.scope.kind,
+      job.scope.orgId,
+      subjectIds,
+      job.requestRef,
+      job.state,
+      job.startedAtMs,
+      job.attempts,
+      JSON.stringify(job.counts),
+      JSON.stringify(job.keyVersionsDestroyed),
+    ]);
     if (job.scope.kind === 'org') this.#ctx.keyring.markPurging(job.scope.orgId);
   }
 

@@ -53,7 +53,10 @@ export class DeviceIdentity {
 }
 
 export function publicKeyId(publicKey: KeyObject): string {
-  return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(publicKey.export({ type: 'spki', format: 'der' }))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 export interface KekContext {
@@ -187,7 +190,12 @@ export class FileKeyProvider implements KeyProvider {
     });
     if (overwriteError !== undefined || unlinkError !== undefined) {
       const what = [overwriteError !== undefined ? `overwrite failed (${errorMessage(overwriteError)})` : 'overwritten', removed ? 'unlinked' : `not unlinked (${errorMessage(unlinkError)})`].join(', ');
-      throw new TallyboxError('KEY_ZEROISE_FAILED', `key file ${this.kekPath}: ${what}; its bytes may remain on the storage medium`, { path: this.kekPath, overwritten: overwriteError === undefined, removed }, { cause: overwriteError ?? unlinkError });
+      throw new TallyboxError(
+        'KEY_ZEROISE_FAILED',
+        `key file ${this.kekPath}: ${what}; its bytes may remain on the storage medium`,
+        { path: this.kekPath, overwritten: overwriteError === undefined, removed },
+        { cause: overwriteError ?? unlinkError },
+      );
     }
   }
 }
@@ -223,8 +231,7 @@ export class SystemdCredentialsKeyProvider implements KeyProvider {
     if (!dir) {
       throw new TallyboxError(
         'KEY_PROVIDER_UNAVAILABLE',
-        'KEY_PROVIDER_UNAVAILABLE: CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential=/LoadCredentialEncrypted= for ' +
-          `${this.kekName} and ${this.identityName}, or use the file key provider`,
+        'KEY_PROVIDER_UNAVAILABLE: CREDENTIALS_DIRECTORY is not set; run under systemd with LoadCredential=/LoadCredentialEncrypted= for ' + `${this.kekName} and ${this.identityName}, or use the file key provider`,
       );
     }
     return dir;
@@ -276,7 +283,12 @@ export async function provisionKeyFiles(opts: ProvisionKeysOptions): Promise<Pro
     if (isInside(p, opts.dataDir)) {
       throw new TallyboxError('KEY_FILE_IN_DATA_DIR', `KEY_FILE_IN_DATA_DIR: refusing to create ${p} inside the data directory ${resolve(opts.dataDir)}`, { path: p });
     }
-    if (await stat(p).then(() => true, () => false)) {
+    if (
+      await stat(p).then(
+        () => true,
+        () => false,
+      )
+    ) {
       throw new TallyboxError('KEY_FILE_EXISTS', `KEY_FILE_EXISTS: ${p} already exists; refusing to replace a device key (sealed data would become unreadable)`, { path: p });
     }
   }

@@ -35,8 +35,7 @@ export interface SchemaOutcome {
 async function readSchemaVersion(db: Sqlite, dbPath: string): Promise<number> {
   const tables = await db.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'");
   if (tables.length === 0) return 0;
-  const unknown = (why: string): TallyboxError =>
-    new TallyboxError('VAULT_SCHEMA_UNKNOWN', `VAULT_SCHEMA_UNKNOWN: ${dbPath} ${why}; it was not written by Tallybox or is damaged, and is left untouched`, { path: dbPath });
+  const unknown = (why: string): TallyboxError => new TallyboxError('VAULT_SCHEMA_UNKNOWN', `VAULT_SCHEMA_UNKNOWN: ${dbPath} ${why}; it was not written by Tallybox or is damaged, and is left untouched`, { path: dbPath });
   if (!tables.some((t) => t.name === 'meta')) throw unknown('has tables but no meta table');
   const row = await db.get<{ value: unknown }>("SELECT value FROM meta WHERE key = 'schema_version'");
   if (!row) throw unknown('records no schema version');
@@ -68,9 +67,7 @@ async function migrateV1toV2(db: Sqlite, keyring: OrgKeyring, clock: () => numbe
     await db.run('UPDATE credentials SET record_id = ? WHERE rowid = ?', [uuidv7(now), r.rid]);
   }
   const counts: MigrationCounts = { subjects: 0, consents: 0, templates: 0, credentials: 0, unbound: 0 };
-  const orgs = await db.all<{ org_id: string }>(
-    'SELECT org_id FROM subjects UNION SELECT org_id FROM consents UNION SELECT org_id FROM templates UNION SELECT org_id FROM credentials ORDER BY org_id',
-  );
+  const orgs = await db.all<{ org_id: string }>('SELECT org_id FROM subjects UNION SELECT org_id FROM consents UNION SELECT org_id FROM templates UNION SELECT org_id FROM credentials ORDER BY org_id');
   for (const { org_id: orgId } of orgs) {
     const keys = await keyring.keysFor(orgId, false);
     if (!keys) {
@@ -88,10 +85,7 @@ async function migrateV1toV2(db: Sqlite, keyring: OrgKeyring, clock: () => numbe
       await db.run('UPDATE consents SET mac = ? WHERE rowid = ?', [consentRowMac(keys, r), r.rid]);
       counts.consents++;
     }
-    for (const r of await db.all<Omit<TemplateRow, 'ct'> & { rid: number }>(
-      'SELECT rowid AS rid, record_id, org_id, subject_id, modality, slot, key_version FROM templates WHERE org_id = ?',
-      [orgId],
-    )) {
+    for (const r of await db.all<Omit<TemplateRow, 'ct'> & { rid: number }>('SELECT rowid AS rid, record_id, org_id, subject_id, modality, slot, key_version FROM templates WHERE org_id = ?', [orgId])) {
       await db.run('UPDATE templates SET mac = ? WHERE rowid = ?', [templateRowMac(keys, r), r.rid]);
       counts.templates++;
     }
@@ -145,11 +139,11 @@ export async function prepareSchema(opts: { db: Sqlite; dbPath: string; keyring:
   const { db, dbPath, keyring, log } = opts;
   const found = await readSchemaVersion(db, dbPath);
   if (found > SCHEMA_VERSION) {
-    throw new TallyboxError(
-      'VAULT_SCHEMA_UNSUPPORTED',
-      `VAULT_SCHEMA_UNSUPPORTED: ${dbPath} has schema version ${found}, newer than this agent's ${SCHEMA_VERSION}; run the agent version that wrote it (the file is left untouched)`,
-      { path: dbPath, found, supported: SCHEMA_VERSION },
-    );
+    throw new TallyboxError('VAULT_SCHEMA_UNSUPPORTED', `VAULT_SCHEMA_UNSUPPORTED: ${dbPath} has schema version ${found}, newer than this agent's ${SCHEMA_VERSION}; run the agent version that wrote it (the file is left untouched)`, {
+      path: dbPath,
+      found,
+      supported: SCHEMA_VERSION,
+    });
   }
   if (found === 0) {
     await db.transaction(async () => {

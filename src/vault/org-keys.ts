@@ -147,11 +147,9 @@ export class OrgKeyring {
       ok = false;
     }
     if (!ok) {
-      throw new TallyboxError(
-        'KEK_MISMATCH',
-        `KEK_MISMATCH: the key-encryption key from the ${providerKind} provider is not the one ${dbPath} was sealed with; restore the original key file (a new key cannot read existing data)`,
-        { provider: providerKind },
-      );
+      throw new TallyboxError('KEK_MISMATCH', `KEK_MISMATCH: the key-encryption key from the ${providerKind} provider is not the one ${dbPath} was sealed with; restore the original key file (a new key cannot read existing data)`, {
+        provider: providerKind,
+      });
     }
   }
 
@@ -204,10 +202,7 @@ export class OrgKeyring {
     try {
       await this.#db.transaction(async () => {
         await this.#db.run('INSERT INTO org_keys (org_id, key_version, wrapped, created_at_ms) VALUES (?, ?, ?, ?)', [orgId, version, wrapped, this.#clock()]);
-        await this.#db.run(
-          'INSERT INTO org_key_versions (org_id, last_version) VALUES (?, ?) ON CONFLICT (org_id) DO UPDATE SET last_version = excluded.last_version',
-          [orgId, version],
-        );
+        await this.#db.run('INSERT INTO org_key_versions (org_id, last_version) VALUES (?, ?) ON CONFLICT (org_id) DO UPDATE SET last_version = excluded.last_version', [orgId, version]);
       });
     } catch (err) {
       dek.fill(0);

@@ -54,12 +54,7 @@ export class Quarantine {
     }
     // Record ids only: never the subject, never the content.
     this.#log.error({ table, recordId, orgId, code }, isMetadataCode(code) ? 'record failed its integrity check and is quarantined' : 'record failed to decrypt and is quarantined');
-    return new TallyboxError(
-      'RECORD_QUARANTINED',
-      `RECORD_QUARANTINED: ${table} record ${recordId} ${why(code)}; it is quarantined and skipped until erased or re-enrolled`,
-      { table, recordId, orgId, cause: code },
-      { cause: err },
-    );
+    return new TallyboxError('RECORD_QUARANTINED', `RECORD_QUARANTINED: ${table} record ${recordId} ${why(code)}; it is quarantined and skipped until erased or re-enrolled`, { table, recordId, orgId, cause: code }, { cause: err });
   }
 
   /** The report entry for a record that was just marked. */

@@ -109,15 +109,28 @@ export class SubjectStore {
         const mac = subjectMac(keys, { orgId, subjectId: input.subjectId, recordId, keyVersion: keys.version, minor: input.minor });
         if (existing) {
           // A fresh seal and MAC replace a quarantined row, so an upsert also heals quarantine.
-          await db.run(
-            'UPDATE subjects SET key_version = ?, name_ct = ?, minor = ?, mac = ?, updated_at_ms = ?, quarantined_at_ms = NULL, quarantine_code = NULL WHERE org_id = ? AND subject_id = ?',
-            [keys.version, nameCt, input.minor ? 1 : 0, mac, now, orgId, input.subjectId],
-          );
+          await db.run('UPDATE subjects SET key_version = ?, name_ct = ?, minor = ?, mac = ?, updated_at_ms = ?, quarantined_at_ms = NULL, quarantine_code = NULL WHERE org_id = ? AND subject_id = ?', [
+            keys.version,
+            nameCt,
+            input.minor ? 1 : 0,
+            mac,
+            now,
+            orgId,
+            input.subjectId,
+          ]);
         } else {
-          await db.run(
-            'INSERT INTO subjects (org_id, subject_id, record_id, key_version, name_ct, minor, mac, created_at_ms, updated_at_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-            [orgId, input.subjectId, recordId, keys.version, nameCt, input.minor ? 1 : 0, mac, now, now, now],
-          );
+          await db.run('INSERT INTO subjects (org_id, subject_id, record_id, key_version, name_ct, minor, mac, created_at_ms, updated_at_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+            orgId,
+            input.subjectId,
+            recordId,
+            keys.version,
+            nameCt,
+            input.minor ? 1 : 0,
+            mac,
+            now,
+            now,
+            now,
+          ]);
         }
         for (const c of input.consents ?? []) await this.writeConsent(keys, orgId, input.subjectId, c, now);
         out.push({ recordId, created: !existing });
@@ -129,8 +142,7 @@ export class SubjectStore {
   private async writeConsent(keys: OrgKeys, orgId: string, subjectId: string, c: ConsentInput, now: number): Promise<void> {
     const recordId = uuidv7(now);
     const grantedAtMs = c.grantedAtMs ?? now;
-    const evidenceCt =
-      c.evidence === undefined ? null : keys.seal('identity', Buffer.from(c.evidence, 'utf8'), { kind: 'consent.evidence', orgId, subjectId, recordId, keyVersion: keys.version });
+    const evidenceCt = c.evidence === undefined ? null : keys.seal('identity', Buffer.from(c.evidence, 'utf8'), { kind: 'consent.evidence', orgId, subjectId, recordId, keyVersion: keys.version });
     const mac = consentMac(keys, { orgId, subjectId, kind: c.kind, recordId, keyVersion: keys.version, grantedAtMs, hasEvidence: evidenceCt !== null });
     await this.#ctx.db.run(
       `INSERT INTO consents (org_id, subject_id, kind, record_id, key_version, granted_at_ms, evidence_ct, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -221,9 +233,7 @@ export class SubjectStore {
       if (c.quarantined_at_ms !== null) evidence = undefined;
       else if (c.evidence_ct) {
         try {
-          evidence = (
-            await quarantine.open('consents', keys, 'identity', c.evidence_ct, { kind: 'consent.evidence', orgId, subjectId, recordId: c.record_id, keyVersion: c.key_version })
-          ).toString('utf8');
+          evidence = (await quarantine.open('consents', keys, 'identity', c.evidence_ct, { kind: 'consent.evidence', orgId, subjectId, recordId: c.record_id, keyVersion: c.key_version })).toString('utf8');
         } catch {
           // Quarantined: the consent's kind and time (verified by its MAC) still stand, its evidence is unreadable.
           evidence = undefined;

@@ -17,16 +17,7 @@ import type { AadParts } from './crypto.js';
 import { checkMac, templateMac } from './integrity.js';
 import type { OrgKeys } from './org-keys.js';
 import type { SubjectStore } from './subjects.js';
-import {
-  MAX_TEMPLATE_BYTES,
-  MODALITIES,
-  type DecryptedTemplate,
-  type DecryptTemplatesResult,
-  type Modality,
-  type QuarantinedRecord,
-  type TemplateInput,
-  type TemplateMeta,
-} from './types.js';
+import { MAX_TEMPLATE_BYTES, MODALITIES, type DecryptedTemplate, type DecryptTemplatesResult, type Modality, type QuarantinedRecord, type TemplateInput, type TemplateMeta } from './types.js';
 
 export interface TemplateRow {
   record_id: string;
@@ -64,10 +55,7 @@ export function checkTemplateInputs(orgId: string, items: readonly TemplateInput
     checkModality(it.modality);
     if (!Number.isInteger(it.slot) || it.slot < 0 || it.slot > 255) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: slot must be an integer 0-255', { field: 'slot' });
     if (!(it.bytes instanceof Uint8Array) || it.bytes.length === 0 || it.bytes.length > MAX_TEMPLATE_BYTES) {
-      throw new TallyboxError(
-        'TEMPLATE_TOO_LARGE',
-        `TEMPLATE_TOO_LARGE: a template must be 1-${MAX_TEMPLATE_BYTES} bytes, got ${it.bytes instanceof Uint8Array ? it.bytes.length : 'none'}`,
-      );
+      throw new TallyboxError('TEMPLATE_TOO_LARGE', `TEMPLATE_TOO_LARGE: a template must be 1-${MAX_TEMPLATE_BYTES} bytes, got ${it.bytes instanceof Uint8Array ? it.bytes.length : 'none'}`);
     }
   }
 }
@@ -125,17 +113,7 @@ export class TemplateStore {
         const mac = templateMac(keys, { recordId, orgId, subjectId, modality, slot, keyVersion: keys.version });
         // A new record id per enrolment: the replaced row is deleted (zeroed by secure_delete).
         await db.run('DELETE FROM templates WHERE org_id = ? AND subject_id = ? AND modality = ? AND slot = ?', [orgId, subjectId, modality, slot]);
-        await db.run('INSERT INTO templates (record_id, org_id, subject_id, modality, slot, key_version, ct, mac, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
-          recordId,
-          orgId,
-          subjectId,
-          modality,
-          slot,
-          keys.version,
-          ct,
-          mac,
-          now,
-        ]);
+        await db.run('INSERT INTO templates (record_id, org_id, subject_id, modality, slot, key_version, ct, mac, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [recordId, orgId, subjectId, modality, slot, keys.version, ct, mac, now]);
         await db.run('UPDATE subjects SET last_seen_ms = MAX(last_seen_ms, ?) WHERE org_id = ? AND subject_id = ?', [now, orgId, subjectId]);
         recordIds.push(recordId);
       }
@@ -187,10 +165,7 @@ export class TemplateStore {
   async batch(orgId: string, modality: Modality, after: number, batchSize: number): Promise<TemplateBatchRead | null> {
     const keys = await this.#ctx.keyring.keysFor(orgId, false);
     if (!keys) return null;
-    const rows = await this.#ctx.db.all<TemplateRow & { rid: number }>(
-      'SELECT rowid AS rid, * FROM templates WHERE rowid > ? AND org_id = ? AND modality = ? ORDER BY rowid LIMIT ?',
-      [after, orgId, modality, batchSize],
-    );
+    const rows = await this.#ctx.db.all<TemplateRow & { rid: number }>('SELECT rowid AS rid, * FROM templates WHERE rowid > ? AND org_id = ? AND modality = ? ORDER BY rowid LIMIT ?', [after, orgId, modality, batchSize]);
     const out: TemplateBatchRead = { templates: [], quarantined: [], last: rows[rows.length - 1]?.rid, full: rows.length === batchSize };
     await this.readRows(keys, rows, out.templates, out.quarantined);
     return out;

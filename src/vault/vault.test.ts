@@ -168,7 +168,7 @@ describe('records', () => {
     await vault.upsertSubject('org-a', adult('subject-0002', 'Untouched'));
     const a = await vault.enrolTemplate('org-a', 'subject-0001', 'fingerprint', 0, randomBytes(256));
     // Flip one byte in the middle of the ciphertext, and one in a name.
-    await tamper('UPDATE templates SET ct = substr(ct, 1, 100) || x\'ff\' || substr(ct, 102) WHERE record_id = ?', [a.recordId]);
+    await tamper("UPDATE templates SET ct = substr(ct, 1, 100) || x'ff' || substr(ct, 102) WHERE record_id = ?", [a.recordId]);
     await tamper("UPDATE subjects SET name_ct = substr(name_ct, 1, 14) || x'00' || substr(name_ct, 16) WHERE subject_id = 'subject-0001'");
     await expect(vault.getTemplate('org-a', a.recordId)).rejects.toMatchObject({ code: 'RECORD_QUARANTINED', message: expect.stringContaining('tampered') });
     await expect(vault.getSubject('org-a', 'subject-0001')).rejects.toMatchObject({ code: 'RECORD_QUARANTINED', details: { table: 'subjects' } });

@@ -45,20 +45,7 @@ import { OrgKeyring } from './org-keys.js';
 import { Quarantine } from './quarantine.js';
 import { checkConsentInput, checkSubjectInputs, SubjectStore } from './subjects.js';
 import { checkModality, checkTemplateInputs, TemplateStore } from './templates.js';
-import type {
-  ConsentInput,
-  CredentialKind,
-  DecryptedTemplate,
-  DecryptTemplatesResult,
-  ForEachTemplateResult,
-  Modality,
-  QuarantinedRecord,
-  SubjectInput,
-  SubjectView,
-  TemplateBatch,
-  TemplateInput,
-  TemplateMeta,
-} from './types.js';
+import type { ConsentInput, CredentialKind, DecryptedTemplate, DecryptTemplatesResult, ForEachTemplateResult, Modality, QuarantinedRecord, SubjectInput, SubjectView, TemplateBatch, TemplateInput, TemplateMeta } from './types.js';
 
 export * from './types.js';
 export { normaliseCredential } from './credentials.js';
@@ -348,12 +335,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
    * `fn`, run in between); templates enrolled during the walk may or may not be
    * seen. Failing records are quarantined and reported, the rest go on.
    */
-  async forEachTemplate(
-    orgId: string,
-    modality: Modality,
-    batchSize: number,
-    fn: (batch: TemplateBatch) => void | Promise<void>,
-  ): Promise<ForEachTemplateResult> {
+  async forEachTemplate(orgId: string, modality: Modality, batchSize: number, fn: (batch: TemplateBatch) => void | Promise<void>): Promise<ForEachTemplateResult> {
     checkId('orgId', orgId);
     checkModality(modality);
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) throw new TallyboxError('INVALID_ARGUMENT', 'INVALID_ARGUMENT: batchSize must be an integer 1-100000', { field: 'batchSize' });

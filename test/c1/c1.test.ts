@@ -57,7 +57,12 @@ describe('C1: Wi-Fi presence punches', () => {
     office.join('alice', 'wlan0');
     office.join('bo', 'wlan1');
     await until(() => dev.sink.punches().length === 2, 'two WIFI punches');
-    expect(dev.sink.punches().map((p) => [p.subjectId, p.method]).sort()).toEqual([
+    expect(
+      dev.sink
+        .punches()
+        .map((p) => [p.subjectId, p.method])
+        .sort(),
+    ).toEqual([
       ['sub-alice', 4],
       ['sub-bo', 4],
     ]);
@@ -164,7 +169,10 @@ describe('tallybox demo --device c1', () => {
     const cli = join(import.meta.dirname, '../../dist/src/cli/tallybox.js');
     const r = spawnSync(process.execPath, [cli, 'demo', '--device', 'c1', '--json', '--punches', '5'], { encoding: 'utf8', timeout: 90_000 });
     expect(r.status, r.stderr).toBe(0);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.slice(0, -1)).toHaveLength(5);
     for (const l of lines.slice(0, -1)) expect(l.method).toBe('WIFI');
     expect(lines.at(-1)).toEqual({ received: 5, duplicates: 0, lost: 0 });

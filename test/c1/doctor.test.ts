@@ -142,7 +142,9 @@ describe('tallybox doctor on a running C1 router', () => {
     expect(report.checks.filter((c) => c.name.startsWith('hostapd:') || c.name === 'dnsmasq-leases').map((c) => c.verdict)).toEqual(['ok', 'ok', 'ok']);
     // Broken on purpose: one radio's hostapd stops; the doctor says so and exits non-zero.
     stack.office.aps.get('wlan1')!.stop();
-    const broken = await new Promise<{ code: number; out: string }>((resolve) => execFile(process.execPath, [cli, 'doctor', '--config', cfg, '--json'], { encoding: 'utf8', timeout: 60_000 }, (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout })));
+    const broken = await new Promise<{ code: number; out: string }>((resolve) =>
+      execFile(process.execPath, [cli, 'doctor', '--config', cfg, '--json'], { encoding: 'utf8', timeout: 60_000 }, (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout })),
+    );
     expect(broken.code).toBe(1);
     const r2 = JSON.parse(broken.out) as typeof report;
     expect(r2.checks.filter((c) => c.verdict === 'fail').map((c) => c.name)).toEqual(['hostapd:wlan1']);

@@ -48,7 +48,7 @@ function filesUnder(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : []));
 }
 
-describe('C1 enrolment mode: the next new phone on SSID X within N minutes is this subject\'s', () => {
+describe("C1 enrolment mode: the next new phone on SSID X within N minutes is this subject's", () => {
   it('enrolled: armed result, then a signed result of its own; the log names the subject and a keyed tag, never the MAC', async () => {
     const lines: Line[] = [];
     const stack = await startC1Stack({ logger: captureLogger(lines), c1: { enrolment: { ambiguityGuardSec: 0.3 } } });
@@ -143,7 +143,7 @@ describe('C1 enrolment mode: the next new phone on SSID X within N minutes is th
     expect(stack.dev.sink.punches()).toHaveLength(0);
   });
 
-  it('a join on another SSID does not arm-match, and an erased subject\'s window ends cancelled', async () => {
+  it("a join on another SSID does not arm-match, and an erased subject's window ends cancelled", async () => {
     const stack = await startC1Stack({ office: { ifaces: ['wlan0', 'wlan2'], ssids: { wlan2: 'Guest' } }, c1: { enrolment: { ambiguityGuardSec: 0.2 } } });
     stacks.push(stack);
     await until(() => stack.role.ssidOf('wlan2') === 'Guest', 'SSID of wlan2');

@@ -83,7 +83,23 @@ describeWithPeer(peers, 'C1 with the real dnsmasq and dhclient in network namesp
 
     const dnsmasqProc = spawn(
       ip.path!,
-      ['netns', 'exec', NS_S, dnsmasq.path!, '--no-daemon', '--conf-file=/dev/null', `--interface=${V_S}`, '--port=0', '--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h', '--dhcp-authoritative', `--dhcp-leasefile=${leaseFile}`, `--dhcp-script=${join(ROOT, 'firmware-bridge/wifi/dnsmasq-script.sh')}`, '--dhcp-scriptuser=root', '--user=root', `--pid-file=${join(t.dir, 'dnsmasq.pid')}`],
+      [
+        'netns',
+        'exec',
+        NS_S,
+        dnsmasq.path!,
+        '--no-daemon',
+        '--conf-file=/dev/null',
+        `--interface=${V_S}`,
+        '--port=0',
+        '--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h',
+        '--dhcp-authoritative',
+        `--dhcp-leasefile=${leaseFile}`,
+        `--dhcp-script=${join(ROOT, 'firmware-bridge/wifi/dnsmasq-script.sh')}`,
+        '--dhcp-scriptuser=root',
+        '--user=root',
+        `--pid-file=${join(t.dir, 'dnsmasq.pid')}`,
+      ],
       { env: { ...process.env, TALLYBOX_WIFI_SOCKET: eventSocket, TALLYBOX_NODE: process.execPath }, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     procs.push(dnsmasqProc);
@@ -96,7 +112,10 @@ describeWithPeer(peers, 'C1 with the real dnsmasq and dhclient in network namesp
 
     const end = performance.now() + 40_000;
     while (stack.dev.sink.punches().length === 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 100));
-    expect(stack.dev.sink.punches().map((p) => [p.subjectId, p.method]), `dnsmasq: ${dnsErr.slice(-1500)}`).toEqual([['sub-dhcp', 4]]);
+    expect(
+      stack.dev.sink.punches().map((p) => [p.subjectId, p.method]),
+      `dnsmasq: ${dnsErr.slice(-1500)}`,
+    ).toEqual([['sub-dhcp', 4]]);
     // dnsmasq's own lease file has the phone, with the hostname from dhclient's config
     expect(existsSync(leaseFile)).toBe(true);
     expect(readFileSync(leaseFile, 'utf8')).toMatch(/ 3c:22:fb:5a:11:07 10\.77\.0\.\d+ c1-test-phone /);

@@ -277,7 +277,12 @@ describe('robustness', () => {
       { trustedKeys: [{ id: 'k', publicKey: 'not base64!' }] },
       { trustedKeys: [{ id: 'k', publicKey: Buffer.alloc(31).toString('base64') }] },
       { trustedKeys: [{ id: '', publicKey: b.signer.publicKeyBase64() }] },
-      { trustedKeys: [{ id: 'k', publicKey: b.signer.publicKeyBase64() }, { id: 'k', publicKey: b.signer.publicKeyBase64() }] },
+      {
+        trustedKeys: [
+          { id: 'k', publicKey: b.signer.publicKeyBase64() },
+          { id: 'k', publicKey: b.signer.publicKeyBase64() },
+        ],
+      },
       { trustedKeys: [{ id: 'k', publicKey: b.signer.publicKeyBase64() }], deviceId: 'a/b' },
     ]) {
       await expect(CommandIntake.open({ ...base, ...bad })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
@@ -286,7 +291,12 @@ describe('robustness', () => {
 
   it('accepts commands from any pinned key (rotation)', async () => {
     const next = new CommandSigner({ keyId: 'cloud-2', startCounter: Date.now() + 10_000_000 });
-    await b.reopen({ trustedKeys: [{ id: 'cloud-1', publicKey: b.signer.publicKeyBase64() }, { id: 'cloud-2', publicKey: next.publicKeyBase64() }] });
+    await b.reopen({
+      trustedKeys: [
+        { id: 'cloud-1', publicKey: b.signer.publicKeyBase64() },
+        { id: 'cloud-2', publicKey: next.publicKeyBase64() },
+      ],
+    });
     expect((await b.intake.handle(CMD_TOPIC, b.cmd())).code).toBe(ResultCode.RESULT_CODE_OK);
     const r = await b.intake.handle(CMD_TOPIC, next.sign({ deviceId: DEVICE, orgId: ORG, orgWithdraw: {} }));
     expect(r.code).toBe(ResultCode.RESULT_CODE_OK);

@@ -44,7 +44,7 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
 function mutate(input: Uint8Array, ms: Mutation[]): Buffer {
   let a = Array.from(input);
   for (const m of ms) {
-    const at = a.length === 0 ? 0 : ('at' in m ? m.at % a.length : 0);
+    const at = a.length === 0 ? 0 : 'at' in m ? m.at % a.length : 0;
     switch (m.op) {
       case 'flip':
         if (a.length) a[at] = a[at]! ^ (1 << m.bit);

@@ -70,7 +70,7 @@ describe('exactly one result per accepted command under SIGKILL', () => {
     };
 
     let seed = 4242;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     let n = 0;
     const next = (): CommandBodyProps => {
       const i = n++;

@@ -123,7 +123,10 @@ describe('DeviceDecommission over the broker', () => {
     // Online again (a ping answered) before the replay goes out.
     for (let i = 0; ; i++) {
       await sink.sendCommand(signer, 'org-a', 'dev-decom-cmd', { ping: { note: 'up?' } });
-      const up = await sink.waitForResult(signer.lastCounter, 3000).then(() => true, () => false);
+      const up = await sink.waitForResult(signer.lastCounter, 3000).then(
+        () => true,
+        () => false,
+      );
       if (up) break;
       if (i > 20) throw new Error('the re-provisioned device never answered');
     }

@@ -36,7 +36,7 @@ describe('decommission of an M1 device with two organisations', () => {
     ];
     for (const [org, sub, person] of people) {
       const name = `Marker Name ${sub}`;
-      const card = `CARD${sub.replace(/-/g, "").toUpperCase()}0424242`;
+      const card = `CARD${sub.replace(/-/g, '').toUpperCase()}0424242`;
       await s.vault.upsertSubject(org, { subjectId: sub, displayName: name, minor: false, consents: [{ kind: 'biometric' }] });
       await s.vault.putCredential(org, 'card', card, sub);
       const e = await enrolFinger(s, org, sub, { person, finger: 1 });

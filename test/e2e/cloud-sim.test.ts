@@ -44,10 +44,14 @@ describe('tallybox-sim cloud', () => {
         expect(tooLarge === undefined || tooLarge.status === 413).toBe(true);
         const next = await fetch(`${api}/api/commands`, { method: 'POST', body: JSON.stringify({ orgId: 'org-a', deviceId: 'dev-sim-1', command: { ping: {} } }), headers: { 'content-type': 'application/json' } });
         expect(((await next.json()) as { counter: number }).counter).toBe(counter + 1);
-        await waitUntil(async () => {
-          const ev = (await (await fetch(`${api}/api/events`)).json()) as { type: string; body: Record<string, unknown> }[];
-          return ev.some((e) => e.type === 'punch' && e.body.eventId === p.eventId) && ev.some((e) => e.type === 'result' && e.body.reason === 'pong');
-        }, 15_000, 'punch and ping result at the cloud');
+        await waitUntil(
+          async () => {
+            const ev = (await (await fetch(`${api}/api/events`)).json()) as { type: string; body: Record<string, unknown> }[];
+            return ev.some((e) => e.type === 'punch' && e.body.eventId === p.eventId) && ev.some((e) => e.type === 'result' && e.body.reason === 'pong');
+          },
+          15_000,
+          'punch and ping result at the cloud',
+        );
         expect(stdout).toContain(p.eventId); // JSON lines on stdout too
         expect((await fetch(api + '/')).headers.get('content-type')).toMatch(/text\/html/);
       } finally {

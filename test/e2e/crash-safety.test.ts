@@ -41,7 +41,7 @@ describe('crash safety under SIGKILL', () => {
     const unknown = new Set<string>();
     const sent = new Set<string>();
     let seed = 12345;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 
     for (let k = 0; k < KILLS; k++) {
       await agent.start();

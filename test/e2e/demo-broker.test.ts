@@ -28,16 +28,23 @@ async function external(): Promise<{ broker: EmbeddedBroker; sink: CloudSink }> 
 }
 
 describe('demo --broker URL', () => {
-  it.each(['m1', 'm2'])('--device %s --json: every punch reaches the external broker', async (device) => {
-    const { broker, sink } = await external();
-    const r = await demo(['--device', device, '--json', '--punches', '3', '--broker', broker.url]);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(lines.at(-1)).toEqual({ received: 3, duplicates: 0, lost: 0 });
-    const ids = lines.slice(0, -1).map((l) => l.eventId as string);
-    expect(ids).toHaveLength(3);
-    for (const id of ids) expect(sink.has(id), `punch ${id} seen on the external broker`).toBe(true);
-  }, 120_000);
+  it.each(['m1', 'm2'])(
+    '--device %s --json: every punch reaches the external broker',
+    async (device) => {
+      const { broker, sink } = await external();
+      const r = await demo(['--device', device, '--json', '--punches', '3', '--broker', broker.url]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const lines = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines.at(-1)).toEqual({ received: 3, duplicates: 0, lost: 0 });
+      const ids = lines.slice(0, -1).map((l) => l.eventId as string);
+      expect(ids).toHaveLength(3);
+      for (const id of ids) expect(sink.has(id), `punch ${id} seen on the external broker`).toBe(true);
+    },
+    120_000,
+  );
 
   it('the sim demo too; a bad URL is a usage error', async () => {
     const { broker, sink } = await external();

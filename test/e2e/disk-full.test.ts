@@ -141,7 +141,15 @@ describe.runIf(mounted2)('a 2 MiB partition', () => {
     try {
       await waitUntil(() => agent.outbox.depth === 0, 60_000, 'the backlog drained');
       expect(new Set(sink.punches().map((p) => p.seq)).size).toBe(accepted);
-      await waitUntil(async () => (await punch(agent, -1).then(() => true, () => false)), 20_000, 'a punch accepted again');
+      await waitUntil(
+        async () =>
+          await punch(agent, -1).then(
+            () => true,
+            () => false,
+          ),
+        20_000,
+        'a punch accepted again',
+      );
       expect(agent.state().alarms?.map((a) => a.code) ?? []).not.toContain(AlarmCode.ALARM_CODE_DISK_FULL);
       await agent.stop();
       // And after another restart, still fine.

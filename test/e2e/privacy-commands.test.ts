@@ -223,7 +223,14 @@ describe('privacy over the command path', () => {
   it('tallybox provision creates 0600 keys once and refuses to overwrite them', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tbx-prov-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const file = writeConfig(dir, { version: 1, device: { id: 'd-prov', kind: 'm1', orgId: 'o' }, region: 'cn', dataDir: join(dir, 'data'), broker: { url: 'mqtts://mqtt.cn.tallybox.cloud:8883' }, vault: { kekFile: join(dir, 'keys', 'tallybox.kek') } });
+    const file = writeConfig(dir, {
+      version: 1,
+      device: { id: 'd-prov', kind: 'm1', orgId: 'o' },
+      region: 'cn',
+      dataDir: join(dir, 'data'),
+      broker: { url: 'mqtts://mqtt.cn.tallybox.cloud:8883' },
+      vault: { kekFile: join(dir, 'keys', 'tallybox.kek') },
+    });
     const first = spawnSync(process.execPath, [CLI, 'provision', '--config', file], { encoding: 'utf8' });
     expect(first.status, first.stderr).toBe(0);
     const info = JSON.parse(first.stdout) as { keyId: string; publicKeyPem: string; kekFile: string; identityFile: string };

@@ -34,7 +34,13 @@ describe('punch API', () => {
   });
 
   it('rejects bad input with 400 and a reason, queueing nothing', async () => {
-    const bad = ['not json', '{}', JSON.stringify({ orgId: 'o/1', subjectId: 's', method: 'CARD' }), JSON.stringify({ orgId: 'o', subjectId: 's', method: 'RETINA' }), JSON.stringify({ orgId: 'o', subjectId: 's', method: 'CARD', eventId: 'not-a-uuid' })];
+    const bad = [
+      'not json',
+      '{}',
+      JSON.stringify({ orgId: 'o/1', subjectId: 's', method: 'CARD' }),
+      JSON.stringify({ orgId: 'o', subjectId: 's', method: 'RETINA' }),
+      JSON.stringify({ orgId: 'o', subjectId: 's', method: 'CARD', eventId: 'not-a-uuid' }),
+    ];
     for (const b of bad) {
       const r = await post(b);
       expect(r.status, b).toBe(400);

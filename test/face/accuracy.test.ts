@@ -16,7 +16,11 @@ describe('accuracy on the simulated population (dim 512, default thresholds)', (
   for (let i = 0; i < matcher.size; i++) rowOf.set(matcher.rowSubject(i)!, i);
 
   it('FAR and FRR at the default threshold', () => {
-    let genuine = 0, falseReject = 0, impostor = 0, falseAccept = 0, rank1 = 0;
+    let genuine = 0,
+      falseReject = 0,
+      impostor = 0,
+      falseAccept = 0,
+      rank1 = 0;
     const probesPerPerson = 10;
     for (let p = 0; p < enrolled; p++) {
       const own = rowOf.get(`s${p}`)!;
@@ -51,7 +55,7 @@ describe('accuracy on the simulated population (dim 512, default thresholds)', (
     const frr = falseReject / genuine;
     console.log(
       `face accuracy @ threshold ${DEFAULT_THRESHOLD}: FAR ${far.toExponential(2)} (${falseAccept}/${impostor} impostor), ` +
-        `FRR ${(frr * 100).toFixed(2)}% (${falseReject}/${genuine} genuine), rank-1 ${(rank1 / genuine * 100).toFixed(2)}% at N=${enrolled}, ` +
+        `FRR ${(frr * 100).toFixed(2)}% (${falseReject}/${genuine} genuine), rank-1 ${((rank1 / genuine) * 100).toFixed(2)}% at N=${enrolled}, ` +
         `strangers accepted 1:N ${strangersAccepted}/${pop.size - enrolled}`,
     );
     expect(genuine).toBeGreaterThanOrEqual(10_000);

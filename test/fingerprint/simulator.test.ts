@@ -190,14 +190,11 @@ describe('fingerprint simulator over a real pty', () => {
 function call(ctl: { port?: number; socketPath?: string }, method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-    const req = request(
-      { host: '127.0.0.1', ...(ctl.socketPath ? { socketPath: ctl.socketPath } : { port: ctl.port }), method, path, headers: { 'content-type': 'application/json' } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString() || 'null') }));
-      },
-    );
+    const req = request({ host: '127.0.0.1', ...(ctl.socketPath ? { socketPath: ctl.socketPath } : { port: ctl.port }), method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString() || 'null') }));
+    });
     req.on('error', reject);
     req.end(data);
   });
@@ -324,7 +321,14 @@ describe('fingerprint device (pure)', () => {
   });
   it('every reply to a malformed command still has the fixed length', () => {
     const d = new FingerprintDevice();
-    for (const [content, length] of [[[0x04], 16], [[0x1d], 14], [[0x0f], 28], [[0x1f, 9], 44], [[0x06], 12], [[0x99], 12]] as const) {
+    for (const [content, length] of [
+      [[0x04], 16],
+      [[0x1d], 14],
+      [[0x0f], 28],
+      [[0x1f, 9], 44],
+      [[0x06], 12],
+      [[0x99], 12],
+    ] as const) {
       const [reply] = d.handle(decodePacket(encodePacket({ pid: 1, content: [...content] })));
       expect(reply).toHaveLength(length);
     }

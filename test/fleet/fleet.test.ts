@@ -21,8 +21,14 @@ describeWithPeer(mosquitto, 'fleet mode against Mosquitto', () => {
     expect(report.timedOut, text).toBe(false);
     expect(report.sharedSubscriptions).toBe(true);
     // Chaos really happened, to both kinds of process.
-    expect(report.chaos.some((c) => c.target === 'worker'), text).toBe(true);
-    expect(report.chaos.some((c) => c.target === 'consumer'), text).toBe(true);
+    expect(
+      report.chaos.some((c) => c.target === 'worker'),
+      text,
+    ).toBe(true);
+    expect(
+      report.chaos.some((c) => c.target === 'consumer'),
+      text,
+    ).toBe(true);
     expect(report.accepted).toBeGreaterThan(0);
     expect(report.delivery.lost, text).toBe(0);
     // A repeated (device, seq) always carried the same event id: no duplicate is anything but a re-send.

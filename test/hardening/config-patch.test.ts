@@ -139,7 +139,14 @@ describe('the ConfigPatch handler', () => {
   it('refuses without a way to apply, and FAILED when applying throws', async () => {
     const none = commandHandlers({ privacy: () => undefined, settings: settings(), logger: silentLogger() });
     expect(await none.configPatch('org-a', pb.ConfigPatch.create({ retentionDays: 10 }), ctx)).toMatchObject({ code: ResultCode.RESULT_CODE_REFUSED, reason: 'settings_unsupported' });
-    const failing = commandHandlers({ privacy: () => undefined, settings: settings(), logger: silentLogger(), applySettings: () => { throw new Error('EIO'); } });
+    const failing = commandHandlers({
+      privacy: () => undefined,
+      settings: settings(),
+      logger: silentLogger(),
+      applySettings: () => {
+        throw new Error('EIO');
+      },
+    });
     expect(await failing.configPatch('org-a', pb.ConfigPatch.create({ retentionDays: 10 }), ctx)).toMatchObject({ code: ResultCode.RESULT_CODE_FAILED, reason: 'settings_not_persisted' });
   });
 

@@ -39,7 +39,11 @@ describe('logger', () => {
         throw new Error('getter exploded');
       },
     };
-    const badJson = { toJSON: () => { throw new Error('toJSON exploded'); } };
+    const badJson = {
+      toJSON: () => {
+        throw new Error('toJSON exploded');
+      },
+    };
     expect(() => logger.info({ event: 'big', n: 2n ** 70n }, 'bigint')).not.toThrow();
     expect(() => logger.info({ event: 'cycle', cyclic }, 'cycle')).not.toThrow();
     expect(() => logger.info({ event: 'getter', nasty }, 'getter')).not.toThrow();

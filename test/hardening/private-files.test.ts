@@ -59,7 +59,7 @@ describe('database files', () => {
     }
   });
 
-  it('SQLite gives the -wal and -shm it creates the main file\'s mode (why pre-creating the file 0600 is enough)', async () => {
+  it("SQLite gives the -wal and -shm it creates the main file's mode (why pre-creating the file 0600 is enough)", async () => {
     const old = process.umask(0o022);
     try {
       const path = join(tmp(), 'x.db');

@@ -59,7 +59,9 @@ describe('zeroise reports what happened to the key', () => {
     expect(agent.privacy).toBeUndefined(); // the vault is closed either way
     expect(tamperDetail(agent)).toMatch(/device key NOT destroyed \(KEY_ZEROISE_UNSUPPORTED/);
     expect(tamperDetail(agent)).not.toMatch(/key destroyed/);
-    const zeroLine = text().split('\n').find((l) => l.includes('"event":"zeroised"'))!;
+    const zeroLine = text()
+      .split('\n')
+      .find((l) => l.includes('"event":"zeroised"'))!;
     expect(zeroLine).toMatch(/NOT destroyed/);
     expect(zeroLine).not.toMatch(/: key destroyed/);
     expect(existsSync(join(creds, SYSTEMD_KEK_CREDENTIAL))).toBe(true);

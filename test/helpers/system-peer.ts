@@ -62,7 +62,12 @@ function isExecutableFile(p: string): boolean {
 }
 
 export function hiddenPeers(env: NodeJS.ProcessEnv): Set<string> {
-  return new Set((env.TALLYBOX_HIDE_PEERS ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+  return new Set(
+    (env.TALLYBOX_HIDE_PEERS ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
 }
 
 export function systemPeer(program: string, opts: SystemPeerOptions): SystemPeer {

@@ -45,7 +45,12 @@ describe('lab faults and cloud commands on real agents', () => {
     const back = await c.restart('front-door');
     expect(back.agent.running).toBe(true);
     expect(back.agent.starts).toBe(2);
-    await until(() => c.punches(), (ps) => ps.some((p) => p.deviceId === 'front-door' && p.person === 'bo' && p.historical), 60_000, 'the queued punch');
+    await until(
+      () => c.punches(),
+      (ps) => ps.some((p) => p.deviceId === 'front-door' && p.person === 'bo' && p.historical),
+      60_000,
+      'the queued punch',
+    );
   }, 120_000);
 
   it('a skewed clock moves the punch timestamps', async () => {
@@ -53,7 +58,12 @@ describe('lab faults and cloud commands on real agents', () => {
     await c.clock('lobby', 3_600_000);
     const r = await c.present('lobby', 'ana', 'card');
     expect(r.outcome).toBe('punch');
-    const p = await until(() => c.punches(), (ps) => ps.some((x) => x.deviceId === 'lobby' && r.outcome === 'punch' && x.seq === r.seq), 30_000, 'the punch');
+    const p = await until(
+      () => c.punches(),
+      (ps) => ps.some((x) => x.deviceId === 'lobby' && r.outcome === 'punch' && x.seq === r.seq),
+      30_000,
+      'the punch',
+    );
     const punch = p.find((x) => x.deviceId === 'lobby' && r.outcome === 'punch' && x.seq === r.seq)!;
     const skew = punch.occurredAtMs - Date.parse(punch.receivedAt);
     expect(skew).toBeGreaterThan(3_500_000);
@@ -65,9 +75,19 @@ describe('lab faults and cloud commands on real agents', () => {
     const c = t.client;
     const off = await c.plug('front-door', 'fingerprint', false);
     expect(off.peripherals.find((p) => p.name === 'fingerprint')!.plugged).toBe(false);
-    await until(() => c.device('front-door'), (d) => d.peripherals.find((p) => p.name === 'fingerprint')?.online === false, 30_000, 'fingerprint offline');
+    await until(
+      () => c.device('front-door'),
+      (d) => d.peripherals.find((p) => p.name === 'fingerprint')?.online === false,
+      30_000,
+      'fingerprint offline',
+    );
     await c.plug('front-door', 'fingerprint', true);
-    await until(() => c.device('front-door'), (d) => d.peripherals.find((p) => p.name === 'fingerprint')?.online === true, 30_000, 'fingerprint back online');
+    await until(
+      () => c.device('front-door'),
+      (d) => d.peripherals.find((p) => p.name === 'fingerprint')?.online === true,
+      30_000,
+      'fingerprint back online',
+    );
     expect((await c.present('front-door', 'ana', 'finger')).outcome).toBe('punch');
   }, 90_000);
 
@@ -82,17 +102,37 @@ describe('lab faults and cloud commands on real agents', () => {
     }
     await c.disk('lobby', true);
     expect((await c.present('lobby', 'chen', 'card')).outcome).toBe('no-punch');
-    await until(() => c.device('lobby'), (x) => x.alarms.includes('ALARM_CODE_DISK_FULL'), 30_000, 'the DISK_FULL alarm');
+    await until(
+      () => c.device('lobby'),
+      (x) => x.alarms.includes('ALARM_CODE_DISK_FULL'),
+      30_000,
+      'the DISK_FULL alarm',
+    );
     await c.disk('lobby', false);
-    await until(() => c.present('lobby', 'chen', 'card'), (r) => r.outcome === 'punch', 30_000, 'a punch after the disk was emptied');
+    await until(
+      () => c.present('lobby', 'chen', 'card'),
+      (r) => r.outcome === 'punch',
+      30_000,
+      'a punch after the disk was emptied',
+    );
   }, 90_000);
 
   it('a black-holed uplink is noticed by the agent (keepalive) and recovers when restored', async () => {
     const c = t.client;
     await c.uplink('lobby', 'blackhole');
-    await until(() => c.device('lobby'), (d) => !d.connected, 60_000, 'the agent to notice the black hole');
+    await until(
+      () => c.device('lobby'),
+      (d) => !d.connected,
+      60_000,
+      'the agent to notice the black hole',
+    );
     await c.uplink('lobby', 'ok');
-    await until(() => c.device('lobby'), (d) => d.connected, 60_000, 'the agent to reconnect');
+    await until(
+      () => c.device('lobby'),
+      (d) => d.connected,
+      60_000,
+      'the agent to reconnect',
+    );
   }, 150_000);
 
   it('a phone joining the office Wi-Fi is a WIFI punch; joining again after leaving is another', async () => {
@@ -101,7 +141,12 @@ describe('lab faults and cloud commands on real agents', () => {
     expect(first.outcome).toBe('punch');
     const again = await c.present('office-wifi', 'bo', 'phone');
     expect(again.outcome).toBe('punch');
-    await until(() => c.punches(), (ps) => ps.filter((p) => p.deviceId === 'office-wifi' && p.person === 'bo' && p.method === 'WIFI').length === 2, 30_000, 'two WIFI punches');
+    await until(
+      () => c.punches(),
+      (ps) => ps.filter((p) => p.deviceId === 'office-wifi' && p.person === 'bo' && p.method === 'WIFI').length === 2,
+      30_000,
+      'two WIFI punches',
+    );
     const err = await c.present('office-wifi', 'ana', 'phone').catch((e: unknown) => e);
     expect((err as LabApiError).code).toBe('LAB_PERSON_TRAIT_MISSING');
   }, 60_000);

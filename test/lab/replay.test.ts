@@ -35,12 +35,7 @@ describe('lab record and replay', () => {
     const t = await startTestLab({ record: recordFile });
     labs.push(t);
     const c = t.client;
-    const outcomes = [
-      await c.present('front-door', 'ana', 'finger'),
-      await c.present('lobby', 'chen', 'face'),
-      await c.present('front-door', 'bo', 'finger'),
-      await c.present('lobby', 'ana', 'card'),
-    ];
+    const outcomes = [await c.present('front-door', 'ana', 'finger'), await c.present('lobby', 'chen', 'face'), await c.present('front-door', 'bo', 'finger'), await c.present('lobby', 'ana', 'card')];
     await c.uplink('front-door', 'cut');
     outcomes.push(await c.present('front-door', 'bo', 'finger'), await c.present('front-door', 'ana', 'finger'));
     await c.uplink('front-door', 'ok');

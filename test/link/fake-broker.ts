@@ -43,9 +43,12 @@ function maxPacketSizeProperty(props: Buffer): number | undefined {
   while (i < props.length) {
     const id = props[i++]!;
     if (id === 0x27) return props.readUInt32BE(i);
-    if (id === 0x11) i += 4; // session expiry
-    else if (id === 0x21 || id === 0x22) i += 2; // receive maximum, topic alias maximum
-    else if (id === 0x17 || id === 0x19) i += 1; // request problem/response information
+    if (id === 0x11)
+      i += 4; // session expiry
+    else if (id === 0x21 || id === 0x22)
+      i += 2; // receive maximum, topic alias maximum
+    else if (id === 0x17 || id === 0x19)
+      i += 1; // request problem/response information
     else return undefined;
   }
   return undefined;

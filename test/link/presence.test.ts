@@ -61,35 +61,36 @@ async function startAgent(url: string, deviceId: string) {
 }
 
 const mosquitto = systemPeer('mosquitto', { pkg: 'mosquitto' });
-for (const kind of Object.keys(brokers)) describeWithPeer(kind === 'mosquitto' ? mosquitto : null, `presence via ${kind}`, () => {
-  it('after a clean stop the retained state is the clean DEATH, not the will', async () => {
-    const broker = await brokers[kind]!();
-    cleanups.push(() => broker.close());
-    const agent = await startAgent(broker.url, `dev-clean-${kind}`);
-    for (let i = 0; i < 3; i++) await agent.punch({ orgId: 'org-a', subjectId: `s-${i}`, method: PunchMethod.PUNCH_METHOD_CARD });
-    await waitUntil(() => agent.outbox.depth === 0, 10_000, 'delivered');
-    await agent.stop();
-    await sleep(500); // a will, if the broker were to send one, is published on the socket's close
-    const s = await retainedState(broker.url, `dev-clean-${kind}`);
-    expect(s).toBeDefined();
-    expect(s).toMatchObject({ lifecycle: Lifecycle.LIFECYCLE_DEATH, link: LinkStatus.LINK_STATUS_STOPPED, bdSeq: 1, lastSeq: 3, queueDepth: 0 });
-  });
+for (const kind of Object.keys(brokers))
+  describeWithPeer(kind === 'mosquitto' ? mosquitto : null, `presence via ${kind}`, () => {
+    it('after a clean stop the retained state is the clean DEATH, not the will', async () => {
+      const broker = await brokers[kind]!();
+      cleanups.push(() => broker.close());
+      const agent = await startAgent(broker.url, `dev-clean-${kind}`);
+      for (let i = 0; i < 3; i++) await agent.punch({ orgId: 'org-a', subjectId: `s-${i}`, method: PunchMethod.PUNCH_METHOD_CARD });
+      await waitUntil(() => agent.outbox.depth === 0, 10_000, 'delivered');
+      await agent.stop();
+      await sleep(500); // a will, if the broker were to send one, is published on the socket's close
+      const s = await retainedState(broker.url, `dev-clean-${kind}`);
+      expect(s).toBeDefined();
+      expect(s).toMatchObject({ lifecycle: Lifecycle.LIFECYCLE_DEATH, link: LinkStatus.LINK_STATUS_STOPPED, bdSeq: 1, lastSeq: 3, queueDepth: 0 });
+    });
 
-  it('after an unclean loss the will remains, marked LOST; DeviceState shows the link state', async () => {
-    const broker = await brokers[kind]!();
-    cleanups.push(() => broker.close());
-    const proxy = await BlackholeProxy.start(broker.port);
-    cleanups.push(() => proxy.close());
-    const agent = await startAgent(proxy.url, `dev-lost-${kind}`);
-    expect(agent.state()).toMatchObject({ link: LinkStatus.LINK_STATUS_ONLINE, linkTransport: LinkTransport.LINK_TRANSPORT_LOOPBACK, oversizedPacketsDropped: 0 });
-    // What GET /v1/state serves (src/agent/punch-api.ts): enum names, the online indicator present.
-    expect(pb.DeviceState.toObject(pb.DeviceState.fromObject(agent.state()), { enums: String })).toMatchObject({ link: 'LINK_STATUS_ONLINE', linkTransport: 'LINK_TRANSPORT_LOOPBACK' });
-    const birth = await retainedState(broker.url, `dev-lost-${kind}`);
-    expect(birth).toMatchObject({ lifecycle: Lifecycle.LIFECYCLE_BIRTH, link: LinkStatus.LINK_STATUS_ONLINE, bdSeq: 1 });
-    proxy.cut(true);
-    await waitUntil(() => agent.session === undefined, 10_000, 'offline');
-    expect([LinkStatus.LINK_STATUS_OFFLINE, LinkStatus.LINK_STATUS_CONNECTING]).toContain(agent.state().link);
-    await waitUntil(async () => (await retainedState(broker.url, `dev-lost-${kind}`))?.lifecycle === Lifecycle.LIFECYCLE_DEATH, 10_000, 'will published');
-    expect(await retainedState(broker.url, `dev-lost-${kind}`)).toMatchObject({ lifecycle: Lifecycle.LIFECYCLE_DEATH, link: LinkStatus.LINK_STATUS_LOST, bdSeq: 1 });
+    it('after an unclean loss the will remains, marked LOST; DeviceState shows the link state', async () => {
+      const broker = await brokers[kind]!();
+      cleanups.push(() => broker.close());
+      const proxy = await BlackholeProxy.start(broker.port);
+      cleanups.push(() => proxy.close());
+      const agent = await startAgent(proxy.url, `dev-lost-${kind}`);
+      expect(agent.state()).toMatchObject({ link: LinkStatus.LINK_STATUS_ONLINE, linkTransport: LinkTransport.LINK_TRANSPORT_LOOPBACK, oversizedPacketsDropped: 0 });
+      // What GET /v1/state serves (src/agent/punch-api.ts): enum names, the online indicator present.
+      expect(pb.DeviceState.toObject(pb.DeviceState.fromObject(agent.state()), { enums: String })).toMatchObject({ link: 'LINK_STATUS_ONLINE', linkTransport: 'LINK_TRANSPORT_LOOPBACK' });
+      const birth = await retainedState(broker.url, `dev-lost-${kind}`);
+      expect(birth).toMatchObject({ lifecycle: Lifecycle.LIFECYCLE_BIRTH, link: LinkStatus.LINK_STATUS_ONLINE, bdSeq: 1 });
+      proxy.cut(true);
+      await waitUntil(() => agent.session === undefined, 10_000, 'offline');
+      expect([LinkStatus.LINK_STATUS_OFFLINE, LinkStatus.LINK_STATUS_CONNECTING]).toContain(agent.state().link);
+      await waitUntil(async () => (await retainedState(broker.url, `dev-lost-${kind}`))?.lifecycle === Lifecycle.LIFECYCLE_DEATH, 10_000, 'will published');
+      expect(await retainedState(broker.url, `dev-lost-${kind}`)).toMatchObject({ lifecycle: Lifecycle.LIFECYCLE_DEATH, link: LinkStatus.LINK_STATUS_LOST, bdSeq: 1 });
+    });
   });
-});

@@ -109,7 +109,10 @@ describe('`tallybox doctor` on each unsafe setting', () => {
     const file = writeConfig(sub, { version: 1, device: { id: 'd-doc', kind: 'sim', orgId: 'o' }, region: 'sg', dataDir: join(sub, 'data'), broker: broker as ConfigInput['broker'], clock: { source: 'assume-synced' } });
     const { code, report } = await doctor(file);
     expect(code, name).toBe(1);
-    expect(report.checks.find((c) => c.name === 'broker-tls'), name).toMatchObject({ verdict: 'fail', detail: expect.stringMatching(detail) });
+    expect(
+      report.checks.find((c) => c.name === 'broker-tls'),
+      name,
+    ).toMatchObject({ verdict: 'fail', detail: expect.stringMatching(detail) });
   });
 });
 
@@ -122,7 +125,10 @@ describe('region pinning on certificate names', () => {
   });
 
   it('refuses one that also names another region, or any other host, though the host name matches', () => {
-    expect(check('mqtt.sg.tallybox.cloud', cert('DNS:mqtt.sg.tallybox.cloud, DNS:mqtt.cn.tallybox.cloud'))).toMatchObject({ code: 'REGION_MISMATCH', message: expect.stringMatching(/also names mqtt\.cn\.tallybox\.cloud, outside region "sg"/) });
+    expect(check('mqtt.sg.tallybox.cloud', cert('DNS:mqtt.sg.tallybox.cloud, DNS:mqtt.cn.tallybox.cloud'))).toMatchObject({
+      code: 'REGION_MISMATCH',
+      message: expect.stringMatching(/also names mqtt\.cn\.tallybox\.cloud, outside region "sg"/),
+    });
     expect(check('mqtt.sg.tallybox.cloud', cert('DNS:mqtt.sg.tallybox.cloud, DNS:broker.example.net'))).toMatchObject({ code: 'REGION_MISMATCH' });
     expect(check('10.0.0.1', cert('IP Address:10.0.0.1'))).toMatchObject({ code: 'REGION_MISMATCH', message: expect.stringMatching(/names no DNS host/) });
   });

@@ -39,7 +39,10 @@ function fingerprintPeripheral(s: M1Stack): { online: boolean; detail: string } 
 }
 
 function vaultFiles(s: M1Stack): Buffer[] {
-  return s.vault.databaseFiles().filter((f) => existsSync(f)).map((f) => readFileSync(f));
+  return s.vault
+    .databaseFiles()
+    .filter((f) => existsSync(f))
+    .map((f) => readFileSync(f));
 }
 
 describe('M1 role over a real pseudo-terminal', () => {

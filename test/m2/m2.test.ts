@@ -152,7 +152,11 @@ describe('M2 face over a real pseudo-terminal', () => {
   it('erasure: eraseSubject and withdrawOrg take people out of the in-memory index and the vault', async () => {
     const s = await stack({ role: { repeatWindowSec: 0 } });
     await s.role.start();
-    for (const [id, p] of [['sub-1', 11], ['sub-2', 12], ['sub-3', 13]] as const) {
+    for (const [id, p] of [
+      ['sub-1', 11],
+      ['sub-2', 12],
+      ['sub-3', 13],
+    ] as const) {
       await person(s, 'acme', id);
       await enrolFace(s, 'acme', id, p);
     }

@@ -23,7 +23,10 @@ const adult = (subjectId: string) => ({ subjectId, displayName: `Name ${subjectI
 async function seed(orgId: string, n: number, modality: 'face' | 'fingerprint' = 'face', prefix = 's'): Promise<string[]> {
   const ids = Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(3, '0')}`);
   await vault.upsertSubjects(orgId, ids.map(adult));
-  await vault.enrolTemplates(orgId, ids.map((subjectId, i) => ({ subjectId, modality, slot: 0, bytes: Buffer.from(`${modality}-template-${i}`.padEnd(64, '.')) })));
+  await vault.enrolTemplates(
+    orgId,
+    ids.map((subjectId, i) => ({ subjectId, modality, slot: 0, bytes: Buffer.from(`${modality}-template-${i}`.padEnd(64, '.')) })),
+  );
   return ids;
 }
 

@@ -82,7 +82,7 @@ describe('Outbox', () => {
     await o.close();
   });
 
-  it('peeks oldest first and deletes an organisation\'s queued punches on request', async () => {
+  it("peeks oldest first and deletes an organisation's queued punches on request", async () => {
     const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 100 });
     await o.accept(punch(1));
     await o.accept({ ...punch(2), orgId: 'org-b' });

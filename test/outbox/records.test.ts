@@ -39,14 +39,28 @@ describe('drain records', () => {
     for (const p of inputs) await o.accept(p);
     const rows = await o.peek(0, 100);
     const gate = new EgressGate({ deviceId: 'dev-1', operatorOrgId: 'org-op' });
-    for (const [from, limit] of [[0, 100], [1, 2], [4, 100]] as const) {
+    for (const [from, limit] of [
+      [0, 100],
+      [1, 2],
+      [4, 100],
+    ] as const) {
       const recs = await o.peekRecords(from, limit);
       const want = rows.filter((r) => r.seq > from).slice(0, limit);
       expect(recs?.count).toBe(want.length);
       const enc = encodePunchRecords(recs!, 'dev-1', 7, 2);
       let start = 0;
       want.forEach((r, i) => {
-        expect(recordFields(recs!, i)).toEqual({ seq: r.seq, eventId: r.eventId, orgId: r.orgId, subjectId: r.subjectId, method: r.method, occurredAtMs: r.occurredAtMs, clockSynced: r.clockSynced, matchScore: r.matchScore, liveness: r.liveness });
+        expect(recordFields(recs!, i)).toEqual({
+          seq: r.seq,
+          eventId: r.eventId,
+          orgId: r.orgId,
+          subjectId: r.subjectId,
+          method: r.method,
+          occurredAtMs: r.occurredAtMs,
+          clockSynced: r.clockSynced,
+          matchScore: r.matchScore,
+          liveness: r.liveness,
+        });
         const got = enc.buf.subarray(start, enc.ends[i]);
         start = enc.ends[i]!;
         expect(Buffer.from(got).equals(Buffer.from(gate.encodePunch(r, { bdSeq: 7, historical: r.seq <= 2 }))), `seq ${r.seq}`).toBe(true);

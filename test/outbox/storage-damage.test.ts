@@ -45,7 +45,12 @@ const punch = (i: number) => ({ orgId: 'org-a', subjectId: `s-${i}`, method: Pun
 const digest = (dir: string) =>
   readdirSync(dir)
     .sort()
-    .map((f) => `${f}:${createHash('sha256').update(readFileSync(join(dir, f))).digest('hex')}`);
+    .map(
+      (f) =>
+        `${f}:${createHash('sha256')
+          .update(readFileSync(join(dir, f)))
+          .digest('hex')}`,
+    );
 
 async function fill(path: string, n: number, opts: { concurrent?: boolean } = {}): Promise<number[]> {
   const o = await Outbox.open({ path, capacity: 1_000_000 });

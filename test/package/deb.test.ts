@@ -45,7 +45,7 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  it('builds (npm run package minus the build: the build is the suite\'s), with the production node_modules only', () => {
+  it("builds (npm run package minus the build: the build is the suite's), with the production node_modules only", () => {
     const t0 = performance.now();
     const out = execFileSync(process.execPath, [join(repo, 'scripts/package-deb.mjs'), '--out', tmp], { encoding: 'utf8', timeout: 240_000 });
     const r = JSON.parse(out.trim().split('\n').pop()!) as { deb: string; bytes: number; installedKiB: number; ms: number };
@@ -55,7 +55,13 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     expect(info).toMatch(/Package: tallybox/);
     expect(info).toMatch(/Depends: nodejs \(>= 20\)/);
     const contents = execFileSync('dpkg-deb', ['--contents', deb], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-    for (const p of ['./opt/tallybox/dist/src/cli/tallybox.js', './opt/tallybox/node_modules/sqlite3/', './opt/tallybox/node_modules/mqtt/', './lib/systemd/system/tallybox.service', './usr/bin/tallybox -> /opt/tallybox/dist/src/cli/tallybox.js']) {
+    for (const p of [
+      './opt/tallybox/dist/src/cli/tallybox.js',
+      './opt/tallybox/node_modules/sqlite3/',
+      './opt/tallybox/node_modules/mqtt/',
+      './lib/systemd/system/tallybox.service',
+      './usr/bin/tallybox -> /opt/tallybox/dist/src/cli/tallybox.js',
+    ]) {
       expect(contents, p).toContain(p);
     }
     // The project's own addons (the C1 role's hostapd socket; the simulators' ptys) and the C1 hooks, executable.
@@ -74,7 +80,21 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     const ok = run('systemd-analyze', ['verify', unit]);
     expect({ status: ok.status, stderr: ok.stderr }).toEqual({ status: 0, stderr: '' });
     const text = readFileSync(unit, 'utf8');
-    for (const line of ['Restart=on-failure', 'RestartPreventExitStatus=78', 'StateDirectory=tallybox', 'StateDirectoryMode=0700', 'RuntimeDirectory=tallybox', 'User=tallybox', 'ProtectSystem=strict', 'ProtectHome=yes', 'NoNewPrivileges=yes', 'PrivateTmp=yes', 'ProtectKernelTunables=yes', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'LoadCredential=tallybox-kek:/etc/tallybox/tallybox.kek']) {
+    for (const line of [
+      'Restart=on-failure',
+      'RestartPreventExitStatus=78',
+      'StateDirectory=tallybox',
+      'StateDirectoryMode=0700',
+      'RuntimeDirectory=tallybox',
+      'User=tallybox',
+      'ProtectSystem=strict',
+      'ProtectHome=yes',
+      'NoNewPrivileges=yes',
+      'PrivateTmp=yes',
+      'ProtectKernelTunables=yes',
+      'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK',
+      'LoadCredential=tallybox-kek:/etc/tallybox/tallybox.kek',
+    ]) {
       expect(text.split('\n'), line).toContain(line);
     }
     const broken = join(tmp, 'tallybox.service');
@@ -108,7 +128,17 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     const dir = join(tmp, 'etc');
     execFileSync('install', ['-d', '-m', '0700', dir]);
     const config = join(dir, 'tallybox.yaml');
-    writeFileSync(config, toYaml({ version: 1, device: { id: 'dev-pkg', kind: 'sim', orgId: 'org-a' }, region: 'sg', dataDir: '/var/lib/tallybox', broker: { url: 'mqtt://127.0.0.1:1', allowLoopback: true, connectTimeoutMs: 500 }, clock: { source: 'assume-synced' } }));
+    writeFileSync(
+      config,
+      toYaml({
+        version: 1,
+        device: { id: 'dev-pkg', kind: 'sim', orgId: 'org-a' },
+        region: 'sg',
+        dataDir: '/var/lib/tallybox',
+        broker: { url: 'mqtt://127.0.0.1:1', allowLoopback: true, connectTimeoutMs: 500 },
+        clock: { source: 'assume-synced' },
+      }),
+    );
     const r = run('/usr/bin/tallybox', ['doctor', '--config', config, '--json']);
     const report = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; verdict: string; detail: string }[] };
     const by = new Map(report.checks.map((c) => [c.name, c]));
@@ -121,7 +151,7 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
     expect(r.status).toBe(1);
   }, 60_000);
 
-  it('the installed copy loads its unixdgram addon and attaches to the Wi-Fi simulator\'s hostapd control socket; its hook script forwards', async () => {
+  it("the installed copy loads its unixdgram addon and attaches to the Wi-Fi simulator's hostapd control socket; its hook script forwards", async () => {
     const { WifiOffice } = await import('../../simulators/wifi/office.js');
     const { EventSocketServer } = await import('../../firmware-bridge/wifi/event-socket.js');
     const dir = mkdtempSync(join(tmpdir(), 'tbx-deb-wifi-'));

@@ -71,7 +71,7 @@ function leaky(path: string): ErasureParticipant {
 }
 
 describe('a resumed purge', () => {
-  it('scans for the first run\'s fingerprints: a copy of the org\'s ciphertext left on disk is reported, and the purge is not ok until it is gone', async () => {
+  it("scans for the first run's fingerprints: a copy of the org's ciphertext left on disk is reported, and the purge is not ok until it is gone", async () => {
     o = await open(d);
     await enrol(o.privacy, 'org-alpha', 20);
     await enrol(o.privacy, 'org-beta', 3);

@@ -39,8 +39,14 @@ beforeEach(async () => {
   journal = await PurgeJournal.open({ path: join(sb.dataDir, 'purge-journal.db'), root: randomBytes(32) });
   purger = new Purger({ store: vault, signer: vault.identity, deviceId: 'dev-r', journal });
   const ids = Array.from({ length: 30 }, (_, i) => `subj-${String(i).padStart(2, '0')}`);
-  await vault.upsertSubjects('org-r', ids.map((subjectId) => ({ subjectId, displayName: `P ${subjectId}`, minor: false, consents: [{ kind: 'biometric' as const }] })));
-  await vault.enrolTemplates('org-r', ids.map((subjectId) => ({ subjectId, modality: 'fingerprint' as const, slot: 0, bytes: randomBytes(300) })));
+  await vault.upsertSubjects(
+    'org-r',
+    ids.map((subjectId) => ({ subjectId, displayName: `P ${subjectId}`, minor: false, consents: [{ kind: 'biometric' as const }] })),
+  );
+  await vault.enrolTemplates(
+    'org-r',
+    ids.map((subjectId) => ({ subjectId, modality: 'fingerprint' as const, slot: 0, bytes: randomBytes(300) })),
+  );
   // Everyone but one was seen today; subj-00 was last seen 400 days ago.
   wall = T0;
   for (const id of ids.slice(1)) await vault.touchSubject('org-r', id);
@@ -107,7 +113,7 @@ describe('retention and the clock', () => {
     expect((await vault.getSubject('org-r', stale)).displayName).toBe(`P ${stale}`); // identity stays
   });
 
-  it('the agent\'s sweep asks the clock: unsynchronised, it erases nothing', async () => {
+  it("the agent's sweep asks the clock: unsynchronised, it erases nothing", async () => {
     wall = T0 + TEN_YEARS;
     let changes = 0;
     const services = { vault, purger, journal, identity: vault.identity, keyProvider: sb.provider, onOutcome: () => undefined };

@@ -89,7 +89,25 @@ async function issue(spec: Record<string, unknown>): Promise<{ code: string; clo
   return (await r.json()) as { code: string; cloudKey: string };
 }
 
-const claimArgs = (code: string, out: string, extra: string[] = []) => ['provision', '--claim', code, '--region', 'sg', '--broker', brokerUrl, '--allow-loopback', '--cloud-key', cloudKey, '--out', out, '--data-dir', join(root, 'data-' + code), '--timeout', '5', ...extra];
+const claimArgs = (code: string, out: string, extra: string[] = []) => [
+  'provision',
+  '--claim',
+  code,
+  '--region',
+  'sg',
+  '--broker',
+  brokerUrl,
+  '--allow-loopback',
+  '--cloud-key',
+  cloudKey,
+  '--out',
+  out,
+  '--data-dir',
+  join(root, 'data-' + code),
+  '--timeout',
+  '5',
+  ...extra,
+];
 
 describe('tallybox provision --claim', () => {
   it('from nothing to a running agent that delivers a punch to the cloud emulator', async () => {
@@ -119,10 +137,14 @@ describe('tallybox provision --claim', () => {
     try {
       const p = await postPunch(apiPort, { orgId: 'org-b', subjectId: 's-claim', method: 'PIN' });
       expect(p.status).toBe('accepted');
-      await waitUntil(async () => {
-        const ev = (await (await fetch(`${api}/api/events`)).json()) as { type: string; body: Record<string, unknown> }[];
-        return ev.some((e) => e.type === 'punch' && e.body.eventId === p.eventId && e.body.deviceId === 'dev-claim-1' && e.body.orgId === 'org-b');
-      }, 20_000, 'the punch at the cloud emulator');
+      await waitUntil(
+        async () => {
+          const ev = (await (await fetch(`${api}/api/events`)).json()) as { type: string; body: Record<string, unknown> }[];
+          return ev.some((e) => e.type === 'punch' && e.body.eventId === p.eventId && e.body.deviceId === 'dev-claim-1' && e.body.orgId === 'org-b');
+        },
+        20_000,
+        'the punch at the cloud emulator',
+      );
     } finally {
       await agent.kill('SIGTERM');
     }
@@ -167,7 +189,24 @@ describe('tallybox provision --claim', () => {
   it('an unreachable broker: CLAIM_BROKER_UNREACHABLE (1), nothing written', async () => {
     const dead = await freePort();
     const before = tree(root);
-    const r = await tallybox(['provision', '--claim', 'ABCD-EFGH', '--region', 'sg', '--broker', `mqtt://127.0.0.1:${dead}`, '--allow-loopback', '--cloud-key', cloudKey, '--out', join(root, 'etc-dead'), '--data-dir', join(root, 'data-dead'), '--timeout', '3']);
+    const r = await tallybox([
+      'provision',
+      '--claim',
+      'ABCD-EFGH',
+      '--region',
+      'sg',
+      '--broker',
+      `mqtt://127.0.0.1:${dead}`,
+      '--allow-loopback',
+      '--cloud-key',
+      cloudKey,
+      '--out',
+      join(root, 'etc-dead'),
+      '--data-dir',
+      join(root, 'data-dead'),
+      '--timeout',
+      '3',
+    ]);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^tallybox: CLAIM_BROKER_UNREACHABLE: cannot reach the broker mqtt:\/\/127\.0\.0\.1:\d+: ECONNREFUSED/);
     expect(tree(root)).toEqual(before);
@@ -197,36 +236,57 @@ describe('tallybox provision --claim', () => {
   }, 60_000);
 
   const openssl = systemPeer('openssl', { pkg: 'openssl' });
-  it.runIf(openssl.available)('a TLS failure (certificate not from the given CA, or no CA): CLAIM_TLS_FAILED (78), nothing written', async () => {
-    const pki = mkdtempSync(join(tmpdir(), 'tbx-claim-pki-'));
-    try {
-      const f = (n: string) => join(pki, n);
-      const ossl = (...a: string[]) => execFileSync('openssl', a, { stdio: 'pipe' });
-      for (const ca of ['ca', 'other-ca']) ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${ca}`, '-keyout', f(`${ca}.key`), '-out', f(`${ca}.crt`));
-      writeFileSync(f('ext'), 'subjectAltName=IP:127.0.0.1\n');
-      ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=broker', '-keyout', f('srv.key'), '-out', f('srv.csr'));
-      ossl('x509', '-req', '-in', f('srv.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-out', f('srv.crt'), '-extfile', f('ext'));
-      const server = createTlsServer({ key: readFileSync(f('srv.key')), cert: readFileSync(f('srv.crt')) }, (s) => s.destroy());
-      server.on('tlsClientError', () => undefined); // the client hanging up mid-handshake is the point
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-      const port = (server.address() as { port: number }).port;
+  it.runIf(openssl.available)(
+    'a TLS failure (certificate not from the given CA, or no CA): CLAIM_TLS_FAILED (78), nothing written',
+    async () => {
+      const pki = mkdtempSync(join(tmpdir(), 'tbx-claim-pki-'));
       try {
-        const before = tree(root);
-        const base = ['provision', '--claim', 'ABCD-EFGH', '--region', 'sg', '--broker', `mqtts://127.0.0.1:${port}`, '--allow-loopback', '--cloud-key', cloudKey, '--out', join(root, 'etc-tls'), '--data-dir', join(root, 'data-tls'), '--timeout', '5'];
-        const wrongCa = await tallybox([...base, '--ca', f('other-ca.crt')]);
-        expect(wrongCa.status).toBe(78);
-        expect(wrongCa.stderr).toMatch(/^tallybox: CLAIM_TLS_FAILED: TLS to mqtts:\/\/127\.0\.0\.1:\d+ failed: .*; check --ca/);
-        const noCa = await tallybox(base);
-        expect(noCa.status).toBe(78);
-        expect(noCa.stderr).toMatch(/^tallybox: CLAIM_TLS_FAILED: /);
-        expect(tree(root)).toEqual(before);
+        const f = (n: string) => join(pki, n);
+        const ossl = (...a: string[]) => execFileSync('openssl', a, { stdio: 'pipe' });
+        for (const ca of ['ca', 'other-ca']) ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${ca}`, '-keyout', f(`${ca}.key`), '-out', f(`${ca}.crt`));
+        writeFileSync(f('ext'), 'subjectAltName=IP:127.0.0.1\n');
+        ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=broker', '-keyout', f('srv.key'), '-out', f('srv.csr'));
+        ossl('x509', '-req', '-in', f('srv.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-out', f('srv.crt'), '-extfile', f('ext'));
+        const server = createTlsServer({ key: readFileSync(f('srv.key')), cert: readFileSync(f('srv.crt')) }, (s) => s.destroy());
+        server.on('tlsClientError', () => undefined); // the client hanging up mid-handshake is the point
+        await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+        const port = (server.address() as { port: number }).port;
+        try {
+          const before = tree(root);
+          const base = [
+            'provision',
+            '--claim',
+            'ABCD-EFGH',
+            '--region',
+            'sg',
+            '--broker',
+            `mqtts://127.0.0.1:${port}`,
+            '--allow-loopback',
+            '--cloud-key',
+            cloudKey,
+            '--out',
+            join(root, 'etc-tls'),
+            '--data-dir',
+            join(root, 'data-tls'),
+            '--timeout',
+            '5',
+          ];
+          const wrongCa = await tallybox([...base, '--ca', f('other-ca.crt')]);
+          expect(wrongCa.status).toBe(78);
+          expect(wrongCa.stderr).toMatch(/^tallybox: CLAIM_TLS_FAILED: TLS to mqtts:\/\/127\.0\.0\.1:\d+ failed: .*; check --ca/);
+          const noCa = await tallybox(base);
+          expect(noCa.status).toBe(78);
+          expect(noCa.stderr).toMatch(/^tallybox: CLAIM_TLS_FAILED: /);
+          expect(tree(root)).toEqual(before);
+        } finally {
+          server.close();
+        }
       } finally {
-        server.close();
+        rmSync(pki, { recursive: true, force: true });
       }
-    } finally {
-      rmSync(pki, { recursive: true, force: true });
-    }
-  }, 60_000);
+    },
+    60_000,
+  );
 });
 
 describe('a LAN attacker answering the claim', () => {
@@ -246,7 +306,17 @@ describe('a LAN attacker answering the claim', () => {
     c.on('message', (t, payload) => {
       const req = pb.ClaimRequest.decode(payload);
       const nonce = parseClaimTopic(t)!.nonceHex;
-      const body = pb.ClaimResponseBody.encode({ nonce: req.nonce, devicePublicKey: req.devicePublicKey, region: req.region, deviceId: 'evil-dev', deviceKind: 'sim', orgId: 'evil-org', servedOrgs: ['evil-org'], commandKeyId: 'evil', commandPublicKey: Buffer.alloc(32, 7) }).finish();
+      const body = pb.ClaimResponseBody.encode({
+        nonce: req.nonce,
+        devicePublicKey: req.devicePublicKey,
+        region: req.region,
+        deviceId: 'evil-dev',
+        deviceKind: 'sim',
+        orgId: 'evil-org',
+        servedOrgs: ['evil-org'],
+        commandKeyId: 'evil',
+        commandPublicKey: Buffer.alloc(32, 7),
+      }).finish();
       const signature = sign(null, Buffer.concat([CLAIM_RESPONSE_DOMAIN, body]), evil);
       void c.publishAsync(claimResponseTopic(nonce), Buffer.from(pb.SignedClaimResponse.encode({ body, signature, keyId: 'cloud-sim' }).finish()));
     });
@@ -259,7 +329,9 @@ describe('a LAN attacker answering the claim', () => {
     try {
       const cloudKeyPair = generateKeyPairSync('ed25519');
       const pub = Buffer.from(cloudKeyPair.publicKey.export({ format: 'jwk' }).x!, 'base64url').toString('base64');
-      await expect(provisionByClaim({ claimCode: 'ABCD-EFGH', region: 'sg', brokerUrl: broker.url, allowLoopback: true, outDir: join(dir, 'etc'), dataDir: join(dir, 'data'), cloudKey: { id: 'cloud-sim', publicKey: pub }, timeoutMs: 1500 })).rejects.toMatchObject({
+      await expect(
+        provisionByClaim({ claimCode: 'ABCD-EFGH', region: 'sg', brokerUrl: broker.url, allowLoopback: true, outDir: join(dir, 'etc'), dataDir: join(dir, 'data'), cloudKey: { id: 'cloud-sim', publicKey: pub }, timeoutMs: 1500 }),
+      ).rejects.toMatchObject({
         code: 'CLAIM_RESPONSE_INVALID',
         message: expect.stringMatching(/signature does not verify with the trusted cloud key cloud-sim/),
       });

@@ -109,9 +109,18 @@ describe('doctor and systemd credentials (the packaged device)', () => {
     try {
       const keys = await provisionKeyFiles({ kekPath: join(dir, 'etc', 'tallybox.kek'), dataDir: join(dir, 'data') });
       const config = join(dir, 'etc', 'tallybox.yaml');
-      writeFileSync(config, dump({ version: 1, device: { id: 'dev-c', kind: 'sim', orgId: 'org-a' }, region: 'sg', dataDir: join(dir, 'data'), broker: { url: 'mqtt://127.0.0.1:1', allowLoopback: true, connectTimeoutMs: 300 }, vault: { keyProvider: 'systemd-credentials' } }));
-      const run = (env: NodeJS.ProcessEnv) =>
-        new Promise<Report>((resolve) => execFile(process.execPath, [CLI, 'doctor', '--config', config, '--json'], { encoding: 'utf8', env }, (_e, out) => resolve(JSON.parse(out) as Report)));
+      writeFileSync(
+        config,
+        dump({
+          version: 1,
+          device: { id: 'dev-c', kind: 'sim', orgId: 'org-a' },
+          region: 'sg',
+          dataDir: join(dir, 'data'),
+          broker: { url: 'mqtt://127.0.0.1:1', allowLoopback: true, connectTimeoutMs: 300 },
+          vault: { keyProvider: 'systemd-credentials' },
+        }),
+      );
+      const run = (env: NodeJS.ProcessEnv) => new Promise<Report>((resolve) => execFile(process.execPath, [CLI, 'doctor', '--config', config, '--json'], { encoding: 'utf8', env }, (_e, out) => resolve(JSON.parse(out) as Report)));
       const { CREDENTIALS_DIRECTORY: _c, ...env } = process.env;
       const outside = (await run(env)).checks.find((c) => c.name === 'keys');
       expect(outside).toMatchObject({ verdict: 'warn', detail: expect.stringMatching(/visible only inside the service/) });

@@ -256,7 +256,12 @@ describe('supervisor adapters for the device kinds to come (C1 presence sources,
       },
     };
     const states: Array<{ online: boolean; detail: string }> = [];
-    const sup = new PeripheralSupervisor({ peripheral: presenceSourcePeripheral({ source, name: 'wifi:wlan0' }), sink: { setPeripheral: (_n, online, detail = '') => void states.push({ online, detail }) }, backoff: { minMs: 20, maxMs: 40 }, heartbeatMs: 30 });
+    const sup = new PeripheralSupervisor({
+      peripheral: presenceSourcePeripheral({ source, name: 'wifi:wlan0' }),
+      sink: { setPeripheral: (_n, online, detail = '') => void states.push({ online, detail }) },
+      backoff: { minMs: 20, maxMs: 40 },
+      heartbeatMs: 30,
+    });
     expect(await sup.start()).toBe('ready');
     there = false;
     await waitUntil(() => sup.status === 'absent', 2000, 'absent');

@@ -270,7 +270,7 @@ describe('org withdrawal', () => {
 });
 
 describe('verification', () => {
-  it('fragments left in a participant\'s database file fail the purge after retries; it stays journalled and completes once they are gone', async () => {
+  it("fragments left in a participant's database file fail the purge after retries; it stays journalled and completes once they are gone", async () => {
     await enrolOrg('org-alpha', 2);
     const leaky = join(sb.root, 'leaky-outbox.db');
     const legit = join(sb.root, 'outbox.db');
@@ -342,7 +342,10 @@ describe('roster sync', () => {
     const b = await enrolOrg('org-beta', 1);
     const keep = a.people.slice(0, 3);
     const drop = a.people.slice(3);
-    const secrets = await rawSecrets('org-alpha', drop.map((p) => p.subjectId));
+    const secrets = await rawSecrets(
+      'org-alpha',
+      drop.map((p) => p.subjectId),
+    );
     const r = await syncRoster({ source: vault, purger, orgId: 'org-alpha', validSubjectIds: keep.map((p) => p.subjectId), requestRef: 'cmd:9' });
     expect(r.erased).toBe(2);
     expect(r.outcome!.receipt).toMatchObject({ kind: 'subject_erasure', ok: true, requestRef: 'cmd:9', counts: { subjects: 2, templates: 4 }, scan: { hits: 0 } });

@@ -33,7 +33,7 @@ async function tamper(sql: string, params: Array<string | number | null> = []): 
   const changes = await new Promise<number>((resolve, reject) => {
     const db = new sqlite3.Database(join(sb.dataDir, 'vault.db'), sqlite3.OPEN_READWRITE, (err) => {
       if (err) return reject(err);
-      const done = (e: Error | null, n: number): void => db.close((ce) => (e ?? ce ? reject(e ?? ce) : resolve(n)));
+      const done = (e: Error | null, n: number): void => db.close((ce) => ((e ?? ce) ? reject(e ?? ce) : resolve(n)));
       // Several statements go through exec (no parameters, no change count).
       if (params.length === 0 && sql.trim().replace(/;$/, '').includes(';')) db.exec(sql, (e) => done(e, -1));
       else

@@ -39,7 +39,7 @@ function readRows<T>(file: string, sql: string): Promise<T[]> {
   return new Promise((resolve, reject) => {
     const db = new sqlite3.Database(file, sqlite3.OPEN_READONLY, (err) => {
       if (err) return reject(err);
-      db.all(sql, [], (e: Error | null, rows: T[]) => db.close((ce) => (e ?? ce ? reject(e ?? ce) : resolve(rows))));
+      db.all(sql, [], (e: Error | null, rows: T[]) => db.close((ce) => ((e ?? ce) ? reject(e ?? ce) : resolve(rows))));
     });
   });
 }

@@ -73,7 +73,7 @@ function raw<T>(sql: string, params: Array<string | number> = [], write = false)
   return new Promise((resolve, reject) => {
     const db = new sqlite3.Database(join(dataDir, 'vault.db'), write ? sqlite3.OPEN_READWRITE : sqlite3.OPEN_READONLY, (err) => {
       if (err) return reject(err);
-      db.all(sql, params, (e: Error | null, rows: T[]) => db.close((ce) => (e ?? ce ? reject(e ?? ce) : resolve(rows))));
+      db.all(sql, params, (e: Error | null, rows: T[]) => db.close((ce) => ((e ?? ce) ? reject(e ?? ce) : resolve(rows))));
     });
   });
 }
@@ -94,9 +94,7 @@ describe('upgrading a v1 vault.db', () => {
     expect(await schemaVersion()).toBe(1);
     const logs: Array<Record<string, unknown>> = [];
     vault = await Vault.open({ dataDir, keyProvider: provider, logger: memoryLogger(logs) });
-    expect(logs.filter((l) => l.event === 'vault_schema_migrated')).toMatchObject([
-      { level: 'warn', from: 1, to: 3, subjects: 3, consents: 4, templates: 3, credentials: 3, unbound: 0, templatesResealed: 3, templatesQuarantined: 0 },
-    ]);
+    expect(logs.filter((l) => l.event === 'vault_schema_migrated')).toMatchObject([{ level: 'warn', from: 1, to: 3, subjects: 3, consents: 4, templates: 3, credentials: 3, unbound: 0, templatesResealed: 3, templatesQuarantined: 0 }]);
 
     expect((await vault.getSubject(ORG, 'adult-0001')).displayName).toBe('Ada Adult');
     expect((await vault.getSubject(ORG, 'adult-0001')).consents.biometric).toMatchObject({ evidence: 'form-1' });

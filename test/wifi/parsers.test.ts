@@ -76,19 +76,44 @@ describe('dnsmasq lease file', () => {
 
 describe('hook messages (hostapd_cli -a and dnsmasq --dhcp-script)', () => {
   it('hostapd-cli joins and leaves; other events ignored', () => {
-    expect(parseForwarded('{"v":1,"source":"hostapd-cli","iface":"wlan1","event":"AP-STA-CONNECTED","mac":"3C:22:FB:12:34:56"}')).toEqual({ ok: true, event: { type: 'joined', source: 'hostapd-cli', iface: 'wlan1', mac: '3c:22:fb:12:34:56' } });
+    expect(parseForwarded('{"v":1,"source":"hostapd-cli","iface":"wlan1","event":"AP-STA-CONNECTED","mac":"3C:22:FB:12:34:56"}')).toEqual({
+      ok: true,
+      event: { type: 'joined', source: 'hostapd-cli', iface: 'wlan1', mac: '3c:22:fb:12:34:56' },
+    });
     expect(parseForwarded('{"v":1,"source":"hostapd-cli","iface":"wlan1","event":"AP-STA-DISCONNECTED","mac":"3c:22:fb:12:34:56"}')).toMatchObject({ ok: true, event: { type: 'left' } });
     expect(parseForwarded('{"v":1,"source":"hostapd-cli","iface":"wlan1","event":"EAPOL-4WAY-HS-COMPLETED","mac":"3c:22:fb:12:34:56"}')).toEqual({ ok: false, reason: 'ignored' });
   });
   it('dnsmasq-script add/old/del with the DNSMASQ_* fingerprint', () => {
-    const add = parseForwarded(JSON.stringify({ v: 1, source: 'dnsmasq-script', action: 'add', mac: 'da:a1:19:00:00:01', ip: '10.0.0.5', hostname: 'phone', env: { DNSMASQ_INTERFACE: 'br-lan', DNSMASQ_CLIENT_ID: '01:da:a1:19:00:00:01', DNSMASQ_REQUESTED_OPTIONS: '1,121,3,6,15,119,252' } }));
-    expect(add).toEqual({ ok: true, event: { type: 'joined', source: 'dnsmasq-script', iface: 'br-lan', mac: 'da:a1:19:00:00:01', fingerprint: { clientId: '01:da:a1:19:00:00:01', hostname: 'phone', requestedOptions: '1,121,3,6,15,119,252' } } });
+    const add = parseForwarded(
+      JSON.stringify({
+        v: 1,
+        source: 'dnsmasq-script',
+        action: 'add',
+        mac: 'da:a1:19:00:00:01',
+        ip: '10.0.0.5',
+        hostname: 'phone',
+        env: { DNSMASQ_INTERFACE: 'br-lan', DNSMASQ_CLIENT_ID: '01:da:a1:19:00:00:01', DNSMASQ_REQUESTED_OPTIONS: '1,121,3,6,15,119,252' },
+      }),
+    );
+    expect(add).toEqual({
+      ok: true,
+      event: { type: 'joined', source: 'dnsmasq-script', iface: 'br-lan', mac: 'da:a1:19:00:00:01', fingerprint: { clientId: '01:da:a1:19:00:00:01', hostname: 'phone', requestedOptions: '1,121,3,6,15,119,252' } },
+    });
     expect(parseForwarded(JSON.stringify({ v: 1, source: 'dnsmasq-script', action: 'old', mac: 'da:a1:19:00:00:01', ip: '10.0.0.5', env: {} }))).toMatchObject({ ok: true, event: { type: 'joined', iface: 'dhcp' } });
     expect(parseForwarded(JSON.stringify({ v: 1, source: 'dnsmasq-script', action: 'del', mac: 'da:a1:19:00:00:01', ip: '10.0.0.5', env: {} }))).toMatchObject({ ok: true, event: { type: 'left' } });
     expect(parseForwarded(JSON.stringify({ v: 1, source: 'dnsmasq-script', action: 'init', mac: '', env: {} }))).toEqual({ ok: false, reason: 'ignored' });
   });
   it('malformed input is refused, never thrown', () => {
-    for (const l of ['', 'not json', '[]', 'null', '{"v":2}', '{"v":1,"source":"x"}', '{"v":1,"source":"hostapd-cli","iface":"wlan0;rm -rf","event":"AP-STA-CONNECTED","mac":"3c:22:fb:12:34:56"}', '{"v":1,"source":"dnsmasq-script","action":"add","mac":"nope"}']) {
+    for (const l of [
+      '',
+      'not json',
+      '[]',
+      'null',
+      '{"v":2}',
+      '{"v":1,"source":"x"}',
+      '{"v":1,"source":"hostapd-cli","iface":"wlan0;rm -rf","event":"AP-STA-CONNECTED","mac":"3c:22:fb:12:34:56"}',
+      '{"v":1,"source":"dnsmasq-script","action":"add","mac":"nope"}',
+    ]) {
       expect(parseForwarded(l), l).toEqual({ ok: false, reason: 'malformed' });
     }
   });

@@ -148,7 +148,15 @@ describe('the agent event socket and the shipped hook scripts', () => {
     expect(statSync(join(dir, 'run')).mode & 0o777).toBe(0o700);
     const seen: PresenceEvent[] = [];
     srv.on('presence', (e) => seen.push(e));
-    const env = { ...process.env, TALLYBOX_WIFI_SOCKET: sock, TALLYBOX_NODE: process.execPath, DNSMASQ_INTERFACE: 'br-lan', DNSMASQ_CLIENT_ID: `01:${B}`, DNSMASQ_REQUESTED_OPTIONS: '1,121,3,6,15,119,252', DNSMASQ_SUPPLIED_HOSTNAME: 'phone' };
+    const env = {
+      ...process.env,
+      TALLYBOX_WIFI_SOCKET: sock,
+      TALLYBOX_NODE: process.execPath,
+      DNSMASQ_INTERFACE: 'br-lan',
+      DNSMASQ_CLIENT_ID: `01:${B}`,
+      DNSMASQ_REQUESTED_OPTIONS: '1,121,3,6,15,119,252',
+      DNSMASQ_SUPPLIED_HOSTNAME: 'phone',
+    };
     for (const args of [['add', B, '10.0.0.3', 'phone'], ['old', B, '10.0.0.3'], ['init'], ['tftp', '1', '2', '3'], ['del', B, '10.0.0.3']]) {
       const r = spawnSync(DHCP_SCRIPT, args, { env, encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
@@ -173,7 +181,15 @@ describe('the agent event socket and the shipped hook scripts', () => {
     await srv.start();
     cleanups.push(() => srv.stop());
     const { connect } = await import('node:net');
-    const send = (s: string) => new Promise<void>((res) => connect(sock).on('connect', function (this: import('node:net').Socket) { this.end(s); }).on('close', () => res()).on('error', () => res()));
+    const send = (s: string) =>
+      new Promise<void>((res) =>
+        connect(sock)
+          .on('connect', function (this: import('node:net').Socket) {
+            this.end(s);
+          })
+          .on('close', () => res())
+          .on('error', () => res()),
+      );
     await send(`${'x'.repeat(10_000)}\n`);
     await send('nonsense\n');
     await waitFor(() => srv.stats.oversized === 1 && srv.stats.malformed === 1, 'counted');

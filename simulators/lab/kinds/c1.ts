@@ -13,7 +13,18 @@ import { methodUnavailable, traitMissing, unknownPeripheral } from './errors.js'
 import type { LabDeviceKind } from './types.js';
 
 const Peripherals = z
-  .object({ wifi: z.object({ radios: z.array(z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be an interface name')).min(1).max(4).default(['wlan0', 'wlan1']) }).strict().default({ radios: ['wlan0', 'wlan1'] }) })
+  .object({
+    wifi: z
+      .object({
+        radios: z
+          .array(z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be an interface name'))
+          .min(1)
+          .max(4)
+          .default(['wlan0', 'wlan1']),
+      })
+      .strict()
+      .default({ radios: ['wlan0', 'wlan1'] }),
+  })
   .strict();
 
 /** After leaving: past the agent's leave grace (0.5 s) and re-join time (0.6 s), so the next join is a visit. */

@@ -15,7 +15,10 @@ import type { KindHardware, LabDeviceKind, LabMethod, PeripheralView } from './t
 
 const Peripherals = z
   .object({
-    face: z.object({ people: z.number().int().min(10).max(100_000).default(500) }).strict().default({ people: 500 }),
+    face: z
+      .object({ people: z.number().int().min(10).max(100_000).default(500) })
+      .strict()
+      .default({ people: 500 }),
     card: z.union([z.boolean(), z.object({}).strict()]).default(true),
     fingerprint: FingerprintPeripheral.optional(),
   })

@@ -1,6 +1,5 @@
 // The lab's page: plain DOM, the control API (openapi.yaml) and its event stream (SSE). No build step.
 
-
 const state = { people: [], devices: new Map() };
 const $ = (id) => document.getElementById(id);
 
@@ -55,7 +54,10 @@ function renderDevice(d) {
     for (const m of d.methods) {
       if (!traitsFor(p, m)) continue;
       const b = el('button', { type: 'button', 'data-testid': `punch-${d.name}-${p.id}-${m}` }, `${p.id} · ${m}`);
-      b.addEventListener('click', act(b, () => api('POST', `/api/devices/${d.name}/present`, { person: p.id, method: m })));
+      b.addEventListener(
+        'click',
+        act(b, () => api('POST', `/api/devices/${d.name}/present`, { person: p.id, method: m })),
+      );
       people.append(b);
     }
   }
@@ -99,7 +101,9 @@ function renderState(d) {
     item(d.alarms.length ? 'bad' : 'ok', d.alarms.length ? `alarms: ${d.alarms.map((a) => a.replace('ALARM_CODE_', '')).join(', ')}` : 'no alarms', `alarms-${d.name}`),
   );
   $(`peripherals-${d.name}`).replaceChildren(
-    ...d.peripherals.map((p) => el('li', { class: p.online === false || !p.plugged ? 'bad' : 'ok' }, `${p.name}: ${p.plugged ? 'plugged' : 'UNPLUGGED'}${p.online === null ? '' : p.online ? ', online' : ', offline'}${p.detail ? ` — ${p.detail}` : ''}`)),
+    ...d.peripherals.map((p) =>
+      el('li', { class: p.online === false || !p.plugged ? 'bad' : 'ok' }, `${p.name}: ${p.plugged ? 'plugged' : 'UNPLUGGED'}${p.online === null ? '' : p.online ? ', online' : ', offline'}${p.detail ? ` — ${p.detail}` : ''}`),
+    ),
   );
 }
 
@@ -135,11 +139,14 @@ async function start() {
   $('cmd-org').replaceChildren(...[...new Set(state.people.map((p) => p.org).concat(devices.map((d) => d.org)))].map((o) => el('option', { value: o }, o)));
   const cmd = (id, fn) => {
     const b = $(id);
-    b.addEventListener('click', act(b, async () => {
-      const r = await fn();
-      $('cmd-result').textContent = r.results.map((x) => `${x.device}: ${x.code.replace('RESULT_CODE_', '')} ${x.reason}`).join(' · ');
-      return r;
-    }));
+    b.addEventListener(
+      'click',
+      act(b, async () => {
+        const r = await fn();
+        $('cmd-result').textContent = r.results.map((x) => `${x.device}: ${x.code.replace('RESULT_CODE_', '')} ${x.reason}`).join(' · ');
+        return r;
+      }),
+    );
   };
   cmd('cmd-enrol', () => api('POST', '/api/commands/enrol', { person: $('cmd-person').value }));
   cmd('cmd-erase', () => api('POST', '/api/commands/erase', { person: $('cmd-person').value }));

@@ -146,7 +146,10 @@ export function paddedDim(dim: number): number {
 /** Plain JS scoring (reference and fallback). */
 export function scoreJs(matrix: Float32Array, query: Float32Array, n: number, stride: number, out: Float32Array): void {
   for (let r = 0, o = 0; r < n; r++, o += stride) {
-    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    let s0 = 0,
+      s1 = 0,
+      s2 = 0,
+      s3 = 0;
     let j = 0;
     for (; j + 3 < stride; j += 4) {
       s0 += matrix[o + j]! * query[j]!;

@@ -20,7 +20,13 @@ describe('ScoreMatrix kernel', () => {
       const q = Float32Array.from({ length: dim }, () => Math.random() - 0.5);
       const got = m.scores(q).slice();
       const ref = new Float32Array(100);
-      scoreJs(m.data, Float32Array.from({ length: m.stride }, (_, i) => q[i] ?? 0), 100, m.stride, ref);
+      scoreJs(
+        m.data,
+        Float32Array.from({ length: m.stride }, (_, i) => q[i] ?? 0),
+        100,
+        m.stride,
+        ref,
+      );
       for (let i = 0; i < 100; i++) expect(got[i]).toBeCloseTo(ref[i]!, 4);
       // remove-swap keeps the others intact
       m.removeSwap(3);

@@ -44,10 +44,7 @@ export interface FaceProbe {
   liveness?: number;
 }
 
-export type IdentifyResult =
-  | { decision: 'match'; subjectId: string; score: number; liveness: number | undefined }
-  | { decision: 'no-match'; score: number; liveness: number | undefined }
-  | { decision: 'spoof'; liveness: number };
+export type IdentifyResult = { decision: 'match'; subjectId: string; score: number; liveness: number | undefined } | { decision: 'no-match'; score: number; liveness: number | undefined } | { decision: 'spoof'; liveness: number };
 
 export interface EnrolResult {
   /** The template to store (encrypted) in the vault: normalised, in the org's transformed space. */
@@ -168,10 +165,14 @@ export class FaceMatcher {
         consistency = Math.min(consistency, dot(r, others) / Math.sqrt(dot(others, others)));
       }
     }
-    if (consistency < this.consistencyThreshold) throw new TallyboxError('FACE_CAPTURES_INCONSISTENT', `enrolment captures disagree (lowest similarity of a capture to the others ${consistency.toFixed(3)} is below consistencyThreshold ${this.consistencyThreshold})`, { consistency });
+    if (consistency < this.consistencyThreshold)
+      throw new TallyboxError('FACE_CAPTURES_INCONSISTENT', `enrolment captures disagree (lowest similarity of a capture to the others ${consistency.toFixed(3)} is below consistencyThreshold ${this.consistencyThreshold})`, { consistency });
     const best = this.bestOtherThan(template, subjectId);
     if (best && best.score >= this.duplicateThreshold) {
-      throw new TallyboxError('FACE_DUPLICATE', `this face is already enrolled for another subject (similarity ${best.score.toFixed(3)} ≥ duplicateThreshold ${this.duplicateThreshold})`, { otherSubjectId: best.subjectId, score: best.score });
+      throw new TallyboxError('FACE_DUPLICATE', `this face is already enrolled for another subject (similarity ${best.score.toFixed(3)} ≥ duplicateThreshold ${this.duplicateThreshold})`, {
+        otherSubjectId: best.subjectId,
+        score: best.score,
+      });
     }
     return { template, consistency };
   }

@@ -66,7 +66,12 @@ function checkExact(m: ScoreMatrix, q: Float32Array, skip?: (r: number) => boole
 describe('ScoreMatrix int8 prefilter', () => {
   it('is exact for thousands of random probes and near-copies of rows, several dims', () => {
     const rand = rng(1);
-    for (const [dim, n, probes] of [[512, 2001, 1500], [128, 502, 500], [100, 301, 300], [1000, 299, 200]] as const) {
+    for (const [dim, n, probes] of [
+      [512, 2001, 1500],
+      [128, 502, 500],
+      [100, 301, 300],
+      [1000, 299, 200],
+    ] as const) {
       const m = new ScoreMatrix({ dim, initialCapacity: 16, quantise: true });
       expect(m.prefilter).toBe(true);
       const rows: Float32Array[] = [];
@@ -114,13 +119,14 @@ describe('ScoreMatrix int8 prefilter', () => {
         push(w);
       }
       // a tiny rotation within quantisation noise (0.001 radians)
-      if (i % 5 === 2) push(unit(Float32Array.from(v, (x) => x + 0.001 * gauss(rand) / Math.sqrt(dim))));
+      if (i % 5 === 2) push(unit(Float32Array.from(v, (x) => x + (0.001 * gauss(rand)) / Math.sqrt(dim))));
     }
     const n = rows.length;
     for (let p = 0; p < 3000; p++) {
       const kind = p % 4;
       let q: Float32Array;
-      if (kind === 0) q = Float32Array.from(rows[Math.floor(rand() * n)]!); // exactly a stored row
+      if (kind === 0)
+        q = Float32Array.from(rows[Math.floor(rand() * n)]!); // exactly a stored row
       else if (kind === 1) {
         // the midpoint of two rows: two scores within rounding of each other
         const a = rows[Math.floor(rand() * n)]!;

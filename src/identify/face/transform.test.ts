@@ -11,7 +11,9 @@ const tA = new CancelableTransform({ orgKey: keyA, dim: DIM });
 const tB = new CancelableTransform({ orgKey: keyB, dim: DIM });
 const pop = new Population({ size: 200, dim: DIM, seed: 9 });
 const cos = (a: Float32Array, b: Float32Array) => {
-  let d = 0, x = 0, y = 0;
+  let d = 0,
+    x = 0,
+    y = 0;
   for (let i = 0; i < a.length; i++) {
     d += a[i]! * b[i]!;
     x += a[i]! * a[i]!;

@@ -37,7 +37,26 @@
  * counter; handler failures log the error's code only.
  */
 import { createHash, verify as edVerify, type KeyObject } from 'node:crypto';
-import { pb, ResultCode, type CancelJob, type CommandBody, type CommandResultProps, type ConfigPatch, type DeviceDecommission, type IncidentAck, type OrgWithdraw, type PrintJob, type PrintJobStatusProps, type ReprintJob, type ServedOrgsSet, type SignedCommand, type RosterSync, type SubjectErase, type SubjectUpsert, type WifiEnrolmentOutcomeProps } from '../../proto/index.js';
+import {
+  pb,
+  ResultCode,
+  type CancelJob,
+  type CommandBody,
+  type CommandResultProps,
+  type ConfigPatch,
+  type DeviceDecommission,
+  type IncidentAck,
+  type OrgWithdraw,
+  type PrintJob,
+  type PrintJobStatusProps,
+  type ReprintJob,
+  type ServedOrgsSet,
+  type SignedCommand,
+  type RosterSync,
+  type SubjectErase,
+  type SubjectUpsert,
+  type WifiEnrolmentOutcomeProps,
+} from '../../proto/index.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { parseTopic } from '../topics.js';
@@ -177,9 +196,7 @@ interface Verified {
 }
 
 /** What process() decided: an accepted command (durable result) or a rejection (gate). */
-type Decision =
-  | { accepted: true; orgId: string; result: CommandResultProps; counter: number }
-  | { accepted: false; route: string | undefined; result: CommandResultProps; cacheKey: string | undefined };
+type Decision = { accepted: true; orgId: string; result: CommandResultProps; counter: number } | { accepted: false; route: string | undefined; result: CommandResultProps; cacheKey: string | undefined };
 
 /** Authentic rejections remembered, so an identical replay reuses its signed result. */
 const REPLAY_CACHE = 256;
@@ -243,7 +260,11 @@ export class CommandIntake {
     const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
     const maxSkewMs = opts.maxSkewMs ?? DEFAULT_MAX_SKEW_MS;
     const maxTtlMs = opts.maxTtlMs ?? DEFAULT_MAX_TTL_MS;
-    for (const [name, v] of [['maxBytes', maxBytes], ['maxSkewMs', maxSkewMs], ['maxTtlMs', maxTtlMs]] as const) {
+    for (const [name, v] of [
+      ['maxBytes', maxBytes],
+      ['maxSkewMs', maxSkewMs],
+      ['maxTtlMs', maxTtlMs],
+    ] as const) {
       if (!Number.isSafeInteger(v) || v < 0) throw new TallyboxError('CONFIG_INVALID', `${name} must be a non-negative integer, got ${v}`, { key: name });
     }
     const store = await ReplayStore.open(opts.dbPath);
@@ -425,11 +446,7 @@ export class CommandIntake {
       }
       if (await this.store.nonceSeen(body.nonce)) {
         const first = await this.store.byNonce(body.nonce);
-        const r = reject(
-          ResultCode.RESULT_CODE_REPLAYED,
-          Reason.nonceSeen,
-          first ? `this command was accepted before, as counter ${first.counter}; its result was sent then` : 'this nonce was accepted before',
-        );
+        const r = reject(ResultCode.RESULT_CODE_REPLAYED, Reason.nonceSeen, first ? `this command was accepted before, as counter ${first.counter}; its result was sent then` : 'this nonce was accepted before');
         if (first) r.firstCounter = first.counter;
         return rejected(r);
       }
@@ -679,4 +696,3 @@ function errCode(err: unknown): string {
   const c = (err as { code?: unknown } | null)?.code;
   return typeof c === 'string' && ERROR_CODE_RE.test(c) ? c : 'UNKNOWN';
 }
-

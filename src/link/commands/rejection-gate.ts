@@ -138,7 +138,10 @@ export class RejectionGate {
     const d = { limited: this.counts.limited - this.reported.limited, unrouted: this.counts.unrouted - this.reported.unrouted, overflow: this.counts.overflow - this.reported.overflow };
     if (d.limited + d.unrouted + d.overflow === 0) return;
     this.reported = { limited: this.counts.limited, unrouted: this.counts.unrouted, overflow: this.counts.overflow };
-    this.opts.logger.warn({ event: 'command_rejections_suppressed', ...d }, `results of ${d.limited + d.unrouted + d.overflow} rejected commands not sent (rate limit ${d.limited}, no served organisation ${d.unrouted}, queue full ${d.overflow})`);
+    this.opts.logger.warn(
+      { event: 'command_rejections_suppressed', ...d },
+      `results of ${d.limited + d.unrouted + d.overflow} rejected commands not sent (rate limit ${d.limited}, no served organisation ${d.unrouted}, queue full ${d.overflow})`,
+    );
   }
 
   /** A publish that never completes (no PUBACK, a dead connection) must not stall the queue for good. */

@@ -31,7 +31,10 @@ export const C1ConfigSchema = z
       .object({
         ctrlDir: z.string().min(1).default('/var/run/hostapd'),
         /** One control socket each: every radio and SSID (2.4 and 5 GHz). */
-        interfaces: z.array(z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be an interface name')).min(1).max(32),
+        interfaces: z
+          .array(z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be an interface name'))
+          .min(1)
+          .max(32),
         /** Where the agent binds its own client sockets (default DATADIR/hostapd-client, 0700). */
         clientDir: z.string().min(1).optional(),
         /** PING heartbeat after this much silence (ms). */
@@ -59,7 +62,12 @@ export const C1ConfigSchema = z
      * br-lan, when it serves one SSID only). Wins over what hostapd's STATUS says; an interface
      * with no known SSID matches only credentials enrolled without SSIDs.
      */
-    ssids: z.record(z.string().regex(/^[A-Za-z0-9_.:@-]{1,32}$/, 'keys must be interface names'), z.string().refine((s) => Buffer.byteLength(s) >= 1 && Buffer.byteLength(s) <= 32, 'an SSID is 1-32 bytes')).default({}),
+    ssids: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_.:@-]{1,32}$/, 'keys must be interface names'),
+        z.string().refine((s) => Buffer.byteLength(s) >= 1 && Buffer.byteLength(s) <= 32, 'an SSID is 1-32 bytes'),
+      )
+      .default({}),
     enrolment: z
       .object({
         /**

@@ -22,7 +22,10 @@ export function validSsid(ssid: string): boolean {
 /** The value stored for `mac` scoped to `ssid` (undefined: unscoped, the MAC itself). */
 export function wifiCredentialValue(mac: string, ssid?: string): string {
   if (ssid === undefined) return mac;
-  const hex = mac.trim().toLowerCase().replace(/[:\-.]/g, '');
+  const hex = mac
+    .trim()
+    .toLowerCase()
+    .replace(/[:\-.]/g, '');
   return createHash('sha256').update(`tallybox.v1\0wifi-ssid-scope\0${ssid}\0${hex}`, 'utf8').digest('hex').slice(0, 12);
 }
 

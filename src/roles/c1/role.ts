@@ -305,7 +305,10 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
 
   #arm(req: EnrolmentRequest): WifiEnrolmentOutcomeProps {
     const outcome = this.windows.arm(req);
-    this.#log.info({ event: 'wifi_enrolment_armed', orgId: req.orgId, subjectId: req.subjectId, ssid: req.ssid, windowSec: req.windowSec, state: outcome.state }, `Wi-Fi enrolment window for ${req.subjectId} on ${JSON.stringify(req.ssid)}: ${outcome.state === 1 ? `armed for ${req.windowSec} s` : 'refused, another window is armed on that SSID'}`);
+    this.#log.info(
+      { event: 'wifi_enrolment_armed', orgId: req.orgId, subjectId: req.subjectId, ssid: req.ssid, windowSec: req.windowSec, state: outcome.state },
+      `Wi-Fi enrolment window for ${req.subjectId} on ${JSON.stringify(req.ssid)}: ${outcome.state === 1 ? `armed for ${req.windowSec} s` : 'refused, another window is armed on that SSID'}`,
+    );
     return outcome;
   }
 
@@ -320,7 +323,10 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   #enrolmentEnded(req: EnrolmentRequest, outcome: WifiEnrolmentOutcomeProps, end: EnrolmentEnd, why: string): void {
     const phone = outcome.phoneTag ? ` (phone ${outcome.phoneTag})` : '';
     // The device log's confirmation: subject, SSID and the phone's keyed tag, never the MAC.
-    this.#log.info({ event: `wifi_enrolment_${end}`, orgId: req.orgId, subjectId: req.subjectId, ssid: req.ssid, ...(outcome.phoneTag ? { phone: outcome.phoneTag } : {}), why }, `Wi-Fi enrolment for ${req.subjectId} on ${JSON.stringify(req.ssid)}: ${end}${phone}: ${why}`);
+    this.#log.info(
+      { event: `wifi_enrolment_${end}`, orgId: req.orgId, subjectId: req.subjectId, ssid: req.ssid, ...(outcome.phoneTag ? { phone: outcome.phoneTag } : {}), why },
+      `Wi-Fi enrolment for ${req.subjectId} on ${JSON.stringify(req.ssid)}: ${end}${phone}: ${why}`,
+    );
     const r = END_RESULT[end];
     const late = this.#o.sink.publishLateResult?.(req.orgId, { code: r.code, reason: r.reason, detail: why, wifiEnrolment: outcome, wifiReenrolment: { subjectIds: this.commandHooks().reenrolmentNeeded(req.orgId) } });
     late?.catch((err: unknown) => this.#log.error({ event: 'wifi_enrolment_result_failed', code: errorCode(err) }, `the enrolment window's result was not queued: ${errorCode(err)}`));

@@ -297,7 +297,10 @@ export class M2Role extends EventEmitter<M2RoleEvents> implements ErasurePartici
     if (this.#locked) throw new M2Error('ROLE_LOCKED', 'the M2 role is locked after a tamper event; restart the agent');
     const report = await this.#index.reload();
     this.#lastLoad = report;
-    this.#log.info({ event: 'm2_loaded', orgs: report.orgs, templates: report.templates, quarantined: report.quarantined, skipped: report.skipped, ms: Math.round(report.ms) }, `face index loaded: ${report.templates} templates of ${report.orgs} organisations`);
+    this.#log.info(
+      { event: 'm2_loaded', orgs: report.orgs, templates: report.templates, quarantined: report.quarantined, skipped: report.skipped, ms: Math.round(report.ms) },
+      `face index loaded: ${report.templates} templates of ${report.orgs} organisations`,
+    );
     this.emit('loaded', report);
     return report;
   }
