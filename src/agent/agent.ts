@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { MqttLink, type Session } from '../link/connection.js';
+import { MqttLink, type Session, MAX_INCOMING_PACKET_BYTES } from '../link/connection.js';
 import { EgressGate } from '../link/egress.js';
 import { brokerSecurity } from '../link/security.js';
 import { Drain } from '../outbox/drain.js';
@@ -16,7 +16,6 @@ import { createLogger, setLogLevel, type Logger } from '../util/log.js';
 import { securePrivateDataDir } from '../util/private-fs.js';
 import type { CommandHandlers, CommandIntake, HandlerOutcome, RejectionGateStats } from '../link/commands/index.js';
 import { DEFAULT_MAX_BYTES } from '../link/commands/intake.js';
-import { MAX_INCOMING_PACKET_BYTES } from '../link/transport.js';
 import type { PurgeOutcome } from '../privacy/purge.js';
 import type { ErasureParticipant } from '../privacy/types.js';
 import { clockSynced } from './clock.js';

@@ -27,6 +27,9 @@ import { LinkStateMachine, backoffDelay, type LinkState } from './state-machine.
 import { commandFilter } from './topics.js';
 import { MAX_INCOMING_PACKET_BYTES, createClient, isUnsupportedVersion, loadTlsMaterial, type TlsMaterial } from './transport.js';
 
+/** The default packet limit, for callers that size a larger one (a P1 device's inline documents); they get no client from here. */
+export { MAX_INCOMING_PACKET_BYTES };
+
 export interface Session {
   /** What the egress gate publishes through; it yields no MQTT client. */
   readonly client: EgressChannel;

@@ -158,8 +158,8 @@ describe('C1 configuration', () => {
     expect(() => validateConfig({ ...base, device: { id: 'd', kind: 'c1', orgId: 'o' }, vault: { kekFile: '/k' }, c1: { timeZone: 'Mars/Olympus', dnsmasq: { leaseFile: '/l' } } })).toThrow(/time zone/);
     expect(validateConfig({ ...base, device: { id: 'd', kind: 'c1', orgId: 'o' }, vault: { kekFile: '/k' }, c1: { hostapd: { interfaces: ['wlan0', 'wlan1'] } } }).c1?.hostapd?.ctrlDir).toBe('/var/run/hostapd');
   });
-  it('a kind that is not built (p1) is refused with a clear error', () => {
-    expect(() => validateConfig({ ...base, device: { id: 'd', kind: 'p1', orgId: 'o' } })).toThrow(/p1 .*not built/);
+  it('a p1 device without its vault and p1 sections is refused with a clear error naming the key', () => {
+    expect(() => validateConfig({ ...base, device: { id: 'd', kind: 'p1', orgId: 'o' } })).toThrow(/"vault": p1 devices/);
   });
 });
 
