@@ -155,7 +155,9 @@ describe('tallybox decommission', () => {
       const run = spawnSync(process.execPath, [CLI, 'run', '--config', d.configFile], { encoding: 'utf8', timeout: 60_000 });
       expect(run.status).toBe(78);
       expect(run.stderr).toMatch(/^tallybox: DECOMMISSIONED: /m);
-      if (rounds > 12) break;
+      // A bound on time only: a kill point past a (shorter, resumed) run's last line lands no kill,
+      // so the number of kills per device varies; 40 devices are far more than 20 kills need.
+      if (rounds >= 40) break;
     }
     expect(kills).toBeGreaterThanOrEqual(20);
     // The kills landed in several steps, not all at the start.
