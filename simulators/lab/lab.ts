@@ -770,7 +770,7 @@ export class Lab extends EventEmitter {
     for (const f of this.#cleanups.splice(0).reverse())
       await Promise.resolve()
         .then(f)
-        .catch(() => undefined);
+        .catch(() => undefined); // every clean-up runs even when one fails (a child already gone, a mount already unmounted)
     if (this.#ownDir) rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -26,6 +26,7 @@ import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { checkKeyFiles } from './keyfiles.js';
 import { IncidentStore, type Incident, type IncidentInput, type IncidentKindName } from './store.js';
+import { randomUUID } from 'node:crypto';
 
 /** What the monitor reads from the agent. */
 export interface MonitoredAgent {
@@ -149,7 +150,8 @@ export class IncidentMonitor {
       this.burstOpen = true;
       await this.record({
         kind: 'AUTH_FAILURES',
-        dedup: `AUTH_FAILURES:${Date.now()}:${stats.offered}`,
+        // One record per burst: a random id, not the wall clock (which can step back onto an earlier burst's key).
+        dedup: `AUTH_FAILURES:${randomUUID()}`,
         counts: { rejected: n, windowSec: this.opts.authWindowSec },
         detail: `${n} commands rejected within ${this.opts.authWindowSec} s (forged, replayed, expired or misaddressed)`,
       });

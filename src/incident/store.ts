@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { Sqlite } from '../store/sqlite.js';
 import { sqliteCompanions } from '../util/private-fs.js';
 import { uuidv7 } from '../util/uuidv7.js';
+import { SerialQueue } from '../outbox/serial-queue.js';
 
 export const INCIDENTS_FILE = 'incidents.db';
 
@@ -87,7 +88,8 @@ const row = (r: Row): Incident => ({
 });
 
 export class IncidentStore {
-  private chain: Promise<unknown> = Promise.resolve();
+  /** One connection: statements go through the project's one serial queue. */
+  private readonly queue = new SerialQueue();
 
   private constructor(private readonly db: Sqlite) {}
 
@@ -100,16 +102,14 @@ export class IncidentStore {
         for (const f of sqliteCompanions(path)) await chmod(f, 0o600).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
       }
     } catch (err) {
-      await db.close().catch(() => undefined);
+      await db.close().catch(() => undefined); // the open's own error is the one to report
       throw err;
     }
     return new IncidentStore(db);
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn);
-    this.chain = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   /** Record an occurrence once; `created` false when its key was recorded before (this or an earlier run). */

@@ -12,11 +12,11 @@ import { LabApiError } from '../../simulators/lab/client.js';
 import { startTestLab, type TestLab } from './helpers.js';
 
 async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
-  const end = Date.now() + timeoutMs;
+  const end = performance.now() + timeoutMs;
   for (;;) {
     const v = await f();
     if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${JSON.stringify(v).slice(0, 400)}`);
+    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${JSON.stringify(v).slice(0, 400)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

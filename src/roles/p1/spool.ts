@@ -212,7 +212,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       try {
         u = new URL(f.url);
       } catch {
-        u = undefined;
+        u = undefined; // refused just below as bad_url, with the reason the cloud can act on
       }
       if (u?.protocol !== 'https:') return refuse('bad_url', 'documents are fetched over https only');
       if (f.sha256.length !== 32) return refuse('bad_sha256', 'sha256 must be 32 bytes');
@@ -432,7 +432,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       syncDir(this.#o.spoolDir);
       return w.plaintextBytes;
     } catch (err) {
-      await fh.close().catch(() => undefined);
+      await fh.close().catch(() => undefined); // the write's own error is the one to report
       await unlink(path).catch(() => undefined); // the partial file goes with the failure
       throw err;
     } finally {
