@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { tallybox } from '../../src/gen/tallybox.js';
+import { SerialQueue } from '../../src/outbox/serial-queue.js';
 import type { Logger } from '../../src/util/log.js';
 import type { ByteTransport, TransportStatus } from '../transport/types.js';
 import { BridgeDecoder, DEFAULT_MAX_FRAME, PROTOCOL_MAX, PROTOCOL_MIN, encodeFrame, type BridgeFrame, type BridgeFrameProps, type RejectEvent } from './codec.js';
@@ -88,7 +89,7 @@ export class BridgeDriver extends EventEmitter<BridgeDriverEvents> {
   private seq = 0;
   private pending: Pending | null = null;
   /** Serialises requests: one in flight, the rest wait their turn. */
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private readonly onData = (chunk: Buffer) => this.decoder.write(chunk);
   private readonly onTransportStatus = (s: TransportStatus, reason?: Error) => {
     if (s === 'closed') this.linkLost(reason ?? new Error(`transport ${this.transport.description} closed`));
@@ -215,10 +216,7 @@ export class BridgeDriver extends EventEmitter<BridgeDriverEvents> {
   }
 
   private request(body: BridgeFrameProps, expect: Pending['expect'], name: string): Promise<BridgeFrame> {
-    const run = () => this.exchange(body, expect, name);
-    const p = this.chain.then(run, run);
-    this.chain = p.catch(() => undefined);
-    return p;
+    return this.queue.run(() => this.exchange(body, expect, name));
   }
 
   private exchange(body: BridgeFrameProps, expect: Pending['expect'], name: string): Promise<BridgeFrame> {

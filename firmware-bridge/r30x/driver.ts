@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { isTallyboxError } from '../../src/util/errors.js';
+import { SerialQueue } from '../../src/outbox/serial-queue.js';
 import type { ByteTransport, TransportStatus } from '../transport/types.js';
 import { R30xParser, encodePacket, type FrameReject, type Packet } from './codec.js';
 import { Confirmation, DEFAULT_ADDRESS, Instruction, PAGES_PER_INDEX_TABLE, Pid, TEMPLATE_SIZE, packetSizeFromCode, type InstructionName } from './constants.js';
@@ -52,7 +53,7 @@ export class R30xDriver extends EventEmitter<R30xDriverEvents> {
   readonly #maxDataBytes: number;
   readonly #parser: R30xParser;
   #packetSize: number | undefined;
-  #chain: Promise<unknown> = Promise.resolve();
+  readonly #queue = new SerialQueue();
   #inFlight: InstructionName | null = null;
   #inbox: Packet[] = [];
   #waiter: Waiter | null = null;
@@ -295,9 +296,7 @@ export class R30xDriver extends EventEmitter<R30xDriverEvents> {
         this.#inbox = [];
       }
     };
-    const result = this.#chain.then(task, task);
-    this.#chain = result.catch(() => undefined);
-    return result;
+    return this.#queue.run(task);
   }
 
   /** Send a command packet and return the ack's payload after an OK confirmation. */

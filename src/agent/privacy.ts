@@ -9,6 +9,7 @@ import { hkdfSync } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Outbox } from '../outbox/outbox.js';
+import { SerialQueue } from '../outbox/serial-queue.js';
 import { outboxErasureParticipant } from '../outbox/erasure.js';
 import { PURGE_JOURNAL_FILE, PurgeJournal, type QueuedReceipt } from '../privacy/journal.js';
 import { Purger, type PurgeOutcome } from '../privacy/purge.js';
@@ -125,7 +126,7 @@ function reasonFor(r: QueuedReceipt): string {
  * go out on its own, at the next start.
  */
 export class ReceiptDelivery {
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(
     private readonly opts: {
@@ -140,9 +141,7 @@ export class ReceiptDelivery {
   ) {}
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn);
-    this.chain = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   /** Receipt ids already in the result queue. */

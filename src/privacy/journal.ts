@@ -24,6 +24,7 @@
 import { chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { Sqlite } from '../store/sqlite.js';
+import { SerialQueue } from '../outbox/serial-queue.js';
 import { TallyboxError } from '../util/errors.js';
 import { decodeSet, deriveJobKey, encodeSet, fingerprintSamples, keyCheck, keyMatches, type FingerprintSet } from './fingerprint.js';
 import { sqliteFiles } from './scan.js';
@@ -83,7 +84,7 @@ interface FingerprintRow {
 }
 
 export class PurgeJournal {
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private closed = false;
 
   private constructor(
@@ -123,9 +124,7 @@ export class PurgeJournal {
       if (this.closed) throw new TallyboxError('PURGE_JOURNAL_CLOSED', 'the purge journal has been closed');
       return fn();
     };
-    const run = this.chain.then(guarded, guarded);
-    this.chain = run.catch(() => undefined);
-    return run;
+    return this.queue.run(guarded);
   }
 
   /** Fingerprint the samples under a fresh per-job key and store them durably. */

@@ -24,6 +24,7 @@
  * already been erased, the result is `unverified`, never ok: zero samples
  * for non-zero counts proves nothing.
  */
+import { SerialQueue } from '../outbox/serial-queue.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { isTallyboxError, TallyboxError } from '../util/errors.js';
@@ -88,7 +89,7 @@ export class Purger {
   private readonly clock: () => number;
   private readonly maxPasses: number;
   private readonly participantAttempts: number;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(opts: PurgerOptions) {
     this.store = opts.store;
@@ -197,9 +198,7 @@ export class Purger {
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn);
-    this.chain = run.catch(() => undefined);
-    return run;
+    return this.queue.run(fn);
   }
 
   private async complete(job: PurgeJob, evidence: Evidence, resumed: boolean): Promise<PurgeOutcome> {

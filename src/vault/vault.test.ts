@@ -211,3 +211,36 @@ describe('credentials', () => {
     await expect(vault.putCredential('org-a', 'card', '123', 'subject-none')).rejects.toMatchObject({ code: 'SUBJECT_NOT_FOUND' });
   });
 });
+
+// The vault's statements run through the shared SerialQueue: one failing call reaches its caller and
+// leaves the calls queued behind it alone; a close waits for what was queued before it, refuses what comes after.
+const subject = (subjectId: string) => ({ subjectId, displayName: `Name ${subjectId}`, minor: false });
+
+describe('queue (the shared SerialQueue)', () => {
+  it('a failing call in the middle of a burst fails alone; the calls queued behind it run, in order', async () => {
+    // Issued without awaiting: all three sit in the queue together.
+    const first = vault.upsertSubject('org-a', subject('subject-0001'));
+    const missing = vault.getSubject('org-a', 'subject-nobody').catch((e: unknown) => e);
+    const after = vault.upsertSubject('org-a', subject('subject-0002'));
+    const ids = vault.subjectIds('org-a');
+    expect(await first).toMatchObject({ created: true });
+    expect(await missing).toMatchObject({ code: 'SUBJECT_NOT_FOUND' });
+    expect(await after).toMatchObject({ created: true });
+    // Queued after both upserts, so it sees both.
+    expect(await ids).toEqual(['subject-0001', 'subject-0002']);
+  });
+
+  it('close while busy waits for the queued calls, then refuses new ones with VAULT_CLOSED', async () => {
+    const queued = Array.from({ length: 20 }, (_, i) => vault.upsertSubject('org-a', subject(`subject-${String(i).padStart(4, '0')}`)));
+    const closing = vault.close();
+    const late = vault.subjectIds('org-a').catch((e: unknown) => e);
+    const results = await Promise.all(queued);
+    expect(results.every((r) => r.created)).toBe(true);
+    await closing;
+    expect(await late).toMatchObject({ code: 'VAULT_CLOSED' });
+    await expect(vault.orgs()).rejects.toMatchObject({ code: 'VAULT_CLOSED' });
+    // What close waited for is on disk.
+    vault = await openVault(sb);
+    expect(await vault.subjectIds('org-a')).toHaveLength(20);
+  });
+});

@@ -31,6 +31,7 @@ import type { RetentionSource } from '../privacy/retention.js';
 import type { RosterSource } from '../privacy/roster.js';
 import { sqliteFiles } from '../privacy/scan.js';
 import { Sqlite } from '../store/sqlite.js';
+import { SerialQueue } from '../outbox/serial-queue.js';
 import { TallyboxError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { ConsentKind } from './consent.js';
@@ -82,7 +83,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
   readonly #templates: TemplateStore;
   readonly #credentials: CredentialStore;
   readonly #erasure: ErasureStore;
-  #chain: Promise<unknown> = Promise.resolve();
+  readonly #queue = new SerialQueue();
   #closed = false;
 
   private constructor(p: Parts) {
@@ -161,9 +162,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
       if (this.#closed) throw new TallyboxError('VAULT_CLOSED', 'VAULT_CLOSED: the vault has been closed');
       return fn();
     };
-    const run = this.#chain.then(guarded, guarded);
-    this.#chain = run.catch(() => undefined);
-    return run;
+    return this.#queue.run(guarded);
   }
 
   // ---------------------------------------------------------------- keys

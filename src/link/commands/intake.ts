@@ -57,6 +57,7 @@ import {
   type SubjectUpsert,
   type WifiEnrolmentOutcomeProps,
 } from '../../proto/index.js';
+import { SerialQueue } from '../../outbox/serial-queue.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { parseTopic } from '../topics.js';
@@ -213,7 +214,8 @@ function codeName(code: ResultCode): string {
 }
 
 export class CommandIntake {
-  private queue: Promise<unknown> = Promise.resolve();
+  /** One command (or handover) at a time: a result is never queued twice by two handovers. */
+  private readonly queue = new SerialQueue();
   private closed = false;
   private readonly gate: RejectionGate;
   private readonly signedRejections = new Map<string, CommandResultProps>();
@@ -338,8 +340,12 @@ export class CommandIntake {
    */
   resumeResults(): void {
     this.gate.resume();
-    const turn = this.queue.then(() => (this.closed ? undefined : this.handOver()));
-    this.queue = turn.catch(() => undefined);
+    void this.queue
+      .run(async () => {
+        if (!this.closed) await this.handOver();
+      })
+      // handOver() logs and catches its own failures; only the logger itself could throw here.
+      .catch((err: unknown) => this.opts.logger.warn({ event: 'command_journal_failed', errorCode: errCode(err) }, 'result handover failed; retried later'));
   }
 
   /** Counts of rejection results sent, rate-limited, unrouted, dropped; how many are held. */
@@ -364,12 +370,11 @@ export class CommandIntake {
    */
   handle(topic: string, payload: Uint8Array): Promise<CommandResultProps> {
     // Handover inside the turn: one handover at a time, so a result is never queued twice by two of them.
-    const turn = this.queue.then(async () => {
+    const turn = this.queue.run(async () => {
       const d = await this.process(topic, payload);
       if (d.accepted) await this.handOver();
       return d;
     });
-    this.queue = turn.catch(() => undefined);
     return turn.then(
       (d) => {
         if (!d.accepted) this.offerRejection(d);
@@ -384,7 +389,7 @@ export class CommandIntake {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.queue.catch(() => undefined);
+    await this.queue.idle();
     this.gate.close();
     await this.store.close();
   }

@@ -50,13 +50,12 @@ export function attachRole(opts: AttachRoleOptions): { enrolments: () => Promise
   const settings = agent.settings;
   if (gate && settings && opts.followSettings !== false) gate.repeatWindowSec = () => settings.repeatWindowSec;
   const queue = new SerialQueue();
-  let tail: Promise<unknown> = Promise.resolve();
   const enrol = opts.enrol;
   if (enrol && agent.onSubjectChanged) {
     agent.onSubjectChanged((orgId, subjectId, invited) => {
       // Only an invitation to enrol this modality starts an enrolment (SubjectUpsert.enrol).
       if (!invited.includes(enrol.modality)) return;
-      tail = queue.run(async () => {
+      void queue.run(async () => {
         try {
           const what = await enrol.run(orgId, subjectId);
           if (what !== undefined) log.info({ event: `${opts.tag}_enrolled_on_upsert`, orgId }, `${enrol.modality} ${what} after SubjectUpsert`);
@@ -68,5 +67,5 @@ export function attachRole(opts: AttachRoleOptions): { enrolments: () => Promise
       });
     });
   }
-  return { enrolments: () => tail };
+  return { enrolments: () => queue.idle() };
 }

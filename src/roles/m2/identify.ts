@@ -59,7 +59,6 @@ export class M2Identification {
   readonly #o: IdentifyOptions;
   readonly #queue = new SerialQueue();
   #queued = 0;
-  #tail: Promise<unknown> = Promise.resolve();
 
   constructor(opts: IdentifyOptions) {
     this.#o = opts;
@@ -77,7 +76,7 @@ export class M2Identification {
 
   /** Resolves once everything queued so far is handled. */
   drained(): Promise<unknown> {
-    return this.#tail.catch(() => undefined);
+    return this.#queue.idle();
   }
 
   #enqueue(source: 'face' | 'card', fn: () => Promise<M2Outcome>, droppable: boolean): Promise<void> {
@@ -86,7 +85,7 @@ export class M2Identification {
       return Promise.resolve();
     }
     this.#queued++;
-    const p = this.#queue.run(async () => {
+    return this.#queue.run(async () => {
       let outcome: M2Outcome = 'refused';
       try {
         outcome = await fn();
@@ -98,8 +97,6 @@ export class M2Identification {
         this.#o.emit('outcome', { source, outcome });
       }
     });
-    this.#tail = p;
-    return p;
   }
 
   async #handleFace(c: FaceCapture): Promise<M2Outcome> {
