@@ -22,6 +22,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Printer, PrinterJobState, PrinterStatus, PrintSendResult, PrintSubmission } from '../devices.js';
 import { TallyboxError } from '../../src/util/errors.js';
+import { cancelledError, linkError, printerError, stoppedError } from './errors.js';
+import { pause } from './pause.js';
 
 /** IEEE 1284 status bits as <linux/lp.h> names them. */
 export const LP_STATUS = { busyInverted: 0x80, ack: 0x40, paperOut: 0x20, selected: 0x10, noError: 0x08 } as const;
@@ -77,20 +79,8 @@ export interface UsbLpPrinterOptions {
   chunkBytes?: number;
 }
 
-const ABSENT = new Set(['ENOENT', 'ENXIO', 'ENODEV', 'EACCES', 'EPERM', 'ENOTDIR', 'EBUSY']);
 const GONE = new Set(['EPIPE', 'EIO', 'ENODEV', 'ESHUTDOWN', 'ECONNRESET']);
 const MAX_BACKOFF_MS = 100;
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 
 export class UsbLpPrinter implements Printer {
   readonly protocol = 'usblp' as const;
@@ -112,9 +102,9 @@ export class UsbLpPrinter implements Printer {
     try {
       fh = await open(this.path, fsc.O_WRONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY);
     } catch (err) {
+      // Whatever the reason (absent, no permission, busy), the printer took nothing: unreachable.
       const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
-      if (ABSENT.has(code)) throw new TallyboxError('PRINTER_UNREACHABLE', `${this.description} cannot be opened (${code}${code === 'ENXIO' ? ': nothing is reading it' : ''})`, { bytesSent: 0, accepted: false, errno: code });
-      throw new TallyboxError('PRINTER_UNREACHABLE', `${this.description} cannot be opened (${code})`, { bytesSent: 0, accepted: false, errno: code });
+      throw linkError(code, false, `${this.description} cannot be opened (${code}${code === 'ENXIO' ? ': nothing is reading it' : ''})`, { bytesSent: 0, accepted: false });
     }
     const st = await fh.stat();
     if (!st.isCharacterDevice() && !st.isFIFO()) {
@@ -133,7 +123,7 @@ export class UsbLpPrinter implements Printer {
     } catch (err) {
       // ENOTTY/EINVAL: not an lp device, or a driver without the ioctl; nothing to report
       const code = (err as { code?: string }).code;
-      if (code === 'ENODEV' || code === 'EIO') throw new TallyboxError('PRINTER_UNREACHABLE', `${this.description} is gone (${code})`, { errno: code });
+      if (code === 'ENODEV' || code === 'EIO') throw linkError(code, false, `${this.description} is gone (${code})`);
       return 'unknown';
     }
   }
@@ -162,15 +152,15 @@ export class UsbLpPrinter implements Printer {
     let bytesSent = 0;
     let accepted = false;
     const details = (extra: Record<string, unknown> = {}) => ({ bytesSent, accepted, ...extra });
-    const cancelled = () => new TallyboxError('PRINTER_CANCELLED', `the job was cancelled after ${bytesSent} bytes`, details());
+    const cancelled = () => cancelledError(`after ${bytesSent} bytes`, details());
     if (signal?.aborted) throw cancelled();
-    if (job.copies !== 1) throw new TallyboxError('PRINTER_REJECTED', `a USB printer-class device cannot be asked for ${job.copies} copies (send printer-ready bytes with the copies in them)`, details());
+    if (job.copies !== 1) throw printerError('PRINTER_REJECTED', `a USB printer-class device cannot be asked for ${job.copies} copies (send printer-ready bytes with the copies in them)`, details());
     const fh = await this.openDevice();
     try {
       const before = this.readStatus(fh);
       if (before !== 'unknown') {
         const st = lpStatusToPrinterStatus(before);
-        if (st.state === 'stopped') throw new TallyboxError('PRINTER_STOPPED', `${this.description} is stopped (${st.reasons.join(', ')})`, details({ reasons: st.reasons }));
+        if (st.state === 'stopped') throw stoppedError(this.description, st, details());
       }
       for await (const chunk of job.document) {
         for (let off = 0; off < chunk.length; ) {
@@ -203,19 +193,19 @@ export class UsbLpPrinter implements Printer {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
         if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') {
-          if (GONE.has(code)) throw new TallyboxError('PRINTER_CLOSED', `${this.description} went away after ${details().bytesSent} bytes (${code})`, details({ errno: code }));
-          throw new TallyboxError('PRINTER_CLOSED', `writing to ${this.description} failed after ${details().bytesSent} bytes (${code})`, details({ errno: code }));
+          const what = GONE.has(code) ? `${this.description} went away` : `writing to ${this.description} failed`;
+          throw linkError(code, true, `${what} after ${details().bytesSent} bytes (${code})`, details());
         }
       }
       // The printer is not taking data: out of paper, or just slow. Ask it, where it can say.
       const st = this.readStatus(fh);
-      if (st !== 'unknown' && st.paperOut) throw new TallyboxError('PRINTER_STOPPED', `${this.description} is out of paper after ${details().bytesSent} bytes`, details({ reasons: ['media-empty'] }));
+      if (st !== 'unknown' && st.paperOut) throw printerError('PRINTER_STOPPED', `${this.description} is out of paper after ${details().bytesSent} bytes`, details({ reasons: ['media-empty'] }));
       waitedFrom ??= performance.now();
       if (performance.now() - waitedFrom > this.stallTimeoutMs) {
-        throw new TallyboxError('PRINTER_STOPPED', `${this.description} took no data for ${this.stallTimeoutMs} ms after ${details().bytesSent} bytes`, details({ reasons: st === 'unknown' ? [] : lpStatusToPrinterStatus(st).reasons }));
+        throw printerError('PRINTER_STOPPED', `${this.description} took no data for ${this.stallTimeoutMs} ms after ${details().bytesSent} bytes`, details({ reasons: st === 'unknown' ? [] : lpStatusToPrinterStatus(st).reasons }));
       }
-      await sleep(backoff, signal);
-      if (signal?.aborted) throw new TallyboxError('PRINTER_CANCELLED', `the job was cancelled after ${details().bytesSent} bytes`, details());
+      await pause(backoff, signal);
+      if (signal?.aborted) throw cancelledError(`after ${details().bytesSent} bytes`, details());
       backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
     }
   }

@@ -17,6 +17,8 @@
  */
 import type { Printer, PrinterJobState, PrinterState, PrinterStatus, PrintSendResult, PrintSubmission } from '../../devices.js';
 import { TallyboxError } from '../../../src/util/errors.js';
+import { cancelledError, printerError, stoppedError } from '../errors.js';
+import { pause } from '../pause.js';
 import { attr, bool, findAttr, group, type IppAttribute, type IppMessage, ints, strings } from './codec.js';
 import { isSuccess, isTerminalJobState, JOB_STATE, OP, type OperationName, statusName } from './constants.js';
 import { exchange, type IppEndpoint, newRequestId, parseEndpoint } from './transport.js';
@@ -76,21 +78,9 @@ function rejected(op: OperationName, reply: IppMessage): TallyboxError {
   const status = statusName(reply.code);
   const message = strings(findAttr(reply, 'operation', 'status-message'))[0];
   const text = `${op}: the printer answered ${status}${message ? ` (${message.slice(0, 200)})` : ''}`;
-  if (status === 'server-error-not-accepting-jobs') return new TallyboxError('PRINTER_STOPPED', text, { status });
-  if (status === 'server-error-busy' || status === 'server-error-service-unavailable' || status === 'server-error-temporary-error') return new TallyboxError('PRINTER_UNREACHABLE', text, { status, reason: 'busy' });
-  return new TallyboxError('PRINTER_REJECTED', text, { status });
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
+  if (status === 'server-error-not-accepting-jobs') return printerError('PRINTER_STOPPED', text, { status });
+  if (status === 'server-error-busy' || status === 'server-error-service-unavailable' || status === 'server-error-temporary-error') return printerError('PRINTER_UNREACHABLE', text, { status, reason: 'busy' });
+  return printerError('PRINTER_REJECTED', text, { status });
 }
 
 export class IppPrinter implements Printer {
@@ -127,7 +117,7 @@ export class IppPrinter implements Printer {
   private async call(op: OperationName, groups: IppMessage['groups'], more: { document?: AsyncIterable<Uint8Array>; signal?: AbortSignal; onProgress?: (n: number) => void } = {}) {
     const request: IppMessage = { version: { major: 1, minor: 1 }, code: OP[op], requestId: newRequestId(), groups };
     const reply = await exchange({ endpoint: this.ep, request, timeoutMs: this.timeoutMs, ...more });
-    if (reply.message.requestId !== request.requestId) throw new TallyboxError('PRINTER_PROTOCOL', `${op}: the reply's request-id ${reply.message.requestId} is not ${request.requestId}`);
+    if (reply.message.requestId !== request.requestId) throw printerError('PRINTER_PROTOCOL', `${op}: the reply's request-id ${reply.message.requestId} is not ${request.requestId}`);
     if (!isSuccess(reply.message.code)) throw rejected(op, reply.message);
     return reply;
   }
@@ -138,7 +128,7 @@ export class IppPrinter implements Printer {
     const { message } = await this.call('Get-Printer-Attributes', [group('operation', req)]);
     const code = ints(findAttr(message, 'printer', 'printer-state'))[0];
     const state = code === undefined ? undefined : PRINTER_STATES[code];
-    if (!state) throw new TallyboxError('PRINTER_PROTOCOL', `Get-Printer-Attributes: printer-state ${code ?? 'missing'} is not idle/processing/stopped`);
+    if (!state) throw printerError('PRINTER_PROTOCOL', `Get-Printer-Attributes: printer-state ${code ?? 'missing'} is not idle/processing/stopped`);
     const reasons = strings(findAttr(message, 'printer', 'printer-state-reasons'));
     return {
       state,
@@ -156,12 +146,10 @@ export class IppPrinter implements Printer {
 
   async send(job: PrintSubmission): Promise<PrintSendResult> {
     const { signal } = job;
-    if (signal?.aborted) throw new TallyboxError('PRINTER_CANCELLED', 'the job was cancelled before it was sent');
-    if (!Number.isInteger(job.copies) || job.copies < 1) throw new TallyboxError('PRINTER_REJECTED', `copies ${job.copies} is not a positive integer`, { status: 'client-error-bad-request' });
+    if (signal?.aborted) throw cancelledError('before it was sent');
+    if (!Number.isInteger(job.copies) || job.copies < 1) throw printerError('PRINTER_REJECTED', `copies ${job.copies} is not a positive integer`, { status: 'client-error-bad-request' });
     const info = await this.info();
-    if (info.state === 'stopped' || info.acceptingJobs === false) {
-      throw new TallyboxError('PRINTER_STOPPED', `the printer is ${info.state}${info.acceptingJobs === false ? ', not accepting jobs' : ''}: ${info.reasons.join(', ')}`, { reasons: info.reasons });
-    }
+    if (info.state === 'stopped' || info.acceptingJobs === false) throw stoppedError('the printer', info, {}, info.acceptingJobs === false ? ', not accepting jobs' : '');
     const jobAttrs = job.copies > 1 ? [group('job', [attr('copies', 'integer', job.copies)])] : [];
     let ref: string | undefined;
     let jobId: number | undefined;
@@ -183,7 +171,7 @@ export class IppPrinter implements Printer {
           ...progress,
         });
         bytesSent = sent.bytesSent;
-        if (!sent.complete) throw new TallyboxError('PRINTER_CLOSED', 'Send-Document: the printer answered before the whole document was sent');
+        if (!sent.complete) throw printerError('PRINTER_CLOSED', 'Send-Document: the printer answered before the whole document was sent');
       } else {
         const printed = await this.call('Print-Job', [group('operation', this.opAttrs([attr('job-name', 'name', job.jobName), attr('document-format', 'mimeMediaType', job.format)])), ...jobAttrs], {
           document: job.document,
@@ -191,13 +179,13 @@ export class IppPrinter implements Printer {
           ...progress,
         });
         bytesSent = printed.bytesSent;
-        if (!printed.complete) throw new TallyboxError('PRINTER_CLOSED', 'Print-Job: the printer answered before the whole document was sent');
+        if (!printed.complete) throw printerError('PRINTER_CLOSED', 'Print-Job: the printer answered before the whole document was sent');
         accepted(this.jobIdOf('Print-Job', printed.message));
       }
     } catch (err) {
       // The printer holds a job that will never get (all of) its document: cancel it there.
       if (jobId !== undefined) await this.cancel(String(jobId)).catch(() => undefined); // best effort: the job may already be gone; the original error is what matters
-      if (signal?.aborted) throw new TallyboxError('PRINTER_CANCELLED', `the job was cancelled${ref ? ` (printer job ${ref} cancelled there)` : ''}`, { ref });
+      if (signal?.aborted) throw cancelledError(ref ? `(printer job ${ref} cancelled there)` : 'before the printer took it', { ref });
       if (err instanceof TallyboxError && ref !== undefined && err.details.ref === undefined) throw new TallyboxError(err.code, err.message, { ...err.details, ref }, { cause: err });
       throw err;
     }
@@ -208,7 +196,7 @@ export class IppPrinter implements Printer {
     } catch {
       if (signal?.aborted) {
         await this.cancel(ref!).catch(() => undefined); // best effort, as above
-        throw new TallyboxError('PRINTER_CANCELLED', `the job was cancelled after its document was sent (printer job ${ref})`, { ref });
+        throw cancelledError(`after its document was sent (printer job ${ref})`, { ref });
       }
       // The document was delivered; only the confirmation failed (the error is not the job's fate):
       // what is known is that the printer has the job, not how it ended.
@@ -218,7 +206,7 @@ export class IppPrinter implements Printer {
 
   private jobIdOf(op: OperationName, reply: IppMessage): number {
     const id = ints(findAttr(reply, 'job', 'job-id'))[0];
-    if (id === undefined || id < 1) throw new TallyboxError('PRINTER_PROTOCOL', `${op}: the reply has no job-id`);
+    if (id === undefined || id < 1) throw printerError('PRINTER_PROTOCOL', `${op}: the reply has no job-id`);
     return id;
   }
 
@@ -237,10 +225,10 @@ export class IppPrinter implements Printer {
   private async awaitJob(jobId: number, signal?: AbortSignal): Promise<{ state: PrinterJobState; pages: number | undefined }> {
     const end = performance.now() + this.confirmWaitMs;
     for (;;) {
-      if (signal?.aborted) throw new TallyboxError('PRINTER_CANCELLED', 'cancelled while waiting for the printer');
+      if (signal?.aborted) throw printerError('PRINTER_CANCELLED', 'cancelled while waiting for the printer');
       const j = await this.getJob(jobId);
       if ((j.code !== undefined && isTerminalJobState(j.code)) || performance.now() >= end) return { state: j.state, pages: j.pages };
-      await sleep(Math.min(this.pollIntervalMs, Math.max(0, end - performance.now())), signal);
+      await pause(Math.min(this.pollIntervalMs, Math.max(0, end - performance.now())), signal);
     }
   }
 
@@ -261,6 +249,6 @@ function order(name: string): number {
 
 function parseRef(ref: string): number {
   const n = Number(ref);
-  if (!/^\d{1,10}$/.test(ref) || !Number.isSafeInteger(n) || n < 1 || n > 0x7fffffff) throw new TallyboxError('PRINTER_REJECTED', `${JSON.stringify(ref.slice(0, 20))} is not an IPP job-id`, { status: 'client-error-bad-request' });
+  if (!/^\d{1,10}$/.test(ref) || !Number.isSafeInteger(n) || n < 1 || n > 0x7fffffff) throw printerError('PRINTER_REJECTED', `${JSON.stringify(ref.slice(0, 20))} is not an IPP job-id`, { status: 'client-error-bad-request' });
   return n;
 }

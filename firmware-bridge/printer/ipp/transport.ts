@@ -13,6 +13,7 @@ import http, { type ClientRequest, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { HttpBodyError, readBody } from '../../../src/util/http-body.js';
 import { TallyboxError } from '../../../src/util/errors.js';
+import { linkError, printerError } from '../errors.js';
 import { decodeMessage, encodeMessage, type IppMessage } from './codec.js';
 
 export interface IppEndpoint {
@@ -80,9 +81,9 @@ const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_
 
 function transportError(err: NodeJS.ErrnoException, connected: boolean, what: string): TallyboxError {
   const code = err.code ?? 'ERROR';
-  if (TLS_CODES.test(code)) return new TallyboxError('PRINTER_UNREACHABLE', `${what}: TLS to the printer refused (${code})`, { reason: 'tls', cause: code });
-  if (!connected) return new TallyboxError('PRINTER_UNREACHABLE', `${what}: cannot connect to the printer (${code})`, { reason: 'connect', cause: code });
-  return new TallyboxError('PRINTER_CLOSED', `${what}: the printer closed the connection (${code})`, { cause: code });
+  if (TLS_CODES.test(code)) return linkError(code, false, `${what}: TLS to the printer refused (${code})`, { reason: 'tls', cause: code });
+  if (!connected) return linkError(code, false, `${what}: cannot connect to the printer (${code})`, { reason: 'connect', cause: code });
+  return linkError(code, true, `${what}: the printer closed the connection (${code})`, { cause: code });
 }
 
 let nextRequestId = 1;
@@ -99,7 +100,7 @@ export function exchange(x: IppExchange): Promise<IppReply> {
   const what = `IPP operation 0x${x.request.code.toString(16).padStart(4, '0')}`;
   const head = encodeMessage(x.request);
   return new Promise<IppReply>((resolve, reject) => {
-    if (x.signal?.aborted) return reject(new TallyboxError('PRINTER_CANCELLED', `${what}: cancelled before it was sent`));
+    if (x.signal?.aborted) return reject(printerError('PRINTER_CANCELLED', `${what}: cancelled before it was sent`));
     let settled = false;
     let connected = false;
     let bytesSent = 0;
@@ -122,7 +123,7 @@ export function exchange(x: IppExchange): Promise<IppReply> {
       if (err) reject(err);
       else resolve(reply!);
     };
-    const onAbort = () => finish(new TallyboxError('PRINTER_CANCELLED', `${what}: cancelled`));
+    const onAbort = () => finish(printerError('PRINTER_CANCELLED', `${what}: cancelled`));
     x.signal?.addEventListener('abort', onAbort, { once: true });
 
     // Wakes the document pump when it waits for 'drain' and something else happened.
@@ -138,7 +139,7 @@ export function exchange(x: IppExchange): Promise<IppReply> {
         connected = true;
       });
     });
-    req.setTimeout(x.timeoutMs, () => finish(new TallyboxError('PRINTER_UNREACHABLE', `${what}: the printer did not answer within ${x.timeoutMs} ms`, { reason: 'timeout', connected })));
+    req.setTimeout(x.timeoutMs, () => finish(printerError('PRINTER_UNREACHABLE', `${what}: the printer did not answer within ${x.timeoutMs} ms`, { reason: 'timeout', connected })));
     req.on('error', (err: NodeJS.ErrnoException) => finish(transportError(err, connected, what)));
     req.on('drain', wake);
     req.on('response', (res) => {
@@ -146,7 +147,7 @@ export function exchange(x: IppExchange): Promise<IppReply> {
       wake();
       if (res.statusCode !== 200) {
         res.resume();
-        return finish(new TallyboxError('PRINTER_PROTOCOL', `${what}: the printer answered HTTP ${res.statusCode}`, { httpStatus: res.statusCode }));
+        return finish(printerError('PRINTER_PROTOCOL', `${what}: the printer answered HTTP ${res.statusCode}`, { httpStatus: res.statusCode }));
       }
       readBody(res, { maxBytes: MAX_RESPONSE, contentTypes: ['application/ipp'], timeoutMs: x.timeoutMs }).then(
         (body) => {
@@ -158,7 +159,7 @@ export function exchange(x: IppExchange): Promise<IppReply> {
         },
         (err: unknown) => {
           const reason = err instanceof HttpBodyError ? err.code : 'BODY_ERROR';
-          finish(new TallyboxError('PRINTER_PROTOCOL', `${what}: unusable response body (${reason})`, { reason }));
+          finish(printerError('PRINTER_PROTOCOL', `${what}: unusable response body (${reason})`, { reason }));
         },
       );
     });
