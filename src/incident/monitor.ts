@@ -21,6 +21,7 @@ import type { Session } from '../link/connection.js';
 import type { EgressGate } from '../link/egress.js';
 import type { PrivacyServices } from '../agent/privacy.js';
 import { describeZeroised, zeroisedInfo, type ZeroisedInfo } from '../agent/zeroise.js';
+import { SerialQueue } from '../outbox/serial-queue.js';
 import { IncidentKind } from '../proto/index.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -70,7 +71,8 @@ export class IncidentMonitor {
   private readonly auth: Array<{ mono: number; offered: number }> = [];
   private burstOpen = false;
   private stopped = false;
-  private ticking: Promise<void> = Promise.resolve();
+  /** One check at a time; a tick's failure is logged, never stops the next. */
+  private readonly ticks = new SerialQueue();
   private readonly opts: typeof DEFAULTS;
 
   private constructor(
@@ -116,8 +118,7 @@ export class IncidentMonitor {
   }
 
   tick(): Promise<void> {
-    this.ticking = this.ticking.then(() => this.check()).catch((err: unknown) => this.agent.logger.warn({ event: 'incident_check_failed', err: errorMessage(err) }, `incident check failed: ${errorMessage(err)}`));
-    return this.ticking;
+    return this.ticks.run(() => this.check()).catch((err: unknown) => this.agent.logger.warn({ event: 'incident_check_failed', err: errorMessage(err) }, `incident check failed: ${errorMessage(err)}`));
   }
 
   private async check(): Promise<void> {
@@ -176,7 +177,7 @@ export class IncidentMonitor {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    await this.ticking;
+    await this.ticks.idle();
     await this.store.close();
   }
 }
