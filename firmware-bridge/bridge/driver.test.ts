@@ -22,7 +22,8 @@ async function setup(opts: { answer?: (f: BridgeFrame, dev: BridgeDevice) => voi
     else if (f.body === 'relay') void device.reply(f.seq, { ack: { status: 4, detail: 'door busy' } });
     else void device.reply(f.seq, { ack: { status: 1 } });
   });
-  const driver = new BridgeDriver({ transport: host, timeoutMs: opts.timeoutMs ?? 200 });
+  // Generous: the memory link is fast, but the machine running the suite may be loaded.
+  const driver = new BridgeDriver({ transport: host, timeoutMs: opts.timeoutMs ?? 10_000 });
   cleanup.push(() => driver.close());
   return { driver, device, host, dev };
 }
@@ -47,24 +48,25 @@ describe('BridgeDriver', () => {
   });
 
   it('times out, drops the late reply, and the next request still works', async () => {
-    let slow = true;
+    // The first request's reply is held until the driver has given up on it: late by construction, not by a race.
+    let late: (() => void) | undefined;
     const { driver } = await setup({
       answer: (f, dev) => {
         if (f.body === 'hello') return void dev.reply(f.seq, { helloAck: { protocol: 1, featureDim: DIM } });
-        if (slow) {
-          slow = false;
-          setTimeout(() => void dev.reply(f.seq, { ack: { status: 1 } }), 150);
+        if (!late) {
+          late = () => void dev.reply(f.seq, { ack: { status: 1 } });
           return;
         }
         void dev.reply(f.seq, { ack: { status: 1 } });
       },
-      timeoutMs: 80,
+      timeoutMs: 1000,
     });
     await driver.start();
     const rejects: string[] = [];
     driver.on('reject', (r) => rejects.push(r.reason));
     await expect(driver.indicator({ beeps: 1 })).rejects.toMatchObject({ code: 'BRIDGE_TIMEOUT' });
-    await new Promise((r) => setTimeout(r, 120));
+    late!();
+    for (const end = performance.now() + 20_000; rejects.length === 0 && performance.now() < end; ) await new Promise((r) => setTimeout(r, 10));
     expect(rejects).toEqual(['stale-reply']);
     await expect(driver.indicator({ beeps: 1 })).resolves.toBeUndefined();
   });
