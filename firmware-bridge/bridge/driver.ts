@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { tallybox } from '../../src/gen/tallybox.js';
-import { SerialQueue } from '../../src/outbox/serial-queue.js';
+import { SerialQueue } from '../../src/util/serial-queue.js';
 import type { Logger } from '../../src/util/log.js';
 import type { ByteTransport, TransportStatus } from '../transport/types.js';
 import { BridgeDecoder, DEFAULT_MAX_FRAME, PROTOCOL_MAX, PROTOCOL_MIN, encodeFrame, type BridgeFrame, type BridgeFrameProps, type RejectEvent } from './codec.js';

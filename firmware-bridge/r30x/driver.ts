@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { isTallyboxError } from '../../src/util/errors.js';
-import { SerialQueue } from '../../src/outbox/serial-queue.js';
+import { SerialQueue } from '../../src/util/serial-queue.js';
 import type { ByteTransport, TransportStatus } from '../transport/types.js';
 import { R30xParser, encodePacket, type FrameReject, type Packet } from './codec.js';
 import { Confirmation, DEFAULT_ADDRESS, Instruction, PAGES_PER_INDEX_TABLE, Pid, TEMPLATE_SIZE, packetSizeFromCode, type InstructionName } from './constants.js';

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { dump as toYaml } from 'js-yaml';
 import { ConsentKind, CredentialKind, Modality, ResultCode, pb, type CommandBodyProps, type CommandResult, type PunchEvent } from '../../src/proto/index.js';
-import { SerialQueue } from '../../src/outbox/serial-queue.js';
+import { SerialQueue } from '../../src/util/serial-queue.js';
 import { parseTopic } from '../../src/link/topics.js';
 import { TallyboxError, errorMessage, isTallyboxError } from '../../src/util/errors.js';
 import { provisionKeyFiles } from '../../src/vault/keys.js';

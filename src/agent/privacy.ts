@@ -9,7 +9,7 @@ import { hkdfSync } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Outbox } from '../outbox/outbox.js';
-import { SerialQueue } from '../outbox/serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 import { outboxErasureParticipant } from '../outbox/erasure.js';
 import { PURGE_JOURNAL_FILE, PurgeJournal, type QueuedReceipt } from '../privacy/journal.js';
 import { Purger, type PurgeOutcome } from '../privacy/purge.js';

@@ -21,7 +21,7 @@ import type { Session } from '../link/connection.js';
 import type { EgressGate } from '../link/egress.js';
 import type { PrivacyServices } from '../agent/privacy.js';
 import { describeZeroised, zeroisedInfo, type ZeroisedInfo } from '../agent/zeroise.js';
-import { SerialQueue } from '../outbox/serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 import { IncidentKind } from '../proto/index.js';
 import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { Sqlite } from '../store/sqlite.js';
 import { sqliteCompanions } from '../util/private-fs.js';
 import { uuidv7 } from '../util/uuidv7.js';
-import { SerialQueue } from '../outbox/serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 
 export const INCIDENTS_FILE = 'incidents.db';
 

@@ -35,7 +35,7 @@ import type { Logger } from '../util/log.js';
 import { uuidv7 } from '../util/uuidv7.js';
 import type { PunchMethod, ScoreBucket } from '../proto/index.js';
 import { PunchRecords, RECORDS_SQL, type RecordsRow } from './records.js';
-import { SerialQueue } from './serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 
 /** What a device role hands in. */
 export interface PunchInput {

@@ -24,7 +24,7 @@
 import { chmod } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { Sqlite } from '../store/sqlite.js';
-import { SerialQueue } from '../outbox/serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 import { TallyboxError } from '../util/errors.js';
 import { decodeSet, deriveJobKey, encodeSet, fingerprintSamples, keyCheck, keyMatches, type FingerprintSet } from './fingerprint.js';
 import { sqliteFiles } from './scan.js';

@@ -24,7 +24,7 @@
  * already been erased, the result is `unverified`, never ok: zero samples
  * for non-zero counts proves nothing.
  */
-import { SerialQueue } from '../outbox/serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 import type { Logger } from '../util/log.js';
 import { silentLogger } from '../util/log.js';
 import { isTallyboxError, TallyboxError } from '../util/errors.js';

@@ -31,7 +31,7 @@ import type { RetentionSource } from '../privacy/retention.js';
 import type { RosterSource } from '../privacy/roster.js';
 import { sqliteFiles } from '../privacy/scan.js';
 import { Sqlite } from '../store/sqlite.js';
-import { SerialQueue } from '../outbox/serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 import { TallyboxError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { ConsentKind } from './consent.js';

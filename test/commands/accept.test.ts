@@ -341,8 +341,7 @@ await intake.handle(topic, Buffer.from(cmdB64, 'base64'));
 
 async function buildChild(dir: string): Promise<string> {
   const out = join(dir, 'build');
-  // src/outbox: the shared SerialQueue (serial-queue.ts) the intake runs commands on.
-  for (const d of ['src/link', 'src/proto', 'src/store', 'src/util', 'src/outbox']) await transpileTree(join(repo, d), out);
+  for (const d of ['src/link', 'src/proto', 'src/store', 'src/util']) await transpileTree(join(repo, d), out);
   await mkdir(join(out, 'src/gen'), { recursive: true });
   await copyFile(join(repo, 'src/gen/tallybox.js'), join(out, 'src/gen/tallybox.js'));
   await writeFile(join(out, 'package.json'), '{"type":"module"}');

@@ -61,8 +61,7 @@ await vault.close();
 beforeAll(async () => {
   sb = await sandbox();
   buildDir = join(sb.root, 'build');
-  // src/outbox: the shared SerialQueue (serial-queue.ts) the vault and the purge journal run on.
-  for (const d of ['src/vault', 'src/privacy', 'src/store', 'src/util', 'src/outbox']) await transpileTree(join(repo, d), buildDir);
+  for (const d of ['src/vault', 'src/privacy', 'src/store', 'src/util']) await transpileTree(join(repo, d), buildDir);
   await writeFile(join(buildDir, 'package.json'), '{"type":"module"}');
   await symlink(join(repo, 'node_modules'), join(buildDir, 'node_modules'));
   await writeFile(join(buildDir, 'child.mjs'), CHILD);

@@ -57,7 +57,7 @@ import {
   type SubjectUpsert,
   type WifiEnrolmentOutcomeProps,
 } from '../../proto/index.js';
-import { SerialQueue } from '../../outbox/serial-queue.js';
+import { SerialQueue } from '../../util/serial-queue.js';
 import { TallyboxError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { parseTopic } from '../topics.js';

@@ -1,6 +1,6 @@
 /**
  * The one serial queue every role uses for "one conversation at a time"
- * (a module's UART, an enrolment, faces and cards in arrival order). It is the
- * outbox's queue, re-exported so roles depend on the kit, not on the outbox.
+ * (a module's UART, an enrolment, faces and cards in arrival order). It lives in src/util (the outbox, vault, intake and drivers use it too),
+ * re-exported so roles depend on the kit.
  */
-export { SerialQueue } from '../../outbox/serial-queue.js';
+export { SerialQueue } from '../../util/serial-queue.js';

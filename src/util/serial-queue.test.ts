@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SerialQueue } from '../../src/outbox/serial-queue.js';
+import { SerialQueue } from './serial-queue.js';
 
 /** A promise and the hands that settle it: each job waits on one, so the test decides when it ends. */
 function gate(): { promise: Promise<void>; open: () => void; fail: (e: Error) => void } {
