@@ -119,24 +119,14 @@ const DELETE_RANGE_SQL = 'DELETE FROM punches WHERE seq BETWEEN ? AND ?';
 const MIN_SEQ_SQL = 'SELECT min(seq) AS m FROM punches';
 
 /**
- * Split `n` rows into statement sizes: ROWS_PER_STATEMENT, then powers of two.
- * Each size is one cached prepared statement, so a commit of any size reuses
- * at most 11 statement shapes instead of preparing a new one (node-sqlite3
- * parses a statement on every call otherwise); a single punch is one shape.
+ * Split `n` rows into statements of at most ROWS_PER_STATEMENT rows. Each size
+ * is a cached prepared statement (node-sqlite3 would parse the statement on
+ * every call otherwise); one punch, or a group commit of up to 1,000, is one
+ * statement, which commits by itself (no BEGIN/COMMIT round trips).
  */
 export function statementSizes(n: number): number[] {
   const out: number[] = [];
-  let left = n;
-  while (left >= ROWS_PER_STATEMENT) {
-    out.push(ROWS_PER_STATEMENT);
-    left -= ROWS_PER_STATEMENT;
-  }
-  for (let p = 512; p >= 1; p >>= 1) {
-    if (left >= p) {
-      out.push(p);
-      left -= p;
-    }
-  }
+  for (let left = n; left > 0; left -= ROWS_PER_STATEMENT) out.push(Math.min(left, ROWS_PER_STATEMENT));
   return out;
 }
 
@@ -421,6 +411,11 @@ export class Outbox {
     return this.space.lookups;
   }
 
+  /** SQLite's synchronous level on the writer connection right now (2 = FULL, 1 = NORMAL): for tests. */
+  writerSynchronous(): Promise<number> {
+    return this.q.run(async () => (await this.db.get<{ synchronous: number }>('PRAGMA synchronous'))?.synchronous ?? -1);
+  }
+
   /** Switch the writer connection to `mode` if it is not there already (see syncMode). */
   private async setSync(mode: 'FULL' | 'NORMAL'): Promise<void> {
     if (this.syncMode === mode) return;
@@ -460,10 +455,13 @@ export class Outbox {
     let deleted = 0;
     try {
       await this.setSync('FULL');
-      seqs = await this.db.transaction(async () => {
+      const sizes = statementSizes(batch.length);
+      // One statement is a transaction by itself: BEGIN and COMMIT would be two more thread-pool round trips.
+      const atomic = sizes.length === 1 && acks.length === 0 ? (fn: () => Promise<Map<string, number>>) => fn() : <T>(fn: () => Promise<T>) => this.db.transaction(fn);
+      seqs = await atomic(async () => {
         const out = new Map<string, number>();
         let i = 0;
-        for (const size of statementSizes(batch.length)) {
+        for (const size of sizes) {
           const params: (string | number | null)[] = [];
           for (let k = i; k < i + size; k++) {
             const row = batch[k]!.row;
@@ -475,7 +473,7 @@ export class Outbox {
           const rows = await (await this.db.prepared(insertSql(size))).all<{ seq: number; event_id: string }>(params);
           for (const r of rows) out.set(r.event_id, r.seq);
         }
-        if (acks.length > 0) deleted = await this.deleteSeqs(acks);
+        if (acks.length > 0) deleted = await this.runDeletes(deletePlan(acks));
         return out;
       });
     } catch (err) {
@@ -634,7 +632,9 @@ export class Outbox {
       .run(async () => {
         // synchronous=NORMAL: the deletes need no fsync of their own (see syncMode).
         await this.setSync('NORMAL');
-        await this.settleDeleted(await this.db.transaction(() => this.deleteSeqs(seqs)));
+        const plan = deletePlan(seqs);
+        // A single statement commits by itself; more run in one transaction (one WAL commit).
+        await this.settleDeleted(plan.length === 1 ? await this.runDeletes(plan) : await this.db.transaction(() => this.runDeletes(plan)));
       })
       .then(
         () => {
@@ -670,35 +670,18 @@ export class Outbox {
     await this.markDelivered();
   }
 
-  /**
-   * Delete by seq: consecutive runs (the usual case: PUBACKs come in order) as
-   * one range each, the rest by IN lists. A range is cheaper for SQLite than
-   * a thousand bound values.
-   */
-  private async deleteSeqs(seqs: number[]): Promise<number> {
-    const sorted = Float64Array.from(seqs).sort();
+
+  /** Run the statements of a deletePlan; returns how many rows went. */
+  private async runDeletes(plan: DeleteStatement[]): Promise<number> {
     let n = 0;
-    const singles: number[] = [];
-    for (let i = 0; i < sorted.length; ) {
-      let j = i;
-      while (j + 1 < sorted.length && sorted[j + 1]! <= sorted[j]! + 1) j++;
-      const lo = sorted[i]!;
-      const hi = sorted[j]!;
-      if (hi - lo >= 8) n += (await (await this.db.prepared(DELETE_RANGE_SQL)).run([lo, hi])).changes;
-      else for (let k = i; k <= j; k++) if (singles.at(-1) !== sorted[k]) singles.push(sorted[k]!);
-      i = j + 1;
-    }
-    let i = 0;
-    for (const size of statementSizes(singles.length)) {
-      n += (await (await this.db.prepared(deleteInSql(size))).run(singles.slice(i, i + size))).changes;
-      i += size;
-    }
+    for (const d of plan) n += (await (await this.db.prepared(d.sql)).run(d.params)).changes;
     return n;
   }
 
   /** After deletes: every number below the oldest row still queued is settled (delivered or erased). */
   private async markDelivered(): Promise<void> {
-    const m = (await (await this.db.prepared(MIN_SEQ_SQL)).get<{ m: number | null }>())?.m ?? null;
+    // An empty queue (the usual case for a device punching now and then) needs no query: every number is settled.
+    const m = this.depthCount === 0 ? null : ((await (await this.db.prepared(MIN_SEQ_SQL)).get<{ m: number | null }>())?.m ?? null);
     const delivered = m === null ? this.lastSeqValue : m - 1;
     const st = this.mark.state;
     // A delivery in this run means a birth carrying STORAGE_LOST went out first: the loss is reported.
@@ -887,6 +870,36 @@ interface DbRow {
   match_score: number;
   liveness: number;
   accepted_at_ms: number;
+}
+
+interface DeleteStatement {
+  sql: string;
+  params: number[];
+}
+
+/**
+ * Delete by seq: consecutive runs (the usual case: PUBACKs come in order) as
+ * one range each, the rest by IN lists. A range is cheaper for SQLite than
+ * a thousand bound values.
+ */
+export function deletePlan(seqs: readonly number[]): DeleteStatement[] {
+  const sorted = Float64Array.from(seqs).sort();
+  const plan: DeleteStatement[] = [];
+  const singles: number[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1]! <= sorted[j]! + 1) j++;
+    const lo = sorted[i]!;
+    const hi = sorted[j]!;
+    if (hi - lo >= 8) plan.push({ sql: DELETE_RANGE_SQL, params: [lo, hi] });
+    else for (let k = i; k <= j; k++) if (singles.at(-1) !== sorted[k]) singles.push(sorted[k]!);
+    i = j + 1;
+  }
+  for (let i = 0; i < singles.length; i += ROWS_PER_STATEMENT) {
+    const chunk = singles.slice(i, i + ROWS_PER_STATEMENT);
+    plan.push({ sql: deleteInSql(chunk.length), params: chunk });
+  }
+  return plan;
 }
 
 function fromDb(r: DbRow): QueuedPunch {

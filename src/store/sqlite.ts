@@ -126,7 +126,11 @@ export class Prepared {
   }
 }
 
+/** Cached statements per connection; the least recently used is finalized beyond this. */
+const STATEMENT_CACHE = 64;
+
 export class Sqlite {
+  /** Insertion order is use order (a hit moves its entry to the end): the first entry is the least recently used. */
   private readonly statements = new Map<string, Prepared>();
 
   private constructor(
@@ -135,13 +139,19 @@ export class Sqlite {
   ) {}
 
   /**
-   * The cached prepared statement for `sql` (prepared on first use). Only for
-   * SQL whose text is fixed (bound parameters, no values spliced in): the
-   * cache keeps every distinct text until close.
+   * The cached prepared statement for `sql` (prepared on first use). Values
+   * are bound, never spliced into the text. At most STATEMENT_CACHE texts are
+   * kept; the least recently used one is finalized to make room (node-sqlite3
+   * runs a finalize after the calls already queued on that statement), so use
+   * the statement right away, as in `(await db.prepared(sql)).run(params)`.
    */
   async prepared(sql: string): Promise<Prepared> {
     const hit = this.statements.get(sql);
-    if (hit) return hit;
+    if (hit) {
+      this.statements.delete(sql);
+      this.statements.set(sql, hit);
+      return hit;
+    }
     const stmt = await new Promise<sqlite3.Statement>((resolve, reject) => {
       const st: sqlite3.Statement = this.db.prepare(sql, (err: Error | null) => (err ? reject(wrap(err, sql, this.path)) : resolve(st)));
     });
@@ -153,6 +163,11 @@ export class Sqlite {
     }
     const p = new Prepared(stmt, sql, this.path);
     this.statements.set(sql, p);
+    if (this.statements.size > STATEMENT_CACHE) {
+      const [oldest, old] = this.statements.entries().next().value as [string, Prepared];
+      this.statements.delete(oldest);
+      void old.finalize();
+    }
     return p;
   }
 

@@ -33,6 +33,19 @@ describe('Sqlite.prepared', () => {
     await db.close(); // refused by SQLite if a statement were left unfinalized
   });
 
+  it('keeps at most 64 statements: the least recently used is finalized, and prepared again when needed', async () => {
+    const db = await Sqlite.open(join(tmp(), 'e.db'));
+    const first = await db.prepared('SELECT 0 AS n');
+    for (let i = 1; i <= 64; i++) expect(await (await db.prepared(`SELECT ${i} AS n`)).get()).toEqual({ n: i });
+    // 'SELECT 0' was the least recently used: evicted, so a new statement (which works) comes back.
+    const again = await db.prepared('SELECT 0 AS n');
+    expect(again).not.toBe(first);
+    expect(await again.get()).toEqual({ n: 0 });
+    // A recently used one is still the same statement.
+    expect(await db.prepared('SELECT 64 AS n')).toBe(await db.prepared('SELECT 64 AS n'));
+    await db.close();
+  });
+
   it('a bad statement is a STORAGE_ERROR carrying the SQL, and is not cached', async () => {
     const db = await Sqlite.open(join(tmp(), 'b.db'));
     await expect(db.prepared('SELECT nope FROM nowhere')).rejects.toMatchObject({ code: 'STORAGE_ERROR' });
