@@ -105,8 +105,8 @@ function summarize(file) {
             ? 'V8/native (program)'
             : fn === 'writev' || fn === 'writeBuffer' || fn === 'writeUtf8String'
               ? 'socket writes (native)'
-              : /sqlite3/.test(url) || /^(Statement|Database)/.test(fn)
-                ? 'SQLite binding (JS side)'
+              : /sqlite3/.test(url) || /^(Statement|Database)/.test(fn) || /\/src\/store\//.test(url)
+                ? 'SQLite binding (JS side; src/store calls into it)'
                 : /node_modules\/debug\//.test(url)
                   ? 'debug (mqtt.js log calls)'
                   : /node_modules\/(rfdc|bl|readable-stream)\//.test(url)
