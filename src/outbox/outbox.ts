@@ -116,13 +116,22 @@ const ROW_PLACEHOLDERS = `(${new Array(COLS).fill('?').join(',')})`;
 const insertSql = (rows: number): string => INSERT_HEAD + new Array(rows).fill(ROW_PLACEHOLDERS).join(',') + INSERT_TAIL;
 const deleteInSql = (n: number): string => `DELETE FROM punches WHERE seq IN (${new Array(n).fill('?').join(',')})`;
 const DELETE_RANGE_SQL = 'DELETE FROM punches WHERE seq BETWEEN ? AND ?';
+/**
+ * Statements of up to this many rows are kept prepared; larger ones are
+ * prepared for one call. A prepared 1,000-row INSERT holds ≈ 1 MiB (measured),
+ * and group commits come in every size: caching them would cost megabytes per
+ * agent, while their preparation is shared by hundreds of rows anyway.
+ */
+const CACHED_ROWS = 16;
+const cacheable = (rows: number): boolean => rows <= CACHED_ROWS;
 const MIN_SEQ_SQL = 'SELECT min(seq) AS m FROM punches';
 
 /**
- * Split `n` rows into statements of at most ROWS_PER_STATEMENT rows. Each size
- * is a cached prepared statement (node-sqlite3 would parse the statement on
- * every call otherwise); one punch, or a group commit of up to 1,000, is one
- * statement, which commits by itself (no BEGIN/COMMIT round trips).
+ * Split `n` rows into statements of at most ROWS_PER_STATEMENT rows. Small
+ * sizes are cached prepared statements (see CACHED_ROWS; node-sqlite3 would
+ * parse the statement on every call otherwise); one punch, or a group commit
+ * of up to 1,000, is one statement, which commits by itself (no BEGIN/COMMIT
+ * round trips).
  */
 export function statementSizes(n: number): number[] {
   const out: number[] = [];
@@ -470,7 +479,8 @@ export class Outbox {
             params.push(row.eventId, row.orgId, row.subjectId, row.method, row.occurredAtMs, row.clockSynced ? 1 : 0, row.matchScore, row.liveness, row.acceptedAtMs, mono, row.clockSynced ? null : this.session);
           }
           i += size;
-          const rows = await (await this.db.prepared(insertSql(size))).all<{ seq: number; event_id: string }>(params);
+          const sql = insertSql(size);
+          const rows = cacheable(size) ? await (await this.db.prepared(sql)).all<{ seq: number; event_id: string }>(params) : await this.db.all<{ seq: number; event_id: string }>(sql, params);
           for (const r of rows) out.set(r.event_id, r.seq);
         }
         if (acks.length > 0) deleted = await this.runDeletes(deletePlan(acks));
@@ -674,7 +684,7 @@ export class Outbox {
   /** Run the statements of a deletePlan; returns how many rows went. */
   private async runDeletes(plan: DeleteStatement[]): Promise<number> {
     let n = 0;
-    for (const d of plan) n += (await (await this.db.prepared(d.sql)).run(d.params)).changes;
+    for (const d of plan) n += (d.params.length <= CACHED_ROWS ? await (await this.db.prepared(d.sql)).run(d.params) : await this.db.run(d.sql, d.params)).changes;
     return n;
   }
 

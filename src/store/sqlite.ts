@@ -250,11 +250,13 @@ export class Sqlite {
    * (each store owns its connection and serialises its own writes).
    */
   async transaction<T>(fn: () => Promise<T>): Promise<T> {
-    // BEGIN and COMMIT as cached statements: sqlite3_exec would parse them again on every transaction.
-    await (await this.prepared('BEGIN IMMEDIATE')).run();
+    // Through exec, not cached statements: node-sqlite3 runs an exec only once every statement
+    // already handed to it has finished (stores that fire a write without awaiting it rely on that).
+    // The outbox's hot path avoids transactions instead (a single statement commits by itself).
+    await this.exec('BEGIN IMMEDIATE');
     try {
       const out = await fn();
-      await (await this.prepared('COMMIT')).run();
+      await this.exec('COMMIT');
       return out;
     } catch (err) {
       await this.exec('ROLLBACK').catch(() => undefined);
