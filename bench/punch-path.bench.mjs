@@ -7,6 +7,11 @@
 //            its CONNACK) until every row is deleted (after its PUBACK); also reported with the
 //            agent's start-up included.
 //   accept:  durable accepts/s with group commit vs one commit per punch
+//   accept CPU: process CPU (all threads) per punch accepted one at a time, and per punch
+//            accepted, acknowledged and deleted (what each agent of a fleet pays per punch,
+//            issue 13), this build vs BENCH_BEFORE's; and statfs lookups per punch
+//   CPU per 1,000 messages drained vs the bare client's: the column the machine's load
+//            changes least (a loaded machine slows the bare client, which flatters the ratio)
 //   rss:     agent process RSS at idle after start
 // BENCH_BEFORE=/path/to/an/older/checkout (built) adds that build's agent to the same run, so a
 // change can be quoted against its predecessor measured under the same load.
@@ -159,6 +164,37 @@ async function acceptRates(build) {
   }
 }
 
+/** CPU per punch on the accept path, one punch at a time (no group commit to share it). */
+async function acceptCpu(build) {
+  const dir = mkdtempSync(join(tmpdir(), 'tbx-bench-acpu-'));
+  try {
+    const o = await build.Outbox.open({ path: join(dir, 'outbox.db'), capacity: 10_000_000 });
+    const p = (i) => ({ orgId: 'org-bench', subjectId: `subject-${i % 997}`, method: 3 });
+    const N = Number(process.env.BENCH_ACCEPT_CPU_N ?? 1500);
+    for (let i = 0; i < 50; i++) await o.accept(p(i)); // warm: statements prepared, mark reserved
+    const lookups0 = o.spaceLookups ?? NaN;
+    let c0 = process.cpuUsage();
+    let t0 = performance.now();
+    for (let i = 0; i < N; i++) await o.accept(p(i));
+    let cpu = process.cpuUsage(c0);
+    const accept = { cpuUs: (cpu.user + cpu.system) / N, perSec: (N / (performance.now() - t0)) * 1000, statfsPerPunch: ((o.spaceLookups ?? NaN) - lookups0) / N };
+    // The fleet's cycle: accepted, delivered (PUBACK), deleted; each before the next punch.
+    c0 = process.cpuUsage();
+    t0 = performance.now();
+    for (let i = 0; i < N; i++) {
+      const row = await o.accept(p(i));
+      o.ack(row.seq);
+      await o.flushAcks();
+    }
+    cpu = process.cpuUsage(c0);
+    const cycle = { cpuUs: (cpu.user + cpu.system) / N, perSec: (N / (performance.now() - t0)) * 1000 };
+    await o.close();
+    return { accept, cycle };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function idleRss(build, url) {
   const dir = mkdtempSync(join(tmpdir(), 'tbx-bench-rss-'));
   const apiPort = await freePort();
@@ -212,6 +248,7 @@ export async function run() {
     const drains = new Map(all.map((b) => [b.name, []]));
     const accepts = new Map(all.map((b) => [b.name, []]));
     const rss = new Map(all.map((b) => [b.name, []]));
+    const acpu = new Map(all.map((b) => [b.name, []]));
     try {
       await fill(join(template, 'outbox.db'), DRAIN_N);
       for (let r = 0; r < REPS; r++) {
@@ -222,6 +259,7 @@ export async function run() {
       rmSync(template, { recursive: true, force: true });
     }
     if (!DRAIN_ONLY) for (let r = 0; r < REPS; r++) for (const b of all) accepts.get(b.name).push(await acceptRates(b));
+    if (!DRAIN_ONLY || process.env.BENCH_ACCEPT_CPU === '1') for (let r = 0; r < REPS; r++) for (const b of all) acpu.get(b.name).push(await acceptCpu(b));
     if (!DRAIN_ONLY) for (let r = 0; r < REPS; r++) for (const b of all) rss.get(b.name).push(await idleRss(b, mosq.url));
 
     const rows = [];
@@ -239,6 +277,7 @@ export async function run() {
       const bareCpuUs = median(bareCpu);
       // Each repetition's agent run follows its own bare run: the ratio within a repetition is what load drift distorts least.
       const perRep = median(d.map((x, i) => x.online / bare[i]));
+      const cpuPerRep = median(d.map((x, i) => x.cpuUs / bareCpu[i]));
       rows.push(
         {
           bench: 'punch-path',
@@ -252,8 +291,23 @@ export async function run() {
         },
         { bench: 'punch-path', metric: `  median of the ${REPS} per-repetition ratios${tag}`, value: perRep, unit: '×', ratio: perRep, target: '≥ 0.9×', ok: perRep >= 0.9 },
         { bench: 'punch-path', metric: `  same, agent start-up included${tag}`, value: withStart, unit: 'msg/s', baseline: bareMed, ratio: withStart / bareMed },
-        { bench: 'punch-path', metric: `  CPU per message drained (all threads)${tag}`, value: cpuUs, unit: 'µs', baseline: bareCpuUs, ratio: cpuUs / bareCpuUs },
+        // µs per message = ms per 1,000 messages.
+        { bench: 'punch-path', metric: `  CPU per 1,000 messages drained (process, all threads) vs bare${tag}`, value: cpuUs, unit: 'ms', baseline: bareCpuUs, ratio: cpuUs / bareCpuUs },
+        { bench: 'punch-path', metric: `  same, median of the ${REPS} per-repetition CPU ratios${tag}`, value: cpuPerRep, unit: '×', ratio: cpuPerRep },
       );
+      const ac = acpu.get(b.name);
+      if (ac.length > 0) {
+        const before = acpu.get('before');
+        const ref = b.name === 'this build' && before?.length ? before : undefined;
+        const one = median(ac.map((x) => x.accept.cpuUs));
+        const cyc = median(ac.map((x) => x.cycle.cpuUs));
+        rows.push(
+          { bench: 'punch-path', metric: `accept one at a time: CPU per punch${ref ? ' vs before' : ''}${tag}`, value: one, unit: 'µs', baseline: ref ? median(ref.map((x) => x.accept.cpuUs)) : undefined, ratio: ref ? one / median(ref.map((x) => x.accept.cpuUs)) : undefined },
+          { bench: 'punch-path', metric: `  statfs per punch${tag}`, value: median(ac.map((x) => x.accept.statfsPerPunch)), unit: '' },
+          { bench: 'punch-path', metric: `  accepts/s, one at a time (fsync each)${tag}`, value: median(ac.map((x) => x.accept.perSec)), unit: 'punch/s' },
+          { bench: 'punch-path', metric: `accept + PUBACK delete, one at a time: CPU per punch${ref ? ' vs before' : ''}${tag}`, value: cyc, unit: 'µs', baseline: ref ? median(ref.map((x) => x.cycle.cpuUs)) : undefined, ratio: ref ? cyc / median(ref.map((x) => x.cycle.cpuUs)) : undefined },
+        );
+      }
       if (!DRAIN_ONLY) {
         rows.push(
           { bench: 'punch-path', metric: `durable accept, group commit${tag}`, value: group, unit: 'punch/s', baseline: single, ratio: group / single, target: '≥ 10× and ≥ 20,000/s', ok: group / single >= 10 && group >= 20_000 },
@@ -261,7 +315,7 @@ export async function run() {
         );
       }
     }
-    process.stderr.write(`punch-path raw: ${JSON.stringify({ bare, bareCpu, drains: Object.fromEntries(drains), accepts: Object.fromEntries(accepts), rss: Object.fromEntries(rss) })}\n`);
+    process.stderr.write(`punch-path raw: ${JSON.stringify({ bare, bareCpu, drains: Object.fromEntries(drains), accepts: Object.fromEntries(accepts), rss: Object.fromEntries(rss), acceptCpu: Object.fromEntries(acpu) })}\n`);
     return rows;
   } finally {
     await mosq.stop();

@@ -25,11 +25,12 @@
  *    checkpointed and truncated (now and on a timer until a commit succeeds),
  *    so the space the queue's own WAL held comes back.
  */
-import { existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { DataDirLock } from '../store/lock.js';
 import { SeqMark, type SeqMarkState } from '../store/seq-mark.js';
 import { Sqlite, walBudgetBytes } from '../store/sqlite.js';
+import { DiskSpaceCheck } from '../store/disk-space.js';
 import { TallyboxError, errorMessage, isTallyboxError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { uuidv7 } from '../util/uuidv7.js';
@@ -91,6 +92,8 @@ export interface OutboxOptions {
   logger?: Logger;
   /** Sequence numbers reserved per fsync of the sequence mark (default 16,384). */
   reserveBlock?: number;
+  /** How often the free space is looked up (see src/store/disk-space.ts); the defaults suit a device. */
+  diskCheck?: { intervalMs?: number; marginBytes?: number };
 }
 
 /** Error codes that mean the file cannot be trusted any more (not: full, busy, a constraint). */
@@ -105,6 +108,36 @@ interface Pending {
 const COLS = 11; // columns bound per inserted row, see commit()
 // SQLite allows 32766 bound variables per statement (3.32+); stay well below.
 const ROWS_PER_STATEMENT = 1000;
+
+const INSERT_HEAD = 'INSERT INTO punches (event_id, org_id, subject_id, method, occurred_at_ms, clock_synced, match_score, liveness, accepted_at_ms, mono_ms, session) VALUES ';
+// ON CONFLICT DO NOTHING: a retried event id is accepted once (idempotency).
+const INSERT_TAIL = ' ON CONFLICT(event_id) DO NOTHING RETURNING seq, event_id';
+const ROW_PLACEHOLDERS = `(${new Array(COLS).fill('?').join(',')})`;
+const insertSql = (rows: number): string => INSERT_HEAD + new Array(rows).fill(ROW_PLACEHOLDERS).join(',') + INSERT_TAIL;
+const deleteInSql = (n: number): string => `DELETE FROM punches WHERE seq IN (${new Array(n).fill('?').join(',')})`;
+const DELETE_RANGE_SQL = 'DELETE FROM punches WHERE seq BETWEEN ? AND ?';
+/**
+ * Statements of up to this many rows are kept prepared; larger ones are
+ * prepared for one call. A prepared 1,000-row INSERT holds ≈ 1 MiB (measured),
+ * and group commits come in every size: caching them would cost megabytes per
+ * agent, while their preparation is shared by hundreds of rows anyway.
+ */
+const CACHED_ROWS = 16;
+const cacheable = (rows: number): boolean => rows <= CACHED_ROWS;
+const MIN_SEQ_SQL = 'SELECT min(seq) AS m FROM punches';
+
+/**
+ * Split `n` rows into statements of at most ROWS_PER_STATEMENT rows. Small
+ * sizes are cached prepared statements (see CACHED_ROWS; node-sqlite3 would
+ * parse the statement on every call otherwise); one punch, or a group commit
+ * of up to 1,000, is one statement, which commits by itself (no BEGIN/COMMIT
+ * round trips).
+ */
+export function statementSizes(n: number): number[] {
+  const out: number[] = [];
+  for (let left = n; left > 0; left -= ROWS_PER_STATEMENT) out.push(Math.min(left, ROWS_PER_STATEMENT));
+  return out;
+}
 
 const PEEK_SQL =
   'SELECT seq, event_id AS eventId, org_id AS orgId, subject_id AS subjectId, method, occurred_at_ms AS occurredAtMs, clock_synced AS clockSynced, ' +
@@ -178,6 +211,15 @@ export class Outbox {
    * cannot drain, or that the agent cannot start again.
    */
   private readonly reserveBytes: number;
+  private readonly space: DiskSpaceCheck;
+  /**
+   * The writer connection's synchronous mode as last set. Delete-only
+   * transactions (delivered punches) run at NORMAL: a lost delete only means a
+   * re-send under the same event id, and the next FULL commit syncs the WAL,
+   * deletes included. Every other write runs at FULL. The mode is switched only
+   * when the next write needs the other one, not around every flush.
+   */
+  private syncMode: 'FULL' | 'NORMAL' = 'FULL';
 
   private constructor(
     private readonly db: Sqlite,
@@ -197,6 +239,7 @@ export class Outbox {
     this.block = Math.max(1, opts.reserveBlock ?? 16_384);
     this.durableReserved = mark.state.reserved;
     this.reserveBytes = walBudgetBytes(dirname(opts.path)) + 64 * 1024;
+    this.space = new DiskSpaceCheck(dirname(opts.path), { monotonic: this.monotonic, ...opts.diskCheck });
     // "accepted" is pwritten after every commit; this puts it on disk within a second
     // (power cuts; a SIGKILL cannot lose it), without an fsync per commit.
     this.markTimer = setInterval(() => {
@@ -358,22 +401,35 @@ export class Outbox {
 
   /**
    * Undefined when this batch fits above the reserve; otherwise why not.
-   * statfs costs a syscall per commit; only when the partition is nearly
-   * full do the outbox's own free pages (reused before the file grows) count.
+   * The free space comes from DiskSpaceCheck: a statfs at most once per
+   * interval while there is plenty of room, every commit once it runs low.
+   * Only when the partition is nearly full do the outbox's own free pages
+   * (reused before the file grows) count.
    */
   private async spaceShortfall(rows: number): Promise<string | undefined> {
-    let free: number;
-    try {
-      const st = statfsSync(dirname(this.opts.path));
-      free = Number(st.bavail) * Number(st.bsize);
-    } catch {
-      return undefined; // statfs unsupported: SQLite's own SQLITE_FULL is the only signal left
-    }
     const need = this.reserveBytes + rows * 256;
-    if (free >= need) return undefined;
+    const free = this.space.free(need, rows * 256);
+    if (free === undefined || free >= need) return undefined; // undefined: statfs unsupported, SQLite's own SQLITE_FULL is the only signal left
     const pages = (await this.db.get<{ freelist_count: number }>('PRAGMA freelist_count').catch(() => undefined))?.freelist_count ?? 0;
     if (free + pages * 4096 >= need) return undefined;
     return `DISK_FULL: ${Math.floor(free / 1024)} KiB free on the data partition (plus ${pages * 4} KiB reusable in the outbox), ${Math.ceil(this.reserveBytes / 1024)} KiB are kept for the queue's WAL and deletes: punch not accepted until space returns or the queue drains`;
+  }
+
+  /** statfs calls so far (tests and the bench: the accept path must not make one per punch). */
+  get spaceLookups(): number {
+    return this.space.lookups;
+  }
+
+  /** SQLite's synchronous level on the writer connection right now (2 = FULL, 1 = NORMAL): for tests. */
+  writerSynchronous(): Promise<number> {
+    return this.q.run(async () => (await this.db.get<{ synchronous: number }>('PRAGMA synchronous'))?.synchronous ?? -1);
+  }
+
+  /** Switch the writer connection to `mode` if it is not there already (see syncMode). */
+  private async setSync(mode: 'FULL' | 'NORMAL'): Promise<void> {
+    if (this.syncMode === mode) return;
+    await (await this.db.prepared(`PRAGMA synchronous=${mode}`)).run();
+    this.syncMode = mode;
   }
 
   private async syncMark(): Promise<void> {
@@ -403,28 +459,39 @@ export class Outbox {
       return;
     }
     let seqs: Map<string, number>;
+    // Delivered punches waiting for their delete ride along in this commit: it syncs anyway.
+    const acks = this.takeAcks();
+    let deleted = 0;
     try {
-      seqs = await this.db.transaction(async () => {
+      await this.setSync('FULL');
+      const sizes = statementSizes(batch.length);
+      // One statement is a transaction by itself: BEGIN and COMMIT would be two more thread-pool round trips.
+      const atomic = sizes.length === 1 && acks.length === 0 ? (fn: () => Promise<Map<string, number>>) => fn() : <T>(fn: () => Promise<T>) => this.db.transaction(fn);
+      seqs = await atomic(async () => {
         const out = new Map<string, number>();
-        for (let i = 0; i < batch.length; i += ROWS_PER_STATEMENT) {
-          const chunk = batch.slice(i, i + ROWS_PER_STATEMENT);
+        let i = 0;
+        for (const size of sizes) {
           const params: (string | number | null)[] = [];
-          for (const { row } of chunk) {
+          for (let k = i; k < i + size; k++) {
+            const row = batch[k]!.row;
             // Monotonic time of the punch itself (it may have happened before it was accepted).
             const mono = row.clockSynced ? null : this.monotonic() - (row.acceptedAtMs - row.occurredAtMs);
             params.push(row.eventId, row.orgId, row.subjectId, row.method, row.occurredAtMs, row.clockSynced ? 1 : 0, row.matchScore, row.liveness, row.acceptedAtMs, mono, row.clockSynced ? null : this.session);
           }
-          const values = chunk.map(() => `(${new Array(COLS).fill('?').join(',')})`).join(',');
-          // ON CONFLICT DO NOTHING: a retried event id is accepted once (idempotency).
-          const rows = await this.db.all<{ seq: number; event_id: string }>(
-            `INSERT INTO punches (event_id, org_id, subject_id, method, occurred_at_ms, clock_synced, match_score, liveness, accepted_at_ms, mono_ms, session) VALUES ${values} ON CONFLICT(event_id) DO NOTHING RETURNING seq, event_id`,
-            params,
-          );
+          i += size;
+          const sql = insertSql(size);
+          const rows = cacheable(size) ? await (await this.db.prepared(sql)).all<{ seq: number; event_id: string }>(params) : await this.db.all<{ seq: number; event_id: string }>(sql, params);
           for (const r of rows) out.set(r.event_id, r.seq);
         }
+        if (acks.length > 0) deleted = await this.runDeletes(deletePlan(acks));
         return out;
       });
     } catch (err) {
+      if (acks.length > 0) {
+        // Not deleted: back into the buffer, for the next flush.
+        this.ackBuffer.push(...acks);
+        this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), 50);
+      }
       const code = isTallyboxError(err) ? err.code : 'STORAGE_ERROR';
       if (FATAL_CODES.has(code)) {
         this.fail(err, 'punch commit');
@@ -441,6 +508,14 @@ export class Outbox {
     }
     this.clear('DISK_FULL');
     this.clear('STORAGE_ERROR');
+    if (acks.length > 0) {
+      try {
+        await this.settleDeleted(deleted);
+      } catch (err) {
+        // The punches are committed and must be reported as accepted; the mark's "delivered" is merely behind.
+        this.failIfFatal(err, 'reading the oldest queued punch');
+      }
+    }
     let inserted = 0;
     let last = this.lastSeqValue;
     for (const s of seqs.values()) if (s > last) last = s;
@@ -512,7 +587,7 @@ export class Outbox {
     if (this.failure) return Promise.reject(this.failure);
     const read = async (db: Sqlite): Promise<PunchRecords | undefined> => {
       try {
-        return PunchRecords.fromRow(await db.get<RecordsRow>(RECORDS_SQL, [afterSeq, limit]));
+        return PunchRecords.fromRow(await (await db.prepared(RECORDS_SQL)).get<RecordsRow>([afterSeq, limit]));
       } catch (err) {
         throw this.failIfFatal(err, 'reading queued punches');
       }
@@ -557,10 +632,7 @@ export class Outbox {
    * an ack that may never come (an idle queue). Rejects with the error.
    */
   flushAcks(): Promise<void> {
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.ackTimer = undefined;
-    const seqs = this.ackBuffer;
-    this.ackBuffer = [];
+    const seqs = this.takeAcks();
     if (seqs.length === 0) return Promise.resolve();
     if (this.failure) {
       this.ackBuffer.push(...seqs);
@@ -568,19 +640,11 @@ export class Outbox {
     }
     return this.q
       .run(async () => {
-        // synchronous=NORMAL for this transaction only: the deletes need no fsync of
-        // their own (a lost delete means a re-send under the same event id), and the
-        // next punch commit (FULL) syncs the WAL, deletes included.
-        await this.db.exec('PRAGMA synchronous=NORMAL');
-        let deleted = 0;
-        try {
-          deleted = await this.db.transaction(() => this.deleteSeqs(seqs));
-        } finally {
-          await this.db.exec('PRAGMA synchronous=FULL');
-        }
-        this.depthCount = Math.max(0, this.depthCount - deleted);
-        if (this.depthCount < this.opts.capacity) this.clear('QUEUE_FULL');
-        await this.markDelivered();
+        // synchronous=NORMAL: the deletes need no fsync of their own (see syncMode).
+        await this.setSync('NORMAL');
+        const plan = deletePlan(seqs);
+        // A single statement commits by itself; more run in one transaction (one WAL commit).
+        await this.settleDeleted(plan.length === 1 ? await this.runDeletes(plan) : await this.db.transaction(() => this.runDeletes(plan)));
       })
       .then(
         () => {
@@ -600,34 +664,34 @@ export class Outbox {
       );
   }
 
-  /**
-   * Delete by seq: consecutive runs (the usual case: PUBACKs come in order) as
-   * one range each, the rest by IN lists. A range is cheaper for SQLite than
-   * a thousand bound values.
-   */
-  private async deleteSeqs(seqs: number[]): Promise<number> {
-    const sorted = Float64Array.from(seqs).sort();
+  /** The acknowledged seqs not deleted yet, taken out of the buffer (the caller puts them back if its delete fails). */
+  private takeAcks(): number[] {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    const seqs = this.ackBuffer;
+    this.ackBuffer = [];
+    return seqs;
+  }
+
+  /** After a delete of delivered rows committed (inside the queue): depth, the QUEUE_FULL alarm, the mark's "delivered". */
+  private async settleDeleted(deleted: number): Promise<void> {
+    this.depthCount = Math.max(0, this.depthCount - deleted);
+    if (this.depthCount < this.opts.capacity) this.clear('QUEUE_FULL');
+    await this.markDelivered();
+  }
+
+
+  /** Run the statements of a deletePlan; returns how many rows went. */
+  private async runDeletes(plan: DeleteStatement[]): Promise<number> {
     let n = 0;
-    const singles: number[] = [];
-    for (let i = 0; i < sorted.length; ) {
-      let j = i;
-      while (j + 1 < sorted.length && sorted[j + 1]! <= sorted[j]! + 1) j++;
-      const lo = sorted[i]!;
-      const hi = sorted[j]!;
-      if (hi - lo >= 8) n += (await this.db.run('DELETE FROM punches WHERE seq BETWEEN ? AND ?', [lo, hi])).changes;
-      else for (let k = i; k <= j; k++) if (singles.at(-1) !== sorted[k]) singles.push(sorted[k]!);
-      i = j + 1;
-    }
-    for (let i = 0; i < singles.length; i += ROWS_PER_STATEMENT) {
-      const chunk = singles.slice(i, i + ROWS_PER_STATEMENT);
-      n += (await this.db.run(`DELETE FROM punches WHERE seq IN (${chunk.map(() => '?').join(',')})`, chunk)).changes;
-    }
+    for (const d of plan) n += (d.params.length <= CACHED_ROWS ? await (await this.db.prepared(d.sql)).run(d.params) : await this.db.run(d.sql, d.params)).changes;
     return n;
   }
 
   /** After deletes: every number below the oldest row still queued is settled (delivered or erased). */
   private async markDelivered(): Promise<void> {
-    const m = (await this.db.get<{ m: number | null }>('SELECT min(seq) AS m FROM punches'))?.m ?? null;
+    // An empty queue (the usual case for a device punching now and then) needs no query: every number is settled.
+    const m = this.depthCount === 0 ? null : ((await (await this.db.prepared(MIN_SEQ_SQL)).get<{ m: number | null }>())?.m ?? null);
     const delivered = m === null ? this.lastSeqValue : m - 1;
     const st = this.mark.state;
     // A delivery in this run means a birth carrying STORAGE_LOST went out first: the loss is reported.
@@ -639,6 +703,7 @@ export class Outbox {
   /** Increment and persist the connection counter; returns the new value. */
   async nextBdSeq(): Promise<number> {
     const v = await this.q.run(async () => {
+      await this.setSync('FULL');
       const row = await this.db.get<{ value: number }>("UPDATE meta SET value = max(value, ?) + 1 WHERE key = 'bd_seq' RETURNING value", [this.mark.state.bdSeq]);
       return row?.value ?? 0;
     });
@@ -654,7 +719,10 @@ export class Outbox {
    * it is published when the link is up and deleted on PUBACK, like a punch.
    */
   enqueueResult(orgId: string, body: string): Promise<number> {
-    return this.q.run(async () => (await this.db.run('INSERT INTO results (org_id, body) VALUES (?, ?)', [orgId, body])).lastID);
+    return this.q.run(async () => {
+      await this.setSync('FULL');
+      return (await this.db.run('INSERT INTO results (org_id, body) VALUES (?, ?)', [orgId, body])).lastID;
+    });
   }
 
   pendingResults(limit = 100): Promise<{ id: number; orgId: string; body: string }[]> {
@@ -666,6 +734,7 @@ export class Outbox {
 
   deleteResult(id: number): Promise<void> {
     return this.q.run(async () => {
+      await this.setSync('FULL');
       await this.db.run('DELETE FROM results WHERE id = ?', [id]);
     });
   }
@@ -679,6 +748,7 @@ export class Outbox {
    */
   restampUnsynced(): Promise<number> {
     return this.q.run(async () => {
+      await this.setSync('FULL');
       const wall = this.now();
       const mono = this.monotonic();
       const r = await this.db.run('UPDATE punches SET occurred_at_ms = CAST(ROUND(? - (? - mono_ms)) AS INTEGER), clock_synced = 1, mono_ms = NULL WHERE clock_synced = 0 AND session = ? AND mono_ms IS NOT NULL', [wall, mono, this.session]);
@@ -694,6 +764,7 @@ export class Outbox {
   /** Erase every queued punch of an organisation (org withdrawal). */
   deleteOrg(orgId: string): Promise<number> {
     return this.q.run(async () => {
+      await this.setSync('FULL');
       const r = await this.db.run('DELETE FROM punches WHERE org_id = ?', [orgId]);
       this.depthCount = Math.max(0, this.depthCount - r.changes);
       return r.changes;
@@ -711,6 +782,7 @@ export class Outbox {
     try {
       await this.closeReader();
       await this.q.run(async () => {
+        await this.setSync('FULL');
         await this.db.exec('PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);');
       });
     } finally {
@@ -808,6 +880,36 @@ interface DbRow {
   match_score: number;
   liveness: number;
   accepted_at_ms: number;
+}
+
+interface DeleteStatement {
+  sql: string;
+  params: number[];
+}
+
+/**
+ * Delete by seq: consecutive runs (the usual case: PUBACKs come in order) as
+ * one range each, the rest by IN lists. A range is cheaper for SQLite than
+ * a thousand bound values.
+ */
+export function deletePlan(seqs: readonly number[]): DeleteStatement[] {
+  const sorted = Float64Array.from(seqs).sort();
+  const plan: DeleteStatement[] = [];
+  const singles: number[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1]! <= sorted[j]! + 1) j++;
+    const lo = sorted[i]!;
+    const hi = sorted[j]!;
+    if (hi - lo >= 8) plan.push({ sql: DELETE_RANGE_SQL, params: [lo, hi] });
+    else for (let k = i; k <= j; k++) if (singles.at(-1) !== sorted[k]) singles.push(sorted[k]!);
+    i = j + 1;
+  }
+  for (let i = 0; i < singles.length; i += ROWS_PER_STATEMENT) {
+    const chunk = singles.slice(i, i + ROWS_PER_STATEMENT);
+    plan.push({ sql: deleteInSql(chunk.length), params: chunk });
+  }
+  return plan;
 }
 
 function fromDb(r: DbRow): QueuedPunch {

@@ -33,6 +33,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync, readFileSync, renameSync, write, writeSync, constants as fsc } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { SerialQueue } from '../outbox/serial-queue.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
 
 export interface SeqMarkState {
@@ -91,7 +92,7 @@ export class SeqMark {
    * a commit's record must not queue behind an fdatasync that takes hundreds of
    * milliseconds on a busy disk.
    */
-  private chain: Promise<void> = Promise.resolve();
+  private readonly writes = new SerialQueue();
   private dirty = false;
   /** The last sync started (close() and a clean sync() wait for it). */
   private synced: Promise<void> | undefined;
@@ -183,20 +184,24 @@ export class SeqMark {
   /** fdatasync everything written so far. */
   sync(): Promise<void> {
     const fd = this.fd;
-    if (fd === undefined || !this.dirty) return this.synced ?? this.chain;
+    if (fd === undefined || !this.dirty) return this.synced ?? this.written();
     this.dirty = false;
-    const p = this.chain.then(
+    // After the writes queued so far, but not itself in the queue (see `writes`).
+    const p = this.written().then(
       () => new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(new TallyboxError('STORAGE_IO', `cannot sync the sequence mark ${this.path}: ${err.message}`, {}, { cause: err })) : resolve()))),
     );
     this.synced = p;
     return p;
   }
 
+  /** The caller of update() gets a write's error; the queue goes on with the next write. */
   private enqueue(job: () => Promise<void>): Promise<void> {
-    const p = this.chain.then(job);
-    // The caller of update()/sync() gets the error; the chain itself goes on.
-    this.chain = p.catch(() => undefined);
-    return p;
+    return this.writes.run(job);
+  }
+
+  /** Resolves once every write queued so far has finished (whether it worked or not). */
+  private written(): Promise<void> {
+    return this.writes.run(() => Promise.resolve());
   }
 
   get needsSync(): boolean {

@@ -83,11 +83,93 @@ function wrap(err: Error, sql: string, path: string): TallyboxError {
   return new TallyboxError(code, `${code}: ${err.message} (database ${path})`, { sqliteCode: (err as { code?: string }).code, sql: sql.slice(0, 80) }, { cause: err });
 }
 
+/**
+ * A statement prepared once and kept for the life of the connection
+ * (`Sqlite.prepared`). node-sqlite3's `Database#run/get/all` prepare, step and
+ * finalize a new statement on every call: for a statement run once per punch
+ * that parsing is most of its cost. Every call runs the statement to its end
+ * (`all`), so no cached statement is ever left mid-way holding a read
+ * snapshot open (which would keep checkpoints from emptying the WAL).
+ */
+export class Prepared {
+  /** @internal */
+  constructor(
+    private readonly stmt: sqlite3.Statement,
+    private readonly sql: string,
+    private readonly path: string,
+  ) {}
+
+  run(params: SqlParams = []): Promise<RunResult> {
+    const { sql, path } = this;
+    return new Promise<RunResult>((resolve, reject) => {
+      this.stmt.run(params as unknown[], function (this: sqlite3.RunResult, err: Error | null) {
+        if (err) reject(wrap(err, sql, path));
+        else resolve({ lastID: this.lastID, changes: this.changes });
+      });
+    });
+  }
+
+  all<T = Record<string, unknown>>(params: SqlParams = []): Promise<T[]> {
+    return new Promise((resolve, reject) => {
+      this.stmt.all(params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(wrap(err, this.sql, this.path)) : resolve(rows)));
+    });
+  }
+
+  /** The first row (the statement still runs to its end: see the class comment). */
+  async get<T = Record<string, unknown>>(params: SqlParams = []): Promise<T | undefined> {
+    return (await this.all<T>(params))[0];
+  }
+
+  /** @internal */
+  finalize(): Promise<void> {
+    return new Promise((resolve) => this.stmt.finalize(() => resolve()));
+  }
+}
+
+/** Cached statements per connection; the least recently used is finalized beyond this. */
+const STATEMENT_CACHE = 64;
+
 export class Sqlite {
+  /** Insertion order is use order (a hit moves its entry to the end): the first entry is the least recently used. */
+  private readonly statements = new Map<string, Prepared>();
+
   private constructor(
     readonly path: string,
     private readonly db: sqlite3.Database,
   ) {}
+
+  /**
+   * The cached prepared statement for `sql` (prepared on first use). Values
+   * are bound, never spliced into the text. At most STATEMENT_CACHE texts are
+   * kept; the least recently used one is finalized to make room (node-sqlite3
+   * runs a finalize after the calls already queued on that statement), so use
+   * the statement right away, as in `(await db.prepared(sql)).run(params)`.
+   */
+  async prepared(sql: string): Promise<Prepared> {
+    const hit = this.statements.get(sql);
+    if (hit) {
+      this.statements.delete(sql);
+      this.statements.set(sql, hit);
+      return hit;
+    }
+    const stmt = await new Promise<sqlite3.Statement>((resolve, reject) => {
+      const st: sqlite3.Statement = this.db.prepare(sql, (err: Error | null) => (err ? reject(wrap(err, sql, this.path)) : resolve(st)));
+    });
+    // Two callers may have prepared the same text at once: keep the first, drop the other.
+    const raced = this.statements.get(sql);
+    if (raced) {
+      stmt.finalize();
+      return raced;
+    }
+    const p = new Prepared(stmt, sql, this.path);
+    this.statements.set(sql, p);
+    if (this.statements.size > STATEMENT_CACHE) {
+      const [oldest, old] = this.statements.entries().next().value as [string, Prepared];
+      this.statements.delete(oldest);
+      void old.finalize();
+    }
+    return p;
+  }
 
   /**
    * Open (and by default create) a database with Tallybox's durability pragmas.
@@ -168,6 +250,9 @@ export class Sqlite {
    * (each store owns its connection and serialises its own writes).
    */
   async transaction<T>(fn: () => Promise<T>): Promise<T> {
+    // Through exec, not cached statements: node-sqlite3 runs an exec only once every statement
+    // already handed to it has finished (stores that fire a write without awaiting it rely on that).
+    // The outbox's hot path avoids transactions instead (a single statement commits by itself).
     await this.exec('BEGIN IMMEDIATE');
     try {
       const out = await fn();
@@ -179,7 +264,11 @@ export class Sqlite {
     }
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    // sqlite3_close refuses a connection with statements still prepared.
+    const stmts = [...this.statements.values()];
+    this.statements.clear();
+    await Promise.all(stmts.map((p) => p.finalize()));
     return new Promise((resolve, reject) => this.db.close((err) => (err ? reject(wrap(err, 'close', this.path)) : resolve())));
   }
 }

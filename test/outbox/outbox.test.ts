@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Outbox } from '../../src/outbox/outbox.js';
+import { Outbox, deletePlan, statementSizes } from '../../src/outbox/outbox.js';
 import { Sqlite } from '../../src/store/sqlite.js';
 import { PunchMethod } from '../../src/proto/index.js';
 import { UUIDV7_RE } from '../../src/util/uuidv7.js';
@@ -155,5 +155,45 @@ describe('Outbox', () => {
     await expect(Outbox.open({ path, capacity: 10 })).rejects.toMatchObject({ code: 'STORAGE_CORRUPT' });
     expect(readFileSync(path, 'utf8')).toBe(junk);
     expect(existsSync(`${path}-wal`)).toBe(false);
+  });
+});
+
+describe('synchronous level of each write', () => {
+  it('punch commits run at FULL, also right after a delete flush ran at NORMAL; the switch happens only when the next write needs it', async () => {
+    const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 100 });
+    expect(await o.writerSynchronous()).toBe(2);
+    const a = await o.accept(punch(1));
+    o.ack(a.seq);
+    await o.flushAcks();
+    expect(await o.writerSynchronous()).toBe(1); // deletes of delivered rows: no fsync of their own
+    const b = await o.accept(punch(2));
+    expect(await o.writerSynchronous()).toBe(2); // the punch was committed at FULL
+    // An ack pending when a punch commits is deleted in that (FULL) commit: no NORMAL flush at all.
+    o.ack(b.seq);
+    await o.accept(punch(3));
+    expect(o.pendingAcks).toBe(0);
+    expect(o.depth).toBe(1);
+    expect(await o.writerSynchronous()).toBe(2);
+    await o.enqueueResult('org-a', '{}');
+    expect(await o.writerSynchronous()).toBe(2);
+    await o.close();
+  });
+});
+
+describe('statement shapes of the hot path', () => {
+  it('deletes: runs of consecutive seqs as ranges, the rest as IN lists, duplicates once', () => {
+    const plan = deletePlan([12, 3, 4, 5, 6, 7, 8, 9, 10, 11, 40, 41, 3, 90]);
+    expect(plan).toEqual([
+      { sql: 'DELETE FROM punches WHERE seq BETWEEN ? AND ?', params: [3, 12] },
+      { sql: 'DELETE FROM punches WHERE seq IN (?,?,?)', params: [40, 41, 90] },
+    ]);
+    expect(deletePlan([7])).toEqual([{ sql: 'DELETE FROM punches WHERE seq IN (?)', params: [7] }]);
+    expect(deletePlan([])).toEqual([]);
+  });
+
+  it('inserts: one statement up to 1,000 rows (it commits by itself), more in chunks of 1,000', () => {
+    expect(statementSizes(1)).toEqual([1]);
+    expect(statementSizes(1000)).toEqual([1000]);
+    expect(statementSizes(2500)).toEqual([1000, 1000, 500]);
   });
 });
