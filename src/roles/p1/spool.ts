@@ -98,6 +98,8 @@ export interface SpoolEvents {
   state: [jobId: string, state: JobState];
   /** A job ended and was shredded; its receipt. */
   shredded: [jobId: string, receipt: SignedErasureReceipt];
+  /** A printer's reported state changed (DeviceState's printer summary is due). */
+  printer: [name: string];
 }
 
 /** What a command handler answers. */
@@ -124,6 +126,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
   readonly #backoff = new Map<string, Backoff>();
   readonly #printerState = new Map<string, { state: string; reasons: string[] }>();
   #running = false;
+  readonly #unwatch: (() => void)[] = [];
   #holdTimer: NodeJS.Timeout | null = null;
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
@@ -312,6 +315,16 @@ export class Spool extends EventEmitter<SpoolEvents> {
   /** Resume every job from its state (see the rule at the top), then run. */
   async start(): Promise<void> {
     this.#running = true;
+    // The state a failed send reported (stopped: media-empty, unreachable) holds until the printer's
+    // supervisor finds it ready again (paper loaded, back on the LAN): then DeviceState says so too.
+    for (const [name, entry] of this.#o.printers) {
+      const on = (st: string) => {
+        if (st === 'ready' && this.#printerState.delete(name)) this.emit('printer', name);
+        else if (st !== 'ready') this.emit('printer', name);
+      };
+      entry.supervisor.on('status', on);
+      this.#unwatch.push(() => entry.supervisor.off('status', on));
+    }
     const rows = await this.store.all();
     const files = new Set(rows.map((r) => r.file));
     // Orphans: a file whose row was never written (its key was never stored) or whose shred was interrupted.
@@ -330,6 +343,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   async stop(): Promise<void> {
     this.#running = false;
+    for (const u of this.#unwatch.splice(0)) u();
     if (this.#holdTimer) clearTimeout(this.#holdTimer);
     for (const fl of this.#inflight.values()) fl.ac.abort();
     await Promise.allSettled([...this.#pumps.values(), ...this.#work]);
@@ -678,6 +692,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const reasons = (err as { details?: { reasons?: unknown } } | null)?.details?.reasons;
     const code = errorCode(err);
     this.#printerState.set(name, { state: code === 'PRINTER_STOPPED' ? 'stopped' : code === 'PRINTER_UNREACHABLE' ? 'unreachable' : 'unknown', reasons: Array.isArray(reasons) ? reasons.map(String) : [] });
+    this.emit('printer', name);
   }
 
   /** A job whose bytes all went out: the printer's word, or the configured delivery rule, or uncertain. */
