@@ -417,7 +417,10 @@ export class Spool extends EventEmitter<SpoolEvents> {
         this.#track(this.#confirm(row, true));
         return;
       case 'uncertain':
-        return; // held for the cloud's decision; its status was sent when it became uncertain
+        // Held for the cloud's decision. Its status is queued again: a crash right after the state
+        // change (before #move queued it) would otherwise leave the cloud waiting on a job that waits on it.
+        await this.#o.publish(row.orgId, row.counter, status(row));
+        return;
     }
   }
 
@@ -754,10 +757,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const t0 = performance.now();
     if (row.wrappedKey) row = await this.store.update(row, { wrappedKey: null }); // a row ended before this version wiped keys
     const fileRemoved = await removeSpoolFile(this.#o.spoolDir, row.file);
-    await this.store.db.transaction(async () => {
-      await this.store.db.run('INSERT OR REPLACE INTO p1_ended (org_id, job_id, state, ended_at_ms) VALUES (?, ?, ?, ?)', [row.orgId, row.jobId, row.state, Date.now()]);
-      await this.store.delete(row.orgId, row.jobId);
-    });
     await this.#checkpoint();
     const t1 = performance.now();
     const scan = samples.length ? await scanJob(this.#o.spoolDir, this.store.files(), samples) : undefined;
@@ -780,7 +779,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
     );
     if (receipt.verification === 'failed') this.#log.error({ event: 'p1_shred_unverified', jobId: row.jobId, hits: receipt.scan.hits }, 'print job shredded but fragments were found by the scan');
     const st = status(row);
+    // The status and its receipt are queued (durably) BEFORE the row goes: a crash in between finishes
+    // the shred again at the next start (#resume: a second, resumed receipt), where the other order
+    // would leave an ended job the cloud is never told about. The row holds no key and no content now.
     await this.#o.publish(row.orgId, row.counter, st, signed);
+    await this.store.db.transaction(async () => {
+      await this.store.db.run('INSERT OR REPLACE INTO p1_ended (org_id, job_id, state, ended_at_ms) VALUES (?, ?, ?, ?)', [row.orgId, row.jobId, row.state, Date.now()]);
+      await this.store.delete(row.orgId, row.jobId);
+    });
+    await this.#checkpoint();
     this.emit('shredded', row.jobId, signed);
     return st;
   }

@@ -129,8 +129,14 @@ export class AgentChild {
     return () => this.#listeners.delete(fn);
   }
 
-  /** Start and wait until the link is online (commands can be received). */
-  async start(timeoutMs = 90_000): Promise<void> {
+  #killed = false;
+
+  /**
+   * Start and wait until the link is online (commands can be received): true. False when our own
+   * kill() ended it first (a kill timed to land during the start); any other exit throws.
+   */
+  async start(timeoutMs = 90_000): Promise<boolean> {
+    this.#killed = false;
     const p = spawn(process.execPath, [CLI, 'run', '--config', this.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc = p;
     this.starts++;
@@ -151,10 +157,12 @@ export class AgentChild {
     });
     const end = performance.now() + timeoutMs;
     while (!online) {
-      if (p.exitCode !== null) throw new Error(`agent exited with ${p.exitCode}: ${this.stderrTail}`);
+      if (this.#killed) return false;
+      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`agent exited with ${p.exitCode ?? p.signalCode}: ${this.stderrTail}`);
       if (performance.now() > end) throw new Error(`agent did not come online: ${this.stderrTail}`);
       await sleep(25);
     }
+    return true;
   }
 
   get running(): boolean {
@@ -165,6 +173,7 @@ export class AgentChild {
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    this.#killed = true;
     await new Promise<void>((r) => {
       p.once('exit', () => r());
       p.kill(signal);
@@ -196,6 +205,11 @@ export interface P1World {
   waitJob(jobId: string, state: string | string[], timeoutMs?: number): Promise<void>;
   /** Wait for a command's first result (by counter). */
   result(counter: number, timeoutMs?: number): Promise<import('../../../src/proto/index.js').CommandResult>;
+  /**
+   * Wait until the agent answers print commands (its link subscribed, its print role started): a
+   * CancelJob for a job that does not exist is refused as unknown_job then. False if it stopped.
+   */
+  commandsReady(timeoutMs?: number): Promise<boolean>;
   /** The spool files now on disk. */
   spoolFiles(): string[];
   /** Spool directory + every database file of the data dir (what may hold a document's traces). */
@@ -277,6 +291,17 @@ export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
         return waitUntil(() => want.includes(cloud.job(jobId)?.stateName ?? ''), timeoutMs, `job ${jobId} ${want.join('|')} (is ${cloud.job(jobId)?.stateName})`);
       },
       result: async (counter, timeoutMs = 60_000) => (await sink.waitForResult(counter, timeoutMs)).result,
+      commandsReady: async (timeoutMs = 90_000) => {
+        const end = performance.now() + timeoutMs;
+        while (performance.now() < end) {
+          if (!agent.running) return false;
+          const counter = await cloud.cancelJob(ORG, 'no-such-job');
+          const r = await sink.waitForResult(counter, 3000).catch(() => undefined); // not subscribed yet: the command was dropped; again
+          if (r?.result.reason === 'unknown_job') return true;
+          if (r) await sleep(100); // print_role_not_started: the role is still starting
+        }
+        throw new Error(`the agent did not answer print commands within ${timeoutMs} ms: ${agent.stderrTail.slice(-3000)}`);
+      },
       spoolFiles: () => {
         try {
           return readdirSync(spoolDir);
