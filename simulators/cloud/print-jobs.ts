@@ -5,6 +5,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { verifyCommandResult } from '../../src/link/commands/result.js';
+import { parseTopic } from '../../src/link/topics.js';
 import { PrintDocumentFormat, PrintJobState, type CommandBodyProps, type CommandResult, type PrintJobProps } from '../../src/proto/index.js';
 import { verifyErasureReceipt, type ErasureReceipt, type SignedErasureReceipt } from '../../src/privacy/receipt.js';
 import type { ServedDocument } from './print-docs.js';
@@ -86,5 +87,71 @@ export class PrintStatusBook {
 
   state(jobId: string): string | undefined {
     return this.jobs.get(jobId)?.stateName;
+  }
+}
+
+/** What a PrintCloud needs of the cloud emulator's sink (CloudSink fits). */
+export interface PrintResultSource {
+  rawResults(): readonly { result: CommandResult; raw: Buffer; topic: string }[];
+  sendCommand(signer: { sign(body: CommandBodyProps): Buffer; readonly lastCounter: number }, orgId: string, deviceId: string, body: CommandBodyProps): Promise<Buffer>;
+}
+
+/**
+ * The cloud emulator's print desk for one device: signs and sends PrintJob / CancelJob /
+ * ReprintJob over MQTT through the sink, and folds every result the device sends back into a
+ * PrintStatusBook (signatures and erasure receipts verified against the device's key).
+ */
+export class PrintCloud {
+  readonly book: PrintStatusBook;
+  #seen = 0;
+  constructor(
+    readonly o: {
+      sink: PrintResultSource;
+      signer: { sign(body: CommandBodyProps): Buffer; readonly lastCounter: number };
+      deviceId: string;
+      /** The device's identity public key (PEM or KeyObject): results and receipts are verified with it. */
+      deviceKey?: KeyObject | string;
+    },
+  ) {
+    this.book = new PrintStatusBook(o.deviceKey ? { deviceKey: o.deviceKey } : {});
+  }
+
+  /** Fold results that arrived since the last call into the book. */
+  refresh(): PrintStatusBook {
+    const all = this.o.sink.rawResults();
+    for (; this.#seen < all.length; this.#seen++) {
+      const r = all[this.#seen]!;
+      if (parseTopic(r.topic)?.deviceId === this.o.deviceId) this.book.add(r.result, r.raw);
+    }
+    return this.book;
+  }
+
+  /** Sign and send; the command's counter (its first result carries it). */
+  async send(orgId: string, body: CommandBodyProps): Promise<number> {
+    await this.o.sink.sendCommand(this.o.signer, orgId, this.o.deviceId, body);
+    return this.o.signer.lastCounter;
+  }
+
+  printJob(orgId: string, spec: PrintJobSpec): Promise<number> {
+    return this.send(orgId, printJobBody(spec));
+  }
+
+  cancelJob(orgId: string, jobId: string): Promise<number> {
+    return this.send(orgId, cancelJobBody(jobId));
+  }
+
+  reprintJob(orgId: string, jobId: string): Promise<number> {
+    return this.send(orgId, reprintJobBody(jobId));
+  }
+
+  /** The newest view of a job (refreshed). */
+  job(jobId: string): JobView | undefined {
+    return this.refresh().jobs.get(jobId);
+  }
+
+  /** Every job's newest state, plus the book's verification counters (the emulator's GET /api/print). */
+  summary(): { jobs: JobView[]; receiptsVerified: number; receiptsBad: number; resultsBad: number } {
+    const b = this.refresh();
+    return { jobs: [...b.jobs.values()], receiptsVerified: b.receiptsVerified, receiptsBad: b.receiptsBad, resultsBad: b.resultsBad };
   }
 }

@@ -87,6 +87,7 @@ export class P1Role implements ErasureParticipant, PrintCommandHandlers {
       ...(o.confirmTimeoutMs !== undefined ? { confirmTimeoutMs: o.confirmTimeoutMs } : {}),
     });
     r.spool.on('state', () => r.#summarySoon());
+    r.spool.on('printer', () => r.#summarySoon());
     return r;
   }
 

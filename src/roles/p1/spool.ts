@@ -98,6 +98,8 @@ export interface SpoolEvents {
   state: [jobId: string, state: JobState];
   /** A job ended and was shredded; its receipt. */
   shredded: [jobId: string, receipt: SignedErasureReceipt];
+  /** A printer's reported state changed (DeviceState's printer summary is due). */
+  printer: [name: string];
 }
 
 /** What a command handler answers. */
@@ -124,6 +126,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
   readonly #backoff = new Map<string, Backoff>();
   readonly #printerState = new Map<string, { state: string; reasons: string[] }>();
   #running = false;
+  readonly #unwatch: (() => void)[] = [];
   #holdTimer: NodeJS.Timeout | null = null;
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
@@ -312,6 +315,16 @@ export class Spool extends EventEmitter<SpoolEvents> {
   /** Resume every job from its state (see the rule at the top), then run. */
   async start(): Promise<void> {
     this.#running = true;
+    // The state a failed send reported (stopped: media-empty, unreachable) holds until the printer's
+    // supervisor finds it ready again (paper loaded, back on the LAN): then DeviceState says so too.
+    for (const [name, entry] of this.#o.printers) {
+      const on = (st: string) => {
+        if (st === 'ready' && this.#printerState.delete(name)) this.emit('printer', name);
+        else if (st !== 'ready') this.emit('printer', name);
+      };
+      entry.supervisor.on('status', on);
+      this.#unwatch.push(() => entry.supervisor.off('status', on));
+    }
     const rows = await this.store.all();
     const files = new Set(rows.map((r) => r.file));
     // Orphans: a file whose row was never written (its key was never stored) or whose shred was interrupted.
@@ -330,6 +343,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   async stop(): Promise<void> {
     this.#running = false;
+    for (const u of this.#unwatch.splice(0)) u();
     if (this.#holdTimer) clearTimeout(this.#holdTimer);
     for (const fl of this.#inflight.values()) fl.ac.abort();
     await Promise.allSettled([...this.#pumps.values(), ...this.#work]);
@@ -403,7 +417,10 @@ export class Spool extends EventEmitter<SpoolEvents> {
         this.#track(this.#confirm(row, true));
         return;
       case 'uncertain':
-        return; // held for the cloud's decision; its status was sent when it became uncertain
+        // Held for the cloud's decision. Its status is queued again: a crash right after the state
+        // change (before #move queued it) would otherwise leave the cloud waiting on a job that waits on it.
+        await this.#o.publish(row.orgId, row.counter, status(row));
+        return;
     }
   }
 
@@ -678,6 +695,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const reasons = (err as { details?: { reasons?: unknown } } | null)?.details?.reasons;
     const code = errorCode(err);
     this.#printerState.set(name, { state: code === 'PRINTER_STOPPED' ? 'stopped' : code === 'PRINTER_UNREACHABLE' ? 'unreachable' : 'unknown', reasons: Array.isArray(reasons) ? reasons.map(String) : [] });
+    this.emit('printer', name);
   }
 
   /** A job whose bytes all went out: the printer's word, or the configured delivery rule, or uncertain. */
@@ -739,10 +757,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const t0 = performance.now();
     if (row.wrappedKey) row = await this.store.update(row, { wrappedKey: null }); // a row ended before this version wiped keys
     const fileRemoved = await removeSpoolFile(this.#o.spoolDir, row.file);
-    await this.store.db.transaction(async () => {
-      await this.store.db.run('INSERT OR REPLACE INTO p1_ended (org_id, job_id, state, ended_at_ms) VALUES (?, ?, ?, ?)', [row.orgId, row.jobId, row.state, Date.now()]);
-      await this.store.delete(row.orgId, row.jobId);
-    });
     await this.#checkpoint();
     const t1 = performance.now();
     const scan = samples.length ? await scanJob(this.#o.spoolDir, this.store.files(), samples) : undefined;
@@ -765,7 +779,15 @@ export class Spool extends EventEmitter<SpoolEvents> {
     );
     if (receipt.verification === 'failed') this.#log.error({ event: 'p1_shred_unverified', jobId: row.jobId, hits: receipt.scan.hits }, 'print job shredded but fragments were found by the scan');
     const st = status(row);
+    // The status and its receipt are queued (durably) BEFORE the row goes: a crash in between finishes
+    // the shred again at the next start (#resume: a second, resumed receipt), where the other order
+    // would leave an ended job the cloud is never told about. The row holds no key and no content now.
     await this.#o.publish(row.orgId, row.counter, st, signed);
+    await this.store.db.transaction(async () => {
+      await this.store.db.run('INSERT OR REPLACE INTO p1_ended (org_id, job_id, state, ended_at_ms) VALUES (?, ?, ?, ?)', [row.orgId, row.jobId, row.state, Date.now()]);
+      await this.store.delete(row.orgId, row.jobId);
+    });
+    await this.#checkpoint();
     this.emit('shredded', row.jobId, signed);
     return st;
   }
