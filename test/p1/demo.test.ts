@@ -9,6 +9,8 @@ import { runP1Demo, type JobEvidence, type P1DemoOptions, type P1Summary } from 
 import { pb } from '../../src/proto/index.js';
 import type { DirJobRecorder } from '../../simulators/printer/recorder.js';
 import type { JobRecorder, RecordedJobWriter } from '../../simulators/printer/types.js';
+import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
+import { CloudSink } from '../../simulators/cloud/sink.js';
 import { CLI } from '../helpers/agent-process.js';
 
 const SUMMARY_KEYS = ['sent', 'printed', 'failed', 'uncertain', 'bytes', 'receiptsVerified', 'resultsRejected', 'contradicted'];
@@ -119,5 +121,25 @@ describe('tallybox demo --device p1', () => {
     expect(r.code, r.lines.join('\n')).toBe(1);
     for (const j of r.jobs) expect(j, j.jobId).toMatchObject({ reported: 'uncertain', receipt: 'missing', contradicted: false });
     expect(r.summary).toMatchObject({ sent: 3, uncertain: 3, receiptsVerified: 0 });
+  }, 180_000);
+
+  it('--broker URL: the jobs go through a broker the demo does not own (its results seen there by another subscriber)', async () => {
+    const broker = await startEmbeddedBroker();
+    const sink = await CloudSink.connect({ url: broker.url });
+    try {
+      const r = await runJson({ brokerUrl: broker.url });
+      expect(r.code, r.lines.join('\n')).toBe(0);
+      expect(r.summary).toMatchObject({ sent: 3, printed: 3, receiptsVerified: 3 });
+      const seen = new Set(
+        sink
+          .commandResults()
+          .map((x) => x.printJobStatus?.jobId)
+          .filter(Boolean),
+      );
+      expect([...seen].sort()).toEqual(['demo-job-1', 'demo-job-2', 'demo-job-3']);
+    } finally {
+      await sink.close();
+      await broker.close();
+    }
   }, 180_000);
 });
