@@ -8,6 +8,8 @@
  * (printed once, by the recorder's evidence), refused elsewhere, and printer
  * faults (offline, paper-out). All through the typed client.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LabApiError, type LabPrintJobView } from '../../simulators/lab/client.js';
 import { startTestLab, type TestLab } from './helpers.js';
@@ -190,6 +192,14 @@ describe('lab faults and cloud commands on real agents', () => {
     await c.waitForEvent((e) => e.type === 'receipt' && e.data.deviceId === 'print-room' && e.data.kind === 'print_job', { timeoutMs: 10_000 });
     const p = (await c.printJobs('print-room')).printer;
     expect(p).toMatchObject({ name: 'front', state: 'idle', resultsRejected: 0 });
+    // The outcome is evidence re-read from the printer's recording, not the device's word: a byte
+    // changed in the recorded copy turns the job failed and contradicted (the device said confirmed).
+    const out = join(t.lab.dir, 'devices', 'print-room', 'printer-out');
+    const rec = (JSON.parse(readFileSync(join(out, 'jobs.json'), 'utf8')) as { jobs: { name: string; file: string }[] }).jobs.find((j) => j.name === inline.job.jobId)!;
+    const bytes = readFileSync(join(out, rec.file));
+    bytes[10] = bytes[10]! ^ 0x01;
+    writeFileSync(join(out, rec.file), bytes);
+    expect((await c.printJobs('print-room')).jobs.find((j) => j.jobId === inline.job.jobId)).toMatchObject({ state: 'confirmed', outcome: 'failed', exactCopies: 0, contradicted: true });
   }, 120_000);
 
   it('printer offline: the agent reports it, the job waits; back online, it prints once', async () => {
