@@ -527,6 +527,7 @@ export class Lab extends EventEmitter {
       if (!d.hw.methods.includes(action.method)) throw labError('LAB_METHOD_UNAVAILABLE', `device ${d.name} has no peripheral for "${action.method}" (it takes: ${d.hw.methods.join(', ')})`);
     }
     if (action.type === 'print' || action.type === 'printer') this.#printerOf(this.#device(action.device));
+    if (action.type === 'print') this.#printerOf(this.#device(action.device)).validate(action);
     if (action.type === 'withdraw' && !this.config.orgs.some((o) => o.id === action.org)) throw labError('LAB_UNKNOWN_ORG', `no organisation "${action.org}" in this lab`, { org: action.org });
     const rec: RecordedAction = { type: 'action', seq: ++this.#actionSeq, t: Math.round(performance.now() - this.#t0), at: new Date().toISOString(), action };
     this.#actions.push(rec);

@@ -162,6 +162,10 @@ describe('lab faults and cloud commands on real agents', () => {
     expect((err as LabApiError).status).toBe(400);
     expect((err as LabApiError).code).toBe('PRINT_NOT_AVAILABLE');
     expect((err as LabApiError).message).toMatch(/lobby is a m2, not a print box/);
+    // Too big to go inline (the MQTT packet limit follows p1.inlineMaxBytes): refused before anything is sent.
+    const big = await t.client.print('print-room', { source: 'inline', pages: 40 }).catch((e: unknown) => e);
+    expect((big as LabApiError).code).toBe('LAB_BAD_REQUEST');
+    expect((big as LabApiError).message).toMatch(/send it with source "fetch"/);
     const fault = await t.client.printerFault('front-door', 'offline').catch((e: unknown) => e);
     expect((fault as LabApiError).code).toBe('PRINT_NOT_AVAILABLE');
     expect((await t.client.actions()).actions.length).toBe(before);

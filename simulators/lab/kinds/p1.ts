@@ -13,6 +13,7 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { TallyboxError } from '../../../src/util/errors.js';
 import { pb, type CommandResult } from '../../../src/proto/index.js';
 import { makePrivateCa, PrintDocServer } from '../../cloud/print-docs.js';
 import { PrintStatusBook, printJobBody } from '../../cloud/print-jobs.js';
@@ -36,6 +37,9 @@ const Peripherals = z
       .default({ name: 'front' }),
   })
   .strict();
+
+/** The agent's p1.inlineMaxBytes (its default, set explicitly below): a larger inline job would not even reach the intake. */
+const INLINE_MAX_BYTES = 48 * 1024;
 
 /** Paper runs out this far into the next job when the fault is switched on without a byte count. */
 const PAPER_OUT_AFTER = 4096;
@@ -98,6 +102,14 @@ export const p1Kind: LabDeviceKind = {
         trust(publicKeyPem) {
           book = new PrintStatusBook({ deviceKey: createPublicKey(publicKeyPem) });
         },
+        validate(req) {
+          if (req.source !== 'inline') return;
+          const size = printerReadyDocument(req.pages, 'size').length;
+          if (size > INLINE_MAX_BYTES)
+            throw new TallyboxError('LAB_BAD_REQUEST', `an inline document of ${req.pages} pages is ${size} bytes, more than the print box takes inline (p1.inlineMaxBytes ${INLINE_MAX_BYTES}): send it with source "fetch"`, {
+              device: device.name,
+            });
+        },
         prepare(jobId, req) {
           const doc = printerReadyDocument(req.pages, jobId);
           const served = req.source === 'fetch' ? docs.add(jobId, doc) : undefined;
@@ -154,6 +166,7 @@ export const p1Kind: LabDeviceKind = {
         agentConfig: {
           p1: {
             printers: { [p.printer.name]: { url: `raw://127.0.0.1:${raw.port}?pjl=1` } },
+            inlineMaxBytes: INLINE_MAX_BYTES,
             fetch: { caFile: ca.caFile, timeoutMs: 60_000 },
             retry: { minMs: 200, maxMs: 2000 },
             heartbeatMs: 2000,

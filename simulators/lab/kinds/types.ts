@@ -118,6 +118,8 @@ export interface LabPrinter {
   name: string;
   /** The device's public key (from provisioning): results and receipts are verified with it. */
   trust(publicKeyPem: string): void;
+  /** Throws LAB_BAD_REQUEST for a job this print box cannot take (an inline document over its inline limit). */
+  validate(req: { source: 'inline' | 'fetch'; pages: number }): void;
   /** Make a job's document (served over HTTPS for 'fetch'); `record(counter)` once the signed command is out. */
   prepare(jobId: string, req: { source: 'inline' | 'fetch'; pages: number }): { body: CommandBodyProps; record(counter: number): void };
   /** A result the cloud received from this device, the bytes as published. */
