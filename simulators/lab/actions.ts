@@ -26,6 +26,23 @@ export const LabActionSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('enrol'), person: Name, device: Name.optional() }).strict(),
   z.object({ type: z.literal('erase'), person: Name }).strict(),
   z.object({ type: z.literal('withdraw'), org: Name }).strict(),
+  // P1: a signed PrintJob (a generated printer-ready document of `pages` pages, inline or fetched over HTTPS).
+  z.object({ type: z.literal('print'), device: Name, source: z.enum(['inline', 'fetch']).default('inline'), pages: z.number().int().min(1).max(500).default(2) }).strict(),
+  // P1: a printer fault (paper-out on: the paper runs out `afterBytes` into the next job; off: paper loaded).
+  z
+    .object({
+      type: z.literal('printer'),
+      device: Name,
+      fault: z.enum(['offline', 'paper-out', 'busy', 'never-confirm', 'clear']),
+      on: z.boolean().default(true),
+      afterBytes: z
+        .number()
+        .int()
+        .min(1)
+        .max(2 ** 40)
+        .optional(),
+    })
+    .strict(),
 ]);
 
 export type LabAction = z.infer<typeof LabActionSchema>;

@@ -5,6 +5,13 @@
  */
 import type { CommandOutcome, DeviceView, PersonView, PunchView } from './lab.js';
 import type { LabAction, RecordedAction } from './actions.js';
+import type { LabPrinterFault, LabPrintJobView } from './kinds/types.js';
+
+export type PrinterView = NonNullable<DeviceView['printer']>;
+export interface PrintResult {
+  result: CommandOutcome;
+  job: LabPrintJobView;
+}
 
 export class LabApiError extends Error {
   constructor(
@@ -80,8 +87,17 @@ export class LabClient {
   async restart(device: string): Promise<DeviceView> {
     return (await this.#call<{ device: DeviceView }>('POST', `/api/devices/${encodeURIComponent(device)}/agent/restart`)).device;
   }
-  print(device: string): Promise<never> {
-    return this.#call('POST', `/api/devices/${encodeURIComponent(device)}/print-jobs`);
+  /** Send a signed PrintJob to a p1 device (a generated document, inline or fetched over HTTPS); resolves with the command's first result. */
+  print(device: string, job: { source?: 'inline' | 'fetch'; pages?: number } = {}): Promise<PrintResult> {
+    return this.#call('POST', `/api/devices/${encodeURIComponent(device)}/print-jobs`, job);
+  }
+  /** The printer and every job sent to it: the device's report next to the evidence (recording SHA-256, verified receipt). */
+  printJobs(device: string): Promise<{ printer: PrinterView; jobs: LabPrintJobView[] }> {
+    return this.#call('GET', `/api/devices/${encodeURIComponent(device)}/print-jobs`);
+  }
+  /** Switch a printer fault on a p1 device (offline, paper-out [after N bytes], busy, never-confirm, clear). */
+  async printerFault(device: string, fault: LabPrinterFault, on = true, afterBytes?: number): Promise<DeviceView> {
+    return (await this.#call<{ device: DeviceView }>('POST', `/api/devices/${encodeURIComponent(device)}/printer`, { fault, on, ...(afterBytes !== undefined ? { afterBytes } : {}) })).device;
   }
   async enrol(person: string, device?: string): Promise<CommandOutcome[]> {
     return (await this.#call<{ results: CommandOutcome[] }>('POST', '/api/commands/enrol', { person, ...(device ? { device } : {}) })).results;
@@ -133,4 +149,4 @@ export class LabClient {
   }
 }
 
-export type { LabAction, RecordedAction, DeviceView, PersonView, PunchView, CommandOutcome };
+export type { LabAction, RecordedAction, DeviceView, PersonView, PunchView, CommandOutcome, LabPrintJobView, LabPrinterFault };

@@ -33,11 +33,11 @@ import { AgentChild, type AgentLogLine } from './agent-child.js';
 import type { LabConfig, LabDeviceConfig } from './config.js';
 import { DeviceDisk, sweepStaleLabDisks } from './disk.js';
 import { LAB_KINDS } from './kinds/index.js';
-import type { EnrolOutcome, KindHardware, LabMethod, LabModality, LabPerson } from './kinds/types.js';
+import type { EnrolOutcome, KindHardware, LabMethod, LabModality, LabPerson, LabPrinter, LabPrinterView } from './kinds/types.js';
 import { assertBuilt } from './paths.js';
 import { Recorder, readRecord } from './record.js';
 
-export type LabEventType = 'punch' | 'receipt' | 'result' | 'device' | 'action';
+export type LabEventType = 'punch' | 'receipt' | 'result' | 'device' | 'action' | 'print';
 
 export interface LabEvent {
   id: number;
@@ -79,6 +79,8 @@ export interface DeviceView {
   disk: { tmpfs: boolean; full: boolean; freeBytes: number | null; note: string | null };
   clock: { offsetMs: number; deviceTimeMs: number; synced: boolean | null };
   enrolled: Record<string, string[]>;
+  /** P1: the simulated printer (its side) and what the agent reports of it; null on other kinds. */
+  printer: (LabPrinterView & { agent: { state: string; reasons: string[]; jobsWaiting: number; jobsUncertain: number } | null }) | null;
 }
 
 export interface PersonView {
@@ -141,6 +143,8 @@ class Device {
   readonly enrolled = new Map<string, Set<string>>();
   /** People recorded here (SubjectUpsert accepted). */
   readonly upserted = new Set<string>();
+  /** Print jobs the lab sent here (p1): numbers the job ids. */
+  printJobs = 0;
 
   constructor(o: { cfg: LabDeviceConfig; dir: string; hw: KindHardware; agent: AgentChild; uplink: BlackholeProxy | undefined; disk: DeviceDisk; clockFile: string }) {
     this.cfg = o.cfg;
@@ -179,6 +183,7 @@ export class Lab extends EventEmitter {
   #recorder: Recorder | undefined;
   #signer = new CommandSigner({ keyId: 'lab-cloud' });
   #sink!: CloudSink;
+  readonly #printEvents = new SerialQueue();
   #eventId = 0;
   #actionSeq = 0;
   #poll: NodeJS.Timeout | undefined;
@@ -272,7 +277,8 @@ export class Lab extends EventEmitter {
     const uplink = loopback !== undefined ? await BlackholeProxy.start(loopback) : undefined;
     if (uplink) this.#cleanups.push(() => uplink.close());
     const kekPath = join(dir, 'keys', 'tallybox.kek');
-    await provisionKeyFiles({ kekPath, dataDir });
+    const { publicKeyPem } = await provisionKeyFiles({ kekPath, dataDir });
+    hw.printer?.trust(publicKeyPem);
     const clockFile = join(dir, 'clock-offset-ms');
     writeFileSync(clockFile, '0\n');
     for (let attempt = 1; ; attempt++) {
@@ -303,7 +309,10 @@ export class Lab extends EventEmitter {
         throw err;
       }
       this.#cleanups.push(() => agent.close());
-      this.#devices.set(cfg.name, new Device({ cfg, dir, hw, agent, uplink, disk, clockFile }));
+      const device = new Device({ cfg, dir, hw, agent, uplink, disk, clockFile });
+      this.#devices.set(cfg.name, device);
+      const off = hw.printer?.onChange((jobId) => void this.#emitPrintJob(device, jobId));
+      if (off) this.#cleanups.push(off);
       return;
     }
   }
@@ -319,6 +328,7 @@ export class Lab extends EventEmitter {
   }
 
   #enrolsHere(p: LabPerson, d: Device): boolean {
+    if (d.hw.methods.length === 0) return false; // a print box identifies nobody: no one to enrol there
     const listed = this.config.people.find((x) => x.id === p.id)?.devices;
     return listed ? listed.includes(d.name) : d.servedOrgs.includes(p.org);
   }
@@ -421,6 +431,7 @@ export class Lab extends EventEmitter {
       disk: { tmpfs: d.disk.tmpfs, full: d.disk.full, freeBytes, note: d.disk.reason ?? null },
       clock: { offsetMs: d.clockOffsetMs, deviceTimeMs: Date.now() + d.clockOffsetMs, synced: s ? s.clock === 'CLOCK_STATUS_SYNCED' : null },
       enrolled: Object.fromEntries([...d.enrolled].map(([k, v]) => [k, [...v]])),
+      printer: d.hw.printer ? { ...d.hw.printer.view(), agent: agentPrinter(s?.printers, d.hw.printer.name) } : null,
     };
   }
 
@@ -466,6 +477,8 @@ export class Lab extends EventEmitter {
   #onResult(r: CommandResult, topic: string): void {
     const t = parseTopic(topic);
     const base = { deviceId: t?.deviceId ?? '', orgId: t?.orgId ?? '', counter: Number(r.counter) };
+    // The sink pushed this result's bytes just before calling here: the printer verifies those, byte for byte.
+    if (r.printJobStatus) this.#devices.get(base.deviceId)?.hw.printer?.onResult(this.#sink.rawResults().at(-1)!.raw);
     this.#emit('result', { ...base, code: ResultCode[r.code] ?? String(r.code), reason: r.reason });
     if (!r.receipt || r.receipt.length === 0) return;
     try {
@@ -513,6 +526,8 @@ export class Lab extends EventEmitter {
       const d = this.#device(action.device);
       if (!d.hw.methods.includes(action.method)) throw labError('LAB_METHOD_UNAVAILABLE', `device ${d.name} has no peripheral for "${action.method}" (it takes: ${d.hw.methods.join(', ')})`);
     }
+    if (action.type === 'print' || action.type === 'printer') this.#printerOf(this.#device(action.device));
+    if (action.type === 'print') this.#printerOf(this.#device(action.device)).validate(action);
     if (action.type === 'withdraw' && !this.config.orgs.some((o) => o.id === action.org)) throw labError('LAB_UNKNOWN_ORG', `no organisation "${action.org}" in this lab`, { org: action.org });
     const rec: RecordedAction = { type: 'action', seq: ++this.#actionSeq, t: Math.round(performance.now() - this.#t0), at: new Date().toISOString(), action };
     this.#actions.push(rec);
@@ -589,6 +604,17 @@ export class Lab extends EventEmitter {
           return r;
         });
       }
+      case 'print': {
+        const d = this.#device(a.device);
+        return d.queue.run(() => this.#print(d, a.source, a.pages));
+      }
+      case 'printer': {
+        const d = this.#device(a.device);
+        return d.queue.run(async () => {
+          this.#printerOf(d).setFault(a.fault, a.on, a.afterBytes);
+          return this.#afterFault(d);
+        });
+      }
       case 'withdraw': {
         const targets = [...this.#devices.values()].filter((d) => d.servedOrgs.includes(a.org));
         return this.#each(targets, async (d) => {
@@ -604,6 +630,36 @@ export class Lab extends EventEmitter {
         });
       }
     }
+  }
+
+  #printerOf(d: Device): LabPrinter {
+    if (!d.hw.printer) throw labError('PRINT_NOT_AVAILABLE', `device ${d.name} is a ${d.cfg.kind}, not a print box: only p1 devices take print jobs and printer faults`, { device: d.name });
+    return d.hw.printer;
+  }
+
+  /** A print job's current view (device report next to the evidence), or an error for a device without a printer. */
+  async printJobs(name: string): Promise<{ printer: NonNullable<DeviceView['printer']>; jobs: Awaited<ReturnType<LabPrinter['jobs']>> }> {
+    const d = this.#device(name);
+    const printer = this.#printerOf(d);
+    return { printer: this.#view(d).printer!, jobs: await printer.jobs() };
+  }
+
+  /** In order: a job's views are computed (hashing the recordings) one at a time, so an older one never follows a newer. */
+  #emitPrintJob(d: Device, jobId: string): Promise<void> {
+    return this.#printEvents.run(async () => {
+      const job = await d.hw.printer?.job(jobId).catch(() => undefined); // a recording half-gone at close: no event
+      if (job && !this.#closed) this.#emit('print', { deviceId: d.name, ...job });
+    });
+  }
+
+  async #print(d: Device, source: 'inline' | 'fetch', pages: number): Promise<Record<string, unknown>> {
+    const printer = this.#printerOf(d);
+    if (!d.agent.running) throw labError('LAB_AGENT_DOWN', `device ${d.name}'s agent is not running (restart it first)`);
+    // Job ids follow the device's action order, so a replay sends the same ids.
+    const jobId = `${d.name}-job-${++d.printJobs}`;
+    const job = printer.prepare(jobId, { source, pages });
+    const result = await this.#command(d, d.cfg.org, job.body, 60_000, (counter) => job.record(counter));
+    return { result, job: await printer.job(jobId) };
   }
 
   async #each(targets: Device[], fn: (d: Device) => Promise<CommandOutcome>): Promise<Record<string, unknown>> {
@@ -636,10 +692,11 @@ export class Lab extends EventEmitter {
   }
 
   /** Sign a command for one device and wait for its result. */
-  async #command(d: Device, orgId: string, body: CommandBodyProps, timeoutMs = 60_000): Promise<CommandOutcome> {
+  async #command(d: Device, orgId: string, body: CommandBodyProps, timeoutMs = 60_000, beforeSend?: (counter: number) => void): Promise<CommandOutcome> {
     // Signed and its counter read in one synchronous step: commands to several devices go out side by side.
     const bytes = this.#signer.sign({ deviceId: d.name, orgId, ...body });
     const counter = this.#signer.lastCounter;
+    beforeSend?.(counter);
     await this.#sink.sendRaw(orgId, d.name, bytes);
     try {
       const { result } = await this.#sink.waitForResult(counter, timeoutMs);
@@ -776,6 +833,13 @@ export class Lab extends EventEmitter {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The agent's own summary of one printer from its DeviceState (JSON), or null when it reports none. */
+function agentPrinter(printers: unknown, name: string): { state: string; reasons: string[]; jobsWaiting: number; jobsUncertain: number } | null {
+  if (!Array.isArray(printers)) return null;
+  const p = (printers as { name?: string; state?: string; reasons?: string[]; jobsWaiting?: number; jobsUncertain?: number }[]).find((x) => x.name === name);
+  return p ? { state: String(p.state ?? 'unknown'), reasons: Array.isArray(p.reasons) ? p.reasons.map(String) : [], jobsWaiting: Number(p.jobsWaiting ?? 0), jobsUncertain: Number(p.jobsUncertain ?? 0) } : null;
+}
 
 /** The port of a plain mqtt:// URL on loopback (the lab can put a proxy in front of it), else undefined. */
 function plainLoopbackPort(url: string): number | undefined {

@@ -79,15 +79,9 @@ export const ROUTES: readonly Route[] = [
   { method: 'POST', path: '/api/devices/{name}/clock', body: true, handler: act(({ params, body }) => ({ type: 'clock', device: params.name, offsetMs: body.offsetMs })) },
   { method: 'POST', path: '/api/devices/{name}/agent/kill', handler: act(({ params }) => ({ type: 'agent', device: params.name, op: 'kill' })) },
   { method: 'POST', path: '/api/devices/{name}/agent/restart', handler: act(({ params }) => ({ type: 'agent', device: params.name, op: 'restart' })) },
-  {
-    method: 'POST',
-    path: '/api/devices/{name}/print-jobs',
-    handler: ({ lab, params }) => {
-      const d = lab.device(params.name!);
-      // No lab kind takes print jobs until p1 plugs in (kinds/index.ts).
-      throw new TallyboxError('PRINT_NOT_AVAILABLE', `device ${d.name} (${d.kind}) takes no print jobs: the print box (p1) is not built in the lab yet`, { device: d.name });
-    },
-  },
+  { method: 'GET', path: '/api/devices/{name}/print-jobs', handler: ({ lab, params }) => lab.printJobs(params.name!) },
+  { method: 'POST', path: '/api/devices/{name}/print-jobs', body: true, handler: act(({ params, body }) => ({ ...body, type: 'print', device: params.name })) },
+  { method: 'POST', path: '/api/devices/{name}/printer', body: true, handler: act(({ params, body }) => ({ ...body, type: 'printer', device: params.name })) },
   { method: 'POST', path: '/api/commands/enrol', body: true, handler: act(({ body }) => ({ type: 'enrol', person: body.person, ...(body.device !== undefined ? { device: body.device } : {}) })) },
   { method: 'POST', path: '/api/commands/erase', body: true, handler: act(({ body }) => ({ type: 'erase', person: body.person })) },
   { method: 'POST', path: '/api/commands/withdraw', body: true, handler: act(({ body }) => ({ type: 'withdraw', org: body.org })) },
@@ -106,7 +100,7 @@ const STATUS: Record<string, number> = {
   LAB_UPLINK_FAULT_UNAVAILABLE: 409,
   LAB_DISK_FAULT_UNAVAILABLE: 409,
   LAB_CLOSED: 503,
-  PRINT_NOT_AVAILABLE: 501,
+  PRINT_NOT_AVAILABLE: 400,
 };
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -24,7 +24,7 @@ import { BlackholeProxy } from '../../simulators/lib/tcp-proxy.js';
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export interface DemoDeviceOptions {
-  kind: 'sim' | 'm1' | 'm2' | 'c1';
+  kind: 'sim' | 'm1' | 'm2' | 'c1' | 'p1';
   deviceId: string;
   orgId: string;
   /** Organisations the device serves (default: just orgId). */

@@ -27,8 +27,9 @@ commands:
   verify-receipt FILE --pubkey PEM  check a decommission or erasure receipt against the device public key
   demo [--json] [--punches N] [--keep-data DIR] [--outage] [--interval MS] [--broker URL]
                                     broker + cloud emulator + agent + simulated reader, on this machine
-  demo --device m1|m2 [--json] [--punches N] [--keep-data DIR] [--broker URL]
-                                    the same with the fingerprint (m1) or face + card (m2) simulators
+  demo --device m1|m2|c1|p1 [--json] [--punches N] [--keep-data DIR] [--broker URL]
+                                    the same with the fingerprint (m1), face + card (m2), Wi-Fi (c1) simulators,
+                                    or p1: signed print jobs printed by the printer simulator, checked by SHA-256
   demo --scenario withdraw [--json] [--keep-data DIR]
                                     two orgs enrolled, one withdrawn by signed command, receipt verified
 
@@ -114,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
       }
       if (values.device !== undefined) {
         // Each device demo is its own module (src/cli/demo-DEVICE.ts), loaded only when asked for.
-        const demos: Record<string, string> = { m1: 'runM1Demo', m2: 'runM2Demo', c1: 'runC1Demo' };
+        const demos: Record<string, string> = { m1: 'runM1Demo', m2: 'runM2Demo', c1: 'runC1Demo', p1: 'runP1Demo' };
         const fn = demos[values.device];
         if (!fn) throw usage(`unknown --device "${values.device}" (known: ${Object.keys(demos).join(', ')})`);
         const mod = (await import(`./demo-${values.device}.js`)) as Record<string, DeviceDemo>;

@@ -3,7 +3,8 @@
  * playwright-core (never a downloaded browser). A person's button makes a
  * punch that arrives in the live feed (SSE); a device's uplink cut, punches
  * made meanwhile, then restored: the backlog arrives in the feed flagged
- * historical. Screenshots go to test-artifacts/lab/ (CI keeps that folder).
+ * historical. A print job sent from the print box's button shows up printed,
+ * with its receipt verified. Screenshots go to test-artifacts/lab/ (CI keeps that folder).
  */
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -74,4 +75,14 @@ describeWithPeer(browserPeer, 'lab page in chromium', () => {
     await page.getByTestId('queue-front-door').filter({ hasText: 'queue 0' }).waitFor({ timeout: 15_000 });
     await page.screenshot({ path: `${ARTIFACTS}/uplink-restored-backlog-replayed.png`, fullPage: true });
   }, 180_000);
+
+  it('the print box: a print button sends a job; the page shows it printed (the recorder’s evidence) and its receipt verified', async () => {
+    await page.getByTestId('printer-print-room').filter({ hasText: 'printer front: idle' }).waitFor({ timeout: 30_000 });
+    expect(await click('print-inline-print-room')).toBe('queued');
+    const row = page.locator('#print-jobs tr[data-device="print-room"][data-outcome="printed"][data-receipt="verified"]');
+    await row.first().waitFor({ timeout: 60_000 });
+    expect(await row.first().getAttribute('data-state')).toBe('confirmed');
+    await page.locator('#receipts tr[data-device="print-room"][data-kind="print_job"]').first().waitFor({ timeout: 30_000 });
+    await page.screenshot({ path: `${ARTIFACTS}/print-job-printed.png`, fullPage: true });
+  }, 120_000);
 });

@@ -29,14 +29,15 @@ describe('lab file validation', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('accepts the test lab and the documented example', () => {
-    expect(loadLabConfig(SMALL_LAB).config.devices.map((d) => d.kind)).toEqual(['m1', 'm2', 'c1']);
+    expect(loadLabConfig(SMALL_LAB).config.devices.map((d) => d.kind)).toEqual(['m1', 'm2', 'c1', 'p1']);
     const ex = loadLabConfig(resolve(import.meta.dirname, '../../examples/lab.yaml')).config;
-    expect(ex.devices.map((d) => d.kind)).toEqual(['m1', 'm2', 'c1']);
+    expect(ex.devices.map((d) => d.kind)).toEqual(['m1', 'm2', 'c1', 'p1']);
   });
 
   it.each([
     ['an unknown kind', (c: any) => (c.devices[1].kind = 'toaster'), /^devices\[1\]\.kind: unknown kind "toaster"/],
-    ['p1, not built yet in the lab', (c: any) => (c.devices[1].kind = 'p1'), /^devices\[1\]\.kind: p1 is not built yet in the lab/],
+    ['a p1 printer with a misspelt key', (c: any) => (c.devices[3].peripherals = { printer: { nmae: 'x' } }), /^devices\[3\]\.peripherals\.printer\.nmae: unknown key "nmae"/],
+    ['a p1 printer with a bad name', (c: any) => (c.devices[3].peripherals = { printer: { name: 'front desk' } }), /^devices\[3\]\.peripherals\.printer\.name: must be a printer name/],
     ['a person of an unknown org', (c: any) => (c.people[2].org = 'initech'), /^people\[2\]\.org: "initech" is not one of the lab's orgs/],
     ['a device of an unknown org', (c: any) => (c.devices[0].org = 'initech'), /^devices\[0\]\.org:/],
     ['an unknown served org', (c: any) => (c.devices[1].servedOrgs = ['acme', 'nope']), /^devices\[1\]\.servedOrgs\[1\]:/],

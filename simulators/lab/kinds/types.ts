@@ -8,7 +8,7 @@
  * kinds/index.ts.
  */
 import type { z } from 'zod';
-import type { CredentialProps } from '../../../src/proto/index.js';
+import type { CommandBodyProps, CredentialProps } from '../../../src/proto/index.js';
 import type { LabDeviceConfig } from '../config.js';
 
 /** What a person can do at a device. */
@@ -69,9 +69,68 @@ export interface KindHardware {
   modalities(person: LabPerson): LabModality[];
   /** Play the person at the terminal during an enrolment the agent runs, until `done` settles. */
   enrol(person: LabPerson, modality: LabModality, done: Promise<EnrolOutcome>): Promise<void>;
+  /** A print box's printer (p1 only): print jobs and printer faults go here. */
+  printer?: LabPrinter;
   /** Unplug (false) or replug (true) a peripheral by name. */
   setPlugged(peripheral: string, plugged: boolean): Promise<void>;
   close(): Promise<void>;
+}
+
+export type LabPrinterFault = 'offline' | 'paper-out' | 'busy' | 'never-confirm' | 'clear';
+
+/** The simulated printer's side (faults as switched by the lab), never the agent's word. */
+export interface LabPrinterView {
+  name: string;
+  state: 'idle' | 'processing' | 'stopped';
+  reasons: string[];
+  faults: { offline: boolean; busy: boolean; paperOut: boolean; neverConfirm: boolean };
+  /** Jobs the simulator recorded (every attempt). */
+  recorded: number;
+  /** Results from this device whose signature did not verify. */
+  resultsRejected: number;
+}
+
+/** One job the lab sent: what the device reported next to what the evidence shows. */
+export interface LabPrintJobView {
+  jobId: string;
+  source: 'inline' | 'fetched';
+  pages: number;
+  bytes: number;
+  /** The PrintJob command's counter (its statuses come back under it). */
+  counter: number;
+  /** The device's newest verified status ('none' until one verifies). */
+  state: string;
+  errorCode: string;
+  recordings: number;
+  /** Recordings complete and byte-identical (SHA-256) to what was sent. */
+  exactCopies: number;
+  /**
+   * printed: exactly one exact copy recorded (whatever the device says); otherwise, once the device
+   * settled the job: uncertain (it reported it could not confirm: a cloud decision is needed) or failed;
+   * pending before that.
+   */
+  outcome: 'printed' | 'failed' | 'uncertain' | 'pending';
+  receipt: 'verified' | 'missing' | 'invalid';
+  contradicted: boolean;
+}
+
+export interface LabPrinter {
+  name: string;
+  /** The device's public key (from provisioning): results and receipts are verified with it. */
+  trust(publicKeyPem: string): void;
+  /** Throws LAB_BAD_REQUEST for a job this print box cannot take (an inline document over its inline limit). */
+  validate(req: { source: 'inline' | 'fetch'; pages: number }): void;
+  /** Make a job's document (served over HTTPS for 'fetch'); `record(counter)` once the signed command is out. */
+  prepare(jobId: string, req: { source: 'inline' | 'fetch'; pages: number }): { body: CommandBodyProps; record(counter: number): void };
+  /** A result the cloud received from this device, the bytes as published. */
+  onResult(raw: Buffer): void;
+  jobs(): Promise<LabPrintJobView[]>;
+  job(jobId: string): Promise<LabPrintJobView | undefined>;
+  view(): LabPrinterView;
+  /** Switch a fault; 'paper-out' on runs out after `afterBytes` of the next job (off loads paper: a stopped job goes on). */
+  setFault(fault: LabPrinterFault, on: boolean, afterBytes?: number): void;
+  /** Called with a job id when its status or its recording changed. */
+  onChange(fn: (jobId: string) => void): () => void;
 }
 
 export interface LabDeviceKind {

@@ -75,6 +75,29 @@ function renderDevice(d) {
     fault(`unplug-${d.name}-${p.name}`, `unplug ${p.name}`, () => api('POST', `/api/devices/${d.name}/peripherals/${p.name}`, { plugged: false }));
     fault(`replug-${d.name}-${p.name}`, `replug ${p.name}`, () => api('POST', `/api/devices/${d.name}/peripherals/${p.name}`, { plugged: true }));
   }
+  if (d.printer) {
+    // A print box: print jobs (a generated document, inline or fetched over HTTPS) and printer faults.
+    const print = (source, label) => {
+      const b = el('button', { type: 'button', 'data-testid': `print-${source}-${d.name}` }, label);
+      b.addEventListener(
+        'click',
+        act(b, async () => {
+          const r = await api('POST', `/api/devices/${d.name}/print-jobs`, { source, pages: source === 'fetch' ? 20 : 2 });
+          // The job's events may already have brought a newer view of it.
+          if (!document.getElementById(`job-${r.job.jobId}`)) addPrintJob({ deviceId: d.name, ...r.job });
+          return { outcome: r.result.code === 'RESULT_CODE_OK' ? 'queued' : r.result.reason, ...r };
+        }),
+      );
+      people.append(b);
+    };
+    print('inline', 'print a job (inline)');
+    print('fetch', 'print a job (fetched over HTTPS)');
+    const printer = (testid, label, body) => fault(testid, label, () => api('POST', `/api/devices/${d.name}/printer`, body));
+    printer(`printer-offline-${d.name}`, 'printer offline', { fault: 'offline', on: true });
+    printer(`printer-online-${d.name}`, 'printer online', { fault: 'offline', on: false });
+    printer(`paper-out-${d.name}`, 'paper out (next job)', { fault: 'paper-out', on: true });
+    printer(`paper-in-${d.name}`, 'load paper', { fault: 'paper-out', on: false });
+  }
   fault(`kill-${d.name}`, 'kill agent', () => api('POST', `/api/devices/${d.name}/agent/kill`));
   fault(`restart-${d.name}`, 'restart agent', () => api('POST', `/api/devices/${d.name}/agent/restart`));
   fault(`disk-fill-${d.name}`, 'fill disk', () => api('POST', `/api/devices/${d.name}/disk`, { full: true }));
@@ -100,6 +123,20 @@ function renderState(d) {
     item(d.disk.full ? 'bad' : '', d.disk.tmpfs ? `disk ${d.disk.full ? 'FULL' : 'ok'}` : 'disk (no tmpfs)'),
     item(d.alarms.length ? 'bad' : 'ok', d.alarms.length ? `alarms: ${d.alarms.map((a) => a.replace('ALARM_CODE_', '')).join(', ')}` : 'no alarms', `alarms-${d.name}`),
   );
+  if (d.printer) {
+    const p = d.printer;
+    const faults = Object.entries(p.faults)
+      .filter(([, on]) => on)
+      .map(([k]) => k);
+    const agent = p.agent ? `; agent says ${p.agent.state}${p.agent.reasons.length ? ` (${p.agent.reasons.join(', ')})` : ''}, ${p.agent.jobsWaiting} waiting, ${p.agent.jobsUncertain} uncertain` : '';
+    s.append(
+      item(
+        p.state === 'stopped' || faults.length ? 'bad' : 'ok',
+        `printer ${p.name}: ${p.state}${p.reasons.includes('none') ? '' : ` (${p.reasons.join(', ')})`}${faults.length ? ` · faults: ${faults.join(', ')}` : ''} · ${p.recorded} recorded${agent}`,
+        `printer-${d.name}`,
+      ),
+    );
+  }
   $(`peripherals-${d.name}`).replaceChildren(
     ...d.peripherals.map((p) =>
       el('li', { class: p.online === false || !p.plugged ? 'bad' : 'ok' }, `${p.name}: ${p.plugged ? 'plugged' : 'UNPLUGGED'}${p.online === null ? '' : p.online ? ', online' : ', offline'}${p.detail ? ` — ${p.detail}` : ''}`),
@@ -125,6 +162,23 @@ function addReceipt(r) {
   $('receipts').prepend(
     el('tr', { 'data-device': r.deviceId, 'data-kind': r.kind }, el('td', {}, r.at.slice(11, 23)), el('td', {}, r.deviceId), el('td', {}, r.orgId), el('td', {}, r.kind), el('td', { class: r.ok ? 'ok' : 'bad' }, r.verification)),
   );
+}
+
+/** One row per print job, replaced as its status or its evidence changes. */
+function addPrintJob(j) {
+  const row = el(
+    'tr',
+    { id: `job-${j.jobId}`, 'data-device': j.deviceId, 'data-job': j.jobId, 'data-outcome': j.outcome, 'data-receipt': j.receipt, 'data-state': j.state },
+    el('td', {}, j.deviceId),
+    el('td', {}, j.jobId),
+    el('td', {}, `${j.source}, ${j.bytes} B`),
+    el('td', {}, j.state + (j.errorCode ? ` ${j.errorCode}` : '')),
+    el('td', { class: j.outcome === 'printed' ? 'ok' : j.outcome === 'pending' ? '' : 'bad' }, `${j.outcome} (${j.exactCopies}/${j.recordings} exact)${j.contradicted ? ' CONTRADICTED' : ''}`),
+    el('td', { class: j.receipt === 'verified' ? 'ok' : j.receipt === 'invalid' ? 'bad' : '' }, j.receipt),
+  );
+  const old = document.getElementById(`job-${j.jobId}`);
+  if (old) old.replaceWith(row);
+  else $('print-jobs').prepend(row);
 }
 
 async function start() {
@@ -158,6 +212,7 @@ async function start() {
   es.addEventListener('punch', (e) => addPunch(JSON.parse(e.data)));
   es.addEventListener('receipt', (e) => addReceipt(JSON.parse(e.data)));
   es.addEventListener('device', (e) => renderState(JSON.parse(e.data)));
+  es.addEventListener('print', (e) => addPrintJob(JSON.parse(e.data)));
   document.body.dataset.ready = 'true';
 }
 
