@@ -55,7 +55,7 @@ const DEVICE = 'p1-bench';
 const ORG = 'org-a';
 const END = new Set(['confirmed', 'failed', 'cancelled', 'uncertain']);
 const mono = () => performance.now();
-const say = (m) => process.env.BENCH_P1_VERBOSE && process.stderr.write(`p1 bench: ${m}\n`);
+const say = (m) => process.env.BENCH_P1_VERBOSE && process.stderr.write(`p1 bench: ${new Date().toISOString()} ${m}\n`);
 
 /** Varied bytes (not compressible, not all zero), written once to tmpfs: the same bytes for every variant. */
 async function writeDocument(file, total) {
@@ -106,6 +106,7 @@ async function firstByteListener() {
       if (!first) return;
       first = false;
       const t = mono();
+      say('first byte');
       waiters.shift()?.(t);
     });
     s.on('end', () => s.end());
@@ -212,7 +213,7 @@ export async function run() {
     const sniffer = await mqtt.connectAsync(broker.url, { clientId: `p1-bench-sniffer-${process.pid}`, protocolVersion: 4 });
     cleanups.push(() => sniffer.endAsync(true));
     const arrivals = [];
-    sniffer.on('message', () => arrivals.push(mono()));
+    sniffer.on('message', () => (arrivals.push(mono()), say('cmd at the sniffer')));
     await sniffer.subscribeAsync(topic(ORG, DEVICE, 'cmd'), { qos: 1 });
 
     const agentArgs = [...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF] : []), AGENT_CLI, 'run', '--config', configFile];

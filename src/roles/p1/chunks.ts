@@ -74,16 +74,21 @@ export class ChunkWriter {
   async write(data: Uint8Array): Promise<void> {
     await this.#start();
     this.#bytes += data.length;
-    this.#pending.push(Buffer.from(data.buffer, data.byteOffset, data.length));
-    this.#pendingLen += data.length;
-    // Keep strictly more than one chunk back: the last chunk is only known at end().
-    while (this.#pendingLen > this.#chunk) {
-      const all = Buffer.concat(this.#pending, this.#pendingLen);
-      const out = all.subarray(0, this.#chunk);
-      const rest = all.subarray(this.#chunk);
+    let rest = Buffer.from(data.buffer, data.byteOffset, data.length);
+    // Keep strictly more than one chunk back: the last chunk is only known at end(). Whole chunks are
+    // sealed from views of `data` (a large write, e.g. a 1 MB inline document, is not re-copied per chunk).
+    while (this.#pendingLen + rest.length > this.#chunk) {
+      const take = this.#chunk - this.#pendingLen;
+      const out = this.#pendingLen ? Buffer.concat([...this.#pending, rest.subarray(0, take)], this.#chunk) : rest.subarray(0, take);
+      rest = rest.subarray(take);
+      this.#pending = [];
+      this.#pendingLen = 0;
       await this.#fh.write(sealChunk(this.#key, this.#jobId, this.#index++, false, out));
-      this.#pending = [Buffer.from(rest)];
-      this.#pendingLen = rest.length;
+    }
+    // The remainder is copied: the caller's buffer may be reused or wiped once this resolves.
+    if (rest.length) {
+      this.#pending.push(Buffer.from(rest));
+      this.#pendingLen += rest.length;
     }
   }
 
