@@ -126,6 +126,12 @@ function rssKiB(pid, field) {
   return m ? Number(m[1]) : Number.NaN;
 }
 
+/** CPU time (ms, user + system) a process of ours has used: steadier than wall time on a loaded machine. */
+function cpuMs(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10; // utime, stime in clock ticks (USER_HZ = 100 on Linux)
+}
+
 /** Reset the peak RSS (VmHWM) of a process of ours; false where the kernel does not allow it (then sampled). */
 function resetPeak(pid) {
   try {
@@ -302,7 +308,7 @@ export async function run() {
 
     // ---------------------------------------------------------------- stream: 50 MiB fetched
     const pid = agent.pid;
-    const t = { e2e: [], socket: [], https: [], rss: [], fetch: [], send: [], confirm: [] };
+    const t = { e2e: [], socket: [], https: [], rss: [], cpu: [], fetch: [], send: [], confirm: [] };
     let peakByReset = true;
     const variants = {
       socket: async () => {
@@ -317,6 +323,7 @@ export async function run() {
       },
       e2e: async () => {
         const before = rssKiB(pid, 'VmRSS');
+        const cpu0 = cpuMs(pid);
         peakByReset &&= resetPeak(pid);
         let sampled = before;
         const sampler = setInterval(() => {
@@ -328,6 +335,7 @@ export async function run() {
           const peak = Math.max(sampled, peakByReset ? rssKiB(pid, 'VmHWM') : 0);
           t.e2e.push((tEnd - job.t0) / 1000);
           t.rss.push((peak - before) / 1024);
+          t.cpu.push(cpuMs(pid) - cpu0);
           const s = stages.get(job.jobId) ?? {};
           if (s.fetching && s.ready) t.fetch.push((s.ready - s.fetching) / 1000);
           if (s.sending && s.sent) t.send.push((s.sent - s.sending) / 1000);
@@ -346,15 +354,17 @@ export async function run() {
     // ---------------------------------------------------------------- first: PrintJob → first byte
     const firstDoc = Buffer.alloc(FIRST_KIB * 1024);
     for (let i = 0; i < firstDoc.length; i += 4) firstDoc.writeUInt32BE((i * 2654435761) >>> 0, i);
-    const f = { e2e: [], agent: [], transport: [] };
+    const f = { e2e: [], agent: [], transport: [], cpu: [] };
     const raw = new RawPrinter({ host: '127.0.0.1', port: listener.port });
     for (let i = 0; i < FIRST_N; i++) {
       {
         arrivals.length = 0;
         const fb = listener.nextFirstByte();
+        const cpu0 = cpuMs(pid);
         const job = await submit({ printer: 'first', inline: firstDoc });
         const tFirst = await fb;
         await mustConfirm(job);
+        f.cpu.push(cpuMs(pid) - cpu0);
         f.e2e.push(tFirst - job.t0);
         if (arrivals.length === 1) f.agent.push(tFirst - arrivals[0]);
       }
@@ -386,9 +396,11 @@ export async function run() {
       { bench: B, metric: `  sent → confirmed status at the cloud (shred, receipt)`, value: ms(t.confirm), unit: 'ms' },
       { bench: B, metric: `agent RSS growth during the ${MIB} MiB job${peakByReset ? ' (VmHWM)' : ' (sampled)'}`, value: median(t.rss), unit: 'MiB', target: '≤ 30 MiB', ok: Math.max(...t.rss) <= 30 },
       { bench: B, metric: `  worst rep`, value: Math.max(...t.rss), unit: 'MiB' },
+      { bench: B, metric: `agent CPU per ${MIB} MiB fetched job (user + system)`, value: median(t.cpu), unit: 'ms CPU' },
       { bench: B, metric: `RawPrinter connect → first byte, ${FIRST_KIB} KiB (baseline, p99)`, value: baseFirst, unit: 'ms' },
       { bench: B, metric: `PrintJob ${FIRST_KIB} KiB inline published → first byte, p99 (n=${f.e2e.length})`, value: percentile(f.e2e, 99), unit: 'ms', baseline: baseFirst, target: '≤ 50 ms', ok: percentile(f.e2e, 99) <= 50 },
       { bench: B, metric: `  median`, value: median(f.e2e), unit: 'ms' },
+      { bench: B, metric: `  agent CPU per ${FIRST_KIB} KiB inline job (to confirmed)`, value: median(f.cpu), unit: 'ms CPU' },
       { bench: B, metric: `  cmd at a subscriber → first byte (agent's part), p99 (n=${f.agent.length})`, value: percentile(f.agent, 99), unit: 'ms', baseline: baseFirst, target: '≤ 50 ms', ok: percentile(f.agent, 99) <= 50 },
       { bench: B, metric: `  median`, value: median(f.agent), unit: 'ms' },
     ];
