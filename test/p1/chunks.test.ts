@@ -83,4 +83,37 @@ describe('spool chunks', () => {
     await expect(readAll(path, key, 'job-2')).rejects.toMatchObject({ code: 'P1_SPOOL_CORRUPT' });
     expect(await readAll(path, key)).toEqual(doc);
   });
+
+  it('large single writes and many small ones round trip; a write the disk refuses fails write() or end(), never silently', async () => {
+    const key = randomBytes(32);
+    for (const [size, piece] of [
+      [3 * 1024 * 1024 + 17, 3 * 1024 * 1024 + 17],
+      [3 * 1024 * 1024, 16 * 1024],
+      [70_000, 1],
+    ] as const) {
+      const doc = randomBytes(size);
+      const path = join(dir, `w-${size}-${piece}`);
+      const fh = await open(path, 'wx', 0o600);
+      const w = new ChunkWriter({ fh, key, jobId: 'job-1', chunkBytes: 64 * 1024 });
+      for (let i = 0; i < size; i += piece) {
+        const c = Buffer.from(doc.subarray(i, i + piece));
+        await w.write(c);
+        c.fill(0); // the caller may reuse its buffer once write() resolved
+      }
+      await w.end();
+      await fh.close();
+      expect((await readAll(path, key)).equals(doc)).toBe(true);
+    }
+    // Opened read-only: every queued write fails (EBADF); the failure surfaces, the writer does not pretend.
+    await writeFile(join(dir, 'ro'), '');
+    const ro = await open(join(dir, 'ro'), 'r');
+    const w = new ChunkWriter({ fh: ro, key, jobId: 'job-1', chunkBytes: 1024 });
+    await expect(
+      (async () => {
+        for (let i = 0; i < 10; i++) await w.write(randomBytes(512 * 1024));
+        await w.end();
+      })(),
+    ).rejects.toMatchObject({ code: 'EBADF' });
+    await ro.close();
+  });
 });

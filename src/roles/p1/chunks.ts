@@ -39,9 +39,17 @@ function sealChunk(key: Buffer, jobId: string, index: number, final: boolean, pl
   return Buffer.concat([head, ct, c.getAuthTag()]);
 }
 
+/** Ciphertext handed to the disk but not yet written before write() waits (the fetch keeps flowing meanwhile). */
+const WRITE_BEHIND_BYTES = 1024 * 1024;
+/** Start flushing to the disk every so many bytes, so end()'s fsync does not find the whole document dirty. */
+const SYNC_EVERY_BYTES = 8 * 1024 * 1024;
+
 /**
  * Writes a document into an (already created, 0600) spool file chunk by chunk.
  * One chunk of plaintext is held back so the last one can carry the final flag.
+ * Writes are queued behind each other (at most WRITE_BEHIND_BYTES outstanding), and an fdatasync
+ * is started every SYNC_EVERY_BYTES; end() waits for all of them and fsyncs, so the file is exactly
+ * as durable as before when end() resolves, and a failed write or sync fails write() or end().
  */
 export class ChunkWriter {
   readonly #fh: FileHandle;
@@ -53,6 +61,12 @@ export class ChunkWriter {
   #index = 0;
   #bytes = 0;
   #started = false;
+  /** The queue of writes: each waits for the one before (a failure rejects every later one). */
+  #writing: Promise<void> = Promise.resolve();
+  #outstanding = 0;
+  #sinceSync = 0;
+  readonly #syncs: Promise<void>[] = [];
+  #syncError: unknown;
 
   constructor(opts: { fh: FileHandle; key: Buffer; jobId: string; chunkBytes: number }) {
     this.#fh = opts.fh;
@@ -74,26 +88,60 @@ export class ChunkWriter {
   async write(data: Uint8Array): Promise<void> {
     await this.#start();
     this.#bytes += data.length;
-    this.#pending.push(Buffer.from(data.buffer, data.byteOffset, data.length));
-    this.#pendingLen += data.length;
-    // Keep strictly more than one chunk back: the last chunk is only known at end().
-    while (this.#pendingLen > this.#chunk) {
-      const all = Buffer.concat(this.#pending, this.#pendingLen);
-      const out = all.subarray(0, this.#chunk);
-      const rest = all.subarray(this.#chunk);
-      await this.#fh.write(sealChunk(this.#key, this.#jobId, this.#index++, false, out));
-      this.#pending = [Buffer.from(rest)];
-      this.#pendingLen = rest.length;
+    let rest = Buffer.from(data.buffer, data.byteOffset, data.length);
+    // Keep strictly more than one chunk back: the last chunk is only known at end(). Whole chunks are
+    // sealed from views of `data` (a large write, e.g. a 1 MB inline document, is not re-copied per chunk).
+    const sealed: Buffer[] = [];
+    while (this.#pendingLen + rest.length > this.#chunk) {
+      const take = this.#chunk - this.#pendingLen;
+      const out = this.#pendingLen ? Buffer.concat([...this.#pending, rest.subarray(0, take)], this.#chunk) : rest.subarray(0, take);
+      rest = rest.subarray(take);
+      this.#pending = [];
+      this.#pendingLen = 0;
+      sealed.push(sealChunk(this.#key, this.#jobId, this.#index++, false, out));
     }
+    // One write for all the chunks this piece completed (a large piece is one system call, not one per chunk).
+    if (sealed.length) await this.#queue(sealed);
+    // The remainder is copied: the caller's buffer may be reused or wiped once this resolves.
+    if (rest.length) {
+      this.#pending.push(Buffer.from(rest));
+      this.#pendingLen += rest.length;
+    }
+  }
+
+  /** Queue sealed chunks for writing; waits only while more than WRITE_BEHIND_BYTES are outstanding. */
+  async #queue(sealed: Buffer[]): Promise<void> {
+    const want = sealed.reduce((n, b) => n + b.length, 0);
+    this.#outstanding += want;
+    const before = this.#writing;
+    this.#writing = (async () => {
+      await before;
+      const { bytesWritten } = await this.#fh.writev(sealed);
+      if (bytesWritten !== want) throw new TallyboxError('P1_SPOOL_WRITE_SHORT', `P1_SPOOL_WRITE_SHORT: ${bytesWritten} of ${want} bytes written (disk full?)`);
+      this.#outstanding -= want;
+      this.#sinceSync += want;
+      if (this.#sinceSync >= SYNC_EVERY_BYTES) {
+        this.#sinceSync = 0;
+        // Not waited for here: the disk flushes while the next bytes arrive; end() waits and reports its failure.
+        this.#syncs.push(this.#fh.datasync().catch((err: unknown) => void (this.#syncError ??= err)));
+      }
+    })();
+    // Reported by the awaits below and in end(); never left as an unhandled rejection meanwhile.
+    this.#writing.catch(() => undefined);
+    if (this.#outstanding > WRITE_BEHIND_BYTES) await this.#writing;
   }
 
   /** The final chunk (possibly empty), then fsync: the spool file is durable when this resolves. */
   async end(): Promise<void> {
     await this.#start();
     const last = Buffer.concat(this.#pending, this.#pendingLen);
-    await this.#fh.write(sealChunk(this.#key, this.#jobId, this.#index++, true, last));
+    const sealed = sealChunk(this.#key, this.#jobId, this.#index++, true, last);
     last.fill(0);
     this.#pending = [];
+    await this.#queue([sealed]);
+    await this.#writing;
+    await Promise.all(this.#syncs);
+    if (this.#syncError) throw this.#syncError;
     await this.#fh.sync();
   }
 }
@@ -101,28 +149,37 @@ export class ChunkWriter {
 /**
  * The document back, chunk by chunk, from a spool file. Rejects P1_SPOOL_CORRUPT on a bad
  * magic, a chunk that does not authenticate (wrong key, reordered, altered), a file that ends
- * before the final chunk (truncated) or bytes after it. Holds one chunk in memory.
+ * before the final chunk (truncated) or bytes after it. One read per record (its body together
+ * with the next record's header), and the next record's read is under way while the caller
+ * sends this chunk: the disk and the printer's socket overlap. Holds at most two chunks.
  */
 export async function* readChunks(path: string, key: Buffer, jobId: string): AsyncGenerator<Buffer> {
   const fh = await open(path, 'r');
+  let ahead: Promise<unknown> | undefined;
   try {
-    let pos = 0;
     const magic = Buffer.alloc(SPOOL_MAGIC.length);
-    const m = await fh.read(magic, 0, magic.length, pos);
+    const m = await fh.read(magic, 0, magic.length, 0);
     if (m.bytesRead !== magic.length || !magic.equals(SPOOL_MAGIC)) throw corrupt(jobId, 'not a spool file (bad magic)');
-    pos += magic.length;
-    const head = Buffer.alloc(HEAD);
-    for (let index = 0; ; index++) {
-      const h = await fh.read(head, 0, HEAD, pos);
-      if (h.bytesRead === 0) throw corrupt(jobId, `truncated: ended after chunk ${index - 1} without the final chunk`);
-      if (h.bytesRead !== HEAD) throw corrupt(jobId, `truncated inside chunk ${index}'s header`);
-      const len = head.readUInt32BE(0);
+    // pos: where the current record's header starts; head: that header as read (maybe short).
+    let pos = magic.length;
+    const first = Buffer.alloc(HEAD);
+    let head = first.subarray(0, (await fh.read(first, 0, HEAD, pos)).bytesRead);
+    /** One record's body and the next header, from the header just read. */
+    const readRecord = (index: number, h: Buffer, at: number) => {
+      if (h.length === 0) throw corrupt(jobId, `truncated: ended after chunk ${index - 1} without the final chunk`);
+      if (h.length !== HEAD) throw corrupt(jobId, `truncated inside chunk ${index}'s header`);
+      const len = h.readUInt32BE(0);
       if (len > 64 * 1024 * 1024) throw corrupt(jobId, `chunk ${index} claims ${len} bytes`);
-      const body = Buffer.allocUnsafe(len + TAG);
-      const b = await fh.read(body, 0, body.length, pos + HEAD);
-      if (b.bytesRead !== body.length) throw corrupt(jobId, `truncated inside chunk ${index}`);
-      pos += HEAD + body.length;
-      const nonce = head.subarray(4, HEAD);
+      const buf = Buffer.allocUnsafe(len + TAG + HEAD);
+      return fh.read(buf, 0, buf.length, at + HEAD).then(({ bytesRead }) => ({ len, nonce: Buffer.from(h.subarray(4, HEAD)), buf, bytesRead }));
+    };
+    let next = readRecord(0, head, pos);
+    for (let index = 0; ; index++) {
+      const { len, nonce, buf, bytesRead } = await next;
+      ahead = undefined;
+      if (bytesRead < len + TAG) throw corrupt(jobId, `truncated inside chunk ${index}`);
+      const body = buf.subarray(0, len + TAG);
+      pos += HEAD + len + TAG;
       // Try as a middle chunk first, then as the final one: the flag is only in the AAD, never in clear.
       let plain = open1(key, nonce, aad(jobId, index, false), body, len);
       let final = false;
@@ -132,13 +189,18 @@ export async function* readChunks(path: string, key: Buffer, jobId: string): Asy
       }
       if (!plain) throw corrupt(jobId, `chunk ${index} does not authenticate (altered, reordered or another key)`);
       if (final) {
-        const tail = await fh.read(Buffer.alloc(1), 0, 1, pos);
-        if (tail.bytesRead !== 0) throw corrupt(jobId, `bytes after the final chunk ${index}`);
+        if (bytesRead > len + TAG) throw corrupt(jobId, `bytes after the final chunk ${index}`);
+        if (plain.length > 0) yield plain;
+        return;
       }
+      head = buf.subarray(len + TAG, bytesRead);
+      next = readRecord(index + 1, head, pos);
+      // Settled either way before the file is closed (finally), even when the caller stops early.
+      ahead = next.catch(() => undefined); // its error, if any, is thrown by the await at the top of the loop
       if (plain.length > 0) yield plain;
-      if (final) return;
     }
   } finally {
+    await ahead;
     await fh.close();
   }
 }
@@ -148,7 +210,9 @@ function open1(key: Buffer, nonce: Buffer, a: Buffer, body: Buffer, len: number)
     const d = createDecipheriv('aes-256-gcm', key, nonce);
     d.setAAD(a);
     d.setAuthTag(body.subarray(len));
-    return Buffer.concat([d.update(body.subarray(0, len)), d.final()]);
+    const plain = d.update(body.subarray(0, len));
+    d.final(); // throws unless the tag authenticates; GCM returns no further bytes
+    return plain;
   } catch {
     // Authentication failed under this AAD: the caller tries the other flag, then reports corruption.
     return undefined;
