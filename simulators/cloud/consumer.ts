@@ -19,6 +19,7 @@
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { pb } from '../../src/proto/index.js';
 import { TOPIC_ROOT, parseTopic } from '../../src/link/topics.js';
+import { TallyboxError } from '../../src/util/errors.js';
 
 export const PUNCH_FILTER = `${TOPIC_ROOT}/+/+/punch`;
 
@@ -48,6 +49,18 @@ export interface PunchConsumerOptions {
 
 /** The one private mqtt.js method the consumer wraps (see deferPubacks). */
 type SendPacket = (packet: { cmd: string; messageId?: number }, cb?: (err?: Error) => void, ...rest: unknown[]) => void;
+
+/**
+ * mqtt.js's private `_sendPacket`, which every outgoing packet (PUBACK
+ * included) goes through; checked, so an mqtt.js that renamed it fails the
+ * consumer's start with a clear error instead of PUBACKing at once unnoticed.
+ */
+export function privateSendPacket(client: unknown): { get: () => SendPacket; set: (f: SendPacket) => void } {
+  const c = client as { _sendPacket?: unknown };
+  if (typeof c._sendPacket !== 'function')
+    throw new TallyboxError('CONSUMER_MQTT_INTERNALS', 'this mqtt.js has no _sendPacket: the consumer cannot hold PUBACKs until the ordering stage has a punch (mqtt 5.16 has it; see simulators/cloud/consumer.ts)');
+  return { get: () => c._sendPacket as SendPacket, set: (f) => void (c._sendPacket = f) };
+}
 
 export const hrNowMs = (): number => Number(process.hrtime.bigint() / 1000n) / 1000;
 
@@ -82,7 +95,12 @@ export class PunchConsumer {
     };
     const client = mqtt.connect(this.opts.url, options);
     this.client = client;
-    this.deferPubacks(client);
+    try {
+      this.deferPubacks(client);
+    } catch (err) {
+      client.end(true);
+      throw err;
+    }
     client.handleMessage = (packet, cb) => {
       this.onPublish(packet);
       cb();
@@ -102,17 +120,23 @@ export class PunchConsumer {
   }
 
   /**
-   * mqtt.js sends a QoS 1 PUBACK as soon as handleMessage calls back, and
-   * reads the next packet only then: waiting there for the ordering stage
-   * would allow one message per round trip. So handleMessage calls back at
-   * once and the PUBACK packet itself is held until that message's forward
-   * has resolved (and dropped if the connection changed meanwhile, so a
-   * stale PUBACK never acknowledges a different message on a new connection).
+   * mqtt.js's public way to delay a PUBACK is handleMessage(packet, callback)
+   * (or the MQTT 5 option customHandleAcks): the PUBACK goes out when it calls
+   * back. But mqtt.js also reads the next packet only then (it handles
+   * incoming packets one at a time), so waiting there for the ordering stage
+   * allows one message per round trip to the stage and no batching: measured
+   * on Mosquitto, one consumer whose stage is another process took 2,600
+   * msg/s that way against 5,650 msg/s here at load 8, and each message is its
+   * own IPC round trip (BENCHMARKS.md, fleet section). So handleMessage calls
+   * back at once and the PUBACK packet itself is held until that message's
+   * forward has resolved (and dropped if the connection changed meanwhile, so
+   * a stale PUBACK never acknowledges a different message on a new
+   * connection). test/fleet/consumer-puback.test.ts pins the property.
    */
   private deferPubacks(client: MqttClient): void {
-    const c = client as unknown as { _sendPacket: SendPacket };
-    const send = c._sendPacket.bind(client) as SendPacket;
-    c._sendPacket = (packet, cb, ...rest) => {
+    const c = privateSendPacket(client);
+    const send = c.get().bind(client) as SendPacket;
+    c.set((packet, cb, ...rest) => {
       const gate = packet.cmd === 'puback' && packet.messageId !== undefined ? this.gates.get(packet.messageId) : undefined;
       if (!gate) return send(packet, cb, ...rest);
       this.gates.delete(packet.messageId!);
@@ -128,7 +152,7 @@ export class PunchConsumer {
           this.counters.pubacksDropped++;
         },
       );
-    };
+    });
   }
 
   private onPublish(packet: IPublishPacket): void {

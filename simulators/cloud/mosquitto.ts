@@ -38,6 +38,11 @@ export class Mosquitto {
     private readonly bin: string,
   ) {}
 
+  /** The broker's process id while it runs (the fleet report reads its CPU time). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   get url(): string {
     return `mqtt://127.0.0.1:${this.port}`;
   }

@@ -3,13 +3,14 @@
  * consumer behind a shared subscription, and a report of what arrived.
  *
  *   tallybox-sim fleet --devices N [--broker mosquitto|embedded|URL] --rate R --duration S
- *                      [--consumers K] [--procs P] [--chaos] [--json]
+ *                      [--consumers K] [--procs P] [--source-addresses A,B,...] [--chaos] [--json]
  */
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { runFleet, type FleetProgress, type FleetReport } from './run.js';
 
 const HELP = `usage: tallybox-sim fleet --devices N --rate R --duration S [--broker mosquitto|embedded|URL]
-                          [--consumers K] [--procs P] [--chaos] [--json]
+                          [--consumers K] [--procs P] [--source-addresses A,B,...] [--chaos] [--json]
 
   --devices N     devices, each a full agent (own data dir, SQLite outbox, MQTT connection)
   --rate R        punches per second per device (fractions allowed: 0.2 = one every 5 s)
@@ -17,7 +18,13 @@ const HELP = `usage: tallybox-sim fleet --devices N --rate R --duration S [--bro
   --broker B      mosquitto (default: start one on a free port), embedded (aedes: one
                   consumer, no shared subscriptions), or mqtt://host:port of a running broker
   --consumers K   punch consumers sharing $share/tallybox-cloud/tallybox/v1/+/+/punch (default 2)
-  --procs P       worker processes the devices are spread over (default one per 500)
+  --procs P       worker processes the devices are spread over (default: one per core, more
+                  past 500 punches/s per process or the open-file limit)
+  --source-addresses A,B,...
+                  source IP addresses dealt round-robin over the devices' connections. Default:
+                  the kernel's one while the connections fit in half the ephemeral port range
+                  (/proc/sys/net/ipv4/ip_local_port_range); past that, 127.0.0.2, 127.0.0.3, ...
+                  as needed on a loopback broker (a remote broker needs this host's addresses here)
   --chaos         SIGKILL and restart worker processes (their agents replay their outboxes)
                   and consumers at random during the run
   --data-dir DIR  keep the devices' data dirs here (kept afterwards; reused by the next run: each
@@ -39,6 +46,7 @@ function positive(name: string, v: string | undefined, integer: boolean): number
   return n;
 }
 
+const ms = (n: number) => (Number.isFinite(n) ? `${n.toFixed(3)} ms` : '–');
 const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–');
 
 function progressLine(p: FleetProgress): string {
@@ -56,7 +64,8 @@ export function formatReport(r: FleetReport): string {
     `  lost ${fmt(d.lost)}, duplicates ${fmt(d.duplicates)} (repeated event ids, dropped), seq reused ${fmt(d.conflicts)}, out-of-order arrivals ${fmt(d.outOfOrder)} (re-ordered by seq)`,
     `  devices complete ${fmt(d.devicesComplete)}/${fmt(r.devices)}${d.unknownDevices.length ? `; unknown devices ${d.unknownDevices.length}` : ''}`,
     `  memory: ${r.memory.rssPerDeviceMb.toFixed(2)} MB RSS per device (${fmt(r.memory.rssTotalMb)} MB over ${r.procs} process(es), ${fmt(r.memory.rssBasePerProcMb)} MB each before any device)`,
-    `  CPU: ${Number.isFinite(r.cpuMsPerPunch) ? `${r.cpuMsPerPunch.toFixed(3)} ms` : '–'} per punch in the device processes (all threads)`,
+    `  CPU per punch: ${ms(r.cpu.workersMsPerPunch)} device processes (all threads), ${ms(r.cpu.consumersMsPerPunch)} consumers, ${ms(r.cpu.coordinatorMsPerPunch)} ordering stage, ${ms(r.cpu.brokerMsPerPunch)} broker; idle device ${ms(r.cpu.idleMsPerDeviceSec)}/s`,
+    `  source addresses: ${r.sourceAddresses.addresses.length ? r.sourceAddresses.addresses.join(', ') : 'one'} (${r.sourceAddresses.reason})`,
   ];
   if (r.chaos.length) lines.push(`  chaos: ${r.chaos.length} kills (${r.chaos.filter((c) => c.target === 'worker').length} worker processes, ${r.chaos.filter((c) => c.target === 'consumer').length} consumers)`);
   for (const w of d.worst)
@@ -84,6 +93,7 @@ export async function main(argv: string[]): Promise<number> {
         duration: { type: 'string' },
         consumers: { type: 'string', default: '2' },
         procs: { type: 'string' },
+        'source-addresses': { type: 'string' },
         'data-dir': { type: 'string' },
         chaos: { type: 'boolean', default: false },
         bare: { type: 'boolean', default: false },
@@ -107,6 +117,9 @@ export async function main(argv: string[]): Promise<number> {
   for (const v of [devices, rate, duration, consumers, procs]) if (typeof v === 'string') return usageError(v);
   const broker = values.broker!;
   if (!['mosquitto', 'embedded'].includes(broker) && !/^mqtts?:\/\//.test(broker)) return usageError(`--broker must be mosquitto, embedded or an mqtt:// URL, not "${broker}"`);
+  const sourceAddresses = values['source-addresses']?.split(',').map((a) => a.trim());
+  const badAddress = sourceAddresses?.find((a) => isIP(a) === 0);
+  if (badAddress !== undefined) return usageError(`--source-addresses takes IP addresses separated by commas, not "${badAddress}"`);
   const tty = process.stderr.isTTY;
   const report = await runFleet({
     devices: devices as number,
@@ -116,6 +129,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(procs !== undefined ? { procs: procs as number } : {}),
     broker,
     ...(values['data-dir'] ? { root: values['data-dir'] } : {}),
+    ...(sourceAddresses ? { sourceAddresses } : {}),
     chaos: values.chaos,
     mode: values.bare ? 'bare' : 'agent',
     // A live line on a terminal; a line every 5 s otherwise (logs, CI).

@@ -10,14 +10,16 @@
  * monotonic duration across processes. Joined on (device, seq).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../cloud/broker.js';
 import { PunchLedger, type DeliveryReport } from '../cloud/consumer-ledger.js';
 import type { ConsumerDown, ConsumerSpec, ConsumerUp } from '../cloud/consumer-process.js';
 import { Mosquitto } from '../cloud/mosquitto.js';
+import { planSourceAddresses } from './addresses.js';
+import { processCpuMs, procCpuMs } from './cpu.js';
 import type { WorkerDown, WorkerSpec, WorkerUp } from './worker.js';
 
 export interface FleetOptions {
@@ -29,8 +31,15 @@ export interface FleetOptions {
   durationSec: number;
   /** Shared-subscription consumers (forced to 1 on aedes, which has no shared subscriptions). */
   consumers?: number;
-  /** Worker processes (default: one per 500 devices, at least 1). */
+  /** Worker processes (default: defaultProcs()). */
   procs?: number;
+  /** Source addresses for the devices' connections (default: planSourceAddresses decides; addresses.ts). */
+  sourceAddresses?: string[];
+  /** The ephemeral port range the source-address plan assumes (default: this host's; tests make it small). */
+  portRange?: [number, number];
+  /** Quiet seconds after every device connected, before production: the start-up tail settles, then idle CPU is measured (default 2 + 3). */
+  settleSec?: number;
+  idleSec?: number;
   chaos?: boolean;
   /** Seconds between chaos events: uniform in [min, max]. Default [3, 8]. */
   chaosEverySec?: [number, number];
@@ -93,6 +102,15 @@ export interface FleetReport {
   memory: { rssPerDeviceMb: number; rssTotalMb: number; rssBasePerProcMb: number };
   /** Worker CPU (all threads) per punch accepted while producing, ms: what the host's load changes least. */
   cpuMsPerPunch: number;
+  /**
+   * CPU per punch accepted while producing, ms, by part (NaN with chaos, or
+   * where it cannot be read): the device processes, the consumer processes, the
+   * coordinator (ordering stage and report), the broker (own Mosquitto only);
+   * and what a connected, idle device costs per second (measured before production).
+   */
+  cpu: { workersMsPerPunch: number; consumersMsPerPunch: number; coordinatorMsPerPunch: number; brokerMsPerPunch: number; idleMsPerDeviceSec: number };
+  /** Source addresses the devices' connections were spread over ([]: one, the kernel's choice) and why. */
+  sourceAddresses: { addresses: string[]; reason: string };
   chaos: ChaosEvent[];
   drainedInSec: number;
   timedOut: boolean;
@@ -100,6 +118,33 @@ export interface FleetReport {
 }
 
 /** The compiled child scripts: beside this file when compiled, under dist/ when run from source (vitest). */
+/**
+ * Worker processes for a fleet: at least one per core (each worker's event
+ * loop is one core's worth of JavaScript at most), at most ~500 punches/s per
+ * worker (a 500-device worker at 1 punch/s keeps its event loop about half
+ * busy; BENCHMARKS.md), and few enough devices per worker for its file
+ * descriptor limit (each agent holds ~11: two outbox connections with WAL and
+ * shared memory, the incident store's, a lock, a sequence mark, a socket).
+ */
+export function defaultProcs(devices: number, ratePerDevice: number, cores = availableParallelism(), fdLimit = openFileLimit()): number {
+  const byFds = Math.ceil(devices / Math.max(1, Math.floor((fdLimit - 256) / FDS_PER_AGENT)));
+  const byRate = Math.ceil((devices * ratePerDevice) / PUNCHES_PER_SEC_PER_WORKER);
+  return Math.max(1, Math.min(devices, Math.max(cores, byRate, byFds)));
+}
+const FDS_PER_AGENT = 12;
+const PUNCHES_PER_SEC_PER_WORKER = 500;
+
+/** This process's soft limit on open files (a forked worker inherits it); 1024 where it cannot be read. */
+function openFileLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m) return m[1] === 'unlimited' ? 1 << 20 : Number(m[1]);
+  } catch {
+    // Not Linux: the common default below.
+  }
+  return 1024;
+}
+
 function script(rel: string): string {
   const here = dirname(fileURLToPath(import.meta.url));
   if (import.meta.url.endsWith('.ts')) return resolve(here, '../../dist/simulators', rel);
@@ -131,6 +176,7 @@ interface Consumer {
   slot: number;
   proc: ChildProcess;
   ready: boolean;
+  cpuMs?: number;
 }
 
 export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
@@ -149,7 +195,14 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
     notes.push(`the embedded broker (aedes) has no shared subscriptions: one consumer instead of ${consumerCount}`);
     consumerCount = 1;
   }
-  const procs = Math.max(1, Math.min(opts.devices, opts.procs ?? Math.ceil(opts.devices / 500)));
+  const procs = Math.max(1, Math.min(opts.devices, opts.procs ?? defaultProcs(opts.devices, opts.rate)));
+  const sources = planSourceAddresses({
+    connections: opts.devices + consumerCount,
+    brokerHost: new URL(url).hostname,
+    ...(opts.sourceAddresses ? { explicit: opts.sourceAddresses } : {}),
+    ...(opts.portRange ? { range: opts.portRange } : {}),
+  });
+  if (sources.addresses.length === 0 && !sources.reason.startsWith('one source')) notes.push(sources.reason);
   const ownRoot = !opts.root;
   // Default: memory-backed (/dev/shm) when there is one. Each real device fsyncs its own flash; a thousand
   // outboxes on one host share one disk, whose fsync queue would be what the run measured (BENCHMARKS.md).
@@ -185,6 +238,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
     const c: Consumer = { slot, proc, ready: false };
     proc.on('message', (m: ConsumerUp) => {
       if (m.t === 'ready') c.ready = true;
+      else if (m.t === 'stats') c.cpuMs = m.cpuMs;
       else if (m.t === 'punches') {
         const items = opts.tamper ? opts.tamper(m.items) : m.items;
         for (const [deviceId, seq, eventId, hr] of items) {
@@ -205,7 +259,8 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
   const spawnWorker = (index: number, spec: WorkerSpec): Worker => {
     // TALLYBOX_FLEET_WORKER_NODE_ARGS: node flags for the workers only (profiling: --cpu-prof --cpu-prof-dir=DIR).
     const execArgv = (process.env.TALLYBOX_FLEET_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const proc = fork(script('fleet/worker.js'), [JSON.stringify(spec)], { execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8' } });
+    // Four threads for the agents' SQLite work: with a worker per core, more only queue for the same cores.
+    const proc = fork(script('fleet/worker.js'), [JSON.stringify(spec)], { execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '4' } });
     const w: Worker = { index, spec, proc, ready: false };
     proc.on('message', (m: WorkerUp) => {
       if (m.t === 'started') w.rssBaseMb = m.rssBaseMb;
@@ -264,26 +319,39 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
   let drainedInSec = 0;
   let startSec = 0;
   let productionSec = 0;
-  let cpu0 = 0;
   let cpuPerPunch = Number.NaN;
+  const cpu: FleetReport['cpu'] = { workersMsPerPunch: Number.NaN, consumersMsPerPunch: Number.NaN, coordinatorMsPerPunch: Number.NaN, brokerMsPerPunch: Number.NaN, idleMsPerDeviceSec: Number.NaN };
   try {
     for (let k = 0; k < consumerCount; k++) consumers.push(spawnConsumer(k));
     await waitFor(() => consumers.every((c) => c.ready), 60_000, 'the consumers to subscribe');
     const per = Math.ceil(opts.devices / procs);
     for (let p = 0; p < procs; p++) {
       const devices = ids.slice(p * per, (p + 1) * per);
-      if (devices.length) workers.push(spawnWorker(p, { url, orgId, devices, root, rate: opts.rate, mode }));
+      if (devices.length) workers.push(spawnWorker(p, { url, orgId, devices, root, rate: opts.rate, mode, sourceAddresses: sources.addresses, firstIndex: p * per }));
     }
     await waitFor(() => workers.every((w) => w.ready), 60_000 + opts.devices * 200, 'every device to connect');
     startSec = elapsed();
+
+    // The workers report their CPU every 250 ms, the consumers every second.
+    const workerCpu = () => workers.reduce((n, w) => n + (w.status?.cpuMs ?? 0), 0);
+    const consumerCpu = () => consumers.reduce((n, c) => n + (c.cpuMs ?? Number.NaN), 0);
+    const brokerCpu = () => procCpuMs(mosquitto?.pid) ?? Number.NaN;
+    // Connected and idle: the start-up tail settles (births, first incident checks), then what idle devices cost.
+    await sleep((opts.settleSec ?? 2) * 1000);
+    const idleSec = opts.idleSec ?? 3;
+    if (idleSec > 0) {
+      const i0 = workerCpu();
+      const t = performance.now();
+      await sleep(idleSec * 1000);
+      cpu.idleMsPerDeviceSec = (workerCpu() - i0) / ((performance.now() - t) / 1000) / opts.devices;
+    }
 
     // Production.
     phase = 'running';
     producing = true;
     windowStart = hrNow();
-    const cpuAt = () => workers.reduce((n, w) => n + (w.status?.cpuMs ?? 0), 0);
     const accepted0 = accepted;
-    cpu0 = cpuAt();
+    const cpu0 = { workers: workerCpu(), consumers: consumerCpu(), coordinator: processCpuMs(), broker: brokerCpu() };
     for (const w of workers) w.proc.send({ t: 'produce' } satisfies WorkerDown);
     const endAt = performance.now() + opts.durationSec * 1000;
     const chaosJobs: Promise<void>[] = [];
@@ -336,7 +404,14 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
     productionSec = (performance.now() - (endAt - opts.durationSec * 1000)) / 1000;
     windowEnd = hrNow();
     producing = false;
-    cpuPerPunch = opts.chaos ? Number.NaN : (cpuAt() - cpu0) / Math.max(1, accepted - accepted0); // restarts reset a worker's clock
+    if (!opts.chaos) {
+      // (Restarts reset a process's clock: no figures with chaos.)
+      const n = Math.max(1, accepted - accepted0);
+      cpuPerPunch = cpu.workersMsPerPunch = (workerCpu() - cpu0.workers) / n;
+      cpu.consumersMsPerPunch = (consumerCpu() - cpu0.consumers) / n;
+      cpu.coordinatorMsPerPunch = (processCpuMs() - cpu0.coordinator) / n;
+      cpu.brokerMsPerPunch = (brokerCpu() - cpu0.broker) / n;
+    }
 
     // Drain: every worker's outboxes empty, then every accepted seq at the ordering stage.
     phase = 'draining';
@@ -406,6 +481,8 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
     },
     memory: { rssPerDeviceMb: (rssTotal - rssBase) / opts.devices, rssTotalMb: rssTotal, rssBasePerProcMb: rssBase / workers.length },
     cpuMsPerPunch: cpuPerPunch,
+    cpu,
+    sourceAddresses: sources,
     chaos,
     drainedInSec,
     timedOut,

@@ -11,16 +11,18 @@
  * whatever was not acknowledged.
  */
 import { mkdirSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { createLogger, type Logger } from '../../src/util/log.js';
 import { errorMessage } from '../../src/util/errors.js';
-import mqtt from 'mqtt';
+import mqtt, { MqttClient } from 'mqtt';
 import { EgressGate } from '../../src/link/egress.js';
 import { topic } from '../../src/link/topics.js';
 import { uuidv7 } from '../../src/util/uuidv7.js';
 import { hrNowMs } from '../cloud/consumer.js';
+import { processCpuMs } from './cpu.js';
 
 export interface WorkerSpec {
   url: string;
@@ -38,6 +40,13 @@ export interface WorkerSpec {
    * (what a synthetic load tool does); nothing survives a kill.
    */
   mode?: 'agent' | 'bare';
+  /**
+   * Source addresses dealt round-robin over the whole fleet (addresses.ts):
+   * device `firstIndex + i` of the fleet leaves from `sourceAddresses[(firstIndex + i) % length]`.
+   * Absent or empty: the kernel's choice.
+   */
+  sourceAddresses?: string[];
+  firstIndex?: number;
 }
 
 /** What the producer loop needs of one device, agent or bare client. */
@@ -68,8 +77,10 @@ function agentDevice(a: Agent, orgId: string): FleetDevice {
   };
 }
 
-function bareDevice(id: string, spec: WorkerSpec): FleetDevice {
-  const client = mqtt.connect(spec.url, { clientId: `tallybox-bare-${id}`, clean: true, protocolVersion: 5, reconnectPeriod: 1000 });
+function bareDevice(id: string, spec: WorkerSpec, localAddress: string | undefined): FleetDevice {
+  const options = { clientId: `tallybox-bare-${id}`, clean: true, protocolVersion: 5, reconnectPeriod: 1000 } as const;
+  // mqtt.js's own TCP stream takes no source address: with one, the client gets its socket from a stream builder.
+  const client = localAddress ? new MqttClient(() => netConnect({ ...brokerHostPort(spec.url), localAddress }), options) : mqtt.connect(spec.url, options);
   const gate = new EgressGate({ deviceId: id, operatorOrgId: spec.orgId });
   const punchTopic = topic(spec.orgId, id, 'punch');
   let seq = 0;
@@ -106,20 +117,30 @@ export type WorkerUp =
 export type WorkerDown = { t: 'produce' } | { t: 'halt' } | { t: 'drain' } | { t: 'stop' };
 
 const rssMb = () => process.memoryUsage.rss() / 2 ** 20;
-/** CPU time of this process, every thread (event loop, SQLite's thread pool), in ms. */
-const cpuMs = () => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
+
+const brokerHostPort = (url: string) => {
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port || 1883) };
 };
 
-function deviceConfig(spec: WorkerSpec, id: string) {
+/**
+ * A fleet device's configuration. Two intervals differ from a lone device's
+ * defaults, because N agents share this host's CPU where each real device
+ * has its own: MQTT keepalive 60 s (30 s default; a PINGREQ per device per
+ * minute, and the drain's ack watchdog, 3 × keepalive, gives an overloaded
+ * broker 180 s before a link is recycled and its in-flight window re-sent),
+ * and the incident check every 60 s (5 s default: a SQLite read per device per
+ * check, 200 reads/s for 1,000 devices; BENCHMARKS.md, fleet section).
+ */
+function deviceConfig(spec: WorkerSpec, id: string, localAddress: string | undefined) {
   return validateConfig({
     version: 1,
     device: { id, kind: 'sim', orgId: spec.orgId },
     region: 'sg',
     dataDir: join(spec.root, id),
-    broker: { url: spec.url, allowLoopback: true, reconnectMinMs: 200, reconnectMaxMs: 5000 },
+    broker: { url: spec.url, allowLoopback: true, reconnectMinMs: 200, reconnectMaxMs: 5000, keepaliveSec: 60, ...(localAddress ? { localAddress } : {}) },
     clock: { source: 'assume-synced' },
+    incidents: { checkSec: 60 },
     log: { level: 'error' },
   });
 }
@@ -131,12 +152,13 @@ async function startAll(spec: WorkerSpec, logger: Logger): Promise<FleetDevice[]
     while (next < spec.devices.length) {
       const i = next++;
       const id = spec.devices[i]!;
+      const from = spec.sourceAddresses?.length ? spec.sourceAddresses[((spec.firstIndex ?? 0) + i) % spec.sourceAddresses.length] : undefined;
       if (spec.mode === 'bare') {
-        agents[i] = bareDevice(id, spec);
+        agents[i] = bareDevice(id, spec, from);
         continue;
       }
       mkdirSync(join(spec.root, id), { recursive: true, mode: 0o700 });
-      agents[i] = agentDevice(await Agent.start({ config: deviceConfig(spec, id), logger: logger.child({ deviceId: id }) }), spec.orgId);
+      agents[i] = agentDevice(await Agent.start({ config: deviceConfig(spec, id, from), logger: logger.child({ deviceId: id }) }), spec.orgId);
     }
   };
   await Promise.all(Array.from({ length: spec.startConcurrency ?? 16 }, one));
@@ -194,7 +216,7 @@ async function main(): Promise<void> {
     if (accepts.length > 0) send({ t: 'accepts', items: accepts });
     accepts = [];
     const depth = agents.reduce((n, a) => n + a.depth, 0);
-    send({ t: 'status', connected: connected(), accepted, depth, refused, rssMb: rssMb(), heapMb: process.memoryUsage().heapUsed / 2 ** 20, cpuMs: cpuMs() });
+    send({ t: 'status', connected: connected(), accepted, depth, refused, rssMb: rssMb(), heapMb: process.memoryUsage().heapUsed / 2 ** 20, cpuMs: processCpuMs() });
   }, 250);
 
   process.on('message', (m: WorkerDown) => {

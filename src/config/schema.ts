@@ -35,6 +35,12 @@ const BrokerSchema = z
      */
     allowLoopback: z.boolean().default(false),
     clientId: z.string().optional(),
+    /**
+     * Source address of the connection (an address of this host). A host that
+     * runs many agents against one broker (tallybox-sim fleet) spreads them over
+     * 127.0.0.x: one source address gives one connection per ephemeral port.
+     */
+    localAddress: z.ipv4().or(z.ipv6()).optional(),
     username: z.string().optional(),
     password: z.string().optional(),
     keepaliveSec: z.number().int().min(1).max(3600).default(30),

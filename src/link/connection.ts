@@ -199,6 +199,7 @@ export class MqttLink {
         tls: this.#tls,
         maxPacketBytes: this.#maxPacketBytes,
         ...(this.#opts.lookup ? { lookup: this.#opts.lookup } : {}),
+        ...(broker.localAddress ? { localAddress: broker.localAddress } : {}),
         onDrop: (p) => {
           this.#dropped++;
           const type = PACKET_TYPES[p.type] ?? `type ${p.type}`;

@@ -64,6 +64,8 @@ export interface TransportSpec {
   onDrop: (p: DroppedPacket) => void;
   /** Name resolution; tests map a region host name to 127.0.0.1 with it. Default: DNS. */
   lookup?: LookupFunction;
+  /** Source address of the socket (config broker.localAddress). Default: the kernel's choice. */
+  localAddress?: string;
 }
 
 /** Read buffer for a plaintext socket, reused for every read (see GatedStream). */
@@ -71,16 +73,16 @@ const READ_BUFFER_BYTES = 64 * 1024;
 
 function openSocket(spec: TransportSpec, onRead: (bytes: Buffer) => boolean): Socket {
   const { host, port, transport, certificatePinned } = spec.security;
-  const lookup = spec.lookup ? { lookup: spec.lookup } : {};
+  const extra = { ...(spec.lookup ? { lookup: spec.lookup } : {}), ...(spec.localAddress ? { localAddress: spec.localAddress } : {}) };
   if (transport === 'plaintext') {
     // One buffer for every read: a flood of dropped bytes allocates nothing (each
     // 'data' chunk would be a fresh 64 KiB buffer left for the GC).
-    return netConnect({ host, port, ...lookup, onread: { buffer: Buffer.alloc(READ_BUFFER_BYTES), callback: (n, buf) => onRead(Buffer.from(buf.buffer, buf.byteOffset, n)) } });
+    return netConnect({ host, port, ...extra, onread: { buffer: Buffer.alloc(READ_BUFFER_BYTES), callback: (n, buf) => onRead(Buffer.from(buf.buffer, buf.byteOffset, n)) } });
   }
   const opts: ConnectionOptions = {
     host,
     port,
-    ...lookup,
+    ...extra,
     ...spec.tls,
     // SNI carries the configured name, so the broker presents that name's certificate.
     ...(isIP(host) === 0 ? { servername: host } : {}),
