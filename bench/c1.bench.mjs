@@ -122,7 +122,25 @@ async function idleRss() {
     const base = spawn(process.execPath, [...flags, '-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env });
     kids.push(agent, base);
     await new Promise((r) => setTimeout(r, 8000));
-    return { agent: rssOf(agent.pid), base: rssOf(base.pid), attached: Object.values(office.state().ifaces).every((i) => i.monitors === 1) };
+    const measured = { agent: rssOf(agent.pid), base: rssOf(base.pid), attached: Object.values(office.state().ifaces).every((i) => i.monitors === 1) };
+    // Then the same agent again, probed (bench/c1-rss-probe.mjs), for where the memory is: one at a time (one data directory).
+    agent.kill('SIGTERM');
+    await new Promise((r) => agent.once('exit', r));
+    const out = join(dir, 'probe.json');
+    const probeEnv = { ...env, C1_RSS_PROBE_OUT: out, C1_RSS_PROBE_AT: '7000' };
+    const probe = join(root, 'bench', 'c1-rss-probe.mjs');
+    const probed = spawn(process.execPath, [...flags, `--import=${probe}`, dist('src/cli/tallybox.js'), 'run', '--config', cfg], { stdio: 'ignore', env: probeEnv });
+    const probedBase = spawn(process.execPath, [...flags, `--import=${probe}`, '-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env: { ...probeEnv, C1_RSS_PROBE_OUT: `${out}.base` } });
+    kids.push(probed, probedBase);
+    await new Promise((r) => setTimeout(r, 8000));
+    const read = (f) => {
+      try {
+        return JSON.parse(readFileSync(f, 'utf8'));
+      } catch {
+        return undefined; // the probe did not write (the agent died): the rows say n/a
+      }
+    };
+    return { ...measured, breakdown: read(out), baseBreakdown: read(`${out}.base`) };
   } finally {
     for (const k of kids) k.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));
@@ -195,6 +213,18 @@ export async function run() {
   if (parts.has('rss')) {
     const m = await idleRss();
     rows.push({ bench: 'c1', metric: `idle RSS, tallybox run (c1${m.attached ? ', both radios attached' : ', NOT attached'})`, value: m.agent, unit: 'MB', baseline: m.base, ratio: m.agent / m.base, target: '≤ 70 MB', ok: m.agent <= 70 });
+    // Where it is (a probed second run; baseline: the idle `node -e`, probed the same way).
+    const b = m.breakdown ?? {};
+    const bb = m.baseBreakdown ?? {};
+    for (const [k, label] of [
+      ['heapUsed', 'V8 heap used'],
+      ['external', 'external (Buffers, ArrayBuffers)'],
+      ['code', 'code + bytecode (in the heap)'],
+      ['privateDirty', 'private dirty pages (heap, malloc, stacks)'],
+      ['sharedClean', 'shared clean pages (node binary, libraries)'],
+    ]) {
+      rows.push({ bench: 'c1', metric: `idle RSS breakdown: ${label}`, value: b[k] ?? NaN, unit: 'MB', baseline: bb[k] ?? NaN, ratio: (b[k] ?? NaN) / (bb[k] ?? NaN) });
+    }
   }
   if (parts.has('lease')) {
     const ll = await leaseLoad('watcher');

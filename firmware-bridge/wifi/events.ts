@@ -24,6 +24,11 @@ export interface StationJoined {
   /** Canonical form: lowercase, colon-separated. */
   mac: string;
   fingerprint?: DhcpFingerprint;
+  /**
+   * Already there when the source started (a lease file's first read): a
+   * station that did not arrive just now. Live events leave it unset.
+   */
+  catchUp?: boolean;
 }
 
 export interface StationLeft {

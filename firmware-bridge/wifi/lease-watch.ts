@@ -52,6 +52,8 @@ export class LeaseWatcher extends EventEmitter<LeaseWatcherEvents> {
   #reading: Promise<void> | null = null;
   #again = false;
   #sig = '';
+  /** No lease file read yet: the leases of the first one found were there before this watcher (catch-up, not arrivals). */
+  #catchUp = true;
   #lines: LeaseLineCache = new Map();
   #running = false;
   /** reads: files parsed; unchanged: wake-ups (inotify, poll) for a file identical in inode, size, mtime and ctime. */
@@ -154,6 +156,8 @@ export class LeaseWatcher extends EventEmitter<LeaseWatcherEvents> {
       text = '';
     }
     this.stats.reads++;
+    const catchUp = this.#catchUp;
+    if (this.#sig !== 'missing') this.#catchUp = false;
     const cache = { prev: this.#lines, next: new Map() as LeaseLineCache };
     const parsed = parseLeaseFile(text, cache);
     this.#lines = cache.next;
@@ -176,7 +180,7 @@ export class LeaseWatcher extends EventEmitter<LeaseWatcherEvents> {
       if (old && old.hostname === l.hostname && old.clientId === l.clientId) continue;
       if (!old) this.stats.joins++;
       const fp = { ...(l.clientId ? { clientId: l.clientId } : {}), ...(l.hostname ? { hostname: l.hostname } : {}) };
-      this.emit('presence', { type: 'joined', source: 'dnsmasq-lease', iface: this.#iface, mac, ...(Object.keys(fp).length ? { fingerprint: fp } : {}) });
+      this.emit('presence', { type: 'joined', source: 'dnsmasq-lease', iface: this.#iface, mac, ...(Object.keys(fp).length ? { fingerprint: fp } : {}), ...(catchUp ? { catchUp: true } : {}) });
     }
     for (const mac of prev.keys()) {
       if (next.has(mac)) continue;

@@ -29,8 +29,12 @@ export interface PresenceTrackerOptions {
 }
 
 export interface PresenceTrackerEvents {
-  /** A station became present in a group (first holder, not back within the grace). */
-  joined: [mac: string, iface: string, group: string];
+  /**
+   * A station became present in a group (first holder, not back within the
+   * grace). live false: learnt from a catch-up (hostapd's station list after an
+   * attach, a lease file's first read), so it may have been there all along.
+   */
+  joined: [mac: string, iface: string, group: string, live: boolean];
   /** A station left a group (no holder there for leaveGraceMs). */
   left: [mac: string, group: string];
   /** A station's DHCP fingerprint was learnt or changed. */
@@ -83,7 +87,7 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
     if (isDhcp(ev.source) && !this.#dhcpIsPresence) return;
     const holder = `${ev.source} ${ev.iface}`;
     const pk = presenceKey(this.#groupOf(ev.iface), ev.mac);
-    if (ev.type === 'joined') this.#hold(pk, holder, ev.iface);
+    if (ev.type === 'joined') this.#hold(pk, holder, ev.iface, ev.catchUp !== true);
     else this.#release(pk, holder);
   }
 
@@ -94,7 +98,7 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
     const group = this.#groupOf(iface);
     const now = new Set(macs.map((m) => presenceKey(group, m)));
     for (const [pk, hs] of this.#holders) if (hs.has(holder) && !now.has(pk)) this.#release(pk, holder);
-    for (const pk of now) this.#hold(pk, holder, iface);
+    for (const pk of now) this.#hold(pk, holder, iface, false);
   }
 
   stop(): void {
@@ -104,7 +108,7 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
     this.#fp.clear();
   }
 
-  #hold(pk: string, holder: string, iface: string): void {
+  #hold(pk: string, holder: string, iface: string, live: boolean): void {
     let hs = this.#holders.get(pk);
     const wasLeaving = this.#leaving.get(pk);
     if (wasLeaving) {
@@ -116,7 +120,7 @@ export class PresenceTracker extends EventEmitter<PresenceTrackerEvents> {
       hs = new Set();
       this.#holders.set(pk, hs);
       hs.add(holder);
-      if (!wasLeaving) this.emit('joined', macOf(pk), iface, groupOfKey(pk));
+      if (!wasLeaving) this.emit('joined', macOf(pk), iface, groupOfKey(pk), live);
       return;
     }
     hs.add(holder);

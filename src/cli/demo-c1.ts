@@ -20,6 +20,7 @@ import { WifiOffice } from '../../simulators/wifi/office.js';
 import { CredentialKind, ResultCode, type CommandBodyProps, type CommandResult, type PunchEvent } from '../proto/index.js';
 import type { C1Config } from '../roles/c1/config.js';
 import type { C1Role } from '../roles/c1/role.js';
+import type { StartRoleOptions } from '../roles/start.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { awaitDelivery, punchJsonLine, sleep, startDemoDevice, type DemoDevice } from './demo-kit.js';
 
@@ -36,6 +37,10 @@ export interface C1StackOptions {
   onPunch?: (p: PunchEvent, info: { duplicate: boolean }) => void;
   brokerUrl?: string;
   wallClock?: () => number;
+  /** Called with the simulated office before the role attaches (tests: phones already associated at a restart). */
+  beforeRole?: (office: WifiOffice) => void;
+  /** Further C1 role options (tests: the clocks enrolment windows are checkpointed with). */
+  role?: NonNullable<StartRoleOptions['c1']>;
   /** The punch gate's repeat window (default: the agent's setting, 60 s). */
   repeatWindowSec?: number;
   /** Simulated radios and the SSID each serves (default wlan0, wlan1 on "Office"). */
@@ -83,8 +88,9 @@ export async function startC1Stack(opts: C1StackOptions = {}): Promise<C1Stack> 
     beforeRole: async (dir, onClose) => {
       office = new WifiOffice({ dir: join(dir, 'wifi'), ...opts.office }).start();
       onClose(() => office?.stop());
+      opts.beforeRole?.(office);
     },
-    roles: { start: false, ...(opts.repeatWindowSec !== undefined ? { repeatWindowSec: opts.repeatWindowSec } : {}), ...(opts.wallClock ? { c1: { wallClock: opts.wallClock } } : {}) },
+    roles: { start: false, ...(opts.repeatWindowSec !== undefined ? { repeatWindowSec: opts.repeatWindowSec } : {}), ...(opts.wallClock || opts.role ? { c1: { ...opts.role, ...(opts.wallClock ? { wallClock: opts.wallClock } : {}) } } : {}) },
   });
   const role = dev.running?.c1?.role;
   if (!role || !office) {

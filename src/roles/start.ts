@@ -38,7 +38,7 @@ export interface StartRoleOptions {
   /** Enrol on SubjectUpsert (default: the config's `m2.enrolOnUpsert`, true for m1). */
   enrolOnUpsert?: boolean;
   /** C1 role options beyond its config section (clocks, backoff). */
-  c1?: Partial<Pick<C1RoleOptions, 'wallClock' | 'monotonic' | 'backoff'>>;
+  c1?: Partial<Pick<C1RoleOptions, 'wallClock' | 'monotonic' | 'backoff' | 'clockSynced' | 'checkpointClock' | 'checkpointMs'>>;
   /** P1 role options beyond its config section (another printer opener in tests, faster backoff). */
   p1?: Partial<Pick<P1RoleOptions, 'openPrinter' | 'supervisorBackoff' | 'confirmTimeoutMs'>>;
   /** Start the roles now, in the background (default true); false: the caller calls role.start(). */
@@ -116,8 +116,9 @@ async function startWifi(agent: Agent, gate: PunchGate, opts: StartRoleOptions):
   const config = agent.config.c1;
   if (!config) throw new TallyboxError('CONFIG_INVALID', 'a c1 device needs a c1 section');
   const log = agent.logger.child({ component: 'c1' });
-  const { C1Role } = await import('./c1/role.js');
-  const role = new C1Role({ config, dataDir: agent.config.dataDir, vault, gate, sink: agent, logger: log, ...opts.c1 });
+  const [{ C1Role }, { clockSynced }] = await Promise.all([import('./c1/role.js'), import('../agent/clock.js')]);
+  // clockSynced: a window restored after a reboot counts the downtime by the wall clock only when it is synchronised.
+  const role = new C1Role({ config, dataDir: agent.config.dataDir, vault, gate, sink: agent, logger: log, clockSynced: () => clockSynced(agent.config.clock), ...opts.c1 });
   const { attachRole } = await import('./kit/attach.js');
   attachRole({ agent, participant: role, gate, onErased: (org, ids) => role.subjectsErased(org, ids), tag: 'c1', logger: log, followSettings: false });
   return {

@@ -20,7 +20,8 @@ describe('egress gate', () => {
   it('only the link imports the MQTT client, and only src/link/egress.ts publishes with it', () => {
     const sources = files(join(root, 'src')).map((f) => ({ file: relative(root, f), text: readFileSync(f, 'utf8') }));
     // A value import of 'mqtt' is what it takes to get a client; type-only imports carry none.
-    const importers = sources.filter((s) => /^import\s+(?!type\b)[^;]*from\s+'mqtt'/m.test(s.text)).map((s) => s.file);
+    // … or a require() of it (createRequire(import.meta.url)('mqtt'), src/link/transport.ts: no CJS lexer at start).
+    const importers = sources.filter((s) => /^import\s+(?!type\b)[^;]*from\s+'mqtt'/m.test(s.text) || /[rR]equire\b[^;\n]*\(\s*'mqtt'\s*\)/.test(s.text)).map((s) => s.file);
     // One module builds clients (socket, TLS policy, packet gate); `tallybox doctor` goes through src/link/probe.ts.
     expect(importers.sort()).toEqual(['src/link/transport.ts']);
     // ... and only the link itself may use that module: everything else gets an EgressChannel.

@@ -101,11 +101,15 @@ describe('dnsmasq lease watcher', () => {
     };
     write(`1800000000 ${A} 10.0.0.2 Alices-iPhone 01:${A}\n`);
     await waitFor(() => seen.length === 1, 'first join');
-    expect(seen[0]).toEqual({ type: 'joined', source: 'dnsmasq-lease', iface: 'dhcp', mac: A, fingerprint: { hostname: 'Alices-iPhone', clientId: `01:${A}` } });
+    // The first lease file found lists leases from before the watcher (dnsmasq keeps them across its restarts): catch-up, not arrivals.
+    expect(seen[0]).toEqual({ type: 'joined', source: 'dnsmasq-lease', iface: 'dhcp', mac: A, fingerprint: { hostname: 'Alices-iPhone', clientId: `01:${A}` }, catchUp: true });
     // 50 rewrites in a burst: the final state is what counts, nothing is lost or invented
     for (let i = 0; i < 50; i++) writeFileSync(path, `1800000000 ${A} 10.0.0.2 Alices-iPhone 01:${A}\n${i % 2 ? `1800000000 ${B} 10.0.0.3 * *\n` : ''}`);
     writeFileSync(path, `1800000000 ${B} 10.0.0.3 * *\n1600000000 3c:22:fb:00:00:07 10.0.0.9 * *\n`); // the second one has expired
     await waitFor(() => w.leases.length === 1 && w.leases[0]!.mac === B && seen.at(-1)?.type === 'left', 'final state');
+    // B arrived in a later rewrite: a live join.
+    const bJoin = seen.find((e) => e.mac === B && e.type === 'joined');
+    expect(bJoin && 'catchUp' in bJoin).toBe(false);
     const last = seen.filter((e) => e.mac === A).at(-1);
     expect(last?.type).toBe('left');
     expect(seen.some((e) => e.mac === '3c:22:fb:00:00:07')).toBe(false);
@@ -262,6 +266,20 @@ describe('presence: the union of every radio and source', () => {
     t.apply({ type: 'joined', source: 'hostapd', iface: 'wlan0', mac: A });
     t.replace('hostapd', 'wlan0', [B]);
     expect(t.isPresent(B)).toBe(true);
+    t.stop();
+  });
+  it('joins say whether they are live: an event is, a catch-up list or a catch-up lease is not (no enrolment candidate)', () => {
+    const t = new PresenceTracker({ dhcpIsPresence: true, leaveGraceMs: 0 });
+    const joins: Array<[string, boolean]> = [];
+    t.on('joined', (mac, _i, _g, live) => joins.push([mac, live]));
+    t.apply({ type: 'joined', source: 'hostapd', iface: 'wlan0', mac: A });
+    t.replace('hostapd', 'wlan1', [B]);
+    t.apply({ type: 'joined', source: 'dnsmasq-lease', iface: 'dhcp', mac: '3c:22:fb:00:00:09', catchUp: true });
+    expect(joins).toEqual([
+      [A, true],
+      [B, false],
+      ['3c:22:fb:00:00:09', false],
+    ]);
     t.stop();
   });
 });

@@ -8,6 +8,11 @@
  * arriving together: CONFLICT, nothing enrolled — never a guess). No new
  * phone before the end: EXPIRED. Time is the monotonic clock only.
  *
+ * Armed windows survive a restart (window-store.ts): `onChange` tells the role
+ * to save the set, `snapshot` says how much time each has left, `restore`
+ * re-arms one with that time, and `suspend` (the role stops) ends nothing:
+ * the windows stay armed in the file, with no result sent.
+ *
  * The MAC stays in memory until `commit` hands it to the vault (stored as the
  * org-keyed HMAC, scoped to the SSID); the outcome names the subject, the SSID
  * and a short keyed tag of the phone, never the MAC.
@@ -32,11 +37,20 @@ export interface EnrolmentWindowsOptions {
   /** The window ended (the later result, the log line). */
   ended(req: EnrolmentRequest, outcome: WifiEnrolmentOutcomeProps, end: EnrolmentEnd, why: string): void;
   tag(mac: string): string;
+  /** The set of armed windows changed (armed, ended): the role saves it. */
+  onChange?(): void;
+}
+
+/** An armed window and the time it has left (what is persisted). */
+export interface WindowSnapshot {
+  req: EnrolmentRequest;
+  remainingMs: number;
 }
 
 interface Window {
   req: EnrolmentRequest;
-  armedAt: number;
+  /** Monotonic time of the end (ms). */
+  deadline: number;
   timer: NodeJS.Timeout;
   candidate?: { mac: string; guard: NodeJS.Timeout };
   conflict?: boolean;
@@ -64,10 +78,33 @@ export class EnrolmentWindows {
   arm(req: EnrolmentRequest): WifiEnrolmentOutcomeProps {
     const base = { subjectId: req.subjectId, ssid: req.ssid, armedCounter: req.counter };
     if (this.#bySsid.has(req.ssid)) return { ...base, state: WifiEnrolmentState.WIFI_ENROLMENT_STATE_CONFLICT };
-    const w: Window = { req, armedAt: this.#o.monotonic(), timer: setTimeout(() => this.#expire(w), req.windowSec * 1000) };
+    this.#open(req, req.windowSec * 1000);
+    this.#o.onChange?.();
+    return { ...base, state: WifiEnrolmentState.WIFI_ENROLMENT_STATE_ARMED };
+  }
+
+  /** Re-arm a window restored after a restart with the time it has left (false: its SSID is taken). */
+  restore(req: EnrolmentRequest, remainingMs: number): boolean {
+    if (this.#bySsid.has(req.ssid)) return false;
+    this.#open(req, Math.min(remainingMs, req.windowSec * 1000));
+    return true;
+  }
+
+  /** End a restored window that cannot go on (it expired while the agent was stopped): its result as usual. */
+  endRestored(req: EnrolmentRequest, end: EnrolmentEnd, why: string): void {
+    this.#o.ended(req, this.#outcome(req, end), end, why);
+  }
+
+  /** The armed windows and the time each has left now. */
+  snapshot(): WindowSnapshot[] {
+    const now = this.#o.monotonic();
+    return [...this.#bySsid.values()].map((w) => ({ req: w.req, remainingMs: Math.max(0, w.deadline - now) }));
+  }
+
+  #open(req: EnrolmentRequest, ms: number): void {
+    const w: Window = { req, deadline: this.#o.monotonic() + ms, timer: setTimeout(() => this.#expire(w), ms) };
     w.timer.unref?.();
     this.#bySsid.set(req.ssid, w);
-    return { ...base, state: WifiEnrolmentState.WIFI_ENROLMENT_STATE_ARMED };
   }
 
   /** The organisation whose window is armed on `ssid`, if any (the role asks before it looks the phone up). */
@@ -84,7 +121,7 @@ export class EnrolmentWindows {
     const w = this.#bySsid.get(ssid);
     if (!w || w.closing) return;
     // A join reported late (queued behind others) after the window's end does not count.
-    if (this.#o.monotonic() - w.armedAt > w.req.windowSec * 1000) return;
+    if (this.#o.monotonic() > w.deadline) return;
     if (w.candidate) {
       if (w.candidate.mac !== mac) w.conflict = true;
       return;
@@ -99,10 +136,22 @@ export class EnrolmentWindows {
     for (const w of [...this.#bySsid.values()]) if (w.req.orgId === orgId && (subjectIds === 'all' || subjectIds.includes(w.req.subjectId))) this.#end(w, 'cancelled', why);
   }
 
-  /** The role stops: every open window ends CANCELLED; resolves when all outcomes are out. */
-  async stop(): Promise<void> {
-    for (const w of [...this.#bySsid.values()]) this.#end(w, 'cancelled', 'agent_stopping');
+  /**
+   * The role stops (a restart, a shutdown): an enrolment being committed
+   * finishes; every other window stays armed, timers stopped, for the role to
+   * save (`snapshot` before this) and restore at its next start. A phone that
+   * was in its guard is forgotten: after the restart it is a phone that was
+   * already there, so it is no candidate (role.ts counts only live joins).
+   */
+  async suspend(): Promise<WindowSnapshot[]> {
     await this.#closing;
+    const left = this.snapshot();
+    for (const w of this.#bySsid.values()) {
+      clearTimeout(w.timer);
+      if (w.candidate) clearTimeout(w.candidate.guard);
+    }
+    this.#bySsid.clear();
+    return left;
   }
 
   #expire(w: Window): void {
@@ -133,7 +182,11 @@ export class EnrolmentWindows {
     this.#bySsid.delete(w.req.ssid);
     clearTimeout(w.timer);
     if (w.candidate) clearTimeout(w.candidate.guard);
-    const outcome: WifiEnrolmentOutcomeProps = { state: STATE[end], subjectId: w.req.subjectId, ssid: w.req.ssid, armedCounter: w.req.counter, ...(mac ? { phoneTag: this.#o.tag(mac) } : {}) };
-    this.#o.ended(w.req, outcome, end, why);
+    this.#o.onChange?.();
+    this.#o.ended(w.req, this.#outcome(w.req, end, mac), end, why);
+  }
+
+  #outcome(req: EnrolmentRequest, end: EnrolmentEnd, mac?: string): WifiEnrolmentOutcomeProps {
+    return { state: STATE[end], subjectId: req.subjectId, ssid: req.ssid, armedCounter: req.counter, ...(mac ? { phoneTag: this.#o.tag(mac) } : {}) };
   }
 }

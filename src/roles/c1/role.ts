@@ -27,6 +27,7 @@ import { EnrolmentWindows, type EnrolmentEnd, type EnrolmentRequest } from './en
 import { sameDevice } from './fingerprint.js';
 import { decideJoin, siteClock, type SubjectHistory } from './rules.js';
 import { createSources, type C1Sources } from './sources.js';
+import { WindowStore, restoreWindow, systemCheckpointClock, type CheckpointClock } from './window-store.js';
 
 export interface C1Vault {
   identifyCredential(kind: 'wifi_mac', value: string): Promise<Array<{ orgId: string; subjectId: string }>>;
@@ -60,6 +61,12 @@ export interface C1RoleOptions {
   wallClock?: () => number;
   monotonic?: () => number;
   backoff?: { minMs: number; maxMs: number };
+  /** Whether the wall clock is synchronised (the agent's clock source); default: never (a reboot then expires restored windows). */
+  clockSynced?: () => boolean;
+  /** The clocks armed windows are checkpointed with (tests: another boot); default: the system's. */
+  checkpointClock?: (wallSynced: boolean) => CheckpointClock;
+  /** How often the time left of armed windows is saved (default 10 s). */
+  checkpointMs?: number;
 }
 
 interface SubjectState extends SubjectHistory {
@@ -106,6 +113,9 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   readonly stats: C1Stats = { joins: 0, enrolledJoins: 0, punches: 0, repeats: 0, notPunched: 0, unknown: 0, reenrolmentNeeded: 0, otherSsid: 0, enrolled: 0 };
   readonly windows: EnrolmentWindows;
   readonly #tag = phoneTagger();
+  readonly #store: WindowStore;
+  #checkpoint: NodeJS.Timeout | undefined;
+  #saveFailing = false;
 
   constructor(opts: C1RoleOptions) {
     super();
@@ -117,7 +127,7 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     // With hostapd there is a witness of who left; DHCP then only lends fingerprints.
     // Presence per SSID: roaming between the bands of one SSID is one visit; another SSID is another.
     this.tracker = new PresenceTracker({ dhcpIsPresence: c.dhcpIsPresence ?? !c.hostapd, leaveGraceMs: c.leaveGraceSec * 1000, groupOf: (iface) => this.ssidOf(iface) ?? '' });
-    this.tracker.on('joined', (mac, _iface, group) => this.#enqueue(() => this.#joined(mac, group)));
+    this.tracker.on('joined', (mac, _iface, group, live) => this.#enqueue(() => this.#joined(mac, group, live)));
     this.tracker.on('left', (mac, group) => this.#enqueue(() => this.#left(mac, group)));
     this.tracker.on('fingerprint', (mac, fp) => this.#enqueue(() => this.#fingerprint(mac, fp)));
     this.sources = createSources({ config: c, dataDir: opts.dataDir, tracker: this.tracker, sink: opts.sink, logger: this.#log, ...(opts.backoff ? { backoff: opts.backoff } : {}) });
@@ -127,7 +137,9 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       tag: this.#tag,
       commit: (req, mac) => this.#commitEnrolment(req, mac),
       ended: (req, outcome, end, why) => this.#enrolmentEnded(req, outcome, end, why),
+      onChange: () => this.#saveWindows(),
     });
+    this.#store = new WindowStore(opts.dataDir);
   }
 
   /** The SSID an interface serves: the config's `ssids`, else what hostapd's STATUS said; undefined: unknown. */
@@ -154,13 +166,18 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   }
 
   async start(): Promise<void> {
+    // Before the sources: the phones they list at first (already there) meet the restored windows, and do not count.
+    this.#restoreWindows();
     this.#o.sink.setWifiCommands?.(this.commandHooks());
     await Promise.all(this.sources.supervisors.map((s) => s.start()));
   }
 
   async stop(): Promise<void> {
     this.#o.sink.setWifiCommands?.(undefined);
-    await this.windows.stop();
+    clearInterval(this.#checkpoint);
+    this.#checkpoint = undefined;
+    // Armed windows stay armed across the restart: saved with the time they have left, no result now.
+    this.#saveWindows(await this.windows.suspend());
     await this.sources.close();
     this.tracker.stop();
     await this.#tail;
@@ -189,13 +206,14 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     return false;
   }
 
-  async #joined(mac: string, group: string): Promise<void> {
+  async #joined(mac: string, group: string, live = true): Promise<void> {
     this.stats.joins++;
     const ssid = group === '' ? undefined : group;
     const matches = await this.#identify(mac, ssid);
     const armedOrg = ssid === undefined ? undefined : this.windows.armedOrg(ssid);
     // Enrolment mode: a phone the window's organisation does not know (on any SSID) is a candidate.
-    if (armedOrg !== undefined && !matches.some((m) => m.orgId === armedOrg) && !(await this.#knownInOrg(armedOrg, mac))) this.windows.newPhone(ssid!, mac);
+    // Only a phone that arrives now: one listed at a (re)start or re-attach may have been there all along.
+    if (armedOrg !== undefined && live && !matches.some((m) => m.orgId === armedOrg) && !(await this.#knownInOrg(armedOrg, mac))) this.windows.newPhone(ssid!, mac);
     if (matches.length === 0) {
       // Enrolled for another SSID of this router: known, but a join here is no punch (and no stranger).
       if (await this.#scopedElsewhere(mac, ssid)) {
@@ -310,6 +328,55 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       `Wi-Fi enrolment window for ${req.subjectId} on ${JSON.stringify(req.ssid)}: ${outcome.state === 1 ? `armed for ${req.windowSec} s` : 'refused, another window is armed on that SSID'}`,
     );
     return outcome;
+  }
+
+  /** The windows armed before the last stop (or crash): re-armed with what is left of them, or ended EXPIRED. */
+  #restoreWindows(): void {
+    let saved: ReturnType<WindowStore['load']>;
+    try {
+      saved = this.#store.load();
+    } catch (err) {
+      // Not trusted at all: nothing restored, so nothing can be enrolled through it.
+      this.#log.error({ event: 'wifi_enrolment_windows_unreadable', code: errorCode(err) }, `tallybox: ${errorCode(err)}: ${(err as Error).message}`);
+      return;
+    }
+    if (saved.length === 0) return;
+    const now = this.#checkpointClock();
+    for (const p of saved) {
+      const r = restoreWindow(p, now);
+      if (r.kind === 'armed' && this.windows.restore(r.req, r.remainingMs)) {
+        this.#log.info(
+          { event: 'wifi_enrolment_restored', orgId: r.req.orgId, subjectId: r.req.subjectId, ssid: r.req.ssid, remainingSec: Math.round(r.remainingMs / 1000) },
+          `Wi-Fi enrolment window for ${r.req.subjectId} on ${JSON.stringify(r.req.ssid)} still armed after the restart: ${Math.round(r.remainingMs / 1000)} s left`,
+        );
+      } else this.windows.endRestored(p.req, 'expired', r.kind === 'expired' ? r.why : 'another window is armed on that SSID');
+    }
+    this.#saveWindows();
+  }
+
+  #checkpointClock(): CheckpointClock {
+    const synced = this.#o.clockSynced?.() ?? false;
+    return (this.#o.checkpointClock ?? systemCheckpointClock)(synced);
+  }
+
+  /** Save the armed windows (the set now, or the one `suspend` returned); a checkpoint runs while any is armed. */
+  #saveWindows(windows = this.windows.snapshot()): void {
+    try {
+      const at = this.#checkpointClock();
+      this.#store.save(windows.map((w) => ({ ...w, at })));
+      if (this.#saveFailing) this.#log.info({ event: 'wifi_enrolment_windows_saved' }, 'enrolment windows saved again');
+      this.#saveFailing = false;
+    } catch (err) {
+      if (!this.#saveFailing) this.#log.error({ event: 'wifi_enrolment_windows_not_saved', code: errorCode(err) }, `armed enrolment windows not saved (a restart now ends them): ${errorCode(err)}`);
+      this.#saveFailing = true;
+    }
+    if (windows.length > 0 && !this.#checkpoint && this.windows.armed > 0) {
+      this.#checkpoint = setInterval(() => this.#saveWindows(), this.#o.checkpointMs ?? 10_000);
+      this.#checkpoint.unref?.();
+    } else if (this.windows.armed === 0 && this.#checkpoint) {
+      clearInterval(this.#checkpoint);
+      this.#checkpoint = undefined;
+    }
   }
 
   /** The window's phone becomes the subject's: stored only as the org-keyed HMAC, scoped to the SSID. */
