@@ -33,7 +33,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync, readFileSync, renameSync, write, writeSync, constants as fsc } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { SerialQueue } from '../outbox/serial-queue.js';
+import { SerialQueue } from '../util/serial-queue.js';
 import { TallyboxError, errorMessage } from '../util/errors.js';
 
 export interface SeqMarkState {
