@@ -7,6 +7,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { pb, type CommandBodyProps, type CommandResult, type DeviceState, type PunchEvent } from '../../src/proto/index.js';
 import { TOPIC_ROOT, parseTopic, topic } from '../../src/link/topics.js';
+import { TallyboxError } from '../../src/util/errors.js';
 import type { CommandSigner } from './signer.js';
 
 export interface SinkStats {
@@ -159,8 +160,25 @@ export class CloudSink {
   /** Sign a command and publish it to the device's cmd topic. */
   async sendCommand(signer: CommandSigner, orgId: string, deviceId: string, body: CommandBodyProps): Promise<Buffer> {
     const bytes = signer.sign({ deviceId, orgId, ...body });
-    await this.client.publishAsync(topic(orgId, deviceId, 'cmd'), bytes, { qos: 1 });
+    const to = topic(orgId, deviceId, 'cmd');
+    this.refuseOversized(deviceId, to, bytes);
+    await this.client.publishAsync(to, bytes, { qos: 1 });
     return bytes;
+  }
+
+  /**
+   * A device drops a packet over its announced limit unread (it cannot even
+   * learn the command id to answer it), so the cloud must refuse to send one:
+   * otherwise it waits for a result that never comes. The limit is taken from
+   * the device's latest DeviceState; a device not heard from yet is not checked.
+   */
+  private refuseOversized(deviceId: string, to: string, payload: Buffer): void {
+    const limit = Number(this.latestState.get(deviceId)?.maxIncomingPacketBytes ?? 0);
+    if (limit <= 0) return;
+    const bytes = publishPacketBytes(to, payload.length);
+    if (bytes > limit) {
+      throw new TallyboxError('COMMAND_TOO_LARGE', `a command of ${bytes} bytes exceeds device ${deviceId}'s incoming packet limit of ${limit} bytes: it would be dropped unread and never answered`, { deviceId, bytes, limit });
+    }
   }
 
   /** Publish raw bytes to a device's cmd topic (replay and forgery tests). */
@@ -171,4 +189,13 @@ export class CloudSink {
   async close(): Promise<void> {
     await this.client.endAsync(true);
   }
+}
+
+/**
+ * Upper bound of a QoS 1 PUBLISH's size on the wire: type byte, remaining
+ * length (≤ 4 bytes), topic length + topic, packet id, MQTT 5 properties
+ * length (1 byte, none sent), payload.
+ */
+export function publishPacketBytes(topicName: string, payloadBytes: number): number {
+  return 1 + 4 + 2 + Buffer.byteLength(topicName) + 2 + 1 + payloadBytes;
 }

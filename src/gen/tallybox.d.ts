@@ -1581,6 +1581,7 @@ export namespace tallybox {
             link: tallybox.v1.LinkStatus;
             linkTransport: tallybox.v1.LinkTransport;
             oversizedPacketsDropped: number;
+            maxIncomingPacketBytes: number;
             wifiReenrolmentNeeded: number;
             printers: tallybox.v1.PrinterSummary.$Properties[];
             static create(properties: tallybox.v1.DeviceState.$Shape): tallybox.v1.DeviceState & tallybox.v1.DeviceState.$Shape;
@@ -1613,6 +1614,7 @@ export namespace tallybox {
                 link?: (tallybox.v1.LinkStatus|null);
                 linkTransport?: (tallybox.v1.LinkTransport|null);
                 oversizedPacketsDropped?: (number|null);
+                maxIncomingPacketBytes?: (number|null);
                 wifiReenrolmentNeeded?: (number|null);
                 printers?: (tallybox.v1.PrinterSummary.$Properties[]|null);
                 $unknowns?: Uint8Array[];

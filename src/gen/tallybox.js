@@ -15229,6 +15229,7 @@ export const tallybox = $root.tallybox = (() => {
              * @property {tallybox.v1.LinkStatus|null} [link] DeviceState link
              * @property {tallybox.v1.LinkTransport|null} [linkTransport] DeviceState linkTransport
              * @property {number|null} [oversizedPacketsDropped] DeviceState oversizedPacketsDropped
+             * @property {number|null} [maxIncomingPacketBytes] DeviceState maxIncomingPacketBytes
              * @property {number|null} [wifiReenrolmentNeeded] DeviceState wifiReenrolmentNeeded
              * @property {Array.<tallybox.v1.PrinterSummary.$Properties>|null} [printers] DeviceState printers
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
@@ -15410,6 +15411,14 @@ export const tallybox = $root.tallybox = (() => {
             DeviceState.prototype.oversizedPacketsDropped = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * DeviceState maxIncomingPacketBytes.
+             * @member {number} maxIncomingPacketBytes
+             * @memberof tallybox.v1.DeviceState
+             * @instance
+             */
+            DeviceState.prototype.maxIncomingPacketBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * DeviceState wifiReenrolmentNeeded.
              * @member {number} wifiReenrolmentNeeded
              * @memberof tallybox.v1.DeviceState
@@ -15497,6 +15506,8 @@ export const tallybox = $root.tallybox = (() => {
                     w.uint32(/* id 141, wireType 0 =*/1128).int32(m.linkTransport);
                 if (m.oversizedPacketsDropped != null && $Object.hasOwnProperty.call(m, "oversizedPacketsDropped") && (typeof m.oversizedPacketsDropped === "object" ? m.oversizedPacketsDropped.low || m.oversizedPacketsDropped.high : m.oversizedPacketsDropped !== 0))
                     w.uint32(/* id 142, wireType 0 =*/1136).uint64(m.oversizedPacketsDropped);
+                if (m.maxIncomingPacketBytes != null && $Object.hasOwnProperty.call(m, "maxIncomingPacketBytes") && (typeof m.maxIncomingPacketBytes === "object" ? m.maxIncomingPacketBytes.low || m.maxIncomingPacketBytes.high : m.maxIncomingPacketBytes !== 0))
+                    w.uint32(/* id 143, wireType 0 =*/1144).uint64(m.maxIncomingPacketBytes);
                 if (m.wifiReenrolmentNeeded != null && $Object.hasOwnProperty.call(m, "wifiReenrolmentNeeded") && m.wifiReenrolmentNeeded !== 0)
                     w.uint32(/* id 240, wireType 0 =*/1920).uint32(m.wifiReenrolmentNeeded);
                 if (m.printers != null && m.printers.length) {
@@ -15705,6 +15716,15 @@ export const tallybox = $root.tallybox = (() => {
                                 m.oversizedPacketsDropped = v;
                             else
                                 delete m.oversizedPacketsDropped;
+                            continue;
+                        }
+                    case 143: {
+                            if (u !== 0)
+                                break;
+                            if (typeof (v = r.uint64()) === "object" ? v.low || v.high : v !== 0)
+                                m.maxIncomingPacketBytes = v;
+                            else
+                                delete m.maxIncomingPacketBytes;
                             continue;
                         }
                     case 240: {
@@ -15977,6 +15997,18 @@ export const tallybox = $root.tallybox = (() => {
                             m.oversizedPacketsDropped = new $util.LongBits(d.oversizedPacketsDropped.low >>> 0, d.oversizedPacketsDropped.high >>> 0).toNumber(true);
                     }
                 }
+                if (d.maxIncomingPacketBytes != null) {
+                    if (typeof d.maxIncomingPacketBytes === "object" ? d.maxIncomingPacketBytes.low || d.maxIncomingPacketBytes.high : $Number(d.maxIncomingPacketBytes) !== 0) {
+                        if ($util.Long)
+                            m.maxIncomingPacketBytes = $util.Long.fromValue(d.maxIncomingPacketBytes, true);
+                        else if (typeof d.maxIncomingPacketBytes === "string")
+                            m.maxIncomingPacketBytes = $parseInt(d.maxIncomingPacketBytes, 10);
+                        else if (typeof d.maxIncomingPacketBytes === "number")
+                            m.maxIncomingPacketBytes = d.maxIncomingPacketBytes;
+                        else if (typeof d.maxIncomingPacketBytes === "object")
+                            m.maxIncomingPacketBytes = new $util.LongBits(d.maxIncomingPacketBytes.low >>> 0, d.maxIncomingPacketBytes.high >>> 0).toNumber(true);
+                    }
+                }
                 if (d.wifiReenrolmentNeeded != null) {
                     if ($Number(d.wifiReenrolmentNeeded) !== 0) {
                         m.wifiReenrolmentNeeded = d.wifiReenrolmentNeeded >>> 0;
@@ -16058,6 +16090,11 @@ export const tallybox = $root.tallybox = (() => {
                         d.oversizedPacketsDropped = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
                     } else
                         d.oversizedPacketsDropped = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        var n = new $util.Long(0, 0, true);
+                        d.maxIncomingPacketBytes = o.longs === $String ? n.toString() : o.longs === $Number ? n.toNumber() : typeof $BigInt !== "undefined" && o.longs === $BigInt ? n.toBigInt() : n;
+                    } else
+                        d.maxIncomingPacketBytes = o.longs === $String ? "0" : typeof $BigInt !== "undefined" && o.longs === $BigInt ? $BigInt("0") : 0;
                     d.wifiReenrolmentNeeded = 0;
                 }
                 if (m.lifecycle != null && $Object.hasOwnProperty.call(m, "lifecycle")) {
@@ -16149,6 +16186,14 @@ export const tallybox = $root.tallybox = (() => {
                         d.oversizedPacketsDropped = o.longs === $String ? $String(m.oversizedPacketsDropped) : m.oversizedPacketsDropped;
                     else
                         d.oversizedPacketsDropped = o.longs === $String ? $util.Long.prototype.toString.call(m.oversizedPacketsDropped) : o.longs === $Number ? new $util.LongBits(m.oversizedPacketsDropped.low >>> 0, m.oversizedPacketsDropped.high >>> 0).toNumber(true) : m.oversizedPacketsDropped;
+                }
+                if (m.maxIncomingPacketBytes != null && $Object.hasOwnProperty.call(m, "maxIncomingPacketBytes")) {
+                    if (typeof $BigInt !== "undefined" && o.longs === $BigInt)
+                        d.maxIncomingPacketBytes = typeof m.maxIncomingPacketBytes === "number" ? $BigInt(m.maxIncomingPacketBytes) : $util.Long.fromBits(m.maxIncomingPacketBytes.low >>> 0, m.maxIncomingPacketBytes.high >>> 0, true).toBigInt();
+                    else if (typeof m.maxIncomingPacketBytes === "number")
+                        d.maxIncomingPacketBytes = o.longs === $String ? $String(m.maxIncomingPacketBytes) : m.maxIncomingPacketBytes;
+                    else
+                        d.maxIncomingPacketBytes = o.longs === $String ? $util.Long.prototype.toString.call(m.maxIncomingPacketBytes) : o.longs === $Number ? new $util.LongBits(m.maxIncomingPacketBytes.low >>> 0, m.maxIncomingPacketBytes.high >>> 0).toNumber(true) : m.maxIncomingPacketBytes;
                 }
                 if (m.wifiReenrolmentNeeded != null && $Object.hasOwnProperty.call(m, "wifiReenrolmentNeeded")) {
                     d.wifiReenrolmentNeeded = m.wifiReenrolmentNeeded;

@@ -58,7 +58,7 @@ export interface MqttLinkOptions {
 }
 
 /** The link fields of DeviceState, as the agent reports them (GET /v1/state, UPDATE). */
-export type LinkPresence = Required<Pick<DeviceStateProps, 'link' | 'linkTransport' | 'oversizedPacketsDropped'>>;
+export type LinkPresence = Required<Pick<DeviceStateProps, 'link' | 'linkTransport' | 'oversizedPacketsDropped' | 'maxIncomingPacketBytes'>>;
 
 const STATUS: Readonly<Record<LinkState, LinkStatus>> = {
   idle: LinkStatus.LINK_STATUS_OFFLINE,
@@ -119,6 +119,7 @@ export class MqttLink {
       link: STATUS[this.#sm.state],
       linkTransport: s.allowedBy === 'verified-tls' && !s.loopback ? LinkTransport.LINK_TRANSPORT_VERIFIED_TLS : s.loopback ? LinkTransport.LINK_TRANSPORT_LOOPBACK : LinkTransport.LINK_TRANSPORT_INSECURE_BRIDGE,
       oversizedPacketsDropped: this.#dropped,
+      maxIncomingPacketBytes: this.#maxPacketBytes,
     };
   }
 

@@ -25,6 +25,9 @@ import { LinkStatus, PunchMethod } from '../../src/proto/index.js';
 import { silentLogger } from '../../src/util/log.js';
 import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { Mosquitto } from '../../simulators/cloud/mosquitto.js';
+import { CommandSigner } from '../../simulators/cloud/signer.js';
+import { CloudSink, publishPacketBytes } from '../../simulators/cloud/sink.js';
+import { topic } from '../../src/link/topics.js';
 import { testConfig } from '../helpers/agent-config.js';
 import { describeWithPeer, systemPeer } from '../helpers/system-peer.js';
 import { CLI, postPunch, writeConfig } from '../helpers/agent-process.js';
@@ -144,5 +147,40 @@ describe('oversized messages through real brokers', () => {
     const p = await agent.punch({ orgId: 'org-a', subjectId: 's-1', method: PunchMethod.PUNCH_METHOD_CARD });
     await waitUntil(() => agent.outbox.depth === 0, 10_000, `punch ${p.seq} delivered`);
     expect(agent.session!.bdSeq).toBe(1); // still the first connection
+  });
+});
+
+describe('the limit is announced, and the cloud emulator keeps to it', () => {
+  it('DeviceState carries the incoming packet limit; a command over it is refused before sending (it would be dropped unread, never answered)', async () => {
+    const broker = await startEmbeddedBroker();
+    cleanups.push(() => broker.close());
+    const dataDir = mkdtempSync(join(tmpdir(), 'tbx-oversize-limit-'));
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const agent = await Agent.start({ config: validateConfig(testConfig({ dataDir, brokerUrl: broker.url, deviceId: 'dev-lim' })), logger: silentLogger() });
+    cleanups.push(() => agent.stop());
+    const sink = await CloudSink.connect({ url: broker.url });
+    cleanups.push(() => sink.close());
+    await waitUntil(() => Number(sink.state('dev-lim')?.maxIncomingPacketBytes ?? 0) > 0, 15_000, 'DeviceState with the limit');
+    expect(Number(sink.state('dev-lim')!.maxIncomingPacketBytes)).toBe(MAX_INCOMING_PACKET_BYTES);
+
+    const signer = new CommandSigner();
+    const seen: number[] = [];
+    const spy = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+    cleanups.push(() => spy.endAsync());
+    await spy.subscribeAsync(topic('org-a', 'dev-lim', 'cmd'), { qos: 1 });
+    spy.on('message', (_t, payload) => seen.push(payload.length));
+
+    const big = { printJob: { jobId: 'job-big', printer: 'front', inlineDocument: Buffer.alloc(MAX_INCOMING_PACKET_BYTES, 7) } };
+    const err = await sink.sendCommand(signer, 'org-a', 'dev-lim', big).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'COMMAND_TOO_LARGE' });
+    expect((err as Error).message).toContain(`limit of ${MAX_INCOMING_PACKET_BYTES} bytes`);
+
+    // One that fits is sent (the device answers it; here it only has to arrive).
+    const fits = await sink.sendCommand(signer, 'org-a', 'dev-lim', { printJob: { jobId: 'job-small', printer: 'front', inlineDocument: Buffer.alloc(1000, 7) } });
+    expect(publishPacketBytes(topic('org-a', 'dev-lim', 'cmd'), fits.length)).toBeLessThanOrEqual(MAX_INCOMING_PACKET_BYTES);
+    await waitUntil(() => seen.length === 1, 10_000, 'the fitting command published');
+    await sleep(200);
+    expect(seen).toEqual([fits.length]); // the big one never went out
+    expect(agent.state().oversizedPacketsDropped).toBe(0);
   });
 });
