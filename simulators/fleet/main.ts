@@ -63,7 +63,7 @@ export function formatReport(r: FleetReport): string {
     `  accept → consumer: p50 ${fmt(r.latencyMs.p50)} ms, p90 ${fmt(r.latencyMs.p90)} ms, p99 ${fmt(r.latencyMs.p99)} ms, max ${fmt(r.latencyMs.max)} ms (${fmt(r.latencyMs.samples)} samples)`,
     `  lost ${fmt(d.lost)}, duplicates ${fmt(d.duplicates)} (repeated event ids, dropped), seq reused ${fmt(d.conflicts)}, out-of-order arrivals ${fmt(d.outOfOrder)} (re-ordered by seq)`,
     `  devices complete ${fmt(d.devicesComplete)}/${fmt(r.devices)}${d.unknownDevices.length ? `; unknown devices ${d.unknownDevices.length}` : ''}`,
-    `  memory: ${r.memory.rssPerDeviceMb.toFixed(2)} MB RSS per device (${fmt(r.memory.rssTotalMb)} MB over ${r.procs} process(es), ${fmt(r.memory.rssBasePerProcMb)} MB each before any device)`,
+    `  memory: ${r.memory.rssPerDeviceMb.toFixed(2)} MB RSS per device, ${r.memory.heapPerDeviceMb.toFixed(2)} MB of it JS heap (${fmt(r.memory.rssTotalMb)} MB over ${r.procs} process(es), ${fmt(r.memory.rssBasePerProcMb)} MB each before any device)`,
     `  CPU per punch: ${ms(r.cpu.workersMsPerPunch)} device processes (all threads), ${ms(r.cpu.consumersMsPerPunch)} consumers, ${ms(r.cpu.coordinatorMsPerPunch)} ordering stage, ${ms(r.cpu.brokerMsPerPunch)} broker; idle device ${ms(r.cpu.idleMsPerDeviceSec)}/s`,
     `  source addresses: ${r.sourceAddresses.addresses.length ? r.sourceAddresses.addresses.join(', ') : 'one'} (${r.sourceAddresses.reason})`,
   ];

@@ -99,7 +99,8 @@ export interface FleetReport {
     /** Every device: last accepted seq, received, missing seqs, duplicates, seq reused, out-of-order arrivals. */
     perDevice: DeliveryReport['devices'];
   };
-  memory: { rssPerDeviceMb: number; rssTotalMb: number; rssBasePerProcMb: number };
+  /** heapPerDeviceMb: the JavaScript heap's share of it (the rest: SQLite, sockets, buffers, code). */
+  memory: { rssPerDeviceMb: number; heapPerDeviceMb: number; rssTotalMb: number; rssBasePerProcMb: number };
   /** Worker CPU (all threads) per punch accepted while producing, ms: what the host's load changes least. */
   cpuMsPerPunch: number;
   /**
@@ -167,6 +168,7 @@ interface Worker {
   ready: boolean;
   status?: Extract<WorkerUp, { t: 'status' }>;
   rssBaseMb?: number;
+  heapBaseMb?: number;
   rssReadyMb?: number;
   startMs?: number;
   drained?: Record<string, number>;
@@ -259,12 +261,16 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
   const spawnWorker = (index: number, spec: WorkerSpec): Worker => {
     // TALLYBOX_FLEET_WORKER_NODE_ARGS: node flags for the workers only (profiling: --cpu-prof --cpu-prof-dir=DIR).
     const execArgv = (process.env.TALLYBOX_FLEET_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    // Four threads for the agents' SQLite work: with a worker per core, more only queue for the same cores.
-    const proc = fork(script('fleet/worker.js'), [JSON.stringify(spec)], { execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '4' } });
+    // libuv threads for the agents' SQLite work: on memory (the default) that work is CPU, and with a worker
+    // per core more than 4 only queue for the same cores; on a disk (--data-dir) threads wait in fsync.
+    const threads = process.env.UV_THREADPOOL_SIZE ?? (ownRoot && root.startsWith('/dev/shm/') ? '4' : '8');
+    const proc = fork(script('fleet/worker.js'), [JSON.stringify(spec)], { execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: threads } });
     const w: Worker = { index, spec, proc, ready: false };
     proc.on('message', (m: WorkerUp) => {
-      if (m.t === 'started') w.rssBaseMb = m.rssBaseMb;
-      else if (m.t === 'ready') {
+      if (m.t === 'started') {
+        w.rssBaseMb = m.rssBaseMb;
+        w.heapBaseMb = m.heapBaseMb;
+      } else if (m.t === 'ready') {
         w.ready = true;
         w.rssReadyMb = m.rssMb;
         w.startMs = m.startMs;
@@ -364,10 +370,10 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
         if (performance.now() < at) continue;
         at = nextChaos();
         const ev: ChaosEvent = { atSec: elapsed(), target: chaos.length % 2 === 0 ? 'worker' : 'consumer', index: 0 }; // alternating: a short run sees both kinds
-        chaos.push(ev);
         if (ev.target === 'worker') {
           const w = workers[(ev.index = Math.floor(Math.random() * workers.length))]!;
-          if (!w.ready) continue; // still restarting from the last kill
+          if (!w.ready) continue; // still restarting from the last kill: no kill, none recorded
+          chaos.push(ev);
           chaosJobs.push(
             (async () => {
               const k0 = performance.now();
@@ -384,6 +390,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
         } else {
           const c = consumers[(ev.index = Math.floor(Math.random() * consumers.length))]!;
           if (!c.ready) continue;
+          chaos.push(ev);
           chaosJobs.push(
             (async () => {
               const k0 = performance.now();
@@ -479,7 +486,12 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
         .slice(0, 20),
       perDevice,
     },
-    memory: { rssPerDeviceMb: (rssTotal - rssBase) / opts.devices, rssTotalMb: rssTotal, rssBasePerProcMb: rssBase / workers.length },
+    memory: {
+      rssPerDeviceMb: (rssTotal - rssBase) / opts.devices,
+      heapPerDeviceMb: workers.reduce((n, w) => n + (w.status?.heapMb ?? 0) - (w.heapBaseMb ?? 0), 0) / opts.devices,
+      rssTotalMb: rssTotal,
+      rssBasePerProcMb: rssBase / workers.length,
+    },
     cpuMsPerPunch: cpuPerPunch,
     cpu,
     sourceAddresses: sources,
