@@ -18,8 +18,8 @@ const HELP = `usage: tallybox-sim fleet --devices N --rate R --duration S [--bro
   --broker B      mosquitto (default: start one on a free port), embedded (aedes: one
                   consumer, no shared subscriptions), or mqtt://host:port of a running broker
   --consumers K   punch consumers sharing $share/tallybox-cloud/tallybox/v1/+/+/punch (default 2)
-  --procs P       worker processes the devices are spread over (default: one per core, more
-                  past 500 punches/s per process or the open-file limit)
+  --procs P       worker processes the devices are spread over (default: one per core, up to
+                  two per core past 500 punches/s per process, more for the open-file limit)
   --source-addresses A,B,...
                   source IP addresses dealt round-robin over the devices' connections. Default:
                   the kernel's one while the connections fit in half the ephemeral port range

@@ -121,15 +121,17 @@ export interface FleetReport {
 /** The compiled child scripts: beside this file when compiled, under dist/ when run from source (vitest). */
 /**
  * Worker processes for a fleet: at least one per core (each worker's event
- * loop is one core's worth of JavaScript at most), at most ~500 punches/s per
+ * loop is one core's worth of JavaScript at most); more for ~500 punches/s per
  * worker (a 500-device worker at 1 punch/s keeps its event loop about half
- * busy; BENCHMARKS.md), and few enough devices per worker for its file
- * descriptor limit (each agent holds ~11: two outbox connections with WAL and
- * shared memory, the incident store's, a lock, a sequence mark, a socket).
+ * busy; BENCHMARKS.md) but not past two per core (more only split the same
+ * cores, at ~75 MB each before any device); and always few enough devices per
+ * worker for its file descriptor limit (each agent holds ~11: two outbox
+ * connections with WAL and shared memory, the incident store's, a lock, a
+ * sequence mark, a socket).
  */
 export function defaultProcs(devices: number, ratePerDevice: number, cores = availableParallelism(), fdLimit = openFileLimit()): number {
   const byFds = Math.ceil(devices / Math.max(1, Math.floor((fdLimit - 256) / FDS_PER_AGENT)));
-  const byRate = Math.ceil((devices * ratePerDevice) / PUNCHES_PER_SEC_PER_WORKER);
+  const byRate = Math.min(2 * cores, Math.ceil((devices * ratePerDevice) / PUNCHES_PER_SEC_PER_WORKER));
   return Math.max(1, Math.min(devices, Math.max(cores, byRate, byFds)));
 }
 const FDS_PER_AGENT = 12;
