@@ -18,8 +18,8 @@ const HELP = `usage: tallybox-sim fleet --devices N --rate R --duration S [--bro
   --broker B      mosquitto (default: start one on a free port), embedded (aedes: one
                   consumer, no shared subscriptions), or mqtt://host:port of a running broker
   --consumers K   punch consumers sharing $share/tallybox-cloud/tallybox/v1/+/+/punch (default 2)
-  --procs P       worker processes the devices are spread over (default: one per core, more
-                  past 500 punches/s per process or the open-file limit)
+  --procs P       worker processes the devices are spread over (default: one per core, up to
+                  two per core past 500 punches/s per process, more for the open-file limit)
   --source-addresses A,B,...
                   source IP addresses dealt round-robin over the devices' connections. Default:
                   the kernel's one while the connections fit in half the ephemeral port range
@@ -63,7 +63,7 @@ export function formatReport(r: FleetReport): string {
     `  accept → consumer: p50 ${fmt(r.latencyMs.p50)} ms, p90 ${fmt(r.latencyMs.p90)} ms, p99 ${fmt(r.latencyMs.p99)} ms, max ${fmt(r.latencyMs.max)} ms (${fmt(r.latencyMs.samples)} samples)`,
     `  lost ${fmt(d.lost)}, duplicates ${fmt(d.duplicates)} (repeated event ids, dropped), seq reused ${fmt(d.conflicts)}, out-of-order arrivals ${fmt(d.outOfOrder)} (re-ordered by seq)`,
     `  devices complete ${fmt(d.devicesComplete)}/${fmt(r.devices)}${d.unknownDevices.length ? `; unknown devices ${d.unknownDevices.length}` : ''}`,
-    `  memory: ${r.memory.rssPerDeviceMb.toFixed(2)} MB RSS per device (${fmt(r.memory.rssTotalMb)} MB over ${r.procs} process(es), ${fmt(r.memory.rssBasePerProcMb)} MB each before any device)`,
+    `  memory: ${r.memory.rssPerDeviceMb.toFixed(2)} MB RSS per device, ${r.memory.heapPerDeviceMb.toFixed(2)} MB of it JS heap (${fmt(r.memory.rssTotalMb)} MB over ${r.procs} process(es), ${fmt(r.memory.rssBasePerProcMb)} MB each before any device)`,
     `  CPU per punch: ${ms(r.cpu.workersMsPerPunch)} device processes (all threads), ${ms(r.cpu.consumersMsPerPunch)} consumers, ${ms(r.cpu.coordinatorMsPerPunch)} ordering stage, ${ms(r.cpu.brokerMsPerPunch)} broker; idle device ${ms(r.cpu.idleMsPerDeviceSec)}/s`,
     `  source addresses: ${r.sourceAddresses.addresses.length ? r.sourceAddresses.addresses.join(', ') : 'one'} (${r.sourceAddresses.reason})`,
   ];

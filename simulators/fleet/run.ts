@@ -99,7 +99,8 @@ export interface FleetReport {
     /** Every device: last accepted seq, received, missing seqs, duplicates, seq reused, out-of-order arrivals. */
     perDevice: DeliveryReport['devices'];
   };
-  memory: { rssPerDeviceMb: number; rssTotalMb: number; rssBasePerProcMb: number };
+  /** heapPerDeviceMb: the JavaScript heap's share of it (the rest: SQLite, sockets, buffers, code). */
+  memory: { rssPerDeviceMb: number; heapPerDeviceMb: number; rssTotalMb: number; rssBasePerProcMb: number };
   /** Worker CPU (all threads) per punch accepted while producing, ms: what the host's load changes least. */
   cpuMsPerPunch: number;
   /**
@@ -120,15 +121,17 @@ export interface FleetReport {
 /** The compiled child scripts: beside this file when compiled, under dist/ when run from source (vitest). */
 /**
  * Worker processes for a fleet: at least one per core (each worker's event
- * loop is one core's worth of JavaScript at most), at most ~500 punches/s per
+ * loop is one core's worth of JavaScript at most); more for ~500 punches/s per
  * worker (a 500-device worker at 1 punch/s keeps its event loop about half
- * busy; BENCHMARKS.md), and few enough devices per worker for its file
- * descriptor limit (each agent holds ~11: two outbox connections with WAL and
- * shared memory, the incident store's, a lock, a sequence mark, a socket).
+ * busy; BENCHMARKS.md) but not past two per core (more only split the same
+ * cores, at ~75 MB each before any device); and always few enough devices per
+ * worker for its file descriptor limit (each agent holds ~11: two outbox
+ * connections with WAL and shared memory, the incident store's, a lock, a
+ * sequence mark, a socket).
  */
 export function defaultProcs(devices: number, ratePerDevice: number, cores = availableParallelism(), fdLimit = openFileLimit()): number {
   const byFds = Math.ceil(devices / Math.max(1, Math.floor((fdLimit - 256) / FDS_PER_AGENT)));
-  const byRate = Math.ceil((devices * ratePerDevice) / PUNCHES_PER_SEC_PER_WORKER);
+  const byRate = Math.min(2 * cores, Math.ceil((devices * ratePerDevice) / PUNCHES_PER_SEC_PER_WORKER));
   return Math.max(1, Math.min(devices, Math.max(cores, byRate, byFds)));
 }
 const FDS_PER_AGENT = 12;
@@ -167,6 +170,7 @@ interface Worker {
   ready: boolean;
   status?: Extract<WorkerUp, { t: 'status' }>;
   rssBaseMb?: number;
+  heapBaseMb?: number;
   rssReadyMb?: number;
   startMs?: number;
   drained?: Record<string, number>;
@@ -259,12 +263,16 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
   const spawnWorker = (index: number, spec: WorkerSpec): Worker => {
     // TALLYBOX_FLEET_WORKER_NODE_ARGS: node flags for the workers only (profiling: --cpu-prof --cpu-prof-dir=DIR).
     const execArgv = (process.env.TALLYBOX_FLEET_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    // Four threads for the agents' SQLite work: with a worker per core, more only queue for the same cores.
-    const proc = fork(script('fleet/worker.js'), [JSON.stringify(spec)], { execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '4' } });
+    // libuv threads for the agents' SQLite work: on memory (the default) that work is CPU, and with a worker
+    // per core more than 4 only queue for the same cores; on a disk (--data-dir) threads wait in fsync.
+    const threads = process.env.UV_THREADPOOL_SIZE ?? (ownRoot && root.startsWith('/dev/shm/') ? '4' : '8');
+    const proc = fork(script('fleet/worker.js'), [JSON.stringify(spec)], { execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, UV_THREADPOOL_SIZE: threads } });
     const w: Worker = { index, spec, proc, ready: false };
     proc.on('message', (m: WorkerUp) => {
-      if (m.t === 'started') w.rssBaseMb = m.rssBaseMb;
-      else if (m.t === 'ready') {
+      if (m.t === 'started') {
+        w.rssBaseMb = m.rssBaseMb;
+        w.heapBaseMb = m.heapBaseMb;
+      } else if (m.t === 'ready') {
         w.ready = true;
         w.rssReadyMb = m.rssMb;
         w.startMs = m.startMs;
@@ -364,10 +372,10 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
         if (performance.now() < at) continue;
         at = nextChaos();
         const ev: ChaosEvent = { atSec: elapsed(), target: chaos.length % 2 === 0 ? 'worker' : 'consumer', index: 0 }; // alternating: a short run sees both kinds
-        chaos.push(ev);
         if (ev.target === 'worker') {
           const w = workers[(ev.index = Math.floor(Math.random() * workers.length))]!;
-          if (!w.ready) continue; // still restarting from the last kill
+          if (!w.ready) continue; // still restarting from the last kill: no kill, none recorded
+          chaos.push(ev);
           chaosJobs.push(
             (async () => {
               const k0 = performance.now();
@@ -384,6 +392,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
         } else {
           const c = consumers[(ev.index = Math.floor(Math.random() * consumers.length))]!;
           if (!c.ready) continue;
+          chaos.push(ev);
           chaosJobs.push(
             (async () => {
               const k0 = performance.now();
@@ -479,7 +488,12 @@ export async function runFleet(opts: FleetOptions): Promise<FleetReport> {
         .slice(0, 20),
       perDevice,
     },
-    memory: { rssPerDeviceMb: (rssTotal - rssBase) / opts.devices, rssTotalMb: rssTotal, rssBasePerProcMb: rssBase / workers.length },
+    memory: {
+      rssPerDeviceMb: (rssTotal - rssBase) / opts.devices,
+      heapPerDeviceMb: workers.reduce((n, w) => n + (w.status?.heapMb ?? 0) - (w.heapBaseMb ?? 0), 0) / opts.devices,
+      rssTotalMb: rssTotal,
+      rssBasePerProcMb: rssBase / workers.length,
+    },
     cpuMsPerPunch: cpuPerPunch,
     cpu,
     sourceAddresses: sources,

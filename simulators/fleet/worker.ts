@@ -108,7 +108,7 @@ function bareDevice(id: string, spec: WorkerSpec, localAddress: string | undefin
 }
 
 export type WorkerUp =
-  | { t: 'started'; rssBaseMb: number }
+  | { t: 'started'; rssBaseMb: number; heapBaseMb: number }
   | { t: 'ready'; connected: number; rssMb: number; startMs: number }
   | { t: 'accepts'; items: [string, number, number][] }
   | { t: 'status'; connected: number; accepted: number; depth: number; refused: number; rssMb: number; heapMb: number; cpuMs: number }
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? '{}') as WorkerSpec;
   const send = (m: WorkerUp) => process.send?.(m);
   process.on('disconnect', () => process.exit(0)); // the coordinator is gone: nobody counts these punches
-  send({ t: 'started', rssBaseMb: rssMb() });
+  send({ t: 'started', rssBaseMb: rssMb(), heapBaseMb: process.memoryUsage().heapUsed / 2 ** 20 });
   const logger = createLogger({ level: 'error' });
   const t0 = performance.now();
   const agents = await startAll(spec, logger);

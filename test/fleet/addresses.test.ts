@@ -55,9 +55,11 @@ describe('source address plan', () => {
     expect(all.every((a) => /^127\.\d+\.\d+\.\d+$/.test(a) && !/\.(0|1|255)$/.test(a))).toBe(true);
   });
 
-  it('worker processes: one per core, more past 500 punches/s each or the open-file limit', () => {
+  it('worker processes: one per core, up to two per core past 500 punches/s each, more for the open-file limit', () => {
     expect(defaultProcs(1000, 1, 2, 20_000)).toBe(2);
     expect(defaultProcs(2000, 1, 2, 20_000)).toBe(4);
+    expect(defaultProcs(5000, 1, 2, 100_000)).toBe(4); // 5,000 punches/s: still two per core at most
+    expect(defaultProcs(5000, 1, 2, 20_000)).toBe(4); // and 1,250 agents each fit in 20,000 descriptors
     expect(defaultProcs(5000, 0.1, 2, 20_000)).toBe(4); // 5,000 agents × ~12 descriptors in 19,744 per process
     expect(defaultProcs(3, 1, 8, 20_000)).toBe(3); // never more processes than devices
     expect(defaultProcs(1000, 1, 2, 1024)).toBe(16); // 64 agents in 1,024 descriptors
