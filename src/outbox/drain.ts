@@ -40,6 +40,14 @@ export interface DrainStats {
 }
 
 /**
+ * An idle pass looks at the outbox again after this long even if no commit woke
+ * it. Every commit that adds rows wakes it at once (onCommitted), so this is only
+ * a safety net; at 1 s it cost one empty SQLite read per live punch and ≈ 70 % of
+ * an idle agent's CPU (measured in the fleet: 0.27 → 0.08 ms/s at 30 s).
+ */
+const IDLE_RECHECK_MS = 30_000;
+
+/**
  * How a pass runs (issue 10 §5, "drain at the client's speed"): like a bare
  * client's publish loop — PUBACKs free slots that are refilled at once, no
  * await per message, one socket write per event-loop turn — fed from a buffer that is refilled from SQLite in the
@@ -248,7 +256,7 @@ export class Drain {
       else if (unsent === 0 && exhausted) idle();
     };
 
-    /** Everything read was sent: sleep until a commit (or a second passes), then look again. */
+    /** Everything read was sent: sleep until a commit (or IDLE_RECHECK_MS passes), then look again. */
     const idle = (): void => {
       // After a backlog, acknowledged rows go now rather than on the ack timer (the queue's depth is
       // true at once); single live punches keep sharing the timer's delete transaction.
@@ -263,7 +271,7 @@ export class Drain {
         fetch();
       };
       this.wake = again;
-      idleTimer = setTimeout(again, 1000);
+      idleTimer = setTimeout(again, IDLE_RECHECK_MS);
       if (this.dirty) again();
     };
 
