@@ -154,7 +154,14 @@ export class ChunkWriter {
  * sends this chunk: the disk and the printer's socket overlap. Holds at most two chunks.
  */
 export async function* readChunks(path: string, key: Buffer, jobId: string): AsyncGenerator<Buffer> {
-  const fh = await open(path, 'r');
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    // A missing or unreadable spool file is the spool's failure, not the printer's (the caller must not
+    // take ENOENT for a printer that went away and retry for ever).
+    throw corrupt(jobId, `spool file cannot be opened (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
   let ahead: Promise<unknown> | undefined;
   try {
     const magic = Buffer.alloc(SPOOL_MAGIC.length);
