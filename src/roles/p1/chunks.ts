@@ -162,6 +162,15 @@ export async function* readChunks(path: string, key: Buffer, jobId: string): Asy
     // take ENOENT for a printer that went away and retry for ever).
     throw corrupt(jobId, `spool file cannot be opened (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  try {
+    yield* records(fh, key, jobId);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The records of an open spool file (see readChunks): one read each, the next one read ahead. */
+async function* records(fh: FileHandle, key: Buffer, jobId: string): AsyncGenerator<Buffer> {
   let ahead: Promise<unknown> | undefined;
   try {
     const magic = Buffer.alloc(SPOOL_MAGIC.length);
@@ -208,7 +217,6 @@ export async function* readChunks(path: string, key: Buffer, jobId: string): Asy
     }
   } finally {
     await ahead;
-    await fh.close();
   }
 }
 
