@@ -18,7 +18,8 @@
 //           byte) to the same listener. p99 over BENCH_P1_FIRST_N jobs (default 100).
 // Medians over BENCH_P1_REPS interleaved runs (default 3). BENCH_P1_CPU_PROF=DIR runs the agent with
 // --cpu-prof (the profile is written to DIR when the agent stops). BENCH_P1_DIR puts the agent's data
-// dir (spool, databases; fsync'd) somewhere else than the OS temp dir.
+// dir (spool, databases; fsync'd) somewhere else than the OS temp dir. BENCH_P1_VERBOSE=1 prints a
+// timeline (submits, results, first bytes) to stderr; =2 adds the agent's own log lines.
 // `node bench/p1.bench.mjs` (after `npm run build`).
 import { spawn } from 'node:child_process';
 import { createHash, createPublicKey } from 'node:crypto';

@@ -7,13 +7,15 @@
  *   receipt verifies, the spool directory is empty, the spool database has no row, and no sample of
  *   the document is found in any file of the data directory;
  * - a fetched job whose bytes do not match their SHA-256 fails, nothing reaches the printer;
- * - a job cancelled while it is being sent over IPP ends `cancelled` and shredded, and the printer
- *   never completes it.
+ * - a job cancelled while it is being sent over IPP (a relay in front of ippeveprinter slows the
+ *   transfer so the CancelJob lands mid-stream) ends `cancelled` and shredded, ippeveprinter ends
+ *   its job canceled (never completed), and the next job prints.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { dump as yaml } from 'js-yaml';
@@ -55,6 +57,41 @@ function samplesOf(doc: Buffer, n = 16): Buffer[] {
   return out;
 }
 
+/**
+ * A TCP relay in front of ippeveprinter. With `slow` on, what the agent sends is passed on in 16 KiB
+ * steps 10 ms apart (~1.6 MB/s), so a job is still being sent when a CancelJob arrives however fast
+ * the machine is. Not a fake printer: every byte still goes to ippeveprinter and back unchanged.
+ */
+async function slowableRelay(upstreamPort: number) {
+  const sockets = new Set<Socket>();
+  const state = { slow: false };
+  const server = createServer((client) => {
+    const up = connect({ host: '127.0.0.1', port: upstreamPort });
+    sockets.add(client).add(up);
+    const drop = () => (client.destroy(), up.destroy());
+    client.on('error', drop).on('close', drop);
+    up.on('error', drop).on('close', drop);
+    up.pipe(client);
+    client.on('data', (d: Buffer) => {
+      if (!state.slow) return void up.write(d);
+      client.pause();
+      void (async () => {
+        for (let o = 0; o < d.length && !up.destroyed; o += 16 * 1024) {
+          up.write(d.subarray(o, o + 16 * 1024));
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        client.resume();
+      })();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    state,
+    close: () => new Promise<void>((r) => (sockets.forEach((s) => s.destroy()), server.close(() => r()))),
+  };
+}
+
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -81,6 +118,7 @@ describeWithPeer(peers, 'the P1 role (tallybox run) printing to a real ippevepri
   let book: PrintStatusBook;
   const signer = new CommandSigner({ keyId: 'cloud-eve' });
   let printerUrl: string;
+  let relay: Awaited<ReturnType<typeof slowableRelay>> | undefined;
 
   beforeAll(async () => {
     ensureDnsSdDaemons();
@@ -95,11 +133,12 @@ describeWithPeer(peers, 'the P1 role (tallybox run) printing to a real ippevepri
     eveProc = spawn(eve.path!, ['-k', '-c', cmd, '-p', String(port), '-d', keptDir, '-n', 'localhost', '-f', 'application/pdf,image/pwg-raster,application/octet-stream', `tallybox-p1-${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     eveProc.stdout!.on('data', (d: Buffer) => (eveLog = (eveLog + d.toString()).slice(-20_000)));
     eveProc.stderr!.on('data', (d: Buffer) => (eveLog = (eveLog + d.toString()).slice(-20_000)));
-    printerUrl = `ipp://127.0.0.1:${port}/ipp/print`;
-    const probe = new IppPrinter({ url: printerUrl, timeoutMs: 5_000 });
+    const probe = new IppPrinter({ url: `ipp://127.0.0.1:${port}/ipp/print`, timeoutMs: 5_000 });
     await waitUntil(async () => (await probe.probe().catch(() => undefined)) !== undefined || eveProc!.exitCode !== null, 30_000, 'ippeveprinter to answer');
     if (eveProc.exitCode !== null) throw new Error(`ippeveprinter exited ${eveProc.exitCode}: ${eveLog}`);
 
+    relay = await slowableRelay(port);
+    printerUrl = `ipp://127.0.0.1:${relay.port}/ipp/print`;
     broker = await startEmbeddedBroker();
     ca = await makePrivateCa();
     docs = await PrintDocServer.start({ ca });
@@ -164,6 +203,7 @@ describeWithPeer(peers, 'the P1 role (tallybox run) printing to a real ippevepri
     await docs?.close();
     await broker?.close();
     await ca?.cleanup();
+    await relay?.close();
     await stop(eveProc);
     if (dir) rmSync(dir, { recursive: true, force: true });
   }, 60_000);
@@ -243,15 +283,21 @@ describeWithPeer(peers, 'the P1 role (tallybox run) printing to a real ippevepri
   }, 120_000);
 
   it('a job cancelled while it is being sent over IPP: cancelled, shredded, never completed at the printer', async () => {
-    // Large enough that the transfer to ippeveprinter is still under way when the CancelJob lands.
-    const doc = pdf(96 * 1024 * 1024);
+    // 8 MB through the slowed relay: several seconds of sending, so the CancelJob lands mid-transfer.
+    const doc = pdf(8 * 1024 * 1024);
     const served = docs.add('eve-slow-cancel-4', doc);
     const samples = samplesOf(doc);
     await submit({ jobId: 'eve-slow-cancel-4', printer: 'eve', format: PDF, fetch: served });
-    await waitUntil(() => states.some((s) => s.jobId === 'eve-slow-cancel-4' && s.to === 'sending'), 90_000, 'the job to be sending');
-    await sink.sendCommand(signer, ORG, DEVICE, cancelJobBody('eve-slow-cancel-4'));
-    const c = (await sink.waitForResult(signer.lastCounter, 60_000)).result;
-    await ended('eve-slow-cancel-4');
+    relay!.state.slow = true;
+    let c: Awaited<ReturnType<typeof sink.waitForResult>>['result'];
+    try {
+      await waitUntil(() => states.some((s) => s.jobId === 'eve-slow-cancel-4' && s.to === 'sending'), 90_000, 'the job to be sending');
+      await sink.sendCommand(signer, ORG, DEVICE, cancelJobBody('eve-slow-cancel-4'));
+      c = (await sink.waitForResult(signer.lastCounter, 60_000)).result;
+      await ended('eve-slow-cancel-4');
+    } finally {
+      relay!.state.slow = false;
+    }
     const seen = states.filter((s) => s.jobId === 'eve-slow-cancel-4').map((s) => s.to);
     // Cancelled in `sending`: the transfer was aborted, it never reached `sent`.
     expect(c, JSON.stringify(seen)).toMatchObject({ code: ResultCode.RESULT_CODE_OK, reason: 'job_cancelled', detail: 'cancelled while it was being fetched or sent' });
@@ -261,7 +307,18 @@ describeWithPeer(peers, 'the P1 role (tallybox run) printing to a real ippevepri
     expect(view.bytes).toBeLessThan(doc.length);
     await expectShredded('eve-slow-cancel-4', samples);
     // ippeveprinter either dropped the partial document or kept a part of it: never the whole.
-    for (const f of kept('eve-slow-cancel-4')) expect(statSync(join(keptDir, f)).size).toBeLessThan(doc.length);
+    const partial = kept('eve-slow-cancel-4');
+    for (const f of partial) expect(statSync(join(keptDir, f)).size).toBeLessThan(doc.length);
+    // And ippeveprinter itself ends the job it created (its id prefixes the kept file's name) canceled
+    // or aborted, never completed. (It may show `processing` briefly: the aborted stream reaches it
+    // before the Cancel-Job does.)
+    const ipp = new IppPrinter({ url: printerUrl, timeoutMs: 10_000 });
+    for (const f of partial) {
+      const ref = f.split('-')[0]!;
+      let st = '';
+      await waitUntil(async () => ['canceled', 'aborted', 'completed'].includes((st = await ipp.jobState(ref))), 60_000, `ippeveprinter job ${ref} to end`);
+      expect(st).not.toBe('completed');
+    }
     // The printer is left usable: the next job prints.
     const next = pdf(10_000);
     await submit({ jobId: 'eve-after-5', printer: 'eve', format: PDF, inline: next });

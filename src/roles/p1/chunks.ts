@@ -146,15 +146,8 @@ export class ChunkWriter {
   }
 }
 
-/**
- * The document back, chunk by chunk, from a spool file. Rejects P1_SPOOL_CORRUPT on a bad
- * magic, a chunk that does not authenticate (wrong key, reordered, altered), a file that ends
- * before the final chunk (truncated) or bytes after it. One read per record (its body together
- * with the next record's header), and the next record's read is under way while the caller
- * sends this chunk: the disk and the printer's socket overlap. Holds at most two chunks.
- */
-export async function* readChunks(path: string, key: Buffer, jobId: string): AsyncGenerator<Buffer> {
-  const fh = await open(path, 'r');
+/** The records of an open spool file (see readChunks): one read each, the next one read ahead. */
+async function* records(fh: FileHandle, key: Buffer, jobId: string): AsyncGenerator<Buffer> {
   let ahead: Promise<unknown> | undefined;
   try {
     const magic = Buffer.alloc(SPOOL_MAGIC.length);
@@ -201,6 +194,28 @@ export async function* readChunks(path: string, key: Buffer, jobId: string): Asy
     }
   } finally {
     await ahead;
+  }
+}
+
+/**
+ * The document back, chunk by chunk, from a spool file. Rejects P1_SPOOL_CORRUPT on a bad
+ * magic, a chunk that does not authenticate (wrong key, reordered, altered), a file that ends
+ * before the final chunk (truncated) or bytes after it. One read per record (its body together
+ * with the next record's header), and the next record's read is under way while the caller
+ * sends this chunk: the disk and the printer's socket overlap. Holds at most two chunks.
+ */
+export async function* readChunks(path: string, key: Buffer, jobId: string): AsyncGenerator<Buffer> {
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    // A missing or unreadable spool file is the spool's failure, not the printer's (the caller must not
+    // take ENOENT for a printer that went away and retry for ever).
+    throw corrupt(jobId, `spool file cannot be opened (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  try {
+    yield* records(fh, key, jobId);
+  } finally {
     await fh.close();
   }
 }
