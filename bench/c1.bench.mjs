@@ -112,7 +112,8 @@ async function idleRss() {
         vault: { kekFile: keys.kekPath },
         clock: { source: 'assume-synced' },
         log: { level: 'error' },
-        c1: { hostapd: { ctrlDir: office.ctrlDir, interfaces: ['wlan0', 'wlan1'] }, dnsmasq: { leaseFile: office.leaseFile } },
+        // A site's time zone and working hours, as a real config has them (validated at start: zone data).
+        c1: { timeZone: 'Asia/Singapore', rules: { workingHours: { from: '07:00', to: '20:00' } }, hostapd: { ctrlDir: office.ctrlDir, interfaces: ['wlan0', 'wlan1'] }, dnsmasq: { leaseFile: office.leaseFile } },
       }),
     );
     // As systemd runs it (packaging/tallybox.service, and the CLI's shebang): the same flags and MALLOC_ARENA_MAX for both.

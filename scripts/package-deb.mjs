@@ -85,6 +85,8 @@ try {
     `Installed-Size: ${installedKiB}`,
     // nodejs: Debian's own, or NodeSource's (same package name). adduser: the postinst's service user.
     'Depends: nodejs (>= 20), adduser | passwd, libusb-1.0-0',
+    // tzdata: the C1 site clock reads /usr/share/zoneinfo (without it: Intl, ~8 MB more resident).
+    'Recommends: tzdata',
     'Section: net',
     'Priority: optional',
     'Homepage: https://tallybox.cloud/',

@@ -11,10 +11,13 @@
  *     rules: { firstJoinOfDay: true, rejoinAfterMin: 120, workingHours: { from: "07:00", to: "20:00" } }
  */
 import { z } from 'zod';
+import { loadZone } from './zoneinfo.js';
 
 const HHMM = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:MM (24 h)');
 
 function validTimeZone(tz: string): boolean {
+  // The system's zone file first (no ICU data loaded: zoneinfo.ts); Intl only for a name it does not have.
+  if (loadZone(tz)) return true;
   try {
     new Intl.DateTimeFormat('en-GB', { timeZone: tz });
     return true;

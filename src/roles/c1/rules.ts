@@ -6,6 +6,7 @@
  * the monotonic clock, so a clock step never makes someone "away".
  */
 import type { C1Config } from './config.js';
+import { loadZone } from './zoneinfo.js';
 
 export interface SubjectHistory {
   /** Calendar day (YYYY-MM-DD, site zone) of the last punch. */
@@ -16,7 +17,15 @@ export interface SubjectHistory {
 
 export type JoinDecision = { punch: true; why: 'first_of_day' | 'rejoin' } | { punch: false; why: 'outside_hours' | 'already_today' };
 
+const pad = (n: number) => String(n).padStart(2, '0');
+
+/** The site's day and minute of the day: from the system's zone file, Intl only without one (zoneinfo.ts: memory). */
 export function siteClock(wallMs: number, timeZone: string): { day: string; minutes: number } {
+  const zone = loadZone(timeZone);
+  if (zone) {
+    const local = new Date(wallMs + zone.offsetAt(wallMs));
+    return { day: `${local.getUTCFullYear()}-${pad(local.getUTCMonth() + 1)}-${pad(local.getUTCDate())}`, minutes: local.getUTCHours() * 60 + local.getUTCMinutes() };
+  }
   const parts = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).formatToParts(wallMs);
   const get = (t: string) => parts.find((p) => p.type === t)?.value ?? '00';
   return { day: `${get('year')}-${get('month')}-${get('day')}`, minutes: Number(get('hour')) * 60 + Number(get('minute')) };
