@@ -302,10 +302,24 @@ export async function run() {
         const one = median(ac.map((x) => x.accept.cpuUs));
         const cyc = median(ac.map((x) => x.cycle.cpuUs));
         rows.push(
-          { bench: 'punch-path', metric: `accept one at a time: CPU per punch${ref ? ' vs before' : ''}${tag}`, value: one, unit: 'µs', baseline: ref ? median(ref.map((x) => x.accept.cpuUs)) : undefined, ratio: ref ? one / median(ref.map((x) => x.accept.cpuUs)) : undefined },
+          {
+            bench: 'punch-path',
+            metric: `accept one at a time: CPU per punch${ref ? ' vs before' : ''}${tag}`,
+            value: one,
+            unit: 'µs',
+            baseline: ref ? median(ref.map((x) => x.accept.cpuUs)) : undefined,
+            ratio: ref ? one / median(ref.map((x) => x.accept.cpuUs)) : undefined,
+          },
           { bench: 'punch-path', metric: `  statfs per punch${tag}`, value: median(ac.map((x) => x.accept.statfsPerPunch)), unit: '' },
           { bench: 'punch-path', metric: `  accepts/s, one at a time (fsync each)${tag}`, value: median(ac.map((x) => x.accept.perSec)), unit: 'punch/s' },
-          { bench: 'punch-path', metric: `accept + PUBACK delete, one at a time: CPU per punch${ref ? ' vs before' : ''}${tag}`, value: cyc, unit: 'µs', baseline: ref ? median(ref.map((x) => x.cycle.cpuUs)) : undefined, ratio: ref ? cyc / median(ref.map((x) => x.cycle.cpuUs)) : undefined },
+          {
+            bench: 'punch-path',
+            metric: `accept + PUBACK delete, one at a time: CPU per punch${ref ? ' vs before' : ''}${tag}`,
+            value: cyc,
+            unit: 'µs',
+            baseline: ref ? median(ref.map((x) => x.cycle.cpuUs)) : undefined,
+            ratio: ref ? cyc / median(ref.map((x) => x.cycle.cpuUs)) : undefined,
+          },
         );
       }
       if (!DRAIN_ONLY) {

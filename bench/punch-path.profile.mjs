@@ -52,10 +52,7 @@ if (process.argv[2] === '--summarize') {
     const others = (th.others - th0.others) / (N / 1000);
     console.log(`drained ${N} in ${ms.toFixed(0)} ms: ${Math.round((N / ms) * 1000)} msg/s`);
     // The V8 profile sees the main thread only; SQLite runs on the libuv pool (and GC has helper threads).
-    console.log(
-      `CPU per 1,000 messages: ${((c.user + c.system) / 1000 / (N / 1000)).toFixed(2)} ms (process), of which main thread ${main.toFixed(2)} ms, ` +
-        `other threads (libuv pool: SQLite, fs; V8 helpers) ${others.toFixed(2)} ms`,
-    );
+    console.log(`CPU per 1,000 messages: ${((c.user + c.system) / 1000 / (N / 1000)).toFixed(2)} ms (process), of which main thread ${main.toFixed(2)} ms, ` + `other threads (libuv pool: SQLite, fs; V8 helpers) ${others.toFixed(2)} ms`);
     await agent.stop();
   } finally {
     rmSync(dir, { recursive: true, force: true });

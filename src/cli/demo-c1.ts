@@ -90,7 +90,11 @@ export async function startC1Stack(opts: C1StackOptions = {}): Promise<C1Stack> 
       onClose(() => office?.stop());
       opts.beforeRole?.(office);
     },
-    roles: { start: false, ...(opts.repeatWindowSec !== undefined ? { repeatWindowSec: opts.repeatWindowSec } : {}), ...(opts.wallClock || opts.role ? { c1: { ...opts.role, ...(opts.wallClock ? { wallClock: opts.wallClock } : {}) } } : {}) },
+    roles: {
+      start: false,
+      ...(opts.repeatWindowSec !== undefined ? { repeatWindowSec: opts.repeatWindowSec } : {}),
+      ...(opts.wallClock || opts.role ? { c1: { ...opts.role, ...(opts.wallClock ? { wallClock: opts.wallClock } : {}) } } : {}),
+    },
   });
   const role = dev.running?.c1?.role;
   if (!role || !office) {

@@ -680,7 +680,6 @@ export class Outbox {
     await this.markDelivered();
   }
 
-
   /** Run the statements of a deletePlan; returns how many rows went. */
   private async runDeletes(plan: DeleteStatement[]): Promise<number> {
     let n = 0;

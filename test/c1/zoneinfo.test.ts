@@ -10,7 +10,25 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadZone, parsePosixTz } from '../../src/roles/c1/zoneinfo.js';
 
-const ZONES = ['Europe/Berlin', 'Asia/Singapore', 'Asia/Shanghai', 'America/New_York', 'America/Sao_Paulo', 'Australia/Sydney', 'Australia/Lord_Howe', 'Asia/Kolkata', 'Asia/Kathmandu', 'Pacific/Chatham', 'America/Nuuk', 'Africa/Casablanca', 'Asia/Jerusalem', 'Europe/London', 'America/Santiago', 'Pacific/Auckland', 'UTC'];
+const ZONES = [
+  'Europe/Berlin',
+  'Asia/Singapore',
+  'Asia/Shanghai',
+  'America/New_York',
+  'America/Sao_Paulo',
+  'Australia/Sydney',
+  'Australia/Lord_Howe',
+  'Asia/Kolkata',
+  'Asia/Kathmandu',
+  'Pacific/Chatham',
+  'America/Nuuk',
+  'Africa/Casablanca',
+  'Asia/Jerusalem',
+  'Europe/London',
+  'America/Santiago',
+  'Pacific/Auckland',
+  'UTC',
+];
 
 const formats = new Map<string, Intl.DateTimeFormat>();
 function intlOffsetMin(tz: string, ms: number): number {

@@ -150,7 +150,7 @@ describe('P1 end to end: tallybox run + tallybox-sim printer over MQTT', () => {
     await w.waitJob('e2e-paper', 'uncertain', LONG);
     await waitUntil(() => printerSummary(w.state())?.reasons?.includes('media-empty') === true && printerSummary(w.state())?.jobsUncertain === 1, LONG, 'media-empty in DeviceState');
     expect(printerSummary(w.state())?.state).toBe('stopped');
-    expect((await w.jobRow('e2e-paper'))).toEqual({ state: 'uncertain', hasKey: true });
+    expect(await w.jobRow('e2e-paper')).toEqual({ state: 'uncertain', hasKey: true });
     expect(w.printer.printed('e2e-paper').filter((p) => p.equals(doc))).toEqual([]);
     await w.printer.clear();
     await waitUntil(() => printerSummary(w.state())?.state === 'idle', LONG, 'printer idle again in DeviceState');

@@ -121,7 +121,12 @@ describe('P1 under SIGKILL', () => {
     const settled = () => [...jobs.values()].filter((j) => !['confirmed', 'uncertain'].includes(w.cloud.job(j.jobId)?.stateName ?? ''));
     const until = performance.now() + 120_000;
     while (settled().length) {
-      if (performance.now() > until) throw new Error(`jobs not settled: ${settled().map((j) => `${j.jobId}=${w.cloud.job(j.jobId)?.stateName}`).join(', ')}\n${w.agent.stderrTail.slice(-4000)}`);
+      if (performance.now() > until)
+        throw new Error(
+          `jobs not settled: ${settled()
+            .map((j) => `${j.jobId}=${w.cloud.job(j.jobId)?.stateName}`)
+            .join(', ')}\n${w.agent.stderrTail.slice(-4000)}`,
+        );
       await resendUnknown();
       await sleep(500);
     }
@@ -156,7 +161,12 @@ describe('P1 under SIGKILL', () => {
     expect(w.spoolFiles().length).toBe(summary.uncertain);
     // No plaintext fragment of any document anywhere in the spool directory or a database file.
     await w.agent.stop();
-    expect(await fragmentHits(w, [...jobs.values()].map((j) => j.doc))).toBe(0);
+    expect(
+      await fragmentHits(
+        w,
+        [...jobs.values()].map((j) => j.doc),
+      ),
+    ).toBe(0);
     expect(summary.kills).toBeGreaterThanOrEqual(20);
     expect(summary.confirmed).toBeGreaterThan(summary.uncertain);
     process.stdout.write(`p1 kill run: ${JSON.stringify({ ...summary, jobs: jobs.size, killedAt, seconds: Math.round((performance.now() - t0) / 1000) })}\n`);

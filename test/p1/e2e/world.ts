@@ -309,7 +309,12 @@ export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
           return []; // not created yet
         }
       },
-      dataFiles: () => [...w.spoolFiles().map((n) => join(spoolDir, n)), ...readdirSync(dataDir).filter((n) => /\.db(-wal|-shm|-journal)?$/.test(n)).map((n) => join(dataDir, n))],
+      dataFiles: () => [
+        ...w.spoolFiles().map((n) => join(spoolDir, n)),
+        ...readdirSync(dataDir)
+          .filter((n) => /\.db(-wal|-shm|-journal)?$/.test(n))
+          .map((n) => join(dataDir, n)),
+      ],
       jobRow: (jobId) => readJobRow(join(dataDir, 'p1-spool.db'), jobId),
       cleanup: undo,
     };
