@@ -104,7 +104,14 @@ export class ChunkWriter {
  * before the final chunk (truncated) or bytes after it. Holds one chunk in memory.
  */
 export async function* readChunks(path: string, key: Buffer, jobId: string): AsyncGenerator<Buffer> {
-  const fh = await open(path, 'r');
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    // A missing or unreadable spool file is the spool's failure, not the printer's (the caller must not
+    // take ENOENT for a printer that went away and retry for ever).
+    throw corrupt(jobId, `spool file cannot be opened (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
   try {
     let pos = 0;
     const magic = Buffer.alloc(SPOOL_MAGIC.length);

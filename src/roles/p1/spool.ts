@@ -143,6 +143,13 @@ export class Spool extends EventEmitter<SpoolEvents> {
     ensurePrivateDir(o.spoolDir);
     const store = await SpoolStore.open(o.dbPath);
     await store.db.exec('CREATE TABLE IF NOT EXISTS p1_ended (org_id TEXT NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, ended_at_ms INTEGER NOT NULL, PRIMARY KEY (org_id, job_id))');
+    // Orphans: a file whose row was never written (its key was never stored) or whose shred was
+    // interrupted. Swept here, before the spool exists: a PrintJob that arrives while start() resumes
+    // writes its file before its row, and a sweep then (it was in start()) deleted that job's document.
+    const files = new Set((await store.all()).map((r) => r.file));
+    for (const name of await readdir(o.spoolDir).catch(() => [] as string[])) {
+      if (!files.has(name)) await unlink(join(o.spoolDir, name)).catch(() => undefined); // gone meanwhile: fine
+    }
     return new Spool(store, o);
   }
 
@@ -326,11 +333,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
       this.#unwatch.push(() => entry.supervisor.off('status', on));
     }
     const rows = await this.store.all();
-    const files = new Set(rows.map((r) => r.file));
-    // Orphans: a file whose row was never written (its key was never stored) or whose shred was interrupted.
-    for (const name of await readdir(this.#o.spoolDir).catch(() => [] as string[])) {
-      if (!files.has(name)) await unlink(join(this.#o.spoolDir, name)).catch(() => undefined); // gone meanwhile: fine
-    }
     for (const row of rows) {
       try {
         await this.#resume(row);
@@ -460,6 +462,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async #fetch(row0: JobRow): Promise<void> {
     let row = row0;
     const key = k(row.orgId, row.jobId);
+    // Once per job: a PrintJob that arrives while start() resumes is both submitted and in its rows.
+    if (this.#inflight.has(key)) return;
     const ac = new AbortController();
     let resolveDone!: () => void;
     const fl = { ac, cancel: false, done: new Promise<void>((r) => (resolveDone = r)) };
