@@ -127,6 +127,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   readonly #printerState = new Map<string, { state: string; reasons: string[] }>();
   #running = false;
   readonly #unwatch: (() => void)[] = [];
+  /** Orgs being withdrawn: their jobs are not started meanwhile. */
+  readonly #erasing = new Set<string>();
   #holdTimer: NodeJS.Timeout | null = null;
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
@@ -373,24 +375,40 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   /** Org withdrawal: every job of the org is stopped and shredded (no status is sent: the withdrawal's receipt covers it). */
   async eraseOrg(orgId: string): Promise<ErasureReport> {
-    let n = 0;
-    for (const [key, fl] of this.#inflight) {
-      if (key.startsWith(`${orgId}\0`)) {
-        fl.cancel = true;
-        fl.ac.abort();
-        await fl.done;
-      }
+    // From here no worker starts one of the org's jobs (#pump skips them); those running are stopped.
+    this.#erasing.add(orgId);
+    try {
+      const stopRunning = async () => {
+        for (const [key, fl] of this.#inflight) {
+          if (!key.startsWith(`${orgId}\0`)) continue;
+          fl.cancel = true;
+          fl.ac.abort();
+          await fl.done;
+        }
+      };
+      await stopRunning();
+      const rows = (await this.store.all()).filter((r) => r.orgId === orgId);
+      // Fragments of every job's spool file and wrapped key, taken before they go: the withdrawal's
+      // receipt then says whether any of them survived here (the vault's scan knows nothing of them).
+      const samples: Awaited<ReturnType<typeof sampleJob>> = [];
+      for (const row of rows) samples.push(...(await sampleJob(join(this.#o.spoolDir, row.file), row.wrappedKey)));
+      // Keys first, in one statement, whatever state a worker left a job in (a per-row state
+      // transition here raced with the printer queue); then the files, then the rows.
+      await this.store.db.run('UPDATE p1_jobs SET wrapped_key = NULL WHERE org_id = ?', [orgId]);
+      await stopRunning(); // one picked up just before the mark: it fails on its missing key, stopped here
+      for (const row of rows) await removeSpoolFile(this.#o.spoolDir, row.file);
+      await this.store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
+      await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
+      await this.#checkpoint();
+      const scan = samples.length ? await scanJob(this.#o.spoolDir, this.store.files(), samples) : undefined;
+      for (const s of samples) s.bytes.fill(0);
+      const hits = scan?.hits ?? 0;
+      const ok = scan === undefined || (scan.ok && hits === 0);
+      if (!ok) this.#log.error({ event: 'p1_withdraw_unverified', hits }, 'print jobs of a withdrawn organisation were shredded but the scan found fragments');
+      return { ok, counts: { printJobs: rows.length, printSamples: samples.length, printScanHits: hits }, ...(ok ? {} : { detail: `spool scan found ${hits} fragments` }) };
+    } finally {
+      this.#erasing.delete(orgId);
     }
-    for (const row of await this.store.all()) {
-      if (row.orgId !== orgId) continue;
-      n++;
-      if (!END_STATES.has(row.state)) await this.store.transition(row, 'cancelled', { wrappedKey: null, errorCode: 'ORG_WITHDRAWN' });
-      await removeSpoolFile(this.#o.spoolDir, row.file);
-      await this.store.delete(orgId, row.jobId);
-    }
-    await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
-    await this.#checkpoint();
-    return { ok: true, counts: { printJobs: n } };
   }
 
   // ------------------------------------------------------------------ internals
@@ -530,7 +548,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.#backoff.set(name, b);
     while (this.#running) {
       this.#again.delete(name);
-      const rows = (await this.store.all()).filter((r) => r.printer === name && r.state === 'ready');
+      const rows = (await this.store.all()).filter((r) => r.printer === name && r.state === 'ready' && !this.#erasing.has(r.orgId));
       const now = Date.now();
       const synced = this.#o.clockSynced();
       // print_after: a wall-clock time, compared only against a synchronised clock; held otherwise.
