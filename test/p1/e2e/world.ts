@@ -223,6 +223,8 @@ export interface WorldOptions {
   /** p1 section overrides. */
   p1?: Record<string, unknown>;
   servedOrgs?: string[];
+  /** The cloud's command signer (default: a new key); the agent pins its public key. */
+  signer?: CommandSigner;
 }
 
 export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
@@ -239,7 +241,7 @@ export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
     cleanups.push(() => broker.close());
     const sink = await CloudSink.connect({ url: broker.url });
     cleanups.push(() => sink.close());
-    const signer = new CommandSigner({ keyId: 'cloud-e2e' });
+    const signer = opts.signer ?? new CommandSigner({ keyId: 'cloud-e2e' });
     const cloud = new PrintCloud({ sink, signer, deviceId: DEVICE, deviceKey });
     const ca = await makePrivateCa();
     cleanups.push(() => ca.cleanup());
