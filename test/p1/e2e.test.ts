@@ -18,6 +18,7 @@ let w: P1World;
 beforeAll(async () => {
   w = await p1World();
   await w.agent.start();
+  await w.commandsReady();
 }, 180_000);
 afterAll(async () => {
   await w?.cleanup();
