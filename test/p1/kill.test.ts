@@ -148,7 +148,7 @@ describe('P1 under SIGKILL', () => {
         expect(full.length, what).toBe(1);
         if (attempts.length > 1) summary.resent++;
         expect(v.receipt, v.receiptError).toMatchObject({ kind: 'print_job', ok: v.receipt?.resumed ? v.receipt.ok : true });
-        expect(await w.jobRow(j.jobId), what).toBeUndefined();
+        await waitUntil(async () => (await w.jobRow(j.jobId)) === undefined, 60_000, `row of ${what} deleted`);
       } else {
         summary.uncertain++;
         expect(await w.jobRow(j.jobId), what).toMatchObject({ state: 'uncertain', hasKey: true });

@@ -31,7 +31,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Printer, PrintFormat, PrinterJobState } from '../../../firmware-bridge/devices.js';
 import { PrintDocumentFormat, ResultCode, type PrintJob, type PrintJobStatusProps, type PrinterSummaryProps } from '../../proto/index.js';
@@ -628,6 +628,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
       const k2 = jobKey;
       const path = join(this.#o.spoolDir, row.file);
       const jobId = row.jobId;
+      // The document must be there before the printer is asked: a transport that accepts before it
+      // reads (IPP Create-Job, PJL JOB START) would otherwise turn a lost spool file into `uncertain`.
+      await stat(path).catch((err: NodeJS.ErrnoException) => {
+        throw new TallyboxError('P1_SPOOL_CORRUPT', `P1_SPOOL_CORRUPT: spool file of job ${jobId} is missing (${err.code ?? 'error'})`);
+      });
       async function* document(): AsyncGenerator<Uint8Array> {
         let first = true;
         for await (const chunk of readChunks(path, k2, jobId)) {
