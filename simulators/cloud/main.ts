@@ -16,6 +16,8 @@
  *     POST /api/commands   {"orgId","deviceId","command":{"orgWithdraw":{}}}  → signed, sent; {"counter"}
  *     POST /api/claims     {"deviceId","kind","region","servedOrgs":[…],"orgId"?,"code"?} → a one-time
  *                          claim code and the --cloud-key for `tallybox provision --claim` (claims.ts)
+ *     POST /api/print[/cancel|/reprint], GET /api/print   P1 print jobs (print-http.ts; --print-docs
+ *                          serves fetched documents over HTTPS, --device-key ID=PEM verifies receipts)
  */
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -26,11 +28,13 @@ import { pb } from '../../src/proto/index.js';
 import { startEmbeddedBroker } from './broker.js';
 import { ClaimService, parseClaimSpec, type ClaimSpec } from './claims.js';
 import { IncidentDesk } from './incidents.js';
+import { parseDeviceKey, startPrintDesk } from './print-http.js';
 import { CommandSigner } from './signer.js';
 import { CloudSink } from './sink.js';
 
 const HELP = `usage: tallybox-sim cloud [--port 1883] [--broker-url URL] [--http-port 8080] [--key-file FILE]
-                          [--issue-claim device=ID,kind=K,region=R,orgs=A+B[,code=C]]...`;
+                          [--issue-claim device=ID,kind=K,region=R,orgs=A+B[,code=C]]...
+                          [--print-docs] [--device-key DEVICE_ID=PUBLIC_KEY_PEM_FILE]...`;
 
 interface EventLine {
   at: string;
@@ -68,6 +72,8 @@ export async function main(argv: string[]): Promise<number> {
       'http-port': { type: 'string', default: '8080' },
       'key-file': { type: 'string' },
       'issue-claim': { type: 'string', multiple: true },
+      'print-docs': { type: 'boolean' },
+      'device-key': { type: 'string', multiple: true },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -98,12 +104,16 @@ export async function main(argv: string[]): Promise<number> {
   // Incident records (tallybox/v1/+/+/incident): printed and acknowledged with a signed IncidentAck.
   const desk = await IncidentDesk.connect({ url, sink, signer, autoAck: true, onIncident: (i) => emit({ type: 'incident', body: { ...i } }) });
   for (const spec of values['issue-claim'] ?? []) emit({ type: 'claim', body: { issued: claims.issue(parseClaimSpec(spec)) } });
+  // P1 print jobs: signed PrintJob/CancelJob/ReprintJob over MQTT, statuses and receipts verified (print-http.ts).
+  const print = await startPrintDesk({ sink, signer, deviceKeys: new Map((values['device-key'] ?? []).map(parseDeviceKey)), docs: values['print-docs'] ?? false });
+  if (print.caFile) process.stderr.write(`cloud emulator: print documents served over HTTPS; device p1.fetch.caFile: ${print.caFile}\n`);
 
   const http = createServer((req, res) => {
     const json = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
+    if (print.handle(req, res)) return;
     if (req.method === 'GET' && req.url === '/') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       res.end(PAGE);
@@ -150,6 +160,7 @@ export async function main(argv: string[]): Promise<number> {
         http.close();
         await claims.close();
         await desk.close();
+        await print.close();
         await sink.close();
         await broker?.close();
         resolve(0);

@@ -18,6 +18,7 @@ let w: P1World;
 beforeAll(async () => {
   w = await p1World();
   await w.agent.start();
+  await w.commandsReady();
 }, 180_000);
 afterAll(async () => {
   await w?.cleanup();
@@ -45,7 +46,8 @@ async function assertEnded(jobId: string, doc: Buffer, end: string, times: numbe
   const printed = w.printer.printed(jobId);
   expect(printed.length).toBe(times);
   for (const p of printed) expect(p.equals(doc)).toBe(true);
-  expect(await w.jobRow(jobId)).toBeUndefined();
+  // The status and receipt are queued before the row goes (a crash between them re-runs the shred): the row follows.
+  await waitUntil(async () => (await w.jobRow(jobId)) === undefined, LONG, `row of ${jobId} deleted`);
   expect(w.spoolFiles()).toEqual([]);
   expect(await fragmentHits(w, [doc])).toBe(0);
   expect(w.cloud.book.resultsBad).toBe(0);
@@ -163,7 +165,7 @@ describe('P1 end to end: tallybox run + tallybox-sim printer over MQTT', () => {
     expect(full.length).toBe(1);
     const v = w.cloud.job('e2e-paper')!;
     expect(v.receipt).toMatchObject({ ok: true, verification: 'verified' });
-    expect(await w.jobRow('e2e-paper')).toBeUndefined();
+    await waitUntil(async () => (await w.jobRow('e2e-paper')) === undefined, LONG, 'row of e2e-paper deleted');
     expect(w.spoolFiles()).toEqual([]);
     expect(await fragmentHits(w, [doc])).toBe(0);
   }, 240_000);

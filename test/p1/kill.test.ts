@@ -41,7 +41,9 @@ interface Job {
 }
 
 type Target = 'fetching' | 'ready' | 'sending' | 'sent' | 'uncertain' | 'random';
-const TARGETS: Target[] = ['sending', 'fetching', 'random', 'sending', 'ready', 'sent', 'sending', 'uncertain', 'random', 'sending'];
+// 'uncertain' follows a 'sending' kill that waited (round % 5 >= 2): that job was taken by the printer,
+// so its resume after the restart ends uncertain, and the kill lands right then.
+const TARGETS: Target[] = ['sending', 'fetching', 'sending', 'uncertain', 'ready', 'sent', 'sending', 'random', 'sending', 'random'];
 
 describe('P1 under SIGKILL', () => {
   it(`${KILLS} SIGKILLs across job states: every job printed exactly once or reported uncertain, never twice; nothing left on disk`, async () => {
@@ -64,12 +66,14 @@ describe('P1 under SIGKILL', () => {
     const send = async (job: Job): Promise<boolean> => {
       const body = job.fetched ? printJobBody({ jobId: job.jobId, printer: 'front', fetch: w.docs.add(job.jobId, job.doc) }) : printJobBody({ jobId: job.jobId, printer: 'front', inline: job.doc });
       const counter = await w.cloud.send(ORG, body);
-      try {
-        const r = await w.result(counter, 10_000);
-        return r.reason === 'job_queued' || r.reason === 'job_known';
-      } catch {
-        return false; // killed before it answered, or still starting: sent again below
+      // Its answer, unless the agent was killed meanwhile (then it is sent again after the restart).
+      const end = performance.now() + 10_000;
+      while (performance.now() < end && w.agent.running) {
+        const r = w.sink.rawResults().find((x) => x.result.counter === counter)?.result;
+        if (r) return r.reason === 'job_queued' || r.reason === 'job_known';
+        await sleep(20);
       }
+      return false;
     };
     /** Jobs the cloud has no status for yet (their command was lost with a kill): sent again. */
     const resendUnknown = async (): Promise<void> => {
@@ -112,7 +116,7 @@ describe('P1 under SIGKILL', () => {
         for (let k = 0; k < wanted && !fired && w.agent.running; k++) await submit();
       }
       killedAt.push(await killed);
-      progress(`round ${round}: ${killedAt.at(-1)} at ${Math.round((performance.now() - t0) / 1000)} s, ${jobs.size} jobs`);
+      progress(`round ${round}: ${killedAt.at(-1)} (start ${Math.round(performance.now() - s0)} ms before) at ${Math.round((performance.now() - t0) / 1000)} s, ${jobs.size} jobs`);
     }
     await w.agent.start();
     await w.commandsReady();
@@ -149,7 +153,7 @@ describe('P1 under SIGKILL', () => {
         expect(full.length, what).toBe(1);
         if (attempts.length > 1) summary.resent++;
         expect(v.receipt, v.receiptError).toMatchObject({ kind: 'print_job', ok: v.receipt?.resumed ? v.receipt.ok : true });
-        expect(await w.jobRow(j.jobId), what).toBeUndefined();
+        await waitUntil(async () => (await w.jobRow(j.jobId)) === undefined, 60_000, `row of ${what} deleted`);
       } else {
         summary.uncertain++;
         expect(await w.jobRow(j.jobId), what).toMatchObject({ state: 'uncertain', hasKey: true });

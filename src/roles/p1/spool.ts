@@ -31,7 +31,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants as fsc } from 'node:fs';
-import { mkdir, open, readdir, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Printer, PrintFormat, PrinterJobState } from '../../../firmware-bridge/devices.js';
 import { PrintDocumentFormat, ResultCode, type PrintJob, type PrintJobStatusProps, type PrinterSummaryProps } from '../../proto/index.js';
@@ -127,6 +127,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   readonly #printerState = new Map<string, { state: string; reasons: string[] }>();
   #running = false;
   readonly #unwatch: (() => void)[] = [];
+  /** Orgs being withdrawn: their jobs are not started meanwhile. */
+  readonly #erasing = new Set<string>();
   #holdTimer: NodeJS.Timeout | null = null;
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
@@ -143,6 +145,13 @@ export class Spool extends EventEmitter<SpoolEvents> {
     ensurePrivateDir(o.spoolDir);
     const store = await SpoolStore.open(o.dbPath);
     await store.db.exec('CREATE TABLE IF NOT EXISTS p1_ended (org_id TEXT NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, ended_at_ms INTEGER NOT NULL, PRIMARY KEY (org_id, job_id))');
+    // Orphans: a file whose row was never written (its key was never stored) or whose shred was
+    // interrupted. Swept here, before the spool exists: a PrintJob that arrives while start() resumes
+    // writes its file before its row, and a sweep then (it was in start()) deleted that job's document.
+    const files = new Set((await store.all()).map((r) => r.file));
+    for (const name of await readdir(o.spoolDir).catch(() => [] as string[])) {
+      if (!files.has(name)) await unlink(join(o.spoolDir, name)).catch(() => undefined); // gone meanwhile: fine
+    }
     return new Spool(store, o);
   }
 
@@ -326,11 +335,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
       this.#unwatch.push(() => entry.supervisor.off('status', on));
     }
     const rows = await this.store.all();
-    const files = new Set(rows.map((r) => r.file));
-    // Orphans: a file whose row was never written (its key was never stored) or whose shred was interrupted.
-    for (const name of await readdir(this.#o.spoolDir).catch(() => [] as string[])) {
-      if (!files.has(name)) await unlink(join(this.#o.spoolDir, name)).catch(() => undefined); // gone meanwhile: fine
-    }
     for (const row of rows) {
       try {
         await this.#resume(row);
@@ -371,24 +375,40 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   /** Org withdrawal: every job of the org is stopped and shredded (no status is sent: the withdrawal's receipt covers it). */
   async eraseOrg(orgId: string): Promise<ErasureReport> {
-    let n = 0;
-    for (const [key, fl] of this.#inflight) {
-      if (key.startsWith(`${orgId}\0`)) {
-        fl.cancel = true;
-        fl.ac.abort();
-        await fl.done;
-      }
+    // From here no worker starts one of the org's jobs (#pump skips them); those running are stopped.
+    this.#erasing.add(orgId);
+    try {
+      const stopRunning = async () => {
+        for (const [key, fl] of this.#inflight) {
+          if (!key.startsWith(`${orgId}\0`)) continue;
+          fl.cancel = true;
+          fl.ac.abort();
+          await fl.done;
+        }
+      };
+      await stopRunning();
+      const rows = (await this.store.all()).filter((r) => r.orgId === orgId);
+      // Fragments of every job's spool file and wrapped key, taken before they go: the withdrawal's
+      // receipt then says whether any of them survived here (the vault's scan knows nothing of them).
+      const samples: Awaited<ReturnType<typeof sampleJob>> = [];
+      for (const row of rows) samples.push(...(await sampleJob(join(this.#o.spoolDir, row.file), row.wrappedKey)));
+      // Keys first, in one statement, whatever state a worker left a job in (a per-row state
+      // transition here raced with the printer queue); then the files, then the rows.
+      await this.store.db.run('UPDATE p1_jobs SET wrapped_key = NULL WHERE org_id = ?', [orgId]);
+      await stopRunning(); // one picked up just before the mark: it fails on its missing key, stopped here
+      for (const row of rows) await removeSpoolFile(this.#o.spoolDir, row.file);
+      await this.store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
+      await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
+      await this.#checkpoint();
+      const scan = samples.length ? await scanJob(this.#o.spoolDir, this.store.files(), samples) : undefined;
+      for (const s of samples) s.bytes.fill(0);
+      const hits = scan?.hits ?? 0;
+      const ok = scan === undefined || (scan.ok && hits === 0);
+      if (!ok) this.#log.error({ event: 'p1_withdraw_unverified', hits }, 'print jobs of a withdrawn organisation were shredded but the scan found fragments');
+      return { ok, counts: { printJobs: rows.length, printSamples: samples.length, printScanHits: hits }, ...(ok ? {} : { detail: `spool scan found ${hits} fragments` }) };
+    } finally {
+      this.#erasing.delete(orgId);
     }
-    for (const row of await this.store.all()) {
-      if (row.orgId !== orgId) continue;
-      n++;
-      if (!END_STATES.has(row.state)) await this.store.transition(row, 'cancelled', { wrappedKey: null, errorCode: 'ORG_WITHDRAWN' });
-      await removeSpoolFile(this.#o.spoolDir, row.file);
-      await this.store.delete(orgId, row.jobId);
-    }
-    await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
-    await this.#checkpoint();
-    return { ok: true, counts: { printJobs: n } };
   }
 
   // ------------------------------------------------------------------ internals
@@ -460,6 +480,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async #fetch(row0: JobRow): Promise<void> {
     let row = row0;
     const key = k(row.orgId, row.jobId);
+    // Once per job: a PrintJob that arrives while start() resumes is both submitted and in its rows.
+    if (this.#inflight.has(key)) return;
     const ac = new AbortController();
     let resolveDone!: () => void;
     const fl = { ac, cancel: false, done: new Promise<void>((r) => (resolveDone = r)) };
@@ -526,7 +548,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.#backoff.set(name, b);
     while (this.#running) {
       this.#again.delete(name);
-      const rows = (await this.store.all()).filter((r) => r.printer === name && r.state === 'ready');
+      const rows = (await this.store.all()).filter((r) => r.printer === name && r.state === 'ready' && !this.#erasing.has(r.orgId));
       const now = Date.now();
       const synced = this.#o.clockSynced();
       // print_after: a wall-clock time, compared only against a synchronised clock; held otherwise.
@@ -606,6 +628,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
       const k2 = jobKey;
       const path = join(this.#o.spoolDir, row.file);
       const jobId = row.jobId;
+      // The document must be there before the printer is asked: a transport that accepts before it
+      // reads (IPP Create-Job, PJL JOB START) would otherwise turn a lost spool file into `uncertain`.
+      await stat(path).catch((err: NodeJS.ErrnoException) => {
+        throw new TallyboxError('P1_SPOOL_CORRUPT', `P1_SPOOL_CORRUPT: spool file of job ${jobId} is missing (${err.code ?? 'error'})`);
+      });
       async function* document(): AsyncGenerator<Uint8Array> {
         let first = true;
         for await (const chunk of readChunks(path, k2, jobId)) {

@@ -223,6 +223,8 @@ export interface WorldOptions {
   /** p1 section overrides. */
   p1?: Record<string, unknown>;
   servedOrgs?: string[];
+  /** The cloud's command signer (default: a new key); the agent pins its public key. */
+  signer?: CommandSigner;
 }
 
 export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
@@ -239,7 +241,7 @@ export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
     cleanups.push(() => broker.close());
     const sink = await CloudSink.connect({ url: broker.url });
     cleanups.push(() => sink.close());
-    const signer = new CommandSigner({ keyId: 'cloud-e2e' });
+    const signer = opts.signer ?? new CommandSigner({ keyId: 'cloud-e2e' });
     const cloud = new PrintCloud({ sink, signer, deviceId: DEVICE, deviceKey });
     const ca = await makePrivateCa();
     cleanups.push(() => ca.cleanup());
@@ -290,7 +292,14 @@ export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
         const want = Array.isArray(state) ? state : [state];
         return waitUntil(() => want.includes(cloud.job(jobId)?.stateName ?? ''), timeoutMs, `job ${jobId} ${want.join('|')} (is ${cloud.job(jobId)?.stateName})`);
       },
-      result: async (counter, timeoutMs = 60_000) => (await sink.waitForResult(counter, timeoutMs)).result,
+      result: async (counter, timeoutMs = 60_000) => {
+        try {
+          return (await sink.waitForResult(counter, timeoutMs)).result;
+        } catch (err) {
+          // Say whether the agent is still there, and what it said last: a crash is not a slow machine.
+          throw new Error(`${(err as Error).message} (agent running: ${agent.running}, exit ${agent.proc?.exitCode ?? agent.proc?.signalCode})\n${agent.stderrTail.slice(-3000)}`);
+        }
+      },
       commandsReady: async (timeoutMs = 90_000) => {
         const end = performance.now() + timeoutMs;
         while (performance.now() < end) {
