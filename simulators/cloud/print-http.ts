@@ -82,7 +82,13 @@ export async function startPrintDesk(o: { sink: PrintResultSource; signer: Comma
       if (path === '/api/print/reprint') return json(202, { counter: await d.reprintJob(orgId, jobId) });
       const format = body.format === undefined ? undefined : FORMATS[String(body.format)];
       if (body.format !== undefined && format === undefined) throw new HttpBodyError(400, 'BAD_REQUEST', 'format must be PDF, PWG_RASTER or PRINTER_READY');
-      const common = { jobId, printer: str(body.printer, 'printer'), ...(format !== undefined ? { format } : {}), ...(typeof body.copies === 'number' ? { copies: body.copies } : {}), ...(typeof body.printAfterMs === 'number' ? { printAfterMs: body.printAfterMs } : {}) };
+      const common = {
+        jobId,
+        printer: str(body.printer, 'printer'),
+        ...(format !== undefined ? { format } : {}),
+        ...(typeof body.copies === 'number' ? { copies: body.copies } : {}),
+        ...(typeof body.printAfterMs === 'number' ? { printAfterMs: body.printAfterMs } : {}),
+      };
       if (typeof body.inline === 'string') return json(202, { counter: await d.printJob(orgId, { ...common, inline: Buffer.from(body.inline, 'base64') }) });
       if (typeof body.file === 'string') {
         if (!docs) throw new HttpBodyError(400, 'BAD_REQUEST', 'fetched documents need the document service: start with --print-docs');
