@@ -83,6 +83,9 @@ function rejected(op: OperationName, reply: IppMessage): TallyboxError {
   return printerError('PRINTER_REJECTED', text, { status });
 }
 
+/** How long an abort waits for Cancel-Job's answer before cutting the upload anyway. */
+const CANCEL_BEFORE_CUT_MS = 2000;
+
 export class IppPrinter implements Printer {
   readonly protocol = 'ipp' as const;
   readonly description: string;
@@ -161,17 +164,33 @@ export class IppPrinter implements Printer {
     const progress = job.onProgress ? { onProgress: job.onProgress } : {};
     const sig = signal ? { signal } : {};
     let bytesSent = 0;
+    /** Cancel-Job already went out (the abort handler sends it before cutting the upload). */
+    let cancelSent = false;
     try {
       if (this.submit === 'auto' && info.operations.includes(OP['Create-Job']) && info.operations.includes(OP['Send-Document'])) {
         const created = await this.call('Create-Job', [group('operation', this.opAttrs([attr('job-name', 'name', job.jobName)])), ...jobAttrs], sig);
         accepted(this.jobIdOf('Create-Job', created.message));
-        const sent = await this.call('Send-Document', [group('operation', this.jobOpAttrs(jobId!, [attr('document-format', 'mimeMediaType', job.format), attr('last-document', 'boolean', true)]))], {
-          document: job.document,
-          ...sig,
-          ...progress,
-        });
-        bytesSent = sent.bytesSent;
-        if (!sent.complete) throw printerError('PRINTER_CLOSED', 'Send-Document: the printer answered before the whole document was sent');
+        // Cancel-Job first, then cut the upload: cut first, a printer starts processing the
+        // partial document (ippeveprinter showed pending → processing → canceled) and a real one
+        // may print part of a page before the cancel arrives.
+        const upload = new AbortController();
+        const cancelFirst = (): void => {
+          cancelSent = true;
+          void Promise.race([this.cancel(String(jobId)).catch(() => undefined), pause(CANCEL_BEFORE_CUT_MS)]).finally(() => upload.abort()); // best effort: the cut follows either way
+        };
+        if (signal?.aborted) cancelFirst();
+        else signal?.addEventListener('abort', cancelFirst, { once: true });
+        try {
+          const sent = await this.call('Send-Document', [group('operation', this.jobOpAttrs(jobId!, [attr('document-format', 'mimeMediaType', job.format), attr('last-document', 'boolean', true)]))], {
+            document: job.document,
+            signal: upload.signal,
+            ...progress,
+          });
+          bytesSent = sent.bytesSent;
+          if (!sent.complete) throw printerError('PRINTER_CLOSED', 'Send-Document: the printer answered before the whole document was sent');
+        } finally {
+          signal?.removeEventListener('abort', cancelFirst);
+        }
       } else {
         const printed = await this.call('Print-Job', [group('operation', this.opAttrs([attr('job-name', 'name', job.jobName), attr('document-format', 'mimeMediaType', job.format)])), ...jobAttrs], {
           document: job.document,
@@ -184,7 +203,7 @@ export class IppPrinter implements Printer {
       }
     } catch (err) {
       // The printer holds a job that will never get (all of) its document: cancel it there.
-      if (jobId !== undefined) await this.cancel(String(jobId)).catch(() => undefined); // best effort: the job may already be gone; the original error is what matters
+      if (jobId !== undefined && !cancelSent) await this.cancel(String(jobId)).catch(() => undefined); // best effort: the job may already be gone; the original error is what matters
       if (signal?.aborted) throw cancelledError(ref ? `(printer job ${ref} cancelled there)` : 'before the printer took it', { ref });
       if (err instanceof TallyboxError && ref !== undefined && err.details.ref === undefined) throw new TallyboxError(err.code, err.message, { ...err.details, ref }, { cause: err });
       throw err;
