@@ -134,12 +134,16 @@ describe.runIf(mounted2)('a 2 MiB partition', () => {
     await waitUntil(() => walSize(dataDir) === 0, 5000, 'the WAL truncated');
     await agent.stop();
 
-    // A clean restart on the full disk, then the broker comes back and the queue drains.
-    agent = await Agent.start({ config, logger: silentLogger() });
+    // The broker comes back (the cloud's subscriber first: a punch delivered before it subscribed
+    // would be acknowledged by the broker and never reach it), then a clean restart on the full
+    // disk, and the queue drains.
     const broker = await startEmbeddedBroker({ port });
     const sink = await CloudSink.connect({ url: broker.url });
+    agent = await Agent.start({ config, logger: silentLogger() });
     try {
       await waitUntil(() => agent.outbox.depth === 0, 60_000, 'the backlog drained');
+      // Acknowledged by the broker is not yet received by the subscriber: wait for the last ones.
+      await waitUntil(() => new Set(sink.punches().map((p) => p.seq)).size >= accepted, 20_000, `all ${accepted} punches at the cloud`);
       expect(new Set(sink.punches().map((p) => p.seq)).size).toBe(accepted);
       await waitUntil(
         async () =>
