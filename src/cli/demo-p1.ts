@@ -82,7 +82,7 @@ export async function startP1Stack(opts: P1StackOptions = {}): Promise<P1Stack> 
   const signer = new CommandSigner({ keyId: 'demo-cloud' });
   const undo: (() => Promise<unknown>)[] = [];
   const unwind = async () => {
-    for (const f of undo.splice(0).reverse()) await f().catch(() => undefined);
+    for (const f of undo.splice(0).reverse()) await f().catch(() => undefined); // every clean-up must run; the demo's own error is the one to report
   };
   try {
     const ca = await makePrivateCa();

@@ -490,7 +490,7 @@ export class Outbox {
       if (acks.length > 0) {
         // Not deleted: back into the buffer, for the next flush.
         this.ackBuffer.push(...acks);
-        this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), 50);
+        this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), 50); // a failed flush keeps its rows and re-arms its own retry
       }
       const code = isTallyboxError(err) ? err.code : 'STORAGE_ERROR';
       if (FATAL_CODES.has(code)) {
@@ -657,7 +657,7 @@ export class Outbox {
           if (!this.failure && !this.closed) {
             this.ackRetryMs = Math.min(5000, Math.max(50, this.ackRetryMs * 2));
             this.opts.logger?.warn({ event: 'ack_flush_failed', err: errorMessage(err), retryMs: this.ackRetryMs, rows: this.ackBuffer.length }, `delivered punches not deleted yet (${errorMessage(err)}); retrying in ${this.ackRetryMs} ms`);
-            this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), this.ackRetryMs);
+            this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), this.ackRetryMs); // the retry re-arms itself; the error was logged above
           }
           throw e;
         },

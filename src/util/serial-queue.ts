@@ -12,7 +12,7 @@ export class SerialQueue {
 
   run<T>(job: () => Promise<T>): Promise<T> {
     const next = this.tail.then(job, job);
-    this.tail = next.catch(() => undefined);
+    this.tail = next.catch(() => undefined); // the error is the caller's (returned below); the next job must still run
     return next;
   }
 

@@ -178,7 +178,24 @@ export class Spool extends EventEmitter<SpoolEvents> {
     if (copies < 1 || copies > MAX_COPIES) return refuse('bad_copies', `copies must be 1-${MAX_COPIES}`);
     if (!this.#o.printers.has(cmd.printer)) return refuse('unknown_printer', 'no printer of that name is configured on this device');
     const printAfterMs = cmd.printAfterMs != null && cmd.printAfterMs > 0 ? cmd.printAfterMs : null;
-    const base = { jobId, orgId, format, copies, printer: cmd.printer, printAfterMs, counter, createdAtMs: Date.now() };
+    // What every new job row starts with, inline or fetched: nothing sent, not accepted, no attempt yet.
+    const base = {
+      jobId,
+      orgId,
+      format,
+      copies,
+      printer: cmd.printer,
+      printAfterMs,
+      counter,
+      createdAtMs: Date.now(),
+      bytesSent: 0,
+      accepted: false,
+      printerRef: null,
+      errorCode: null,
+      pages: 0,
+      attempts: 0,
+      statusSeq: 1,
+    };
     if (cmd.document === 'inlineDocument') {
       const doc = cmd.inlineDocument ?? new Uint8Array(0);
       if (doc.length > c.inlineMaxBytes) {
@@ -201,13 +218,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
           keyVersion,
           file,
           bytesTotal: doc.length,
-          bytesSent: 0,
-          accepted: false,
-          printerRef: null,
-          errorCode: null,
-          pages: 0,
-          attempts: 0,
-          statusSeq: 1,
         };
         await this.store.insert(row);
         this.emit('state', jobId, 'ready');
@@ -242,13 +252,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
           keyVersion,
           file: spoolName(),
           bytesTotal: f.size,
-          bytesSent: 0,
-          accepted: false,
-          printerRef: null,
-          errorCode: null,
-          pages: 0,
-          attempts: 0,
-          statusSeq: 1,
         };
         await this.store.insert(row);
         this.emit('state', jobId, 'queued');
