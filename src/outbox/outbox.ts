@@ -116,6 +116,8 @@ const ROW_PLACEHOLDERS = `(${new Array(COLS).fill('?').join(',')})`;
 const insertSql = (rows: number): string => INSERT_HEAD + new Array(rows).fill(ROW_PLACEHOLDERS).join(',') + INSERT_TAIL;
 const deleteInSql = (n: number): string => `DELETE FROM punches WHERE seq IN (${new Array(n).fill('?').join(',')})`;
 const DELETE_RANGE_SQL = 'DELETE FROM punches WHERE seq BETWEEN ? AND ?';
+/** The smallest delete transaction tried on a full disk (see Outbox.deleteRows). */
+const MIN_DELETE_ROWS = 8;
 /**
  * Statements of up to this many rows are kept prepared; larger ones are
  * prepared for one call. A prepared 1,000-row INSERT holds ≈ 1 MiB (measured),
@@ -213,6 +215,23 @@ export class Outbox {
   private readonly reserveBytes: number;
   private readonly space: DiskSpaceCheck;
   /**
+   * Most delivered rows deleted in one transaction. A delete's WAL frames must
+   * fit in the space kept free (reserveBytes): one transaction deleting the
+   * 6,000 rows a reconnect acknowledges at once needs ~800 KiB of WAL, which a
+   * full 2 MiB partition does not have, and the queue could never drain. About
+   * 8 rows per WAL-budget page keeps a transaction within half the budget
+   * (≈30 rows share a table page, ≈60 an index page); an ordinary disk (4 MiB
+   * budget) allows 8,192, more than a flush ever holds. On SQLITE_FULL it
+   * halves (down to MIN_DELETE_ROWS) and the WAL is checkpointed before the
+   * retry; each successful flush doubles it back.
+   */
+  private readonly deleteRowsMax: number;
+  private deleteRows: number;
+  /** A delete hit SQLITE_FULL: checkpoint after every delete transaction until deleteRows is back at its maximum. */
+  private lowSpaceDeletes = false;
+  /** DISK_FULL was raised because delivered rows could not be deleted (cleared by the next delete that commits). */
+  private deletesBlocked = false;
+  /**
    * The writer connection's synchronous mode as last set. Delete-only
    * transactions (delivered punches) run at NORMAL: a lost delete only means a
    * re-send under the same event id, and the next FULL commit syncs the WAL,
@@ -238,7 +257,10 @@ export class Outbox {
     this.maxBatch = Math.max(1, opts.maxBatch ?? 2000);
     this.block = Math.max(1, opts.reserveBlock ?? 16_384);
     this.durableReserved = mark.state.reserved;
-    this.reserveBytes = walBudgetBytes(dirname(opts.path)) + 64 * 1024;
+    const walBudget = walBudgetBytes(dirname(opts.path));
+    this.reserveBytes = walBudget + 64 * 1024;
+    this.deleteRowsMax = Math.max(64, Math.floor(walBudget / 4096) * 8);
+    this.deleteRows = this.deleteRowsMax;
     this.space = new DiskSpaceCheck(dirname(opts.path), { monotonic: this.monotonic, ...opts.diskCheck });
     // "accepted" is pwritten after every commit; this puts it on disk within a second
     // (power cuts; a SIGKILL cannot lose it), without an fsync per commit.
@@ -459,8 +481,9 @@ export class Outbox {
       return;
     }
     let seqs: Map<string, number>;
-    // Delivered punches waiting for their delete ride along in this commit: it syncs anyway.
-    const acks = this.takeAcks();
+    // Delivered punches waiting for their delete ride along in this commit: it syncs anyway
+    // (unless there are more than one delete transaction may hold: flushAcks splits those).
+    const acks = this.ackBuffer.length <= this.deleteRows ? this.takeAcks() : [];
     let deleted = 0;
     try {
       await this.setSync('FULL');
@@ -638,23 +661,53 @@ export class Outbox {
       this.ackBuffer.push(...seqs);
       return Promise.reject(this.failure);
     }
+    let left = seqs;
     return this.q
       .run(async () => {
         // synchronous=NORMAL: the deletes need no fsync of their own (see syncMode).
         await this.setSync('NORMAL');
-        const plan = deletePlan(seqs);
-        // A single statement commits by itself; more run in one transaction (one WAL commit).
-        await this.settleDeleted(plan.length === 1 ? await this.runDeletes(plan) : await this.db.transaction(() => this.runDeletes(plan)));
+        const sorted = seqs.length > this.deleteRows ? Float64Array.from(seqs).sort() : undefined;
+        for (let i = 0; i < seqs.length; ) {
+          const chunk = sorted ? Array.from(sorted.subarray(i, i + this.deleteRows)) : seqs;
+          const plan = deletePlan(chunk);
+          try {
+            // A single statement commits by itself; more run in one transaction (one WAL commit).
+            await this.settleDeleted(plan.length === 1 ? await this.runDeletes(plan) : await this.db.transaction(() => this.runDeletes(plan)));
+          } catch (err) {
+            if (!isTallyboxError(err, 'DISK_FULL') || this.deleteRows <= MIN_DELETE_ROWS) throw err;
+            // No room for this transaction's WAL: smaller transactions, from the start of the WAL.
+            this.deleteRows = Math.max(MIN_DELETE_ROWS, Math.floor(this.deleteRows / 2));
+            this.lowSpaceDeletes = true;
+            await this.db.get('PRAGMA wal_checkpoint(TRUNCATE)');
+            continue;
+          }
+          i += chunk.length;
+          left = sorted ? Array.from(sorted.subarray(i)) : [];
+          // Short of space, the WAL must not grow across chunks up to the auto-checkpoint size:
+          // a checkpoint after each lets the next chunk write from the start of the file again.
+          if (this.lowSpaceDeletes) await this.db.get('PRAGMA wal_checkpoint(RESTART)');
+        }
       })
       .then(
         () => {
           this.ackRetryMs = 0;
+          this.deleteRows = Math.min(this.deleteRowsMax, this.deleteRows * 2);
+          if (this.deleteRows === this.deleteRowsMax) this.lowSpaceDeletes = false;
+          if (this.deletesBlocked) {
+            this.deletesBlocked = false;
+            this.clear('DISK_FULL');
+          }
         },
         (err: unknown) => {
           // Not fatal by itself: the rows stay and are re-sent (same event ids).
-          this.ackBuffer.push(...seqs);
+          this.ackBuffer.push(...left);
           const e = this.failIfFatal(err, 'deleting delivered punches');
           if (!this.failure && !this.closed) {
+            if (isTallyboxError(err, 'DISK_FULL')) {
+              // Not even the smallest delete fits: say so (the queue cannot drain until space returns).
+              this.deletesBlocked = true;
+              this.raise('DISK_FULL', `DISK_FULL: ${left.length} delivered punches cannot be deleted (no room for the WAL on the data partition); the queue drains once space returns`);
+            }
             this.ackRetryMs = Math.min(5000, Math.max(50, this.ackRetryMs * 2));
             this.opts.logger?.warn({ event: 'ack_flush_failed', err: errorMessage(err), retryMs: this.ackRetryMs, rows: this.ackBuffer.length }, `delivered punches not deleted yet (${errorMessage(err)}); retrying in ${this.ackRetryMs} ms`);
             this.ackTimer ??= setTimeout(() => void this.flushAcks().catch(() => undefined), this.ackRetryMs); // the retry re-arms itself; the error was logged above
