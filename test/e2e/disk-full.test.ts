@@ -6,8 +6,7 @@
  * skipped elsewhere.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
@@ -18,19 +17,15 @@ import { isTallyboxError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/log.js';
 import { testConfig } from '../helpers/agent-config.js';
 import { freePort, waitUntil } from '../helpers/ports.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { CloudSink } from '../../simulators/cloud/sink.js';
 
-const base = mkdtempSync(join(tmpdir(), 'tbx-diskfull-'));
-const mnt = join(base, 'mnt');
-mkdirSync(mnt);
-const mounted = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status === 0;
+const fs1 = mountTmpfs('tbx-diskfull-', '1m');
+const mnt = fs1.dir;
 
-describe.runIf(mounted)('disk full (1 MiB tmpfs)', () => {
-  afterAll(() => {
-    spawnSync('umount', [mnt]);
-    rmSync(base, { recursive: true, force: true });
-  });
+describe.runIf(fs1.mounted)('disk full (1 MiB tmpfs)', () => {
+  afterAll(() => fs1.dispose());
 
   it('refuses punches with DISK_FULL and an alarm, keeps every accepted one, and recovers when space returns', async () => {
     const dataDir = join(mnt, 'data');
@@ -82,16 +77,11 @@ describe.runIf(mounted)('disk full (1 MiB tmpfs)', () => {
  * that filled the disk while the broker was away recovers once it drains —
  * in the same run and after a clean restart.
  */
-const base2 = mkdtempSync(join(tmpdir(), 'tbx-diskfull2-'));
-const mnt2 = join(base2, 'mnt');
-mkdirSync(mnt2);
-const mounted2 = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt2]).status === 0;
+const fs2 = mountTmpfs('tbx-diskfull2-', '2m');
+const mnt2 = fs2.dir;
 
-describe.runIf(mounted2)('a 2 MiB partition', () => {
-  afterAll(() => {
-    spawnSync('umount', [mnt2]);
-    rmSync(base2, { recursive: true, force: true });
-  });
+describe.runIf(fs2.mounted)('a 2 MiB partition', () => {
+  afterAll(() => fs2.dispose());
   const punch = (agent: Agent, i: number) => agent.punch({ orgId: 'org-a', subjectId: `subject-with-a-longish-id-${i}`, method: PunchMethod.PUNCH_METHOD_CARD });
 
   it('3,000 commits with the broker up: the WAL stays small, nothing is refused', async () => {

@@ -8,19 +8,17 @@
  * Real 2 MiB tmpfs: needs root for the mount (CI runs as root); skipped elsewhere.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Outbox, type OutboxAlarm } from '../../src/outbox/outbox.js';
 import { PunchMethod } from '../../src/proto/index.js';
 import { isTallyboxError } from '../../src/util/errors.js';
 import { waitUntil } from '../helpers/ports.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 
-const base = mkdtempSync(join(tmpdir(), 'tbx-drainfull-'));
-const mnt = join(base, 'mnt');
-mkdirSync(mnt);
-const mounted = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]).status === 0;
+const fs2 = mountTmpfs('tbx-drainfull-', '2m');
+const mnt = fs2.dir;
 
 const punch = (i: number) => ({ orgId: 'org-a', subjectId: `subject-with-a-longish-id-${i}`, method: PunchMethod.PUNCH_METHOD_CARD });
 const walSize = (path: string): number => {
@@ -47,11 +45,8 @@ async function fillUntilRefused(o: Outbox): Promise<number> {
   throw new Error('the partition never filled');
 }
 
-describe.runIf(mounted)('draining a queue that filled a 2 MiB partition', () => {
-  afterAll(() => {
-    spawnSync('umount', [mnt]);
-    rmSync(base, { recursive: true, force: true });
-  });
+describe.runIf(fs2.mounted)('draining a queue that filled a 2 MiB partition', () => {
+  afterAll(() => fs2.dispose());
 
   it('every row acknowledged at once (a reconnect), with less room left than the outbox keeps, is deleted, and punches are accepted again', async () => {
     const path = join(mnt, 'burst', 'outbox.db');
