@@ -7,6 +7,7 @@
 //   /usr/bin/tallybox, /usr/bin/tallybox-sim                      symlinks to the entry points
 //   /lib/systemd/system/tallybox.service                         packaging/tallybox.service
 //   /opt/tallybox/share/tallybox.example.yaml                    a config to read (provision writes the real one)
+//   /opt/tallybox/simulators/lab/{page/,openapi.yaml}             the lab's static files (`tallybox-sim lab` serves them)
 //   DEBIAN/{control,postinst,prerm,postrm}                       packaging/debian/
 //
 // node_modules: exactly the production dependency tree (`npm ls --omit=dev --all
@@ -50,6 +51,12 @@ try {
     cpSync(join(root, 'firmware-bridge', 'wifi', hook), join(opt, 'firmware-bridge', 'wifi', hook));
     chmodSync(join(opt, 'firmware-bridge', 'wifi', hook), 0o755);
   }
+  // The lab (`tallybox-sim lab`) serves its page and API description from the source folder, which the
+  // build does not copy: simulators/lab/paths.ts finds them under the root that holds package.json and
+  // simulators/lab — /opt/tallybox here, as in a checkout. Without them the lab could not start at all.
+  mkdirSync(join(opt, 'simulators', 'lab'), { recursive: true });
+  cpSync(join(root, 'simulators', 'lab', 'page'), join(opt, 'simulators', 'lab', 'page'), { recursive: true });
+  cpSync(join(root, 'simulators', 'lab', 'openapi.yaml'), join(opt, 'simulators', 'lab', 'openapi.yaml'));
   const { scripts: _s, devDependencies: _d, allowScripts: _a, ...meta } = pkg;
   writeFileSync(join(opt, 'package.json'), JSON.stringify(meta, null, 2) + '\n');
   cpSync(join(root, 'README.md'), join(opt, 'README.md'));

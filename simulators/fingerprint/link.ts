@@ -4,6 +4,7 @@
  */
 import { R30xFrameDecoder } from '../../firmware-bridge/r30x/codec.js';
 import type { ByteTransport } from '../../firmware-bridge/transport/types.js';
+import { SerialQueue } from '../../src/util/serial-queue.js';
 import type { FingerprintDevice } from './device.js';
 
 /** Faults applied to the next replies. Counts are consumed one reply at a time. */
@@ -46,7 +47,8 @@ export class DeviceLink {
   readonly stats: LinkStats = { rxFrames: 0, rxRejects: 0, txReplies: 0 };
   #transport: ByteTransport | null = null;
   #decoder = new R30xFrameDecoder();
-  #tx: Promise<void> = Promise.resolve();
+  /** Replies (and unasked bytes) leave one at a time, in order. */
+  readonly #tx = new SerialQueue();
   #noiseState = 0x1234;
   /** Monotonic time (performance.now) until which the simulated line is busy sending. */
   #lineBusyUntil = 0;
@@ -100,7 +102,7 @@ export class DeviceLink {
 
   /** Resolves when every queued reply has been written. */
   flush(): Promise<void> {
-    return this.#tx;
+    return this.#tx.idle();
   }
 
   #receive(chunk: Buffer): void {
@@ -164,8 +166,7 @@ export class DeviceLink {
         await this.#write(f);
       }
     };
-    this.#tx = this.#tx.then(run, run);
-    return this.#tx;
+    return this.#tx.run(run);
   }
 
   async #write(bytes: Buffer): Promise<void> {

@@ -9,6 +9,7 @@ import { FingerprintDevice, type FingerprintDeviceOptions } from './device.js';
 import { DeviceLink, type Faults, type LinkStats } from './link.js';
 import { createPtyPair, type PtyPair } from '../lib/pty.js';
 import { isTermiosSpeed, readTtySpeed, setTtySpeed } from './tty-speed.js';
+import { SerialQueue } from '../../src/util/serial-queue.js';
 
 /** 'plugged'; 'silent' = powered off but the port stays; 'closed' = the pty (or transport) is gone. */
 export type PlugState = 'plugged' | 'silent' | 'closed';
@@ -83,7 +84,8 @@ export class FingerprintSimulator {
   #control: ControlServer | null = null;
   #closed = false;
 
-  #speedChange: Promise<void> = Promise.resolve();
+  /** termios speed changes, one at a time in the order the module changed its baud rate. */
+  readonly #speedChange = new SerialQueue();
   /** The last failure to set the pty's speed (a baud rate termios cannot express), for state(). */
   lineSpeedError: string | null = null;
 
@@ -91,7 +93,7 @@ export class FingerprintSimulator {
     this.device = opts.device;
     this.deviceLink = new DeviceLink({ device: opts.device, pacing: opts.pacing });
     this.device.onBaudRate = () => {
-      this.#speedChange = this.#speedChange.then(() => this.#applyLineSpeed());
+      void this.#speedChange.run(() => this.#applyLineSpeed()); // never rejects: a failure lands in lineSpeedError
     };
     this.#plug = opts.plug;
     this.#plug.onLost = () => {
@@ -137,7 +139,7 @@ export class FingerprintSimulator {
 
   /** The pty's configured speed as termios reports it (stty), or null without a pty. */
   async lineSpeed(): Promise<number | null> {
-    await this.#speedChange;
+    await this.#speedChange.idle();
     const pty = this.pty;
     return pty ? readTtySpeed(pty.slavePath) : null;
   }

@@ -144,6 +144,7 @@ export class LabClient {
       throw err;
     } finally {
       clearTimeout(timer);
+      ctl.abort(); // close this stream: the server would otherwise keep writing every later event to it
       ctl.abort();
     }
   }

@@ -563,6 +563,10 @@ export class Lab extends EventEmitter {
         const d = this.#device(a.device);
         return d.queue.run(async () => {
           d.disk.setFull(a.full);
+          // The agent re-reads the free space at most once a second while it last saw plenty
+          // (src/store/disk-space.ts): a punch within that second may still be accepted into the room
+          // its WAL already has. Filled, the disk is full for the device once that second is out.
+          if (a.full) await sleep(AGENT_DISK_RECHECK_MS + 250);
           return this.#afterFault(d);
         });
       }
@@ -677,18 +681,44 @@ export class Lab extends EventEmitter {
   async #present(d: Device, p: LabPerson, method: LabMethod): Promise<Record<string, unknown>> {
     if (!d.hw.methods.includes(method)) throw labError('LAB_METHOD_UNAVAILABLE', `device ${d.name} has no peripheral for "${method}" (it takes: ${d.hw.methods.join(', ')})`);
     if (!d.agent.running) throw labError('LAB_AGENT_DOWN', `device ${d.name}'s agent is not running (restart it first)`);
-    const before = Number((await d.agent.state())?.lastSeq ?? 0);
-    const r = await d.hw.present(p, method);
-    if (r === 'no-match') return { outcome: 'no-match' };
-    // The agent's verdict: a new sequence number is a punch accepted on disk.
-    const end = performance.now() + 10_000;
-    while (performance.now() < end) {
-      const s = await d.agent.state();
-      const seq = Number(s?.lastSeq ?? 0);
-      if (seq > before) return { outcome: 'punch', seq };
-      await sleep(25);
+    // The sequence number before, read from an answer: a state request that timed out (a loaded
+    // machine) once counted as seq 0, so any later answer looked like a new punch.
+    const before = await this.#lastSeq(d);
+    // A refusal the agent logs is its verdict at once; listening starts before the presentation.
+    let refused = false;
+    const off = d.agent.onLog((l) => {
+      if (typeof l.event === 'string' && REFUSAL_EVENTS.has(l.event)) refused = true;
+    });
+    try {
+      const r = await d.hw.present(p, method);
+      if (r === 'no-match') return { outcome: 'no-match' };
+      // The agent's verdict: a new sequence number is a punch accepted on disk. A refusal it does not
+      // log (a repeat inside the window) is only known by the time it takes: generously, since an
+      // accepted punch on a loaded machine must not be mistaken for one.
+      const end = performance.now() + PRESENT_VERDICT_MS;
+      for (;;) {
+        const wasRefused = refused; // read before the state: a refusal logged meanwhile gets one more look
+        const s = await d.agent.state();
+        const seq = Number(s?.lastSeq ?? Number.NaN);
+        if (seq > before) return { outcome: 'punch', seq };
+        if ((wasRefused && s !== undefined) || performance.now() > end) return { outcome: 'no-punch' };
+        await sleep(25);
+      }
+    } finally {
+      off();
     }
-    return { outcome: 'no-punch' };
+  }
+
+  /** The agent's last accepted sequence number, from a state it answered (LAB_AGENT_UNRESPONSIVE when it does not). */
+  async #lastSeq(d: Device, timeoutMs = 30_000): Promise<number> {
+    const end = performance.now() + timeoutMs;
+    for (;;) {
+      const s = await d.agent.state();
+      if (s !== undefined) return Number(s.lastSeq ?? 0);
+      if (!d.agent.running) throw labError('LAB_AGENT_DOWN', `device ${d.name}'s agent is not running (restart it first)`);
+      if (performance.now() > end) throw labError('LAB_AGENT_UNRESPONSIVE', `device ${d.name}'s agent did not answer its state within ${timeoutMs} ms`, { device: d.name });
+      await sleep(100);
+    }
   }
 
   /** Sign a command for one device and wait for its result. */
@@ -833,6 +863,15 @@ export class Lab extends EventEmitter {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The agent's longest reuse of a free-space lookup (DiskSpaceCheck's default interval). */
+const AGENT_DISK_RECHECK_MS = 1000;
+
+/** How long a presentation may take to become a punch before it counts as refused (see #present). */
+const PRESENT_VERDICT_MS = 30_000;
+
+/** Agent log events that say a presentation was not a punch (no personal data in them). */
+const REFUSAL_EVENTS = new Set(['punch_refused', 'm2_card_unknown', 'm2_card_invalid', 'm2_spoof']);
 
 /** The agent's own summary of one printer from its DeviceState (JSON), or null when it reports none. */
 function agentPrinter(printers: unknown, name: string): { state: string; reasons: string[]; jobsWaiting: number; jobsUncertain: number } | null {

@@ -57,13 +57,13 @@ describeWithPeer(browserPeer, 'lab page in chromium', () => {
 
   it('cutting a device’s uplink queues its punches; restoring it replays the backlog into the feed', async () => {
     await click('uplink-cut-front-door');
-    await page.getByTestId('uplink-front-door').filter({ hasText: 'uplink cut' }).waitFor({ timeout: 10_000 });
+    await page.getByTestId('uplink-front-door').filter({ hasText: 'uplink cut' }).waitFor({ timeout: 30_000 });
     const before = await page.locator('#feed tr[data-device="front-door"]').count();
     // Punches during the outage are accepted on disk (the agent's queue grows), not delivered.
     expect(await click('punch-front-door-bo-finger')).toBe('punch');
     expect(await click('punch-front-door-ana-finger')).toBe('punch');
     expect(await click('punch-front-door-bo-finger')).toBe('punch');
-    await page.getByTestId('queue-front-door').filter({ hasText: 'queue 3' }).waitFor({ timeout: 15_000 });
+    await page.getByTestId('queue-front-door').filter({ hasText: 'queue 3' }).waitFor({ timeout: 30_000 });
     expect(await page.locator('#feed tr[data-device="front-door"]').count()).toBe(before);
     await page.screenshot({ path: `${ARTIFACTS}/uplink-cut-backlog-queued.png`, fullPage: true });
 
@@ -72,7 +72,7 @@ describeWithPeer(browserPeer, 'lab page in chromium', () => {
     await expect.poll(() => replayed.count(), { timeout: 60_000, interval: 200 }).toBe(3);
     const people = await replayed.evaluateAll((rows) => rows.map((r) => r.getAttribute('data-person')).reverse());
     expect(people).toEqual(['bo', 'ana', 'bo']);
-    await page.getByTestId('queue-front-door').filter({ hasText: 'queue 0' }).waitFor({ timeout: 15_000 });
+    await page.getByTestId('queue-front-door').filter({ hasText: 'queue 0' }).waitFor({ timeout: 60_000 });
     await page.screenshot({ path: `${ARTIFACTS}/uplink-restored-backlog-replayed.png`, fullPage: true });
   }, 180_000);
 

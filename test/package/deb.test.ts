@@ -4,7 +4,7 @@
  * --force-depends), the service user and directories exist with the right
  * owners and modes, `systemd-analyze verify` accepts the unit without a single
  * warning (and does warn on a broken copy: the check can fail), the installed
- * `tallybox doctor` runs, `dpkg -r` removes the program and keeps
+ * `tallybox doctor` runs, the installed `tallybox-sim lab` serves its page, `dpkg -r` removes the program and keeps
  * /var/lib/tallybox, `dpkg --purge` removes that too. Root only (dpkg); what
  * the test installed is purged afterwards, and the user removed if it made it.
  */
@@ -61,6 +61,11 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
       './opt/tallybox/node_modules/mqtt/',
       './lib/systemd/system/tallybox.service',
       './usr/bin/tallybox -> /opt/tallybox/dist/src/cli/tallybox.js',
+      './usr/bin/tallybox-sim -> /opt/tallybox/dist/simulators/cli.js',
+      // The lab's static files, which the build does not copy into dist/.
+      './opt/tallybox/simulators/lab/page/index.html',
+      './opt/tallybox/simulators/lab/page/app.js',
+      './opt/tallybox/simulators/lab/openapi.yaml',
     ]) {
       expect(contents, p).toContain(p);
     }
@@ -188,6 +193,59 @@ describeWithPeer(isRoot ? peers : [...peers, { program: 'root', pkg: '(run as ro
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('the installed `tallybox-sim lab` starts a site and serves its page, script and API description (the packaged copies)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tbx-deb-lab-'));
+    const labFile = join(dir, 'lab.yaml');
+    writeFileSync(
+      labFile,
+      toYaml({
+        version: 1,
+        site: { name: 'Package lab', region: 'sg' },
+        seed: 7,
+        orgs: [{ id: 'acme' }],
+        people: [{ id: 'ana', org: 'acme', consent: { fingerprint: true }, finger: 1 }],
+        devices: [{ name: 'door', kind: 'm1', org: 'acme' }],
+      }),
+    );
+    // The installed entry point, from / so nothing resolves through this checkout; port 0: any free port.
+    const lab = spawn('/usr/bin/tallybox-sim', ['lab', '--config', labFile, '--port', '0'], { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    lab.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => lab.once('exit', (code) => r(code)));
+    try {
+      // Ready once its agents are up: the line with the URL, or the exit that says why not.
+      const url = await new Promise<string>((resolveUrl, reject) => {
+        let out = '';
+        lab.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const line = out.split('\n').find((l) => l.startsWith('{'));
+          if (line) resolveUrl((JSON.parse(line) as { url: string }).url);
+        });
+        void exited.then((code) => reject(new Error(`tallybox-sim lab exited ${code}: ${stderr}`)));
+      });
+      for (const [path, file, type] of [
+        ['/', 'simulators/lab/page/index.html', 'text/html'],
+        ['/app.js', 'simulators/lab/page/app.js', 'text/javascript'],
+        ['/openapi.yaml', 'simulators/lab/openapi.yaml', 'application/yaml'],
+      ] as const) {
+        const r = await fetch(`${url}${path}`);
+        expect(r.status, path).toBe(200);
+        expect(r.headers.get('content-type'), path).toContain(type);
+        expect(await r.text(), path).toBe(readFileSync(join(repo, file), 'utf8'));
+      }
+      const devices = (await (await fetch(`${url}/api/devices`)).json()) as { devices: { name: string }[] };
+      expect(devices.devices.map((d) => d.name)).toEqual(['door']);
+    } finally {
+      if (lab.exitCode === null && lab.signalCode === null) {
+        lab.kill('SIGTERM'); // the lab stops its agent and simulators and removes its temp dir
+        const force = setTimeout(() => lab.kill('SIGKILL'), 30_000);
+        await exited;
+        clearTimeout(force);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('dpkg -r removes the program and keeps /var/lib/tallybox; dpkg --purge removes it too', () => {
     writeFileSync('/var/lib/tallybox/outbox.db', 'undelivered punches');
