@@ -33,6 +33,8 @@ export interface C1Vault {
   identifyCredential(kind: 'wifi_mac', value: string): Promise<Array<{ orgId: string; subjectId: string }>>;
   lookupCredential(orgId: string, kind: 'wifi_mac', value: string): Promise<string | undefined>;
   putCredential(orgId: string, kind: 'wifi_mac', value: string, subjectId: string): Promise<void>;
+  /** Organisations with a live data key (a saved window of any other was erased with its org). */
+  orgs?(): Promise<string[]>;
 }
 
 export interface C1Sink extends PeripheralSink {
@@ -167,7 +169,7 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
 
   async start(): Promise<void> {
     // Before the sources: the phones they list at first (already there) meet the restored windows, and do not count.
-    this.#restoreWindows();
+    await this.#restoreWindows();
     this.#o.sink.setWifiCommands?.(this.commandHooks());
     await Promise.all(this.sources.supervisors.map((s) => s.start()));
   }
@@ -330,8 +332,14 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     return outcome;
   }
 
-  /** The windows armed before the last stop (or crash): re-armed with what is left of them, or ended EXPIRED. */
-  #restoreWindows(): void {
+  /**
+   * The windows armed before the last stop (or crash): re-armed with what is
+   * left of them, or ended EXPIRED. A window of an organisation withdrawn
+   * meanwhile is dropped without a result (the withdrawal's receipt covers
+   * it): the purge pipeline removes it from the file, this is the second lock
+   * (a file put back from a backup, a purge by an older version).
+   */
+  async #restoreWindows(): Promise<void> {
     let saved: ReturnType<WindowStore['load']>;
     try {
       saved = this.#store.load();
@@ -341,8 +349,13 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       return;
     }
     if (saved.length === 0) return;
+    const live = await this.#liveOrgs();
     const now = this.#checkpointClock();
     for (const p of saved) {
+      if (live && !live.has(p.req.orgId)) {
+        this.#log.warn({ event: 'wifi_enrolment_window_dropped', orgId: p.req.orgId }, 'a saved Wi-Fi enrolment window of an organisation whose data was erased: dropped');
+        continue;
+      }
       const r = restoreWindow(p, now);
       if (r.kind === 'armed' && this.windows.restore(r.req, r.remainingMs)) {
         this.#log.info(
@@ -352,6 +365,17 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       } else this.windows.endRestored(p.req, 'expired', r.kind === 'expired' ? r.why : 'another window is armed on that SSID');
     }
     this.#saveWindows();
+  }
+
+  /** Organisations with a live data key (undefined: this vault cannot tell; a vault that fails to: none, so no window is restored). */
+  async #liveOrgs(): Promise<Set<string> | undefined> {
+    if (!this.#o.vault.orgs) return undefined;
+    try {
+      return new Set(await this.#o.vault.orgs());
+    } catch (err) {
+      this.#log.error({ event: 'wifi_enrolment_windows_unchecked', code: errorCode(err) }, `saved enrolment windows not restored: the vault did not list its organisations (${errorCode(err)})`);
+      return new Set();
+    }
   }
 
   #checkpointClock(): CheckpointClock {
