@@ -31,10 +31,10 @@ import { WindowStore, restoreWindow, systemCheckpointClock, type CheckpointClock
 
 export interface C1Vault {
   identifyCredential(kind: 'wifi_mac', value: string): Promise<Array<{ orgId: string; subjectId: string }>>;
+  /** Organisations with a live data key that the device serves: who a phone is looked up in; a saved window of any other was erased with its org. */
+  orgs(): Promise<string[]>;
   lookupCredential(orgId: string, kind: 'wifi_mac', value: string): Promise<string | undefined>;
   putCredential(orgId: string, kind: 'wifi_mac', value: string, subjectId: string): Promise<void>;
-  /** Organisations with a live data key (a saved window of any other was erased with its org). */
-  orgs?(): Promise<string[]>;
 }
 
 export interface C1Sink extends PeripheralSink {
@@ -111,7 +111,6 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   /** Unknown private MACs present now (memory only). */
   readonly #unknownPrivate = new Set<string>();
   readonly #reenrol = new Set<string>();
-  #tail: Promise<unknown> = Promise.resolve();
   readonly stats: C1Stats = { joins: 0, enrolledJoins: 0, punches: 0, repeats: 0, notPunched: 0, unknown: 0, reenrolmentNeeded: 0, otherSsid: 0, enrolled: 0 };
   readonly windows: EnrolmentWindows;
   readonly #tag = phoneTagger();
@@ -163,8 +162,8 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   }
 
   /** Everything queued so far has been handled (tests, benches). */
-  settled(): Promise<unknown> {
-    return this.#tail;
+  settled(): Promise<void> {
+    return this.#queue.idle();
   }
 
   async start(): Promise<void> {
@@ -182,19 +181,27 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     this.#saveWindows(await this.windows.suspend());
     await this.sources.close();
     this.tracker.stop();
-    await this.#tail;
+    await this.#queue.idle();
   }
 
   #enqueue(job: () => Promise<void>): void {
-    this.#tail = this.#queue.run(job).catch((err: unknown) => this.#log.error({ event: 'c1_event_failed', code: errorCode(err) }, `presence event not handled: ${errorCode(err)}`));
+    void this.#queue.run(job).catch((err: unknown) => this.#log.error({ event: 'c1_event_failed', code: errorCode(err) }, `presence event not handled: ${errorCode(err)}`));
   }
 
-  /** Who this phone is on this SSID: credentials scoped to it, and those enrolled for every SSID. */
+  /**
+   * Who this phone is on this SSID: credentials enrolled for every SSID, and those scoped to it.
+   * On the join → punch path: one list of organisations for both values (identifyCredential
+   * would read it once per value), and both keyed lookups queued at once, so the vault runs
+   * them back to back.
+   */
   async #identify(mac: string, ssid: string | undefined): Promise<Array<{ orgId: string; subjectId: string }>> {
-    const found = await this.#o.vault.identifyCredential('wifi_mac', mac);
-    if (ssid !== undefined) found.push(...(await this.#o.vault.identifyCredential('wifi_mac', wifiCredentialValue(mac, ssid))));
-    const seen = new Set<string>();
-    return found.filter((m) => !seen.has(key(m.orgId, m.subjectId)) && seen.add(key(m.orgId, m.subjectId)));
+    const values = ssid === undefined ? [mac] : [mac, wifiCredentialValue(mac, ssid)];
+    const out: Array<{ orgId: string; subjectId: string }> = [];
+    for (const orgId of await this.#o.vault.orgs()) {
+      const found = await Promise.all(values.map((v) => this.#o.vault.lookupCredential(orgId, 'wifi_mac', v)));
+      for (const subjectId of new Set(found)) if (subjectId !== undefined) out.push({ orgId, subjectId });
+    }
+    return out;
   }
 
   /** Whether `orgId` knows this phone at all (unscoped, or scoped to any SSID of the router). */
@@ -352,8 +359,8 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     const live = await this.#liveOrgs();
     const now = this.#checkpointClock();
     for (const p of saved) {
-      if (live && !live.has(p.req.orgId)) {
-        this.#log.warn({ event: 'wifi_enrolment_window_dropped', orgId: p.req.orgId }, 'a saved Wi-Fi enrolment window of an organisation whose data was erased: dropped');
+      if (!live.has(p.req.orgId)) {
+        this.#log.warn({ event: 'wifi_enrolment_window_dropped', orgId: p.req.orgId }, 'a saved Wi-Fi enrolment window of an organisation whose data was erased (or that is no longer served): dropped');
         continue;
       }
       const r = restoreWindow(p, now);
@@ -367,9 +374,8 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     this.#saveWindows();
   }
 
-  /** Organisations with a live data key (undefined: this vault cannot tell; a vault that fails to: none, so no window is restored). */
-  async #liveOrgs(): Promise<Set<string> | undefined> {
-    if (!this.#o.vault.orgs) return undefined;
+  /** Organisations with a live data key (a vault that fails to list them: none, so no window is restored). */
+  async #liveOrgs(): Promise<Set<string>> {
     try {
       return new Set(await this.#o.vault.orgs());
     } catch (err) {
