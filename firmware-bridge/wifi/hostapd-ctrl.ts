@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { TallyboxError } from '../../src/util/errors.js';
+import { SerialQueue } from '../../src/util/serial-queue.js';
 import type { PresenceEvent } from './events.js';
 import { parseHostapdEvent, parseStaReply, parseStatusSsid, stationChange } from './hostapd-parse.js';
 import { UnixDgramSocket } from './unix-dgram.js';
@@ -40,7 +41,8 @@ export class HostapdControl extends EventEmitter<HostapdControlEvents> {
   readonly #timeoutMs: number;
   #sock: UnixDgramSocket | null = null;
   #pending: { resolve: (s: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
-  #queue: Promise<unknown> = Promise.resolve();
+  /** The protocol has no request ids: one request at a time. */
+  readonly #queue = new SerialQueue();
   #ino = 0;
   #lostListeners = new Set<(err: Error) => void>();
   #dirWatch: FSWatcher | null = null;
@@ -125,9 +127,7 @@ export class HostapdControl extends EventEmitter<HostapdControlEvents> {
 
   /** One request, one reply (serialised: the protocol has no request ids). */
   request(cmd: string): Promise<string> {
-    const run = this.#queue.then(() => this.#requestNow(cmd));
-    this.#queue = run.catch(() => undefined);
-    return run;
+    return this.#queue.run(() => this.#requestNow(cmd));
   }
 
   #requestNow(cmd: string): Promise<string> {

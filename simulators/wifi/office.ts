@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { SerialQueue } from '../../src/util/serial-queue.js';
 import { SimHostapdSocket } from './hostapd-socket.js';
 
 export interface SimPhone {
@@ -66,7 +67,8 @@ export class WifiOffice {
   readonly #leases = new Map<string, { expiry: number; ip: string; hostname: string; clientId: string }>();
   #nextIp = 10;
   #nextId = 1;
-  #hooks: Promise<unknown> = Promise.resolve();
+  /** dnsmasq runs its script one invocation at a time, in order. */
+  readonly #hooks = new SerialQueue();
   readonly stats = { rewrites: 0, hooks: 0 };
 
   constructor(opts: WifiOfficeOptions) {
@@ -88,8 +90,8 @@ export class WifiOffice {
   }
 
   /** Hook invocations finished (tests). */
-  settled(): Promise<unknown> {
-    return this.#hooks;
+  settled(): Promise<void> {
+    return this.#hooks.idle();
   }
 
   addPhone(opts: { id?: string; randomised?: boolean; androidStyle?: boolean } = {}): SimPhone {
@@ -215,8 +217,7 @@ export class WifiOffice {
       DNSMASQ_LEASE_EXPIRES: String(this.#leases.get(p.mac)?.expiry ?? 0),
     };
     const args = [action, p.mac, p.ip, p.hostname];
-    // dnsmasq runs its script one invocation at a time, in order.
-    this.#hooks = this.#hooks.then(
+    void this.#hooks.run(
       () =>
         new Promise<void>((resolve) => {
           const c = spawn(script, args, { env, stdio: 'ignore' });

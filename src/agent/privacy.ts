@@ -21,6 +21,7 @@ import { errorMessage } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { FileKeyProvider, SystemdCredentialsKeyProvider, DEFAULT_IDENTITY_FILE, type KeyProvider, type DeviceIdentity } from '../vault/keys.js';
 import { Vault } from '../vault/vault.js';
+import { windowErasureParticipant } from '../roles/c1/window-store.js';
 import { resultFromJson, resultToJson } from './results.js';
 
 export interface PrivacyServices {
@@ -68,7 +69,8 @@ export async function openPrivacy(opts: { config: Config; outbox: Outbox; logger
     store: vault,
     signer: vault.identity,
     deviceId: config.device.id,
-    participants: [outboxErasureParticipant(outbox)],
+    // The C1 role's saved enrolment windows name subjects: erased with them even when the role is not running.
+    participants: [outboxErasureParticipant(outbox), ...(config.c1 ? [windowErasureParticipant(config.dataDir)] : [])],
     journal,
     onOutcome: (o, q) => listeners.forEach((fn) => fn(o, q)),
     logger: logger.child({ component: 'purge' }),

@@ -8,7 +8,6 @@
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { runningAgentPid } from '../agent/pidfile.js';
-import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { receiptFilePath } from '../decommission/engine.js';
 import { verifyDecommissionReceipt, DECOMMISSION_RECEIPT_TYPE } from '../decommission/receipt.js';
@@ -46,7 +45,8 @@ function exitFor(s: DecommissionState): number {
 
 export async function decommissionCli(opts: { configFile: string; yes: boolean; out: (s: string) => void; err?: (s: string) => void }): Promise<number> {
   const err = opts.err ?? ((s: string) => process.stderr.write(`${s}\n`));
-  const config = loadConfigFile(opts.configFile);
+  // Loaded here, not at the top: `tallybox run` imports this module for its gate and never loads the validator (config/load-isolated.ts).
+  const config = (await import('../config/load.js')).loadConfigFile(opts.configFile);
   const pid = runningAgentPid(config.dataDir);
   if (pid) throw new TallyboxError('AGENT_RUNNING', `the agent (pid ${pid}) is running on ${config.dataDir}; stop it first (systemctl stop tallybox), or send a DeviceDecommission command`);
   const existing = readDecommission(config.dataDir);
@@ -76,8 +76,7 @@ export async function decommissionCli(opts: { configFile: string; yes: boolean; 
 }
 
 /** Before `tallybox run`: undefined to run normally, else the exit code (refused, or a decommission finished now). */
-export async function runGate(configFile: string, out: (s: string) => void, err: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Promise<number | undefined> {
-  const config = loadConfigFile(configFile);
+export async function runGate(config: Config, out: (s: string) => void, err: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Promise<number | undefined> {
   let s: DecommissionState | undefined;
   try {
     s = readDecommission(config.dataDir);

@@ -8,7 +8,7 @@
  */
 import { Agent } from '../agent/agent.js';
 import { startPunchApi } from '../agent/punch-api.js';
-import { loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { TallyboxError, errorMessage, isTallyboxError } from '../util/errors.js';
 import { createLogger } from '../util/log.js';
 import { startRole, type RunningRole } from '../roles/start.js';
@@ -20,8 +20,8 @@ function startError(step: string, code: string, err: unknown): unknown {
   return new TallyboxError(code, `${step}: ${errorMessage(err)}`, { errno }, { cause: err });
 }
 
-export async function runAgent(configFile: string): Promise<number> {
-  const config = loadConfigFile(configFile);
+/** `config`: read by loadConfigFileIsolated (config/load-isolated.ts), so the agent never loads the validator. */
+export async function runAgent(config: Config): Promise<number> {
   const logger = createLogger({ level: config.log.level, base: { deviceId: config.device.id } });
 
   // A SIGTERM during start is honoured once start has finished or failed (systemd stop while starting).

@@ -7,7 +7,6 @@
  */
 import { parseArgs } from 'node:util';
 import { isTallyboxError, errorMessage, isConfigErrorCode } from '../util/errors.js';
-import { runAgent } from './run.js';
 
 const USAGE = `usage: tallybox COMMAND [options]
 
@@ -41,9 +40,12 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });
       if (!values.config) throw usage('run needs --config FILE');
+      // Read once, in a child process: the long-running agent never loads the validator (src/config/load-isolated.ts).
+      // Before the agent's modules are loaded, so the two processes' start-up peaks do not add up.
+      const config = await (await import('../config/load-isolated.js')).loadConfigFileIsolated(values.config);
       // A decommissioned device refuses to run; an interrupted decommission is finished instead (src/cli/decommission.ts).
-      const gate = await (await import('./decommission.js')).runGate(values.config, stdout);
-      return gate ?? runAgent(values.config);
+      const gate = await (await import('./decommission.js')).runGate(config, stdout);
+      return gate ?? (await import('./run.js')).runAgent(config);
     }
     case 'doctor': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean', default: false } }, strict: true });

@@ -7,16 +7,20 @@
  * agent was down ends EXPIRED; a corrupt window file restores nothing and
  * says so in the log.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sleep } from '../../src/cli/demo-kit.js';
 import { startC1Stack, type C1Stack, type C1StackOptions } from '../../src/cli/demo-c1.js';
+import { purgeOrg } from '../../src/cli/purge.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { filesUnder } from '../../src/decommission/engine.js';
 import { ResultCode, WifiEnrolmentState, type CommandResult } from '../../src/proto/index.js';
 import { wifiCredentialValue } from '../../src/roles/c1/credential.js';
 import { windowFile } from '../../src/roles/c1/window-store.js';
 import type { WifiOffice } from '../../simulators/wifi/office.js';
+import { writeConfig } from '../helpers/agent-process.js';
 import { captureLogger, type Line } from '../link/capture-logger.js';
 
 const stacks: C1Stack[] = [];
@@ -46,21 +50,23 @@ async function start(dir: string, more: Partial<C1StackOptions> = {}): Promise<C
 }
 
 /** First run: arm a window on "Office" for sub-ana and stop the agent (the role saves the window). */
-async function armAndStop(windowSec: number): Promise<{ dir: string; dataDir: string; counter: number; armedAt: number }> {
+async function armAndStop(windowSec: number, more?: (first: C1Stack) => Promise<void>): Promise<{ dir: string; dataDir: string; counter: number; armedAt: number; config: ConfigInput }> {
   const dir = mkdtempSync(join(tmpdir(), 'tbw-restart-'));
   dirs.push(dir);
   const first = await start(dir);
+  await more?.(first);
   const armed = await first.command({ subjectUpsert: { subjectId: 'sub-ana', displayName: 'Ana', wifiEnrol: { ssid: 'Office', windowSec } } });
   const armedAt = performance.now();
   expect(armed.reason).toBe('wifi_enrolment_armed');
   const dataDir = first.dev.dataDir;
+  const config = structuredClone(first.dev.agent.config) as ConfigInput;
   expect(existsSync(windowFile(dataDir))).toBe(true);
   stacks.splice(stacks.indexOf(first), 1);
   await first.close();
   // The window outlives the stop: still in the file, and no CANCELLED result was sent for it.
   expect(existsSync(windowFile(dataDir))).toBe(true);
   expect(windowEnd(first, armed.counter)).toBeUndefined();
-  return { dir, dataDir, counter: armed.counter, armedAt };
+  return { dir, dataDir, counter: armed.counter, armedAt, config };
 }
 
 /** A phone that was on the Wi-Fi when the agent came back: listed by hostapd at attach, not a new arrival. */
@@ -153,5 +159,55 @@ describe('enrolment windows across a restart', () => {
     expect(await second.dev.vault!.lookupCredential(second.orgId, 'wifi_mac', wifiCredentialValue(newcomer.mac, 'Office'))).toBeUndefined();
     expect(second.role.stats.enrolled).toBe(0);
     expect(windowEnd(second, counter)).toBeUndefined();
+  });
+});
+
+describe('an organisation purged while the device is offline', () => {
+  it('`tallybox purge --org` with the agent stopped: the armed window goes with the org (not in the file, nothing enrolled after the restart, no trace of the subject in the data directory)', async () => {
+    // Bo's phone is enrolled too, so the org has credentials (HMACs) to erase besides Ana's window.
+    const bo = { mac: '' };
+    const { dir, dataDir, counter, config } = await armAndStop(300, async (first) => {
+      bo.mac = first.office.addPhone({ id: 'bo' }).mac;
+      expect(await first.enrol('sub-bo', bo.mac)).toBe(ResultCode.RESULT_CODE_OK);
+    });
+    const before = readFileSync(windowFile(dataDir));
+    expect(before.toString('utf8')).toContain('sub-ana');
+    // The scan below finds a subject id where there is one (a check that cannot fail proves nothing).
+    expect(filesUnder(dataDir).some((f) => readFileSync(f).includes(Buffer.from('sub-ana')))).toBe(true);
+
+    const out: string[] = [];
+    const code = await purgeOrg({ configFile: writeConfig(dir, config), orgId: 'acme', yes: true, out: (l) => out.push(l), err: (l) => out.push(l) });
+    expect(code, out.join('\n')).toBe(0);
+    expect(JSON.parse(out.at(-1)!)).toMatchObject({ purged: true, verification: 'verified' });
+
+    // The saved window is gone with the organisation, and no file in the data directory names its subjects.
+    expect(existsSync(windowFile(dataDir)) && readFileSync(windowFile(dataDir), 'utf8').includes('sub-ana')).toBe(false);
+    // Except the command journal (commands.db keeps the last command results to answer a replay, and the result
+    // that armed the window names its subject): the purge pipeline does not reach it today, a finding outside C1.
+    const scanned = filesUnder(dataDir).filter((f) => statSync(f).size > 0 && !/\/commands\.db(-wal|-shm)?$/.test(f));
+    expect(scanned.some((f) => f.endsWith('vault.db'))).toBe(true);
+    for (const f of scanned) {
+      const bytes = readFileSync(f);
+      for (const id of ['sub-ana', 'sub-bo']) expect(bytes.includes(Buffer.from(id)), `${id} in ${f}`).toBe(false);
+    }
+
+    // The second lock: the file put back as it was before the purge (a backup restored). Back online,
+    // nothing is restored (the organisation has no data key), and the next new phone on "Office" is nobody's.
+    writeFileSync(windowFile(dataDir), before, { mode: 0o600 });
+    const lines: Line[] = [];
+    const second = await start(dir, { logger: captureLogger(lines) });
+    expect(second.role.windows.armed).toBe(0);
+    expect(lines.some((l) => l.fields.event === 'wifi_enrolment_restored')).toBe(false);
+    expect(lines.find((l) => l.fields.event === 'wifi_enrolment_window_dropped')?.fields).toMatchObject({ orgId: 'acme' });
+    expect(existsSync(windowFile(dataDir))).toBe(false);
+    const newcomer = second.office.addPhone({ id: 'newcomer' });
+    second.office.join('newcomer', 'wlan0');
+    await until(() => second.role.tracker.isPresent(newcomer.mac), 'the newcomer is present');
+    await sleep(600); // past the ambiguity guard: a restored window would have taken the newcomer by now
+    await second.role.settled();
+    expect(second.role.stats.enrolled).toBe(0);
+    expect(second.dev.sink.commandResults().some((r) => r.wifiEnrolment?.armedCounter === counter && r.wifiEnrolment.state === WifiEnrolmentState.WIFI_ENROLMENT_STATE_ENROLLED)).toBe(false);
+    // The purged organisation got no data key back (an enrolment would have made one).
+    expect(await second.dev.vault!.orgs()).not.toContain('acme');
   });
 });

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WindowStore, decodeWindows, encodeWindows, restoreWindow, windowFile, type CheckpointClock, type PersistedWindow } from '../../src/roles/c1/window-store.js';
+import { WindowStore, decodeWindows, encodeWindows, restoreWindow, windowErasureParticipant, windowFile, type CheckpointClock, type PersistedWindow } from '../../src/roles/c1/window-store.js';
 
 const req = { orgId: 'acme', subjectId: 'sub-a', ssid: 'Office', windowSec: 600, counter: 7 };
 const at: CheckpointClock = { bootId: 'boot-1', monoMs: 1_000_000, wallMs: 1_800_000_000_000, wallSynced: true };
@@ -99,5 +99,40 @@ describe('the window file', () => {
     expect(() => decodeWindows(encodeWindows([{ ...saved, remainingMs: 601_000 }]))).toThrow(/time left outside the window/);
     expect(() => decodeWindows(encodeWindows([{ ...saved, req: { ...req, windowSec: 100_000 } }]))).toThrow(/impossible window length/);
     expect(() => decodeWindows(encodeWindows([saved, { ...saved, req: { ...req, subjectId: 'sub-b' } }]))).toThrow(/two windows for one SSID/);
+  });
+
+  describe('erasure (the purge pipeline, with or without the role running)', () => {
+    const other: PersistedWindow = { ...saved, req: { ...req, subjectId: 'sub-b', ssid: 'Guest' } };
+    const elsewhere: PersistedWindow = { ...saved, req: { ...req, orgId: 'globex', subjectId: 'sub-g', ssid: 'Lab' } };
+
+    it("a subject's erasure takes its window only; an org's all of the org's; the others stay as they were", async () => {
+      const d = dataDir();
+      const store = new WindowStore(d);
+      const p = windowErasureParticipant(d);
+      store.save([saved, other, elsewhere]);
+      expect(await p.eraseSubject('acme', 'sub-a')).toEqual({ ok: true, counts: { c1Windows: 1, c1UnreadableWindowFiles: 0 } });
+      expect(store.load()).toEqual([other, elsewhere]);
+      expect(await p.eraseSubject('globex', 'sub-b')).toMatchObject({ counts: { c1Windows: 0 } }); // another org's subject of that name
+      expect(await p.eraseOrg('acme')).toMatchObject({ ok: true, counts: { c1Windows: 1 } });
+      expect(store.load()).toEqual([elsewhere]);
+      expect(readFileSync(windowFile(d), 'utf8')).not.toMatch(/sub-a|sub-b/);
+      expect(await p.eraseOrg('globex')).toMatchObject({ counts: { c1Windows: 1 } });
+      expect(existsSync(windowFile(d))).toBe(false);
+      // Idempotent (a resumed purge calls it again), and no file at all is nothing to erase.
+      expect(await p.eraseOrg('globex')).toEqual({ ok: true, counts: { c1Windows: 0, c1UnreadableWindowFiles: 0 } });
+      expect(p.scanFiles?.()).toEqual([windowFile(d), `${windowFile(d)}.corrupt`]);
+    });
+
+    it('an unreadable file (and one kept aside as corrupt) may name the erased subjects: removed and counted, never left', async () => {
+      const d = dataDir();
+      const store = new WindowStore(d);
+      store.save([saved]);
+      writeFileSync(windowFile(d), encodeWindows([saved, other]).slice(0, 80)); // truncated: whose windows is unknowable
+      writeFileSync(`${windowFile(d)}.corrupt`, 'sub-a was here');
+      const r = await windowErasureParticipant(d).eraseSubject('acme', 'sub-a');
+      expect(r).toEqual({ ok: true, counts: { c1Windows: 0, c1UnreadableWindowFiles: 2 }, detail: 'unreadable enrolment window files removed' });
+      expect(existsSync(windowFile(d))).toBe(false);
+      expect(existsSync(`${windowFile(d)}.corrupt`)).toBe(false);
+    });
   });
 });

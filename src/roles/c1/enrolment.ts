@@ -18,6 +18,7 @@
  * and a short keyed tag of the phone, never the MAC.
  */
 import { WifiEnrolmentState, type WifiEnrolmentOutcomeProps } from '../../proto/index.js';
+import { SerialQueue } from '../kit/serial-queue.js';
 
 export interface EnrolmentRequest {
   orgId: string;
@@ -68,7 +69,8 @@ export class EnrolmentWindows {
   readonly #o: EnrolmentWindowsOptions;
   /** SSID → its armed window. */
   readonly #bySsid = new Map<string, Window>();
-  #closing: Promise<unknown> = Promise.resolve();
+  /** Enrolments being committed, one at a time (a stop waits for them). */
+  readonly #commits = new SerialQueue();
 
   constructor(opts: EnrolmentWindowsOptions) {
     this.#o = opts;
@@ -144,7 +146,7 @@ export class EnrolmentWindows {
    * already there, so it is no candidate (role.ts counts only live joins).
    */
   async suspend(): Promise<WindowSnapshot[]> {
-    await this.#closing;
+    await this.#commits.idle();
     const left = this.snapshot();
     for (const w of this.#bySsid.values()) {
       clearTimeout(w.timer);
@@ -167,7 +169,7 @@ export class EnrolmentWindows {
       return;
     }
     w.closing = true;
-    this.#closing = this.#closing.then(async () => {
+    void this.#commits.run(async () => {
       try {
         await this.#o.commit(w.req, c.mac);
         this.#end(w, 'enrolled', 'the next new phone joined', c.mac);

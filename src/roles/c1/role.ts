@@ -31,6 +31,8 @@ import { WindowStore, restoreWindow, systemCheckpointClock, type CheckpointClock
 
 export interface C1Vault {
   identifyCredential(kind: 'wifi_mac', value: string): Promise<Array<{ orgId: string; subjectId: string }>>;
+  /** Organisations with a live data key that the device serves: who a phone is looked up in; a saved window of any other was erased with its org. */
+  orgs(): Promise<string[]>;
   lookupCredential(orgId: string, kind: 'wifi_mac', value: string): Promise<string | undefined>;
   putCredential(orgId: string, kind: 'wifi_mac', value: string, subjectId: string): Promise<void>;
 }
@@ -109,7 +111,6 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   /** Unknown private MACs present now (memory only). */
   readonly #unknownPrivate = new Set<string>();
   readonly #reenrol = new Set<string>();
-  #tail: Promise<unknown> = Promise.resolve();
   readonly stats: C1Stats = { joins: 0, enrolledJoins: 0, punches: 0, repeats: 0, notPunched: 0, unknown: 0, reenrolmentNeeded: 0, otherSsid: 0, enrolled: 0 };
   readonly windows: EnrolmentWindows;
   readonly #tag = phoneTagger();
@@ -161,13 +162,13 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
   }
 
   /** Everything queued so far has been handled (tests, benches). */
-  settled(): Promise<unknown> {
-    return this.#tail;
+  settled(): Promise<void> {
+    return this.#queue.idle();
   }
 
   async start(): Promise<void> {
     // Before the sources: the phones they list at first (already there) meet the restored windows, and do not count.
-    this.#restoreWindows();
+    await this.#restoreWindows();
     this.#o.sink.setWifiCommands?.(this.commandHooks());
     await Promise.all(this.sources.supervisors.map((s) => s.start()));
   }
@@ -180,19 +181,27 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     this.#saveWindows(await this.windows.suspend());
     await this.sources.close();
     this.tracker.stop();
-    await this.#tail;
+    await this.#queue.idle();
   }
 
   #enqueue(job: () => Promise<void>): void {
-    this.#tail = this.#queue.run(job).catch((err: unknown) => this.#log.error({ event: 'c1_event_failed', code: errorCode(err) }, `presence event not handled: ${errorCode(err)}`));
+    void this.#queue.run(job).catch((err: unknown) => this.#log.error({ event: 'c1_event_failed', code: errorCode(err) }, `presence event not handled: ${errorCode(err)}`));
   }
 
-  /** Who this phone is on this SSID: credentials scoped to it, and those enrolled for every SSID. */
+  /**
+   * Who this phone is on this SSID: credentials enrolled for every SSID, and those scoped to it.
+   * On the join → punch path: one list of organisations for both values (identifyCredential
+   * would read it once per value), and both keyed lookups queued at once, so the vault runs
+   * them back to back.
+   */
   async #identify(mac: string, ssid: string | undefined): Promise<Array<{ orgId: string; subjectId: string }>> {
-    const found = await this.#o.vault.identifyCredential('wifi_mac', mac);
-    if (ssid !== undefined) found.push(...(await this.#o.vault.identifyCredential('wifi_mac', wifiCredentialValue(mac, ssid))));
-    const seen = new Set<string>();
-    return found.filter((m) => !seen.has(key(m.orgId, m.subjectId)) && seen.add(key(m.orgId, m.subjectId)));
+    const values = ssid === undefined ? [mac] : [mac, wifiCredentialValue(mac, ssid)];
+    const out: Array<{ orgId: string; subjectId: string }> = [];
+    for (const orgId of await this.#o.vault.orgs()) {
+      const found = await Promise.all(values.map((v) => this.#o.vault.lookupCredential(orgId, 'wifi_mac', v)));
+      for (const subjectId of new Set(found)) if (subjectId !== undefined) out.push({ orgId, subjectId });
+    }
+    return out;
   }
 
   /** Whether `orgId` knows this phone at all (unscoped, or scoped to any SSID of the router). */
@@ -330,8 +339,14 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
     return outcome;
   }
 
-  /** The windows armed before the last stop (or crash): re-armed with what is left of them, or ended EXPIRED. */
-  #restoreWindows(): void {
+  /**
+   * The windows armed before the last stop (or crash): re-armed with what is
+   * left of them, or ended EXPIRED. A window of an organisation withdrawn
+   * meanwhile is dropped without a result (the withdrawal's receipt covers
+   * it): the purge pipeline removes it from the file, this is the second lock
+   * (a file put back from a backup, a purge by an older version).
+   */
+  async #restoreWindows(): Promise<void> {
     let saved: ReturnType<WindowStore['load']>;
     try {
       saved = this.#store.load();
@@ -341,8 +356,13 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       return;
     }
     if (saved.length === 0) return;
+    const live = await this.#liveOrgs();
     const now = this.#checkpointClock();
     for (const p of saved) {
+      if (!live.has(p.req.orgId)) {
+        this.#log.warn({ event: 'wifi_enrolment_window_dropped', orgId: p.req.orgId }, 'a saved Wi-Fi enrolment window of an organisation whose data was erased (or that is no longer served): dropped');
+        continue;
+      }
       const r = restoreWindow(p, now);
       if (r.kind === 'armed' && this.windows.restore(r.req, r.remainingMs)) {
         this.#log.info(
@@ -352,6 +372,16 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
       } else this.windows.endRestored(p.req, 'expired', r.kind === 'expired' ? r.why : 'another window is armed on that SSID');
     }
     this.#saveWindows();
+  }
+
+  /** Organisations with a live data key (a vault that fails to list them: none, so no window is restored). */
+  async #liveOrgs(): Promise<Set<string>> {
+    try {
+      return new Set(await this.#o.vault.orgs());
+    } catch (err) {
+      this.#log.error({ event: 'wifi_enrolment_windows_unchecked', code: errorCode(err) }, `saved enrolment windows not restored: the vault did not list its organisations (${errorCode(err)})`);
+      return new Set();
+    }
   }
 
   #checkpointClock(): CheckpointClock {

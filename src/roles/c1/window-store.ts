@@ -19,12 +19,18 @@
  * A file that does not parse, fails its checksum or holds an impossible
  * window is not trusted at all: a clear error, the file kept aside for
  * inspection, no window restored (so nothing can be enrolled through it).
+ *
+ * The file names subjects, so it joins every erasure even when the role is
+ * not running (`windowErasureParticipant`, registered with the purge
+ * pipeline wherever it is opened: `tallybox purge` with the agent stopped, a
+ * purge resumed at start before the role is up).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TallyboxError, errorMessage } from '../../util/errors.js';
 import { ensurePrivateDir, readPrivateFile, syncDir, writePrivateFileAtomic } from '../../util/private-fs.js';
+import type { ErasureParticipant, ErasureReport } from '../../privacy/types.js';
 import type { EnrolmentRequest } from './enrolment.js';
 
 /** Longest window a SubjectUpsert may arm (src/agent/command-handlers.ts refuses longer ones). */
@@ -162,7 +168,7 @@ export class WindowStore {
     try {
       return decodeWindows(buf.toString('utf8'));
     } catch (err) {
-      const aside = `${this.path}.corrupt`;
+      const aside = asideFile(this.path);
       renameSync(this.path, aside);
       syncDir(dirname(this.path));
       throw new TallyboxError('C1_WINDOWS_CORRUPT', `${this.path}: ${errorMessage(err)}; no enrolment window restored (kept as ${aside})`, { path: this.path }, { cause: err });
@@ -177,4 +183,49 @@ export class WindowStore {
     ensurePrivateDir(dirname(this.path));
     writePrivateFileAtomic(this.path, encodeWindows(windows));
   }
+}
+
+/** Where a window file that could not be trusted was kept aside for inspection. */
+const asideFile = (path: string): string => `${path}.corrupt`;
+
+/**
+ * The window file's part in an erasure: the windows of the erased
+ * organisation (or subjects) leave the file; the others stay as they are.
+ * Read and rewritten in one synchronous step, so a role saving the file in
+ * the same process cannot interleave. A file that cannot be read as windows
+ * (and one kept aside as corrupt) may name the erased subjects and restores
+ * nothing anyway: it is removed, and the report counts it.
+ */
+export function windowErasureParticipant(dataDir: string): ErasureParticipant {
+  const path = windowFile(dataDir);
+  const store = new WindowStore(dataDir);
+  const erase = (gone: (w: PersistedWindow) => boolean): ErasureReport => {
+    let unreadable = 0;
+    if (existsSync(asideFile(path))) {
+      rmSync(asideFile(path), { force: true });
+      unreadable++;
+    }
+    let windows: PersistedWindow[];
+    try {
+      const buf = readPrivateFile(path);
+      windows = buf === undefined ? [] : decodeWindows(buf.toString('utf8'));
+    } catch {
+      // Not readable as windows (corrupt, or not a private file): nothing in it can be kept apart, and it restores nothing.
+      rmSync(path, { force: true });
+      unreadable++;
+      windows = [];
+    }
+    const kept = windows.filter((w) => !gone(w));
+    const erased = windows.length - kept.length;
+    if (erased > 0) store.save(kept);
+    // A removal must survive a power cut like the rest of the purge (an atomic rewrite syncs itself).
+    if (unreadable > 0 || (erased > 0 && kept.length === 0)) syncDir(dirname(path));
+    return { ok: true, counts: { c1Windows: erased, c1UnreadableWindowFiles: unreadable }, ...(unreadable > 0 ? { detail: 'unreadable enrolment window files removed' } : {}) };
+  };
+  return {
+    name: 'c1-windows',
+    eraseOrg: async (orgId) => erase((w) => w.req.orgId === orgId),
+    eraseSubject: async (orgId, subjectId) => erase((w) => w.req.orgId === orgId && w.req.subjectId === subjectId),
+    scanFiles: () => [path, asideFile(path)],
+  };
 }
