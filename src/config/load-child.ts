@@ -11,8 +11,6 @@ let answer: ChildAnswer;
 try {
   answer = { ok: true, config: loadConfigFile(process.argv[2] ?? '') };
 } catch (err) {
-  answer = isTallyboxError(err)
-    ? { ok: false, code: err.code, message: err.message, details: { ...err.details } }
-    : { ok: false, code: 'CONFIG_UNREADABLE', message: err instanceof Error ? err.message : String(err), details: {} };
+  answer = isTallyboxError(err) ? { ok: false, code: err.code, message: err.message, details: { ...err.details } } : { ok: false, code: 'CONFIG_UNREADABLE', message: err instanceof Error ? err.message : String(err), details: {} };
 }
 process.stdout.write(JSON.stringify(answer));
