@@ -15,6 +15,7 @@ import { PURGE_JOURNAL_FILE, PurgeJournal, type QueuedReceipt } from '../privacy
 import { Purger, type PurgeOutcome } from '../privacy/purge.js';
 import { RetentionGuard, runRetention, type RetentionHold } from '../privacy/retention.js';
 import type { SignedErasureReceipt } from '../privacy/receipt.js';
+import { commandJournalErasureParticipant } from '../link/commands/erasure.js';
 import { resultSigningBytes } from '../link/commands/result.js';
 import { AlarmCode, ResultCode, type CommandResultProps } from '../proto/index.js';
 import { errorMessage } from '../util/errors.js';
@@ -69,8 +70,9 @@ export async function openPrivacy(opts: { config: Config; outbox: Outbox; logger
     store: vault,
     signer: vault.identity,
     deviceId: config.device.id,
-    // The C1 role's saved enrolment windows name subjects: erased with them even when the role is not running.
-    participants: [outboxErasureParticipant(outbox), ...(config.c1 ? [windowErasureParticipant(config.dataDir)] : [])],
+    // The command journal's results and the C1 role's saved enrolment windows name subjects:
+    // erased with them even when the intake or the role is not running.
+    participants: [outboxErasureParticipant(outbox), commandJournalErasureParticipant(config.dataDir), ...(config.c1 ? [windowErasureParticipant(config.dataDir)] : [])],
     journal,
     onOutcome: (o, q) => listeners.forEach((fn) => fn(o, q)),
     logger: logger.child({ component: 'purge' }),

@@ -22,6 +22,7 @@ import { readdirSync, lstatSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { PrivacyServices } from '../agent/privacy.js';
+import { COMMANDS_DB_FILE, SUBJECT_BEARING_KINDS } from '../link/commands/erasure.js';
 import type { Outbox } from '../outbox/outbox.js';
 import type { CommandResultProps } from '../proto/index.js';
 import { decodeSet, deriveJobKey, encodeSet, fingerprintSamples, keyCheck, keyMatches, type FingerprintKey } from '../privacy/fingerprint.js';
@@ -37,9 +38,6 @@ import type { DeviceIdentity, KeyProvider } from '../vault/keys.js';
 import { destroyKeys } from './keys.js';
 import { DECOMMISSION_RECEIPT_TYPE, signDecommissionReceipt, type DecommissionReceipt } from './receipt.js';
 import { EVIDENCE_FILE, PHASES, RECEIPT_FILE, readDecommission, writeDecommission, type DecommissionState, type OrgSummary, type Phase } from './state.js';
-
-/** Command kinds whose journal rows name subjects (their results may echo ids). */
-const SUBJECT_BEARING = ['subjectUpsert', 'subjectErase', 'rosterSync'];
 
 export interface DecommissionDeps {
   config: Config;
@@ -258,14 +256,14 @@ export class Decommission {
   }
 
   private async eraseCommandJournal(): Promise<void> {
-    const path = join(this.deps.config.dataDir, 'commands.db');
+    const path = join(this.deps.config.dataDir, COMMANDS_DB_FILE);
     let rows = this.state.commandRows ?? 0;
     if (readPrivateFile(path) !== undefined) {
       const db = await Sqlite.open(path);
       try {
         await db.exec('PRAGMA secure_delete = ON');
         const have = await db.get<{ n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'journal'");
-        if (have && have.n > 0) rows += (await db.run(`DELETE FROM journal WHERE kind IN (${SUBJECT_BEARING.map(() => '?').join(', ')})`, SUBJECT_BEARING)).changes;
+        if (have && have.n > 0) rows += (await db.run(`DELETE FROM journal WHERE kind IN (${SUBJECT_BEARING_KINDS.map(() => '?').join(', ')})`, [...SUBJECT_BEARING_KINDS])).changes;
         await db.exec('PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);');
       } finally {
         await db.close();

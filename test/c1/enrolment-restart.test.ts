@@ -182,10 +182,10 @@ describe('an organisation purged while the device is offline', () => {
 
     // The saved window is gone with the organisation, and no file in the data directory names its subjects.
     expect(existsSync(windowFile(dataDir)) && readFileSync(windowFile(dataDir), 'utf8').includes('sub-ana')).toBe(false);
-    // Except the command journal (commands.db keeps the last command results to answer a replay, and the result
-    // that armed the window names its subject): the purge pipeline does not reach it today, a finding outside C1.
-    const scanned = filesUnder(dataDir).filter((f) => statSync(f).size > 0 && !/\/commands\.db(-wal|-shm)?$/.test(f));
+    // The command journal included: the result that armed the window named its subject (src/link/commands/erasure.ts).
+    const scanned = filesUnder(dataDir).filter((f) => statSync(f).size > 0);
     expect(scanned.some((f) => f.endsWith('vault.db'))).toBe(true);
+    expect(scanned.some((f) => f.endsWith('commands.db'))).toBe(true);
     for (const f of scanned) {
       const bytes = readFileSync(f);
       for (const id of ['sub-ana', 'sub-bo']) expect(bytes.includes(Buffer.from(id)), `${id} in ${f}`).toBe(false);

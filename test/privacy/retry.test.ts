@@ -65,7 +65,7 @@ describe('purge retry while the agent runs', () => {
     await waitUntil(async () => (await queuedReceipts(agent.outbox)).length > 0, 5000, 'receipt queued');
     const receipts = await queuedReceipts(agent.outbox);
     expect(receipts.map((r) => [r.orgId, r.reason, r.receipt.verification, r.receipt.resumed])).toEqual([['org-x', 'purge_resumed', 'verified', true]]);
-    expect(receipts[0]!.receipt.participants).toMatchObject([{ name: 'outbox' }, { name: 'sensor-flash', ok: true, counts: { sensorSlots: 3 } }]);
+    expect(receipts[0]!.receipt.participants).toMatchObject([{ name: 'outbox' }, { name: 'command-journal', ok: true }, { name: 'sensor-flash', ok: true, counts: { sensorSlots: 3 } }]);
   }, 30_000);
 });
 
