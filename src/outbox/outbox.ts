@@ -34,6 +34,7 @@ import { DiskSpaceCheck } from '../store/disk-space.js';
 import { TallyboxError, errorMessage, isTallyboxError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { uuidv7 } from '../util/uuidv7.js';
+import { MAX_ID_SEQ, eventIdFor, newIdSalt, seqOfEventId } from './event-ids.js';
 import type { PunchMethod, ScoreBucket } from '../proto/index.js';
 import { PunchRecords, RECORD_HEADER_BYTES, RECORDS_SQL, V1_HEAD_SQL, readRecordHeader, writeRecordHeader, type RecordsRow } from './records.js';
 import { SerialQueue } from '../util/serial-queue.js';
@@ -107,7 +108,7 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-const COLS = 8; // columns bound per inserted row, see commit()
+const COLS = 9; // columns bound per inserted row, see commit()
 // SQLite allows 32766 bound variables per statement (3.32+); stay well below.
 const ROWS_PER_STATEMENT = 1000;
 
@@ -116,10 +117,11 @@ const ROWS_PER_STATEMENT = 1000;
  * commits are serialised, and lastSeq starts above every number the file or the
  * mark ever used) because the record header the drain reads carries it. No
  * ON CONFLICT: repeated event ids are found before the insert (Outbox.splitRepeats),
- * so no number is skipped; the UNIQUE constraint is only the safety net, and a
- * conflict refuses the commit (STORAGE_CONSTRAINT) rather than dropping a row.
+ * so no number is skipped; the partial UNIQUE index over supplied ids is only
+ * the safety net, and a conflict refuses the commit (STORAGE_CONSTRAINT)
+ * rather than dropping a row.
  */
-const INSERT_HEAD = 'INSERT INTO punches (seq, event_id, org_id, subject_id, head, accepted_at_ms, mono_ms, session) VALUES ';
+const INSERT_HEAD = 'INSERT INTO punches (seq, event_id, org_id, subject_id, head, accepted_at_ms, supplied, mono_ms, session) VALUES ';
 const ROW_PLACEHOLDERS = `(${new Array(COLS).fill('?').join(',')})`;
 const insertSql = (rows: number): string => INSERT_HEAD + new Array(rows).fill(ROW_PLACEHOLDERS).join(',');
 const ROW_COLUMNS = 'seq, event_id, org_id, subject_id, head, accepted_at_ms';
@@ -157,22 +159,31 @@ const PEEK_SQL = `SELECT ${ROW_COLUMNS} FROM punches WHERE seq > ? ORDER BY seq 
  * drain reads (src/outbox/records.ts: seq, time, method, scores, clock flag and
  * the strings' byte lengths), written at accept time; the strings stay columns
  * of their own: org_id for an org withdrawal (DELETE … WHERE org_id), event_id
- * for idempotency, and neither is stored twice. A schema-1 file (one integer
- * column per field) is converted when it is opened (migrateV1).
+ * for idempotency, and neither is stored twice. No index over every event id:
+ * ids made here carry their seq (src/outbox/event-ids.ts), so only ids a
+ * caller supplied are indexed (`supplied` = 1, SUPPLIED_INDEX), and every
+ * accept and every delete of the drain maintains one b-tree, not two. An older
+ * file (schema 1: one integer column per field; or the interim layout with
+ * `head` and a UNIQUE event_id) is converted when it is opened (migrate).
  */
 const PUNCHES_TABLE = (name: string): string => `
 CREATE TABLE IF NOT EXISTS ${name} (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  event_id TEXT NOT NULL UNIQUE,
+  event_id TEXT NOT NULL,
   org_id TEXT NOT NULL,
   subject_id TEXT NOT NULL,
   head BLOB NOT NULL,
   accepted_at_ms INTEGER NOT NULL,
+  -- 1: the caller supplied event_id (a retry may repeat it; indexed). 0: made here from seq (unique by construction).
+  supplied INTEGER NOT NULL DEFAULT 0,
   -- Only for punches stamped by an unsynchronised clock: the monotonic time of the
   -- punch in this process (session), so it can be re-stamped once the clock syncs.
   mono_ms REAL,
   session TEXT
 );`;
+
+/** Created once the table has its schema-2 columns (after migrate). */
+const SUPPLIED_INDEX = 'CREATE UNIQUE INDEX IF NOT EXISTS punches_supplied_event ON punches(event_id) WHERE supplied = 1';
 
 const SCHEMA = `${PUNCHES_TABLE('punches')}
 -- No index on org_id: every insert and every delete would maintain it, for the sake of an
@@ -262,6 +273,8 @@ export class Outbox {
     lastSeq: number,
     /** What start-up found lost, if anything (also raised as STORAGE_LOST). */
     readonly loss: SeqLoss | undefined,
+    /** This file's salt for the event ids it makes (src/outbox/event-ids.ts). */
+    private readonly idSalt: number,
   ) {
     this.depthCount = depth;
     this.lastSeqValue = lastSeq;
@@ -302,7 +315,9 @@ export class Outbox {
       const db = await Sqlite.open(opts.path);
       try {
         await db.exec(SCHEMA);
-        await migrateV1(db, opts.logger);
+        await migrate(db, opts.logger);
+        await db.exec(SUPPLIED_INDEX);
+        const idSalt = await readIdSalt(db);
         const depth = (await db.get<{ n: number }>('SELECT count(*) AS n FROM punches'))?.n ?? 0;
         const inFile = (await db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'punches'"))?.seq ?? 0;
         const bdSeq = (await db.get<{ value: number }>("SELECT value FROM meta WHERE key = 'bd_seq'"))?.value ?? 0;
@@ -316,7 +331,7 @@ export class Outbox {
         }
         if (r.state.bdSeq > bdSeq) await db.run("UPDATE meta SET value = ? WHERE key = 'bd_seq'", [r.state.bdSeq]);
         const mark = await SeqMark.open(markPath, found, r.state);
-        const o = new Outbox(db, opts, lock, mark, depth, r.lastSeq, r.loss);
+        const o = new Outbox(db, opts, lock, mark, depth, r.lastSeq, r.loss, idSalt);
         if (r.state.lostTo > 0 && !r.state.lostReported) {
           const detail = lossDetail(r.state.lostFrom, r.state.lostTo, r.loss?.skippedTo);
           opts.logger?.error({ event: 'storage_lost', from: r.state.lostFrom, to: r.state.lostTo }, `ALARM STORAGE_LOST: ${detail}`);
@@ -385,7 +400,8 @@ export class Outbox {
     const now = this.now();
     const row: QueuedPunch = {
       seq: 0,
-      eventId: input.eventId ?? uuidv7(now),
+      // Made at commit time, from the row's seq (eventIdFor), unless the caller supplied one.
+      eventId: input.eventId ?? '',
       orgId: input.orgId,
       subjectId: input.subjectId,
       method: input.method,
@@ -514,12 +530,17 @@ export class Outbox {
           const params: (string | number | Buffer | null)[] = [];
           const heads = Buffer.allocUnsafe(size * RECORD_HEADER_BYTES);
           for (let k = i; k < i + size; k++) {
-            const row = fresh[k]!.row;
+            const p = fresh[k]!;
+            const row = p.row;
+            const seq = base + 1 + k;
+            // Beyond 48 bits an id cannot carry its seq: a random one, indexed like a supplied id.
+            const indexed = p.supplied || seq > MAX_ID_SEQ;
+            if (!p.supplied) row.eventId = seq > MAX_ID_SEQ ? uuidv7(row.acceptedAtMs) : eventIdFor(seq, row.acceptedAtMs, this.idSalt);
             // Monotonic time of the punch itself (it may have happened before it was accepted).
             const mono = row.clockSynced ? null : this.monotonic() - (row.acceptedAtMs - row.occurredAtMs);
             const at = (k - i) * RECORD_HEADER_BYTES;
             writeRecordHeader(heads, at, {
-              seq: base + 1 + k,
+              seq,
               occurredAtMs: row.occurredAtMs,
               method: row.method,
               matchScore: row.matchScore,
@@ -529,7 +550,7 @@ export class Outbox {
               orgIdLen: Buffer.byteLength(row.orgId, 'utf8'),
               subjectIdLen: Buffer.byteLength(row.subjectId, 'utf8'),
             });
-            params.push(base + 1 + k, row.eventId, row.orgId, row.subjectId, heads.subarray(at, at + RECORD_HEADER_BYTES), row.acceptedAtMs, mono, row.clockSynced ? null : this.session);
+            params.push(seq, row.eventId, row.orgId, row.subjectId, heads.subarray(at, at + RECORD_HEADER_BYTES), row.acceptedAtMs, indexed ? 1 : 0, mono, row.clockSynced ? null : this.session);
           }
           i += size;
           const sql = insertSql(size);
@@ -591,17 +612,22 @@ export class Outbox {
   /**
    * Idempotency: which punches of a batch repeat an event id already queued
    * (or one earlier in the same batch). Only caller-supplied ids are looked
-   * up; the outbox's own are UUIDv7s made here, unique by construction. Runs
-   * inside the commit's queue turn, so nothing is inserted or deleted between
-   * this look-up and the insert.
+   * up, twice: among supplied ids (their partial index), and as an id this
+   * outbox made (the seq it would carry, by primary key). Ids made here are
+   * unique by construction. Runs inside the commit's queue turn, so nothing
+   * is inserted or deleted between this look-up and the insert.
    */
   private async splitRepeats(batch: Pending[]): Promise<{ fresh: Pending[]; repeats: Repeat[] }> {
     const ids = [...new Set(batch.filter((p) => p.supplied).map((p) => p.row.eventId))];
     const stored = new Map<string, QueuedPunch>();
     for (let i = 0; i < ids.length; i += ROWS_PER_STATEMENT) {
       const chunk = ids.slice(i, i + ROWS_PER_STATEMENT);
-      const rows = await this.db.all<DbRow>(`SELECT ${ROW_COLUMNS} FROM punches WHERE event_id IN (${chunk.map(() => '?').join(',')})`, chunk);
-      for (const r of rows) stored.set(r.event_id, fromDb(r));
+      const marks = chunk.map(() => '?').join(',');
+      for (const r of await this.db.all<DbRow>(`SELECT ${ROW_COLUMNS} FROM punches WHERE supplied = 1 AND event_id IN (${marks})`, chunk)) stored.set(r.event_id, fromDb(r));
+      const seqs = chunk.map((id) => seqOfEventId(id, this.idSalt)).filter((q): q is number => q !== undefined && q <= this.lastSeqValue);
+      if (seqs.length === 0) continue;
+      const wanted = new Set(chunk);
+      for (const r of await this.db.all<DbRow>(`SELECT ${ROW_COLUMNS} FROM punches WHERE seq IN (${seqs.map(() => '?').join(',')})`, seqs)) if (wanted.has(r.event_id)) stored.set(r.event_id, fromDb(r));
     }
     const fresh: Pending[] = [];
     const repeats: Repeat[] = [];
@@ -1033,23 +1059,28 @@ function fromDb(r: DbRow): QueuedPunch {
 }
 
 /**
- * A schema-1 outbox (one integer column per field, no `head`) is converted in
- * place, in one transaction: the rows are copied into a schema-2 table with
- * their record headers built by SQLite, the old table is dropped (its pages are
- * zeroed: secure_delete) and the new one takes its name. The AUTOINCREMENT
- * high-water mark is carried over explicitly: it can be above the last row
- * (delivered rows at the tail), and numbers below it must never come back.
+ * An older outbox is converted in place, in one transaction: schema 1 (one
+ * integer column per field, no `head`: the record headers are built by SQLite)
+ * or the interim schema-2 layout (`head`, UNIQUE event_id, no `supplied`). The
+ * rows are copied into a table of the current layout, every one marked
+ * `supplied` (their ids were random, not made from their seq: they stay
+ * findable through the partial index); the old table is dropped (its pages
+ * are zeroed: secure_delete) and the new one takes its name. The
+ * AUTOINCREMENT high-water mark is carried over explicitly: it can be above
+ * the last row (delivered rows at the tail), and numbers below it must never
+ * come back.
  */
-async function migrateV1(db: Sqlite, logger: Logger | undefined): Promise<void> {
-  const cols = await db.all<{ name: string }>('PRAGMA table_info(punches)');
-  if (cols.some((c) => c.name === 'head')) return;
+async function migrate(db: Sqlite, logger: Logger | undefined): Promise<void> {
+  const cols = new Set((await db.all<{ name: string }>('PRAGMA table_info(punches)')).map((c) => c.name));
+  if (cols.has('supplied')) return;
+  const from = cols.has('head') ? 'interim 2' : '1';
   let rows = 0;
   await db.transaction(async () => {
     const high = (await db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'punches'"))?.seq ?? 0;
     await db.exec(`DROP TABLE IF EXISTS punches_v2; ${PUNCHES_TABLE('punches_v2')}`);
     rows = (
       await db.run(
-        `INSERT INTO punches_v2 (seq, event_id, org_id, subject_id, head, accepted_at_ms, mono_ms, session) SELECT seq, event_id, org_id, subject_id, ${V1_HEAD_SQL}, accepted_at_ms, mono_ms, session FROM punches ORDER BY seq`,
+        `INSERT INTO punches_v2 (seq, event_id, org_id, subject_id, head, accepted_at_ms, supplied, mono_ms, session) SELECT seq, event_id, org_id, subject_id, ${cols.has('head') ? 'head' : V1_HEAD_SQL}, accepted_at_ms, 1, mono_ms, session FROM punches ORDER BY seq`,
       )
     ).changes;
     await db.exec('DROP TABLE punches; ALTER TABLE punches_v2 RENAME TO punches;');
@@ -1057,7 +1088,15 @@ async function migrateV1(db: Sqlite, logger: Logger | undefined): Promise<void> 
     if (u.changes === 0 && high > 0) await db.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('punches', ?)", [high]);
     await db.run("UPDATE meta SET value = 2 WHERE key = 'schema'");
   });
-  logger?.info({ event: 'outbox_schema', from: 1, to: 2, rows }, `outbox converted to schema 2 (${rows} queued punches kept)`);
+  logger?.info({ event: 'outbox_schema', from, to: 2, rows }, `outbox converted from schema ${from} to schema 2 (${rows} queued punches kept)`);
+}
+
+/** The salt of the event ids this file's punches carry: made once, with the file (or its first start on this version). */
+async function readIdSalt(db: Sqlite): Promise<number> {
+  await db.run("INSERT OR IGNORE INTO meta(key, value) VALUES ('id_salt', ?)", [newIdSalt()]);
+  const v = (await db.get<{ value: number }>("SELECT value FROM meta WHERE key = 'id_salt'"))?.value;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > MAX_ID_SEQ) throw new TallyboxError('STORAGE_CORRUPT', `STORAGE_CORRUPT: the outbox's event id salt (meta id_salt) is ${String(v)}, not a 48-bit number; the file is left as it is`);
+  return v;
 }
 
 /** outbox.db → outbox.seq, beside it. */

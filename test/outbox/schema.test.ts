@@ -12,6 +12,7 @@ import { encodePunchRecords } from '../../src/link/punch-encoder.js';
 import { Outbox } from '../../src/outbox/outbox.js';
 import { pb, PunchMethod } from '../../src/proto/index.js';
 import { Sqlite } from '../../src/store/sqlite.js';
+import { UUIDV7_RE } from '../../src/util/uuidv7.js';
 
 const dirs: string[] = [];
 function tmp(): string {
@@ -63,7 +64,7 @@ describe('outbox schema', () => {
     const logged: string[] = [];
     const logger = { info: (_o: unknown, m: string) => logged.push(m), warn: () => {}, error: () => {}, debug: () => {} } as never;
     let o = await Outbox.open({ path, capacity: 100, logger });
-    expect(logged.some((m) => m.includes('converted to schema 2 (3 queued punches kept)'))).toBe(true);
+    expect(logged.some((m) => m.includes('converted from schema 1 to schema 2 (3 queued punches kept)'))).toBe(true);
     expect(o.depth).toBe(3);
     const rows = await o.peek(0, 10);
     expect(rows.map(({ seq, eventId, orgId, subjectId, method, occurredAtMs, clockSynced, matchScore, liveness, acceptedAtMs }) => [seq, eventId, orgId, subjectId, method, occurredAtMs, clockSynced, matchScore, liveness, acceptedAtMs])).toEqual([
@@ -89,7 +90,14 @@ describe('outbox schema', () => {
     await o.close();
     const check = await Sqlite.open(path, { readonly: true });
     expect(await check.get("SELECT value FROM meta WHERE key = 'schema'")).toEqual({ value: 2 });
-    expect((await check.all<{ name: string }>('PRAGMA table_info(punches)')).map((c) => c.name)).toEqual(['seq', 'event_id', 'org_id', 'subject_id', 'head', 'accepted_at_ms', 'mono_ms', 'session']);
+    // Converted rows keep their random ids findable: all are marked supplied (indexed).
+    expect(await check.all('SELECT seq, supplied FROM punches ORDER BY seq')).toEqual([
+      { seq: 1, supplied: 1 },
+      { seq: 2, supplied: 1 },
+      { seq: 3, supplied: 1 },
+      { seq: 6, supplied: 0 },
+    ]);
+    expect((await check.all<{ name: string }>('PRAGMA table_info(punches)')).map((c) => c.name)).toEqual(['seq', 'event_id', 'org_id', 'subject_id', 'head', 'accepted_at_ms', 'supplied', 'mono_ms', 'session']);
     await check.close();
   });
 
@@ -106,5 +114,34 @@ describe('outbox schema', () => {
     expect((await o.peek(0, 10)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(o.lastSeq).toBe(6);
     await o.close();
+  });
+
+  it('ids made here carry their seq, so idempotency needs no index over every row: a retry with such an id is still found', async () => {
+    const path = join(tmp(), 'o.db');
+    const o = await Outbox.open({ path, capacity: 100 });
+    const made = await Promise.all(Array.from({ length: 20 }, (_, i) => o.accept({ orgId: 'org-a', subjectId: `s-${i}`, method: 3 })));
+    for (const r of made) expect(r.eventId).toMatch(UUIDV7_RE);
+    expect(new Set(made.map((r) => r.eventId)).size).toBe(20);
+    // A caller that learnt an id from a response and sends it again: the queued punch, no new row.
+    const again = await o.accept({ orgId: 'org-a', subjectId: 's-7', method: 3, eventId: made[7]!.eventId });
+    expect(again).toMatchObject({ seq: made[7]!.seq, subjectId: 's-7' });
+    expect(o.depth).toBe(20);
+    // Delivered and deleted: the id is new again (as before: only queued punches are de-duplicated), numbered next.
+    o.ack(made[0]!.seq);
+    await o.flushAcks();
+    expect((await o.accept({ orgId: 'org-a', subjectId: 's-0', method: 3, eventId: made[0]!.eventId })).seq).toBe(21);
+    await o.close();
+    const db = await Sqlite.open(path, { readonly: true });
+    // One partial index (supplied ids), none over every event id.
+    const idx = await db.all<{ name: string; partial: number }>('PRAGMA index_list(punches)');
+    expect(idx.map((i) => [i.name, i.partial])).toEqual([['punches_supplied_event', 1]]);
+    expect(await db.all('SELECT seq FROM punches WHERE supplied = 1')).toEqual([{ seq: 21 }]);
+    await db.close();
+    // Another outbox (another salt) makes other ids for the same numbers.
+    const other = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 100 });
+    const first = await other.accept({ orgId: 'org-a', subjectId: 's', method: 3 });
+    expect(first.seq).toBe(1);
+    expect(first.eventId).not.toBe(made[0]!.eventId);
+    await other.close();
   });
 });
