@@ -21,7 +21,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { dump as stringify } from 'js-yaml';
-import { Outbox } from '../dist/src/outbox/outbox.js';
 import { silentLogger } from '../dist/src/util/log.js';
 import { Mosquitto } from '../dist/simulators/cloud/mosquitto.js';
 import { freePort, sleep } from '../dist/simulators/lib/ports.js';
@@ -66,8 +65,9 @@ function config(validateConfig, dataDir, url, extra = {}) {
   });
 }
 
-async function fill(path, n) {
-  const o = await Outbox.open({ path, capacity: 1_000_000 });
+/** Filled by the build that drains it: each build reads its own row layout (schema 2 is not read by older builds). */
+async function fill(Box, path, n) {
+  const o = await Box.open({ path, capacity: 1_000_000 });
   for (let i = 0; i < n; i += 5000) {
     await Promise.all(Array.from({ length: Math.min(5000, n - i) }, (_, k) => o.accept({ orgId: 'org-bench', subjectId: `subject-${(i + k) % 997}`, method: 3 })));
   }
@@ -244,16 +244,17 @@ export async function run() {
     );
     const all = await builds();
     const template = mkdtempSync(join(tmpdir(), 'tbx-bench-fill-'));
+    const templateOf = (b) => join(template, b.name.replace(/\W+/g, '-'));
     const bare = [];
     const drains = new Map(all.map((b) => [b.name, []]));
     const accepts = new Map(all.map((b) => [b.name, []]));
     const rss = new Map(all.map((b) => [b.name, []]));
     const acpu = new Map(all.map((b) => [b.name, []]));
     try {
-      await fill(join(template, 'outbox.db'), DRAIN_N);
+      for (const b of all) await fill(b.Outbox, join(templateOf(b), 'outbox.db'), DRAIN_N);
       for (let r = 0; r < REPS; r++) {
         bare.push(await bareDrain(mosq.url, sample.length));
-        for (const b of all) drains.get(b.name).push(await agentDrain(b, template, mosq.url));
+        for (const b of all) drains.get(b.name).push(await agentDrain(b, templateOf(b), mosq.url));
       }
     } finally {
       rmSync(template, { recursive: true, force: true });

@@ -34,8 +34,9 @@ import { DiskSpaceCheck } from '../store/disk-space.js';
 import { TallyboxError, errorMessage, isTallyboxError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { uuidv7 } from '../util/uuidv7.js';
+import { MAX_ID_SEQ, eventIdFor, newIdSalt, seqOfEventId } from './event-ids.js';
 import type { PunchMethod, ScoreBucket } from '../proto/index.js';
-import { PunchRecords, RECORDS_SQL, type RecordsRow } from './records.js';
+import { PunchRecords, RECORD_HEADER_BYTES, RECORDS_SQL, V1_HEAD_SQL, readRecordHeader, writeRecordHeader, type RecordsRow } from './records.js';
 import { SerialQueue } from '../util/serial-queue.js';
 
 /** What a device role hands in. */
@@ -101,19 +102,29 @@ const FATAL_CODES = new Set(['STORAGE_CORRUPT', 'STORAGE_IO']);
 
 interface Pending {
   row: QueuedPunch;
+  /** The caller supplied the event id (a retry may repeat it); generated ids are unique by construction. */
+  supplied: boolean;
   resolve: (p: QueuedPunch) => void;
   reject: (e: unknown) => void;
 }
 
-const COLS = 11; // columns bound per inserted row, see commit()
+const COLS = 9; // columns bound per inserted row, see commit()
 // SQLite allows 32766 bound variables per statement (3.32+); stay well below.
 const ROWS_PER_STATEMENT = 1000;
 
-const INSERT_HEAD = 'INSERT INTO punches (event_id, org_id, subject_id, method, occurred_at_ms, clock_synced, match_score, liveness, accepted_at_ms, mono_ms, session) VALUES ';
-// ON CONFLICT DO NOTHING: a retried event id is accepted once (idempotency).
-const INSERT_TAIL = ' ON CONFLICT(event_id) DO NOTHING RETURNING seq, event_id';
+/**
+ * Rows are inserted with their sequence number (the outbox numbers them: its
+ * commits are serialised, and lastSeq starts above every number the file or the
+ * mark ever used) because the record header the drain reads carries it. No
+ * ON CONFLICT: repeated event ids are found before the insert (Outbox.splitRepeats),
+ * so no number is skipped; the partial UNIQUE index over supplied ids is only
+ * the safety net, and a conflict refuses the commit (STORAGE_CONSTRAINT)
+ * rather than dropping a row.
+ */
+const INSERT_HEAD = 'INSERT INTO punches (seq, event_id, org_id, subject_id, head, accepted_at_ms, supplied, mono_ms, session) VALUES ';
 const ROW_PLACEHOLDERS = `(${new Array(COLS).fill('?').join(',')})`;
-const insertSql = (rows: number): string => INSERT_HEAD + new Array(rows).fill(ROW_PLACEHOLDERS).join(',') + INSERT_TAIL;
+const insertSql = (rows: number): string => INSERT_HEAD + new Array(rows).fill(ROW_PLACEHOLDERS).join(',');
+const ROW_COLUMNS = 'seq, event_id, org_id, subject_id, head, accepted_at_ms';
 const deleteInSql = (n: number): string => `DELETE FROM punches WHERE seq IN (${new Array(n).fill('?').join(',')})`;
 const DELETE_RANGE_SQL = 'DELETE FROM punches WHERE seq BETWEEN ? AND ?';
 /** The smallest delete transaction tried on a full disk (see Outbox.deleteRows). */
@@ -141,32 +152,45 @@ export function statementSizes(n: number): number[] {
   return out;
 }
 
-const PEEK_SQL =
-  'SELECT seq, event_id AS eventId, org_id AS orgId, subject_id AS subjectId, method, occurred_at_ms AS occurredAtMs, clock_synced AS clockSynced, ' +
-  'match_score AS matchScore, liveness, accepted_at_ms AS acceptedAtMs FROM punches WHERE seq > ? ORDER BY seq LIMIT ?';
+const PEEK_SQL = `SELECT ${ROW_COLUMNS} FROM punches WHERE seq > ? ORDER BY seq LIMIT ?`;
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS punches (
+/**
+ * Schema 2. The integer fields of a punch live in `head`, the record header the
+ * drain reads (src/outbox/records.ts: seq, time, method, scores, clock flag and
+ * the strings' byte lengths), written at accept time; the strings stay columns
+ * of their own: org_id for an org withdrawal (DELETE … WHERE org_id), event_id
+ * for idempotency, and neither is stored twice. No index over every event id:
+ * ids made here carry their seq (src/outbox/event-ids.ts), so only ids a
+ * caller supplied are indexed (`supplied` = 1, SUPPLIED_INDEX), and every
+ * accept and every delete of the drain maintains one b-tree, not two. An older
+ * file (schema 1: one integer column per field; or the interim layout with
+ * `head` and a UNIQUE event_id) is converted when it is opened (migrate).
+ */
+const PUNCHES_TABLE = (name: string): string => `
+CREATE TABLE IF NOT EXISTS ${name} (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  event_id TEXT NOT NULL UNIQUE,
+  event_id TEXT NOT NULL,
   org_id TEXT NOT NULL,
   subject_id TEXT NOT NULL,
-  method INTEGER NOT NULL,
-  occurred_at_ms INTEGER NOT NULL,
-  clock_synced INTEGER NOT NULL,
-  match_score INTEGER NOT NULL,
-  liveness INTEGER NOT NULL,
+  head BLOB NOT NULL,
   accepted_at_ms INTEGER NOT NULL,
+  -- 1: the caller supplied event_id (a retry may repeat it; indexed). 0: made here from seq (unique by construction).
+  supplied INTEGER NOT NULL DEFAULT 0,
   -- Only for punches stamped by an unsynchronised clock: the monotonic time of the
   -- punch in this process (session), so it can be re-stamped once the clock syncs.
   mono_ms REAL,
   session TEXT
-);
+);`;
+
+/** Created once the table has its schema-2 columns (after migrate). */
+const SUPPLIED_INDEX = 'CREATE UNIQUE INDEX IF NOT EXISTS punches_supplied_event ON punches(event_id) WHERE supplied = 1';
+
+const SCHEMA = `${PUNCHES_TABLE('punches')}
 -- No index on org_id: every insert and every delete would maintain it, for the sake of an
 -- org withdrawal, which is rare and scans the queue in well under a second without it.
 DROP INDEX IF EXISTS punches_org;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta(key, value) VALUES ('bd_seq', 0), ('schema', 1);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('bd_seq', 0), ('schema', 2);
 -- Command results and erasure receipts waiting for delivery (a purge run while offline).
 CREATE TABLE IF NOT EXISTS results (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -249,6 +273,8 @@ export class Outbox {
     lastSeq: number,
     /** What start-up found lost, if anything (also raised as STORAGE_LOST). */
     readonly loss: SeqLoss | undefined,
+    /** This file's salt for the event ids it makes (src/outbox/event-ids.ts). */
+    private readonly idSalt: number,
   ) {
     this.depthCount = depth;
     this.lastSeqValue = lastSeq;
@@ -289,6 +315,9 @@ export class Outbox {
       const db = await Sqlite.open(opts.path);
       try {
         await db.exec(SCHEMA);
+        await migrate(db, opts.logger);
+        await db.exec(SUPPLIED_INDEX);
+        const idSalt = await readIdSalt(db);
         const depth = (await db.get<{ n: number }>('SELECT count(*) AS n FROM punches'))?.n ?? 0;
         const inFile = (await db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'punches'"))?.seq ?? 0;
         const bdSeq = (await db.get<{ value: number }>("SELECT value FROM meta WHERE key = 'bd_seq'"))?.value ?? 0;
@@ -302,7 +331,7 @@ export class Outbox {
         }
         if (r.state.bdSeq > bdSeq) await db.run("UPDATE meta SET value = ? WHERE key = 'bd_seq'", [r.state.bdSeq]);
         const mark = await SeqMark.open(markPath, found, r.state);
-        const o = new Outbox(db, opts, lock, mark, depth, r.lastSeq, r.loss);
+        const o = new Outbox(db, opts, lock, mark, depth, r.lastSeq, r.loss, idSalt);
         if (r.state.lostTo > 0 && !r.state.lostReported) {
           const detail = lossDetail(r.state.lostFrom, r.state.lostTo, r.loss?.skippedTo);
           opts.logger?.error({ event: 'storage_lost', from: r.state.lostFrom, to: r.state.lostTo }, `ALARM STORAGE_LOST: ${detail}`);
@@ -371,7 +400,8 @@ export class Outbox {
     const now = this.now();
     const row: QueuedPunch = {
       seq: 0,
-      eventId: input.eventId ?? uuidv7(now),
+      // Made at commit time, from the row's seq (eventIdFor), unless the caller supplied one.
+      eventId: input.eventId ?? '',
       orgId: input.orgId,
       subjectId: input.subjectId,
       method: input.method,
@@ -382,7 +412,7 @@ export class Outbox {
       acceptedAtMs: now,
     };
     return new Promise<QueuedPunch>((resolve, reject) => {
-      this.pending.push({ row, resolve, reject });
+      this.pending.push({ row, supplied: input.eventId !== undefined, resolve, reject });
       if (!this.flushing) void this.flushLoop();
     });
   }
@@ -480,34 +510,54 @@ export class Outbox {
       for (const p of batch) p.reject(this.failure);
       return;
     }
-    let seqs: Map<string, number>;
     // Delivered punches waiting for their delete ride along in this commit: it syncs anyway
     // (unless there are more than one delete transaction may hold: flushAcks splits those).
     const acks = this.ackBuffer.length <= this.deleteRows ? this.takeAcks() : [];
     let deleted = 0;
+    /** The rows this commit inserts, numbered from base + 1 in this order. */
+    let fresh: Pending[] = batch;
+    let repeats: Repeat[] = [];
+    const base = this.lastSeqValue;
     try {
       await this.setSync('FULL');
-      const sizes = statementSizes(batch.length);
+      if (batch.some((p) => p.supplied)) ({ fresh, repeats } = await this.splitRepeats(batch));
+      const sizes = statementSizes(fresh.length);
       // One statement is a transaction by itself: BEGIN and COMMIT would be two more thread-pool round trips.
-      const atomic = sizes.length === 1 && acks.length === 0 ? (fn: () => Promise<Map<string, number>>) => fn() : <T>(fn: () => Promise<T>) => this.db.transaction(fn);
-      seqs = await atomic(async () => {
-        const out = new Map<string, number>();
+      const atomic = sizes.length <= 1 && acks.length === 0 ? (fn: () => Promise<void>) => fn() : (fn: () => Promise<void>) => this.db.transaction(fn);
+      await atomic(async () => {
         let i = 0;
         for (const size of sizes) {
-          const params: (string | number | null)[] = [];
+          const params: (string | number | Buffer | null)[] = [];
+          const heads = Buffer.allocUnsafe(size * RECORD_HEADER_BYTES);
           for (let k = i; k < i + size; k++) {
-            const row = batch[k]!.row;
+            const p = fresh[k]!;
+            const row = p.row;
+            const seq = base + 1 + k;
+            // Beyond 48 bits an id cannot carry its seq: a random one, indexed like a supplied id.
+            const indexed = p.supplied || seq > MAX_ID_SEQ;
+            if (!p.supplied) row.eventId = seq > MAX_ID_SEQ ? uuidv7(row.acceptedAtMs) : eventIdFor(seq, row.acceptedAtMs, this.idSalt);
             // Monotonic time of the punch itself (it may have happened before it was accepted).
             const mono = row.clockSynced ? null : this.monotonic() - (row.acceptedAtMs - row.occurredAtMs);
-            params.push(row.eventId, row.orgId, row.subjectId, row.method, row.occurredAtMs, row.clockSynced ? 1 : 0, row.matchScore, row.liveness, row.acceptedAtMs, mono, row.clockSynced ? null : this.session);
+            const at = (k - i) * RECORD_HEADER_BYTES;
+            writeRecordHeader(heads, at, {
+              seq,
+              occurredAtMs: row.occurredAtMs,
+              method: row.method,
+              matchScore: row.matchScore,
+              liveness: row.liveness,
+              clockSynced: row.clockSynced,
+              eventIdLen: Buffer.byteLength(row.eventId, 'utf8'),
+              orgIdLen: Buffer.byteLength(row.orgId, 'utf8'),
+              subjectIdLen: Buffer.byteLength(row.subjectId, 'utf8'),
+            });
+            params.push(seq, row.eventId, row.orgId, row.subjectId, heads.subarray(at, at + RECORD_HEADER_BYTES), row.acceptedAtMs, indexed ? 1 : 0, mono, row.clockSynced ? null : this.session);
           }
           i += size;
           const sql = insertSql(size);
-          const rows = cacheable(size) ? await (await this.db.prepared(sql)).all<{ seq: number; event_id: string }>(params) : await this.db.all<{ seq: number; event_id: string }>(sql, params);
-          for (const r of rows) out.set(r.event_id, r.seq);
+          if (cacheable(size)) await (await this.db.prepared(sql)).run(params);
+          else await this.db.run(sql, params);
         }
         if (acks.length > 0) deleted = await this.runDeletes(deletePlan(acks));
-        return out;
       });
     } catch (err) {
       if (acks.length > 0) {
@@ -539,45 +589,67 @@ export class Outbox {
         this.failIfFatal(err, 'reading the oldest queued punch');
       }
     }
-    let inserted = 0;
-    let last = this.lastSeqValue;
-    for (const s of seqs.values()) if (s > last) last = s;
-    if (last > this.lastSeqValue) {
-      this.lastSeqValue = last;
+    if (fresh.length > 0) {
+      this.lastSeqValue = base + fresh.length;
       // Before anyone hears of these rows (producers, the drain): a SIGKILL from here on cannot hide them.
       try {
-        await this.mark.update({ accepted: last });
+        await this.mark.update({ accepted: this.lastSeqValue });
       } catch (err) {
         // The rows are committed; only the record outside the file is behind. Say so, keep them.
         this.fail(err, 'sequence mark write');
       }
     }
+    fresh.forEach((p, k) => {
+      p.row.seq = base + 1 + k;
+      p.resolve(p.row);
+    });
+    // Already queued under this event id (a retry): the stored row.
+    for (const r of repeats) r.p.resolve(r.stored ?? { ...r.first!.row });
+    this.depthCount += fresh.length;
+    if (fresh.length > 0) for (const fn of this.committedListeners) fn();
+  }
+
+  /**
+   * Idempotency: which punches of a batch repeat an event id already queued
+   * (or one earlier in the same batch). Only caller-supplied ids are looked
+   * up, twice: among supplied ids (their partial index), and as an id this
+   * outbox made (the seq it would carry, by primary key). Ids made here are
+   * unique by construction. Runs inside the commit's queue turn, so nothing
+   * is inserted or deleted between this look-up and the insert.
+   */
+  private async splitRepeats(batch: Pending[]): Promise<{ fresh: Pending[]; repeats: Repeat[] }> {
+    const ids = [...new Set(batch.filter((p) => p.supplied).map((p) => p.row.eventId))];
+    const stored = new Map<string, QueuedPunch>();
+    for (let i = 0; i < ids.length; i += ROWS_PER_STATEMENT) {
+      const chunk = ids.slice(i, i + ROWS_PER_STATEMENT);
+      const marks = chunk.map(() => '?').join(',');
+      for (const r of await this.db.all<DbRow>(`SELECT ${ROW_COLUMNS} FROM punches WHERE supplied = 1 AND event_id IN (${marks})`, chunk)) stored.set(r.event_id, fromDb(r));
+      const seqs = chunk.map((id) => seqOfEventId(id, this.idSalt)).filter((q): q is number => q !== undefined && q <= this.lastSeqValue);
+      if (seqs.length === 0) continue;
+      const wanted = new Set(chunk);
+      for (const r of await this.db.all<DbRow>(`SELECT ${ROW_COLUMNS} FROM punches WHERE seq IN (${seqs.map(() => '?').join(',')})`, seqs)) if (wanted.has(r.event_id)) stored.set(r.event_id, fromDb(r));
+    }
+    const fresh: Pending[] = [];
+    const repeats: Repeat[] = [];
+    const firsts = new Map<string, Pending>();
     for (const p of batch) {
-      const seq = seqs.get(p.row.eventId);
-      if (seq !== undefined) {
-        inserted++;
-        p.row.seq = seq;
-        p.resolve(p.row);
-      } else {
-        // Already queued under this event id (a retry): report the stored row.
-        void this.findByEventId(p.row.eventId).then((existing) => (existing ? p.resolve(existing) : p.reject(new TallyboxError('DUPLICATE_EVENT', `event ${p.row.eventId} was already delivered`))), p.reject);
+      const id = p.row.eventId;
+      const s = p.supplied ? stored.get(id) : undefined;
+      const first = p.supplied ? firsts.get(id) : undefined;
+      if (s) repeats.push({ p, stored: s });
+      else if (first) repeats.push({ p, first });
+      else {
+        if (p.supplied) firsts.set(id, p);
+        fresh.push(p);
       }
     }
-    this.depthCount += inserted;
-    if (inserted > 0) for (const fn of this.committedListeners) fn();
+    return { fresh, repeats };
   }
 
   /** Call `fn` after every commit that added rows (the drain wakes on it). */
   onCommitted(fn: () => void): () => void {
     this.committedListeners.add(fn);
     return () => this.committedListeners.delete(fn);
-  }
-
-  private findByEventId(eventId: string): Promise<QueuedPunch | undefined> {
-    return this.q.run(async () => {
-      const r = await this.db.get<DbRow>('SELECT * FROM punches WHERE event_id = ?', [eventId]);
-      return r ? fromDb(r) : undefined;
-    });
   }
 
   /**
@@ -590,10 +662,7 @@ export class Outbox {
     if (this.failure) return Promise.reject(this.failure);
     const read = async (db: Sqlite): Promise<QueuedPunch[]> => {
       try {
-        const rows = await db.all<Omit<QueuedPunch, 'clockSynced'> & { clockSynced: number | boolean }>(PEEK_SQL, [afterSeq, limit]);
-        // Column aliases give the row its final shape; only the flag needs converting (no copy per row).
-        for (const r of rows) r.clockSynced = r.clockSynced === 1;
-        return rows as QueuedPunch[];
+        return (await db.all<DbRow>(PEEK_SQL, [afterSeq, limit])).map(fromDb);
       } catch (err) {
         throw this.failIfFatal(err, 'reading queued punches');
       }
@@ -803,7 +872,12 @@ export class Outbox {
       await this.setSync('FULL');
       const wall = this.now();
       const mono = this.monotonic();
-      const r = await this.db.run('UPDATE punches SET occurred_at_ms = CAST(ROUND(? - (? - mono_ms)) AS INTEGER), clock_synced = 1, mono_ms = NULL WHERE clock_synced = 0 AND session = ? AND mono_ms IS NOT NULL', [wall, mono, this.session]);
+      // The time and the clock flag live in the record header (records.ts: bytes 9-16 and 29).
+      const r = await this.db.run(
+        "UPDATE punches SET head = CAST(substr(head, 1, 8) || unhex(printf('%016x', CAST(ROUND(? - (? - mono_ms)) AS INTEGER))) || substr(head, 17, 12) || x'01' || substr(head, 30) AS BLOB), mono_ms = NULL " +
+          'WHERE session = ? AND mono_ms IS NOT NULL',
+        [wall, mono, this.session],
+      );
       return r.changes;
     });
   }
@@ -921,17 +995,21 @@ export class Outbox {
   }
 }
 
+/** A row as ROW_COLUMNS reads it. */
 interface DbRow {
   seq: number;
   event_id: string;
   org_id: string;
   subject_id: string;
-  method: number;
-  occurred_at_ms: number;
-  clock_synced: number;
-  match_score: number;
-  liveness: number;
+  head: Buffer;
   accepted_at_ms: number;
+}
+
+/** A punch of a commit whose event id is already queued: `stored` in the file, or `first` earlier in the same batch. */
+interface Repeat {
+  p: Pending;
+  stored?: QueuedPunch;
+  first?: Pending;
 }
 
 interface DeleteStatement {
@@ -965,18 +1043,60 @@ export function deletePlan(seqs: readonly number[]): DeleteStatement[] {
 }
 
 function fromDb(r: DbRow): QueuedPunch {
+  const h = readRecordHeader(r.head);
   return {
     seq: r.seq,
     eventId: r.event_id,
     orgId: r.org_id,
     subjectId: r.subject_id,
-    method: r.method as PunchMethod,
-    occurredAtMs: r.occurred_at_ms,
-    clockSynced: r.clock_synced === 1,
-    matchScore: r.match_score as ScoreBucket,
-    liveness: r.liveness as ScoreBucket,
+    method: h.method as PunchMethod,
+    occurredAtMs: h.occurredAtMs,
+    clockSynced: h.clockSynced,
+    matchScore: h.matchScore as ScoreBucket,
+    liveness: h.liveness as ScoreBucket,
     acceptedAtMs: r.accepted_at_ms,
   };
+}
+
+/**
+ * An older outbox is converted in place, in one transaction: schema 1 (one
+ * integer column per field, no `head`: the record headers are built by SQLite)
+ * or the interim schema-2 layout (`head`, UNIQUE event_id, no `supplied`). The
+ * rows are copied into a table of the current layout, every one marked
+ * `supplied` (their ids were random, not made from their seq: they stay
+ * findable through the partial index); the old table is dropped (its pages
+ * are zeroed: secure_delete) and the new one takes its name. The
+ * AUTOINCREMENT high-water mark is carried over explicitly: it can be above
+ * the last row (delivered rows at the tail), and numbers below it must never
+ * come back.
+ */
+async function migrate(db: Sqlite, logger: Logger | undefined): Promise<void> {
+  const cols = new Set((await db.all<{ name: string }>('PRAGMA table_info(punches)')).map((c) => c.name));
+  if (cols.has('supplied')) return;
+  const from = cols.has('head') ? 'interim 2' : '1';
+  let rows = 0;
+  await db.transaction(async () => {
+    const high = (await db.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'punches'"))?.seq ?? 0;
+    await db.exec(`DROP TABLE IF EXISTS punches_v2; ${PUNCHES_TABLE('punches_v2')}`);
+    rows = (
+      await db.run(
+        `INSERT INTO punches_v2 (seq, event_id, org_id, subject_id, head, accepted_at_ms, supplied, mono_ms, session) SELECT seq, event_id, org_id, subject_id, ${cols.has('head') ? 'head' : V1_HEAD_SQL}, accepted_at_ms, 1, mono_ms, session FROM punches ORDER BY seq`,
+      )
+    ).changes;
+    await db.exec('DROP TABLE punches; ALTER TABLE punches_v2 RENAME TO punches;');
+    const u = await db.run("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'punches'", [high]);
+    if (u.changes === 0 && high > 0) await db.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('punches', ?)", [high]);
+    await db.run("UPDATE meta SET value = 2 WHERE key = 'schema'");
+  });
+  logger?.info({ event: 'outbox_schema', from, to: 2, rows }, `outbox converted from schema ${from} to schema 2 (${rows} queued punches kept)`);
+}
+
+/** The salt of the event ids this file's punches carry: made once, with the file (or its first start on this version). */
+async function readIdSalt(db: Sqlite): Promise<number> {
+  await db.run("INSERT OR IGNORE INTO meta(key, value) VALUES ('id_salt', ?)", [newIdSalt()]);
+  const v = (await db.get<{ value: number }>("SELECT value FROM meta WHERE key = 'id_salt'"))?.value;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > MAX_ID_SEQ) throw new TallyboxError('STORAGE_CORRUPT', `STORAGE_CORRUPT: the outbox's event id salt (meta id_salt) is ${String(v)}, not a 48-bit number; the file is left as it is`);
+  return v;
 }
 
 /** outbox.db → outbox.seq, beside it. */

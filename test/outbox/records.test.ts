@@ -88,7 +88,8 @@ describe('drain records', () => {
     await o.accept(inputs[0]!);
     await o.close();
     const db = await Sqlite.open(path);
-    await db.run("UPDATE punches SET subject_id = x'00ff41'");
+    // The header's subject length follows (bytes 38-41): only the text is not UTF-8.
+    await db.run("UPDATE punches SET subject_id = x'00ff41', head = substr(head, 1, 37) || x'00000003'");
     await db.close();
     o = await Outbox.open({ path, capacity: 100 });
     const recs = (await o.peekRecords(0, 10))!;
