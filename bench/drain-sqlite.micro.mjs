@@ -32,9 +32,15 @@ const layouts = [
   { name: 'schema 2 without the event_id index', prep: V2(false), read: RECORDS_SQL },
 ];
 
-const open = (p) => new Promise((res, rej) => { const d = new sqlite3.Database(p, (e) => (e ? rej(e) : res(d))); });
+const open = (p) =>
+  new Promise((res, rej) => {
+    const d = new sqlite3.Database(p, (e) => (e ? rej(e) : res(d)));
+  });
 const exec = (d, sql) => new Promise((res, rej) => d.exec(sql, (e) => (e ? rej(e) : res())));
-const prepare = (d, sql) => new Promise((res, rej) => { const s = d.prepare(sql, (e) => (e ? rej(e) : res(s))); });
+const prepare = (d, sql) =>
+  new Promise((res, rej) => {
+    const s = d.prepare(sql, (e) => (e ? rej(e) : res(s)));
+  });
 const step = (st, m, params) => new Promise((res, rej) => st[m](params, (e, r) => (e ? rej(e) : res(r))));
 const cpuUs = (c) => c.user + c.system;
 

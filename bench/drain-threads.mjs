@@ -67,7 +67,16 @@ try {
     const o = await Outbox.open({ path: join(dir, 'outbox.db'), capacity: 1_000_000 });
     for (let i = 0; i < N; i += 5000) await Promise.all(Array.from({ length: 5000 }, (_, k) => o.accept({ orgId: 'org-bench', subjectId: `subject-${(i + k) % 997}`, method: 3 })));
     await o.close();
-    const config = validateConfig({ version: 1, device: { id: 'bench-dev', kind: 'sim', orgId: 'org-bench' }, region: 'sg', dataDir: dir, broker: { url: mosq.url, allowLoopback: true }, outbox: { backlogRatePerSec: 0, inflight: 256, capacity: 1_000_000 }, clock: { source: 'assume-synced' }, log: { level: 'silent' } });
+    const config = validateConfig({
+      version: 1,
+      device: { id: 'bench-dev', kind: 'sim', orgId: 'org-bench' },
+      region: 'sg',
+      dataDir: dir,
+      broker: { url: mosq.url, allowLoopback: true },
+      outbox: { backlogRatePerSec: 0, inflight: 256, capacity: 1_000_000 },
+      clock: { source: 'assume-synced' },
+      log: { level: 'silent' },
+    });
     const agent = await Agent.start({ config, logger: silentLogger() });
     while (!agent.session) await new Promise((r) => setTimeout(r, 1));
     const t0 = threads();

@@ -1095,7 +1095,8 @@ async function migrate(db: Sqlite, logger: Logger | undefined): Promise<void> {
 async function readIdSalt(db: Sqlite): Promise<number> {
   await db.run("INSERT OR IGNORE INTO meta(key, value) VALUES ('id_salt', ?)", [newIdSalt()]);
   const v = (await db.get<{ value: number }>("SELECT value FROM meta WHERE key = 'id_salt'"))?.value;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > MAX_ID_SEQ) throw new TallyboxError('STORAGE_CORRUPT', `STORAGE_CORRUPT: the outbox's event id salt (meta id_salt) is ${String(v)}, not a 48-bit number; the file is left as it is`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > MAX_ID_SEQ)
+    throw new TallyboxError('STORAGE_CORRUPT', `STORAGE_CORRUPT: the outbox's event id salt (meta id_salt) is ${String(v)}, not a 48-bit number; the file is left as it is`);
   return v;
 }
 

@@ -31,9 +31,7 @@ export const REC = { seq: 0, occurredAtMs: 8, method: 16, matchScore: 20, livene
  * that order as it frames, so a change in SQLite's behaviour would be refused,
  * not sent out of order.
  */
-export const RECORDS_SQL =
-  "SELECT count(*) AS n, CAST(group_concat(head || event_id || org_id || subject_id, '') AS BLOB) AS b FROM (" +
-  'SELECT head, event_id, org_id, subject_id FROM punches WHERE seq > ? ORDER BY seq LIMIT ?)';
+export const RECORDS_SQL = "SELECT count(*) AS n, CAST(group_concat(head || event_id || org_id || subject_id, '') AS BLOB) AS b FROM (" + 'SELECT head, event_id, org_id, subject_id FROM punches WHERE seq > ? ORDER BY seq LIMIT ?)';
 
 /** The fields a record header holds (the strings' lengths are their UTF-8 byte counts). */
 export interface RecordHeader {

@@ -67,7 +67,9 @@ describe('outbox schema', () => {
     expect(logged.some((m) => m.includes('converted from schema 1 to schema 2 (3 queued punches kept)'))).toBe(true);
     expect(o.depth).toBe(3);
     const rows = await o.peek(0, 10);
-    expect(rows.map(({ seq, eventId, orgId, subjectId, method, occurredAtMs, clockSynced, matchScore, liveness, acceptedAtMs }) => [seq, eventId, orgId, subjectId, method, occurredAtMs, clockSynced, matchScore, liveness, acceptedAtMs])).toEqual([
+    expect(
+      rows.map(({ seq, eventId, orgId, subjectId, method, occurredAtMs, clockSynced, matchScore, liveness, acceptedAtMs }) => [seq, eventId, orgId, subjectId, method, occurredAtMs, clockSynced, matchScore, liveness, acceptedAtMs]),
+    ).toEqual([
       [1, id(1), 'org-a', 'subject-1', 3, 1_700_000_000_123, true, 2, 1, 1_700_000_000_200],
       [2, id(2), 'org-ü', '日本語', 1, 5, false, 0, 0, 6],
       [3, id(3), 'org-a', 'subject-3', 2, 2 ** 45, true, 0, 3, 7],
