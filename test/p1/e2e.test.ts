@@ -105,7 +105,7 @@ describe('P1 end to end: tallybox run + tallybox-sim printer over MQTT', () => {
   }, 180_000);
 
   it('cancelled while sending (a slow printer): the transfer stops, the job is cancelled and shredded, not printed whole', async () => {
-    await w.printer.faults({ slowBytesPerSec: 40_000 });
+    await w.printer.faults({ slowBytesPerSec: 20_000 }); // 400 kB: twenty seconds, ample for the CancelJob's round trip on a loaded machine
     try {
       const doc = document(400_000);
       const served = w.docs.add('slow', doc);

@@ -111,14 +111,24 @@ export interface SpoolAnswer {
 }
 
 const k = (orgId: string, jobId: string) => `${orgId}\0${jobId}`;
+
+interface Inflight {
+  ac: AbortController;
+  cancel: boolean;
+  withdrawn: boolean;
+  done: Promise<void>;
+}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 
 export class Spool extends EventEmitter<SpoolEvents> {
   readonly store: SpoolStore;
   readonly #o: SpoolOptions;
   readonly #log: Logger;
-  /** In-flight fetch or send per job: abort to cancel; the runner itself ends the job. */
-  readonly #inflight = new Map<string, { ac: AbortController; cancel: boolean; done: Promise<void> }>();
+  /**
+   * In-flight fetch or send per job: abort to cancel; the runner itself ends the job, except when
+   * `withdrawn` (an org withdrawal stopped it): then the withdrawal shreds it, under its own receipt.
+   */
+  readonly #inflight = new Map<string, Inflight>();
   /** Jobs a CancelJob is working on: not started by a worker meanwhile. */
   readonly #cancelling = new Set<string>();
   readonly #pumps = new Map<string, Promise<void>>();
@@ -384,6 +394,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
       const stopRunning = async () => {
         for (const [key, fl] of this.#inflight) {
           if (!key.startsWith(`${orgId}\0`)) continue;
+          // Stopped, not ended by its runner: it stays in the rows read below, so its fragments are
+          // sampled and its shred is this withdrawal's (ended on its own it left the withdrawal's scan blind to it).
+          fl.withdrawn = true;
           fl.cancel = true;
           fl.ac.abort();
           await fl.done;
@@ -487,7 +500,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     if (this.#inflight.has(key)) return;
     const ac = new AbortController();
     let resolveDone!: () => void;
-    const fl = { ac, cancel: false, done: new Promise<void>((r) => (resolveDone = r)) };
+    const fl: Inflight = { ac, cancel: false, withdrawn: false, done: new Promise<void>((r) => (resolveDone = r)) };
     this.#inflight.set(key, fl);
     try {
       const c = this.#o.config.fetch;
@@ -506,6 +519,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           return;
         } catch (err) {
           const code = errorCode(err);
+          if (fl.withdrawn) return; // the withdrawal shreds it
           if (fl.cancel) {
             await this.#end(row, 'cancelled', { errorCode: 'CANCELLED' });
             return;
@@ -604,7 +618,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const key = k(row0.orgId, row0.jobId);
     const ac = new AbortController();
     let resolveDone!: () => void;
-    const fl = { ac, cancel: this.#cancelling.has(key), done: new Promise<void>((r) => (resolveDone = r)) };
+    const fl: Inflight = { ac, cancel: this.#cancelling.has(key), withdrawn: false, done: new Promise<void>((r) => (resolveDone = r)) };
     this.#inflight.set(key, fl);
     let row: JobRow;
     try {
@@ -618,7 +632,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     if (fl.cancel) {
       this.#inflight.delete(key);
       resolveDone();
-      await this.#end(row, 'cancelled', { errorCode: 'CANCELLED' });
+      if (!fl.withdrawn) await this.#end(row, 'cancelled', { errorCode: 'CANCELLED' });
       return 'done';
     }
     let jobKey: Buffer | undefined;
@@ -680,6 +694,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       const code = errorCode(err);
       if (fl.cancel) {
         if (accepted && ref && entry.printer.cancel) await entry.printer.cancel(ref).catch(() => undefined); // best effort: reported in the log below
+        if (fl.withdrawn) return 'done'; // the withdrawal shreds it (its row, file and key are still there for its samples)
         const cur = (await this.store.get(row.orgId, row.jobId)) ?? row;
         await this.#end(cur, 'cancelled', { errorCode: 'CANCELLED', bytesSent: sent });
         return 'done';
