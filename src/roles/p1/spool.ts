@@ -112,6 +112,19 @@ export interface SpoolAnswer {
 
 const k = (orgId: string, jobId: string) => `${orgId}\0${jobId}`;
 
+/** The fast start of an inline job (#startDirect → #transmit). */
+interface DirectStart {
+  /** The document's first FIRST_CHUNK_BYTES, from the command (a copy). */
+  first: Uint8Array;
+  /** The spool file is written, fsynced, its directory fsynced. */
+  written: Promise<void>;
+  /** The job's data key (a copy; zeroed when the attempt ends). */
+  key: Buffer;
+  /** The row is committed (the intake's answer waits for this), or the job never came to exist. */
+  resolve(row: JobRow): void;
+  reject(err: unknown): void;
+}
+
 interface Inflight {
   ac: AbortController;
   cancel: boolean;
@@ -216,6 +229,16 @@ export class Spool extends EventEmitter<SpoolEvents> {
       const key = randomBytes(32);
       try {
         const { wrapped, keyVersion } = await this.#o.keys.wrapJobKey(orgId, jobId, key);
+        const entry = this.#o.printers.get(cmd.printer)!;
+        if (printAfterMs === null && doc.length > 0 && this.#canStartDirect(cmd.printer, orgId, jobId, entry)) {
+          const row = await this.#startDirect(
+            { ...base, state: 'sending', attempts: 1, fetchUrl: null, fetchSha256: null, fetchSize: null, wrappedKey: wrapped, keyVersion, file, bytesTotal: doc.length },
+            entry,
+            doc,
+            key,
+          );
+          return { code: ResultCode.RESULT_CODE_OK, reason: 'job_queued', detail: `${doc.length} bytes spooled, encrypted; sending`, status: status(row) };
+        }
         // The file first, then the row: a crash in between leaves an orphan file (its key never stored) that start() deletes.
         await this.#writeFile(file, key, jobId, async (w) => w.write(doc));
         const row: JobRow = {
@@ -616,45 +639,92 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async #send(row0: JobRow, entry: SpoolPrinter): Promise<'done' | 'retry'> {
     // In flight before the state says sending: a CancelJob from here on aborts this attempt.
     const key = k(row0.orgId, row0.jobId);
-    const ac = new AbortController();
-    let resolveDone!: () => void;
-    const fl: Inflight = { ac, cancel: this.#cancelling.has(key), withdrawn: false, done: new Promise<void>((r) => (resolveDone = r)) };
-    this.#inflight.set(key, fl);
+    const fl = this.#newInflight(key);
     let row: JobRow;
     try {
       row = await this.#move(row0, 'sending', { accepted: false, printerRef: null, bytesSent: 0, attempts: row0.attempts + 1 });
     } catch (err) {
-      this.#inflight.delete(key);
-      resolveDone();
+      this.#endInflight(key, fl);
       if (isTallyboxError(err, 'P1_STATE_RACE')) return 'done'; // cancelled meanwhile
       throw err;
     }
     if (fl.cancel) {
-      this.#inflight.delete(key);
-      resolveDone();
+      this.#endInflight(key, fl);
       if (!fl.withdrawn) await this.#end(row, 'cancelled', { errorCode: 'CANCELLED' });
       return 'done';
     }
+    return this.#transmit(row, entry, fl);
+  }
+
+  #newInflight(key: string): Inflight & { resolve: () => void } {
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const fl = { ac: new AbortController(), cancel: this.#cancelling.has(key), withdrawn: false, done, resolve };
+    this.#inflight.set(key, fl);
+    return fl;
+  }
+
+  #endInflight(key: string, fl: Inflight & { resolve: () => void }): void {
+    if (this.#inflight.get(key) === fl) this.#inflight.delete(key);
+    fl.resolve();
+  }
+
+  /**
+   * Send one attempt of a job in `sending`. `direct` (the fast start of an inline job, see
+   * #startDirect): the row is not written yet; the first FIRST_CHUNK_BYTES of the document go from
+   * the command's own bytes while the spool file is written and fsynced, then the row is inserted
+   * (`sending`, with the acceptance if the printer gave it meanwhile) in one commit; nothing more
+   * leaves before that commit, so the never-print-twice rule holds as on the spooled path.
+   */
+  async #transmit(row0: JobRow, entry: SpoolPrinter, fl: Inflight & { resolve: () => void }, direct?: DirectStart): Promise<'done' | 'retry'> {
+    let row = row0;
+    const key = k(row.orgId, row.jobId);
     let jobKey: Buffer | undefined;
     let accepted = false;
     let ref: string | undefined;
     let acceptWrite: Promise<void> | undefined;
     let sent = 0;
+    // Direct start: the row's one commit (after the spool file is durable), carrying the acceptance if it came first.
+    let insertStarted = false;
+    const inserted: Promise<JobRow> | undefined = direct?.written.then(async () => {
+      insertStarted = true;
+      const r: JobRow = { ...row, accepted, printerRef: ref ?? null };
+      await this.store.insert(r);
+      row = r;
+      this.#log.info({ event: 'p1_job_state', jobId: r.jobId, from: 'queued', to: 'sending' }, 'print job queued → sending (started from the command)');
+      this.emit('state', r.jobId, 'sending');
+      return r;
+    });
+    inserted?.then(direct!.resolve, direct!.reject);
     try {
-      jobKey = await this.#o.keys.unwrapJobKey(row.orgId, row.jobId, row.keyVersion, row.wrappedKey ?? Buffer.alloc(0));
-      const k2 = jobKey;
-      const path = join(this.#o.spoolDir, row.file);
       const jobId = row.jobId;
-      // The document must be there before the printer is asked: a transport that accepts before it
-      // reads (IPP Create-Job, PJL JOB START) would otherwise turn a lost spool file into `uncertain`.
-      await stat(path).catch((err: NodeJS.ErrnoException) => {
-        throw new TallyboxError('P1_SPOOL_CORRUPT', `P1_SPOOL_CORRUPT: spool file of job ${jobId} is missing (${err.code ?? 'error'})`);
-      });
+      const path = join(this.#o.spoolDir, row.file);
+      if (direct) jobKey = direct.key;
+      else {
+        jobKey = await this.#o.keys.unwrapJobKey(row.orgId, row.jobId, row.keyVersion, row.wrappedKey ?? Buffer.alloc(0));
+        // The document must be there before the printer is asked: a transport that accepts before it
+        // reads (IPP Create-Job, PJL JOB START) would otherwise turn a lost spool file into `uncertain`.
+        await stat(path).catch((err: NodeJS.ErrnoException) => {
+          throw new TallyboxError('P1_SPOOL_CORRUPT', `P1_SPOOL_CORRUPT: spool file of job ${jobId} is missing (${err.code ?? 'error'})`);
+        });
+      }
+      const k2 = jobKey;
       async function* document(): AsyncGenerator<Uint8Array> {
-        let first = true;
+        // Direct: the first bytes from the command, the rest from the spool once the row is committed.
+        let skip = 0;
+        if (direct && inserted) {
+          skip = direct.first.length;
+          yield direct.first;
+          await inserted;
+        }
+        let first = !direct;
         for await (const chunk of readChunks(path, k2, jobId)) {
           let rest: Uint8Array = chunk;
-          if (first && chunk.length > FIRST_CHUNK_BYTES) {
+          if (skip > 0) {
+            const n = Math.min(skip, rest.length);
+            rest = rest.subarray(n);
+            skip -= n;
+          } else if (first && chunk.length > FIRST_CHUNK_BYTES) {
             first = false;
             yield chunk.subarray(0, FIRST_CHUNK_BYTES);
             rest = chunk.subarray(FIRST_CHUNK_BYTES);
@@ -662,7 +732,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           first = false;
           // Nothing more leaves until the printer's acceptance is on disk (the rule at the top).
           if (acceptWrite) await acceptWrite;
-          yield rest;
+          if (rest.length) yield rest;
         }
         if (acceptWrite) await acceptWrite;
       }
@@ -671,19 +741,21 @@ export class Spool extends EventEmitter<SpoolEvents> {
         format: row.format,
         copies: row.copies,
         document: document(),
-        signal: ac.signal,
+        signal: fl.ac.signal,
         onAccepted: (r) => {
           if (accepted) return;
           accepted = true;
           ref = r;
-          acceptWrite = this.store.update(row, { accepted: true, printerRef: r ?? null }).then((n) => {
-            row = n;
+          if (inserted && !insertStarted) return; // the row's insert carries it
+          acceptWrite = (inserted ?? Promise.resolve(row)).then(async (cur) => {
+            row = await this.store.update(cur, { accepted: true, printerRef: r ?? null });
           });
         },
         onProgress: (n) => {
           sent = n;
         },
       });
+      if (inserted) await inserted;
       await acceptWrite;
       entry.supervisor.alive();
       row = await this.#move(row, 'sent', { accepted: true, bytesSent: res.bytesSent, printerRef: res.ref ?? ref ?? null, ...(res.pages !== undefined ? { pages: res.pages } : {}) });
@@ -691,6 +763,13 @@ export class Spool extends EventEmitter<SpoolEvents> {
       return 'done';
     } catch (err) {
       await acceptWrite?.catch(() => undefined); // its failure is this attempt's failure too
+      // Direct: a job whose row never got written does not exist (its intake answer says why); the
+      // printer got at most its first bytes.
+      if (inserted && !(await inserted.then(
+        () => true,
+        () => false,
+      )))
+        return 'done';
       const code = errorCode(err);
       if (fl.cancel) {
         if (accepted && ref && entry.printer.cancel) await entry.printer.cancel(ref).catch(() => undefined); // best effort: reported in the log below
@@ -731,9 +810,47 @@ export class Spool extends EventEmitter<SpoolEvents> {
       return 'done';
     } finally {
       jobKey?.fill(0);
-      this.#inflight.delete(key);
-      resolveDone();
+      this.#endInflight(key, fl);
     }
+  }
+
+  /** An idle, usable printer with nothing queued before this job: it may start straight from the command. */
+  #canStartDirect(printer: string, orgId: string, jobId: string, entry: SpoolPrinter): boolean {
+    return this.#running && entry.supervisor.usable && !this.#pumps.has(printer) && !this.#erasing.has(orgId) && !this.#cancelling.has(k(orgId, jobId));
+  }
+
+  /**
+   * First byte without waiting for the spool: the spool file is written (encrypted, fsynced) while the
+   * printer connection opens and takes the document's first FIRST_CHUNK_BYTES from the command's
+   * bytes; then the row is inserted in `sending` (with the acceptance) in one commit, and the rest
+   * follows from the spool. The attempt runs as the printer's queue (no other job starts meanwhile).
+   * Resolves with the committed row (the intake answers then). A crash before that commit leaves no
+   * row (the orphan file is swept, the command is answered `interrupted`) and at most the first
+   * FIRST_CHUNK_BYTES at the printer: the never-print-twice rule's one re-send, as on the spooled path.
+   */
+  #startDirect(row: JobRow, entry: SpoolPrinter, doc: Uint8Array, key: Buffer): Promise<JobRow> {
+    let resolve!: (r: JobRow) => void;
+    let reject!: (e: unknown) => void;
+    const committed = new Promise<JobRow>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const written = this.#writeFile(row.file, key, row.jobId, async (w) => w.write(doc)).then(() => undefined);
+    const direct: DirectStart = { first: Buffer.from(doc.subarray(0, FIRST_CHUNK_BYTES)), written, key: Buffer.from(key), resolve, reject };
+    const fl = this.#newInflight(k(row.orgId, row.jobId));
+    const name = row.printer;
+    const run = this.#transmit(row, entry, fl, direct)
+      .then((outcome) => {
+        if (outcome === 'done') this.#backoff.get(name)?.reset();
+      })
+      .catch((err: unknown) => this.#log.error({ event: 'p1_pump_failed', code: errorCode(err) }, `printer queue stopped on an error: ${errorCode(err)}`))
+      .finally(() => {
+        this.#pumps.delete(name);
+        this.#again.delete(name);
+        this.#kick(name); // a retry, or jobs queued meanwhile
+      });
+    this.#pumps.set(name, run);
+    return committed;
   }
 
   #notePrinter(name: string, err: unknown): void {
