@@ -101,6 +101,7 @@ describe('P1 inline job started straight from the command', () => {
 
   it('a spool write that fails leaves no job: the intake gets the error, no row, no file, at most the first byte at the printer', async () => {
     b = await p1Bench();
+    await waitUntil(() => b!.role.printers.get('front')!.supervisor.usable, 30_000, 'printer usable');
     const doc = document(50_000, 14);
     // The spool directory is gone (a broken disk, a careless clean-up): the spool file cannot be created.
     await rm(b.spoolDir, { recursive: true });

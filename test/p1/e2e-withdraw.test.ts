@@ -12,7 +12,7 @@ import { pb } from '../../src/proto/index.js';
 import { p1Bench } from './helpers/harness.js';
 import { verifyErasureReceipt, type SignedErasureReceipt } from '../../src/privacy/receipt.js';
 import { verifyCommandResult } from '../../src/link/commands/result.js';
-import { ResultCode } from '../../src/proto/index.js';
+import { PrintJobState, ResultCode } from '../../src/proto/index.js';
 import { printJobBody } from '../../simulators/cloud/print-jobs.js';
 import { waitUntil } from '../helpers/ports.js';
 import { document, fragmentHits, ORG, ORG_B, p1World, type P1World } from './e2e/world.js';
@@ -112,8 +112,10 @@ describe('P1 org withdrawal over MQTT', () => {
       const r = await b.role.eraseOrg(ORG_B);
       expect(r).toMatchObject({ ok: true, counts: { printJobs: 1, printScanHits: 0 } });
       expect(r.counts.printSamples).toBeGreaterThan(0);
-      // The withdrawal's receipt covers it: no status or job receipt of its own after the intake's answer.
-      expect(b.results).toEqual([]);
+      // The withdrawal's receipt covers it: no end status and no job receipt of its own (at most its intermediate states).
+      const mine = b.results.filter((r) => r.printJobStatus?.jobId === 'sw');
+      expect(mine.filter((r) => r.receipt?.length)).toEqual([]);
+      expect(mine.map((r) => r.printJobStatus?.state).filter((st) => st !== PrintJobState.PRINT_JOB_STATE_READY && st !== PrintJobState.PRINT_JOB_STATE_SENDING)).toEqual([]);
       expect(await b.role.spool.store.get(ORG_B, 'sw')).toBeUndefined();
       expect(await b.spoolFiles()).toEqual([]);
     } finally {

@@ -69,7 +69,7 @@ describe('P1 under SIGKILL', () => {
       // Its answer, unless the agent was killed meanwhile (then it is sent again after the restart).
       const end = performance.now() + 10_000;
       while (performance.now() < end && w.agent.running) {
-        const r = w.sink.rawResults().find((x) => x.result.counter === counter)?.result;
+        const r = w.sink.rawResults().find((x) => x.result.counter === counter && x.result.reason !== 'print_job_status')?.result;
         if (r) return r.reason === 'job_queued' || r.reason === 'job_known';
         await sleep(20);
       }

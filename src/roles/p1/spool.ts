@@ -49,6 +49,13 @@ import { jobReceipt, removeSpoolFile, sampleJob, scanJob } from './shred.js';
 import { END_STATES, protoState, type JobState } from './states.js';
 import { SpoolStore, type JobRow } from './store.js';
 
+/**
+ * A job's intermediate states (fetching, ready, sending, sent) go to the cloud at most once per this
+ * many ms each (the newest state then): a printer retry loop flapping ready ↔ sending must not flood
+ * the result queue. End states and `uncertain` go at once, with their receipt.
+ */
+export const STATUS_MIN_INTERVAL_MS = 1000;
+
 /** First chunk handed to a transport: see the never-print-twice rule above. */
 export const FIRST_CHUNK_BYTES = 1;
 
@@ -153,6 +160,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   /** Orgs being withdrawn: their jobs are not started meanwhile. */
   readonly #erasing = new Set<string>();
   #holdTimer: NodeJS.Timeout | null = null;
+  /** Per job: when its last intermediate status was queued (monotonic), and the timer of the next one. */
+  readonly #announced = new Map<string, { at: number; timer: NodeJS.Timeout | null }>();
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
 
@@ -253,6 +262,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           bytesTotal: doc.length,
         };
         await this.store.insert(row);
+        this.#answered(orgId, jobId);
         this.emit('state', jobId, 'ready');
         this.#kick(cmd.printer);
         return { code: ResultCode.RESULT_CODE_OK, reason: 'job_queued', detail: `${doc.length} bytes spooled, encrypted`, status: status(row) };
@@ -287,6 +297,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           bytesTotal: f.size,
         };
         await this.store.insert(row);
+        this.#answered(orgId, jobId);
         this.emit('state', jobId, 'queued');
         this.#track(this.#fetch(row));
         return { code: ResultCode.RESULT_CODE_OK, reason: 'job_queued', detail: `${f.size} bytes to fetch`, status: status(row) };
@@ -385,6 +396,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.#running = false;
     for (const u of this.#unwatch.splice(0)) u();
     if (this.#holdTimer) clearTimeout(this.#holdTimer);
+    for (const a of this.#announced.values()) if (a.timer) clearTimeout(a.timer);
+    this.#announced.clear();
     for (const fl of this.#inflight.values()) fl.ac.abort();
     await Promise.allSettled([...this.#pumps.values(), ...this.#work]);
     await this.store.close();
@@ -413,6 +426,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async eraseOrg(orgId: string): Promise<ErasureReport> {
     // From here no worker starts one of the org's jobs (#pump skips them); those running are stopped.
     this.#erasing.add(orgId);
+    for (const [key, a] of this.#announced) {
+      if (!key.startsWith(`${orgId}\0`)) continue;
+      if (a.timer) clearTimeout(a.timer);
+      this.#announced.delete(key);
+    }
     try {
       const stopRunning = async () => {
         for (const [key, fl] of this.#inflight) {
@@ -493,8 +511,54 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const next = await this.store.transition(row, to, patch);
     this.#log.info({ event: 'p1_job_state', jobId: row.jobId, from: row.state, to }, `print job ${row.state} → ${to}`);
     this.emit('state', row.jobId, to);
+    this.#announce(next);
     if (to === 'uncertain') await this.#o.publish(row.orgId, row.counter, status(next));
     return next;
+  }
+
+  /**
+   * Tell the cloud a job's new state (PrintJobStatus under the PrintJob's counter: job id, state,
+   * bytes, pages, error code, seq; never content or names). Intermediate states are rate-limited
+   * (STATUS_MIN_INTERVAL_MS, the newest state when the interval is up); the end states and
+   * `uncertain` are published by their own paths (with the receipt) and cancel a pending one.
+   */
+  #announce(row: JobRow): void {
+    const key = k(row.orgId, row.jobId);
+    const a = this.#announced.get(key);
+    if (END_STATES.has(row.state) || row.state === 'uncertain') {
+      if (a?.timer) clearTimeout(a.timer);
+      this.#announced.delete(key);
+      return;
+    }
+    if (!this.#running || this.#erasing.has(row.orgId) || a?.timer) return; // a pending one sends the newest state
+    const wait = a ? a.at + STATUS_MIN_INTERVAL_MS - performance.now() : 0;
+    if (wait <= 0) return this.#publishStatus(key, row);
+    const next = { at: a!.at, timer: null as NodeJS.Timeout | null };
+    next.timer = setTimeout(() => {
+      next.timer = null;
+      this.#track(
+        this.store.get(row.orgId, row.jobId).then((cur) => {
+          if (!cur || END_STATES.has(cur.state) || cur.state === 'uncertain' || !this.#running || this.#erasing.has(cur.orgId)) return;
+          this.#publishStatus(key, cur);
+        }),
+      );
+    }, wait);
+    next.timer.unref?.();
+    this.#announced.set(key, next);
+  }
+
+  /**
+   * The intake's answer (job_queued, with the job's first state) counts as the job's first status: the
+   * next intermediate one waits STATUS_MIN_INTERVAL_MS, so it follows the answer (which the intake
+   * queues once this handler returned and its journal entry is written) instead of overtaking it.
+   */
+  #answered(orgId: string, jobId: string): void {
+    this.#announced.set(k(orgId, jobId), { at: performance.now(), timer: null });
+  }
+
+  #publishStatus(key: string, row: JobRow): void {
+    this.#announced.set(key, { at: performance.now(), timer: null });
+    this.#track(this.#o.publish(row.orgId, row.counter, status(row)));
   }
 
   async #writeFile(file: string, key: Buffer, jobId: string, fill: (w: ChunkWriter) => Promise<void>): Promise<number> {
@@ -691,6 +755,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       const r: JobRow = { ...row, accepted, printerRef: ref ?? null };
       await this.store.insert(r);
       row = r;
+      this.#answered(r.orgId, r.jobId); // the intake's answer says sending
       this.#log.info({ event: 'p1_job_state', jobId: r.jobId, from: 'queued', to: 'sending' }, 'print job queued → sending (started from the command)');
       this.emit('state', r.jobId, 'sending');
       return r;
