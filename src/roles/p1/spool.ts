@@ -381,7 +381,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       entry.supervisor.on('status', on);
       this.#unwatch.push(() => entry.supervisor.off('status', on));
     }
-    const rows = await this.store.all();
+    const rows = await this.#dropWithdrawn(await this.store.all());
     for (const row of rows) {
       try {
         await this.#resume(row);
@@ -451,9 +451,12 @@ export class Spool extends EventEmitter<SpoolEvents> {
       for (const row of rows) samples.push(...(await sampleJob(join(this.#o.spoolDir, row.file), row.wrappedKey)));
       // Keys first, in one statement, whatever state a worker left a job in (a per-row state
       // transition here raced with the printer queue); then the files, then the rows.
+      this.#log.info({ event: 'p1_withdraw_step', step: 'sampled', jobs: rows.length }, 'withdrawal: print jobs sampled');
       await this.store.db.run('UPDATE p1_jobs SET wrapped_key = NULL WHERE org_id = ?', [orgId]);
+      this.#log.info({ event: 'p1_withdraw_step', step: 'keys' }, 'withdrawal: print job keys destroyed');
       await stopRunning(); // one picked up just before the mark: it fails on its missing key, stopped here
       for (const row of rows) await removeSpoolFile(this.#o.spoolDir, row.file);
+      this.#log.info({ event: 'p1_withdraw_step', step: 'files' }, 'withdrawal: spool files removed');
       await this.store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
       await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
       await this.#checkpoint();
@@ -469,6 +472,37 @@ export class Spool extends EventEmitter<SpoolEvents> {
   }
 
   // ------------------------------------------------------------------ internals
+
+  /**
+   * Jobs of an org withdrawn while the agent went down: a withdrawal cut short inside eraseOrg (keys
+   * already NULL), or one the purge pipeline resumed at start-up before this role was attached (the
+   * org key is gone: NO_ORG_KEY). Shredded here (file, then row), with no status: the org is gone and
+   * the withdrawal's receipt speaks for it. Returns the rows left to resume.
+   */
+  async #dropWithdrawn(rows: JobRow[]): Promise<JobRow[]> {
+    const keep: JobRow[] = [];
+    const gone: JobRow[] = [];
+    for (const row of rows) {
+      if (END_STATES.has(row.state)) keep.push(row);
+      else if (!row.wrappedKey) gone.push(row);
+      else {
+        const key = await this.#o.keys.unwrapJobKey(row.orgId, row.jobId, row.keyVersion, row.wrappedKey).catch((err: unknown) => (isTallyboxError(err, 'NO_ORG_KEY') ? null : undefined));
+        if (key === null) gone.push(row);
+        else {
+          key?.fill(0);
+          keep.push(row); // readable, or unreadable for another reason: resumed (and failed there, with its reason)
+        }
+      }
+    }
+    if (!gone.length) return keep;
+    await this.store.db.run(`UPDATE p1_jobs SET wrapped_key = NULL WHERE ${gone.map(() => '(org_id = ? AND job_id = ?)').join(' OR ')}`, gone.flatMap((r) => [r.orgId, r.jobId]));
+    for (const row of gone) await removeSpoolFile(this.#o.spoolDir, row.file);
+    for (const row of gone) await this.store.delete(row.orgId, row.jobId);
+    for (const orgId of new Set(gone.map((r) => r.orgId))) await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
+    await this.#checkpoint();
+    this.#log.warn({ event: 'p1_withdrawn_jobs_shredded', jobs: gone.length }, `${gone.length} print job(s) of a withdrawn organisation shredded at start (the withdrawal was cut short)`);
+    return keep;
+  }
 
   async #resume(row: JobRow): Promise<void> {
     if (END_STATES.has(row.state)) {
