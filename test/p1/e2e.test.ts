@@ -187,8 +187,15 @@ describe('P1 end to end: tallybox run + tallybox-sim printer over MQTT', () => {
     const served = w.docs.add('paper', doc);
     expect((await command(ORG, printJobBody({ jobId: 'e2e-paper', printer: 'front', fetch: served }))).reason).toBe('job_queued');
     await w.waitJob('e2e-paper', 'uncertain', LONG);
-    await waitUntil(() => printerSummary(w.state())?.reasons?.includes('media-empty') === true && printerSummary(w.state())?.jobsUncertain === 1, LONG, 'media-empty in DeviceState');
-    expect(printerSummary(w.state())?.state).toBe('stopped');
+    // One DeviceState showing all three (two reads of the newest state could straddle a newer one).
+    await waitUntil(
+      () => {
+        const p = printerSummary(w.state());
+        return p?.reasons?.includes('media-empty') === true && p.jobsUncertain === 1 && p.state === 'stopped';
+      },
+      LONG,
+      'stopped, media-empty, one job uncertain in DeviceState',
+    );
     expect(await w.jobRow('e2e-paper')).toEqual({ state: 'uncertain', hasKey: true });
     expect(w.printer.printed('e2e-paper').filter((p) => p.equals(doc))).toEqual([]);
     await w.printer.clear();
