@@ -271,12 +271,17 @@ export async function run() {
       await sink.sendCommand(signer, ORG, DEVICE, printJobBody({ jobId, ...spec }));
       const counter = signer.lastCounter;
       // The command's own answer: anything but "queued" ends the job here (the agent says why).
-      void sink.waitForResult(counter, 900_000).then(
-        ({ result }) => {
-          if (result.code !== ResultCode.RESULT_CODE_OK || result.reason !== 'job_queued') endWaiters.get(jobId)?.(`refused:${result.reason}`);
-        },
-        () => undefined, // the end waiter's own timeout reports it
-      );
+      // (The job's later statuses share the counter: the answer is the one that is not a print_job_status.)
+      void (async () => {
+        for (let i = 0; i < 45_000; i++) {
+          const hit = sink.rawResults().find((x) => x.result.counter === counter && x.result.reason !== 'print_job_status');
+          if (hit) {
+            if (hit.result.code !== ResultCode.RESULT_CODE_OK || hit.result.reason !== 'job_queued') endWaiters.get(jobId)?.(`refused:${hit.result.reason}`);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
       return { jobId, t0, ended };
     };
     const mustConfirm = async (job) => {

@@ -5,14 +5,14 @@
  * identity key and reports the spool's own scan; a byte scan of the spool directory and every
  * database file finds no fragment of its documents; another org's job is untouched and still prints.
  */
-import { copyFile, readdir } from 'node:fs/promises';
+import { copyFile, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pb } from '../../src/proto/index.js';
 import { p1Bench } from './helpers/harness.js';
 import { verifyErasureReceipt, type SignedErasureReceipt } from '../../src/privacy/receipt.js';
 import { verifyCommandResult } from '../../src/link/commands/result.js';
-import { ResultCode } from '../../src/proto/index.js';
+import { PrintJobState, ResultCode } from '../../src/proto/index.js';
 import { printJobBody } from '../../simulators/cloud/print-jobs.js';
 import { waitUntil } from '../helpers/ports.js';
 import { document, fragmentHits, ORG, ORG_B, p1World, type P1World } from './e2e/world.js';
@@ -73,12 +73,24 @@ describe('P1 org withdrawal over MQTT', () => {
   it("the spool's withdrawal scan fails when a fragment survives (a stray copy of a spool file): the participant is not ok", async () => {
     const b = await p1Bench();
     try {
-      await b.printer.stop(); // held: the job stays spooled
-      const job = pb.PrintJob.fromObject(printJobBody({ jobId: 'stray', printer: 'front', inline: document(9000) }).printJob as Record<string, unknown>);
+      // Held by a print-after time an hour away: the printer queue never starts it, so at the
+      // withdrawal it is still spooled. (A printer merely offline let the queue retry it: an attempt
+      // in flight when the withdrawal came was ended by its runner, out of the withdrawal's sight.)
+      const doc = document(9000);
+      const job = pb.PrintJob.fromObject(printJobBody({ jobId: 'stray', printer: 'front', inline: doc, printAfterMs: Date.now() + 3_600_000 }).printJob as Record<string, unknown>);
       await b.role.printJob(ORG_B, job, { counter: 1, nonce: Buffer.alloc(16), issuedAtMs: Date.now(), expiresAtMs: Date.now() + 60_000, keyId: 'cloud-1' });
       const [file] = await readdir(b.spoolDir);
       await copyFile(join(b.spoolDir, file!), join(b.spoolDir, 'stray-copy'));
+      // At the moment the withdrawal starts the job is spooled: its row (ready, keyed) names the file, which holds ciphertext.
+      const row = await b.role.spool.store.get(ORG_B, 'stray');
+      expect(row).toMatchObject({ state: 'ready', file });
+      expect(row!.wrappedKey?.length).toBeGreaterThan(0);
+      const spooled = await readFile(join(b.spoolDir, file!));
+      expect(spooled.length).toBeGreaterThan(doc.length);
+      expect(spooled.includes(doc.subarray(100, 132))).toBe(false);
+      expect(b.printer.jobs).toEqual([]);
       const r = await b.role.eraseOrg(ORG_B);
+      expect(r.counts.printJobs).toBe(1);
       expect(r.ok).toBe(false);
       expect(r.counts.printScanHits).toBeGreaterThan(0);
       expect(r.detail).toMatch(/fragments/);
@@ -86,4 +98,29 @@ describe('P1 org withdrawal over MQTT', () => {
       await b.cleanup();
     }
   }, 60_000);
+
+  it("a job being sent when its org withdraws is stopped and shredded by the withdrawal (sampled, counted), not ended on its own", async () => {
+    const b = await p1Bench();
+    try {
+      b.printer.faults.slowBps = 20_000; // 200 kB: ten seconds at the printer
+      const doc = document(200_000);
+      const sending = new Promise<void>((res) => b.role.spool.on('state', (id, st) => id === 'sw' && st === 'sending' && res()));
+      const job = pb.PrintJob.fromObject(printJobBody({ jobId: 'sw', printer: 'front', inline: doc }).printJob as Record<string, unknown>);
+      expect((await b.role.printJob(ORG_B, job, { counter: 7, nonce: Buffer.alloc(16), issuedAtMs: Date.now(), expiresAtMs: Date.now() + 60_000, keyId: 'cloud-1' })).reason).toBe('job_queued');
+      await sending;
+      await waitUntil(() => (b.printer.jobs[0]?.bytes ?? 0) > 0, 60_000, 'printer receiving');
+      const r = await b.role.eraseOrg(ORG_B);
+      expect(r).toMatchObject({ ok: true, counts: { printJobs: 1, printScanHits: 0 } });
+      expect(r.counts.printSamples).toBeGreaterThan(0);
+      // The withdrawal's receipt covers it: no end status and no job receipt of its own (at most its intermediate states).
+      const mine = b.results.filter((r) => r.printJobStatus?.jobId === 'sw');
+      expect(mine.filter((r) => r.receipt?.length)).toEqual([]);
+      expect(mine.map((r) => r.printJobStatus?.state).filter((st) => st !== PrintJobState.PRINT_JOB_STATE_READY && st !== PrintJobState.PRINT_JOB_STATE_SENDING)).toEqual([]);
+      expect(await b.role.spool.store.get(ORG_B, 'sw')).toBeUndefined();
+      expect(await b.spoolFiles()).toEqual([]);
+    } finally {
+      await b.cleanup();
+    }
+  }, 90_000);
 });
+

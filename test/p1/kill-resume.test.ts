@@ -26,9 +26,14 @@ afterEach(async () => {
 describe('P1 resume checks', () => {
   it('a spool file gone from disk fails its job as P1_SPOOL_CORRUPT; the printer is not faulted and prints the next job', async () => {
     b = await p1Bench();
-    await b.role.printJob(ORG, job({ jobId: 'gone', printer: 'front', inline: document(5000, 3), printAfterMs: Date.now() + 1500 }), ctx());
+    // Held until the file is gone, however slow the machine: a print-after time (already passed) is
+    // never compared with an unsynchronised clock; the hold is re-checked once the clock is synced.
+    b.clock.synced = false;
+    await b.role.printJob(ORG, job({ jobId: 'gone', printer: 'front', inline: document(5000, 3), printAfterMs: Date.now() }), ctx());
     const [file] = await readdir(b.spoolDir);
     await unlink(join(b.spoolDir, file!));
+    expect(await b.role.spool.store.get(ORG, 'gone')).toMatchObject({ state: 'ready', file });
+    b.clock.synced = true;
     await b.waitState('gone', 'failed');
     expect(b.book.jobs.get('gone')).toMatchObject({ stateName: 'failed', errorCode: 'P1_SPOOL_CORRUPT' });
     expect(b.role.printers.get('front')!.supervisor.usable).toBe(true);

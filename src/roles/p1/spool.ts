@@ -49,6 +49,13 @@ import { jobReceipt, removeSpoolFile, sampleJob, scanJob } from './shred.js';
 import { END_STATES, protoState, type JobState } from './states.js';
 import { SpoolStore, type JobRow } from './store.js';
 
+/**
+ * A job's intermediate states (fetching, ready, sending, sent) go to the cloud at most once per this
+ * many ms each (the newest state then): a printer retry loop flapping ready ↔ sending must not flood
+ * the result queue. End states and `uncertain` go at once, with their receipt.
+ */
+export const STATUS_MIN_INTERVAL_MS = 1000;
+
 /** First chunk handed to a transport: see the never-print-twice rule above. */
 export const FIRST_CHUNK_BYTES = 1;
 
@@ -111,14 +118,37 @@ export interface SpoolAnswer {
 }
 
 const k = (orgId: string, jobId: string) => `${orgId}\0${jobId}`;
+
+/** The fast start of an inline job (#startDirect → #transmit). */
+interface DirectStart {
+  /** The document's first FIRST_CHUNK_BYTES, from the command (a copy). */
+  first: Uint8Array;
+  /** The spool file is written, fsynced, its directory fsynced. */
+  written: Promise<void>;
+  /** The job's data key (a copy; zeroed when the attempt ends). */
+  key: Buffer;
+  /** The row is committed (the intake's answer waits for this), or the job never came to exist. */
+  resolve(row: JobRow): void;
+  reject(err: unknown): void;
+}
+
+interface Inflight {
+  ac: AbortController;
+  cancel: boolean;
+  withdrawn: boolean;
+  done: Promise<void>;
+}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
 
 export class Spool extends EventEmitter<SpoolEvents> {
   readonly store: SpoolStore;
   readonly #o: SpoolOptions;
   readonly #log: Logger;
-  /** In-flight fetch or send per job: abort to cancel; the runner itself ends the job. */
-  readonly #inflight = new Map<string, { ac: AbortController; cancel: boolean; done: Promise<void> }>();
+  /**
+   * In-flight fetch or send per job: abort to cancel; the runner itself ends the job, except when
+   * `withdrawn` (an org withdrawal stopped it): then the withdrawal shreds it, under its own receipt.
+   */
+  readonly #inflight = new Map<string, Inflight>();
   /** Jobs a CancelJob is working on: not started by a worker meanwhile. */
   readonly #cancelling = new Set<string>();
   readonly #pumps = new Map<string, Promise<void>>();
@@ -130,6 +160,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   /** Orgs being withdrawn: their jobs are not started meanwhile. */
   readonly #erasing = new Set<string>();
   #holdTimer: NodeJS.Timeout | null = null;
+  /** Per job: when its last intermediate status was queued (monotonic), and the timer of the next one. */
+  readonly #announced = new Map<string, { at: number; timer: NodeJS.Timeout | null }>();
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
 
@@ -206,6 +238,16 @@ export class Spool extends EventEmitter<SpoolEvents> {
       const key = randomBytes(32);
       try {
         const { wrapped, keyVersion } = await this.#o.keys.wrapJobKey(orgId, jobId, key);
+        const entry = this.#o.printers.get(cmd.printer)!;
+        if (printAfterMs === null && doc.length > 0 && this.#canStartDirect(cmd.printer, orgId, jobId, entry)) {
+          const row = await this.#startDirect(
+            { ...base, state: 'sending', attempts: 1, fetchUrl: null, fetchSha256: null, fetchSize: null, wrappedKey: wrapped, keyVersion, file, bytesTotal: doc.length },
+            entry,
+            doc,
+            key,
+          );
+          return { code: ResultCode.RESULT_CODE_OK, reason: 'job_queued', detail: `${doc.length} bytes spooled, encrypted; sending`, status: status(row) };
+        }
         // The file first, then the row: a crash in between leaves an orphan file (its key never stored) that start() deletes.
         await this.#writeFile(file, key, jobId, async (w) => w.write(doc));
         const row: JobRow = {
@@ -220,6 +262,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           bytesTotal: doc.length,
         };
         await this.store.insert(row);
+        this.#answered(orgId, jobId);
         this.emit('state', jobId, 'ready');
         this.#kick(cmd.printer);
         return { code: ResultCode.RESULT_CODE_OK, reason: 'job_queued', detail: `${doc.length} bytes spooled, encrypted`, status: status(row) };
@@ -254,6 +297,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           bytesTotal: f.size,
         };
         await this.store.insert(row);
+        this.#answered(orgId, jobId);
         this.emit('state', jobId, 'queued');
         this.#track(this.#fetch(row));
         return { code: ResultCode.RESULT_CODE_OK, reason: 'job_queued', detail: `${f.size} bytes to fetch`, status: status(row) };
@@ -337,7 +381,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
       entry.supervisor.on('status', on);
       this.#unwatch.push(() => entry.supervisor.off('status', on));
     }
-    const rows = await this.store.all();
+    const rows = await this.#dropWithdrawn(await this.store.all());
     for (const row of rows) {
       try {
         await this.#resume(row);
@@ -352,6 +396,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
     this.#running = false;
     for (const u of this.#unwatch.splice(0)) u();
     if (this.#holdTimer) clearTimeout(this.#holdTimer);
+    for (const a of this.#announced.values()) if (a.timer) clearTimeout(a.timer);
+    this.#announced.clear();
     for (const fl of this.#inflight.values()) fl.ac.abort();
     await Promise.allSettled([...this.#pumps.values(), ...this.#work]);
     await this.store.close();
@@ -380,10 +426,18 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async eraseOrg(orgId: string): Promise<ErasureReport> {
     // From here no worker starts one of the org's jobs (#pump skips them); those running are stopped.
     this.#erasing.add(orgId);
+    for (const [key, a] of this.#announced) {
+      if (!key.startsWith(`${orgId}\0`)) continue;
+      if (a.timer) clearTimeout(a.timer);
+      this.#announced.delete(key);
+    }
     try {
       const stopRunning = async () => {
         for (const [key, fl] of this.#inflight) {
           if (!key.startsWith(`${orgId}\0`)) continue;
+          // Stopped, not ended by its runner: it stays in the rows read below, so its fragments are
+          // sampled and its shred is this withdrawal's (ended on its own it left the withdrawal's scan blind to it).
+          fl.withdrawn = true;
           fl.cancel = true;
           fl.ac.abort();
           await fl.done;
@@ -397,9 +451,12 @@ export class Spool extends EventEmitter<SpoolEvents> {
       for (const row of rows) samples.push(...(await sampleJob(join(this.#o.spoolDir, row.file), row.wrappedKey)));
       // Keys first, in one statement, whatever state a worker left a job in (a per-row state
       // transition here raced with the printer queue); then the files, then the rows.
+      this.#log.info({ event: 'p1_withdraw_step', step: 'sampled', jobs: rows.length }, 'withdrawal: print jobs sampled');
       await this.store.db.run('UPDATE p1_jobs SET wrapped_key = NULL WHERE org_id = ?', [orgId]);
+      this.#log.info({ event: 'p1_withdraw_step', step: 'keys' }, 'withdrawal: print job keys destroyed');
       await stopRunning(); // one picked up just before the mark: it fails on its missing key, stopped here
       for (const row of rows) await removeSpoolFile(this.#o.spoolDir, row.file);
+      this.#log.info({ event: 'p1_withdraw_step', step: 'files' }, 'withdrawal: spool files removed');
       await this.store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
       await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
       await this.#checkpoint();
@@ -415,6 +472,37 @@ export class Spool extends EventEmitter<SpoolEvents> {
   }
 
   // ------------------------------------------------------------------ internals
+
+  /**
+   * Jobs of an org withdrawn while the agent went down: a withdrawal cut short inside eraseOrg (keys
+   * already NULL), or one the purge pipeline resumed at start-up before this role was attached (the
+   * org key is gone: NO_ORG_KEY). Shredded here (file, then row), with no status: the org is gone and
+   * the withdrawal's receipt speaks for it. Returns the rows left to resume.
+   */
+  async #dropWithdrawn(rows: JobRow[]): Promise<JobRow[]> {
+    const keep: JobRow[] = [];
+    const gone: JobRow[] = [];
+    for (const row of rows) {
+      if (END_STATES.has(row.state)) keep.push(row);
+      else if (!row.wrappedKey) gone.push(row);
+      else {
+        const key = await this.#o.keys.unwrapJobKey(row.orgId, row.jobId, row.keyVersion, row.wrappedKey).catch((err: unknown) => (isTallyboxError(err, 'NO_ORG_KEY') ? null : undefined));
+        if (key === null) gone.push(row);
+        else {
+          key?.fill(0);
+          keep.push(row); // readable, or unreadable for another reason: resumed (and failed there, with its reason)
+        }
+      }
+    }
+    if (!gone.length) return keep;
+    await this.store.db.run(`UPDATE p1_jobs SET wrapped_key = NULL WHERE ${gone.map(() => '(org_id = ? AND job_id = ?)').join(' OR ')}`, gone.flatMap((r) => [r.orgId, r.jobId]));
+    for (const row of gone) await removeSpoolFile(this.#o.spoolDir, row.file);
+    for (const row of gone) await this.store.delete(row.orgId, row.jobId);
+    for (const orgId of new Set(gone.map((r) => r.orgId))) await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
+    await this.#checkpoint();
+    this.#log.warn({ event: 'p1_withdrawn_jobs_shredded', jobs: gone.length }, `${gone.length} print job(s) of a withdrawn organisation shredded at start (the withdrawal was cut short)`);
+    return keep;
+  }
 
   async #resume(row: JobRow): Promise<void> {
     if (END_STATES.has(row.state)) {
@@ -457,8 +545,54 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const next = await this.store.transition(row, to, patch);
     this.#log.info({ event: 'p1_job_state', jobId: row.jobId, from: row.state, to }, `print job ${row.state} → ${to}`);
     this.emit('state', row.jobId, to);
+    this.#announce(next);
     if (to === 'uncertain') await this.#o.publish(row.orgId, row.counter, status(next));
     return next;
+  }
+
+  /**
+   * Tell the cloud a job's new state (PrintJobStatus under the PrintJob's counter: job id, state,
+   * bytes, pages, error code, seq; never content or names). Intermediate states are rate-limited
+   * (STATUS_MIN_INTERVAL_MS, the newest state when the interval is up); the end states and
+   * `uncertain` are published by their own paths (with the receipt) and cancel a pending one.
+   */
+  #announce(row: JobRow): void {
+    const key = k(row.orgId, row.jobId);
+    const a = this.#announced.get(key);
+    if (END_STATES.has(row.state) || row.state === 'uncertain') {
+      if (a?.timer) clearTimeout(a.timer);
+      this.#announced.delete(key);
+      return;
+    }
+    if (!this.#running || this.#erasing.has(row.orgId) || a?.timer) return; // a pending one sends the newest state
+    const wait = a ? a.at + STATUS_MIN_INTERVAL_MS - performance.now() : 0;
+    if (wait <= 0) return this.#publishStatus(key, row);
+    const next = { at: a!.at, timer: null as NodeJS.Timeout | null };
+    next.timer = setTimeout(() => {
+      next.timer = null;
+      this.#track(
+        this.store.get(row.orgId, row.jobId).then((cur) => {
+          if (!cur || END_STATES.has(cur.state) || cur.state === 'uncertain' || !this.#running || this.#erasing.has(cur.orgId)) return;
+          this.#publishStatus(key, cur);
+        }),
+      );
+    }, wait);
+    next.timer.unref?.();
+    this.#announced.set(key, next);
+  }
+
+  /**
+   * The intake's answer (job_queued, with the job's first state) counts as the job's first status: the
+   * next intermediate one waits STATUS_MIN_INTERVAL_MS, so it follows the answer (which the intake
+   * queues once this handler returned and its journal entry is written) instead of overtaking it.
+   */
+  #answered(orgId: string, jobId: string): void {
+    this.#announced.set(k(orgId, jobId), { at: performance.now(), timer: null });
+  }
+
+  #publishStatus(key: string, row: JobRow): void {
+    this.#announced.set(key, { at: performance.now(), timer: null });
+    this.#track(this.#o.publish(row.orgId, row.counter, status(row)));
   }
 
   async #writeFile(file: string, key: Buffer, jobId: string, fill: (w: ChunkWriter) => Promise<void>): Promise<number> {
@@ -487,7 +621,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
     if (this.#inflight.has(key)) return;
     const ac = new AbortController();
     let resolveDone!: () => void;
-    const fl = { ac, cancel: false, done: new Promise<void>((r) => (resolveDone = r)) };
+    const fl: Inflight = { ac, cancel: false, withdrawn: false, done: new Promise<void>((r) => (resolveDone = r)) };
     this.#inflight.set(key, fl);
     try {
       const c = this.#o.config.fetch;
@@ -506,6 +640,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           return;
         } catch (err) {
           const code = errorCode(err);
+          if (fl.withdrawn) return; // the withdrawal shreds it
           if (fl.cancel) {
             await this.#end(row, 'cancelled', { errorCode: 'CANCELLED' });
             return;
@@ -602,45 +737,93 @@ export class Spool extends EventEmitter<SpoolEvents> {
   async #send(row0: JobRow, entry: SpoolPrinter): Promise<'done' | 'retry'> {
     // In flight before the state says sending: a CancelJob from here on aborts this attempt.
     const key = k(row0.orgId, row0.jobId);
-    const ac = new AbortController();
-    let resolveDone!: () => void;
-    const fl = { ac, cancel: this.#cancelling.has(key), done: new Promise<void>((r) => (resolveDone = r)) };
-    this.#inflight.set(key, fl);
+    const fl = this.#newInflight(key);
     let row: JobRow;
     try {
       row = await this.#move(row0, 'sending', { accepted: false, printerRef: null, bytesSent: 0, attempts: row0.attempts + 1 });
     } catch (err) {
-      this.#inflight.delete(key);
-      resolveDone();
+      this.#endInflight(key, fl);
       if (isTallyboxError(err, 'P1_STATE_RACE')) return 'done'; // cancelled meanwhile
       throw err;
     }
     if (fl.cancel) {
-      this.#inflight.delete(key);
-      resolveDone();
-      await this.#end(row, 'cancelled', { errorCode: 'CANCELLED' });
+      this.#endInflight(key, fl);
+      if (!fl.withdrawn) await this.#end(row, 'cancelled', { errorCode: 'CANCELLED' });
       return 'done';
     }
+    return this.#transmit(row, entry, fl);
+  }
+
+  #newInflight(key: string): Inflight & { resolve: () => void } {
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const fl = { ac: new AbortController(), cancel: this.#cancelling.has(key), withdrawn: false, done, resolve };
+    this.#inflight.set(key, fl);
+    return fl;
+  }
+
+  #endInflight(key: string, fl: Inflight & { resolve: () => void }): void {
+    if (this.#inflight.get(key) === fl) this.#inflight.delete(key);
+    fl.resolve();
+  }
+
+  /**
+   * Send one attempt of a job in `sending`. `direct` (the fast start of an inline job, see
+   * #startDirect): the row is not written yet; the first FIRST_CHUNK_BYTES of the document go from
+   * the command's own bytes while the spool file is written and fsynced, then the row is inserted
+   * (`sending`, with the acceptance if the printer gave it meanwhile) in one commit; nothing more
+   * leaves before that commit, so the never-print-twice rule holds as on the spooled path.
+   */
+  async #transmit(row0: JobRow, entry: SpoolPrinter, fl: Inflight & { resolve: () => void }, direct?: DirectStart): Promise<'done' | 'retry'> {
+    let row = row0;
+    const key = k(row.orgId, row.jobId);
     let jobKey: Buffer | undefined;
     let accepted = false;
     let ref: string | undefined;
     let acceptWrite: Promise<void> | undefined;
     let sent = 0;
+    // Direct start: the row's one commit (after the spool file is durable), carrying the acceptance if it came first.
+    let insertStarted = false;
+    const inserted: Promise<JobRow> | undefined = direct?.written.then(async () => {
+      insertStarted = true;
+      const r: JobRow = { ...row, accepted, printerRef: ref ?? null };
+      await this.store.insert(r);
+      row = r;
+      this.#answered(r.orgId, r.jobId); // the intake's answer says sending
+      this.#log.info({ event: 'p1_job_state', jobId: r.jobId, from: 'queued', to: 'sending' }, 'print job queued → sending (started from the command)');
+      this.emit('state', r.jobId, 'sending');
+      return r;
+    });
+    inserted?.then(direct!.resolve, direct!.reject);
     try {
-      jobKey = await this.#o.keys.unwrapJobKey(row.orgId, row.jobId, row.keyVersion, row.wrappedKey ?? Buffer.alloc(0));
-      const k2 = jobKey;
-      const path = join(this.#o.spoolDir, row.file);
       const jobId = row.jobId;
-      // The document must be there before the printer is asked: a transport that accepts before it
-      // reads (IPP Create-Job, PJL JOB START) would otherwise turn a lost spool file into `uncertain`.
-      await stat(path).catch((err: NodeJS.ErrnoException) => {
-        throw new TallyboxError('P1_SPOOL_CORRUPT', `P1_SPOOL_CORRUPT: spool file of job ${jobId} is missing (${err.code ?? 'error'})`);
-      });
+      const path = join(this.#o.spoolDir, row.file);
+      if (direct) jobKey = direct.key;
+      else {
+        jobKey = await this.#o.keys.unwrapJobKey(row.orgId, row.jobId, row.keyVersion, row.wrappedKey ?? Buffer.alloc(0));
+        // The document must be there before the printer is asked: a transport that accepts before it
+        // reads (IPP Create-Job, PJL JOB START) would otherwise turn a lost spool file into `uncertain`.
+        await stat(path).catch((err: NodeJS.ErrnoException) => {
+          throw new TallyboxError('P1_SPOOL_CORRUPT', `P1_SPOOL_CORRUPT: spool file of job ${jobId} is missing (${err.code ?? 'error'})`);
+        });
+      }
+      const k2 = jobKey;
       async function* document(): AsyncGenerator<Uint8Array> {
-        let first = true;
+        // Direct: the first bytes from the command, the rest from the spool once the row is committed.
+        let skip = 0;
+        if (direct && inserted) {
+          skip = direct.first.length;
+          yield direct.first;
+          await inserted;
+        }
+        let first = !direct;
         for await (const chunk of readChunks(path, k2, jobId)) {
           let rest: Uint8Array = chunk;
-          if (first && chunk.length > FIRST_CHUNK_BYTES) {
+          if (skip > 0) {
+            const n = Math.min(skip, rest.length);
+            rest = rest.subarray(n);
+            skip -= n;
+          } else if (first && chunk.length > FIRST_CHUNK_BYTES) {
             first = false;
             yield chunk.subarray(0, FIRST_CHUNK_BYTES);
             rest = chunk.subarray(FIRST_CHUNK_BYTES);
@@ -648,7 +831,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
           first = false;
           // Nothing more leaves until the printer's acceptance is on disk (the rule at the top).
           if (acceptWrite) await acceptWrite;
-          yield rest;
+          if (rest.length) yield rest;
         }
         if (acceptWrite) await acceptWrite;
       }
@@ -657,19 +840,21 @@ export class Spool extends EventEmitter<SpoolEvents> {
         format: row.format,
         copies: row.copies,
         document: document(),
-        signal: ac.signal,
+        signal: fl.ac.signal,
         onAccepted: (r) => {
           if (accepted) return;
           accepted = true;
           ref = r;
-          acceptWrite = this.store.update(row, { accepted: true, printerRef: r ?? null }).then((n) => {
-            row = n;
+          if (inserted && !insertStarted) return; // the row's insert carries it
+          acceptWrite = (inserted ?? Promise.resolve(row)).then(async (cur) => {
+            row = await this.store.update(cur, { accepted: true, printerRef: r ?? null });
           });
         },
         onProgress: (n) => {
           sent = n;
         },
       });
+      if (inserted) await inserted;
       await acceptWrite;
       entry.supervisor.alive();
       row = await this.#move(row, 'sent', { accepted: true, bytesSent: res.bytesSent, printerRef: res.ref ?? ref ?? null, ...(res.pages !== undefined ? { pages: res.pages } : {}) });
@@ -677,9 +862,17 @@ export class Spool extends EventEmitter<SpoolEvents> {
       return 'done';
     } catch (err) {
       await acceptWrite?.catch(() => undefined); // its failure is this attempt's failure too
+      // Direct: a job whose row never got written does not exist (its intake answer says why); the
+      // printer got at most its first bytes.
+      if (inserted && !(await inserted.then(
+        () => true,
+        () => false,
+      )))
+        return 'done';
       const code = errorCode(err);
       if (fl.cancel) {
         if (accepted && ref && entry.printer.cancel) await entry.printer.cancel(ref).catch(() => undefined); // best effort: reported in the log below
+        if (fl.withdrawn) return 'done'; // the withdrawal shreds it (its row, file and key are still there for its samples)
         const cur = (await this.store.get(row.orgId, row.jobId)) ?? row;
         await this.#end(cur, 'cancelled', { errorCode: 'CANCELLED', bytesSent: sent });
         return 'done';
@@ -716,9 +909,47 @@ export class Spool extends EventEmitter<SpoolEvents> {
       return 'done';
     } finally {
       jobKey?.fill(0);
-      this.#inflight.delete(key);
-      resolveDone();
+      this.#endInflight(key, fl);
     }
+  }
+
+  /** An idle, usable printer with nothing queued before this job: it may start straight from the command. */
+  #canStartDirect(printer: string, orgId: string, jobId: string, entry: SpoolPrinter): boolean {
+    return this.#running && entry.supervisor.usable && !this.#pumps.has(printer) && !this.#erasing.has(orgId) && !this.#cancelling.has(k(orgId, jobId));
+  }
+
+  /**
+   * First byte without waiting for the spool: the spool file is written (encrypted, fsynced) while the
+   * printer connection opens and takes the document's first FIRST_CHUNK_BYTES from the command's
+   * bytes; then the row is inserted in `sending` (with the acceptance) in one commit, and the rest
+   * follows from the spool. The attempt runs as the printer's queue (no other job starts meanwhile).
+   * Resolves with the committed row (the intake answers then). A crash before that commit leaves no
+   * row (the orphan file is swept, the command is answered `interrupted`) and at most the first
+   * FIRST_CHUNK_BYTES at the printer: the never-print-twice rule's one re-send, as on the spooled path.
+   */
+  #startDirect(row: JobRow, entry: SpoolPrinter, doc: Uint8Array, key: Buffer): Promise<JobRow> {
+    let resolve!: (r: JobRow) => void;
+    let reject!: (e: unknown) => void;
+    const committed = new Promise<JobRow>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const written = this.#writeFile(row.file, key, row.jobId, async (w) => w.write(doc)).then(() => undefined);
+    const direct: DirectStart = { first: Buffer.from(doc.subarray(0, FIRST_CHUNK_BYTES)), written, key: Buffer.from(key), resolve, reject };
+    const fl = this.#newInflight(k(row.orgId, row.jobId));
+    const name = row.printer;
+    const run = this.#transmit(row, entry, fl, direct)
+      .then((outcome) => {
+        if (outcome === 'done') this.#backoff.get(name)?.reset();
+      })
+      .catch((err: unknown) => this.#log.error({ event: 'p1_pump_failed', code: errorCode(err) }, `printer queue stopped on an error: ${errorCode(err)}`))
+      .finally(() => {
+        this.#pumps.delete(name);
+        this.#again.delete(name);
+        this.#kick(name); // a retry, or jobs queued meanwhile
+      });
+    this.#pumps.set(name, run);
+    return committed;
   }
 
   #notePrinter(name: string, err: unknown): void {

@@ -130,8 +130,14 @@ export class SpoolStore {
     return new SpoolStore(db);
   }
 
+  /**
+   * The database files the erasure scan reads. Not the -shm: it is the WAL index (page numbers,
+   * salts; no page content), and opening and closing it here drops this process's POSIX locks on
+   * it, after which another process's connection (doctor, a read-only reader) may take it for
+   * unused and truncate it under our mapping (SIGBUS).
+   */
   files(): string[] {
-    return sqliteFiles(this.db.path);
+    return sqliteFiles(this.db.path).filter((f) => !f.endsWith('-shm'));
   }
 
   async insert(row: JobRow): Promise<void> {

@@ -294,7 +294,14 @@ export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
       },
       result: async (counter, timeoutMs = 60_000) => {
         try {
-          return (await sink.waitForResult(counter, timeoutMs)).result;
+          // The command's own answer: a job's later statuses (print_job_status) share its counter.
+          const end = performance.now() + timeoutMs;
+          for (;;) {
+            const hit = sink.rawResults().find((x) => x.result.counter === counter && x.result.reason !== 'print_job_status');
+            if (hit) return hit.result;
+            if (performance.now() > end) throw new Error(`timed out waiting for the result of command ${counter}`);
+            await sleep(20);
+          }
         } catch (err) {
           // Say whether the agent is still there, and what it said last: a crash is not a slow machine.
           throw new Error(`${(err as Error).message} (agent running: ${agent.running}, exit ${agent.proc?.exitCode ?? agent.proc?.signalCode})\n${agent.stderrTail.slice(-3000)}`);
