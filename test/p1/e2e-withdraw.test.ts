@@ -99,7 +99,7 @@ describe('P1 org withdrawal over MQTT', () => {
     }
   }, 60_000);
 
-  it("a job being sent when its org withdraws is stopped and shredded by the withdrawal (sampled, counted), not ended on its own", async () => {
+  it('a job being sent when its org withdraws is stopped and shredded by the withdrawal (sampled, counted), not ended on its own', async () => {
     const b = await p1Bench();
     try {
       b.printer.faults.slowBps = 20_000; // 200 kB: ten seconds at the printer
@@ -123,4 +123,3 @@ describe('P1 org withdrawal over MQTT', () => {
     }
   }, 90_000);
 });
-

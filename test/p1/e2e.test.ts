@@ -82,7 +82,7 @@ describe('P1 end to end: tallybox run + tallybox-sim printer over MQTT', () => {
     expect(w.docs.requests.get('fetch-ok')).toBe(1);
   }, 180_000);
 
-  it('a job\'s states reach the cloud in order (queued → … → sending → … → confirmed, at most one a second), signed, without content', async () => {
+  it("a job's states reach the cloud in order (queued → … → sending → … → confirmed, at most one a second), signed, without content", async () => {
     // Slowed so that sending lasts seconds: intermediate states are rate-limited to one per second per job.
     await w.printer.faults({ slowBytesPerSec: 100_000 });
     try {

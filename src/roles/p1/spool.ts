@@ -240,12 +240,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
         const { wrapped, keyVersion } = await this.#o.keys.wrapJobKey(orgId, jobId, key);
         const entry = this.#o.printers.get(cmd.printer)!;
         if (printAfterMs === null && doc.length > 0 && this.#canStartDirect(cmd.printer, orgId, jobId, entry)) {
-          const row = await this.#startDirect(
-            { ...base, state: 'sending', attempts: 1, fetchUrl: null, fetchSha256: null, fetchSize: null, wrappedKey: wrapped, keyVersion, file, bytesTotal: doc.length },
-            entry,
-            doc,
-            key,
-          );
+          const row = await this.#startDirect({ ...base, state: 'sending', attempts: 1, fetchUrl: null, fetchSha256: null, fetchSize: null, wrappedKey: wrapped, keyVersion, file, bytesTotal: doc.length }, entry, doc, key);
           return { code: ResultCode.RESULT_CODE_OK, reason: 'job_queued', detail: `${doc.length} bytes spooled, encrypted; sending`, status: status(row) };
         }
         // The file first, then the row: a crash in between leaves an orphan file (its key never stored) that start() deletes.
@@ -495,7 +490,10 @@ export class Spool extends EventEmitter<SpoolEvents> {
       }
     }
     if (!gone.length) return keep;
-    await this.store.db.run(`UPDATE p1_jobs SET wrapped_key = NULL WHERE ${gone.map(() => '(org_id = ? AND job_id = ?)').join(' OR ')}`, gone.flatMap((r) => [r.orgId, r.jobId]));
+    await this.store.db.run(
+      `UPDATE p1_jobs SET wrapped_key = NULL WHERE ${gone.map(() => '(org_id = ? AND job_id = ?)').join(' OR ')}`,
+      gone.flatMap((r) => [r.orgId, r.jobId]),
+    );
     for (const row of gone) await removeSpoolFile(this.#o.spoolDir, row.file);
     for (const row of gone) await this.store.delete(row.orgId, row.jobId);
     for (const orgId of new Set(gone.map((r) => r.orgId))) await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
@@ -864,10 +862,13 @@ export class Spool extends EventEmitter<SpoolEvents> {
       await acceptWrite?.catch(() => undefined); // its failure is this attempt's failure too
       // Direct: a job whose row never got written does not exist (its intake answer says why); the
       // printer got at most its first bytes.
-      if (inserted && !(await inserted.then(
-        () => true,
-        () => false,
-      )))
+      if (
+        inserted &&
+        !(await inserted.then(
+          () => true,
+          () => false,
+        ))
+      )
         return 'done';
       const code = errorCode(err);
       if (fl.cancel) {
