@@ -7,6 +7,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { pb, type CommandBodyProps, type CommandResult, type DeviceState, type PunchEvent } from '../../src/proto/index.js';
 import { TOPIC_ROOT, parseTopic, topic } from '../../src/link/topics.js';
+import { PRINT_JOB_STATUS_REASON } from '../../src/roles/p1/states.js';
 import { TallyboxError } from '../../src/util/errors.js';
 import type { CommandSigner } from './signer.js';
 
@@ -137,11 +138,14 @@ export class CloudSink {
     return this.results;
   }
 
-  /** Resolve with the first result for the command with this counter. */
+  /**
+   * Resolve with the command's answer: the first result with this counter that
+   * is not a print job's later status (those share the PrintJob's counter).
+   */
   async waitForResult(counter: number, timeoutMs = 30_000): Promise<{ result: CommandResult; raw: Buffer; topic: string }> {
     const end = performance.now() + timeoutMs;
     for (;;) {
-      const hit = this.results.find((r) => r.result.counter === counter);
+      const hit = this.results.find((r) => r.result.counter === counter && r.result.reason !== PRINT_JOB_STATUS_REASON);
       if (hit) return hit;
       if (performance.now() > end) throw new Error(`timed out waiting for the result of command ${counter}`);
       await new Promise((r) => setTimeout(r, 20));

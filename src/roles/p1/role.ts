@@ -5,6 +5,7 @@
  * shredded with it). Job statuses go back as signed CommandResults under the
  * PrintJob's counter, durably queued like every result.
  */
+import { PRINT_JOB_STATUS_REASON } from './states.js';
 import { join } from 'node:path';
 import type { Printer } from '../../../firmware-bridge/devices.js';
 import { resultSigningBytes } from '../../link/commands/result.js';
@@ -109,7 +110,7 @@ export class P1Role implements ErasureParticipant, PrintCommandHandlers {
       deviceId: this.#o.deviceId,
       counter,
       code: ResultCode.RESULT_CODE_OK,
-      reason: 'print_job_status',
+      reason: PRINT_JOB_STATUS_REASON,
       atMs: Date.now(),
       printJobStatus: status,
       ...(receipt ? { receipt: Buffer.from(JSON.stringify(receipt), 'utf8') } : {}),

@@ -12,6 +12,12 @@
 import { TallyboxError } from '../../util/errors.js';
 import { PrintJobState } from '../../proto/index.js';
 
+/**
+ * The reason of a job's later statuses: signed results under the PrintJob's own
+ * counter, so a cloud waiting for the command's answer must skip them.
+ */
+export const PRINT_JOB_STATUS_REASON = 'print_job_status';
+
 export type JobState = 'queued' | 'fetching' | 'ready' | 'sending' | 'sent' | 'confirmed' | 'failed' | 'cancelled' | 'uncertain';
 
 export const END_STATES: ReadonlySet<JobState> = new Set(['confirmed', 'failed', 'cancelled']);
