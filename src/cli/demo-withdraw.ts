@@ -14,7 +14,8 @@
  * decrypt to exactly what was enrolled.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
+import { readPinned } from '../store/pinned-read.js';
 import { join } from 'node:path';
 import { verifyCommandResult } from '../link/commands/index.js';
 import { verifyErasureReceipt, type ErasureReceipt, type SignedErasureReceipt } from '../privacy/receipt.js';
@@ -53,7 +54,7 @@ function filesUnder(dir: string): string[] {
 export function byteScan(files: readonly string[], needles: readonly Buffer[]): number {
   let hits = 0;
   for (const f of files) {
-    const data = readFileSync(f);
+    const data = readPinned(f); // the agent may still have these databases open: keep its locks (store/pinned-read.ts)
     for (const n of needles) if (n.length > 0 && data.includes(n)) hits++;
   }
   return hits;

@@ -18,7 +18,7 @@
  *   done        the durable marker: the device refuses to run until provisioned
  */
 import { hkdfSync, randomBytes } from 'node:crypto';
-import { readdirSync, lstatSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, lstatSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { PrivacyServices } from '../agent/privacy.js';
@@ -258,7 +258,8 @@ export class Decommission {
   private async eraseCommandJournal(): Promise<void> {
     const path = join(this.deps.config.dataDir, COMMANDS_DB_FILE);
     let rows = this.state.commandRows ?? 0;
-    if (readPrivateFile(path) !== undefined) {
+    // existsSync, not a read: closing a descriptor of commands.db would drop the intake connection's locks (store/pinned-read.ts).
+    if (existsSync(path)) {
       const db = await Sqlite.open(path);
       try {
         await db.exec('PRAGMA secure_delete = ON');

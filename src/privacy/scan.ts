@@ -20,9 +20,9 @@
  * four 4-byte windows at k = 0..3 and found with a second pass over the
  * 4-aligned windows, which runs only on files where such samples apply.
  */
-import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { ALIGNED_MIN, SHORT_WINDOW, WINDOW, confirmTag, ephemeralKey, fingerprintSamples, int32Words, isStoreScoped, labelOf, windowCipher, type FingerprintKey, type FingerprintSet } from './fingerprint.js';
+import { readPinned } from '../store/pinned-read.js';
 import type { ErasureSample, SampleLabel } from './types.js';
 
 export { MIN_SAMPLE_BYTES } from './fingerprint.js';
@@ -233,7 +233,8 @@ export async function scanForFingerprints(targets: readonly ScanTarget[], set: F
   for (const t of targets) {
     let buf: Buffer;
     try {
-      buf = await readFile(t.path);
+      // Never readFile(): closing its descriptor would drop this process's SQLite locks on the file (pinned-read.ts).
+      buf = readPinned(t.path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         files.push({ file: basename(t.path), bytes: 0, hits: 0, present: false });

@@ -16,6 +16,7 @@ import { statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { TallyboxError } from '../util/errors.js';
 import { preparePrivateDbFile } from '../util/private-fs.js';
+import { releasePinned } from './pinned-read.js';
 
 export type SqlParam = string | number | bigint | Buffer | Uint8Array | null;
 export type SqlParams = readonly SqlParam[] | Record<string, SqlParam>;
@@ -126,6 +127,9 @@ export class Prepared {
   }
 }
 
+/** Connections this process has open per database path (see close()). */
+const openConnections = new Map<string, number>();
+
 /** Cached statements per connection; the least recently used is finalized beyond this. */
 const STATEMENT_CACHE = 64;
 
@@ -185,6 +189,7 @@ export class Sqlite {
       const d: sqlite3.Database = new sqlite3.Database(name, mode, (err) => (err ? reject(wrap(err, 'open', path)) : resolve(d)));
     });
     const s = new Sqlite(path, db);
+    openConnections.set(path, (openConnections.get(path) ?? 0) + 1);
     db.configure('busyTimeout', opts.busyTimeoutMs ?? 5000);
     try {
       // Reading the schema forces SQLite to read the header: a non-database file fails here.
@@ -269,6 +274,15 @@ export class Sqlite {
     const stmts = [...this.statements.values()];
     this.statements.clear();
     await Promise.all(stmts.map((p) => p.finalize()));
-    return new Promise((resolve, reject) => this.db.close((err) => (err ? reject(wrap(err, 'close', this.path)) : resolve())));
+    await new Promise<void>((resolve, reject) => this.db.close((err) => (err ? reject(wrap(err, 'close', this.path)) : resolve())));
+    // With the last connection of this process on the file its locks are gone: the scan's
+    // descriptors on its files may close now (pinned-read.ts). Not before: closing them
+    // would drop the locks of the connections still open.
+    const left = (openConnections.get(this.path) ?? 1) - 1;
+    if (left > 0) openConnections.set(this.path, left);
+    else {
+      openConnections.delete(this.path);
+      releasePinned(this.path);
+    }
   }
 }
