@@ -221,6 +221,8 @@ export class Outbox {
   private diskFullTimer: NodeJS.Timeout | undefined;
   private reader: Promise<Sqlite> | undefined;
   private readerPaused = false;
+  /** Reads running on the reader connection (closeReader waits for them). */
+  private readonly readsInFlight = new Set<Promise<void>>();
   private readonly committedListeners = new Set<() => void>();
   private readonly now: () => number;
   private readonly monotonic: () => number;
@@ -668,7 +670,7 @@ export class Outbox {
       }
     };
     if (this.readerPaused || this.closed) return this.q.run(() => read(this.db));
-    return this.readerDb().then(read);
+    return this.onReader(read);
   }
 
   /**
@@ -685,7 +687,7 @@ export class Outbox {
       }
     };
     if (this.readerPaused || this.closed) return this.q.run(() => read(this.db));
-    return this.readerDb().then(read);
+    return this.onReader(read);
   }
 
   private readerDb(): Promise<Sqlite> {
@@ -699,10 +701,27 @@ export class Outbox {
     return this.reader;
   }
 
+  /** Run a read on the reader connection, counted so that closing it waits for the read (see closeReader). */
+  private onReader<T>(read: (db: Sqlite) => Promise<T>): Promise<T> {
+    const p = this.readerDb().then(read);
+    const settled = p.then(
+      () => undefined,
+      () => undefined, // the error went to the read's caller
+    );
+    this.readsInFlight.add(settled);
+    void settled.then(() => this.readsInFlight.delete(settled));
+    return p;
+  }
+
   private async closeReader(): Promise<void> {
     const r = this.reader;
     this.reader = undefined;
-    if (r) await (await r.catch(() => undefined))?.close().catch(() => undefined);
+    if (!r) return;
+    // A statement still running makes sqlite3_close fail (SQLITE_BUSY), and the connection,
+    // its descriptors and its locks would stay open for the life of the process: wait for it.
+    await Promise.all([...this.readsInFlight]);
+    const db = await r.catch(() => undefined);
+    await db?.close().catch((err: unknown) => this.opts.logger?.warn({ event: 'outbox_reader_close_failed', err: errorMessage(err) }, `the outbox's read connection did not close: ${errorMessage(err)}`));
   }
 
   /**

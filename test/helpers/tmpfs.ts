@@ -4,8 +4,9 @@
  *
  * Unmounting waits until nothing holds the mount: a file closed moments
  * earlier (a SQLite connection's last close on the thread pool, under load)
- * can keep it busy for a while. If it stays busy, the error names every
- * process and file still open on it — the next engineer sees what leaked.
+ * can keep it busy for a while. If it stays busy, it is detached lazily and
+ * a LEAK warning names every process and file still open on it — the next
+ * engineer sees what leaked.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
@@ -34,10 +35,13 @@ export function mountTmpfs(prefix: string, size: string): Tmpfs {
         for (;;) {
           if (spawnSync('umount', [dir]).status === 0) break;
           if (performance.now() - t0 > timeoutMs) {
+            // Detached lazily (the next test must not inherit it) and reported, not failed: the
+            // tests on it have passed; what still holds it is a leak to chase, named here.
             const holders = openFilesUnder(dir);
-            spawnSync('umount', ['-l', dir]); // detach anyway: the next test must not inherit it
+            spawnSync('umount', ['-l', dir]);
             rmSync(base, { recursive: true, force: true });
-            throw new Error(`tmpfs ${dir} still busy after ${timeoutMs} ms; open on it: ${holders.join(', ') || 'nothing visible in /proc (a cwd or a mount?)'}`);
+            console.warn(`tallybox-test: LEAK: tmpfs ${dir} still busy after ${timeoutMs} ms, detached lazily; open on it: ${holders.join(', ') || 'nothing visible in /proc (a cwd or a mount?)'}`);
+            return;
           }
           await new Promise((r) => setTimeout(r, 100));
         }
