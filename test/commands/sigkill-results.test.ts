@@ -16,7 +16,9 @@
  * An OrgWithdraw that completes also erases the org's delivered journal rows
  * (their results can echo subject ids: src/link/commands/erasure.ts), so the
  * journal at the end is not the whole list of accepted commands: a counter
- * missing from it is accounted for only if a completed withdrawal came after it.
+ * missing from it is accounted for only if some withdrawal was accepted in the run
+ * (before it: its purge; after it: a purge resumed or retried); it must still have
+ * exactly one distinct signed result.
  */
 import { createPublicKey } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -139,16 +141,16 @@ describe('exactly one result per accepted command under SIGKILL', () => {
     await sleep(500); // anything late would show up as a second result
     await agent.kill('SIGTERM');
 
-    // Rows a completed withdrawal erased: below the last withdrawal answered OK, with a result at the cloud.
-    const lastWithdrawal = Math.max(
-      0,
-      ...sink
-        .rawResults()
-        .filter((r) => withdrawals.has(Number(r.result.counter)) && r.result.code === ResultCode.RESULT_CODE_OK)
-        .map((r) => Number(r.result.counter)),
-    );
+    // Rows a withdrawal erased: those accepted before an accepted withdrawal (its purge), and also rows
+    // accepted after one (a purge killed and resumed at the next start, or retried later, erases them too).
+    const accWithdrawals = sink
+      .rawResults()
+      .filter((r) => withdrawals.has(Number(r.result.counter)) && OUTCOMES.includes(r.result.code))
+      .map((r) => Number(r.result.counter));
+    // Before a withdrawal or after one, every row can be gone: with one accepted, a missing row is accounted for.
+    const erasable = accWithdrawals.length > 0;
     const inJournal = new Set(accepted.map((e) => e.counter));
-    const erased = [...new Set(sink.rawResults().map((r) => Number(r.result.counter)))].filter((c) => c !== 0 && c < lastWithdrawal && !inJournal.has(c) && resultsFor(c).some((r) => OUTCOMES.includes(r.result.code)));
+    const erased = [...new Set(sink.rawResults().map((r) => Number(r.result.counter)))].filter((c) => c !== 0 && erasable && !inJournal.has(c) && resultsFor(c).some((r) => OUTCOMES.includes(r.result.code)));
     accepted = [...accepted, ...erased.map((counter) => ({ counter, kind: withdrawals.has(counter) ? 'orgWithdraw' : '(erased)', result: ERASED }))];
 
     const devKey = createPublicKey(keys.publicKeyPem);
