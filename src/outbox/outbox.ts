@@ -720,7 +720,7 @@ export class Outbox {
     // A statement still running makes sqlite3_close fail (SQLITE_BUSY), and the connection,
     // its descriptors and its locks would stay open for the life of the process: wait for it.
     await Promise.all([...this.readsInFlight]);
-    const db = await r.catch(() => undefined);
+    const db = await r.catch(() => undefined); // it never opened: nothing to close (its error went to the read that asked for it)
     await db?.close().catch((err: unknown) => this.opts.logger?.warn({ event: 'outbox_reader_close_failed', err: errorMessage(err) }, `the outbox's read connection did not close: ${errorMessage(err)}`));
   }
 

@@ -25,7 +25,7 @@ const walSize = (path: string): number => {
   try {
     return statSync(`${path}-wal`).size;
   } catch {
-    return 0;
+    return 0; // no -wal file: SQLite truncated and removed it, which is 0 bytes of WAL
   }
 };
 const avail = (): number => Number(spawnSync('df', ['--output=avail', '-B1', mnt], { encoding: 'utf8' }).stdout.trim().split('\n').at(-1));
