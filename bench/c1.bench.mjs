@@ -16,7 +16,7 @@ const dist = (p) => join(root, 'dist', p);
 const { startC1Stack } = await import(dist('src/cli/demo-c1.js'));
 const { makeMac, WifiOffice } = await import(dist('simulators/wifi/office.js'));
 const { PunchMethod } = await import(dist('src/proto/index.js'));
-const N = Number(process.env.C1_BENCH_N ?? 300);
+const N = Number(process.env.C1_BENCH_N ?? 1000);
 
 async function enrolDirect(stack, count) {
   // Enrolment is not what is measured: subjects and MACs go straight into the vault (as a SubjectUpsert would put them).
@@ -72,20 +72,30 @@ async function durabilityBaselines(dir, n) {
   return { commit99: percentile(commit, 99), commit50: percentile(commit, 50), sync99: percentile(sync, 99), sync50: percentile(sync, 50) };
 }
 
-async function hostapdLatency() {
-  const stack = await startC1Stack({ sources: 'hostapd' });
+/**
+ * One run: `n` enrolled phones join back to back (each as soon as the previous punch was
+ * accepted, so every join meets the previous punch's delivery: publish, PUBACK, delete).
+ * `broker` is where the agent publishes: a Mosquitto of its own process with nobody subscribed
+ * (the router's case: the broker and the cloud are other machines), or undefined: the demo's
+ * embedded broker and cloud emulator inside the agent's process (what the bench measured before:
+ * their CPU competes with the agent's on every join).
+ */
+async function hostapdRun(n, broker) {
+  const stack = await startC1Stack({ sources: 'hostapd', ...(broker ? { brokerUrl: broker } : {}) });
   try {
-    const macs = await enrolDirect(stack, N + 20);
-    const durable = await durabilityBaselines(stack.dev.dataDir, N);
+    const macs = await enrolDirect(stack, n + 20);
+    // With a broker of its own, nobody in this process consumes the punches.
+    if (broker) await stack.dev.sink.close();
+    const durable = await durabilityBaselines(stack.dev.dataDir, n);
     // baseline: agent.punch() alone
     const base = [];
-    for (let i = 0; i < N; i++) {
+    for (let i = 0; i < n; i++) {
       const t = performance.now();
       await stack.dev.agent.punch({ orgId: stack.orgId, subjectId: `b-${i}`, method: PunchMethod.PUNCH_METHOD_WIFI });
       base.push(performance.now() - t);
     }
     // Where the time goes: the moment the punch gate calls agent.punch() splits the presence path
-    // (datagram → parse → presence → HMAC lookups → rules → gate) from the durable accept.
+    // (datagram → parse → presence → HMAC lookup → rules → gate) from the durable accept.
     const agent = stack.dev.agent;
     const punch = agent.punch.bind(agent);
     let calledAt = 0;
@@ -97,7 +107,7 @@ async function hostapdLatency() {
     const lat = [];
     const pre = [];
     const accept = [];
-    for (let i = 0; i < N + 20; i++) {
+    for (let i = 0; i < n + 20; i++) {
       const p = nextPunch(stack.role);
       const t = performance.now();
       ap.connect(macs[i]);
@@ -109,20 +119,48 @@ async function hostapdLatency() {
       accept.push(done - calledAt);
     }
     delete agent.punch;
-    return {
-      base: percentile(base, 99),
-      base50: percentile(base, 50),
-      p99: percentile(lat, 99),
-      p50: percentile(lat, 50),
-      pre99: percentile(pre, 99),
-      pre50: percentile(pre, 50),
-      accept99: percentile(accept, 99),
-      accept50: percentile(accept, 50),
-      ...durable,
-    };
+    return { lat, pre, accept, base, ...durable };
   } finally {
     await stack.close();
   }
+}
+
+const median = (xs) => percentile(xs, 50);
+
+/**
+ * HOSTAPD_REPS runs (default 3) of N joins each, against a Mosquitto of its own (when installed;
+ * else the embedded broker, said in the rows), and one run with the broker and cloud emulator in
+ * the agent's process. Percentiles are per run; the table quotes the median run (noisy machine).
+ */
+async function hostapdLatency() {
+  const { Mosquitto, mosquittoPath } = await import(dist('simulators/cloud/mosquitto.js'));
+  const reps = Number(process.env.HOSTAPD_REPS ?? 3);
+  const mosq = mosquittoPath() ? await Mosquitto.start() : undefined;
+  const runs = [];
+  try {
+    for (let r = 0; r < reps; r++) runs.push(await hostapdRun(N, mosq?.url));
+  } finally {
+    await mosq?.stop();
+  }
+  const inProcess = await hostapdRun(N, undefined);
+  const per = (run) => ({
+    p99: percentile(run.lat, 99),
+    p50: percentile(run.lat, 50),
+    pre99: percentile(run.pre, 99),
+    pre50: percentile(run.pre, 50),
+    accept99: percentile(run.accept, 99),
+    accept50: percentile(run.accept, 50),
+    base: percentile(run.base, 99),
+    base50: percentile(run.base, 50),
+    commit99: run.commit99,
+    commit50: run.commit50,
+    sync99: run.sync99,
+    sync50: run.sync50,
+  });
+  const each = runs.map(per);
+  const out = {};
+  for (const k of Object.keys(each[0])) out[k] = median(each.map((e) => e[k]));
+  return { ...out, runs: each.map((e) => e.p99), separate: Boolean(mosq), inProcess: per(inProcess) };
 }
 
 async function leaseRewriteLatency() {
@@ -270,8 +308,18 @@ export async function run() {
   if (parts.has('latency')) {
     const h = await hostapdLatency();
     const l = await leaseRewriteLatency();
+    const where = h.separate ? 'broker: Mosquitto, own process' : 'broker: embedded, no Mosquitto installed';
     rows.push(
-      { bench: 'c1', metric: 'hostapd event → punch accepted p99', value: h.p99, unit: 'ms', baseline: h.base, ratio: h.p99 / h.base, target: '≤ 5 ms', ok: h.p99 <= 5 },
+      {
+        bench: 'c1',
+        metric: `hostapd event → punch accepted p99 (${where}; median of ${h.runs.length} runs: ${h.runs.map((x) => x.toFixed(1)).join(', ')})`,
+        value: h.p99,
+        unit: 'ms',
+        baseline: h.base,
+        ratio: h.p99 / h.base,
+        target: '≤ 5 ms',
+        ok: h.p99 <= 5,
+      },
       { bench: 'c1', metric: 'hostapd event → punch accepted p50', value: h.p50, unit: 'ms', baseline: h.base50, ratio: h.p50 / h.base50 },
       // The split (same events): the presence path's own cost, then the durable accept; baselines: a bare commit and an fdatasync on the same disk.
       { bench: 'c1', metric: 'of which hostapd event → agent.punch() called (presence path) p99', value: h.pre99, unit: 'ms', baseline: h.p99, ratio: h.pre99 / h.p99 },
@@ -282,6 +330,9 @@ export async function run() {
       { bench: 'c1', metric: 'bare SQLite commit p50', value: h.commit50, unit: 'ms' },
       { bench: 'c1', metric: 'fdatasync of a 64-byte write, same disk p99', value: h.sync99, unit: 'ms' },
       { bench: 'c1', metric: 'fdatasync of a 64-byte write p50', value: h.sync50, unit: 'ms' },
+      // The same joins with the demo's broker and cloud emulator inside the agent's process (as measured before): their CPU competes with the agent's.
+      { bench: 'c1', metric: 'hostapd event → punch accepted p99, broker + cloud emulator in the agent process (one run)', value: h.inProcess.p99, unit: 'ms', baseline: h.inProcess.base, ratio: h.inProcess.p99 / h.inProcess.base },
+      { bench: 'c1', metric: 'hostapd event → punch accepted p50, broker + cloud emulator in the agent process', value: h.inProcess.p50, unit: 'ms', baseline: h.inProcess.base50, ratio: h.inProcess.p50 / h.inProcess.base50 },
       { bench: 'c1', metric: 'lease rewrite → punch accepted p99', value: l.p99, unit: 'ms', baseline: h.base, ratio: l.p99 / h.base, target: '≤ 50 ms', ok: l.p99 <= 50 },
       { bench: 'c1', metric: 'lease rewrite → punch accepted p50', value: l.p50, unit: 'ms' },
     );

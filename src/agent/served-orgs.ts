@@ -233,26 +233,22 @@ export class ServedOrgs {
 
 /**
  * The vault as identification sees it: only served organisations exist.
- * Card/MAC lookups (identifyCredential) and every "for each org" scan (the
+ * Card/MAC lookups (identifyCredential, identifyCredentials) and every "for each org" scan (the
  * face index, the fingerprint library) go through orgs(), so an organisation
  * that is not served is never searched. Reads the list at each call, so a
  * ServedOrgsSet takes effect at once. Everything else is the vault itself.
  */
-export function servedVaultView<V extends Pick<Vault, 'orgs' | 'identifyCredential' | 'lookupCredential'>>(vault: V, served: Pick<ServedOrgs, 'has'>): V {
+export function servedVaultView<V extends Pick<Vault, 'orgs' | 'identifyCredential' | 'identifyCredentials'>>(vault: V, served: Pick<ServedOrgs, 'has'>): V {
   const orgs = async () => (await vault.orgs()).filter((o) => served.has(o));
-  // One keyed lookup per served org, in org order (as the vault's own identifyCredential does for all).
-  const identifyCredential: Vault['identifyCredential'] = async (kind, value) => {
-    const out: Array<{ orgId: string; subjectId: string }> = [];
-    for (const orgId of await orgs()) {
-      const subjectId = await vault.lookupCredential(orgId, kind, value);
-      if (subjectId !== undefined) out.push({ orgId, subjectId });
-    }
-    return out;
-  };
+  const accept = (orgId: string) => served.has(orgId);
+  // The vault's own lookups, admitting only served organisations (one queue turn for every org).
+  const identifyCredentials: Vault['identifyCredentials'] = (kind, values, also) => vault.identifyCredentials(kind, values, also ? (o) => accept(o) && also(o) : accept);
+  const identifyCredential: Vault['identifyCredential'] = async (kind, value) => (await identifyCredentials(kind, [value])).map(({ orgId, subjectId }) => ({ orgId, subjectId }));
   return new Proxy(vault, {
     get(target, prop) {
       if (prop === 'orgs') return orgs;
       if (prop === 'identifyCredential') return identifyCredential;
+      if (prop === 'identifyCredentials') return identifyCredentials;
       const v = Reflect.get(target, prop, target) as unknown;
       // Bound to the vault itself: its private fields are not reachable through a proxy.
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;

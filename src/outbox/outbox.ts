@@ -261,10 +261,11 @@ export class Outbox {
    * The writer connection's synchronous mode as last set. Delete-only
    * transactions (delivered punches) run at NORMAL: a lost delete only means a
    * re-send under the same event id, and the next FULL commit syncs the WAL,
-   * deletes included. Every other write runs at FULL. The mode is switched only
-   * when the next write needs the other one, not around every flush.
+   * deletes included. Every other write runs at FULL. A flush switches back
+   * to FULL before it ends, so a punch arriving later does not pay the switch.
    */
   private syncMode: 'FULL' | 'NORMAL' = 'FULL';
+  private flushSyncLevel = 0;
 
   private constructor(
     private readonly db: Sqlite,
@@ -375,6 +376,11 @@ export class Outbox {
   /** Acknowledged rows not deleted yet. */
   get pendingAcks(): number {
     return this.ackBuffer.length;
+  }
+
+  /** The synchronous level the last delete flush ran its deletes at (2 FULL, 1 NORMAL; 0: none yet): for tests. */
+  get lastFlushSynchronous(): number {
+    return this.flushSyncLevel;
   }
 
   /** Set when the file failed at run time (corruption, I/O error): nothing more is stored or read. */
@@ -512,9 +518,12 @@ export class Outbox {
       for (const p of batch) p.reject(this.failure);
       return;
     }
-    // Delivered punches waiting for their delete ride along in this commit: it syncs anyway
+    // Delivered punches waiting for their delete ride along in a group commit: it syncs anyway
     // (unless there are more than one delete transaction may hold: flushAcks splits those).
-    const acks = this.ackBuffer.length <= this.deleteRows ? this.takeAcks() : [];
+    // Not with a lone punch: that is someone at the door, and one INSERT is one thread-pool round
+    // trip where BEGIN, INSERT, DELETE, COMMIT are four, each able to wait behind another fsync.
+    // Its acks keep their timer (flushAcks, within 50 ms).
+    const acks = batch.length > 1 && this.ackBuffer.length <= this.deleteRows ? this.takeAcks() : [];
     let deleted = 0;
     /** The rows this commit inserts, numbered from base + 1 in this order. */
     let fresh: Pending[] = batch;
@@ -583,14 +592,6 @@ export class Outbox {
     }
     this.clear('DISK_FULL');
     this.clear('STORAGE_ERROR');
-    if (acks.length > 0) {
-      try {
-        await this.settleDeleted(deleted);
-      } catch (err) {
-        // The punches are committed and must be reported as accepted; the mark's "delivered" is merely behind.
-        this.failIfFatal(err, 'reading the oldest queued punch');
-      }
-    }
     if (fresh.length > 0) {
       this.lastSeqValue = base + fresh.length;
       // Before anyone hears of these rows (producers, the drain): a SIGKILL from here on cannot hide them.
@@ -609,6 +610,15 @@ export class Outbox {
     for (const r of repeats) r.p.resolve(r.stored ?? { ...r.first!.row });
     this.depthCount += fresh.length;
     if (fresh.length > 0) for (const fn of this.committedListeners) fn();
+    // After the producers heard: the deletes' bookkeeping (depth, the mark's "delivered") is not part of accepting.
+    if (acks.length > 0) {
+      try {
+        await this.settleDeleted(deleted);
+      } catch (err) {
+        // The punches are committed and reported as accepted; the mark's "delivered" is merely behind.
+        this.failIfFatal(err, 'reading the oldest queued punch');
+      }
+    }
   }
 
   /**
@@ -754,6 +764,7 @@ export class Outbox {
       .run(async () => {
         // synchronous=NORMAL: the deletes need no fsync of their own (see syncMode).
         await this.setSync('NORMAL');
+        this.flushSyncLevel = 1;
         const sorted = seqs.length > this.deleteRows ? Float64Array.from(seqs).sort() : undefined;
         for (let i = 0; i < seqs.length; ) {
           const chunk = sorted ? Array.from(sorted.subarray(i, i + this.deleteRows)) : seqs;
@@ -775,6 +786,9 @@ export class Outbox {
           // a checkpoint after each lets the next chunk write from the start of the file again.
           if (this.lowSpaceDeletes) await this.db.get('PRAGMA wal_checkpoint(RESTART)');
         }
+        // Back to FULL within this turn, not at the next punch: a punch that finds the writer
+        // idle then commits in one round trip (its INSERT), not two.
+        await this.setSync('FULL');
       })
       .then(
         () => {

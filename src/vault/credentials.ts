@@ -54,6 +54,13 @@ export function lookupHash(keys: OrgKeys, kind: CredentialKind, value: string): 
   return keys.lookupHmac(`tallybox.v1\0${kind}\0${normaliseCredential(kind, value)}`);
 }
 
+/** A credential found: who holds it, in which org, and which of the values asked for it was. */
+export interface CredentialMatch {
+  orgId: string;
+  subjectId: string;
+  value: string;
+}
+
 export class CredentialStore {
   readonly #ctx: VaultContext;
   readonly #subjects: SubjectStore;
@@ -84,22 +91,47 @@ export class CredentialStore {
    * undefined: also when the row fails its MAC (it is then quarantined).
    */
   private async find(keys: OrgKeys, kind: CredentialKind, value: string): Promise<string | undefined> {
-    const orgId = keys.orgId;
-    const lookup = lookupHash(keys, kind, value);
-    // Only the columns not already known: this runs for every org on every card tap.
-    const found = await this.#ctx.db.get<Pick<CredentialRow, 'record_id' | 'subject_id' | 'key_version' | 'quarantine_code' | 'mac'>>(
-      'SELECT record_id, subject_id, key_version, quarantine_code, mac FROM credentials WHERE org_id = ? AND kind = ? AND lookup = ?',
-      [orgId, kind, lookup],
+    return (await this.findMany([keys], kind, [value]))[0]?.subjectId;
+  }
+
+  /**
+   * Every (org, value) of `values` enrolled in one of these orgs, in org order then value order: one
+   * statement for all of them (a join or a card tap is on the punch path, and each statement is a
+   * thread-pool round trip that can wait behind another connection's fsync). A row failing its MAC
+   * is quarantined and matches nothing.
+   */
+  private async findMany(orgs: readonly OrgKeys[], kind: CredentialKind, values: readonly string[]): Promise<CredentialMatch[]> {
+    if (orgs.length === 0 || values.length === 0) return [];
+    // Which (org, value) each keyed hash stands for: the statement's IN lists cross orgs and hashes.
+    const wanted = new Map<string, { keys: OrgKeys; value: string; lookup: Buffer; order: number }>();
+    const lookups: Buffer[] = [];
+    orgs.forEach((keys, o) =>
+      values.forEach((value, v) => {
+        const lookup = lookupHash(keys, kind, value);
+        const k = `${keys.orgId}\u0000${lookup.toString('hex')}`;
+        if (!wanted.has(k)) wanted.set(k, { keys, value, lookup, order: o * values.length + v });
+        lookups.push(lookup);
+      }),
     );
-    if (!found) return undefined;
-    const row: CredentialRow = { ...found, org_id: orgId, kind, lookup, quarantined_at_ms: null };
-    const bad = checkMac(credentialRowMac(keys, row), row.mac);
-    if (bad) {
-      await this.#ctx.quarantine.mark('credentials', row.record_id ?? '', orgId, bad, { where: 'org_id = ? AND kind = ? AND lookup = ?', params: [orgId, kind, lookup] });
-      return undefined;
+    const marks = (n: number) => Array.from({ length: n }, () => '?').join(',');
+    // Only the columns not already known: this runs for every org on every card tap and phone join.
+    const sql = `SELECT org_id, lookup, record_id, subject_id, key_version, quarantine_code, mac FROM credentials WHERE org_id IN (${marks(orgs.length)}) AND kind = ? AND lookup IN (${marks(lookups.length)})`;
+    const rows = await (await this.#ctx.db.prepared(sql)).all<Pick<CredentialRow, 'org_id' | 'lookup' | 'record_id' | 'subject_id' | 'key_version' | 'quarantine_code' | 'mac'>>([...orgs.map((k) => k.orgId), kind, ...lookups]);
+    const out: Array<CredentialMatch & { order: number }> = [];
+    for (const found of rows) {
+      const w = wanted.get(`${found.org_id}\u0000${found.lookup.toString('hex')}`);
+      if (!w) continue; // one org's hash under another org's id: not a match
+      const orgId = w.keys.orgId;
+      const row: CredentialRow = { ...found, org_id: orgId, kind, lookup: w.lookup, quarantined_at_ms: null };
+      const bad = checkMac(credentialRowMac(w.keys, row), row.mac);
+      if (bad) {
+        await this.#ctx.quarantine.mark('credentials', row.record_id ?? '', orgId, bad, { where: 'org_id = ? AND kind = ? AND lookup = ?', params: [orgId, kind, w.lookup] });
+        continue;
+      }
+      if (isMetadataCode(row.quarantine_code)) continue;
+      out.push({ orgId, subjectId: row.subject_id, value: w.value, order: w.order });
     }
-    if (isMetadataCode(row.quarantine_code)) return undefined;
-    return row.subject_id;
+    return out.sort((a, b) => a.order - b.order).map(({ order: _, ...m }) => m);
   }
 
   async lookup(orgId: string, kind: CredentialKind, value: string): Promise<string | undefined> {
@@ -109,16 +141,28 @@ export class CredentialStore {
 
   /** Which org(s) and subject(s) hold this credential: one HMAC per org, for a reader shared by orgs. */
   async identify(kind: CredentialKind, value: string): Promise<Array<{ orgId: string; subjectId: string }>> {
-    const { db, keyring } = this.#ctx;
-    const out: Array<{ orgId: string; subjectId: string }> = [];
-    for (const { org_id: orgId } of await db.all<{ org_id: string }>('SELECT org_id FROM org_keys ORDER BY org_id')) {
-      if (keyring.isPurging(orgId)) continue;
+    return (await this.identifyMany(kind, [value])).map(({ orgId, subjectId }) => ({ orgId, subjectId }));
+  }
+
+  /**
+   * identify() for several values at once (a phone's MAC unscoped and scoped to the SSID it
+   * joined): which (org, subject, value) hold any of them, among organisations with a live data
+   * key that `accept` admits (default: all). Two statements whatever the count.
+   */
+  async identifyMany(kind: CredentialKind, values: readonly string[], accept: (orgId: string) => boolean = () => true): Promise<CredentialMatch[]> {
+    const { keyring } = this.#ctx;
+    const orgs: OrgKeys[] = [];
+    for (const orgId of await this.liveOrgs()) {
+      if (!accept(orgId)) continue;
       const keys = await keyring.keysFor(orgId, false);
-      if (!keys) continue;
-      const subjectId = await this.find(keys, kind, value);
-      if (subjectId !== undefined) out.push({ orgId, subjectId });
+      if (keys) orgs.push(keys);
     }
-    return out;
+    return this.findMany(orgs, kind, values);
+  }
+
+  /** Organisations with a data key that are not being withdrawn, in order. */
+  async liveOrgs(): Promise<string[]> {
+    return (await this.#ctx.keyring.orgIds()).filter((o) => !this.#ctx.keyring.isPurging(o));
   }
 
   async remove(orgId: string, kind: CredentialKind, value: string): Promise<boolean> {

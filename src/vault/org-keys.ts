@@ -118,6 +118,8 @@ export class OrgKeyring {
   readonly #clock: () => number;
   #wrapKey: Buffer;
   readonly #cache = new Map<string, OrgKeys>();
+  /** org_keys' org ids (see orgIds()); undefined until first read. */
+  #orgIds: readonly string[] | undefined;
   /** Orgs with a withdrawal in progress: refused for writes and reads until it completes. */
   readonly #purging = new Set<string>();
 
@@ -210,19 +212,37 @@ export class OrgKeyring {
     }
     const keys = new OrgKeys({ orgId, version, dek });
     this.#cache.set(orgId, keys);
+    this.#withOrg(orgId);
     this.#log.info({ orgId, keyVersion: version }, 'organisation data key created');
     return keys;
+  }
+
+  /**
+   * Organisations with a wrapped data key (org_keys), in id order. Read from the file once, then
+   * kept: the rows change only through keysFor (a new key) and the org erasure that calls forget(),
+   * both in the vault's queue, and the data-directory lock keeps every other process out. It is on
+   * every card tap and phone join, where a statement costs a thread-pool round trip.
+   */
+  async orgIds(): Promise<readonly string[]> {
+    this.#orgIds ??= (await this.#db.all<{ org_id: string }>('SELECT org_id FROM org_keys ORDER BY org_id')).map((r) => r.org_id);
+    return this.#orgIds;
+  }
+
+  #withOrg(orgId: string): void {
+    if (this.#orgIds && !this.#orgIds.includes(orgId)) this.#orgIds = [...this.#orgIds, orgId].sort();
   }
 
   /** Drop (and zero) the cached keys of an org whose wrapped key was just destroyed. */
   forget(orgId: string): void {
     this.#cache.get(orgId)?.wipe();
     this.#cache.delete(orgId);
+    this.#orgIds = this.#orgIds?.filter((o) => o !== orgId);
   }
 
   close(): void {
     for (const k of this.#cache.values()) k.wipe();
     this.#cache.clear();
+    this.#orgIds = undefined;
     this.#wrapKey.fill(0);
   }
 }

@@ -36,7 +36,7 @@ import { TallyboxError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { ConsentKind } from './consent.js';
 import type { VaultContext } from './context.js';
-import { CredentialStore, normaliseCredential } from './credentials.js';
+import { CredentialStore, normaliseCredential, type CredentialMatch } from './credentials.js';
 import { deriveKekWrapKey } from './crypto.js';
 import { ErasureStore } from './erasure-store.js';
 import { checkId } from './ids.js';
@@ -169,10 +169,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
 
   /** Organisations with a live data key (withdrawn or withdrawing ones excluded). */
   orgs(): Promise<string[]> {
-    return this.serial(async () => {
-      const rows = await this.#db.all<{ org_id: string }>('SELECT org_id FROM org_keys ORDER BY org_id');
-      return rows.map((r) => r.org_id).filter((o) => !this.#keyring.isPurging(o));
-    });
+    return this.serial(() => this.#credentials.liveOrgs());
   }
 
   /** Current data-key version of an org, undefined if it has none. */
@@ -386,6 +383,16 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
   async identifyCredential(kind: CredentialKind, value: string): Promise<Array<{ orgId: string; subjectId: string }>> {
     normaliseCredential(kind, value);
     return this.serial(() => this.#credentials.identify(kind, value));
+  }
+
+  /**
+   * identifyCredential for several values in one queue turn and two statements (a phone's MAC,
+   * unscoped and scoped to the SSID it joined): which (org, subject, value) hold any of them, in
+   * org order then value order, among the organisations `accept` admits (default: all).
+   */
+  async identifyCredentials(kind: CredentialKind, values: readonly string[], accept?: (orgId: string) => boolean): Promise<CredentialMatch[]> {
+    for (const v of values) normaliseCredential(kind, v);
+    return this.serial(() => this.#credentials.identifyMany(kind, values, accept));
   }
 
   async removeCredential(orgId: string, kind: CredentialKind, value: string): Promise<boolean> {

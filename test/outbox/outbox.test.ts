@@ -159,21 +159,28 @@ describe('Outbox', () => {
 });
 
 describe('synchronous level of each write', () => {
-  it('punch commits run at FULL, also right after a delete flush ran at NORMAL; the switch happens only when the next write needs it', async () => {
+  it('punch commits run at FULL; a delete flush runs at NORMAL and switches back before it ends; a lone punch commits alone, a group commit takes the pending deletes along', async () => {
     const o = await Outbox.open({ path: join(tmp(), 'o.db'), capacity: 100 });
     expect(await o.writerSynchronous()).toBe(2);
     const a = await o.accept(punch(1));
     o.ack(a.seq);
     await o.flushAcks();
-    expect(await o.writerSynchronous()).toBe(1); // deletes of delivered rows: no fsync of their own
+    expect(o.lastFlushSynchronous).toBe(1); // deletes of delivered rows: no fsync of their own
+    expect(await o.writerSynchronous()).toBe(2); // back at FULL before the flush ended: the next punch pays no switch
+    expect(o.depth).toBe(0);
     const b = await o.accept(punch(2));
     expect(await o.writerSynchronous()).toBe(2); // the punch was committed at FULL
-    // An ack pending when a punch commits is deleted in that (FULL) commit: no NORMAL flush at all.
+    // A lone punch commits by itself (one INSERT): the pending delete waits for its own flush.
     o.ack(b.seq);
     await o.accept(punch(3));
+    expect(o.pendingAcks).toBe(1);
+    expect(o.depth).toBe(2);
+    // A group commit (several punches at once) takes the pending deletes along: it syncs anyway.
+    const [c, d] = await Promise.all([o.accept(punch(4)), o.accept(punch(5)), o.accept(punch(6))]);
     expect(o.pendingAcks).toBe(0);
-    expect(o.depth).toBe(1);
+    expect(o.depth).toBe(4); // 3 and the three new ones; 2 went with the group's commit
     expect(await o.writerSynchronous()).toBe(2);
+    expect(d!.seq).toBe(c!.seq + 1);
     await o.enqueueResult('org-a', '{}');
     expect(await o.writerSynchronous()).toBe(2);
     await o.close();

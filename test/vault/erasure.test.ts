@@ -269,6 +269,29 @@ describe('org withdrawal', () => {
   });
 });
 
+describe('organisation list kept in memory (card taps and phone joins read it)', () => {
+  it('a withdrawn org is gone from lookups at once, and an org whose key is created afterwards is found', async () => {
+    const a = await enrolOrg('org-alpha', 2);
+    const b = await enrolOrg('org-beta', 1);
+    // Read once: from here on the list is the keyring's.
+    expect(await vault.orgs()).toEqual(['org-alpha', 'org-beta']);
+    expect(await vault.identifyCredential('card', a.people[0]!.card)).toEqual([{ orgId: 'org-alpha', subjectId: a.people[0]!.subjectId }]);
+    const { ok } = await purger.withdrawOrg('org-alpha');
+    expect(ok).toBe(true);
+    expect(await vault.orgs()).toEqual(['org-beta']);
+    expect(await vault.identifyCredential('card', a.people[0]!.card)).toEqual([]);
+    expect(await vault.identifyCredentials('wifi_mac', [a.people[1]!.mac, b.people[0]!.mac])).toEqual([{ orgId: 'org-beta', subjectId: b.people[0]!.subjectId, value: b.people[0]!.mac }]);
+    // A new org (its data key is created by its first subject) sorts into the list.
+    const c = await enrolOrg('org-aardvark', 1);
+    expect(await vault.orgs()).toEqual(['org-aardvark', 'org-beta']);
+    expect(await vault.identifyCredential('card', c.people[0]!.card)).toEqual([{ orgId: 'org-aardvark', subjectId: c.people[0]!.subjectId }]);
+    // And the same after a restart, read from the file.
+    await vault.close();
+    vault = await openVault(sb, () => now);
+    expect(await vault.orgs()).toEqual(['org-aardvark', 'org-beta']);
+  });
+});
+
 describe('verification', () => {
   it("fragments left in a participant's database file fail the purge after retries; it stays journalled and completes once they are gone", async () => {
     await enrolOrg('org-alpha', 2);

@@ -133,6 +133,33 @@ describe('consents: kind and time', () => {
   });
 });
 
+describe('credentials: several values in one look-up', () => {
+  it('finds each value held, with which value it was, in org order then value order; a tampered row among them identifies no one and is quarantined', async () => {
+    const OTHER = 'org-b';
+    await vault.upsertSubjects(ORG, [adult('adult-0001'), adult('adult-0002')]);
+    await vault.upsertSubjects(OTHER, [adult('adult-0003')]);
+    await vault.putCredential(ORG, 'wifi_mac', 'aa:bb:cc:00:00:01', 'adult-0001');
+    await vault.putCredential(ORG, 'wifi_mac', 'aa:bb:cc:00:00:02', 'adult-0002');
+    await vault.putCredential(OTHER, 'wifi_mac', 'aa:bb:cc:00:00:01', 'adult-0003');
+    const values = ['aa:bb:cc:00:00:02', 'aa:bb:cc:00:00:09', 'aa:bb:cc:00:00:01'];
+    expect(await vault.identifyCredentials('wifi_mac', values)).toEqual([
+      { orgId: ORG, subjectId: 'adult-0002', value: 'aa:bb:cc:00:00:02' },
+      { orgId: ORG, subjectId: 'adult-0001', value: 'aa:bb:cc:00:00:01' },
+      { orgId: OTHER, subjectId: 'adult-0003', value: 'aa:bb:cc:00:00:01' },
+    ]);
+    // Only the organisations asked for.
+    expect(await vault.identifyCredentials('wifi_mac', values, (o) => o === OTHER)).toEqual([{ orgId: OTHER, subjectId: 'adult-0003', value: 'aa:bb:cc:00:00:01' }]);
+    // adult-0002's phone pointed at adult-0001 outside the vault.
+    expect(await tamper("UPDATE credentials SET subject_id = 'adult-0001' WHERE subject_id = 'adult-0002'")).toBe(1);
+    expect(await vault.identifyCredentials('wifi_mac', values)).toEqual([
+      { orgId: ORG, subjectId: 'adult-0001', value: 'aa:bb:cc:00:00:01' },
+      { orgId: OTHER, subjectId: 'adult-0003', value: 'aa:bb:cc:00:00:01' },
+    ]);
+    expect(await vault.quarantined(ORG)).toMatchObject([{ table: 'credentials', code: 'METADATA_MAC_MISMATCH' }]);
+    await expect(vault.identifyCredentials('wifi_mac', ['not-a-mac'])).rejects.toMatchObject({ code: 'INVALID_CREDENTIAL' });
+  });
+});
+
 describe('credentials: owner', () => {
   it('a card pointed at another person in vault.db identifies no one; it is quarantined; other cards work; re-assigning heals it', async () => {
     await vault.upsertSubjects(ORG, [adult('adult-0001'), adult('adult-0002')]);

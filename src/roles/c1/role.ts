@@ -30,10 +30,10 @@ import { createSources, type C1Sources } from './sources.js';
 import { WindowStore, restoreWindow, systemCheckpointClock, type CheckpointClock } from './window-store.js';
 
 export interface C1Vault {
-  identifyCredential(kind: 'wifi_mac', value: string): Promise<Array<{ orgId: string; subjectId: string }>>;
+  /** Who holds any of these values (org, subject, which value), among the organisations `accept` admits: one vault turn. */
+  identifyCredentials(kind: 'wifi_mac', values: readonly string[], accept?: (orgId: string) => boolean): Promise<Array<{ orgId: string; subjectId: string; value: string }>>;
   /** Organisations with a live data key that the device serves: who a phone is looked up in; a saved window of any other was erased with its org. */
   orgs(): Promise<string[]>;
-  lookupCredential(orgId: string, kind: 'wifi_mac', value: string): Promise<string | undefined>;
   putCredential(orgId: string, kind: 'wifi_mac', value: string, subjectId: string): Promise<void>;
 }
 
@@ -190,29 +190,39 @@ export class C1Role extends EventEmitter<{ punch: [eventId: string | undefined] 
 
   /**
    * Who this phone is on this SSID: credentials enrolled for every SSID, and those scoped to it.
-   * On the join → punch path: one list of organisations for both values (identifyCredential
-   * would read it once per value), and both keyed lookups queued at once, so the vault runs
-   * them back to back.
+   * On the join → punch path: both values in one vault turn (the org list and one statement),
+   * since every statement is a thread-pool round trip that can wait behind another fsync.
    */
   async #identify(mac: string, ssid: string | undefined): Promise<Array<{ orgId: string; subjectId: string }>> {
     const values = ssid === undefined ? [mac] : [mac, wifiCredentialValue(mac, ssid)];
+    const seen = new Set<string>();
     const out: Array<{ orgId: string; subjectId: string }> = [];
-    for (const orgId of await this.#o.vault.orgs()) {
-      const found = await Promise.all(values.map((v) => this.#o.vault.lookupCredential(orgId, 'wifi_mac', v)));
-      for (const subjectId of new Set(found)) if (subjectId !== undefined) out.push({ orgId, subjectId });
+    for (const m of await this.#o.vault.identifyCredentials('wifi_mac', values)) {
+      const k = key(m.orgId, m.subjectId);
+      if (seen.has(k)) continue; // enrolled both unscoped and for this SSID: one subject
+      seen.add(k);
+      out.push({ orgId: m.orgId, subjectId: m.subjectId });
     }
     return out;
   }
 
   /** Whether `orgId` knows this phone at all (unscoped, or scoped to any SSID of the router). */
   async #knownInOrg(orgId: string, mac: string): Promise<boolean> {
-    for (const value of [mac, ...this.knownSsids().map((s) => wifiCredentialValue(mac, s))]) if ((await this.#o.vault.lookupCredential(orgId, 'wifi_mac', value)) !== undefined) return true;
-    return false;
+    const values = [mac, ...this.knownSsids().map((s) => wifiCredentialValue(mac, s))];
+    return (await this.#o.vault.identifyCredentials('wifi_mac', values, (o) => o === orgId)).length > 0;
   }
 
   async #scopedElsewhere(mac: string, ssid: string | undefined): Promise<boolean> {
-    for (const other of this.knownSsids()) if (other !== ssid && (await this.#o.vault.identifyCredential('wifi_mac', wifiCredentialValue(mac, other))).length > 0) return true;
-    return false;
+    const others = this.knownSsids().filter((s) => s !== ssid);
+    return (
+      others.length > 0 &&
+      (
+        await this.#o.vault.identifyCredentials(
+          'wifi_mac',
+          others.map((s) => wifiCredentialValue(mac, s)),
+        )
+      ).length > 0
+    );
   }
 
   async #joined(mac: string, group: string, live = true): Promise<void> {
