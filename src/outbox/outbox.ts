@@ -327,6 +327,7 @@ export class Outbox {
         const minSeq = (await db.get<{ m: number | null }>('SELECT min(seq) AS m FROM punches'))?.m ?? null;
         const r = reconcile({ inFile, minSeq, bdSeq, found: found?.state, existing, file: basename(opts.path) });
         for (const w of r.warnings) opts.logger?.error({ event: 'outbox_seq_mark', detail: w }, w);
+        for (const n of r.notes) opts.logger?.warn({ event: 'outbox_commit_unfinished', detail: n }, n);
         if (r.lastSeq > inFile) {
           // Numbering continues above every number the mark says may have been handed out.
           const u = await db.run("UPDATE sqlite_sequence SET seq = ? WHERE name = 'punches'", [r.lastSeq]);
@@ -529,9 +530,18 @@ export class Outbox {
     let fresh: Pending[] = batch;
     let repeats: Repeat[] = [];
     const base = this.lastSeqValue;
+    /** The mark's record of this commit, written while the commit runs (SeqMark: accepted, committing). */
+    let marked: Promise<void> | undefined;
     try {
       await this.setSync('FULL');
       if (batch.some((p) => p.supplied)) ({ fresh, repeats } = await this.splitRepeats(batch));
+      // Alongside the commit, not after it: the commit's fsync hides the pwrite, and the punches
+      // are reported only once both are done. Until its second write says the commit finished, a
+      // start counts these numbers as possibly never committed (skipped, not lost).
+      if (fresh.length > 0) {
+        marked = this.mark.update({ accepted: base + fresh.length, committing: fresh.length });
+        marked.catch(() => undefined); // awaited below once the commit is done (the failure path writes over it)
+      }
       const sizes = statementSizes(fresh.length);
       // One statement is a transaction by itself: BEGIN and COMMIT would be two more thread-pool round trips.
       const atomic = sizes.length <= 1 && acks.length === 0 ? (fn: () => Promise<void>) => fn() : (fn: () => Promise<void>) => this.db.transaction(fn);
@@ -571,6 +581,8 @@ export class Outbox {
         if (acks.length > 0) deleted = await this.runDeletes(deletePlan(acks));
       });
     } catch (err) {
+      // Not committed: the mark says so again (a start would skip these numbers anyway, never count them lost).
+      if (marked) await this.mark.update({ accepted: base, committing: 0 }).catch((e: unknown) => this.fail(e, 'sequence mark write'));
       if (acks.length > 0) {
         // Not deleted: back into the buffer, for the next flush.
         this.ackBuffer.push(...acks);
@@ -596,11 +608,14 @@ export class Outbox {
       this.lastSeqValue = base + fresh.length;
       // Before anyone hears of these rows (producers, the drain): a SIGKILL from here on cannot hide them.
       try {
-        await this.mark.update({ accepted: this.lastSeqValue });
+        await marked;
       } catch (err) {
         // The rows are committed; only the record outside the file is behind. Say so, keep them.
         this.fail(err, 'sequence mark write');
       }
+      // The commit finished: not waited for. Until this write lands, a start finding exactly these
+      // rows missing takes them for an unfinished commit; any loss reaching further back is still a loss.
+      if (!this.failure) this.mark.update({ committing: 0 }).catch((err: unknown) => this.fail(err, 'sequence mark write'));
     }
     fresh.forEach((p, k) => {
       p.row.seq = base + 1 + k;
@@ -963,7 +978,7 @@ export class Outbox {
       await this.q.run(() => this.db.close());
       // Nothing is in flight any more: the reservation shrinks to what was used, so after a
       // clean stop numbering continues exactly where it was, even if the file is then lost.
-      if (!this.failure) await this.mark.update({ reserved: this.lastSeqValue, accepted: this.lastSeqValue });
+      if (!this.failure) await this.mark.update({ reserved: this.lastSeqValue, accepted: this.lastSeqValue, committing: 0 });
       await this.mark.close();
     } finally {
       await this.lock.release();
@@ -1183,7 +1198,10 @@ interface Reconciled {
   /** The outbox's last sequence number from now on. */
   lastSeq: number;
   loss?: SeqLoss;
+  /** Something went wrong in the files: said as an error. */
   warnings: string[];
+  /** What a crash leaves in the normal way (a commit that never finished): said as a warning. */
+  notes: string[];
 }
 
 /**
@@ -1194,42 +1212,58 @@ export function reconcile(o: { inFile: number; minSeq: number | null; bdSeq: num
   const { inFile, minSeq, file } = o;
   const settledInFile = minSeq === null ? inFile : minSeq - 1;
   const warnings: string[] = [];
+  const notes: string[] = [];
   const m = o.found;
   if (!m) {
     if (inFile > 0) warnings.push(`no sequence mark beside ${file} (first start of this version, or the mark was removed): rebuilt from the outbox (last seq ${inFile})`);
     return {
-      state: { reserved: inFile, accepted: inFile, delivered: settledInFile, bdSeq: o.bdSeq, lostFrom: 0, lostTo: 0, lostReported: false },
+      state: { reserved: inFile, accepted: inFile, delivered: settledInFile, bdSeq: o.bdSeq, lostFrom: 0, lostTo: 0, lostReported: false, committing: 0 },
       lastSeq: inFile,
       warnings,
+      notes,
     };
   }
   const bdSeq = Math.max(m.bdSeq, o.bdSeq);
+  // The numbers of a commit that was in flight when the agent stopped: written into the mark
+  // alongside the commit, so they may be missing from the file without having been accepted.
+  const firm = m.accepted - m.committing;
+  if (inFile < m.accepted && inFile >= firm) {
+    // Only that commit is missing: it never finished, so nobody was told its punches were accepted
+    // and the drain never saw them. Their numbers were never used: numbering goes on from the file,
+    // as it would have without the mark (skipping them would be a gap the cloud takes for a loss).
+    const delivered = Math.min(inFile, Math.max(m.delivered, settledInFile));
+    notes.push(`the last commit before the agent stopped (seq ${inFile + 1}..${m.accepted}) did not finish: its punches were never reported accepted, nothing is lost; numbering continues at ${inFile + 1}`);
+    return { state: { ...m, accepted: inFile, committing: 0, delivered, bdSeq }, lastSeq: inFile, warnings, notes };
+  }
   if (inFile < m.accepted) {
     // The file lost its tail, or is not the file that accepted those punches.
     const skippedTo = Math.max(m.reserved, m.accepted);
     const from = Math.max(inFile, m.delivered) + 1;
-    const to = m.accepted;
+    // A commit in flight at the stop is not counted: its punches may never have been accepted.
+    const to = firm;
     const delivered = Math.min(inFile, Math.max(m.delivered, settledInFile));
     const what = o.existing.bytes <= 0 ? `${file} is ${o.existing.bytes === 0 ? 'empty (0 bytes)' : 'missing'}` : `${file} holds seqs up to ${inFile}`;
     if (from > to) {
-      warnings.push(`${what} but the sequence mark says ${m.accepted} were accepted; every missing one had been delivered, so nothing is lost. Numbering continues at ${skippedTo + 1}`);
-      return { state: { ...m, reserved: skippedTo, accepted: skippedTo, delivered, bdSeq }, lastSeq: skippedTo, warnings };
+      warnings.push(`${what} but the sequence mark says ${firm} were accepted; every missing one had been delivered, so nothing is lost. Numbering continues at ${skippedTo + 1}`);
+      return { state: { ...m, reserved: skippedTo, accepted: skippedTo, committing: 0, delivered, bdSeq }, lastSeq: skippedTo, warnings, notes };
     }
     const prior = m.lostTo > 0 && !m.lostReported;
     const lostFrom = prior ? Math.min(m.lostFrom, from) : from;
-    warnings.push(`${what} but the sequence mark says ${m.accepted} were accepted (${m.delivered} delivered)`);
+    warnings.push(`${what} but the sequence mark says ${firm} were accepted (${m.delivered} delivered)`);
     return {
-      state: { reserved: skippedTo, accepted: skippedTo, delivered, bdSeq, lostFrom, lostTo: Math.max(to, prior ? m.lostTo : 0), lostReported: false },
+      state: { reserved: skippedTo, accepted: skippedTo, delivered, bdSeq, lostFrom, lostTo: Math.max(to, prior ? m.lostTo : 0), lostReported: false, committing: 0 },
       lastSeq: skippedTo,
       loss: { from, to, skippedTo },
       warnings,
+      notes,
     };
   }
   if (inFile > m.reserved) warnings.push(`the sequence mark is behind ${file} (mark ${m.reserved}, outbox ${inFile}): restored from an older copy? Taken from the outbox`);
   return {
-    state: { ...m, reserved: Math.max(m.reserved, inFile), accepted: inFile, delivered: Math.min(inFile, Math.max(m.delivered, settledInFile)), bdSeq },
+    state: { ...m, reserved: Math.max(m.reserved, inFile), accepted: inFile, committing: 0, delivered: Math.min(inFile, Math.max(m.delivered, settledInFile)), bdSeq },
     lastSeq: inFile,
     warnings,
+    notes,
   };
 }
 

@@ -20,12 +20,22 @@
  *  - reserved: every sequence number ever handed out is ≤ this. Raised in
  *    blocks and fdatasync'd BEFORE the commit that uses the numbers, so it
  *    costs one fsync per block, not per punch.
- *  - accepted: the last sequence number committed. Written (pwrite, no fsync)
- *    after every commit and before the commit is reported: it survives a
- *    SIGKILL (the page cache belongs to the kernel) and is fdatasync'd at the
- *    next reservation, at most a second later, and on close. The pwrite runs
- *    on the thread pool: measured here, a pwrite on the event loop stalled it
- *    for up to 52 ms while another fsync ran on the same filesystem.
+ *  - accepted: the last sequence number committed, or being committed.
+ *    Written (pwrite, no fsync) alongside every commit, which is reported
+ *    only once both are done: it survives a SIGKILL (the page cache belongs
+ *    to the kernel) and is fdatasync'd at the next reservation, at most a
+ *    second later, and on close. The pwrite runs on the thread pool (a pwrite
+ *    on the event loop once stalled it for 52 ms while another fsync ran on
+ *    the same filesystem) and beside the commit, not after it, so the
+ *    commit's fsync hides it. `committing` says how many of the last numbers
+ *    belong to the commit in flight, until a second write (after the
+ *    producers heard, not waited for) sets it to 0. A start that finds the
+ *    file short of `accepted` by no more than `committing` met a commit that
+ *    never finished: those punches were never reported accepted nor sent, so
+ *    they are not a loss, and numbering goes on from the file (skipping them
+ *    would leave a gap the cloud takes for one).
+ *  - committing: see accepted; kept in bits 8..31 of the flags word (a batch
+ *    is at most a few thousand punches).
  *  - delivered: every sequence number ≤ this was acknowledged by the broker.
  *  - bdSeq: the connection counter, so it is not reused either.
  *  - lostFrom..lostTo: the last loss found, kept until it was reported.
@@ -46,21 +56,27 @@ export interface SeqMarkState {
   lostTo: number;
   /** The loss has been reported to the cloud (a punch was delivered after it was raised). */
   lostReported: boolean;
+  /** How many of the numbers up to `accepted` belong to a commit not known to have finished (0: none). */
+  committing: number;
 }
 
-export const EMPTY_MARK: Readonly<SeqMarkState> = Object.freeze({ reserved: 0, accepted: 0, delivered: 0, bdSeq: 0, lostFrom: 0, lostTo: 0, lostReported: false });
+export const EMPTY_MARK: Readonly<SeqMarkState> = Object.freeze({ reserved: 0, accepted: 0, delivered: 0, bdSeq: 0, lostFrom: 0, lostTo: 0, lostReported: false, committing: 0 });
 
 const MAGIC = Buffer.from('TBXSEQ01', 'latin1');
 /** magic 8 | generation 8 | reserved 8 | accepted 8 | delivered 8 | lostFrom 8 | lostTo 8 | bdSeq 8 | flags 4 | crc32 4 */
 const SLOT = 72;
 const CRC_AT = SLOT - 4;
 const FLAG_LOST_REPORTED = 1;
+/** `committing` lives in the flags word above the flag bits. */
+const COMMITTING_SHIFT = 8;
+export const MAX_COMMITTING = 2 ** 24 - 1;
 
 function encodeSlot(gen: number, s: SeqMarkState): Buffer {
   const b = Buffer.alloc(SLOT);
   MAGIC.copy(b, 0);
   [gen, s.reserved, s.accepted, s.delivered, s.lostFrom, s.lostTo, s.bdSeq].forEach((v, i) => b.writeBigUInt64LE(BigInt(v), 8 + 8 * i));
-  b.writeUInt32LE(s.lostReported ? FLAG_LOST_REPORTED : 0, 64);
+  if (!Number.isInteger(s.committing) || s.committing < 0 || s.committing > MAX_COMMITTING) throw new TallyboxError('STORAGE_IO', `sequence mark: a commit of ${s.committing} punches cannot be recorded`);
+  b.writeUInt32LE(((s.committing << COMMITTING_SHIFT) | (s.lostReported ? FLAG_LOST_REPORTED : 0)) >>> 0, 64);
   b.writeUInt32LE(crc32(b.subarray(0, CRC_AT)), CRC_AT);
   return b;
 }
@@ -77,9 +93,10 @@ function decodeSlot(b: Buffer): { gen: number; state: SeqMarkState } | undefined
     lostTo: n(5),
     bdSeq: n(6),
     lostReported: (b.readUInt32LE(64) & FLAG_LOST_REPORTED) !== 0,
+    committing: b.readUInt32LE(64) >>> COMMITTING_SHIFT,
   };
   // A slot whose numbers contradict each other is damage, not a state.
-  if (state.accepted > state.reserved || state.delivered > state.accepted || state.lostFrom > state.lostTo) return undefined;
+  if (state.accepted > state.reserved || state.delivered > state.accepted || state.lostFrom > state.lostTo || state.committing > state.accepted) return undefined;
   return { gen: n(0), state };
 }
 

@@ -14,6 +14,7 @@ import { Agent } from '../../src/agent/agent.js';
 import { validateConfig } from '../../src/config/load.js';
 import { Outbox, seqMarkPath } from '../../src/outbox/outbox.js';
 import { AlarmCode, PunchMethod } from '../../src/proto/index.js';
+import { SeqMark } from '../../src/store/seq-mark.js';
 import { Sqlite } from '../../src/store/sqlite.js';
 import { isTallyboxError } from '../../src/util/errors.js';
 import { silentLogger, type Logger } from '../../src/util/log.js';
@@ -217,6 +218,60 @@ describe('a lost or damaged outbox file', () => {
     expect(lines.join()).toMatch(/no sequence mark/);
     expect((await o.accept(punch(1))).seq).toBe(8);
     expect(o.seqMark.accepted).toBe(8);
+    await o.close();
+  });
+});
+
+describe('a commit that never finished (the mark is written alongside each commit)', () => {
+  /** The mark as a SIGKILL during a commit of `n` punches leaves it: those numbers recorded, `committing: n`. */
+  async function markCommitInFlight(path: string, n: number): Promise<number> {
+    const markPath = seqMarkPath(path);
+    const found = SeqMark.read(markPath)!;
+    const accepted = found.state.accepted + n;
+    const m = await SeqMark.open(markPath, found, { ...found.state, reserved: Math.max(found.state.reserved, accepted), accepted, committing: n });
+    await m.close();
+    return accepted;
+  }
+
+  it('its rows missing at the next start: not a loss (they were never reported accepted), said as a warning; numbering goes on from the file (no gap the cloud would take for a loss)', async () => {
+    const dir = tmp();
+    const path = join(dir, 'outbox.db');
+    await fill(path, 10);
+    await markCommitInFlight(path, 2);
+    const lines: string[] = [];
+    const o = await Outbox.open({ path, capacity: 100, logger: captureLogger(lines) });
+    expect(o.loss).toBeUndefined();
+    expect(o.activeAlarms().size).toBe(0);
+    expect(lines.join('\n')).toMatch(/last commit before the agent stopped \(seq 11\.\.12\) did not finish/);
+    expect(o.seqMark.committing).toBe(0);
+    expect((await o.accept(punch(1))).seq).toBe(11);
+    await o.close();
+  });
+
+  it('a loss reaching further back is still a loss, up to the last finished commit', async () => {
+    const dir = tmp();
+    const path = join(dir, 'outbox.db');
+    await fill(path, 10);
+    await markCommitInFlight(path, 3);
+    truncateSync(path, 0);
+    rmSync(`${path}-wal`, { force: true });
+    rmSync(`${path}-shm`, { force: true });
+    const o = await Outbox.open({ path, capacity: 100 });
+    expect(o.loss).toEqual({ from: 1, to: 10, skippedTo: 13 });
+    expect(o.activeAlarms().get('STORAGE_LOST')).toMatch(/10 accepted punches lost .*seq 1\.\.10.*continues at 14/);
+    expect((await o.accept(punch(1))).seq).toBe(14);
+    await o.close();
+  });
+
+  it('a commit that finished says so in the file too, without being waited for', async () => {
+    const dir = tmp();
+    const path = join(dir, 'outbox.db');
+    const o = await Outbox.open({ path, capacity: 100 });
+    const a = await o.accept(punch(1));
+    // Reported accepted: the file's mark already covers it (it was written alongside the commit) ...
+    expect(SeqMark.read(seqMarkPath(path))!.state.accepted).toBe(a.seq);
+    // ... and its second write, after the producers heard, ends the "may not have finished".
+    await waitUntil(() => SeqMark.read(seqMarkPath(path))!.state.committing === 0, 5000, 'the commit recorded as finished');
     await o.close();
   });
 });
