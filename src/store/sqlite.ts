@@ -13,7 +13,7 @@
  */
 import sqlite3 from 'sqlite3';
 import { statfsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { TallyboxError } from '../util/errors.js';
 import { preparePrivateDbFile } from '../util/private-fs.js';
 import { releasePinned } from './pinned-read.js';
@@ -93,15 +93,19 @@ function wrap(err: Error, sql: string, path: string): TallyboxError {
  * snapshot open (which would keep checkpoints from emptying the WAL).
  */
 export class Prepared {
+  private readonly writes: boolean;
   /** @internal */
   constructor(
     private readonly stmt: sqlite3.Statement,
     private readonly sql: string,
     private readonly path: string,
-  ) {}
+  ) {
+    this.writes = mayWrite(sql);
+  }
 
   run(params: SqlParams = []): Promise<RunResult> {
     const { sql, path } = this;
+    wrote(path);
     return new Promise<RunResult>((resolve, reject) => {
       this.stmt.run(params as unknown[], function (this: sqlite3.RunResult, err: Error | null) {
         if (err) reject(wrap(err, sql, path));
@@ -111,6 +115,7 @@ export class Prepared {
   }
 
   all<T = Record<string, unknown>>(params: SqlParams = []): Promise<T[]> {
+    if (this.writes) wrote(this.path);
     return new Promise((resolve, reject) => {
       this.stmt.all(params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(wrap(err, this.sql, this.path)) : resolve(rows)));
     });
@@ -125,6 +130,24 @@ export class Prepared {
   finalize(): Promise<void> {
     return new Promise((resolve) => this.stmt.finalize(() => resolve()));
   }
+}
+
+/**
+ * Who wants to hear that a database file is about to change (Sqlite.onWrite), per path: a cache
+ * of rows (the vault's credentials) is dropped before any statement that may write runs, on any
+ * connection of this process to the file.
+ */
+const writeListeners = new Map<string, Set<() => void>>();
+
+/** Anything but a SELECT may write (a PRAGMA, a CTE ahead of an UPDATE): counted as a write, to be safe. */
+function mayWrite(sql: string): boolean {
+  return !/^\s*SELECT\b/i.test(sql);
+}
+
+function wrote(path: string): void {
+  if (writeListeners.size === 0) return;
+  const fns = writeListeners.get(resolve(path));
+  if (fns) for (const fn of fns) fn();
 }
 
 /** Connections this process has open per database path (see close()). */
@@ -220,8 +243,24 @@ export class Sqlite {
     return head.length === 0 || head.subarray(0, 16).equals(SQLITE_HEADER);
   }
 
+  /**
+   * Call `fn` before any statement that may write this file runs, on any connection of this
+   * process (reads do not call it). Returns the function that stops it.
+   */
+  onWrite(fn: () => void): () => void {
+    const key = resolve(this.path);
+    let fns = writeListeners.get(key);
+    if (!fns) writeListeners.set(key, (fns = new Set()));
+    fns.add(fn);
+    return () => {
+      fns.delete(fn);
+      if (fns.size === 0 && writeListeners.get(key) === fns) writeListeners.delete(key);
+    };
+  }
+
   run(sql: string, params: SqlParams = []): Promise<RunResult> {
     const path = this.path;
+    wrote(path);
     return new Promise<RunResult>((resolve, reject) => {
       this.db.run(sql, params as unknown[], function (this: sqlite3.RunResult, err: Error | null) {
         if (err) reject(wrap(err, sql, path));
@@ -231,18 +270,21 @@ export class Sqlite {
   }
 
   get<T = Record<string, unknown>>(sql: string, params: SqlParams = []): Promise<T | undefined> {
+    if (mayWrite(sql)) wrote(this.path);
     return new Promise((resolve, reject) => {
       this.db.get(sql, params as unknown[], (err: Error | null, row: T | undefined) => (err ? reject(wrap(err, sql, this.path)) : resolve(row)));
     });
   }
 
   all<T = Record<string, unknown>>(sql: string, params: SqlParams = []): Promise<T[]> {
+    if (mayWrite(sql)) wrote(this.path);
     return new Promise((resolve, reject) => {
       this.db.all(sql, params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(wrap(err, sql, this.path)) : resolve(rows)));
     });
   }
 
   exec(sql: string): Promise<void> {
+    wrote(this.path);
     return new Promise((resolve, reject) => {
       this.db.exec(sql, (err: Error | null) => (err ? reject(wrap(err, sql, this.path)) : resolve()));
     });

@@ -61,13 +61,69 @@ export interface CredentialMatch {
   value: string;
 }
 
+/** One (org, value) a look-up asks for, with its keyed hash, and its place in the answer. */
+interface Wanted {
+  keys: OrgKeys;
+  value: string;
+  lookup: Buffer;
+  hex: string;
+  order: number;
+}
+
+type CachedRow = Pick<CredentialRow, 'record_id' | 'subject_id' | 'key_version' | 'quarantine_code' | 'mac'>;
+
+/** Credential rows kept in memory (the HMACs and owners, as in the file) at most; an org with more is read per look-up. */
+const MAX_CACHED_ROWS = 50_000;
+
 export class CredentialStore {
   readonly #ctx: VaultContext;
   readonly #subjects: SubjectStore;
+  /**
+   * The credential rows of (org, kind), by lookup hash (hex): read once, then matched in memory
+   * (a card tap or a phone join would otherwise wait for a thread-pool round trip). Exactly what
+   * the file holds (keyed hashes, owners, row MACs, each checked at every match): dropped whole
+   * before any statement that may write vault.db runs, on any connection (Sqlite.onWrite), so
+   * an erasure, a quarantine or a new card is never answered from an old copy. `null`: too many
+   * rows to keep, read per look-up.
+   */
+  readonly #cache = new Map<string, Map<string, CachedRow> | null>();
+  #cachedRows = 0;
+  readonly #stopWatching: () => void;
 
   constructor(opts: { ctx: VaultContext; subjects: SubjectStore }) {
     this.#ctx = opts.ctx;
     this.#subjects = opts.subjects;
+    this.#stopWatching = opts.ctx.db.onWrite(() => this.#drop());
+  }
+
+  #drop(): void {
+    this.#cache.clear();
+    this.#cachedRows = 0;
+  }
+
+  /** The vault is closing: nothing kept, nothing watched. */
+  close(): void {
+    this.#stopWatching();
+    this.#drop();
+  }
+
+  /** The cached rows of these orgs for `kind` (read in one statement for those not cached yet). */
+  async #rowsOf(orgs: readonly OrgKeys[], kind: CredentialKind): Promise<Map<string, Map<string, CachedRow> | null>> {
+    const k = (orgId: string) => `${orgId}\u0000${kind}`;
+    const missing = orgs.filter((o) => !this.#cache.has(k(o.orgId)));
+    if (missing.length > 0) {
+      const marks = missing.map(() => '?').join(',');
+      const sql = `SELECT org_id, lookup, record_id, subject_id, key_version, quarantine_code, mac FROM credentials WHERE kind = ? AND org_id IN (${marks})`;
+      const rows = await (await this.#ctx.db.prepared(sql)).all<CachedRow & Pick<CredentialRow, 'org_id' | 'lookup'>>([kind, ...missing.map((o) => o.orgId)]);
+      const fresh = new Map<string, Map<string, CachedRow>>(missing.map((o) => [o.orgId, new Map()]));
+      for (const { org_id, lookup, ...row } of rows) fresh.get(org_id)?.set(lookup.toString('hex'), row);
+      for (const [orgId, m] of fresh) {
+        const keep = this.#cachedRows + m.size <= MAX_CACHED_ROWS;
+        this.#cache.set(k(orgId), keep ? m : null);
+        if (keep) this.#cachedRows += m.size;
+      }
+    }
+    return new Map(orgs.map((o) => [o.orgId, this.#cache.get(k(o.orgId)) ?? null]));
   }
 
   /** Store (or move) a credential; the subject must exist. Re-assigning it writes a new record and heals a quarantine. */
@@ -95,32 +151,44 @@ export class CredentialStore {
   }
 
   /**
-   * Every (org, value) of `values` enrolled in one of these orgs, in org order then value order: one
-   * statement for all of them (a join or a card tap is on the punch path, and each statement is a
-   * thread-pool round trip that can wait behind another connection's fsync). A row failing its MAC
-   * is quarantined and matches nothing.
+   * Every (org, value) of `values` enrolled in one of these orgs, in org order then value order:
+   * matched against the cached rows (no statement at all once an org's rows are read), or, for an
+   * org with too many rows to keep, one statement for all of them. A row failing its MAC is
+   * quarantined and matches nothing.
    */
   private async findMany(orgs: readonly OrgKeys[], kind: CredentialKind, values: readonly string[]): Promise<CredentialMatch[]> {
     if (orgs.length === 0 || values.length === 0) return [];
-    // Which (org, value) each keyed hash stands for: the statement's IN lists cross orgs and hashes.
-    const wanted = new Map<string, { keys: OrgKeys; value: string; lookup: Buffer; order: number }>();
-    const lookups: Buffer[] = [];
+    // Each (org, value) once, with its keyed hash.
+    const wanted = new Map<string, Wanted>();
     orgs.forEach((keys, o) =>
       values.forEach((value, v) => {
         const lookup = lookupHash(keys, kind, value);
-        const k = `${keys.orgId}\u0000${lookup.toString('hex')}`;
-        if (!wanted.has(k)) wanted.set(k, { keys, value, lookup, order: o * values.length + v });
-        lookups.push(lookup);
+        const hex = lookup.toString('hex');
+        const k = `${keys.orgId}\u0000${hex}`;
+        if (!wanted.has(k)) wanted.set(k, { keys, value, lookup, hex, order: o * values.length + v });
       }),
     );
-    const marks = (n: number) => Array.from({ length: n }, () => '?').join(',');
-    // Only the columns not already known: this runs for every org on every card tap and phone join.
-    const sql = `SELECT org_id, lookup, record_id, subject_id, key_version, quarantine_code, mac FROM credentials WHERE org_id IN (${marks(orgs.length)}) AND kind = ? AND lookup IN (${marks(lookups.length)})`;
-    const rows = await (await this.#ctx.db.prepared(sql)).all<Pick<CredentialRow, 'org_id' | 'lookup' | 'record_id' | 'subject_id' | 'key_version' | 'quarantine_code' | 'mac'>>([...orgs.map((k) => k.orgId), kind, ...lookups]);
+    const cached = await this.#rowsOf(orgs, kind);
+    const hits: Array<{ w: Wanted; row: CachedRow }> = [];
+    const unread = [...wanted.values()].filter((w) => {
+      const m = cached.get(w.keys.orgId);
+      const row = m?.get(w.hex);
+      if (row) hits.push({ w, row });
+      return m === null;
+    });
+    if (unread.length > 0) {
+      // Orgs with too many rows to keep: one statement (its IN lists cross orgs and hashes, so match the pairs after).
+      const orgIds = [...new Set(unread.map((w) => w.keys.orgId))];
+      const marks = (n: number) => Array.from({ length: n }, () => '?').join(',');
+      const sql = `SELECT org_id, lookup, record_id, subject_id, key_version, quarantine_code, mac FROM credentials WHERE org_id IN (${marks(orgIds.length)}) AND kind = ? AND lookup IN (${marks(unread.length)})`;
+      const rows = await (await this.#ctx.db.prepared(sql)).all<CachedRow & Pick<CredentialRow, 'org_id' | 'lookup'>>([...orgIds, kind, ...unread.map((w) => w.lookup)]);
+      for (const { org_id, lookup, ...row } of rows) {
+        const w = wanted.get(`${org_id}\u0000${lookup.toString('hex')}`);
+        if (w) hits.push({ w, row }); // else one org's hash under another org's id: not a match
+      }
+    }
     const out: Array<CredentialMatch & { order: number }> = [];
-    for (const found of rows) {
-      const w = wanted.get(`${found.org_id}\u0000${found.lookup.toString('hex')}`);
-      if (!w) continue; // one org's hash under another org's id: not a match
+    for (const { w, row: found } of hits) {
       const orgId = w.keys.orgId;
       const row: CredentialRow = { ...found, org_id: orgId, kind, lookup: w.lookup, quarantined_at_ms: null };
       const bad = checkMac(credentialRowMac(w.keys, row), row.mac);

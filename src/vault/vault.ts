@@ -147,6 +147,7 @@ export class Vault implements ErasableStore, RetentionSource, RosterSource {
     await this.serial(async () => {
       if (this.#closed) return;
       this.#closed = true;
+      this.#credentials.close();
       this.#keyring.close();
       await this.#db.close();
     });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import sqlite3 from 'sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { assertBiometricConsent, ConsentRefusedError } from '../../src/vault/consent.js';
+import { Sqlite } from '../../src/store/sqlite.js';
 import type { Vault } from '../../src/vault/vault.js';
 import { openVault, sandbox, type Sandbox } from './helpers.js';
 
@@ -157,6 +158,31 @@ describe('credentials: several values in one look-up', () => {
     ]);
     expect(await vault.quarantined(ORG)).toMatchObject([{ table: 'credentials', code: 'METADATA_MAC_MISMATCH' }]);
     await expect(vault.identifyCredentials('wifi_mac', ['not-a-mac'])).rejects.toMatchObject({ code: 'INVALID_CREDENTIAL' });
+  });
+});
+
+describe('credentials: the rows matched in memory', () => {
+  it('are only ever what the file holds: a write by any connection of this process drops them (a moved owner is quarantined, a deleted card identifies no one)', async () => {
+    await vault.upsertSubjects(ORG, [adult('adult-0001'), adult('adult-0002')]);
+    await vault.putCredential(ORG, 'card', '0004500123', 'adult-0001');
+    await vault.putCredential(ORG, 'card', '0004500999', 'adult-0002');
+    // Read into memory by the first look-up.
+    expect(await vault.identifyCredential('card', '0004500123')).toEqual([{ orgId: ORG, subjectId: 'adult-0001' }]);
+    // Another connection to the same file, in this process, with the vault open.
+    const other = await Sqlite.open(join(sb.dataDir, 'vault.db'));
+    try {
+      expect((await other.run("UPDATE credentials SET subject_id = 'adult-0002' WHERE subject_id = 'adult-0001'")).changes).toBe(1);
+      expect(await vault.identifyCredential('card', '0004500123')).toEqual([]);
+      expect(await vault.quarantined(ORG)).toMatchObject([{ table: 'credentials', code: 'METADATA_MAC_MISMATCH' }]);
+      expect(await vault.identifyCredential('card', '0004500999')).toEqual([{ orgId: ORG, subjectId: 'adult-0002' }]);
+      expect((await other.run("DELETE FROM credentials WHERE subject_id = 'adult-0002'")).changes).toBe(2);
+      expect(await vault.identifyCredential('card', '0004500999')).toEqual([]);
+    } finally {
+      await other.close();
+    }
+    // The vault's own writes too: a new card is found at once.
+    await vault.putCredential(ORG, 'card', '0004500777', 'adult-0001');
+    expect(await vault.identifyCredential('card', '0004500777')).toEqual([{ orgId: ORG, subjectId: 'adult-0001' }]);
   });
 });
 
