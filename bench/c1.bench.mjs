@@ -127,10 +127,31 @@ async function hostapdRun(n, broker) {
 
 const median = (xs) => percentile(xs, 50);
 
+/** The V8 and malloc settings the agent runs with (packaging/tallybox.service, the CLI's shebang). */
+const DEPLOYED_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
+const DEPLOYED_ENV = { MALLOC_ARENA_MAX: '2', NODE_ENV: 'production' };
+
 /**
- * HOSTAPD_REPS runs (default 3) of N joins each, against a Mosquitto of its own (when installed;
- * else the embedded broker, said in the rows), and one run with the broker and cloud emulator in
- * the agent's process. Percentiles are per run; the table quotes the median run (noisy machine).
+ * hostapdRun in a child process started as the service starts the agent (a 1 MB young generation,
+ * one V8 worker thread): its garbage collections are the device's, not this bench process's.
+ */
+async function hostapdRunAsDeployed(broker) {
+  const child = spawn(process.execPath, [...DEPLOYED_FLAGS, fileURLToPath(import.meta.url)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...DEPLOYED_ENV, C1_HOSTAPD_CHILD: broker ?? '', C1_BENCH_N: String(N) },
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const code = await new Promise((r) => child.once('exit', r));
+  if (code !== 0) throw new Error(`the hostapd bench child exited with ${code}`);
+  return JSON.parse(out.slice(out.lastIndexOf('\n{') + 1));
+}
+
+/**
+ * HOSTAPD_REPS runs (default 3) of N joins each, the agent in a process of its own started as
+ * deployed, against a Mosquitto of its own (when installed; else the embedded broker, said in the
+ * rows); and one run in this process with the broker and cloud emulator beside the agent (as
+ * measured before). Percentiles are per run; the table quotes the median run (noisy machine).
  */
 async function hostapdLatency() {
   const { Mosquitto, mosquittoPath } = await import(dist('simulators/cloud/mosquitto.js'));
@@ -138,7 +159,7 @@ async function hostapdLatency() {
   const mosq = mosquittoPath() ? await Mosquitto.start() : undefined;
   const runs = [];
   try {
-    for (let r = 0; r < reps; r++) runs.push(await hostapdRun(N, mosq?.url));
+    for (let r = 0; r < reps; r++) runs.push(await hostapdRunAsDeployed(mosq?.url));
   } finally {
     await mosq?.stop();
   }
@@ -221,8 +242,8 @@ async function idleRss() {
       }),
     );
     // As systemd runs it (packaging/tallybox.service, and the CLI's shebang): the same flags and MALLOC_ARENA_MAX for both.
-    const flags = ['--max-semi-space-size=1', '--v8-pool-size=1'];
-    const env = { ...process.env, MALLOC_ARENA_MAX: '2', NODE_ENV: 'production' };
+    const flags = DEPLOYED_FLAGS;
+    const env = { ...process.env, ...DEPLOYED_ENV };
     const agent = spawn(process.execPath, [...flags, dist('src/cli/tallybox.js'), 'run', '--config', cfg], { stdio: 'ignore', env });
     const base = spawn(process.execPath, [...flags, '-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env });
     kids.push(agent, base);
@@ -382,4 +403,11 @@ export async function run() {
   }
   rows.push({ bench: 'c1', metric: 'load average (1 min) at the end', value: (await import('node:os')).loadavg()[0], unit: '' });
   return rows;
+}
+
+// As the child of hostapdRunAsDeployed: one run, its samples as JSON on stdout.
+if (process.env.C1_HOSTAPD_CHILD !== undefined && process.argv[1] === fileURLToPath(import.meta.url)) {
+  const r = await hostapdRun(N, process.env.C1_HOSTAPD_CHILD || undefined);
+  process.stdout.write(`\n${JSON.stringify(r)}\n`);
+  process.exit(0);
 }
