@@ -717,7 +717,12 @@ export class Outbox {
 
   private readerDb(): Promise<Sqlite> {
     this.reader ??= Sqlite.open(this.opts.path, { readonly: true }).then(async (r) => {
-      await r.exec('PRAGMA cache_size=-512'); // sequential reads: a small cache is enough (resident memory)
+      try {
+        await r.exec('PRAGMA cache_size=-512'); // sequential reads: a small cache is enough (resident memory)
+      } catch (err) {
+        await r.close().catch(() => undefined); // not handed out: nobody else would close it; the error below says what failed
+        throw err;
+      }
       return r;
     });
     this.reader.catch(() => {

@@ -157,6 +157,8 @@ const openConnections = new Map<string, number>();
 const STATEMENT_CACHE = 64;
 
 export class Sqlite {
+  /** prepared() calls still preparing (close() waits for them). */
+  private readonly preparing = new Set<Promise<void>>();
   /** Insertion order is use order (a hit moves its entry to the end): the first entry is the least recently used. */
   private readonly statements = new Map<string, Prepared>();
 
@@ -179,6 +181,20 @@ export class Sqlite {
       this.statements.set(sql, hit);
       return hit;
     }
+    // Counted until it is in the cache: close() waits for it, or the statement would land in the
+    // cache after close() emptied it and sqlite3_close would fail (SQLITE_BUSY), leaving the
+    // connection and its descriptors open for the life of the process.
+    const p = this.prepareUncached(sql);
+    const settled = p.then(
+      () => undefined,
+      () => undefined, // the error went to the caller
+    );
+    this.preparing.add(settled);
+    void settled.then(() => this.preparing.delete(settled));
+    return p;
+  }
+
+  private async prepareUncached(sql: string): Promise<Prepared> {
     const stmt = await new Promise<sqlite3.Statement>((resolve, reject) => {
       const st: sqlite3.Statement = this.db.prepare(sql, (err: Error | null) => (err ? reject(wrap(err, sql, this.path)) : resolve(st)));
     });
@@ -312,7 +328,8 @@ export class Sqlite {
   }
 
   async close(): Promise<void> {
-    // sqlite3_close refuses a connection with statements still prepared.
+    // sqlite3_close refuses a connection with statements still prepared: those being prepared too.
+    await Promise.all([...this.preparing]);
     const stmts = [...this.statements.values()];
     this.statements.clear();
     await Promise.all(stmts.map((p) => p.finalize()));
