@@ -21,10 +21,11 @@
  * engineer sees what leaked.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
+import { holdersOf } from './open-files.js';
 
 export interface Tmpfs {
   /** The mount point (an empty directory when not mounted). */
@@ -175,37 +176,4 @@ function mountPoints(): Set<string> {
 
 function isMountPoint(dir: string): boolean {
   return mountPoints().has(dir);
-}
-
-/** "pid:what" for everything in /proc that keeps `dir` busy: open descriptors, memory maps (SQLite's -shm), working directories. */
-function holdersOf(dir: string): string[] {
-  const out = new Set<string>();
-  const under = (p: string) => p === dir || p.startsWith(`${dir}/`);
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    let fds: string[] = [];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue; // the process exited, or is not ours to inspect
-    }
-    for (const fd of fds) {
-      try {
-        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        if (under(target)) out.add(`${pid}:fd ${target}`);
-      } catch {
-        // the descriptor closed while we looked: nothing to report
-      }
-    }
-    try {
-      for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-        const path = line.split(/\s+/).slice(5).join(' ');
-        if (under(path)) out.add(`${pid}:mmap ${path}`);
-      }
-      const cwd = readlinkSync(`/proc/${pid}/cwd`);
-      if (under(cwd)) out.add(`${pid}:cwd ${cwd}`);
-    } catch {
-      // the process exited while we looked: it holds nothing any more
-    }
-  }
-  return [...out];
 }
