@@ -14,8 +14,8 @@
  * devices collide only if salt⊕seq and the 26 random bits all match).
  */
 import { randomFillSync, randomInt } from 'node:crypto';
+import { formatUuid, stampUuidv7 } from '../util/uuidv7.js';
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 const TWO32 = 2 ** 32;
 /** Largest seq an id can carry (48 bits); above it the outbox supplies a random UUIDv7 and indexes it. */
 export const MAX_ID_SEQ = 2 ** 48 - 1;
@@ -42,27 +42,14 @@ export function eventIdFor(seq: number, nowMs: number, salt: number): string {
     rndOffset = 0;
   }
   const b = Buffer.allocUnsafe(16);
-  const ms = Math.max(0, Math.floor(nowMs));
-  b[0] = Math.floor(ms / 2 ** 40) & 0xff;
-  b[1] = Math.floor(ms / 2 ** 32) & 0xff;
-  b[2] = (ms >>> 24) & 0xff;
-  b[3] = (ms >>> 16) & 0xff;
-  b[4] = (ms >>> 8) & 0xff;
-  b[5] = ms & 0xff;
-  b[6] = 0x70 | (rnd[rndOffset]! & 0x0f);
-  b[7] = rnd[rndOffset + 1]!;
-  b[8] = 0x80 | (rnd[rndOffset + 2]! & 0x3f);
-  b[9] = rnd[rndOffset + 3]!;
+  // 26 random bits: bytes 6-9 less the version and variant bits stampUuidv7 writes over them.
+  rnd.copy(b, 6, rndOffset, rndOffset + 4);
   rndOffset += 4;
   const v = xor48(seq, salt);
   b.writeUInt16BE(Math.floor(v / TWO32), 10);
   b.writeUInt32BE(v >>> 0, 12);
-  let s = '';
-  for (let i = 0; i < 16; i++) {
-    s += HEX[b[i]!]!;
-    if (i === 3 || i === 5 || i === 7 || i === 9) s += '-';
-  }
-  return s;
+  stampUuidv7(b, nowMs);
+  return formatUuid(b);
 }
 
 const ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-([0-9a-f]{12})$/;

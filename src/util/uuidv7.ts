@@ -2,6 +2,9 @@
  * UUIDv7 (RFC 9562 §5.7): 48-bit Unix ms timestamp, version 7, 74 random bits.
  * Time-ordered, so event ids sort roughly by creation and index well.
  * node:crypto has randomUUID (v4) only; this is the 10 lines it takes.
+ *
+ * The layout (`stampUuidv7`, `formatUuid`) is shared with the outbox's event
+ * ids (src/outbox/event-ids.ts), which choose their own 74 bits.
  */
 import { randomFillSync } from 'node:crypto';
 
@@ -16,6 +19,16 @@ export function uuidv7(nowMs: number = Date.now()): string {
   }
   const b = pool.subarray(poolOffset, poolOffset + 16);
   poolOffset += 16;
+  stampUuidv7(b, nowMs);
+  return formatUuid(b);
+}
+
+/**
+ * Make the 16 bytes `b` a UUIDv7 stamped with `nowMs`: the timestamp into
+ * bytes 0–5, the version over the high nibble of byte 6 and the variant over
+ * the two high bits of byte 8. The other 74 bits stay as the caller put them.
+ */
+export function stampUuidv7(b: Uint8Array, nowMs: number): void {
   const ms = Math.max(0, Math.floor(nowMs));
   b[0] = Math.floor(ms / 2 ** 40) & 0xff;
   b[1] = Math.floor(ms / 2 ** 32) & 0xff;
@@ -25,6 +38,10 @@ export function uuidv7(nowMs: number = Date.now()): string {
   b[5] = ms & 0xff;
   b[6] = 0x70 | (b[6]! & 0x0f);
   b[8] = 0x80 | (b[8]! & 0x3f);
+}
+
+/** The 16 bytes `b` as a UUID string: lower-case hex, 8-4-4-4-12. */
+export function formatUuid(b: Uint8Array): string {
   let s = '';
   for (let i = 0; i < 16; i++) {
     s += HEX[b[i]!]!;

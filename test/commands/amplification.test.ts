@@ -25,9 +25,9 @@ import { RejectionGate } from '../../src/link/commands/index.js';
 import { topic } from '../../src/link/topics.js';
 import { pb, ResultCode, type CommandResult, type CommandResultProps } from '../../src/proto/index.js';
 import { silentLogger } from '../../src/util/log.js';
-import { provisionKeyFiles } from '../../src/vault/keys.js';
 import { startEmbeddedBroker } from '../../simulators/cloud/broker.js';
 import { CommandSigner } from '../../simulators/cloud/signer.js';
+import { commandConfig } from '../helpers/agent-config.js';
 import { sleep, waitUntil } from '../helpers/ports.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -46,15 +46,13 @@ async function setup() {
   cleanups.push(() => broker.close());
   const signer = new CommandSigner({ keyId: 'cloud-amp' });
   const dataDir = join(dir, 'data');
-  const keys = await provisionKeyFiles({ kekPath: join(dir, 'keys', 'tallybox.kek'), dataDir });
   const config = validateConfig({
     version: 1,
     device: { id: DEV, kind: 'sim', orgId: 'org-a' },
     region: 'sg',
     dataDir,
     broker: { url: broker.url, allowLoopback: true, reconnectMinMs: 50, reconnectMaxMs: 200 },
-    vault: { kekFile: keys.kekPath },
-    cloud: { commandKeys: [{ id: signer.keyId, publicKey: signer.publicKeyBase64() }] },
+    ...(await commandConfig(dir, dataDir, signer)),
     clock: { source: 'assume-synced' },
     outbox: { backlogRatePerSec: 0 },
     log: { level: 'silent' },

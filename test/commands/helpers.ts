@@ -73,6 +73,8 @@ export interface Bench {
   cmd(body?: CommandBodyProps, ttlMs?: number): Buffer;
   /** Persisted state read through a separate connection to the file. */
   state(): Promise<{ lastCounter: number; nonces: number; journal: number }>;
+  /** Forget the handler calls, published results and log lines so far (a test's checks start after its setup). */
+  forget(): void;
   cleanup(): Promise<void>;
 }
 
@@ -125,6 +127,11 @@ export async function bench(extra: Partial<CommandIntakeOptions> = {}): Promise<
       } finally {
         await db.close();
       }
+    },
+    forget() {
+      handlers.calls.length = 0;
+      published.length = 0;
+      logs.length = 0;
     },
     async cleanup() {
       await b.intake.close().catch(() => undefined);

@@ -15,6 +15,11 @@ import { bench, CMD_TOPIC, DEVICE, ORG, type Bench } from './helpers.js';
 
 let b: Bench;
 let baseline: { lastCounter: number; nonces: number; journal: number };
+/** What the checks compare with from here: the persisted state now, nothing recorded yet. */
+async function rebase(): Promise<void> {
+  b.forget();
+  baseline = await b.state();
+}
 
 /**
  * The suite runs twice: as the intake was (every org served, no policy), and as the
@@ -31,10 +36,7 @@ beforeEach(async () => {
   expect(b.intake['opts'].orgPolicy === undefined).toBe(mode === MODES[0]);
   const first = await b.intake.handle(CMD_TOPIC, b.cmd());
   expect(first.code).toBe(ResultCode.RESULT_CODE_OK);
-  b.handlers.calls.length = 0;
-  b.published.length = 0;
-  b.logs.length = 0;
-  baseline = await b.state();
+  await rebase();
   expect(baseline.lastCounter).toBeGreaterThan(0);
 });
 afterEach(() => b.cleanup());
@@ -231,10 +233,7 @@ for (const m of MODES) {
       it('the same command again → REPLAYED nonce_seen', async () => {
         const c = b.cmd({ subjectErase: { subjectId: 'subj-1' } });
         expect((await b.intake.handle(CMD_TOPIC, c)).code).toBe(ResultCode.RESULT_CODE_OK);
-        b.handlers.calls.length = 0;
-        b.published.length = 0;
-        b.logs.length = 0;
-        baseline = await b.state();
+        await rebase();
         const r = await b.intake.handle(CMD_TOPIC, c);
         await expectRejected(r, ResultCode.RESULT_CODE_REPLAYED, Reason.nonceSeen, { counterKnown: true });
       });
@@ -243,10 +242,7 @@ for (const m of MODES) {
         const c = b.cmd();
         expect((await b.intake.handle(CMD_TOPIC, c)).code).toBe(ResultCode.RESULT_CODE_OK);
         const nonce = pb.CommandBody.decode(pb.SignedCommand.decode(c).body).nonce;
-        b.handlers.calls.length = 0;
-        b.published.length = 0;
-        b.logs.length = 0;
-        baseline = await b.state();
+        await rebase();
         const r = await b.intake.handle(CMD_TOPIC, b.cmd({ nonce, orgWithdraw: {} }));
         await expectRejected(r, ResultCode.RESULT_CODE_REPLAYED, Reason.nonceSeen, { counterKnown: true });
       });
@@ -255,10 +251,7 @@ for (const m of MODES) {
         const c = b.cmd({ orgWithdraw: { reason: 'closed' } });
         expect((await b.intake.handle(CMD_TOPIC, c)).code).toBe(ResultCode.RESULT_CODE_OK);
         await b.reopen();
-        b.handlers.calls.length = 0;
-        b.published.length = 0;
-        b.logs.length = 0;
-        baseline = await b.state();
+        await rebase();
         const r = await b.intake.handle(CMD_TOPIC, c);
         await expectRejected(r, ResultCode.RESULT_CODE_REPLAYED, Reason.nonceSeen, { counterKnown: true });
       });

@@ -12,6 +12,7 @@ import { startEmbeddedBroker, type EmbeddedBroker } from '../../simulators/cloud
 import { CommandSigner } from '../../simulators/cloud/signer.js';
 import { CLI, writeConfig } from '../helpers/agent-process.js';
 import { freePort } from '../helpers/ports.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 
 interface Report {
   ok: boolean;
@@ -25,11 +26,11 @@ describe('tallybox doctor', () => {
     broker = await startEmbeddedBroker();
   });
   // A real full disk: a 1 MiB tmpfs (needs root for the mount, as CI runs; skipped elsewhere).
-  const mnt = join(dir, 'mnt');
-  mkdirSync(mnt, { recursive: true });
-  const mounted = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status === 0;
+  const full = mountTmpfs('tbx-doctor-full-', '1m');
+  const mnt = full.dir;
+  const mounted = full.mounted;
   afterAll(async () => {
-    if (mounted) spawnSync('umount', [mnt]); // before the directory holding the mount point is removed
+    await full.dispose();
     await broker.close();
     rmSync(dir, { recursive: true, force: true });
   });

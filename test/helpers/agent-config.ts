@@ -1,4 +1,7 @@
+import { join } from 'node:path';
+import type { CommandSigner } from '../../simulators/cloud/signer.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { provisionKeyFiles } from '../../src/vault/keys.js';
 
 /** A config for tests: loopback broker, fast reconnects, synced clock. */
 export function testConfig(over: { dataDir: string; brokerUrl: string; deviceId?: string; apiPort?: number; capacity?: number; keepaliveSec?: number; backlogRatePerSec?: number }): ConfigInput {
@@ -13,4 +16,14 @@ export function testConfig(over: { dataDir: string; brokerUrl: string; deviceId?
     clock: { source: 'assume-synced' },
     log: { level: 'warn' },
   };
+}
+
+/**
+ * The vault and signed-command sections of a test device's config: its key
+ * files provisioned (KEK and device identity under `dir`/keys, outside the
+ * data directory as the agent requires) and `signer`'s key trusted.
+ */
+export async function commandConfig(dir: string, dataDir: string, signer: CommandSigner): Promise<Required<Pick<ConfigInput, 'vault' | 'cloud'>>> {
+  const keys = await provisionKeyFiles({ kekPath: join(dir, 'keys', 'tallybox.kek'), dataDir });
+  return { vault: { kekFile: keys.kekPath }, cloud: { commandKeys: [{ id: signer.keyId, publicKey: signer.publicKeyBase64() }] } };
 }

@@ -65,7 +65,7 @@ describe('peerVerdict', () => {
 describe('describeWithPeer in a real vitest run', () => {
   const run = (env: NodeJS.ProcessEnv) => {
     const { TALLYBOX_REQUIRE_PEERS: _r, TALLYBOX_HIDE_PEERS: _h, ...rest } = process.env;
-    return spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--config', 'test/helpers/fixtures/vitest.fixture.config.ts'], {
+    return spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', '--config', 'test/helpers/fixtures/vitest.fixture.config.ts', 'peer-suite'], {
       encoding: 'utf8',
       env: { ...rest, ...env, NO_COLOR: '1' },
       timeout: 60_000,

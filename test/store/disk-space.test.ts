@@ -4,8 +4,7 @@
  * disk, and a refusal when the disk is really filled from outside.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Outbox } from '../../src/outbox/outbox.js';
@@ -14,6 +13,7 @@ import { DiskSpaceCheck } from '../../src/store/disk-space.js';
 import { walBudgetBytes } from '../../src/store/sqlite.js';
 import { isTallyboxError } from '../../src/util/errors.js';
 import { waitUntil } from '../helpers/ports.js';
+import { mountTmpfs } from '../helpers/tmpfs.js';
 
 const MiB = 1024 * 1024;
 
@@ -82,16 +82,11 @@ describe('DiskSpaceCheck (statfs answers scripted: the rule is under test, not t
   });
 });
 
-const base = mkdtempSync(join(tmpdir(), 'tbx-diskspace-'));
-const mnt = join(base, 'mnt');
-mkdirSync(mnt);
-const mounted = process.getuid?.() === 0 && spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]).status === 0;
+const fs16 = mountTmpfs('tbx-diskspace-', '16m');
+const mnt = fs16.dir;
 
-describe.runIf(mounted)('the outbox on a real 16 MiB tmpfs', () => {
-  afterAll(() => {
-    spawnSync('umount', [mnt]);
-    rmSync(base, { recursive: true, force: true });
-  });
+describe.runIf(fs16.mounted)('the outbox on a real 16 MiB tmpfs', () => {
+  afterAll(() => fs16.dispose());
   const punch = (i: number) => ({ orgId: 'org-a', subjectId: `subject-${i}`, method: PunchMethod.PUNCH_METHOD_CARD });
 
   it('accepting 300 punches one by one looks the free space up once, not 300 times', async () => {
