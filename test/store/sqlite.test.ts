@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Sqlite } from '../../src/store/sqlite.js';
+import { descriptorsUnder } from '../helpers/open-files.js';
 
 const dirs: string[] = [];
 function tmp(): string {
@@ -20,6 +21,19 @@ afterEach(() => {
 });
 
 describe('Sqlite.prepared', () => {
+  it('a statement still being prepared when the connection closes does not keep it open (no descriptor left, no failed close)', async () => {
+    const dir = tmp();
+    for (let turns = 0; turns < 4; turns++) {
+      const db = await Sqlite.open(join(dir, `p${turns}.db`));
+      await db.exec('CREATE TABLE t (v)');
+      const pending = db.prepared('SELECT v FROM t WHERE v > ?');
+      for (let i = 0; i < turns; i++) await new Promise((r) => setImmediate(r));
+      await db.close();
+      await pending;
+      expect(descriptorsUnder(dir)).toEqual([]);
+    }
+  });
+
   it('prepares a statement once and reuses it; run/all/get work with bound parameters', async () => {
     const db = await Sqlite.open(join(tmp(), 'a.db'));
     await db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)');
