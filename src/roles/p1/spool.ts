@@ -36,7 +36,7 @@ import { join } from 'node:path';
 import type { Printer, PrintFormat, PrinterJobState } from '../../../firmware-bridge/devices.js';
 import { PrintDocumentFormat, ResultCode, type PrintJob, type PrintJobStatusProps, type PrinterSummaryProps } from '../../proto/index.js';
 import type { ReceiptSigner, SignedErasureReceipt } from '../../privacy/receipt.js';
-import type { ErasureReport } from '../../privacy/types.js';
+import type { ErasureReport, ErasureSample } from '../../privacy/types.js';
 import { TallyboxError, isTallyboxError } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/log.js';
 import { ensurePrivateDir, syncDir } from '../../util/private-fs.js';
@@ -46,6 +46,7 @@ import { ChunkWriter, readChunks } from './chunks.js';
 import type { P1Config } from './config.js';
 import { fetchDocument } from './fetch.js';
 import { jobReceipt, removeSpoolFile, sampleJob, scanJob } from './shred.js';
+import { shredOrgJobs, type ShredOrgResult } from './withdraw.js';
 import { END_STATES, protoState, type JobState } from './states.js';
 import { SpoolStore, type JobRow } from './store.js';
 
@@ -176,7 +177,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
     await mkdir(o.spoolDir, { recursive: true, mode: 0o700 });
     ensurePrivateDir(o.spoolDir);
     const store = await SpoolStore.open(o.dbPath);
-    await store.db.exec('CREATE TABLE IF NOT EXISTS p1_ended (org_id TEXT NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, ended_at_ms INTEGER NOT NULL, PRIMARY KEY (org_id, job_id))');
     // Orphans: a file whose row was never written (its key was never stored) or whose shred was
     // interrupted. Swept here, before the spool exists: a PrintJob that arrives while start() resumes
     // writes its file before its row, and a sweep then (it was in start()) deleted that job's document.
@@ -419,6 +419,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   /** Org withdrawal: every job of the org is stopped and shredded (no status is sent: the withdrawal's receipt covers it). */
   async eraseOrg(orgId: string): Promise<ErasureReport> {
+    return (await this.shredOrg(orgId, [])).report;
+  }
+
+  /** eraseOrg, carrying the samples an earlier call still found (withdraw.ts: spoolErasureParticipant). */
+  async shredOrg(orgId: string, carried: readonly ErasureSample[]): Promise<ShredOrgResult> {
     // From here no worker starts one of the org's jobs (#pump skips them); those running are stopped.
     this.#erasing.add(orgId);
     for (const [key, a] of this.#announced) {
@@ -439,28 +444,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
         }
       };
       await stopRunning();
-      const rows = (await this.store.all()).filter((r) => r.orgId === orgId);
-      // Fragments of every job's spool file and wrapped key, taken before they go: the withdrawal's
-      // receipt then says whether any of them survived here (the vault's scan knows nothing of them).
-      const samples: Awaited<ReturnType<typeof sampleJob>> = [];
-      for (const row of rows) samples.push(...(await sampleJob(join(this.#o.spoolDir, row.file), row.wrappedKey)));
-      // Keys first, in one statement, whatever state a worker left a job in (a per-row state
-      // transition here raced with the printer queue); then the files, then the rows.
-      this.#log.info({ event: 'p1_withdraw_step', step: 'sampled', jobs: rows.length }, 'withdrawal: print jobs sampled');
-      await this.store.db.run('UPDATE p1_jobs SET wrapped_key = NULL WHERE org_id = ?', [orgId]);
-      this.#log.info({ event: 'p1_withdraw_step', step: 'keys' }, 'withdrawal: print job keys destroyed');
-      await stopRunning(); // one picked up just before the mark: it fails on its missing key, stopped here
-      for (const row of rows) await removeSpoolFile(this.#o.spoolDir, row.file);
-      this.#log.info({ event: 'p1_withdraw_step', step: 'files' }, 'withdrawal: spool files removed');
-      await this.store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
-      await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
-      await this.#checkpoint();
-      const scan = samples.length ? await scanJob(this.#o.spoolDir, this.store.files(), samples) : undefined;
-      for (const s of samples) s.bytes.fill(0);
-      const hits = scan?.hits ?? 0;
-      const ok = scan === undefined || (scan.ok && hits === 0);
-      if (!ok) this.#log.error({ event: 'p1_withdraw_unverified', hits }, 'print jobs of a withdrawn organisation were shredded but the scan found fragments');
-      return { ok, counts: { printJobs: rows.length, printSamples: samples.length, printScanHits: hits }, ...(ok ? {} : { detail: `spool scan found ${hits} fragments` }) };
+      return await shredOrgJobs({ store: this.store, spoolDir: this.#o.spoolDir, orgId, logger: this.#log, stopRunning, carried });
     } finally {
       this.#erasing.delete(orgId);
     }

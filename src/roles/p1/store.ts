@@ -127,6 +127,8 @@ export class SpoolStore {
       printer_ref TEXT, error_code TEXT, pages INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, counter INTEGER NOT NULL,
       status_seq INTEGER NOT NULL DEFAULT 0, created_at_ms INTEGER NOT NULL,
       PRIMARY KEY (org_id, job_id))`);
+    // Ended jobs (no key, no content): a retried PrintJob with a known id is answered, never queued again.
+    await db.exec('CREATE TABLE IF NOT EXISTS p1_ended (org_id TEXT NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, ended_at_ms INTEGER NOT NULL, PRIMARY KEY (org_id, job_id))');
     return new SpoolStore(db);
   }
 
