@@ -453,10 +453,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
   // ------------------------------------------------------------------ internals
 
   /**
-   * Jobs of an org withdrawn while the agent went down: a withdrawal cut short inside eraseOrg (keys
-   * already NULL), or one the purge pipeline resumed at start-up before this role was attached (the
-   * org key is gone: NO_ORG_KEY). Shredded here (file, then row), with no status: the org is gone and
-   * the withdrawal's receipt speaks for it. Returns the rows left to resume.
+   * Jobs of a withdrawn org still here when the spool starts (keys already NULL, or the org key gone:
+   * NO_ORG_KEY). Normally there are none: a withdrawal resumed at start-up shreds them first through
+   * the pipeline's `p1-spool` participant (withdraw.ts), under its receipt. This is the fallback (that
+   * participant's call failed, or the data predates it): shredded here (file, then row), with no
+   * status, counted in the log only, never left to be printed. Returns the rows left to resume.
    */
   async #dropWithdrawn(rows: JobRow[]): Promise<JobRow[]> {
     const keep: JobRow[] = [];
