@@ -163,6 +163,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   #holdTimer: NodeJS.Timeout | null = null;
   /** Per job: when its last intermediate status was queued (monotonic), and the timer of the next one. */
   readonly #announced = new Map<string, { at: number; timer: NodeJS.Timeout | null }>();
+  /** Orgs with a withdrawal tally in p1_withdrawn (withdraw.ts). */
+  readonly #tallied = new Set<string>();
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
 
@@ -184,7 +186,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
     for (const name of await readdir(o.spoolDir).catch(() => [] as string[])) {
       if (!files.has(name)) await unlink(join(o.spoolDir, name)).catch(() => undefined); // gone meanwhile: fine
     }
-    return new Spool(store, o);
+    const spool = new Spool(store, o);
+    for (const r of await store.db.all<{ org_id: string }>('SELECT org_id FROM p1_withdrawn')) spool.#tallied.add(r.org_id);
+    return spool;
   }
 
   /** Files the erasure scan reads (the spool database). */
@@ -199,6 +203,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const jobId = cmd.jobId;
     if (!JOB_ID.test(jobId ?? '')) return refuse('bad_job_id', 'job_id must be 1-64 of A-Z a-z 0-9 _ . : -');
     const known = await this.#known(orgId, jobId);
+    // The org prints again: the tally of an earlier withdrawal of it is over (withdraw.ts). Known
+    // in memory, so the hot path pays no read: loaded at open, added to by shredOrg.
+    if (this.#tallied.delete(orgId)) await this.store.db.run('DELETE FROM p1_withdrawn WHERE org_id = ?', [orgId]);
     if (known) {
       // Never queued twice: the same job id (a retried or replayed command with a new nonce) gets its status.
       inlineWipe(cmd);
@@ -444,6 +451,7 @@ export class Spool extends EventEmitter<SpoolEvents> {
         }
       };
       await stopRunning();
+      this.#tallied.add(orgId);
       return await shredOrgJobs({ store: this.store, spoolDir: this.#o.spoolDir, orgId, logger: this.#log, stopRunning, carried });
     } finally {
       this.#erasing.delete(orgId);

@@ -13,13 +13,15 @@
  * spool to it instead of registering a second one).
  *
  * What the counts say (a receipt claims neither less nor more than happened):
- *   printJobs                   rows of the org found, and deleted, by this call
- *   printKeysDestroyed          of them, wrapped keys this call destroyed
- *   printKeysDestroyedEarlier   of them, keys already gone: an earlier, interrupted run destroyed them
- *   printFilesRemoved           spool files this call removed
- *   printFilesRemovedEarlier    of the rows found, files already gone (an earlier run, or never written)
- *   printSamples / printScanHits  fragments sampled before anything went, and found after (must be 0)
- * A row deleted by an interrupted earlier run cannot be counted here any more (see the README).
+ *   printJobs                   the org's job rows shredded, by this call and earlier calls of the
+ *                               withdrawal (a tally in the spool database, p1_withdrawn, added to in
+ *                               the transaction that deletes the rows; dropped when the org prints again)
+ *   printKeysDestroyed          of them, wrapped keys destroyed by the call that deleted the row
+ *   printKeysDestroyedEarlier   keys already gone then: an earlier, interrupted run destroyed them
+ *   printFilesRemoved / printFilesRemovedEarlier   likewise for the spool files
+ *   printSamples                fragments sampled before anything went (all calls)
+ *   printScanHits               fragments this call's scan found (0 for ok)
+ *   printScanHitsEarlier        fragments an earlier call's scan found (its samples are scanned for again)
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -48,6 +50,16 @@ export interface ShredOrgResult {
   leftover: ErasureSample[];
 }
 
+/** The org's withdrawal tally in the spool database (counts only; kept until the org prints again). */
+interface Tally {
+  jobs: number;
+  keys_destroyed: number;
+  keys_earlier: number;
+  files_removed: number;
+  files_earlier: number;
+  samples: number;
+}
+
 export async function shredOrgJobs(o: ShredOrgOptions): Promise<ShredOrgResult> {
   const log = o.logger ?? silentLogger();
   const { store, spoolDir, orgId } = o;
@@ -65,8 +77,19 @@ export async function shredOrgJobs(o: ShredOrgOptions): Promise<ShredOrgResult> 
   let filesRemoved = 0;
   for (const row of rows) if (await removeSpoolFile(spoolDir, row.file)) filesRemoved++;
   log.info({ event: 'p1_withdraw_step', step: 'files' }, 'withdrawal: spool files removed');
-  await store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
-  await store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
+  // The rows go in the same transaction that adds them to the org's tally (p1_withdrawn): a call
+  // after a run killed past this point still reports what that run shredded.
+  await store.db.transaction(async () => {
+    await store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
+    await store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
+    await store.db.run(
+      `INSERT INTO p1_withdrawn (org_id, jobs, keys_destroyed, keys_earlier, files_removed, files_earlier, samples, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (org_id) DO UPDATE SET jobs = jobs + excluded.jobs, keys_destroyed = keys_destroyed + excluded.keys_destroyed, keys_earlier = keys_earlier + excluded.keys_earlier,
+         files_removed = files_removed + excluded.files_removed, files_earlier = files_earlier + excluded.files_earlier, samples = samples + excluded.samples, updated_at_ms = excluded.updated_at_ms`,
+      [orgId, rows.length, keysBefore, rows.length - keysBefore, filesRemoved, rows.length - filesRemoved, samples.length, Date.now()],
+    );
+  });
+  const tally = (await store.db.get<Tally>('SELECT jobs, keys_destroyed, keys_earlier, files_removed, files_earlier, samples FROM p1_withdrawn WHERE org_id = ?', [orgId])) ?? { jobs: 0, keys_destroyed: 0, keys_earlier: 0, files_removed: 0, files_earlier: 0, samples: 0 };
   // Old page images (with the wrapped keys) must not outlive the jobs in the -wal file.
   await store.db.get('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined); // busy: the scan below says what is left
   // This call's samples and those an earlier call could not clear: a retry must not be blind to what it left.
@@ -79,12 +102,12 @@ export async function shredOrgJobs(o: ShredOrgOptions): Promise<ShredOrgResult> 
   const report: ErasureReport = {
     ok,
     counts: {
-      printJobs: rows.length,
-      printKeysDestroyed: keysBefore,
-      printKeysDestroyedEarlier: rows.length - keysBefore,
-      printFilesRemoved: filesRemoved,
-      printFilesRemovedEarlier: rows.length - filesRemoved,
-      printSamples: samples.length,
+      printJobs: tally.jobs,
+      printKeysDestroyed: tally.keys_destroyed,
+      printKeysDestroyedEarlier: tally.keys_earlier,
+      printFilesRemoved: tally.files_removed,
+      printFilesRemovedEarlier: tally.files_earlier,
+      printSamples: tally.samples,
       printScanHits: hits,
     },
     ...(ok ? {} : { detail: `spool scan found ${hits} fragments` }),
@@ -116,12 +139,11 @@ export function spoolErasureParticipant(o: { dataDir: string; spoolDir?: string 
   const spoolDir = o.spoolDir ?? join(o.dataDir, 'spool');
   let live: LiveSpool | undefined;
   /**
-   * Per org, while its withdrawal is not done here: what earlier calls did (their counts, summed) and
-   * the samples whose fragments they still found. The pipeline calls again (its retries, its timer):
-   * the report that ends it then accounts for every call, and its scan still looks for what was found.
-   * In memory: a restart loses it (the README says what a resumed receipt can then claim).
+   * Per org, while its withdrawal is not done here: the samples whose fragments earlier calls still
+   * found, and how many. The pipeline calls again (its retries, its timer): that call's scan still
+   * looks for them. In memory: a restart loses them (the README says so).
    */
-  const earlier = new Map<string, { counts: Record<string, number>; hits: number; leftover: ErasureSample[] }>();
+  const earlier = new Map<string, { hits: number; leftover: ErasureSample[] }>();
   const offline = async (orgId: string, carried: readonly ErasureSample[]): Promise<ShredOrgResult> => {
     if (!existsSync(dbPath)) return { report: { ok: true, counts: { printJobs: 0 } }, leftover: [] };
     const store = await SpoolStore.open(dbPath);
@@ -139,14 +161,11 @@ export function spoolErasureParticipant(o: { dataDir: string; spoolDir?: string 
     eraseOrg: async (orgId) => {
       const before = earlier.get(orgId);
       const { report, leftover } = live ? await live.shredOrg(orgId, before?.leftover ?? []) : await offline(orgId, before?.leftover ?? []);
-      const counts: Record<string, number> = { ...report.counts };
-      if (before) {
-        for (const [k, v] of Object.entries(before.counts)) if (k !== 'printScanHits' && k !== 'printScanHitsEarlier') counts[k] = (counts[k] ?? 0) + v;
-        // Fragments an earlier call found (and that are gone now, or still there: printScanHits says).
-        counts.printScanHitsEarlier = before.hits;
-      }
+      // The counts are the org's tally (every call's, in the spool database); fragments an earlier
+      // call found are said too (gone now, or still there: printScanHits says).
+      const counts: Record<string, number> = { ...report.counts, ...(before ? { printScanHitsEarlier: before.hits } : {}) };
       if (report.ok) earlier.delete(orgId);
-      else earlier.set(orgId, { counts, hits: Math.max(before?.hits ?? 0, report.counts.printScanHits ?? 0), leftover });
+      else earlier.set(orgId, { hits: Math.max(before?.hits ?? 0, report.counts.printScanHits ?? 0), leftover });
       return { ...report, counts };
     },
     // Print jobs belong to an organisation, not to a subject: nothing to erase per person.
