@@ -23,6 +23,7 @@ import type { Logger } from '../util/log.js';
 import { FileKeyProvider, SystemdCredentialsKeyProvider, DEFAULT_IDENTITY_FILE, type KeyProvider, type DeviceIdentity } from '../vault/keys.js';
 import { Vault } from '../vault/vault.js';
 import { windowErasureParticipant } from '../roles/c1/window-store.js';
+import { spoolErasureParticipant } from '../roles/p1/withdraw.js';
 import { resultFromJson, resultToJson } from './results.js';
 
 export interface PrivacyServices {
@@ -72,7 +73,13 @@ export async function openPrivacy(opts: { config: Config; outbox: Outbox; logger
     deviceId: config.device.id,
     // The command journal's results and the C1 role's saved enrolment windows name subjects:
     // erased with them even when the intake or the role is not running.
-    participants: [outboxErasureParticipant(outbox), commandJournalErasureParticipant(config.dataDir), ...(config.c1 ? [windowErasureParticipant(config.dataDir)] : [])],
+    // So does the P1 spool (its print jobs): a purge resumed at start runs before the print role is attached.
+    participants: [
+      outboxErasureParticipant(outbox),
+      commandJournalErasureParticipant(config.dataDir),
+      ...(config.c1 ? [windowErasureParticipant(config.dataDir)] : []),
+      ...(config.p1 ? [spoolErasureParticipant({ dataDir: config.dataDir, spoolDir: config.p1.spoolDir, logger: logger.child({ component: 'p1' }) })] : []),
+    ],
     journal,
     onOutcome: (o, q) => listeners.forEach((fn) => fn(o, q)),
     logger: logger.child({ component: 'purge' }),

@@ -112,6 +112,11 @@ export class Purger {
     this.participants.push(participant);
   }
 
+  /** The registered participant of that name (a role attaches its live part to one registered before it ran). */
+  participant(name: string): ErasureParticipant | undefined {
+    return this.participants.find((p) => p.name === name);
+  }
+
   /** Org withdrawal: everything of the org on this device. */
   withdrawOrg(orgId: string, req: PurgeRequest = {}): Promise<PurgeOutcome> {
     return this.purge({ kind: 'org', orgId }, req);

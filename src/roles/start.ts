@@ -157,8 +157,14 @@ async function startPrinting(agent: Agent, opts: StartRoleOptions): Promise<Part
     ...(opts.p1?.supervisorBackoff ? { supervisorBackoff: opts.p1.supervisorBackoff } : {}),
     ...(opts.p1?.confirmTimeoutMs !== undefined ? { confirmTimeoutMs: opts.p1.confirmTimeoutMs } : {}),
   });
-  const { attachRole } = await import('./kit/attach.js');
-  attachRole({ agent, participant: role, tag: 'p1', logger: log, followSettings: false });
+  // The pipeline has the spool as a participant from the start (withdraw.ts): the live role takes it over.
+  const { isSpoolErasureParticipant } = await import('./p1/withdraw.js');
+  const early = privacy.purger.participant(role.name);
+  if (isSpoolErasureParticipant(early)) early.attach(role);
+  else {
+    const { attachRole } = await import('./kit/attach.js');
+    attachRole({ agent, participant: role, tag: 'p1', logger: log, followSettings: false });
+  }
   agent.setPrintHandlers(role);
   return {
     name: 'p1',
@@ -166,6 +172,7 @@ async function startPrinting(agent: Agent, opts: StartRoleOptions): Promise<Part
     start: () => role.start().catch((err: unknown) => log.error({ event: 'p1_start_failed', err: errorMessage(err) }, `print role did not start: ${errorMessage(err)}`)),
     stop: async () => {
       agent.setPrintHandlers(undefined);
+      if (isSpoolErasureParticipant(early)) early.attach(undefined);
       await role.stop();
     },
   };

@@ -6,7 +6,17 @@
  * journalled, sent again by the cloud), exactly one signed, verified withdrawal receipt for the org
  * reaches the cloud, no spool file, row or key of that org's print jobs survives, and the other
  * org's held job is untouched (row ready, key kept, its spool file still there).
+ *
+ * The receipt accounts for the spool's part, resumed or not: it lists the `p1-spool` participant
+ * with the org's two jobs, their keys and files (destroyed now, or found destroyed by the killed
+ * run) and a clean scan. And a broken spool cleanup shows: one more kill, after which a stray copy of
+ * one of the org's spool files is planted before the restart; the resumed purge's spool scan finds
+ * it, the purge fails (PARTICIPANT_FAILED, no receipt sent), and the receipt that comes once the
+ * copy is gone (the spool sweeps files without a row when it opens) says an earlier scan found it.
  */
+import { copyFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sqlite3 from 'sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyErasureReceipt, type SignedErasureReceipt } from '../../src/privacy/receipt.js';
 import { printJobBody } from '../../simulators/cloud/print-jobs.js';
@@ -14,11 +24,13 @@ import { sleep, waitUntil } from '../helpers/ports.js';
 import { document, ORG, p1World, type LogLine, type P1World } from './e2e/world.js';
 
 /** Where each kill lands: a purge log line, or a step of the spool's own shredding. */
-const POINTS: Array<{ name: string; match: (l: LogLine) => boolean }> = [
+const POINTS: Array<{ name: string; match: (l: LogLine) => boolean; stray?: boolean }> = [
   { name: 'purge started', match: (l) => l.msg === 'erasure started' },
   { name: 'spool sampled', match: (l) => l.event === 'p1_withdraw_step' && l.step === 'sampled' },
   { name: 'spool keys destroyed', match: (l) => l.event === 'p1_withdraw_step' && l.step === 'keys' },
   { name: 'spool files removed', match: (l) => l.event === 'p1_withdraw_step' && l.step === 'files' },
+  // The broken cleanup: a stray copy of one of the org's (still present) spool files, planted while the agent is down.
+  { name: 'spool keys destroyed', match: (l) => l.event === 'p1_withdraw_step' && l.step === 'keys', stray: true },
 ];
 const ORGS = POINTS.map((_, i) => `org-w${i + 1}`);
 const LONG = 120_000;
@@ -26,7 +38,8 @@ const progress = (line: string) => process.stderr.write(`p1 kill-withdraw: ${lin
 
 let w: P1World;
 beforeAll(async () => {
-  w = await p1World({ servedOrgs: [ORG, ...ORGS] });
+  // A short purge retry: the broken-cleanup case waits for the retry after the stray copy is gone.
+  w = await p1World({ servedOrgs: [ORG, ...ORGS], privacy: { purgeRetryMinSec: 1, purgeRetryMaxSec: 2 } });
   await w.agent.start();
   await w.commandsReady();
 }, 180_000);
@@ -43,6 +56,20 @@ function receiptsFor(orgId: string) {
     if (r.kind === 'org_withdrawal' && r.orgId === orgId) out.push(r);
   }
   return out;
+}
+
+/** The spool files of an org's jobs, read from the spool database while the agent is down. */
+function spoolFilesOf(orgId: string): Promise<string[]> {
+  return new Promise((res, rej) => {
+    const d = new sqlite3.Database(join(w.dataDir, 'p1-spool.db'), (err) => {
+      if (err) return rej(err);
+      d.all('SELECT file FROM p1_jobs WHERE org_id = ?', [orgId], (e, rows: { file: string }[]) => {
+        d.close();
+        if (e) rej(e);
+        else res(rows.map((r) => r.file));
+      });
+    });
+  });
 }
 
 describe('P1 under SIGKILL during an org withdrawal', () => {
@@ -84,6 +111,12 @@ describe('P1 under SIGKILL during an org withdrawal', () => {
       await killed;
       progress(`${org}: killed at ${why}`);
       expect(why).toBe(point.name);
+      if (point.stray) {
+        const files = await spoolFilesOf(org);
+        expect(files.length).toBe(2);
+        copyFileSync(join(w.spoolDir, files[1]!), join(w.spoolDir, 'a0a0a0a0a0a0a0a0a0a0a0a0.spool'));
+      }
+      const linesBefore = w.agent.lines.length;
 
       await w.agent.start();
       await w.commandsReady();
@@ -101,6 +134,23 @@ describe('P1 under SIGKILL during an org withdrawal', () => {
       const receipts = receiptsFor(org);
       expect(receipts.length, JSON.stringify(receipts.map((r) => ({ resumed: r.resumed, verification: r.verification })))).toBe(1);
       expect(receipts[0]).toMatchObject({ kind: 'org_withdrawal', orgId: org, ok: true });
+      // The spool's part is in the receipt, resumed or not: both jobs, each key and file accounted for
+      // (destroyed by this run, or found destroyed by the killed one), its scan clean.
+      const spool = receipts[0]!.participants.find((p) => p.name === 'p1-spool');
+      progress(`${org}: receipt resumed=${receipts[0]!.resumed} p1-spool ${JSON.stringify(spool?.counts)}`);
+      expect(spool, JSON.stringify(receipts[0]!.participants)).toMatchObject({ ok: true, counts: { printJobs: 2, printScanHits: 0 } });
+      const c = spool!.counts;
+      expect((c.printKeysDestroyed ?? 0) + (c.printKeysDestroyedEarlier ?? 0)).toBe(2);
+      expect((c.printFilesRemoved ?? 0) + (c.printFilesRemovedEarlier ?? 0)).toBe(2);
+      if (point.stray) {
+        // The resumed purge failed on the spool's scan (the stray copy) and sent no receipt then...
+        const failed = w.agent.lines.slice(linesBefore).filter((l) => l.orgId === org && l.problem === 'PARTICIPANT_FAILED');
+        expect(failed.length, 'a failed purge logged for the stray copy').toBeGreaterThan(0);
+        expect(receipts[0]!.resumed).toBe(true);
+        // ...and the receipt that came after says an earlier scan found fragments (now gone: printScanHits 0).
+        expect(c.printScanHitsEarlier).toBeGreaterThan(0);
+        expect(c.printSamples).toBeGreaterThan(0);
+      } else expect(c.printScanHitsEarlier ?? 0).toBe(0);
 
       // Nothing of the withdrawn org's jobs is left (the spool shreds them at start when the purge resumed without it).
       for (const jobId of ids) await waitUntil(async () => (await w.jobRow(jobId)) === undefined, LONG, `row of ${jobId} gone`);

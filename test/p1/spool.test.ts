@@ -13,6 +13,9 @@ import { scanForSamples } from '../../src/privacy/scan.js';
 import { printJobBody } from '../../simulators/cloud/print-jobs.js';
 import type { CommandContext } from '../../src/link/commands/index.js';
 import { waitUntil } from '../helpers/ports.js';
+import { copyFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { spoolErasureParticipant } from '../../src/roles/p1/withdraw.js';
 import { dataFiles, document, p1Bench, printed, type P1Bench } from './helpers/harness.js';
 
 const ORG = 'org-a';
@@ -219,5 +222,34 @@ describe('P1 spool', () => {
     expect(await b.role.spool.store.get(ORG, 'w1')).toBeUndefined();
     expect((await b.role.spool.store.get('org-b', 'w2'))?.state).toBe('ready');
     expect(await b.spoolFiles()).toHaveLength(1);
+  });
+
+  it("the spool's withdrawal participant works with the role stopped (a purge resumed before it starts), and a call after a failed one still scans for what that one found", async () => {
+    b = await p1Bench();
+    await b.printer.stop();
+    const doc = document(9000, 13);
+    await b.role.printJob(ORG, job({ jobId: 'o1', printer: 'front', inline: Buffer.from(doc) }), ctx());
+    await b.role.printJob(ORG, job({ jobId: 'o2', printer: 'front', inline: Buffer.alloc(3000, 5) }), ctx());
+    await b.role.printJob('org-b', job({ jobId: 'o3', printer: 'front', inline: Buffer.alloc(100, 3) }), ctx());
+    const files = readdirSync(b.spoolDir);
+    expect(files).toHaveLength(3);
+    await b.role.stop();
+    // Broken cleanup: a stray copy of every spool file, under names no row has.
+    for (const [i, f] of files.entries()) copyFileSync(join(b.spoolDir, f), join(b.spoolDir, `${'b'.repeat(23)}${i}.spool`));
+    const p = spoolErasureParticipant({ dataDir: b.sb.dataDir });
+    const first = await p.eraseOrg(ORG);
+    expect(first).toMatchObject({ ok: false, counts: { printJobs: 2, printKeysDestroyed: 2, printFilesRemoved: 2 } });
+    expect(first.counts.printScanHits).toBeGreaterThan(0);
+    // The retry finds no rows left, but scans for the first call's samples: still not ok while the copies are there.
+    const again = await p.eraseOrg(ORG);
+    expect(again.ok).toBe(false);
+    expect(again.counts).toMatchObject({ printJobs: 2, printKeysDestroyed: 2 });
+    for (const f of readdirSync(b.spoolDir)) if (f.startsWith('bbb')) rmSync(join(b.spoolDir, f));
+    const done = await p.eraseOrg(ORG);
+    expect(done).toMatchObject({ ok: true, counts: { printJobs: 2, printKeysDestroyed: 2, printFilesRemoved: 2, printScanHits: 0 } });
+    expect(done.counts.printScanHitsEarlier).toBeGreaterThan(0);
+    // The other org's job is untouched; a spool never created holds nothing.
+    expect(readdirSync(b.spoolDir)).toHaveLength(1);
+    expect(await spoolErasureParticipant({ dataDir: join(b.sb.dataDir, 'none') }).eraseOrg(ORG)).toEqual({ ok: true, counts: { printJobs: 0 } });
   });
 });

@@ -12,7 +12,8 @@ import { resultSigningBytes } from '../../link/commands/result.js';
 import type { CommandContext, HandlerOutcome } from '../../link/commands/index.js';
 import { ResultCode, type CancelJob, type CommandResultProps, type PrintJob, type PrintJobStatusProps, type PrinterSummaryProps, type ReprintJob } from '../../proto/index.js';
 import type { ReceiptSigner, SignedErasureReceipt } from '../../privacy/receipt.js';
-import type { ErasureParticipant, ErasureReport } from '../../privacy/types.js';
+import type { ErasureParticipant, ErasureReport, ErasureSample } from '../../privacy/types.js';
+import type { ShredOrgResult } from './withdraw.js';
 import { errorMessage } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/log.js';
 import { PeripheralSupervisor, type PeripheralSink } from '../kit/supervisor.js';
@@ -149,6 +150,11 @@ export class P1Role implements ErasureParticipant, PrintCommandHandlers {
 
   eraseOrg(orgId: string): Promise<ErasureReport> {
     return this.spool.eraseOrg(orgId);
+  }
+
+  /** The live spool behind the pipeline's `p1-spool` participant (withdraw.ts), once the role is attached. */
+  shredOrg(orgId: string, carried: readonly ErasureSample[]): Promise<ShredOrgResult> {
+    return this.spool.shredOrg(orgId, carried);
   }
 
   /** Print jobs belong to an organisation, not to a subject: nothing to erase per person. */

@@ -36,7 +36,7 @@ import { join } from 'node:path';
 import type { Printer, PrintFormat, PrinterJobState } from '../../../firmware-bridge/devices.js';
 import { PrintDocumentFormat, ResultCode, type PrintJob, type PrintJobStatusProps, type PrinterSummaryProps } from '../../proto/index.js';
 import type { ReceiptSigner, SignedErasureReceipt } from '../../privacy/receipt.js';
-import type { ErasureReport } from '../../privacy/types.js';
+import type { ErasureReport, ErasureSample } from '../../privacy/types.js';
 import { TallyboxError, isTallyboxError } from '../../util/errors.js';
 import { silentLogger, type Logger } from '../../util/log.js';
 import { ensurePrivateDir, syncDir } from '../../util/private-fs.js';
@@ -46,6 +46,7 @@ import { ChunkWriter, readChunks } from './chunks.js';
 import type { P1Config } from './config.js';
 import { fetchDocument } from './fetch.js';
 import { jobReceipt, removeSpoolFile, sampleJob, scanJob } from './shred.js';
+import { shredOrgJobs, type ShredOrgResult } from './withdraw.js';
 import { END_STATES, protoState, type JobState } from './states.js';
 import { SpoolStore, type JobRow } from './store.js';
 
@@ -162,6 +163,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
   #holdTimer: NodeJS.Timeout | null = null;
   /** Per job: when its last intermediate status was queued (monotonic), and the timer of the next one. */
   readonly #announced = new Map<string, { at: number; timer: NodeJS.Timeout | null }>();
+  /** Orgs with a withdrawal tally in p1_withdrawn (withdraw.ts). */
+  readonly #tallied = new Set<string>();
   /** Background work (fetches, shreds, confirmations): tests wait on it. */
   readonly #work = new Set<Promise<unknown>>();
 
@@ -176,7 +179,6 @@ export class Spool extends EventEmitter<SpoolEvents> {
     await mkdir(o.spoolDir, { recursive: true, mode: 0o700 });
     ensurePrivateDir(o.spoolDir);
     const store = await SpoolStore.open(o.dbPath);
-    await store.db.exec('CREATE TABLE IF NOT EXISTS p1_ended (org_id TEXT NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, ended_at_ms INTEGER NOT NULL, PRIMARY KEY (org_id, job_id))');
     // Orphans: a file whose row was never written (its key was never stored) or whose shred was
     // interrupted. Swept here, before the spool exists: a PrintJob that arrives while start() resumes
     // writes its file before its row, and a sweep then (it was in start()) deleted that job's document.
@@ -184,7 +186,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
     for (const name of await readdir(o.spoolDir).catch(() => [] as string[])) {
       if (!files.has(name)) await unlink(join(o.spoolDir, name)).catch(() => undefined); // gone meanwhile: fine
     }
-    return new Spool(store, o);
+    const spool = new Spool(store, o);
+    for (const r of await store.db.all<{ org_id: string }>('SELECT org_id FROM p1_withdrawn')) spool.#tallied.add(r.org_id);
+    return spool;
   }
 
   /** Files the erasure scan reads (the spool database). */
@@ -199,6 +203,9 @@ export class Spool extends EventEmitter<SpoolEvents> {
     const jobId = cmd.jobId;
     if (!JOB_ID.test(jobId ?? '')) return refuse('bad_job_id', 'job_id must be 1-64 of A-Z a-z 0-9 _ . : -');
     const known = await this.#known(orgId, jobId);
+    // The org prints again: the tally of an earlier withdrawal of it is over (withdraw.ts). Known
+    // in memory, so the hot path pays no read: loaded at open, added to by shredOrg.
+    if (this.#tallied.delete(orgId)) await this.store.db.run('DELETE FROM p1_withdrawn WHERE org_id = ?', [orgId]);
     if (known) {
       // Never queued twice: the same job id (a retried or replayed command with a new nonce) gets its status.
       inlineWipe(cmd);
@@ -419,6 +426,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
 
   /** Org withdrawal: every job of the org is stopped and shredded (no status is sent: the withdrawal's receipt covers it). */
   async eraseOrg(orgId: string): Promise<ErasureReport> {
+    return (await this.shredOrg(orgId, [])).report;
+  }
+
+  /** eraseOrg, carrying the samples an earlier call still found (withdraw.ts: spoolErasureParticipant). */
+  async shredOrg(orgId: string, carried: readonly ErasureSample[]): Promise<ShredOrgResult> {
     // From here no worker starts one of the org's jobs (#pump skips them); those running are stopped.
     this.#erasing.add(orgId);
     for (const [key, a] of this.#announced) {
@@ -439,28 +451,8 @@ export class Spool extends EventEmitter<SpoolEvents> {
         }
       };
       await stopRunning();
-      const rows = (await this.store.all()).filter((r) => r.orgId === orgId);
-      // Fragments of every job's spool file and wrapped key, taken before they go: the withdrawal's
-      // receipt then says whether any of them survived here (the vault's scan knows nothing of them).
-      const samples: Awaited<ReturnType<typeof sampleJob>> = [];
-      for (const row of rows) samples.push(...(await sampleJob(join(this.#o.spoolDir, row.file), row.wrappedKey)));
-      // Keys first, in one statement, whatever state a worker left a job in (a per-row state
-      // transition here raced with the printer queue); then the files, then the rows.
-      this.#log.info({ event: 'p1_withdraw_step', step: 'sampled', jobs: rows.length }, 'withdrawal: print jobs sampled');
-      await this.store.db.run('UPDATE p1_jobs SET wrapped_key = NULL WHERE org_id = ?', [orgId]);
-      this.#log.info({ event: 'p1_withdraw_step', step: 'keys' }, 'withdrawal: print job keys destroyed');
-      await stopRunning(); // one picked up just before the mark: it fails on its missing key, stopped here
-      for (const row of rows) await removeSpoolFile(this.#o.spoolDir, row.file);
-      this.#log.info({ event: 'p1_withdraw_step', step: 'files' }, 'withdrawal: spool files removed');
-      await this.store.db.run('DELETE FROM p1_jobs WHERE org_id = ?', [orgId]);
-      await this.store.db.run('DELETE FROM p1_ended WHERE org_id = ?', [orgId]);
-      await this.#checkpoint();
-      const scan = samples.length ? await scanJob(this.#o.spoolDir, this.store.files(), samples) : undefined;
-      for (const s of samples) s.bytes.fill(0);
-      const hits = scan?.hits ?? 0;
-      const ok = scan === undefined || (scan.ok && hits === 0);
-      if (!ok) this.#log.error({ event: 'p1_withdraw_unverified', hits }, 'print jobs of a withdrawn organisation were shredded but the scan found fragments');
-      return { ok, counts: { printJobs: rows.length, printSamples: samples.length, printScanHits: hits }, ...(ok ? {} : { detail: `spool scan found ${hits} fragments` }) };
+      this.#tallied.add(orgId);
+      return await shredOrgJobs({ store: this.store, spoolDir: this.#o.spoolDir, orgId, logger: this.#log, stopRunning, carried });
     } finally {
       this.#erasing.delete(orgId);
     }
@@ -469,10 +461,11 @@ export class Spool extends EventEmitter<SpoolEvents> {
   // ------------------------------------------------------------------ internals
 
   /**
-   * Jobs of an org withdrawn while the agent went down: a withdrawal cut short inside eraseOrg (keys
-   * already NULL), or one the purge pipeline resumed at start-up before this role was attached (the
-   * org key is gone: NO_ORG_KEY). Shredded here (file, then row), with no status: the org is gone and
-   * the withdrawal's receipt speaks for it. Returns the rows left to resume.
+   * Jobs of a withdrawn org still here when the spool starts (keys already NULL, or the org key gone:
+   * NO_ORG_KEY). Normally there are none: a withdrawal resumed at start-up shreds them first through
+   * the pipeline's `p1-spool` participant (withdraw.ts), under its receipt. This is the fallback (that
+   * participant's call failed, or the data predates it): shredded here (file, then row), with no
+   * status, counted in the log only, never left to be printed. Returns the rows left to resume.
    */
   async #dropWithdrawn(rows: JobRow[]): Promise<JobRow[]> {
     const keep: JobRow[] = [];

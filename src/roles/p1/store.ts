@@ -127,6 +127,12 @@ export class SpoolStore {
       printer_ref TEXT, error_code TEXT, pages INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, counter INTEGER NOT NULL,
       status_seq INTEGER NOT NULL DEFAULT 0, created_at_ms INTEGER NOT NULL,
       PRIMARY KEY (org_id, job_id))`);
+    // Ended jobs (no key, no content): a retried PrintJob with a known id is answered, never queued again.
+    await db.exec('CREATE TABLE IF NOT EXISTS p1_ended (org_id TEXT NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, ended_at_ms INTEGER NOT NULL, PRIMARY KEY (org_id, job_id))');
+    // An org withdrawal's tally (counts only, withdraw.ts): what the spool shredded, across interrupted runs.
+    await db.exec(
+      'CREATE TABLE IF NOT EXISTS p1_withdrawn (org_id TEXT PRIMARY KEY, jobs INTEGER NOT NULL, keys_destroyed INTEGER NOT NULL, keys_earlier INTEGER NOT NULL, files_removed INTEGER NOT NULL, files_earlier INTEGER NOT NULL, samples INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL)',
+    );
     return new SpoolStore(db);
   }
 

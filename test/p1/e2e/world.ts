@@ -225,6 +225,8 @@ export interface WorldOptions {
   servedOrgs?: string[];
   /** The cloud's command signer (default: a new key); the agent pins its public key. */
   signer?: CommandSigner;
+  /** The privacy section (e.g. a short purge retry). */
+  privacy?: Record<string, unknown>;
 }
 
 export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
@@ -260,6 +262,7 @@ export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
       clock: { source: 'assume-synced' },
       outbox: { backlogRatePerSec: 0 },
       log: { level: 'info' },
+      ...(opts.privacy ? { privacy: opts.privacy } : {}),
       p1: {
         printers: { front: { url: `raw://127.0.0.1:${printer.raw}?pjl=1` } },
         fetch: { caFile: ca.caFile, timeoutMs: 60_000 },
