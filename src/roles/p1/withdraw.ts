@@ -89,7 +89,14 @@ export async function shredOrgJobs(o: ShredOrgOptions): Promise<ShredOrgResult> 
       [orgId, rows.length, keysBefore, rows.length - keysBefore, filesRemoved, rows.length - filesRemoved, samples.length, Date.now()],
     );
   });
-  const tally = (await store.db.get<Tally>('SELECT jobs, keys_destroyed, keys_earlier, files_removed, files_earlier, samples FROM p1_withdrawn WHERE org_id = ?', [orgId])) ?? { jobs: 0, keys_destroyed: 0, keys_earlier: 0, files_removed: 0, files_earlier: 0, samples: 0 };
+  const tally = (await store.db.get<Tally>('SELECT jobs, keys_destroyed, keys_earlier, files_removed, files_earlier, samples FROM p1_withdrawn WHERE org_id = ?', [orgId])) ?? {
+    jobs: 0,
+    keys_destroyed: 0,
+    keys_earlier: 0,
+    files_removed: 0,
+    files_earlier: 0,
+    samples: 0,
+  };
   // Old page images (with the wrapped keys) must not outlive the jobs in the -wal file.
   await store.db.get('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined); // busy: the scan below says what is left
   // This call's samples and those an earlier call could not clear: a retry must not be blind to what it left.
