@@ -127,9 +127,9 @@ async function hostapdRun(n, broker) {
 
 const median = (xs) => percentile(xs, 50);
 
-/** The V8 and malloc settings the agent runs with (packaging/tallybox.service, the CLI's shebang). */
+/** The V8, malloc and libuv settings the agent runs with (packaging/tallybox.service, the CLI's shebang). */
 const DEPLOYED_FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1'];
-const DEPLOYED_ENV = { MALLOC_ARENA_MAX: '2', NODE_ENV: 'production' };
+const DEPLOYED_ENV = { MALLOC_ARENA_MAX: '2', UV_THREADPOOL_SIZE: process.env.C1_BENCH_UV_THREADS ?? '2', NODE_ENV: 'production' };
 
 /**
  * hostapdRun in a child process started as the service starts the agent (a 1 MB young generation,

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=1 --v8-pool-size=1
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 UV_THREADPOOL_SIZE=2 node --max-semi-space-size=1 --v8-pool-size=1
 /**
  * The `tallybox` command. The only module (with the other files in src/cli)
  * that reads argv or prints for people. Exit codes: 0 ok, 1 runtime failure,
