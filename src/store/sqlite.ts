@@ -99,13 +99,15 @@ export class Prepared {
     private readonly stmt: sqlite3.Statement,
     private readonly sql: string,
     private readonly path: string,
+    /** The file's key for write listeners (its resolved path). */
+    private readonly file: string,
   ) {
     this.writes = mayWrite(sql);
   }
 
   run(params: SqlParams = []): Promise<RunResult> {
     const { sql, path } = this;
-    wrote(path);
+    wrote(this.file);
     return new Promise<RunResult>((resolve, reject) => {
       this.stmt.run(params as unknown[], function (this: sqlite3.RunResult, err: Error | null) {
         if (err) reject(wrap(err, sql, path));
@@ -115,7 +117,7 @@ export class Prepared {
   }
 
   all<T = Record<string, unknown>>(params: SqlParams = []): Promise<T[]> {
-    if (this.writes) wrote(this.path);
+    if (this.writes) wrote(this.file);
     return new Promise((resolve, reject) => {
       this.stmt.all(params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(wrap(err, this.sql, this.path)) : resolve(rows)));
     });
@@ -144,9 +146,9 @@ function mayWrite(sql: string): boolean {
   return !/^\s*SELECT\b/i.test(sql);
 }
 
-function wrote(path: string): void {
-  if (writeListeners.size === 0) return;
-  const fns = writeListeners.get(resolve(path));
+/** `file`: the resolved path. */
+function wrote(file: string): void {
+  const fns = writeListeners.get(file);
   if (fns) for (const fn of fns) fn();
 }
 
@@ -162,10 +164,15 @@ export class Sqlite {
   /** Insertion order is use order (a hit moves its entry to the end): the first entry is the least recently used. */
   private readonly statements = new Map<string, Prepared>();
 
+  /** The file's key for write listeners: its resolved path, computed once (a write runs on every punch). */
+  private readonly file: string;
+
   private constructor(
     readonly path: string,
     private readonly db: sqlite3.Database,
-  ) {}
+  ) {
+    this.file = resolve(path);
+  }
 
   /**
    * The cached prepared statement for `sql` (prepared on first use). Values
@@ -204,7 +211,7 @@ export class Sqlite {
       stmt.finalize();
       return raced;
     }
-    const p = new Prepared(stmt, sql, this.path);
+    const p = new Prepared(stmt, sql, this.path, this.file);
     this.statements.set(sql, p);
     if (this.statements.size > STATEMENT_CACHE) {
       const [oldest, old] = this.statements.entries().next().value as [string, Prepared];
@@ -264,7 +271,7 @@ export class Sqlite {
    * process (reads do not call it). Returns the function that stops it.
    */
   onWrite(fn: () => void): () => void {
-    const key = resolve(this.path);
+    const key = this.file;
     let fns = writeListeners.get(key);
     if (!fns) writeListeners.set(key, (fns = new Set()));
     fns.add(fn);
@@ -276,7 +283,7 @@ export class Sqlite {
 
   run(sql: string, params: SqlParams = []): Promise<RunResult> {
     const path = this.path;
-    wrote(path);
+    wrote(this.file);
     return new Promise<RunResult>((resolve, reject) => {
       this.db.run(sql, params as unknown[], function (this: sqlite3.RunResult, err: Error | null) {
         if (err) reject(wrap(err, sql, path));
@@ -286,21 +293,21 @@ export class Sqlite {
   }
 
   get<T = Record<string, unknown>>(sql: string, params: SqlParams = []): Promise<T | undefined> {
-    if (mayWrite(sql)) wrote(this.path);
+    if (mayWrite(sql)) wrote(this.file);
     return new Promise((resolve, reject) => {
       this.db.get(sql, params as unknown[], (err: Error | null, row: T | undefined) => (err ? reject(wrap(err, sql, this.path)) : resolve(row)));
     });
   }
 
   all<T = Record<string, unknown>>(sql: string, params: SqlParams = []): Promise<T[]> {
-    if (mayWrite(sql)) wrote(this.path);
+    if (mayWrite(sql)) wrote(this.file);
     return new Promise((resolve, reject) => {
       this.db.all(sql, params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(wrap(err, sql, this.path)) : resolve(rows)));
     });
   }
 
   exec(sql: string): Promise<void> {
-    wrote(this.path);
+    wrote(this.file);
     return new Promise((resolve, reject) => {
       this.db.exec(sql, (err: Error | null) => (err ? reject(wrap(err, sql, this.path)) : resolve()));
     });
