@@ -263,6 +263,32 @@ describe('a commit that never finished (the mark is written alongside each commi
     await o.close();
   });
 
+  it('a mark claiming more numbers in flight than it accepted is damage: refused, never read as a state', async () => {
+    const dir = tmp();
+    const path = join(dir, 'outbox.db');
+    await fill(path, 3);
+    const markPath = seqMarkPath(path);
+    const found = SeqMark.read(markPath)!;
+    // One slot written with a valid CRC but contradictory numbers (the other keeps the last good state) ...
+    const m = await SeqMark.open(markPath, found, { ...found.state, committing: found.state.accepted + 5 });
+    await m.close();
+    const file = readFileSync(markPath);
+    const [a, b] = [file.subarray(0, 72), file.subarray(72, 144)];
+    // ... so one of the two files made of a single slot twice is the good state, the other is refused.
+    const outcomes = [Buffer.concat([a, a]), Buffer.concat([b, b])].map((twice) => {
+      writeFileSync(markPath, twice);
+      try {
+        return `read ${SeqMark.read(markPath)!.state.committing}`;
+      } catch (err) {
+        return (err as { code?: string }).code;
+      }
+    });
+    expect([...outcomes].sort()).toEqual(['STORAGE_CORRUPT', 'read 0']);
+    const bad = outcomes[0] === 'STORAGE_CORRUPT' ? a : b;
+    writeFileSync(markPath, Buffer.concat([bad, bad]));
+    await expect(Outbox.open({ path, capacity: 100 })).rejects.toMatchObject({ code: 'STORAGE_CORRUPT' });
+  });
+
   it('a commit that finished says so in the file too, without being waited for', async () => {
     const dir = tmp();
     const path = join(dir, 'outbox.db');
