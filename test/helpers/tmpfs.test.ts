@@ -23,7 +23,7 @@ function alive(pid: number): boolean {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return !['Z', 'X'].includes(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '');
   } catch {
-    return false;
+    return false; // no /proc entry: the process is gone
   }
 }
 const isMounted = (dir: string) =>

@@ -160,7 +160,7 @@ function startTime(pid: number): string {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return fields[0] === 'Z' || fields[0] === 'X' ? '' : (fields[19] ?? '');
   } catch {
-    return '';
+    return ''; // no such process (it exited): no start time, so the mount's owner is gone
   }
 }
 

@@ -15,13 +15,11 @@ import { verifyCommandResult } from '../../src/link/commands/result.js';
 import { PrintJobState, ResultCode } from '../../src/proto/index.js';
 import { printJobBody } from '../../simulators/cloud/print-jobs.js';
 import { waitUntil } from '../helpers/ports.js';
-import { document, fragmentHits, ORG, ORG_B, p1World, type P1World } from './e2e/world.js';
+import { document, fragmentHits, ORG, ORG_B, startedP1World, type P1World } from './e2e/world.js';
 
 let w: P1World;
 beforeAll(async () => {
-  w = await p1World();
-  await w.agent.start();
-  await w.commandsReady();
+  w = await startedP1World();
 }, 180_000);
 afterAll(async () => {
   await w?.cleanup();

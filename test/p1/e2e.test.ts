@@ -13,13 +13,11 @@ import { verifyCommandResult } from '../../src/link/commands/result.js';
 import { printJobBody } from '../../simulators/cloud/print-jobs.js';
 import { CommandSigner } from '../../simulators/cloud/signer.js';
 import { waitUntil } from '../helpers/ports.js';
-import { DEVICE, document, fragmentHits, ORG, p1World, type P1World } from './e2e/world.js';
+import { DEVICE, document, fragmentHits, ORG, startedP1World, type P1World } from './e2e/world.js';
 
 let w: P1World;
 beforeAll(async () => {
-  w = await p1World();
-  await w.agent.start();
-  await w.commandsReady();
+  w = await startedP1World();
 }, 180_000);
 afterAll(async () => {
   await w?.cleanup();

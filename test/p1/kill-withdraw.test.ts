@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyErasureReceipt, type SignedErasureReceipt } from '../../src/privacy/receipt.js';
 import { printJobBody } from '../../simulators/cloud/print-jobs.js';
 import { sleep, waitUntil } from '../helpers/ports.js';
-import { document, ORG, p1World, type LogLine, type P1World } from './e2e/world.js';
+import { document, ORG, startedP1World, type LogLine, type P1World } from './e2e/world.js';
 
 /** Where each kill lands: a purge log line, or a step of the spool's own shredding. */
 const POINTS: Array<{ name: string; match: (l: LogLine) => boolean; stray?: boolean }> = [
@@ -39,9 +39,7 @@ const progress = (line: string) => process.stderr.write(`p1 kill-withdraw: ${lin
 let w: P1World;
 beforeAll(async () => {
   // A short purge retry: the broken-cleanup case waits for the retry after the stray copy is gone.
-  w = await p1World({ servedOrgs: [ORG, ...ORGS], privacy: { purgeRetryMinSec: 1, purgeRetryMaxSec: 2 } });
-  await w.agent.start();
-  await w.commandsReady();
+  w = await startedP1World({ servedOrgs: [ORG, ...ORGS], privacy: { purgeRetryMinSec: 1, purgeRetryMaxSec: 2 } });
 }, 180_000);
 afterAll(async () => {
   await w?.cleanup();

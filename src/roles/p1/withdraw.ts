@@ -86,6 +86,7 @@ export async function shredOrgJobs(o: ShredOrgOptions): Promise<ShredOrgResult> 
       `INSERT INTO p1_withdrawn (org_id, jobs, keys_destroyed, keys_earlier, files_removed, files_earlier, samples, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (org_id) DO UPDATE SET jobs = jobs + excluded.jobs, keys_destroyed = keys_destroyed + excluded.keys_destroyed, keys_earlier = keys_earlier + excluded.keys_earlier,
          files_removed = files_removed + excluded.files_removed, files_earlier = files_earlier + excluded.files_earlier, samples = samples + excluded.samples, updated_at_ms = excluded.updated_at_ms`,
+      // updated_at_ms: a timestamp for whoever reads the tally, never compared or subtracted.
       [orgId, rows.length, keysBefore, rows.length - keysBefore, filesRemoved, rows.length - filesRemoved, samples.length, Date.now()],
     );
   });

@@ -229,6 +229,14 @@ export interface WorldOptions {
   privacy?: Record<string, unknown>;
 }
 
+/** A world whose agent is started and ready for commands (what most suites begin with). */
+export async function startedP1World(opts: WorldOptions = {}): Promise<P1World> {
+  const w = await p1World(opts);
+  await w.agent.start();
+  await w.commandsReady();
+  return w;
+}
+
 export async function p1World(opts: WorldOptions = {}): Promise<P1World> {
   const dir = mkdtempSync(join(tmpdir(), 'tbx-p1e2e-'));
   const cleanups: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];
